@@ -1,0 +1,4 @@
+//! Gantry's Kubernetes side: sources fill the object store, `translate` compiles it into a
+//! snapshot for the proxy.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
