@@ -71,3 +71,61 @@ pub struct RouteTable {
 pub struct RouteTableBuilder {
     // filled in by the routing work
 }
+
+// === impl RouteTableBuilder === (signatures are the contract; bodies are filled in by the routing work)
+
+impl RouteTableBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route for a host. Sources must be added oldest first: when the same host, path and
+    /// path type is already present, the route is refused with [`RouteError::Conflict`] naming the
+    /// source that keeps it.
+    pub fn add(&mut self, host: HostMatch, route: Route) -> Result<(), RouteError> {
+        let _ = (host, route);
+        unimplemented!("routing work")
+    }
+
+    /// Sets the backend for requests no rule matches. The first call wins; later calls get
+    /// [`RouteError::Conflict`].
+    pub fn set_default(&mut self, route: Route) -> Result<(), RouteError> {
+        let _ = route;
+        unimplemented!("routing work")
+    }
+
+    pub fn build(self) -> RouteTable {
+        unimplemented!("routing work")
+    }
+}
+
+// === impl RouteTable ===
+
+impl RouteTable {
+    /// The route for a request. `host` is lowercase without port (see `normalize::normalize_host`),
+    /// `path` is normalized (see `normalize::normalize_path`). Falls back to the default backend.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let _ = (host, path);
+        unimplemented!("routing work")
+    }
+
+    /// The default backend, if any Ingress set one.
+    pub fn default_route(&self) -> Option<&Arc<Route>> {
+        unimplemented!("routing work")
+    }
+
+    /// Every route with its host, in a stable order (hosts sorted, then path precedence), for
+    /// `/debug/routes`. The default route is not included.
+    pub fn iter(&self) -> impl Iterator<Item = (&HostMatch, &Arc<Route>)> + '_ {
+        std::iter::empty()
+    }
+
+    /// Number of routes (not counting the default route).
+    pub fn len(&self) -> usize {
+        0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -110,6 +110,16 @@ impl CertTable {
         }
     }
 
+    /// The certificate stored for a host exactly as it was inserted (`*.example.com` for a
+    /// wildcard), to carry a last good certificate over into the next snapshot.
+    pub fn get(&self, host: &str) -> Option<&TlsCert> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        match host.strip_prefix("*.") {
+            Some(parent) => self.wildcard.get(parent),
+            None => self.exact.get(&host),
+        }
+    }
+
     /// The certificate served when SNI is absent or names no configured host.
     pub fn set_default(&mut self, cert: TlsCert) {
         self.default = Some(cert);
