@@ -5,9 +5,11 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
 };
+
+use crate::upstream::EndpointPool;
 
 /// Names a backend for logs, metrics and `/debug/routes`: `namespace/service:port`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,6 +46,9 @@ pub struct Backend {
     /// Round-robin cursor. Starts at zero in every snapshot: a swap resets the rotation, which is
     /// harmless because requests still spread evenly from there on.
     next: AtomicUsize,
+    /// The connection pools of `endpoints`, in the same order; set when the snapshot is published
+    /// (see `Upstreams::bind`).
+    pub(crate) pools: OnceLock<Box<[Arc<EndpointPool>]>>,
 }
 
 // === impl Backend ===
@@ -52,12 +57,18 @@ impl Backend {
     pub fn new(id: BackendId, mut endpoints: Vec<Endpoint>) -> Self {
         endpoints.sort();
         endpoints.dedup();
-        Self { id, endpoints: endpoints.into(), unavailable: None, next: AtomicUsize::new(0) }
+        Self { id, endpoints: endpoints.into(), unavailable: None, next: AtomicUsize::new(0), pools: OnceLock::new() }
     }
 
     /// A backend that answers 503 for the given reason.
     pub fn unavailable(id: BackendId, reason: impl Into<Arc<str>>) -> Self {
-        Self { id, endpoints: Arc::from([]), unavailable: Some(reason.into()), next: AtomicUsize::new(0) }
+        Self {
+            id,
+            endpoints: Arc::from([]),
+            unavailable: Some(reason.into()),
+            next: AtomicUsize::new(0),
+            pools: OnceLock::new(),
+        }
     }
 
     /// The next endpoint in round-robin order, or `None` when there are no endpoints.

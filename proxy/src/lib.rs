@@ -6,13 +6,26 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod access_log;
+pub mod admin;
 pub mod backend;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod metrics;
 pub mod normalize;
 pub mod routes;
 pub mod snapshot;
+pub mod server;
 pub mod tls;
+pub mod upstream;
 
+pub use admin::Readiness;
 pub use backend::{Backend, BackendId, Endpoint};
 pub use routes::{HostMatch, PathMatch, Route, RouteError, RouteSource, RouteTable, RouteTableBuilder};
 pub use snapshot::{Diagnostic, Snapshot, SnapshotHandle};
 pub use tls::{CertTable, TlsCert, TlsError};
+pub use config::{Balancer, ProxyConfig};
+pub use error::ProxyError;
+pub use forward::{ConnInfo, Proxy};
+pub use metrics::Metrics;

@@ -1,0 +1,122 @@
+//! Listener and upstream settings. Validated once at start; the data path reads them as they are.
+
+use std::time::Duration;
+
+/// How a backend picks one of its endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Balancer {
+    /// Each endpoint in turn. The default: cheapest, and even when endpoints are alike.
+    #[default]
+    RoundRobin,
+    /// Power of two choices on requests in flight: two endpoints at random, the less busy one wins.
+    /// Better when endpoints differ in speed or requests in cost.
+    LeastRequest,
+}
+
+/// Everything the data path needs to know besides the snapshot.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// Time a client has to send a complete request head, and a TLS handshake to finish. Default 30 s.
+    pub header_read_timeout: Duration,
+    /// Time to open a TCP connection to an endpoint; on expiry the next endpoint is tried once, then
+    /// 502. Default 5 s.
+    pub upstream_connect_timeout: Duration,
+    /// Time from sending a request upstream to its response head; on expiry 504. Does not bound the
+    /// response body, so long downloads are fine. Default 60 s (nginx's `proxy_read_timeout`).
+    pub upstream_response_timeout: Duration,
+    /// A client connection with no request in flight and no bytes moving is closed after this.
+    /// Default 60 s.
+    pub idle_timeout: Duration,
+    /// Upstream keep-alive connections idle longer than this are closed. Default 90 s.
+    pub upstream_idle_timeout: Duration,
+    /// How long in-flight requests get to finish after SIGTERM. Default 30 s.
+    pub shutdown_grace: Duration,
+    /// Largest request head (request line and headers) in bytes; beyond it 431. Default 60 KiB,
+    /// Envoy's limit.
+    pub max_header_bytes: usize,
+    /// Most request headers; beyond it 431. Default 100, Envoy's limit.
+    pub max_headers: usize,
+    /// Streams one HTTP/2 connection may have open. Default 250.
+    pub http2_max_concurrent_streams: u32,
+    pub balancer: Balancer,
+    /// One JSON line per request on stdout. Default on.
+    pub access_log: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(30),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_response_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(90),
+            shutdown_grace: Duration::from_secs(30),
+            max_header_bytes: 60 * 1024,
+            max_headers: 100,
+            http2_max_concurrent_streams: 250,
+            balancer: Balancer::RoundRobin,
+            access_log: true,
+        }
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A timeout of zero would fail every request.
+    #[error("{0} must be greater than zero")]
+    ZeroDuration(&'static str),
+    /// hyper needs at least 8 KiB of read buffer, and a request line alone can be that long.
+    #[error("max-header-bytes must be at least 8192, got {0}")]
+    HeaderBytesTooSmall(usize),
+    /// At least the Host header must fit.
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
+}
+
+impl ProxyConfig {
+    /// Checks the settings once at start, so the data path never has to.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        for (name, d) in [
+            ("header-read-timeout", self.header_read_timeout),
+            ("upstream-connect-timeout", self.upstream_connect_timeout),
+            ("upstream-response-timeout", self.upstream_response_timeout),
+            ("idle-timeout", self.idle_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        if self.max_header_bytes < 8192 {
+            return Err(ConfigError::HeaderBytesTooSmall(self.max_header_bytes));
+        }
+        if self.max_headers == 0 {
+            return Err(ConfigError::ZeroLimit("max-headers"));
+        }
+        if self.http2_max_concurrent_streams == 0 {
+            return Err(ConfigError::ZeroLimit("http2-max-concurrent-streams"));
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(ProxyConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn zero_timeouts_and_tiny_limits_are_refused() {
+        let c = ProxyConfig { upstream_connect_timeout: Duration::ZERO, ..Default::default() };
+        assert!(matches!(c.validate(), Err(ConfigError::ZeroDuration("upstream-connect-timeout"))));
+        let c = ProxyConfig { max_header_bytes: 100, ..Default::default() };
+        assert!(matches!(c.validate(), Err(ConfigError::HeaderBytesTooSmall(100))));
+        let c = ProxyConfig { max_headers: 0, ..Default::default() };
+        assert!(matches!(c.validate(), Err(ConfigError::ZeroLimit("max-headers"))));
+    }
+}

@@ -1,0 +1,302 @@
+//! Listeners: accept, TLS, serve HTTP/1.1 and HTTP/2 on each connection, and drain on shutdown.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use hyper::{body::Incoming, service::service_fn, Request};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::watch,
+    time::{Instant, Sleep},
+};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    forward::{ConnInfo, Proxy},
+    metrics::{ListenerLabels, ResultLabels},
+    tls::SnapshotCertResolver,
+};
+
+/// Which traffic listener a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    Http,
+    Https,
+}
+
+impl ListenerKind {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+}
+
+/// The rustls server configuration: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, certificates
+/// chosen per handshake from the current snapshot.
+pub fn tls_config(proxy: &Proxy) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SnapshotCertResolver::new(proxy.snapshots.clone())));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts connections until `shutdown` turns true, then stops accepting (the listener is closed,
+/// so new connections are refused), asks every open connection to finish (HTTP/2 GOAWAY, HTTP/1
+/// close after the current response) and waits up to the shutdown grace for them.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    kind: ListenerKind,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy.config.header_read_timeout)
+        .max_buf_size(proxy.config.max_header_bytes.max(8192))
+        .max_headers(proxy.config.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(proxy.config.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(proxy.config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    let acceptor = tls.map(TlsAcceptor::from);
+    let graceful = GracefulShutdown::new();
+    let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+
+    loop {
+        let (stream, client) = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|s| *s) => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, listener = kind.label(), "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo { client, local_port, tls: acceptor.is_some() };
+        let conn = Connection {
+            proxy: proxy.clone(),
+            builder: builder.clone(),
+            acceptor: acceptor.clone(),
+            info,
+            kind,
+            watcher: graceful.watcher(),
+        };
+        tokio::spawn(conn.run(stream));
+    }
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(listener = kind.label(), open, "listener closed; draining connections");
+    if tokio::time::timeout(proxy.config.shutdown_grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(listener = kind.label(), "shutdown grace expired with connections still open");
+    }
+}
+
+struct Connection {
+    proxy: Arc<Proxy>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    acceptor: Option<TlsAcceptor>,
+    info: ConnInfo,
+    kind: ListenerKind,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    async fn run(self, stream: TcpStream) {
+        let metrics = self.proxy.metrics.clone();
+        let gauge = metrics.active_connections.get_or_create(&ListenerLabels { listener: self.kind.label() }).clone();
+        gauge.inc();
+        let active = Arc::new(AtomicUsize::new(0));
+        let idle_timeout = self.proxy.config.idle_timeout;
+        match &self.acceptor {
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(self.proxy.config.header_read_timeout, acceptor.accept(stream)).await;
+                match handshake {
+                    Ok(Ok(tls)) => {
+                        metrics.tls_handshakes.get_or_create(&ResultLabels { result: "ok" }).inc();
+                        let io = IdleTimeout::new(tls, idle_timeout, active.clone());
+                        self.serve(io, active).await;
+                    }
+                    Ok(Err(e)) => {
+                        metrics.tls_handshakes.get_or_create(&ResultLabels { result: "error" }).inc();
+                        tracing::debug!(client = %self.info.client, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        metrics.tls_handshakes.get_or_create(&ResultLabels { result: "timeout" }).inc();
+                    }
+                }
+            }
+            None => {
+                let io = IdleTimeout::new(stream, idle_timeout, active.clone());
+                self.serve(io, active).await;
+            }
+        }
+        gauge.dec();
+    }
+
+    async fn serve<I>(self, io: I, active: Arc<AtomicUsize>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let proxy = self.proxy.clone();
+        let info = Arc::new(self.info);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let proxy = proxy.clone();
+            let info = info.clone();
+            let guard = ActiveRequest::new(active.clone());
+            async move {
+                let resp = proxy.handle(&info, req).await;
+                drop(guard);
+                Ok::<_, Infallible>(resp)
+            }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    }
+}
+
+/// Counts the requests in flight on one connection, for the idle timeout.
+struct ActiveRequest(Arc<AtomicUsize>);
+
+impl ActiveRequest {
+    fn new(n: Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Closes a client connection that has had no request in flight and no bytes moving for the idle
+/// timeout. A request waiting on a slow backend is not idle, however quiet the socket is.
+///
+/// Activity only records a timestamp; the timer is re-armed when it fires, so busy connections do
+/// not touch the timer wheel on every read.
+struct IdleTimeout<T> {
+    inner: T,
+    timeout: Duration,
+    last_activity: Instant,
+    sleep: Pin<Box<Sleep>>,
+    active: Arc<AtomicUsize>,
+}
+
+impl<T> IdleTimeout<T> {
+    fn new(inner: T, timeout: Duration, active: Arc<AtomicUsize>) -> Self {
+        let now = Instant::now();
+        Self { inner, timeout, last_activity: now, sleep: Box::pin(tokio::time::sleep_until(now + timeout)), active }
+    }
+
+    fn touch(&mut self) {
+        self.last_activity = Instant::now();
+    }
+
+    /// Whether the connection has been idle too long. Registers the waker, so an idle connection is
+    /// woken up to be closed.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        // Bounded: each round either returns or moves the deadline into the future.
+        for _ in 0..4 {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let now = Instant::now();
+            let deadline = self.last_activity + self.timeout;
+            if self.active.load(Ordering::Relaxed) > 0 {
+                self.sleep.as_mut().reset(now + self.timeout);
+            } else if deadline > now {
+                self.sleep.as_mut().reset(deadline);
+            } else {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending if self.expired(cx) => {
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle timeout")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

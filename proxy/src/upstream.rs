@@ -1,0 +1,274 @@
+//! Upstream connections: one keep-alive pool per endpoint address, kept across snapshot swaps.
+//!
+//! Snapshots name endpoints by address only. When a snapshot is published, [`Upstreams::bind`]
+//! attaches each backend to the pools of its endpoints (reusing the pools of the previous snapshot),
+//! so the data path reaches its pool through a plain pointer and a swap never drops idle
+//! connections.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response};
+use hyper::{body::Incoming, client::conn::http1};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::{backend::Backend, config::Balancer, error::ProxyError, metrics::Metrics, snapshot::Snapshot};
+
+/// Idle connections kept per endpoint; beyond this a finished connection is closed.
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+/// How often a request may meet a pooled connection that the backend had already closed before we
+/// open a fresh one.
+const MAX_STALE_RETRIES: usize = 3;
+
+/// Pooled connections and load of one endpoint address.
+#[derive(Debug)]
+pub struct EndpointPool {
+    addr: SocketAddr,
+    idle: Mutex<Vec<Idle>>,
+    /// Requests sent and not yet finished (response body still streaming counts as in flight).
+    in_flight: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct Idle {
+    tx: http1::SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// Settings for upstream connections.
+#[derive(Clone, Debug)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub balancer: Balancer,
+}
+
+/// All endpoint pools, by address.
+#[derive(Debug)]
+pub struct Upstreams {
+    pools: Mutex<HashMap<SocketAddr, Arc<EndpointPool>>>,
+    settings: UpstreamSettings,
+    metrics: Arc<Metrics>,
+}
+
+// === impl EndpointPool ===
+
+impl EndpointPool {
+    fn new(addr: SocketAddr) -> Self {
+        Self { addr, idle: Mutex::new(Vec::new()), in_flight: AtomicUsize::new(0) }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The most recently used live connection (LIFO keeps few connections warm).
+    fn checkout(&self, idle_timeout: Duration) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(conn) = idle.pop() {
+            if conn.tx.is_ready() && conn.since.elapsed() < idle_timeout {
+                return Some(conn.tx);
+            }
+        }
+        None
+    }
+
+    fn put(&self, tx: http1::SendRequest<Incoming>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(Idle { tx, since: Instant::now() });
+        }
+    }
+
+    pub fn idle_len(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+/// Decrements the endpoint's in-flight count when the request is done.
+struct InFlight(Arc<EndpointPool>);
+
+impl InFlight {
+    fn new(pool: &Arc<EndpointPool>) -> Self {
+        pool.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(pool.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl Upstreams ===
+
+impl Upstreams {
+    pub fn new(settings: UpstreamSettings, metrics: Arc<Metrics>) -> Self {
+        Self { pools: Mutex::new(HashMap::new()), settings, metrics }
+    }
+
+    /// Attaches every backend of a snapshot about to be published to the pools of its endpoints,
+    /// and forgets pools of addresses no longer in it (their connections close once the last
+    /// request of an older snapshot is done with them). Runs off the data path.
+    pub fn bind(&self, snapshot: &Snapshot) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = HashSet::new();
+        let backends = snapshot.routes.iter().map(|(_, r)| &r.backend).chain(snapshot.routes.default_route().map(|r| &r.backend));
+        for backend in backends {
+            let bound: Vec<Arc<EndpointPool>> = backend
+                .endpoints
+                .iter()
+                .map(|ep| {
+                    seen.insert(ep.addr);
+                    pools.entry(ep.addr).or_insert_with(|| Arc::new(EndpointPool::new(ep.addr))).clone()
+                })
+                .collect();
+            // Already bound when a backend is shared by several routes: the first binding stands.
+            let _ = backend.pools.set(bound.into_boxed_slice());
+        }
+        pools.retain(|addr, _| seen.contains(addr));
+    }
+
+    /// Number of endpoint addresses with a pool.
+    pub fn len(&self) -> usize {
+        self.pools.lock().map(|p| p.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The pool of an address, creating it if needed. For backends of a snapshot that was never
+    /// bound (tests, or a bug): slower, but correct.
+    fn pool_for(&self, addr: SocketAddr) -> Arc<EndpointPool> {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.entry(addr).or_insert_with(|| Arc::new(EndpointPool::new(addr))).clone()
+    }
+
+    /// Picks the first endpoint to try.
+    fn pick(&self, backend: &Backend, pools: &[Arc<EndpointPool>]) -> usize {
+        match self.settings.balancer {
+            Balancer::RoundRobin => backend.next_round_robin().unwrap_or(0),
+            Balancer::LeastRequest => {
+                let n = pools.len();
+                if n == 1 {
+                    return 0;
+                }
+                let a = fastrand::usize(..n);
+                // A second, different endpoint.
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                if pools[b].in_flight() < pools[a].in_flight() {
+                    b
+                } else {
+                    a
+                }
+            }
+        }
+    }
+
+    /// Sends a request to one of the backend's endpoints and returns the response head with the
+    /// address that answered. A failed connect is retried once on another endpoint (nothing was
+    /// sent yet); a pooled connection the backend had closed is replaced transparently.
+    pub async fn send(
+        &self,
+        backend: &Backend,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, SocketAddr), ProxyError> {
+        let fallback;
+        let pools: &[Arc<EndpointPool>] = match backend.pools.get() {
+            Some(p) => p,
+            None => {
+                fallback = backend.endpoints.iter().map(|e| self.pool_for(e.addr)).collect::<Vec<_>>();
+                &fallback
+            }
+        };
+        if pools.is_empty() {
+            return Err(ProxyError::NoEndpoint(backend.id.to_string()));
+        }
+        let mut idx = self.pick(backend, pools);
+        let mut connect_retried = false;
+        let mut stale = 0;
+        loop {
+            let pool = &pools[idx];
+            let mut tx = match pool.checkout(self.settings.idle_timeout) {
+                Some(tx) => tx,
+                None => match self.connect(pool.addr).await {
+                    Ok(tx) => tx,
+                    Err(e) => {
+                        self.metrics.upstream_connect_errors.inc();
+                        if !connect_retried && pools.len() > 1 {
+                            connect_retried = true;
+                            idx = (idx + 1) % pools.len();
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                },
+            };
+            let in_flight = InFlight::new(pool);
+            let sent = tokio::time::timeout(self.settings.response_timeout, tx.try_send_request(req)).await;
+            match sent {
+                Err(_) => {
+                    self.metrics.upstream_timeouts.inc();
+                    return Err(ProxyError::UpstreamTimeout);
+                }
+                Ok(Ok(resp)) => {
+                    let addr = pool.addr;
+                    let pool = pool.clone();
+                    // The connection can carry the next request once this response's body has been
+                    // read to the end; hand it back to the pool then. A client that goes away
+                    // mid-body drops the body, which closes the connection instead.
+                    tokio::spawn(async move {
+                        let _in_flight = in_flight;
+                        if tx.ready().await.is_ok() {
+                            pool.put(tx);
+                        }
+                    });
+                    return Ok((resp, addr));
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    // The connection was closed before anything was written: try a fresh one.
+                    Some(r) if stale < MAX_STALE_RETRIES => {
+                        stale += 1;
+                        req = r;
+                    }
+                    _ => return Err(ProxyError::Upstream(e.into_error())),
+                },
+            }
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+        let err = |reason: String| ProxyError::Connect { addr, reason };
+        let stream = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| err("timed out".into()))?
+            .map_err(|e| err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        // The client builder has no timers to set: the response timeout is applied around the send.
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(tx)
+    }
+}
