@@ -2,3 +2,6 @@
 //! snapshot for the proxy.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
+
+pub mod manifests;
+pub mod store;
