@@ -5,3 +5,10 @@
 
 pub mod manifests;
 pub mod store;
+pub mod translate;
+
+pub mod app;
+pub mod cli;
+pub mod demo;
+pub mod runtime;
+pub mod sources;

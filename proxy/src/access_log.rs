@@ -55,21 +55,23 @@ impl AccessLog {
     pub fn stdout() -> Self {
         let (tx, rx) = mpsc::sync_channel::<AccessRecord>(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        let spawned = std::thread::Builder::new().name("access-log".into()).spawn(move || {
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-            while let Ok(rec) = rx.recv() {
-                let _ = serde_json::to_writer(&mut out, &rec);
-                let _ = out.write_all(b"\n");
-                // Flush when the queue is drained, so lines appear promptly at low rates and
-                // batch at high rates.
-                while let Ok(rec) = rx.try_recv() {
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+                while let Ok(rec) = rx.recv() {
                     let _ = serde_json::to_writer(&mut out, &rec);
                     let _ = out.write_all(b"\n");
+                    // Flush when the queue is drained, so lines appear promptly at low rates and
+                    // batch at high rates.
+                    while let Ok(rec) = rx.try_recv() {
+                        let _ = serde_json::to_writer(&mut out, &rec);
+                        let _ = out.write_all(b"\n");
+                    }
+                    let _ = out.flush();
                 }
-                let _ = out.flush();
-            }
-        });
+            });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the access-log thread; access log is off");
         }
@@ -92,7 +94,11 @@ impl AccessLog {
 impl AccessRecord {
     pub fn start<B>(req: &Request<B>, conn: &ConnInfo) -> Self {
         let h = req.headers();
-        let text = |name| h.get(name).and_then(|v: &http::HeaderValue| v.to_str().ok()).map(str::to_string);
+        let text = |name| {
+            h.get(name)
+                .and_then(|v: &http::HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
         Self {
             time: SystemTime::now(),
             client: conn.client,
@@ -117,6 +123,13 @@ impl AccessRecord {
     pub fn set_target(&mut self, host: &str, path: &str) {
         self.host = host.to_string();
         self.path = path.to_string();
+    }
+
+    /// The request id as forwarded (the client's, or the one generated for it).
+    pub fn set_request_id(&mut self, id: Option<&http::HeaderValue>) {
+        if self.request_id.is_none() {
+            self.request_id = id.and_then(|v| v.to_str().ok()).map(str::to_string);
+        }
     }
 
     pub fn finish<B>(

@@ -54,7 +54,7 @@ pub async fn serve_admin(
 ) {
     loop {
         let stream = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = crate::shutdown_requested(&mut shutdown) => return,
             accepted = listener.accept() => match accepted {
                 Ok((s, _)) => s,
                 Err(e) => {
@@ -92,14 +92,20 @@ fn admin_response(proxy: &Proxy, readiness: &Readiness, req: &Request<Incoming>)
             let mut r = text(StatusCode::OK, proxy.metrics.encode());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             r
         }
         "/debug/routes" => {
-            let body = serde_json::to_vec_pretty(&RouteDump::from(&*proxy.snapshots.load())).unwrap_or_default();
+            let body =
+                serde_json::to_vec_pretty(&RouteDump::from(&*proxy.snapshots.load())).unwrap_or_default();
             let mut r = Response::new(Full::new(Bytes::from(body)));
-            r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
             r
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -109,7 +115,10 @@ fn admin_response(proxy: &Proxy, readiness: &Readiness, req: &Request<Incoming>)
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 

@@ -57,7 +57,13 @@ impl Backend {
     pub fn new(id: BackendId, mut endpoints: Vec<Endpoint>) -> Self {
         endpoints.sort();
         endpoints.dedup();
-        Self { id, endpoints: endpoints.into(), unavailable: None, next: AtomicUsize::new(0), pools: OnceLock::new() }
+        Self {
+            id,
+            endpoints: endpoints.into(),
+            unavailable: None,
+            next: AtomicUsize::new(0),
+            pools: OnceLock::new(),
+        }
     }
 
     /// A backend that answers 503 for the given reason.

@@ -112,11 +112,23 @@ mod tests {
 
     #[test]
     fn zero_timeouts_and_tiny_limits_are_refused() {
-        let c = ProxyConfig { upstream_connect_timeout: Duration::ZERO, ..Default::default() };
-        assert!(matches!(c.validate(), Err(ConfigError::ZeroDuration("upstream-connect-timeout"))));
-        let c = ProxyConfig { max_header_bytes: 100, ..Default::default() };
+        let c = ProxyConfig {
+            upstream_connect_timeout: Duration::ZERO,
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration("upstream-connect-timeout"))
+        ));
+        let c = ProxyConfig {
+            max_header_bytes: 100,
+            ..Default::default()
+        };
         assert!(matches!(c.validate(), Err(ConfigError::HeaderBytesTooSmall(100))));
-        let c = ProxyConfig { max_headers: 0, ..Default::default() };
+        let c = ProxyConfig {
+            max_headers: 0,
+            ..Default::default()
+        };
         assert!(matches!(c.validate(), Err(ConfigError::ZeroLimit("max-headers"))));
     }
 }

@@ -33,7 +33,10 @@ pub enum ProxyError {
     NoEndpoint(String),
     /// Connecting to every endpoint tried failed or timed out. Safe to retry: nothing was sent.
     #[error("upstream connect to {addr}: {reason}")]
-    Connect { addr: std::net::SocketAddr, reason: String },
+    Connect {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
     /// The backend broke the connection or sent an invalid response.
     #[error("upstream protocol: {0}")]
     Upstream(#[source] hyper::Error),
@@ -81,14 +84,25 @@ mod tests {
             (ProxyError::TooManyHeaders, 431, Side::Downstream),
             (ProxyError::NoRoute, 404, Side::Internal),
             (ProxyError::NoEndpoint("svc".into()), 503, Side::Internal),
-            (ProxyError::Connect { addr, reason: "refused".into() }, 502, Side::Upstream),
+            (
+                ProxyError::Connect {
+                    addr,
+                    reason: "refused".into(),
+                },
+                502,
+                Side::Upstream,
+            ),
             (ProxyError::UpstreamTimeout, 504, Side::Upstream),
         ];
         for (err, status, side) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");
             assert_eq!(err.side(), side, "{err}");
         }
-        assert!(ProxyError::Connect { addr, reason: String::new() }.is_retryable());
+        assert!(ProxyError::Connect {
+            addr,
+            reason: String::new()
+        }
+        .is_retryable());
         assert!(!ProxyError::UpstreamTimeout.is_retryable());
     }
 }

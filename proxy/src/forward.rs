@@ -73,7 +73,13 @@ impl Proxy {
             metrics.clone(),
         );
         let access_log = config.access_log.then(AccessLog::stdout);
-        Self { snapshots, config, upstreams, metrics, access_log }
+        Self {
+            snapshots,
+            config,
+            upstreams,
+            metrics,
+            access_log,
+        }
     }
 
     /// Publishes a snapshot: binds its backends to the endpoint pools, then swaps it in.
@@ -85,7 +91,12 @@ impl Proxy {
         self.metrics.snapshot_generation.set(snapshot.generation as i64);
         self.metrics.diagnostics.clear();
         for d in &snapshot.diagnostics {
-            self.metrics.diagnostics.get_or_create(&crate::metrics::ReasonLabels { reason: d.reason.clone() }).inc();
+            self.metrics
+                .diagnostics
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: d.reason.clone(),
+                })
+                .inc();
         }
         self.snapshots.store(snapshot);
     }
@@ -140,25 +151,40 @@ impl Proxy {
         conn: &ConnInfo,
         mut req: Request<Incoming>,
         log: &mut Option<AccessRecord>,
-    ) -> Result<(Response<ProxyBody>, Option<Arc<Route>>, Option<SocketAddr>), (ProxyError, Option<Arc<Route>>)> {
+    ) -> Result<(Response<ProxyBody>, Option<Arc<Route>>, Option<SocketAddr>), (ProxyError, Option<Arc<Route>>)>
+    {
         if req.headers().len() > self.config.max_headers {
             return Err((ProxyError::TooManyHeaders, None));
         }
         let host_value = request_host(&req).map_err(|e| (e, None))?;
         let host = normalize_host(&host_value).map_err(|_| (ProxyError::BadHost("invalid host"), None))?;
-        let path = normalize_path(req.uri().path()).map_err(|e| (ProxyError::BadTarget(e.to_string()), None))?;
+        let path =
+            normalize_path(req.uri().path()).map_err(|e| (ProxyError::BadTarget(e.to_string()), None))?;
         if let Some(rec) = log.as_mut() {
             rec.set_target(&host, &path);
         }
 
         let snapshot = self.snapshots.load();
-        let route = snapshot.routes.lookup(&host, &path).cloned().ok_or((ProxyError::NoRoute, None))?;
+        let route = snapshot
+            .routes
+            .lookup(&host, &path)
+            .cloned()
+            .ok_or((ProxyError::NoRoute, None))?;
 
         if route.ssl_redirect && !conn.tls {
-            return Ok((redirect_to_https(&host, &path, req.uri().query()), Some(route), None));
+            return Ok((
+                redirect_to_https(&host, &path, req.uri().query()),
+                Some(route),
+                None,
+            ));
         }
         if route.backend.endpoints.is_empty() {
-            let why = route.backend.unavailable.as_deref().unwrap_or("no ready endpoints").to_string();
+            let why = route
+                .backend
+                .unavailable
+                .as_deref()
+                .unwrap_or("no ready endpoints")
+                .to_string();
             return Err((ProxyError::NoEndpoint(why), Some(route)));
         }
 
@@ -168,7 +194,12 @@ impl Proxy {
             Some(q) => PathAndQuery::try_from(format!("{path}?{q}")).ok(),
             None => PathAndQuery::try_from(path.as_ref()).ok(),
         };
-        let pq = pq.ok_or_else(|| (ProxyError::BadTarget("unforwardable path".into()), Some(route.clone())))?;
+        let pq = pq.ok_or_else(|| {
+            (
+                ProxyError::BadTarget("unforwardable path".into()),
+                Some(route.clone()),
+            )
+        })?;
         *req.uri_mut() = Uri::from(pq);
 
         let upgrade = is_upgrade(&req);
@@ -176,15 +207,28 @@ impl Proxy {
         let host_header = HeaderValue::from_str(&host_value)
             .map_err(|_| (ProxyError::BadHost("invalid host"), Some(route.clone())))?;
         rewrite_request_headers(req.headers_mut(), conn, host_header, upgrade);
+        if let Some(rec) = log.as_mut() {
+            rec.set_request_id(req.headers().get(&X_REQUEST_ID));
+        }
         *req.version_mut() = Version::HTTP_11;
 
-        let (mut resp, addr) = self.upstreams.send(&route.backend, req).await.map_err(|e| (e, Some(route.clone())))?;
+        let (mut resp, addr) = self
+            .upstreams
+            .send(&route.backend, req)
+            .await
+            .map_err(|e| (e, Some(route.clone())))?;
 
-        if let Some(client_upgrade) = client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+        if let Some(client_upgrade) =
+            client_upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+        {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
             let (parts, _) = resp.into_parts();
-            return Ok((Response::from_parts(parts, Either::Right(Full::default())), Some(route), Some(addr)));
+            return Ok((
+                Response::from_parts(parts, Either::Right(Full::default())),
+                Some(route),
+                Some(addr),
+            ));
         }
         rewrite_response_headers(resp.headers_mut());
         Ok((resp.map(Either::Left), Some(route), Some(addr)))
@@ -244,21 +288,36 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(header::CONNECTION);
     }
-    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING] {
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);
 }
 
 fn rewrite_request_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: HeaderValue, upgrade: bool) {
-    let upgrade_value = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     strip_hop_by_hop(headers);
     if let Some(v) = upgrade_value {
         headers.insert(header::UPGRADE, v);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     let ip = conn.client.ip().to_string();
-    let xff = match headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>() {
+    let xff = match headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+    {
         prior if prior.is_empty() => ip.clone(),
         prior => format!("{}, {ip}", prior.join(", ")),
     };
@@ -315,11 +374,18 @@ fn redirect_to_https(host: &str, path: &str, query: Option<&str>) -> Response<Pr
 /// Gantry's own error page: a short text body naming the status.
 pub fn error_response(err: &ProxyError) -> Response<ProxyBody> {
     let status = err.status();
-    let body = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(header::SERVER, SERVER_VALUE.clone());
     if err.status() == StatusCode::BAD_REQUEST {
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -348,18 +414,38 @@ mod tests {
     use super::*;
 
     fn conn() -> ConnInfo {
-        ConnInfo { client: "10.1.2.3:5555".parse().unwrap(), local_port: 8443, tls: true }
+        ConnInfo {
+            client: "10.1.2.3:5555".parse().unwrap(),
+            local_port: 8443,
+            tls: true,
+        }
     }
 
     #[test]
     fn missing_repeated_or_disagreeing_hosts_are_refused() {
         let r = Request::get("/").body(()).unwrap();
-        assert!(matches!(request_host(&r), Err(ProxyError::BadHost("missing Host"))));
-        let r = Request::get("/").header("host", "a").header("host", "b").body(()).unwrap();
-        assert!(matches!(request_host(&r), Err(ProxyError::BadHost("more than one Host header"))));
-        let r = Request::get("http://a.example/x").header("host", "b.example").body(()).unwrap();
+        assert!(matches!(
+            request_host(&r),
+            Err(ProxyError::BadHost("missing Host"))
+        ));
+        let r = Request::get("/")
+            .header("host", "a")
+            .header("host", "b")
+            .body(())
+            .unwrap();
+        assert!(matches!(
+            request_host(&r),
+            Err(ProxyError::BadHost("more than one Host header"))
+        ));
+        let r = Request::get("http://a.example/x")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
         assert!(matches!(request_host(&r), Err(ProxyError::BadHost(_))));
-        let r = Request::get("http://A.example/x").header("host", "a.example").body(()).unwrap();
+        let r = Request::get("http://A.example/x")
+            .header("host", "a.example")
+            .body(())
+            .unwrap();
         assert_eq!(request_host(&r).unwrap(), "a.example");
         let r = Request::get("https://h2.example/x").body(()).unwrap();
         assert_eq!(request_host(&r).unwrap(), "h2.example");

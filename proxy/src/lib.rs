@@ -15,17 +15,23 @@ pub mod forward;
 pub mod metrics;
 pub mod normalize;
 pub mod routes;
-pub mod snapshot;
 pub mod server;
+pub mod snapshot;
 pub mod tls;
 pub mod upstream;
 
 pub use admin::Readiness;
 pub use backend::{Backend, BackendId, Endpoint};
-pub use routes::{HostMatch, PathMatch, Route, RouteError, RouteSource, RouteTable, RouteTableBuilder};
-pub use snapshot::{Diagnostic, Snapshot, SnapshotHandle};
-pub use tls::{CertTable, TlsCert, TlsError};
 pub use config::{Balancer, ProxyConfig};
 pub use error::ProxyError;
 pub use forward::{ConnInfo, Proxy};
 pub use metrics::Metrics;
+pub use routes::{HostMatch, PathMatch, Route, RouteError, RouteSource, RouteTable, RouteTableBuilder};
+pub use snapshot::{Diagnostic, Snapshot, SnapshotHandle};
+pub use tls::{CertTable, TlsCert, TlsError};
+
+/// Resolves once `shutdown` turns true (or its sender is gone). The watch guard is dropped inside,
+/// so the future stays `Send`.
+pub async fn shutdown_requested(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}

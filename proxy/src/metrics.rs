@@ -71,8 +71,14 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("gantry");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Requests by Ingress, Service and status class", requests.clone());
-        let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        registry.register(
+            "requests",
+            "Requests by Ingress, Service and status class",
+            requests.clone(),
+        );
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
         let request_duration = Histogram::new(buckets);
         registry.register_with_unit(
             "request_duration",
@@ -93,11 +99,23 @@ impl Metrics {
             upstream_timeouts.clone(),
         );
         let active_connections = Family::<ListenerLabels, Gauge>::default();
-        registry.register("active_connections", "Open client connections", active_connections.clone());
+        registry.register(
+            "active_connections",
+            "Open client connections",
+            active_connections.clone(),
+        );
         let tls_handshakes = Family::<ResultLabels, Counter>::default();
-        registry.register("tls_handshakes", "TLS handshakes by result", tls_handshakes.clone());
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes by result",
+            tls_handshakes.clone(),
+        );
         let snapshot_rebuilds = Family::<ResultLabels, Counter>::default();
-        registry.register("snapshot_rebuilds", "Snapshot builds by result", snapshot_rebuilds.clone());
+        registry.register(
+            "snapshot_rebuilds",
+            "Snapshot builds by result",
+            snapshot_rebuilds.clone(),
+        );
         let snapshot_build_duration =
             Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         registry.register_with_unit(
@@ -113,13 +131,25 @@ impl Metrics {
             snapshot_last_success.clone(),
         );
         let snapshot_generation = Gauge::default();
-        registry.register("snapshot_generation", "Generation of the serving snapshot", snapshot_generation.clone());
+        registry.register(
+            "snapshot_generation",
+            "Generation of the serving snapshot",
+            snapshot_generation.clone(),
+        );
         let routes = Gauge::default();
         registry.register("routes", "Routes in the serving snapshot", routes.clone());
         let endpoints = Gauge::default();
-        registry.register("endpoints", "Distinct endpoints in the serving snapshot", endpoints.clone());
+        registry.register(
+            "endpoints",
+            "Distinct endpoints in the serving snapshot",
+            endpoints.clone(),
+        );
         let diagnostics = Family::<ReasonLabels, Gauge>::default();
-        registry.register("diagnostics", "Problems in the serving snapshot by reason", diagnostics.clone());
+        registry.register(
+            "diagnostics",
+            "Problems in the serving snapshot by reason",
+            diagnostics.clone(),
+        );
         Self {
             registry,
             requests,

@@ -91,7 +91,7 @@ pub async fn serve(
     loop {
         let (stream, client) = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = crate::shutdown_requested(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -103,7 +103,11 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo { client, local_port, tls: acceptor.is_some() };
+        let info = ConnInfo {
+            client,
+            local_port,
+            tls: acceptor.is_some(),
+        };
         let conn = Connection {
             proxy: proxy.clone(),
             builder: builder.clone(),
@@ -116,9 +120,19 @@ pub async fn serve(
     }
     drop(listener);
     let open = graceful.count();
-    tracing::info!(listener = kind.label(), open, "listener closed; draining connections");
-    if tokio::time::timeout(proxy.config.shutdown_grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(listener = kind.label(), "shutdown grace expired with connections still open");
+    tracing::info!(
+        listener = kind.label(),
+        open,
+        "listener closed; draining connections"
+    );
+    if tokio::time::timeout(proxy.config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = kind.label(),
+            "shutdown grace expired with connections still open"
+        );
     }
 }
 
@@ -134,26 +148,41 @@ struct Connection {
 impl Connection {
     async fn run(self, stream: TcpStream) {
         let metrics = self.proxy.metrics.clone();
-        let gauge = metrics.active_connections.get_or_create(&ListenerLabels { listener: self.kind.label() }).clone();
+        let gauge = metrics
+            .active_connections
+            .get_or_create(&ListenerLabels {
+                listener: self.kind.label(),
+            })
+            .clone();
         gauge.inc();
         let active = Arc::new(AtomicUsize::new(0));
         let idle_timeout = self.proxy.config.idle_timeout;
         match &self.acceptor {
             Some(acceptor) => {
                 let handshake =
-                    tokio::time::timeout(self.proxy.config.header_read_timeout, acceptor.accept(stream)).await;
+                    tokio::time::timeout(self.proxy.config.header_read_timeout, acceptor.accept(stream))
+                        .await;
                 match handshake {
                     Ok(Ok(tls)) => {
-                        metrics.tls_handshakes.get_or_create(&ResultLabels { result: "ok" }).inc();
+                        metrics
+                            .tls_handshakes
+                            .get_or_create(&ResultLabels { result: "ok" })
+                            .inc();
                         let io = IdleTimeout::new(tls, idle_timeout, active.clone());
                         self.serve(io, active).await;
                     }
                     Ok(Err(e)) => {
-                        metrics.tls_handshakes.get_or_create(&ResultLabels { result: "error" }).inc();
+                        metrics
+                            .tls_handshakes
+                            .get_or_create(&ResultLabels { result: "error" })
+                            .inc();
                         tracing::debug!(client = %self.info.client, error = %e, "TLS handshake failed");
                     }
                     Err(_) => {
-                        metrics.tls_handshakes.get_or_create(&ResultLabels { result: "timeout" }).inc();
+                        metrics
+                            .tls_handshakes
+                            .get_or_create(&ResultLabels { result: "timeout" })
+                            .inc();
                     }
                 }
             }
@@ -181,7 +210,9 @@ impl Connection {
                 Ok::<_, Infallible>(resp)
             }
         });
-        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
         if let Err(e) = self.watcher.watch(conn.into_owned()).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
@@ -220,7 +251,13 @@ struct IdleTimeout<T> {
 impl<T> IdleTimeout<T> {
     fn new(inner: T, timeout: Duration, active: Arc<AtomicUsize>) -> Self {
         let now = Instant::now();
-        Self { inner, timeout, last_activity: now, sleep: Box::pin(tokio::time::sleep_until(now + timeout)), active }
+        Self {
+            inner,
+            timeout,
+            last_activity: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            active,
+        }
     }
 
     fn touch(&mut self) {
@@ -250,7 +287,11 @@ impl<T> IdleTimeout<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {

@@ -47,7 +47,9 @@ impl Default for SnapshotHandle {
 
 impl SnapshotHandle {
     pub fn new(snapshot: Snapshot) -> Self {
-        Self { inner: Arc::new(ArcSwap::from_pointee(snapshot)) }
+        Self {
+            inner: Arc::new(ArcSwap::from_pointee(snapshot)),
+        }
     }
 
     /// The current snapshot. Requests hold it for their whole life, so a swap never changes the

@@ -40,7 +40,9 @@ pub struct TlsCert {
 
 impl fmt::Debug for TlsCert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsCert").field("chain_len", &self.key.cert.len()).finish()
+        f.debug_struct("TlsCert")
+            .field("chain_len", &self.key.cert.len())
+            .finish()
     }
 }
 
@@ -65,7 +67,9 @@ impl TlsCert {
             Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
             Err(_) => return Err(TlsError::KeyMismatch),
         }
-        Ok(Self { key: Arc::new(certified) })
+        Ok(Self {
+            key: Arc::new(certified),
+        })
     }
 
     /// A self-signed ECDSA P-256 certificate for the given names, used when no default certificate
@@ -76,7 +80,9 @@ impl TlsCert {
         let key = PrivateKeyDer::try_from(signing_key.serialize_der())
             .map_err(|e| TlsError::PrivateKey(e.to_string()))?;
         let signer = any_supported_type(&key).map_err(TlsError::UnsupportedKey)?;
-        Ok(Self { key: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)) })
+        Ok(Self {
+            key: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signer)),
+        })
     }
 }
 

@@ -64,7 +64,11 @@ pub struct Upstreams {
 
 impl EndpointPool {
     fn new(addr: SocketAddr) -> Self {
-        Self { addr, idle: Mutex::new(Vec::new()), in_flight: AtomicUsize::new(0) }
+        Self {
+            addr,
+            idle: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -89,7 +93,10 @@ impl EndpointPool {
     fn put(&self, tx: http1::SendRequest<Incoming>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push(Idle { tx, since: Instant::now() });
+            idle.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -118,7 +125,11 @@ impl Drop for InFlight {
 
 impl Upstreams {
     pub fn new(settings: UpstreamSettings, metrics: Arc<Metrics>) -> Self {
-        Self { pools: Mutex::new(HashMap::new()), settings, metrics }
+        Self {
+            pools: Mutex::new(HashMap::new()),
+            settings,
+            metrics,
+        }
     }
 
     /// Attaches every backend of a snapshot about to be published to the pools of its endpoints,
@@ -127,14 +138,21 @@ impl Upstreams {
     pub fn bind(&self, snapshot: &Snapshot) {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         let mut seen = HashSet::new();
-        let backends = snapshot.routes.iter().map(|(_, r)| &r.backend).chain(snapshot.routes.default_route().map(|r| &r.backend));
+        let backends = snapshot
+            .routes
+            .iter()
+            .map(|(_, r)| &r.backend)
+            .chain(snapshot.routes.default_route().map(|r| &r.backend));
         for backend in backends {
             let bound: Vec<Arc<EndpointPool>> = backend
                 .endpoints
                 .iter()
                 .map(|ep| {
                     seen.insert(ep.addr);
-                    pools.entry(ep.addr).or_insert_with(|| Arc::new(EndpointPool::new(ep.addr))).clone()
+                    pools
+                        .entry(ep.addr)
+                        .or_insert_with(|| Arc::new(EndpointPool::new(ep.addr)))
+                        .clone()
                 })
                 .collect();
             // Already bound when a backend is shared by several routes: the first binding stands.
@@ -156,7 +174,10 @@ impl Upstreams {
     /// bound (tests, or a bug): slower, but correct.
     fn pool_for(&self, addr: SocketAddr) -> Arc<EndpointPool> {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.entry(addr).or_insert_with(|| Arc::new(EndpointPool::new(addr))).clone()
+        pools
+            .entry(addr)
+            .or_insert_with(|| Arc::new(EndpointPool::new(addr)))
+            .clone()
     }
 
     /// Picks the first endpoint to try.
@@ -192,7 +213,11 @@ impl Upstreams {
         let pools: &[Arc<EndpointPool>] = match backend.pools.get() {
             Some(p) => p,
             None => {
-                fallback = backend.endpoints.iter().map(|e| self.pool_for(e.addr)).collect::<Vec<_>>();
+                fallback = backend
+                    .endpoints
+                    .iter()
+                    .map(|e| self.pool_for(e.addr))
+                    .collect::<Vec<_>>();
                 &fallback
             }
         };

@@ -1,0 +1,216 @@
+//! Command-line flags. Every flag also reads an environment variable (`GANTRY_<FLAG>`).
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::{store::ObjectKey, translate::BackendMode};
+
+/// Gantry: a Kubernetes Ingress controller. Serves Ingress objects from a folder of manifests
+/// (`--manifests`), the bundled demo (`--demo`), or the cluster.
+#[derive(Debug, Parser)]
+#[command(name = "gantry", version, about, long_about = None)]
+pub struct Args {
+    /// Serve the Kubernetes manifests (.yaml, .yml, .json) found below DIR instead of a cluster.
+    /// Changes to the folder are applied within a second, without a restart.
+    #[arg(long, env = "GANTRY_MANIFESTS", value_name = "DIR", conflicts_with = "demo")]
+    pub manifests: Option<PathBuf>,
+
+    /// Run the bundled demo: start demo backends on 127.0.0.1:9101-9103 and serve the bundled example
+    /// manifests (hosts demo.localhost, api.demo.localhost, *.apps.localhost).
+    #[arg(long, env = "GANTRY_DEMO")]
+    pub demo: bool,
+
+    /// Plain-HTTP listener.
+    #[arg(long, env = "GANTRY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// HTTPS listener (TLS 1.2 and 1.3; ALPN h2 and http/1.1).
+    #[arg(long, env = "GANTRY_HTTPS_ADDR", default_value = "0.0.0.0:8443")]
+    pub https_addr: SocketAddr,
+
+    /// Admin listener: /healthz, /readyz, /metrics, /debug/routes.
+    #[arg(long, env = "GANTRY_ADMIN_ADDR", default_value = "0.0.0.0:10254")]
+    pub admin_addr: SocketAddr,
+
+    /// The IngressClass name this controller serves (also matched against `spec.ingressClassName`
+    /// and the legacy `kubernetes.io/ingress.class` annotation).
+    #[arg(long, env = "GANTRY_INGRESS_CLASS", default_value = "gantry")]
+    pub ingress_class: String,
+
+    /// The `spec.controller` value of IngressClasses this controller serves.
+    #[arg(
+        long,
+        env = "GANTRY_CONTROLLER_NAME",
+        default_value = "gantry.dev/ingress-controller"
+    )]
+    pub controller_name: String,
+
+    /// Where to forward: pod IPs from EndpointSlices (`endpoints`), or the Service's nodePort on
+    /// every ready Node (`node-port`). An Ingress may override it with the annotation
+    /// `gantry.dev/backend-mode`.
+    #[arg(long, env = "GANTRY_BACKEND_MODE", value_enum, default_value_t = BackendModeArg::Endpoints)]
+    pub backend_mode: BackendModeArg,
+
+    /// The kubernetes.io/tls Secret (NAMESPACE/NAME) served when SNI is absent or matches no host.
+    /// Without it, a self-signed certificate is generated at start.
+    #[arg(long, env = "GANTRY_DEFAULT_SSL_CERTIFICATE", value_name = "NAMESPACE/NAME", value_parser = parse_object_key)]
+    pub default_ssl_certificate: Option<ObjectKey>,
+
+    /// How endpoints are chosen: `round-robin`, or `least-request` (power of two choices on requests
+    /// in flight).
+    #[arg(long, env = "GANTRY_LOAD_BALANCE", value_enum, default_value_t = BalancerArg::RoundRobin)]
+    pub load_balance: BalancerArg,
+
+    /// Time a client has to send a request head (and finish a TLS handshake).
+    #[arg(long, env = "GANTRY_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// Time to connect to an endpoint; another endpoint is tried once, then 502.
+    #[arg(long, env = "GANTRY_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Time from sending a request to the backend's response head; then 504.
+    #[arg(long, env = "GANTRY_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_response_timeout: Duration,
+
+    /// A client connection with no request in flight and no traffic is closed after this.
+    #[arg(long, env = "GANTRY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// After SIGTERM, how long in-flight requests get to finish before the process exits.
+    #[arg(long, env = "GANTRY_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Largest request head in bytes (431 beyond it). At least 8192.
+    #[arg(long, env = "GANTRY_MAX_HEADER_BYTES", default_value_t = 60 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most request headers (431 beyond it).
+    #[arg(long, env = "GANTRY_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+
+    /// Concurrent streams per HTTP/2 client connection.
+    #[arg(long, env = "GANTRY_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = 250)]
+    pub http2_max_concurrent_streams: u32,
+
+    /// One JSON line per request on stdout (`--access-log=false` turns it off).
+    #[arg(long, env = "GANTRY_ACCESS_LOG", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub access_log: bool,
+
+    /// Format of Gantry's own log lines on stderr.
+    #[arg(long, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Threads serving traffic; default: one per CPU.
+    #[arg(long, env = "GANTRY_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendModeArg {
+    Endpoints,
+    NodePort,
+}
+
+impl From<BackendModeArg> for BackendMode {
+    fn from(m: BackendModeArg) -> Self {
+        match m {
+            BackendModeArg::Endpoints => BackendMode::Endpoints,
+            BackendModeArg::NodePort => BackendMode::NodePort,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BalancerArg {
+    RoundRobin,
+    LeastRequest,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 30s, 500ms, 2m)"))
+}
+
+fn parse_object_key(s: &str) -> Result<ObjectKey, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(ObjectKey::new(ns, name))
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
+    }
+}
+
+impl Args {
+    /// The data-path settings, validated.
+    pub fn proxy_config(&self) -> Result<gantry_proxy::ProxyConfig, gantry_proxy::config::ConfigError> {
+        gantry_proxy::ProxyConfig {
+            header_read_timeout: self.header_read_timeout,
+            upstream_connect_timeout: self.upstream_connect_timeout,
+            upstream_response_timeout: self.upstream_response_timeout,
+            idle_timeout: self.idle_timeout,
+            shutdown_grace: self.shutdown_grace,
+            max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+            http2_max_concurrent_streams: self.http2_max_concurrent_streams,
+            balancer: match self.load_balance {
+                BalancerArg::RoundRobin => gantry_proxy::Balancer::RoundRobin,
+                BalancerArg::LeastRequest => gantry_proxy::Balancer::LeastRequest,
+            },
+            access_log: self.access_log,
+            ..Default::default()
+        }
+        .validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_interface() {
+        let a = Args::try_parse_from(["gantry", "--manifests", "/tmp/x"]).unwrap();
+        assert_eq!(a.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(a.https_addr.to_string(), "0.0.0.0:8443");
+        assert_eq!(a.admin_addr.to_string(), "0.0.0.0:10254");
+        assert_eq!(a.ingress_class, "gantry");
+        assert_eq!(a.controller_name, "gantry.dev/ingress-controller");
+        assert_eq!(a.backend_mode, BackendModeArg::Endpoints);
+        assert!(a.access_log);
+        assert!(a.proxy_config().is_ok());
+    }
+
+    #[test]
+    fn durations_object_keys_and_booleans_parse_as_documented() {
+        let a = Args::try_parse_from([
+            "gantry",
+            "--demo",
+            "--upstream-response-timeout",
+            "500ms",
+            "--default-ssl-certificate",
+            "ingress/default-cert",
+            "--access-log=false",
+            "--backend-mode",
+            "node-port",
+        ])
+        .unwrap();
+        assert_eq!(a.upstream_response_timeout, Duration::from_millis(500));
+        assert_eq!(
+            a.default_ssl_certificate,
+            Some(ObjectKey::new("ingress", "default-cert"))
+        );
+        assert!(!a.access_log);
+        assert_eq!(a.backend_mode, BackendModeArg::NodePort);
+        assert!(Args::try_parse_from(["gantry", "--default-ssl-certificate", "nope"]).is_err());
+        assert!(Args::try_parse_from(["gantry", "--idle-timeout", "soon"]).is_err());
+        let a = Args::try_parse_from(["gantry", "--max-header-bytes", "100"]).unwrap();
+        assert!(a.proxy_config().is_err());
+    }
+}
