@@ -1,0 +1,300 @@
+//! Processor 3 (called by the rules): an Ingress backend → a [`Backend`] with its addresses.
+//!
+//! Endpoints mode: Service port → the EndpointSlice port of the same name → every ready address.
+//! Node-port mode: Service port → its `nodePort` on every usable Node. Either way a backend that
+//! cannot be resolved still exists and answers 503 (`Backend::unavailable`): a broken Service is
+//! then visible as a 503 with a reason in `/debug/routes` instead of a confusing 404.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+use gantry_proxy::{Backend, BackendId, Endpoint};
+use k8s_openapi::api::{
+    core::v1::{Node, ServicePort},
+    networking::v1::IngressBackend,
+};
+
+use super::{BackendMode, Build, OurIngress, Problem};
+use crate::store::ObjectStore;
+
+/// Backends resolved so far in one build: one `Arc<Backend>` per distinct backend, so that routes
+/// to the same Service port share endpoints and the round-robin cursor.
+#[derive(Default)]
+pub(super) struct Backends {
+    cache: HashMap<BackendKey, Resolved>,
+    /// Addresses of the usable Nodes, computed on first use in node-port mode.
+    node_ips: Option<Vec<IpAddr>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct BackendKey {
+    namespace: String,
+    service: String,
+    port: PortRef,
+    mode: BackendMode,
+}
+
+/// The Service port as the Ingress names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum PortRef {
+    Number(i32),
+    Name(String),
+    /// The API requires a port; a hand-written file may leave it out.
+    Missing,
+}
+
+#[derive(Clone)]
+struct Resolved {
+    backend: Arc<Backend>,
+    /// Reported on every Ingress that uses the backend.
+    problem: Option<Problem>,
+}
+
+impl fmt::Display for PortRef {
+    /// As written: `80` or `http`; empty when missing (so `BackendId` reads `ns/svc:`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(name) => f.write_str(name),
+            PortRef::Missing => Ok(()),
+        }
+    }
+}
+
+/// The backend for one path (or the default backend) of an Ingress, in the Ingress's namespace.
+/// `None` when the path must be skipped (resource backends, no Service named); problems are reported
+/// on the Ingress.
+pub(super) fn resolve(
+    b: &mut Build<'_>,
+    ing: &OurIngress<'_>,
+    backend: &IngressBackend,
+    place: &str,
+) -> Option<Arc<Backend>> {
+    let service = match (&backend.service, &backend.resource) {
+        (Some(service), _) if !service.name.is_empty() => service,
+        (None, Some(resource)) => {
+            let resource = match &resource.api_group {
+                Some(group) if !group.is_empty() => format!("{}.{group} {}", resource.kind, resource.name),
+                _ => format!("{} {}", resource.kind, resource.name),
+            };
+            b.report(
+                &ing.label,
+                Problem::ResourceBackendUnsupported {
+                    place: place.to_string(),
+                    resource,
+                },
+            );
+            return None;
+        }
+        _ => {
+            b.report(
+                &ing.label,
+                Problem::InvalidBackend {
+                    place: place.to_string(),
+                },
+            );
+            return None;
+        }
+    };
+    // The API allows exactly one of number and name; should both be set, the number is what
+    // Kubernetes' own validation message talks about first, so it wins.
+    let port = match &service.port {
+        Some(p) if p.number.is_some() => PortRef::Number(p.number.unwrap_or_default()),
+        Some(p) if p.name.as_deref().is_some_and(|n| !n.is_empty()) => {
+            PortRef::Name(p.name.clone().unwrap_or_default())
+        }
+        _ => PortRef::Missing,
+    };
+    let key = BackendKey {
+        namespace: ing.key.namespace.clone(),
+        service: service.name.clone(),
+        port,
+        mode: ing.backend_mode,
+    };
+    let Backends { cache, node_ips } = &mut b.backends;
+    let store = b.store;
+    let resolved = cache
+        .entry(key)
+        .or_insert_with_key(|key| build_backend(store, node_ips, key))
+        .clone();
+    if let Some(problem) = resolved.problem {
+        b.report(&ing.label, problem);
+    }
+    Some(resolved.backend)
+}
+
+fn build_backend(store: &ObjectStore, node_ips: &mut Option<Vec<IpAddr>>, key: &BackendKey) -> Resolved {
+    let id = BackendId {
+        namespace: Arc::from(key.namespace.as_str()),
+        service: Arc::from(key.service.as_str()),
+        port: Arc::from(key.port.to_string()),
+    };
+    let backend = id.to_string();
+    let service_name = format!("{}/{}", key.namespace, key.service);
+    let unavailable = |why: String, problem: Problem| Resolved {
+        backend: Arc::new(Backend::unavailable(id.clone(), why)),
+        problem: Some(problem),
+    };
+
+    let Some(service) = store.service(&key.namespace, &key.service) else {
+        return unavailable(
+            format!("Service {service_name} not found"),
+            Problem::ServiceNotFound {
+                backend,
+                service: service_name,
+            },
+        );
+    };
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
+    let port = ports.iter().find(|p| match &key.port {
+        PortRef::Number(n) => p.port == *n,
+        PortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
+        PortRef::Missing => false,
+    });
+    let Some(port) = port else {
+        let wanted = match &key.port {
+            PortRef::Number(n) => n.to_string(),
+            PortRef::Name(name) => format!("named {name:?}"),
+            PortRef::Missing => "(the backend names none)".to_string(),
+        };
+        return unavailable(
+            format!("Service {service_name} has no port {wanted}"),
+            Problem::ServicePortNotFound {
+                backend,
+                service: service_name,
+                port: wanted,
+            },
+        );
+    };
+
+    let endpoints = match key.mode {
+        BackendMode::Endpoints => slice_endpoints(store, &key.namespace, &key.service, port),
+        BackendMode::NodePort => {
+            let Some(node_port) = port.node_port.and_then(valid_port) else {
+                return unavailable(
+                    format!("Service port {} has no nodePort", key.port),
+                    Problem::NodePortNotFound {
+                        backend,
+                        port: key.port.to_string(),
+                    },
+                );
+            };
+            let ips = node_ips.get_or_insert_with(|| usable_node_ips(store));
+            if ips.is_empty() {
+                Err("no Node is ready and has an address")
+            } else {
+                Ok(ips
+                    .iter()
+                    .map(|ip| Endpoint {
+                        addr: SocketAddr::new(*ip, node_port),
+                    })
+                    .collect())
+            }
+        }
+    };
+    match endpoints {
+        Ok(endpoints) => Resolved {
+            backend: Arc::new(Backend::new(id, endpoints)),
+            problem: None,
+        },
+        Err(why) => unavailable(why.to_string(), Problem::NoEndpoints { backend, why }),
+    }
+}
+
+/// Ready pod addresses for a Service port: from every IPv4/IPv6 EndpointSlice of the Service, the
+/// slice port with the same name as the Service port (both unnamed counts as the same name), and
+/// every address of every endpoint not marked `ready: false` (unset means ready, as the API says).
+fn slice_endpoints(
+    store: &ObjectStore,
+    namespace: &str,
+    service: &str,
+    port: &ServicePort,
+) -> Result<Vec<Endpoint>, &'static str> {
+    let want = port.name.as_deref().unwrap_or_default();
+    let mut any_slice = false;
+    let mut endpoints = Vec::new();
+    for (_, slice) in store.endpoint_slices_for(namespace, service) {
+        any_slice = true;
+        // FQDN slices name hosts, not addresses; resolving them would be I/O.
+        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+            continue;
+        }
+        let slice_port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or_default() == want)
+            .and_then(|p| p.port)
+            .and_then(valid_port);
+        let Some(slice_port) = slice_port else { continue };
+        for endpoint in &slice.endpoints {
+            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                continue;
+            }
+            endpoints.extend(
+                endpoint
+                    .addresses
+                    .iter()
+                    .filter_map(|a| a.parse::<IpAddr>().ok())
+                    .map(|ip| Endpoint {
+                        addr: SocketAddr::new(ip, slice_port),
+                    }),
+            );
+        }
+    }
+    match (any_slice, endpoints.is_empty()) {
+        (false, _) => Err("the Service has no EndpointSlices"),
+        (true, true) => Err("the Service has no ready endpoints for this port"),
+        (true, false) => Ok(endpoints),
+    }
+}
+
+/// Every Node not reported NotReady (`Ready` condition `"False"`; `"Unknown"` is given the benefit
+/// of the doubt, since a node that just lost its kubelet often still forwards), at its InternalIP,
+/// or its ExternalIP when it has no InternalIP.
+fn usable_node_ips(store: &ObjectStore) -> Vec<IpAddr> {
+    store
+        .nodes()
+        .values()
+        .filter(|node| !is_not_ready(node))
+        .filter_map(node_ip)
+        .collect()
+}
+
+fn is_not_ready(node: &Node) -> bool {
+    let conditions = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "False")
+}
+
+fn node_ip(node: &Node) -> Option<IpAddr> {
+    let addresses = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_deref())
+        .unwrap_or_default();
+    let of_type = |ty: &str| {
+        addresses
+            .iter()
+            .filter(|a| a.type_ == ty)
+            .find_map(|a| a.address.parse::<IpAddr>().ok())
+    };
+    of_type("InternalIP").or_else(|| of_type("ExternalIP"))
+}
+
+fn valid_port(port: i32) -> Option<u16> {
+    u16::try_from(port).ok().filter(|p| *p != 0)
+}

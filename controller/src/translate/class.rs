@@ -1,0 +1,113 @@
+//! Processor 1: which Ingresses are ours, and in which order they claim hosts and paths.
+
+use std::sync::Arc;
+
+use gantry_proxy::RouteSource;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+use super::{
+    BackendMode, Build, OurIngress, Problem, TranslateOptions, ANNOTATION_BACKEND_MODE,
+    ANNOTATION_DEFAULT_CLASS, ANNOTATION_INGRESS_CLASS, ANNOTATION_SSL_REDIRECT,
+};
+use crate::store::{ObjectKey, ObjectStore};
+
+/// Our Ingresses, oldest first, with their annotations read (problems with those are reported).
+pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
+    let selected = select(b.store, b.opts);
+    let mut ours = Vec::with_capacity(selected.len());
+    for (key, ingress) in selected {
+        let label = format!("Ingress {key}");
+        let backend_mode = match annotation(ingress, ANNOTATION_BACKEND_MODE) {
+            None => b.opts.backend_mode,
+            Some("node-port") => BackendMode::NodePort,
+            Some("endpoints") => BackendMode::Endpoints,
+            Some(other) => {
+                let fallback = b.opts.backend_mode;
+                b.report(
+                    &label,
+                    Problem::InvalidAnnotation {
+                        annotation: ANNOTATION_BACKEND_MODE,
+                        value: other.to_string(),
+                        expected: "node-port or endpoints",
+                        fallback: format!("{fallback:?}"),
+                    },
+                );
+                fallback
+            }
+        };
+        ours.push(OurIngress {
+            key,
+            ingress,
+            source: RouteSource {
+                namespace: Arc::from(key.namespace.as_str()),
+                name: Arc::from(key.name.as_str()),
+            },
+            label,
+            backend_mode,
+            ssl_redirect: annotation(ingress, ANNOTATION_SSL_REDIRECT) != Some("false"),
+        });
+    }
+    ours
+}
+
+/// Our Ingresses, oldest first: by `metadata.creationTimestamp`, then namespace and name. An
+/// Ingress without a timestamp (written by hand into a manifest file, never seen by an API server)
+/// sorts after all that have one, so a file can never take a path away from a live object.
+pub(super) fn select<'a>(
+    store: &'a ObjectStore,
+    opts: &TranslateOptions,
+) -> Vec<(&'a ObjectKey, &'a Ingress)> {
+    let default_is_ours = store.ingress_classes().values().any(|class| {
+        is_our_class(class, opts) && annotation_of(&class.metadata, ANNOTATION_DEFAULT_CLASS) == Some("true")
+    });
+    let mut ours: Vec<_> = store
+        .ingresses()
+        .iter()
+        .filter(|(_, ing)| is_ours(ing, store, opts, default_is_ours))
+        .collect();
+    ours.sort_by(|(ka, a), (kb, b)| {
+        let age = |ing: &'a Ingress| {
+            let created = ing.metadata.creation_timestamp.as_ref();
+            (created.is_none(), created)
+        };
+        // Keys are unique, so this is a total order and the result never depends on map order.
+        (age(a), ka).cmp(&(age(b), kb))
+    });
+    ours
+}
+
+/// Whether an Ingress is ours:
+/// - `spec.ingressClassName` set: it equals our class name, or names an IngressClass whose
+///   `spec.controller` is ours.
+/// - no class name, legacy `kubernetes.io/ingress.class` annotation set: the same test on its value.
+///   The annotation decides alone, as in Kubernetes' own default-class admission: an Ingress that
+///   names another controller's class this way is never taken by a default class.
+/// - neither: ours when one of our IngressClasses is marked as the default class.
+fn is_ours(ing: &Ingress, store: &ObjectStore, opts: &TranslateOptions, default_is_ours: bool) -> bool {
+    let class_name = ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.as_deref())
+        .filter(|c| !c.is_empty());
+    match class_name.or_else(|| annotation(ing, ANNOTATION_INGRESS_CLASS).filter(|c| !c.is_empty())) {
+        Some(class) => {
+            class == opts.ingress_class || store.ingress_class(class).is_some_and(|c| is_our_class(c, opts))
+        }
+        None => default_is_ours,
+    }
+}
+
+fn is_our_class(class: &IngressClass, opts: &TranslateOptions) -> bool {
+    class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(opts.controller_name.as_str())
+}
+
+fn annotation<'a>(ing: &'a Ingress, name: &str) -> Option<&'a str> {
+    annotation_of(&ing.metadata, name)
+}
+
+fn annotation_of<'a>(
+    meta: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    name: &str,
+) -> Option<&'a str> {
+    meta.annotations.as_ref()?.get(name).map(String::as_str)
+}

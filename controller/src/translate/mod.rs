@@ -1,0 +1,244 @@
+//! Objects in the store → one routing [`Snapshot`].
+//!
+//! [`translate`] is a pure function (no I/O, no clock, no globals) run as a chain of small
+//! processors over the store, in the spirit of Contour's `dag.Builder`:
+//!
+//! 1. **class** ([`class`]): which Ingresses are ours, oldest first. Age order is what resolves
+//!    every later conflict, so it is decided once, here.
+//! 2. **rules** ([`rules::routes`]): hosts and paths of every rule, merged across Ingresses; each
+//!    path's backend is resolved by
+//! 3. **backends** ([`backends`]): Service → port → EndpointSlices (or nodes' node ports), one
+//!    shared `Arc<Backend>` per distinct backend.
+//! 4. **TLS** ([`tls`]): `spec.tls` Secrets → the SNI certificate table, carrying a host's last good
+//!    certificate over when its Secret goes missing or breaks, plus the default certificate.
+//! 5. **default backend** ([`rules::default_backend`]): the oldest `spec.defaultBackend` wins.
+//!
+//! A problem with one object never stops the others: it becomes a [`Diagnostic`] on that object
+//! (see [`Problem`] for the reasons) and the offending rule, path or certificate is skipped, or
+//! routed to a backend that answers 503 when that tells the user more than a 404 would.
+
+mod backends;
+mod class;
+mod hosts;
+mod rules;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use gantry_proxy::{CertTable, Diagnostic, RouteSource, RouteTableBuilder, Snapshot, TlsCert};
+use k8s_openapi::api::networking::v1::Ingress;
+
+use crate::store::{ObjectKey, ObjectStore};
+
+/// `kubernetes.io/ingress.class`: the class of an Ingress written before `ingressClassName`.
+pub const ANNOTATION_INGRESS_CLASS: &str = "kubernetes.io/ingress.class";
+/// `ingressclass.kubernetes.io/is-default-class: "true"` on an IngressClass makes it the class of
+/// Ingresses that name none.
+pub const ANNOTATION_DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
+/// `gantry.dev/backend-mode: node-port | endpoints` on an Ingress overrides
+/// [`TranslateOptions::backend_mode`] for its backends.
+pub const ANNOTATION_BACKEND_MODE: &str = "gantry.dev/backend-mode";
+/// `nginx.ingress.kubernetes.io/ssl-redirect: "false"` turns the HTTP → HTTPS redirect off for the
+/// Ingress's routes (the nginx spelling, so that existing manifests keep working).
+pub const ANNOTATION_SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
+
+/// Where a backend's endpoints come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendMode {
+    /// Pod IPs and ports from the Service's EndpointSlices (the default).
+    #[default]
+    Endpoints,
+    /// Every usable Node's address with the Service port's `nodePort`, for a proxy that cannot reach
+    /// pod IPs (outside the cluster network).
+    NodePort,
+}
+
+/// How a store is translated. Fixed for the life of the process.
+#[derive(Clone, Debug)]
+pub struct TranslateOptions {
+    /// The class name Gantry answers to (`ingressClassName` / legacy annotation).
+    pub ingress_class: String,
+    /// The `spec.controller` value of IngressClasses that are Gantry's.
+    pub controller_name: String,
+    /// Backend mode for Ingresses without the `gantry.dev/backend-mode` annotation.
+    pub backend_mode: BackendMode,
+    /// A `kubernetes.io/tls` Secret served when SNI names no configured host.
+    pub default_ssl_certificate: Option<ObjectKey>,
+    /// Served as the default certificate when `default_ssl_certificate` is unset or does not load.
+    /// Generated once at start so that it does not change between snapshots.
+    pub fallback_certificate: TlsCert,
+}
+
+/// What can be wrong with one object; each becomes one [`Diagnostic`] whose `reason` is
+/// [`Problem::reason`] and whose `message` is the `Display` text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// A rule's or a TLS entry's host is not a DNS name or `*.` plus one; the rule (or TLS host) is
+    /// skipped.
+    #[error("host {host:?} {why}; {skipped} is skipped")]
+    InvalidHost {
+        host: String,
+        why: &'static str,
+        skipped: &'static str,
+    },
+    /// A path is not absolute, has an unknown `pathType`, or cannot be routed; the path is skipped.
+    #[error("{host}: path {path:?} {why}; the path is skipped")]
+    InvalidPath { host: String, path: String, why: String },
+    /// An older Ingress already routes the same host, path and path type; this path is skipped.
+    #[error("{host} {path} is already routed by Ingress {winner} (older); this path is ignored")]
+    PathConflict {
+        host: String,
+        path: String,
+        winner: String,
+    },
+    /// An older Ingress already sets `spec.defaultBackend`; this one is ignored.
+    #[error("the default backend is already set by Ingress {winner} (older); this one is ignored")]
+    DefaultBackendConflict { winner: String },
+    /// The backend's Service does not exist; its routes answer 503.
+    #[error("backend {backend}: Service {service} not found; requests get 503")]
+    ServiceNotFound { backend: String, service: String },
+    /// The Service has no port with the number or name the backend gives; its routes answer 503.
+    #[error("backend {backend}: Service {service} has no port {port}; requests get 503")]
+    ServicePortNotFound {
+        backend: String,
+        service: String,
+        port: String,
+    },
+    /// Node-port mode, and the Service port has no `nodePort`; its routes answer 503.
+    #[error("backend {backend}: Service port {port} has no nodePort (node-port mode); requests get 503")]
+    NodePortNotFound { backend: String, port: String },
+    /// The backend resolved to no ready address; its routes still exist and answer 503.
+    #[error("backend {backend}: {why}; requests get 503")]
+    NoEndpoints { backend: String, why: &'static str },
+    /// A `resource` backend (only Service backends are supported); the path is skipped.
+    #[error("{place}: resource backend {resource} is not supported; {place} is skipped")]
+    ResourceBackendUnsupported { place: String, resource: String },
+    /// A backend with neither `service` nor `resource`, or a Service backend without a name; the path
+    /// is skipped.
+    #[error("{place}: the backend names no Service; {place} is skipped")]
+    InvalidBackend { place: String },
+    /// A `spec.tls` Secret does not exist (or is in another namespace).
+    #[error("TLS Secret {secret} not found; {outcome}")]
+    TlsSecretNotFound { secret: String, outcome: String },
+    /// A `spec.tls` Secret is not a usable `kubernetes.io/tls` certificate and key.
+    #[error("TLS Secret {secret} is invalid: {error}; {outcome}")]
+    TlsSecretInvalid {
+        secret: String,
+        error: String,
+        outcome: String,
+    },
+    /// A Gantry annotation has a value it does not understand; the default applies.
+    #[error("annotation {annotation}: unknown value {value:?} ({expected}); using {fallback}")]
+    InvalidAnnotation {
+        annotation: &'static str,
+        value: String,
+        expected: &'static str,
+        fallback: String,
+    },
+}
+
+// === impl Problem ===
+
+impl Problem {
+    /// The stable CamelCase reason, for metrics, Events and status.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Problem::InvalidHost { .. } => "InvalidHost",
+            Problem::InvalidPath { .. } => "InvalidPath",
+            Problem::PathConflict { .. } => "PathConflict",
+            Problem::DefaultBackendConflict { .. } => "DefaultBackendConflict",
+            Problem::ServiceNotFound { .. } => "ServiceNotFound",
+            Problem::ServicePortNotFound { .. } => "ServicePortNotFound",
+            Problem::NodePortNotFound { .. } => "NodePortNotFound",
+            Problem::NoEndpoints { .. } => "NoEndpoints",
+            Problem::ResourceBackendUnsupported { .. } => "ResourceBackendUnsupported",
+            Problem::InvalidBackend { .. } => "InvalidBackend",
+            Problem::TlsSecretNotFound { .. } => "TLSSecretNotFound",
+            Problem::TlsSecretInvalid { .. } => "TLSSecretInvalid",
+            Problem::InvalidAnnotation { .. } => "InvalidAnnotation",
+        }
+    }
+}
+
+/// One of our Ingresses, with what every processor needs to know about it.
+#[derive(Clone, Debug)]
+struct OurIngress<'a> {
+    key: &'a ObjectKey,
+    ingress: &'a Ingress,
+    source: RouteSource,
+    /// `Ingress namespace/name`, the diagnostic's `object`.
+    label: String,
+    backend_mode: BackendMode,
+    /// False when the Ingress turned the HTTP → HTTPS redirect off.
+    ssl_redirect: bool,
+}
+
+/// The state the processors share while building one snapshot.
+struct Build<'a> {
+    store: &'a ObjectStore,
+    opts: &'a TranslateOptions,
+    previous: &'a Snapshot,
+    routes: RouteTableBuilder,
+    certs: CertTable,
+    backends: backends::Backends,
+    diagnostics: Vec<Diagnostic>,
+}
+
+// === impl Build ===
+
+impl<'a> Build<'a> {
+    fn new(store: &'a ObjectStore, opts: &'a TranslateOptions, previous: &'a Snapshot) -> Self {
+        Self {
+            store,
+            opts,
+            previous,
+            routes: RouteTableBuilder::new(),
+            certs: CertTable::default(),
+            backends: backends::Backends::default(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// Records a problem with one object (`Kind namespace/name`).
+    fn report(&mut self, object: &str, problem: Problem) {
+        self.diagnostics.push(Diagnostic {
+            object: object.to_string(),
+            reason: problem.reason().to_string(),
+            message: problem.to_string(),
+        });
+    }
+
+    fn finish(mut self) -> Snapshot {
+        // Sorted so that the same store always gives the same list; deduplicated because ten paths
+        // to one missing Service are one problem.
+        self.diagnostics.sort();
+        self.diagnostics.dedup();
+        Snapshot {
+            generation: self.previous.generation.saturating_add(1),
+            routes: self.routes.build(),
+            certs: self.certs,
+            diagnostics: self.diagnostics,
+        }
+    }
+}
+
+/// Builds the snapshot for the store. `previous` is the snapshot being replaced: the new one gets
+/// the next generation, and hosts whose TLS Secret went missing or broke keep their certificate
+/// from it. Never panics and never fails: problems are in `Snapshot::diagnostics`.
+pub fn translate(store: &ObjectStore, opts: &TranslateOptions, previous: &Snapshot) -> Snapshot {
+    let mut build = Build::new(store, opts, previous);
+    let ours = class::ours(&mut build);
+    rules::routes(&mut build, &ours);
+    tls::certificates(&mut build, &ours);
+    rules::default_backend(&mut build, &ours);
+    build.finish()
+}
+
+/// The Ingresses that are ours (by class), oldest first: the ones whose status Gantry writes.
+pub fn served_ingresses(store: &ObjectStore, opts: &TranslateOptions) -> Vec<ObjectKey> {
+    class::select(store, opts)
+        .into_iter()
+        .map(|(key, _)| key.clone())
+        .collect()
+}

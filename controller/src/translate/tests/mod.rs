@@ -1,0 +1,11 @@
+//! Table-driven translation tests: objects (built fluently or read from manifests) in, snapshot
+//! lookups and diagnostics out.
+
+mod fixtures;
+
+mod backends;
+mod class;
+mod conformance;
+mod robustness;
+mod rules;
+mod tls;

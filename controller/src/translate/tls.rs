@@ -1,0 +1,200 @@
+//! Processor 4: `spec.tls` → the SNI certificate table, and the default certificate.
+//!
+//! A host's certificate comes from the oldest of our Ingresses that lists the host with a usable
+//! Secret. When an Ingress's Secret is missing or broken, its hosts that no other Ingress serves
+//! keep the certificate they had in the previous snapshot: deleting or botching a Secret must not
+//! turn working HTTPS into a certificate error for every client at once.
+
+use std::collections::HashMap;
+
+use gantry_proxy::{HostMatch, TlsCert};
+use k8s_openapi::api::core::v1::Secret;
+
+use super::{hosts::parse_host, Build, OurIngress, Problem};
+use crate::{
+    manifests::TLS_SECRET_TYPE,
+    store::{ObjectKey, ObjectStore},
+};
+
+/// Why a Secret gave no certificate.
+#[derive(Clone, Debug)]
+enum SecretError {
+    NotFound,
+    Invalid(String),
+}
+
+/// A `spec.tls` entry whose Secret gave no certificate, waiting for the carry-over pass.
+struct Failed<'a> {
+    label: &'a str,
+    secret: ObjectKey,
+    error: SecretError,
+    hosts: Vec<String>,
+}
+
+pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
+    // Each Secret is parsed once even when several Ingresses or entries name it.
+    let mut loaded: HashMap<ObjectKey, Result<TlsCert, SecretError>> = HashMap::new();
+    let mut failed = Vec::new();
+
+    // Pass 1, oldest Ingress first: every usable certificate. The first one for a host keeps it.
+    for ing in ours {
+        let entries = ing
+            .ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.tls.as_deref())
+            .unwrap_or_default();
+        for entry in entries {
+            let hosts = tls_hosts(b, ing, entry.hosts.as_deref().unwrap_or_default());
+            // Without a Secret, the hosts are served the default certificate (nothing to insert).
+            let Some(secret_name) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            if hosts.is_empty() {
+                continue;
+            }
+            let secret = ObjectKey::new(ing.key.namespace.as_str(), secret_name);
+            let cert = loaded
+                .entry(secret.clone())
+                .or_insert_with(|| load(b.store, &secret))
+                .clone();
+            match cert {
+                Ok(cert) => {
+                    for host in &hosts {
+                        b.certs.insert(host, cert.clone());
+                    }
+                }
+                Err(error) => failed.push(Failed {
+                    label: &ing.label,
+                    secret,
+                    error,
+                    hosts,
+                }),
+            }
+        }
+    }
+
+    // Pass 2: hosts of broken entries that no usable certificate claimed keep their last good one.
+    for Failed {
+        label,
+        secret,
+        error,
+        hosts,
+    } in failed
+    {
+        let (mut kept, mut served, mut default) = (Vec::new(), Vec::new(), Vec::new());
+        for host in hosts {
+            if b.certs.get(&host).is_some() {
+                served.push(host);
+            } else if let Some(previous) = b.previous.certs.get(&host) {
+                b.certs.insert(&host, previous.clone());
+                kept.push(host);
+            } else {
+                default.push(host);
+            }
+        }
+        let mut outcome = Vec::new();
+        if !kept.is_empty() {
+            outcome.push(format!("{} keep(s) the last good certificate", kept.join(", ")));
+        }
+        if !served.is_empty() {
+            outcome.push(format!(
+                "{} use(s) another Ingress's certificate",
+                served.join(", ")
+            ));
+        }
+        if !default.is_empty() {
+            outcome.push(format!("{} get(s) the default certificate", default.join(", ")));
+        }
+        let outcome = outcome.join("; ");
+        let secret = secret.to_string();
+        let problem = match error {
+            SecretError::NotFound => Problem::TlsSecretNotFound { secret, outcome },
+            SecretError::Invalid(error) => Problem::TlsSecretInvalid {
+                secret,
+                error,
+                outcome,
+            },
+        };
+        b.report(label, problem);
+    }
+
+    default_certificate(b);
+}
+
+/// The hosts of one `spec.tls` entry, lowercase; invalid ones are reported and left out.
+fn tls_hosts(b: &mut Build<'_>, ing: &OurIngress<'_>, hosts: &[String]) -> Vec<String> {
+    let mut valid = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        match parse_host(Some(host)) {
+            // An empty host (a rule for any host) has no SNI name to file a certificate under.
+            Ok(HostMatch::Any) => {}
+            Ok(_) => valid.push(host.to_ascii_lowercase()),
+            Err(why) => b.report(
+                &ing.label,
+                Problem::InvalidHost {
+                    host: host.clone(),
+                    why,
+                    skipped: "the TLS host",
+                },
+            ),
+        }
+    }
+    valid
+}
+
+/// `--default-ssl-certificate` when it loads, else the fallback certificate generated at start.
+fn default_certificate(b: &mut Build<'_>) {
+    let mut cert = b.opts.fallback_certificate.clone();
+    if let Some(key) = &b.opts.default_ssl_certificate {
+        let secret = key.to_string();
+        let outcome = "the generated fallback certificate is the default certificate".to_string();
+        match load(b.store, key) {
+            Ok(named) => cert = named,
+            Err(SecretError::NotFound) => b.report(
+                &format!("Secret {key}"),
+                Problem::TlsSecretNotFound { secret, outcome },
+            ),
+            Err(SecretError::Invalid(error)) => b.report(
+                &format!("Secret {key}"),
+                Problem::TlsSecretInvalid {
+                    secret,
+                    error,
+                    outcome,
+                },
+            ),
+        }
+    }
+    b.certs.set_default(cert);
+}
+
+/// The certificate in a `kubernetes.io/tls` Secret. Reads `data`, and `stringData` as the API
+/// server would have merged it (hand-written files use it; it wins over `data`).
+fn load(store: &ObjectStore, key: &ObjectKey) -> Result<TlsCert, SecretError> {
+    let secret = store
+        .secret(&key.namespace, &key.name)
+        .ok_or(SecretError::NotFound)?;
+    let ty = secret.type_.as_deref().unwrap_or("Opaque");
+    if ty != TLS_SECRET_TYPE {
+        return Err(SecretError::Invalid(format!(
+            "type is {ty}, not {TLS_SECRET_TYPE}"
+        )));
+    }
+    let cert = field(secret, "tls.crt").ok_or_else(|| SecretError::Invalid("no tls.crt".into()))?;
+    let key = field(secret, "tls.key").ok_or_else(|| SecretError::Invalid("no tls.key".into()))?;
+    TlsCert::from_pem(cert, key).map_err(|e| SecretError::Invalid(e.to_string()))
+}
+
+fn field<'s>(secret: &'s Secret, name: &str) -> Option<&'s [u8]> {
+    let string = secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(name))
+        .map(String::as_bytes);
+    let data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(name))
+        .map(|b| b.0.as_slice());
+    string.or(data).filter(|v| !v.is_empty())
+}
