@@ -3,15 +3,24 @@
 //! [`translate`] is a pure function (no I/O, no clock, no globals) run as a chain of small
 //! processors over the store, in the spirit of Contour's `dag.Builder`:
 //!
-//! 1. **class** ([`class`]): which Ingresses are ours, oldest first. Age order is what resolves
+//! 1. **class** (`class`): which Ingresses are ours, oldest first. Age order is what resolves
 //!    every later conflict, so it is decided once, here.
-//! 2. **rules** ([`rules::routes`]): hosts and paths of every rule, merged across Ingresses; each
+//! 2. **rules** (`rules::routes`): hosts and paths of every rule, merged across Ingresses; each
 //!    path's backend is resolved by
-//! 3. **backends** ([`backends`]): Service → port → EndpointSlices (or nodes' node ports), one
+//! 3. **backends** (`backends`): Service → port → EndpointSlices (or nodes' node ports), one
 //!    shared `Arc<Backend>` per distinct backend.
-//! 4. **TLS** ([`tls`]): `spec.tls` Secrets → the SNI certificate table, carrying a host's last good
+//! 4. **TLS** (`tls`): `spec.tls` Secrets → the SNI certificate table, carrying a host's last good
 //!    certificate over when its Secret goes missing or breaks, plus the default certificate.
-//! 5. **default backend** ([`rules::default_backend`]): the oldest `spec.defaultBackend` wins.
+//! 5. **default backend** (`rules::default_backend`): the oldest `spec.defaultBackend` wins.
+//!
+//! Choices the Ingress API leaves to the controller:
+//! - `pathType: ImplementationSpecific` (and a missing `pathType`) matches like `Prefix`.
+//! - An Ingress without `ingressClassName` but with the legacy `kubernetes.io/ingress.class`
+//!   annotation is judged by the annotation alone; a default IngressClass only claims Ingresses
+//!   that name no class at all (as Kubernetes' own admission plugin does).
+//! - A `spec.tls` entry without `secretName` serves its hosts the default certificate.
+//! - A host listed in `spec.tls` redirects plain HTTP to HTTPS (308) unless its Ingress says
+//!   `nginx.ingress.kubernetes.io/ssl-redirect: "false"`.
 //!
 //! A problem with one object never stops the others: it becomes a [`Diagnostic`] on that object
 //! (see [`Problem`] for the reasons) and the offending rule, path or certificate is skipped, or
