@@ -33,7 +33,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{btree_map, BTreeMap, HashMap},
+    collections::{btree_map, BTreeMap, HashMap, VecDeque},
     fmt,
     sync::Arc,
 };
@@ -145,17 +145,35 @@ enum Kind {
 /// The root stands for "no segment yet"; `/` is the root's child with the empty segment, `/a/` is
 /// `a` then the empty segment. An Exact rule sits on the node of its full path; a Prefix rule on
 /// the node of its path without trailing slashes (Prefix `/` on the root).
-#[derive(Debug, Default)]
+///
+/// The trie is flat: three arrays per host instead of one allocation per node and segment, so
+/// a lookup in a table much larger than the CPU cache touches a few cache lines, not a few per
+/// level.
+#[derive(Debug)]
 struct PathTrie {
-    root: Node,
+    /// `nodes[0]` is the root; nodes are in breadth-first order.
+    nodes: Box<[Node]>,
+    /// The children of a node are `edges[node.edges]`, sorted by label for binary search.
+    edges: Box<[Edge]>,
+    /// The text of every edge label, one after the other. Normalized paths are ASCII, but
+    /// labels are compared as bytes anyway.
+    labels: Box<[u8]>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Node {
-    /// Sorted by segment, for binary search.
-    children: Box<[(Box<str>, Node)]>,
+    /// `start..end` into `PathTrie::edges`.
+    edges: (u32, u32),
     exact: Option<Arc<Route>>,
     prefix: Option<Arc<Route>>,
+}
+
+#[derive(Debug)]
+struct Edge {
+    /// `start..end` into `PathTrie::labels`.
+    label: (u32, u32),
+    /// Index into `PathTrie::nodes`.
+    node: u32,
 }
 
 /// A [`Node`] while the table is being built.
@@ -398,7 +416,42 @@ impl PathTrie {
             };
             *slot = Some(route.clone());
         }
-        Self { root: root.build() }
+        Self::flatten(root)
+    }
+
+    /// Lays the tree out breadth first: the children of every node get consecutive edges, and
+    /// node indices are handed out in the order the nodes leave the queue.
+    fn flatten(root: NodeBuilder<'_>) -> Self {
+        fn index(n: usize) -> u32 {
+            u32::try_from(n).expect("a host's path table stays below 4 GiB")
+        }
+        let (mut nodes, mut edges, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        let mut queue = VecDeque::from([root]);
+        while let Some(node) = queue.pop_front() {
+            let first_edge = index(edges.len());
+            for (label, child) in node.children {
+                let start = index(labels.len());
+                labels.extend_from_slice(label.as_bytes());
+                // The child is numbered after every node already created or waiting in the queue.
+                let child_index = index(nodes.len() + 1 + queue.len());
+                edges.push(Edge {
+                    label: (start, index(labels.len())),
+                    node: child_index,
+                });
+                queue.push_back(child);
+            }
+            let edge_range = (first_edge, index(edges.len()));
+            nodes.push(Node {
+                edges: edge_range,
+                exact: node.exact,
+                prefix: node.prefix,
+            });
+        }
+        Self {
+            nodes: nodes.into(),
+            edges: edges.into(),
+            labels: labels.into(),
+        }
     }
 
     /// Walks the request's segments once, remembering the deepest Prefix rule passed: a deeper
@@ -406,35 +459,28 @@ impl PathTrie {
     /// rule can be longer than, and wins a tie with the Prefix rule on the same node.
     #[inline]
     fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
-        let mut node = &self.root;
+        let mut node = self.nodes.first()?;
         let mut best = node.prefix.as_ref();
         for segment in path.strip_prefix('/')?.split('/') {
-            match node.children.binary_search_by(|(s, _)| (**s).cmp(segment)) {
-                Ok(i) => node = &node.children[i].1,
-                Err(_) => return best,
-            }
+            let Some(next) = self.child(node, segment.as_bytes()) else {
+                return best;
+            };
+            node = next;
             if node.prefix.is_some() {
                 best = node.prefix.as_ref();
             }
         }
         node.exact.as_ref().or(best)
     }
-}
 
-// === impl NodeBuilder ===
-
-impl NodeBuilder<'_> {
-    fn build(self) -> Node {
-        Node {
-            // BTreeMap iterates in key order: the children come out sorted.
-            children: self
-                .children
-                .into_iter()
-                .map(|(s, child)| (s.into(), child.build()))
-                .collect(),
-            exact: self.exact,
-            prefix: self.prefix,
-        }
+    #[inline]
+    fn child(&self, node: &Node, segment: &[u8]) -> Option<&Node> {
+        let edges = self.edges.get(node.edges.0 as usize..node.edges.1 as usize)?;
+        let label = |edge: &Edge| self.labels.get(edge.label.0 as usize..edge.label.1 as usize);
+        let i = edges
+            .binary_search_by(|edge| label(edge).cmp(&Some(segment)))
+            .ok()?;
+        self.nodes.get(edges[i].node as usize)
     }
 }
 
