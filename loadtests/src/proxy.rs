@@ -1,0 +1,416 @@
+//! Running proxies and backends: start from a rendered topology, wait until they serve, apply
+//! changes (write changed files atomically, then poke), and stop (the [`Service`] guard).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::ProxyKind;
+use crate::config::{self, backend, gantry, haproxy, nginx, Endpoint, File, Routes, Topology, MAIN_HOST};
+use crate::net::{http_get, local, wait_for, ws_probe};
+use crate::procs::{pinned, signal, Pinning, Service};
+use crate::scenarios::BackendKind;
+use crate::setup::{GantryBin, Tools};
+
+/// What starting any process needs.
+pub struct Env<'a> {
+    pub tools: &'a Tools,
+    pub gantry: Option<&'a GantryBin>,
+    pub pinning: &'a Pinning,
+    pub self_exe: &'a Path,
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
+    pub as_root: bool,
+}
+
+/// One running proxy and the topology it was last given.
+pub struct ProxyInstance {
+    pub kind: ProxyKind,
+    pub topo: Topology,
+    pub dir: PathBuf,
+    service: Service,
+    written: HashMap<String, String>,
+    cert_pem: String,
+    key_pem: String,
+    /// Churn continues where the previous round stopped.
+    pub churn_step: u64,
+}
+
+impl ProxyInstance {
+    /// Renders `topo`, writes it under `dir`, starts the proxy pinned to the proxy CPUs.
+    pub fn start(kind: ProxyKind, topo: Topology, dir: &Path, env: &Env<'_>) -> Result<ProxyInstance> {
+        fs::create_dir_all(dir.join("tmp/body"))?;
+        fs::create_dir_all(dir.join("tmp/proxy"))?;
+        fs::create_dir_all(dir.join("staging"))?;
+        let config_dir = config_dir(kind, dir);
+        fs::create_dir_all(&config_dir)?;
+        let mut written = HashMap::new();
+        let files = render(kind, &topo, dir, env.cert_pem, env.key_pem);
+        write_changed(&mut written, files, &dir.join("staging"), &config_dir)?;
+        let log = dir.join(format!("{kind}.log"));
+        let cpus = &env.pinning.proxy;
+        let cmd = match kind {
+            ProxyKind::Nginx => {
+                let mut c = pinned(cpus, &env.tools.nginx);
+                c.arg("-p")
+                    .arg(dir)
+                    .arg("-e")
+                    .arg(dir.join("error.log"))
+                    .arg("-c")
+                    .arg(dir.join(nginx::CONF));
+                c
+            }
+            ProxyKind::Haproxy => {
+                let mut c = pinned(cpus, &env.tools.haproxy);
+                c.args(["-W", "-db", "-f"])
+                    .arg(dir.join(haproxy::CONF))
+                    .arg("-S")
+                    .arg(dir.join(haproxy::MASTER_SOCK));
+                c
+            }
+            ProxyKind::Gantry => {
+                let bin = env.gantry.context("gantry is not available")?;
+                let mut c = pinned(cpus, &bin.path);
+                c.arg("--manifests")
+                    .arg(&config_dir)
+                    .arg("--http-addr")
+                    .arg(topo.http.to_string())
+                    .arg("--https-addr")
+                    .arg(topo.https.to_string())
+                    .arg("--admin-addr")
+                    .arg(topo.admin.to_string())
+                    .env("GANTRY_WORKER_THREADS", topo.workers.to_string());
+                if bin.access_log_flag {
+                    c.arg("--access-log=false");
+                }
+                c
+            }
+        };
+        let service = Service::start(kind.name(), cmd, &log)?;
+        Ok(ProxyInstance {
+            kind,
+            topo,
+            dir: dir.to_path_buf(),
+            service,
+            written,
+            cert_pem: env.cert_pem.to_string(),
+            key_pem: env.key_pem.to_string(),
+            churn_step: 0,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.service.pid()
+    }
+
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.service.check_alive()
+    }
+
+    /// Writes the files whose text changed since the last write. Returns their names.
+    pub fn write_files(&mut self) -> Result<Vec<String>> {
+        let files = render(self.kind, &self.topo, &self.dir, &self.cert_pem, &self.key_pem);
+        write_changed(
+            &mut self.written,
+            files,
+            &self.dir.join("staging"),
+            &config_dir(self.kind, &self.dir),
+        )
+    }
+
+    /// Waits until the proxy serves the scenario's routes (and Gantry reports ready).
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let step = Duration::from_millis(50);
+        let t = Duration::from_secs(2);
+        if self.kind == ProxyKind::Gantry {
+            let admin = self.topo.admin;
+            let svc = &mut self.service;
+            wait_for("gantry /readyz", timeout, step, || {
+                svc.check_alive()?;
+                Ok(http_get(admin, "localhost", "/readyz", t)?.0 == 200)
+            })?;
+        }
+        let mut probes: Vec<(String, String)> = vec![(MAIN_HOST.into(), "/".into())];
+        if let Routes::Many { hosts, paths } = self.topo.routes {
+            probes.push((config::many_host(0), "/p0/x".into()));
+            probes.push((config::many_host(hosts - 1), format!("/p{}/x", paths - 1)));
+        }
+        if let Some(h) = self.topo.churn_hosts.first() {
+            probes.push((h.clone(), "/".into()));
+        }
+        let (http, websocket) = (self.topo.http, self.topo.websocket);
+        for (host, path) in probes {
+            let svc = &mut self.service;
+            wait_for(
+                &format!("{} serving {host}{path}", self.kind),
+                timeout,
+                step,
+                || {
+                    svc.check_alive()?;
+                    if websocket {
+                        let status = ws_probe(http, &host, "/ws", t)?;
+                        if status != 101 {
+                            bail!("WebSocket upgrade answered {status}");
+                        }
+                        return Ok(true);
+                    }
+                    let (status, _) = http_get(http, &host, &path, t)?;
+                    if status != 200 {
+                        bail!("GET {path} (Host {host}) answered {status}");
+                    }
+                    Ok(true)
+                },
+            )?;
+        }
+        let https = self.topo.https;
+        wait_for(&format!("{} TLS listener", self.kind), timeout, step, || {
+            Ok(std::net::TcpStream::connect_timeout(&https, t).is_ok())
+        })
+    }
+
+    /// Applies a changed `topo.churn_hosts`.
+    pub fn apply_routes(&mut self) -> Result<()> {
+        self.write_files()?;
+        match self.kind {
+            ProxyKind::Gantry => Ok(()),
+            ProxyKind::Nginx => signal(self.pid(), "HUP"),
+            ProxyKind::Haproxy => self.haproxy_reload(),
+        }
+    }
+
+    /// Applies a changed `topo.endpoints[..].active`; `before` is the previous endpoint list.
+    pub fn apply_endpoints(&mut self, before: &[Endpoint]) -> Result<()> {
+        self.write_files()?;
+        match self.kind {
+            ProxyKind::Gantry => Ok(()),
+            ProxyKind::Nginx => signal(self.pid(), "HUP"),
+            ProxyKind::Haproxy => {
+                let cmds: Vec<String> = self
+                    .topo
+                    .endpoints
+                    .iter()
+                    .zip(before)
+                    .enumerate()
+                    .filter(|(_, (now, was))| now.active != was.active)
+                    .map(|(i, (now, _))| {
+                        let state = if now.active { "ready" } else { "maint" };
+                        format!("set server be_app/{} state {state}", haproxy::server_name(i))
+                    })
+                    .collect();
+                if cmds.is_empty() {
+                    return Ok(());
+                }
+                let answer = unix_command(&self.dir.join(haproxy::ADMIN_SOCK), &cmds.join("; "))?;
+                if !answer.trim().is_empty() {
+                    bail!("HAProxy runtime API: {}", answer.trim());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Reload through the master CLI; if the master socket is busy (it re-executes on every
+    /// reload), SIGUSR2 does the same.
+    fn haproxy_reload(&self) -> Result<()> {
+        match unix_command(&self.dir.join(haproxy::MASTER_SOCK), "reload") {
+            Ok(_) => Ok(()),
+            Err(_) => signal(self.pid(), "USR2"),
+        }
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.service.log_tail(lines)
+    }
+
+    pub fn stop(self) {
+        self.service.stop();
+    }
+}
+
+/// Where the proxy reads its configuration (Gantry: the manifest directory).
+fn config_dir(kind: ProxyKind, dir: &Path) -> PathBuf {
+    match kind {
+        ProxyKind::Gantry => dir.join("manifests"),
+        _ => dir.to_path_buf(),
+    }
+}
+
+fn render(kind: ProxyKind, topo: &Topology, dir: &Path, cert_pem: &str, key_pem: &str) -> Vec<File> {
+    match kind {
+        ProxyKind::Nginx => nginx::files(topo, dir),
+        ProxyKind::Haproxy => haproxy::files(topo, dir),
+        ProxyKind::Gantry => gantry::files(topo, cert_pem, key_pem),
+    }
+}
+
+/// Writes the files whose text differs from `written` (to `staging` first, then renamed into
+/// `target`: a directory watcher never sees half a file). Returns their names.
+fn write_changed(
+    written: &mut HashMap<String, String>,
+    files: Vec<File>,
+    staging: &Path,
+    target: &Path,
+) -> Result<Vec<String>> {
+    let mut changed = Vec::new();
+    for (name, text) in files {
+        if written.get(&name) == Some(&text) {
+            continue;
+        }
+        let tmp = staging.join(&name);
+        fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, target.join(&name))
+            .with_context(|| format!("renaming into {}", target.display()))?;
+        written.insert(name.clone(), text);
+        changed.push(name);
+    }
+    Ok(changed)
+}
+
+/// One command on a HAProxy CLI socket; returns the answer.
+fn unix_command(sock: &Path, cmd: &str) -> Result<String> {
+    let mut s = UnixStream::connect(sock).with_context(|| format!("connecting {}", sock.display()))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    s.set_write_timeout(Some(Duration::from_secs(2)))?;
+    s.write_all(format!("{cmd}\n").as_bytes())?;
+    let mut out = String::new();
+    let _ = s.take(64 * 1024).read_to_string(&mut out);
+    Ok(out)
+}
+
+/// The backend every proxy forwards to.
+pub struct Backend {
+    service: Service,
+    /// One address per endpoint ("pod"); the same port on 127.0.0.1, .2, .3.
+    pub endpoints: Vec<SocketAddr>,
+    /// nginx `stub_status` address (not for the WebSocket echo backend).
+    pub stub: Option<SocketAddr>,
+}
+
+impl Backend {
+    pub fn start(kind: &BackendKind, dir: &Path, env: &Env<'_>) -> Result<Backend> {
+        fs::create_dir_all(dir.join("www"))?;
+        fs::create_dir_all(dir.join("tmp/body"))?;
+        fs::create_dir_all(dir.join("tmp/proxy"))?;
+        let cpus = &env.pinning.load;
+        match kind {
+            BackendKind::Nginx { endpoints } => {
+                let ips: Vec<std::net::Ipv4Addr> = (1..=(*endpoints).clamp(1, 3) as u8)
+                    .map(|i| std::net::Ipv4Addr::new(127, 0, 0, i))
+                    .collect();
+                let port = crate::net::free_port_on(&ips)?;
+                let addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::from((*ip, port))).collect();
+                let sink = local(crate::net::free_port()?);
+                fs::write(
+                    dir.join("www").join(&backend::DOWNLOAD_PATH[1..]),
+                    pseudo_random(config::LARGE_BODY),
+                )?;
+                fs::write(
+                    dir.join(backend::CONF),
+                    backend::conf(&addrs, sink, dir, env.as_root),
+                )?;
+                let mut cmd = pinned(cpus, &env.tools.nginx);
+                cmd.arg("-p")
+                    .arg(dir)
+                    .arg("-e")
+                    .arg(dir.join("backend-error.log"))
+                    .arg("-c")
+                    .arg(dir.join(backend::CONF));
+                let mut service = Service::start("backend nginx", cmd, &dir.join("backend.log"))?;
+                for a in &addrs {
+                    wait_for(
+                        &format!("backend {a}"),
+                        Duration::from_secs(20),
+                        Duration::from_millis(50),
+                        || {
+                            service.check_alive()?;
+                            Ok(
+                                http_get(*a, "backend", backend::STATUS_PATH, Duration::from_secs(2))?.0
+                                    == 200,
+                            )
+                        },
+                    )?;
+                }
+                Ok(Backend {
+                    service,
+                    stub: Some(addrs[0]),
+                    endpoints: addrs,
+                })
+            }
+            BackendKind::WsEcho => {
+                let addr = local(crate::net::free_port()?);
+                let mut cmd = pinned(cpus, env.self_exe);
+                cmd.args(["ws-echo", "--addr", &addr.to_string()]);
+                let mut service = Service::start("ws echo backend", cmd, &dir.join("ws-echo.log"))?;
+                wait_for(
+                    "ws echo backend",
+                    Duration::from_secs(20),
+                    Duration::from_millis(50),
+                    || {
+                        service.check_alive()?;
+                        Ok(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
+                    },
+                )?;
+                Ok(Backend {
+                    service,
+                    endpoints: vec![addr],
+                    stub: None,
+                })
+            }
+        }
+    }
+
+    /// Connections the backend has accepted so far (nginx `stub_status`), our own probe excluded.
+    pub fn accepts(&self) -> Option<u64> {
+        let (status, body) = http_get(
+            self.stub?,
+            "backend",
+            backend::STATUS_PATH,
+            Duration::from_secs(2),
+        )
+        .ok()?;
+        if status != 200 {
+            return None;
+        }
+        backend::parse_stub_status(&body).map(|s| s.accepts.saturating_sub(1))
+    }
+
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.service.check_alive()
+    }
+
+    pub fn stop(self) {
+        self.service.stop();
+    }
+}
+
+/// Incompressible bytes for the download file (xorshift; the same file every run).
+fn pseudo_random(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_file_is_exactly_one_mib_and_not_compressible_runs() {
+        let data = pseudo_random(config::LARGE_BODY);
+        assert_eq!(data.len(), 1 << 20);
+        assert!(data.windows(8).take(1000).all(|w| w.iter().any(|b| *b != w[0])));
+    }
+}

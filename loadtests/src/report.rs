@@ -1,0 +1,667 @@
+//! The report: per-round figures, medians per proxy, Gantry's ratios to the peers, and renderings
+//! (console table, Markdown for the README, JSON for machines). Pure: figures in, text out.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::cli::ProxyKind;
+use crate::scenarios::Unit;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub mem_total_kb: u64,
+    pub kernel: String,
+    pub os: String,
+    /// Versions of nginx, HAProxy, wrk, h2load, oha.
+    pub tools: BTreeMap<String, String>,
+    /// `git rev-parse --short HEAD` of the workspace Gantry was built from.
+    pub gantry_commit: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub quick: bool,
+    pub rounds: u32,
+    pub duration_s: f64,
+    pub proxies: Vec<ProxyKind>,
+    /// `taskset -c` lists.
+    pub proxy_cpu_list: String,
+    pub load_cpu_list: String,
+    /// Proxy and load generator share CPUs (`--proxy-cpus 2` on a 2-core machine).
+    pub shared_cpus: bool,
+    pub workers: usize,
+}
+
+/// The whole report. `machine`, `proxy_cpus` and `scenarios` are the stable shape; the rest is extra.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub proxy_cpus: u8,
+    pub scenarios: Vec<ScenarioReport>,
+    pub settings: Settings,
+    pub generated_at: String,
+    pub elapsed_s: f64,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub description: String,
+    /// Unit of the headline throughput: "req/s", "MB/s", "msg/s" or "KiB/conn".
+    pub unit: String,
+    pub results: Vec<ProxyResult>,
+    /// Proxies that have no result, and why (not available, did not start, run failed).
+    pub failures: Vec<Failure>,
+    /// Set when the scenario did not run at all (e.g. oha could not be installed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    pub notes: Vec<String>,
+    pub ratios: Vec<Ratio>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub proxy: ProxyKind,
+    pub error: String,
+}
+
+/// Medians over the rounds of one proxy in one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyResult {
+    pub proxy: ProxyKind,
+    /// Requests (WebSocket: messages) per second.
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// Sum over all rounds.
+    pub errors: u64,
+    /// Proxy CPU seconds during one measured run (utime + stime of the process tree).
+    pub cpu_s: f64,
+    /// Highest VmHWM (summed over the proxy's processes) seen after any round.
+    pub peak_rss_kb: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mb_s: Option<f64>,
+    /// Proxy CPU per request (message), microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_req: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_per_conn_kb: Option<f64>,
+    /// New connections the backend accepted during one run (checks upstream keep-alive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_conns_opened: Option<u64>,
+    pub rounds: Vec<RoundResult>,
+}
+
+/// One measured run of one proxy.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RoundResult {
+    pub round: u32,
+    pub requests: u64,
+    pub duration_s: f64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub errors: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub error_detail: String,
+    pub cpu_s: f64,
+    pub peak_rss_kb: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mb_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_conns_opened: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_per_conn_kb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conns_held: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnStats>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChurnStats {
+    /// Changes applied during the run.
+    pub changes: u64,
+    /// Changes that failed to apply (write, signal or API error).
+    pub failed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// After the run: time from writing a new route until it answered 200 (route churn only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagation_ms: Option<f64>,
+}
+
+/// Gantry's figure divided by a peer's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub metric: String,
+    /// "higher" or "lower": which way is better.
+    pub better: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gantry_vs_nginx: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gantry_vs_haproxy: Option<f64>,
+}
+
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn median_opt(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<f64> = values.into_iter().flatten().collect();
+    (!v.is_empty()).then(|| median(v))
+}
+
+impl ProxyResult {
+    /// Medians over `rounds` (errors summed, peak RSS maxed). `None` without rounds.
+    pub fn from_rounds(proxy: ProxyKind, rounds: Vec<RoundResult>) -> Option<ProxyResult> {
+        if rounds.is_empty() {
+            return None;
+        }
+        let m = |f: fn(&RoundResult) -> f64| median(rounds.iter().map(f));
+        Some(ProxyResult {
+            proxy,
+            rps: m(|r| r.rps),
+            p50_ms: m(|r| r.p50_ms),
+            p99_ms: m(|r| r.p99_ms),
+            p999_ms: m(|r| r.p999_ms),
+            errors: rounds.iter().map(|r| r.errors).sum(),
+            cpu_s: m(|r| r.cpu_s),
+            peak_rss_kb: rounds.iter().map(|r| r.peak_rss_kb).max().unwrap_or(0),
+            mb_s: median_opt(rounds.iter().map(|r| r.mb_s)),
+            cpu_us_per_req: median_opt(
+                rounds
+                    .iter()
+                    .map(|r| (r.requests > 0).then(|| r.cpu_s * 1e6 / r.requests as f64)),
+            ),
+            mem_per_conn_kb: median_opt(rounds.iter().map(|r| r.mem_per_conn_kb)),
+            upstream_conns_opened: median_opt(
+                rounds.iter().map(|r| r.upstream_conns_opened.map(|v| v as f64)),
+            )
+            .map(|v| v.round() as u64),
+            rounds,
+        })
+    }
+
+    /// The scenario's headline figure for this proxy.
+    pub fn headline(&self, unit: Unit) -> Option<f64> {
+        match unit {
+            Unit::Rps | Unit::MsgsPerSec => Some(self.rps),
+            Unit::MBps { .. } => self.mb_s,
+            Unit::KibPerConn => self.mem_per_conn_kb,
+        }
+    }
+}
+
+pub fn unit_label(unit: Unit) -> &'static str {
+    match unit {
+        Unit::Rps => "req/s",
+        Unit::MBps { .. } => "MB/s",
+        Unit::MsgsPerSec => "msg/s",
+        Unit::KibPerConn => "KiB/conn",
+    }
+}
+
+pub fn unit_higher_is_better(unit: Unit) -> bool {
+    !matches!(unit, Unit::KibPerConn)
+}
+
+/// Gantry ÷ nginx and Gantry ÷ HAProxy for the headline, p99, CPU per request and peak RSS.
+pub fn ratios(results: &[ProxyResult], unit: Unit) -> Vec<Ratio> {
+    let get = |k: ProxyKind| results.iter().find(|r| r.proxy == k);
+    let Some(g) = get(ProxyKind::Gantry) else {
+        return Vec::new();
+    };
+    let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 && a.is_finite() => Some(a / b),
+        _ => None,
+    };
+    type Metric = (String, &'static str, fn(&ProxyResult, Unit) -> Option<f64>);
+    let metrics: [Metric; 4] = [
+        (
+            unit_label(unit).to_string(),
+            if unit_higher_is_better(unit) {
+                "higher"
+            } else {
+                "lower"
+            },
+            |r, u| r.headline(u),
+        ),
+        ("p99".into(), "lower", |r, _| Some(r.p99_ms)),
+        ("cpu/req".into(), "lower", |r, _| r.cpu_us_per_req),
+        ("peak RSS".into(), "lower", |r, _| Some(r.peak_rss_kb as f64)),
+    ];
+    metrics
+        .into_iter()
+        .filter(|(name, ..)| !(unit == Unit::KibPerConn && name == "cpu/req"))
+        .map(|(metric, better, f)| Ratio {
+            metric,
+            better,
+            gantry_vs_nginx: div(f(g, unit), get(ProxyKind::Nginx).and_then(|r| f(r, unit))),
+            gantry_vs_haproxy: div(f(g, unit), get(ProxyKind::Haproxy).and_then(|r| f(r, unit))),
+        })
+        .collect()
+}
+
+// === formatting ===
+
+/// 76912.4 → "76,912"; 12.34 → "12.3"; 0.5 → "0.50".
+pub fn fmt_num(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    if v.abs() >= 1000.0 {
+        let s = format!("{:.0}", v.abs());
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        if v < 0.0 {
+            out.insert(0, '-');
+        }
+        out
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Milliseconds with enough digits for sub-millisecond loopback latencies.
+pub fn fmt_ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+pub fn fmt_ratio(r: Option<f64>) -> String {
+    r.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
+}
+
+fn mib(kb: u64) -> String {
+    fmt_num(kb as f64 / 1024.0)
+}
+
+/// Columns shared by the console and Markdown tables.
+fn row_cells(r: &ProxyResult, unit: Unit) -> Vec<String> {
+    vec![
+        r.proxy.display().to_string(),
+        r.headline(unit).map(fmt_num).unwrap_or_else(|| "-".into()),
+        if unit == Unit::Rps || unit == Unit::MsgsPerSec {
+            "".into()
+        } else {
+            fmt_num(r.rps)
+        },
+        fmt_ms(r.p50_ms),
+        fmt_ms(r.p99_ms),
+        fmt_ms(r.p999_ms),
+        r.errors.to_string(),
+        format!("{:.2}", r.cpu_s),
+        r.cpu_us_per_req
+            .map(|v| format!("{v:.1}"))
+            .unwrap_or_else(|| "-".into()),
+        mib(r.peak_rss_kb),
+        r.upstream_conns_opened
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "-".into()),
+    ]
+}
+
+fn headers(unit: Unit) -> Vec<String> {
+    let rate = match unit {
+        Unit::Rps | Unit::MsgsPerSec => "",
+        Unit::KibPerConn => "req/s",
+        Unit::MBps { .. } => "req/s",
+    };
+    vec![
+        "proxy".into(),
+        unit_label(unit).into(),
+        rate.into(),
+        "p50 ms".into(),
+        "p99 ms".into(),
+        "p99.9 ms".into(),
+        "errors".into(),
+        "CPU s".into(),
+        "CPU us/req".into(),
+        "peak RSS MiB".into(),
+        "upstream conns".into(),
+    ]
+}
+
+/// Drops columns that are empty in every row (e.g. the second rate column for req/s scenarios).
+fn prune(mut head: Vec<String>, mut rows: Vec<Vec<String>>) -> (Vec<String>, Vec<Vec<String>>) {
+    let keep: Vec<bool> = (0..head.len())
+        .map(|i| !head[i].is_empty() && rows.iter().any(|r| !r[i].is_empty() && r[i] != "-"))
+        .collect();
+    let filt = |v: &mut Vec<String>| {
+        let mut i = 0;
+        v.retain(|_| {
+            let k = keep[i];
+            i += 1;
+            k
+        })
+    };
+    filt(&mut head);
+    rows.iter_mut().for_each(filt);
+    (head, rows)
+}
+
+/// The console table of one scenario.
+pub fn console_table(s: &ScenarioReport, unit: Unit) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n== {} — {}", s.name, s.description);
+    if let Some(why) = &s.skipped {
+        let _ = writeln!(out, "   skipped: {why}");
+        return out;
+    }
+    let rows: Vec<Vec<String>> = s.results.iter().map(|r| row_cells(r, unit)).collect();
+    let (head, rows) = prune(headers(unit), rows);
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut l = String::from("   ");
+        for (i, c) in cells.iter().enumerate() {
+            if i == 0 {
+                let _ = write!(l, "{:<w$}", c, w = widths[i]);
+            } else {
+                let _ = write!(l, "  {:>w$}", c, w = widths[i]);
+            }
+        }
+        l
+    };
+    let _ = writeln!(out, "{}", line(&head));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+    for f in &s.failures {
+        let _ = writeln!(
+            out,
+            "   {:<w$}  not measured: {}",
+            f.proxy.display(),
+            one_line(&f.error),
+            w = widths[0]
+        );
+    }
+    if !s.ratios.is_empty() {
+        let parts: Vec<String> = s
+            .ratios
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} / {} ({} is better)",
+                    r.metric,
+                    fmt_ratio(r.gantry_vs_nginx),
+                    fmt_ratio(r.gantry_vs_haproxy),
+                    r.better
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "   Gantry/nginx / Gantry/HAProxy: {}", parts.join("; "));
+    }
+    for r in &s.results {
+        for round in &r.rounds {
+            if let Some(c) = &round.churn {
+                if c.failed > 0 || c.propagation_ms.is_some() {
+                    let _ = writeln!(
+                        out,
+                        "   {} round {}: {} changes, {} failed{}{}",
+                        r.proxy.display(),
+                        round.round + 1,
+                        c.changes,
+                        c.failed,
+                        c.propagation_ms
+                            .map(|v| format!(", new route served after {v:.0} ms"))
+                            .unwrap_or_default(),
+                        c.last_error
+                            .as_deref()
+                            .map(|e| format!(" (last error: {})", one_line(e)))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+fn one_line(s: &str) -> String {
+    let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.chars().count() > 300 {
+        s.chars().take(300).collect::<String>() + "…"
+    } else {
+        s
+    }
+}
+
+fn md_escape(s: &str) -> String {
+    one_line(s).replace('|', "\\|")
+}
+
+/// The Markdown report: settings, a summary table of headline figures and ratios, then one detail
+/// table per scenario. Ready to paste into the README.
+pub fn markdown(r: &Report, units: &[(String, Unit)]) -> String {
+    let unit_of = |name: &str| {
+        units
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, u)| *u)
+            .unwrap_or(Unit::Rps)
+    };
+    let mut md = String::new();
+    let m = &r.machine;
+    let _ = writeln!(md, "### Gantry vs nginx vs HAProxy\n");
+    let _ = writeln!(
+        md,
+        "{} CPUs ({}), {} GiB, {}; {}. Proxy on CPU {}, load generator and backend on CPU {}{}; \
+         {} worker(s)/thread(s) per proxy; {} round(s) of {:.0} s per proxy, medians; {}.\n",
+        m.cpus,
+        m.cpu_model,
+        m.mem_total_kb / (1024 * 1024),
+        m.os,
+        m.tools.values().cloned().collect::<Vec<_>>().join(", "),
+        r.settings.proxy_cpu_list,
+        r.settings.load_cpu_list,
+        if r.settings.shared_cpus {
+            " (shared: this machine cannot separate them)"
+        } else {
+            ""
+        },
+        r.settings.workers,
+        r.settings.rounds,
+        r.settings.duration_s,
+        r.generated_at,
+    );
+    let _ = writeln!(
+        md,
+        "| scenario | unit | Gantry | nginx | HAProxy | Gantry/nginx | Gantry/HAProxy |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|");
+    for s in &r.scenarios {
+        let unit = unit_of(&s.name);
+        let cell = |k: ProxyKind| {
+            if let Some(res) = s.results.iter().find(|x| x.proxy == k) {
+                res.headline(unit).map(fmt_num).unwrap_or_else(|| "-".into())
+            } else if s.failures.iter().any(|f| f.proxy == k) || s.skipped.is_some() {
+                "n/a".into()
+            } else {
+                "-".into()
+            }
+        };
+        let head = s.ratios.first();
+        let better = if unit_higher_is_better(unit) {
+            ""
+        } else {
+            " (lower is better)"
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {}{} | {} | {} | {} | {} | {} |",
+            s.name,
+            unit_label(unit),
+            better,
+            cell(ProxyKind::Gantry),
+            cell(ProxyKind::Nginx),
+            cell(ProxyKind::Haproxy),
+            fmt_ratio(head.and_then(|h| h.gantry_vs_nginx)),
+            fmt_ratio(head.and_then(|h| h.gantry_vs_haproxy)),
+        );
+    }
+    for s in &r.scenarios {
+        let unit = unit_of(&s.name);
+        let _ = writeln!(md, "\n#### {}\n\n{}.\n", s.name, md_escape(&s.description));
+        if let Some(why) = &s.skipped {
+            let _ = writeln!(md, "Skipped: {}\n", md_escape(why));
+            continue;
+        }
+        if !s.results.is_empty() {
+            let rows: Vec<Vec<String>> = s.results.iter().map(|x| row_cells(x, unit)).collect();
+            let (head, rows) = prune(headers(unit), rows);
+            let _ = writeln!(md, "| {} |", head.join(" | "));
+            let _ = writeln!(md, "|---|{}", "---:|".repeat(head.len() - 1));
+            for row in rows {
+                let _ = writeln!(md, "| {} |", row.join(" | "));
+            }
+            md.push('\n');
+        }
+        for f in &s.failures {
+            let _ = writeln!(
+                md,
+                "- {}: not measured: {}",
+                f.proxy.display(),
+                md_escape(&f.error)
+            );
+        }
+        if !s.ratios.is_empty() {
+            let parts: Vec<String> = s
+                .ratios
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} {} / {}",
+                        x.metric,
+                        fmt_ratio(x.gantry_vs_nginx),
+                        fmt_ratio(x.gantry_vs_haproxy)
+                    )
+                })
+                .collect();
+            let _ = writeln!(md, "- Gantry/nginx / Gantry/HAProxy: {}", parts.join("; "));
+        }
+        for n in &s.notes {
+            let _ = writeln!(md, "- {}", md_escape(n));
+        }
+    }
+    if !r.notes.is_empty() {
+        md.push_str("\nNotes:\n");
+        for n in &r.notes {
+            let _ = writeln!(md, "- {}", md_escape(n));
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn round(rps: f64, p99: f64, cpu: f64, requests: u64) -> RoundResult {
+        RoundResult {
+            requests,
+            duration_s: 10.0,
+            rps,
+            p50_ms: p99 / 2.0,
+            p99_ms: p99,
+            p999_ms: p99 * 2.0,
+            cpu_s: cpu,
+            peak_rss_kb: 10_240,
+            ..Default::default()
+        }
+    }
+
+    fn result(proxy: ProxyKind, rps: f64) -> ProxyResult {
+        ProxyResult::from_rounds(proxy, vec![round(rps, 1.0, 9.0, (rps * 10.0) as u64)]).unwrap()
+    }
+
+    #[test]
+    fn medians_sum_errors_and_keep_the_highest_peak() {
+        let mut rounds = vec![
+            round(100.0, 1.0, 9.0, 1000),
+            round(300.0, 3.0, 9.5, 3000),
+            round(200.0, 2.0, 9.9, 2000),
+        ];
+        rounds[0].errors = 2;
+        rounds[2].errors = 1;
+        rounds[1].peak_rss_kb = 99_999;
+        let r = ProxyResult::from_rounds(ProxyKind::Nginx, rounds).unwrap();
+        assert_eq!((r.rps, r.p99_ms, r.cpu_s), (200.0, 2.0, 9.5));
+        assert_eq!(r.errors, 3);
+        assert_eq!(r.peak_rss_kb, 99_999);
+        assert!((r.cpu_us_per_req.unwrap() - 4950.0).abs() < 1e-6);
+        assert!(ProxyResult::from_rounds(ProxyKind::Nginx, vec![]).is_none());
+        assert_eq!(median([1.0, 2.0, 3.0, 4.0]), 2.5);
+    }
+
+    #[test]
+    fn ratios_divide_gantry_by_each_peer() {
+        let results = vec![
+            result(ProxyKind::Gantry, 90.0),
+            result(ProxyKind::Nginx, 60.0),
+            result(ProxyKind::Haproxy, 45.0),
+        ];
+        let r = ratios(&results, Unit::Rps);
+        assert_eq!(r[0].metric, "req/s");
+        assert_eq!(r[0].better, "higher");
+        assert_eq!(r[0].gantry_vs_nginx, Some(1.5));
+        assert_eq!(r[0].gantry_vs_haproxy, Some(2.0));
+        assert_eq!(r[1].metric, "p99");
+        assert_eq!(r[1].gantry_vs_nginx, Some(1.0));
+        assert!(
+            ratios(&results[1..], Unit::Rps).is_empty(),
+            "no Gantry, no ratios"
+        );
+    }
+
+    #[test]
+    fn numbers_are_formatted_for_people() {
+        assert_eq!(fmt_num(76912.4), "76,912");
+        assert_eq!(fmt_num(1234567.0), "1,234,567");
+        assert_eq!(fmt_num(123.4), "123");
+        assert_eq!(fmt_num(12.34), "12.3");
+        assert_eq!(fmt_num(0.5), "0.50");
+        assert_eq!(fmt_ms(0.123), "0.12");
+        assert_eq!(fmt_ratio(Some(1.234)), "1.23x");
+        assert_eq!(fmt_ratio(None), "-");
+    }
+}
