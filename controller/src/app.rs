@@ -4,15 +4,15 @@ use std::sync::Arc;
 
 use gantry_proxy::{
     admin::serve_admin,
-    server::{serve, tls_config, ListenerKind},
-    Metrics, Proxy, Readiness, SnapshotHandle, TlsCert,
+    server::{serve, ListenerKind, TlsConfigs},
+    Metrics, Proxy, Readiness, Snapshot, SnapshotHandle, TlsCert,
 };
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     cli::Args,
-    runtime::{rebuild_loop, SharedStore},
-    translate::TranslateOptions,
+    runtime::{rebuild_loop, Published, SharedStore},
+    translate::{BackendMode, TranslateOptions},
 };
 
 /// Why Gantry could not start. Once it serves, nothing stops it but a signal.
@@ -41,9 +41,9 @@ pub enum Error {
     /// The demo could not start.
     #[error(transparent)]
     Demo(#[from] crate::demo::Error),
-    /// Neither `--manifests` nor `--demo` was given, and cluster mode is not available.
-    #[error("no source: give --manifests DIR or --demo")]
-    NoSource,
+    /// Cluster mode cannot reach a configuration or build a client.
+    #[error(transparent)]
+    Kube(#[from] crate::sources::kube::Error),
     /// Installing the signal handlers failed.
     #[error("signal handler: {0}")]
     Signal(#[source] std::io::Error),
@@ -59,7 +59,17 @@ async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListe
 pub async fn run(args: Args) -> Result<(), Error> {
     let config = args.proxy_config()?;
     let metrics = Arc::new(Metrics::new());
-    let proxy = Arc::new(Proxy::new(SnapshotHandle::default(), config, metrics));
+    let config = Arc::new(config);
+    // Until the first build, the empty snapshot answers 404 with the flags' settings.
+    let initial = Snapshot {
+        config: config.clone(),
+        ..Default::default()
+    };
+    let proxy = Arc::new(Proxy::new(
+        SnapshotHandle::new(initial),
+        (*config).clone(),
+        metrics,
+    ));
     let readiness = Arc::new(Readiness::default());
     let opts = Arc::new(TranslateOptions {
         ingress_class: args.ingress_class.clone(),
@@ -67,12 +77,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
         backend_mode: args.backend_mode.into(),
         default_ssl_certificate: args.default_ssl_certificate.clone(),
         fallback_certificate: TlsCert::self_signed(&["gantry.invalid"])?,
+        proxy_config: config.clone(),
     });
 
     let http = bind("http", args.http_addr).await?;
     let https = bind("https", args.https_addr).await?;
     let admin = bind("admin", args.admin_addr).await?;
-    let tls = tls_config(&proxy)?;
+    let tls = TlsConfigs::new(&proxy)?;
 
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(Error::Signal)?;
@@ -80,22 +91,33 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let (admin_shutdown_tx, admin_shutdown) = watch::channel(false);
 
     let shared = Arc::new(SharedStore::default());
-    let source = match (&args.manifests, args.demo) {
+    let (published_tx, published) = watch::channel(Published::default());
+    let mut tasks = Vec::new();
+    match (&args.manifests, args.demo) {
         (Some(dir), _) => {
-            Some(crate::sources::files::run(dir.clone(), shared.clone(), shutdown.clone()).await?)
+            tasks.push(crate::sources::files::run(dir.clone(), shared.clone(), shutdown.clone()).await?)
         }
-        (None, true) => {
-            crate::demo::start(&shared).await?;
-            None
+        (None, true) => crate::demo::start(&shared).await?,
+        (None, false) => {
+            let client = crate::sources::kube::client(args.kubeconfig.as_deref()).await?;
+            tasks.extend(start_cluster(
+                &args,
+                client,
+                &shared,
+                &opts,
+                &proxy.metrics,
+                published,
+                &shutdown,
+            ));
         }
-        (None, false) => return Err(Error::NoSource),
-    };
+    }
 
     let rebuild = tokio::spawn(rebuild_loop(
         shared,
         proxy.clone(),
         opts,
         readiness.clone(),
+        published_tx,
         shutdown.clone(),
     ));
     let admin_task = tokio::spawn(serve_admin(
@@ -133,11 +155,74 @@ pub async fn run(args: Args) -> Result<(), Error> {
         let _ = s.await;
     }
     let _ = rebuild.await;
-    if let Some(source) = source {
-        let _ = source.await;
+    // Sources and writers; the election releases the Lease here if held.
+    for task in tasks {
+        let _ = task.await;
     }
     let _ = admin_shutdown_tx.send(true);
     let _ = admin_task.await;
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// Cluster mode: the watches that fill the store, the election, and the writers (Ingress status and
+/// Events) that only the leader runs. Returns their tasks; all stop when `shutdown` turns true.
+fn start_cluster(
+    args: &Args,
+    client: kube::Client,
+    shared: &Arc<SharedStore>,
+    opts: &Arc<TranslateOptions>,
+    metrics: &Arc<Metrics>,
+    published: watch::Receiver<Published>,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    use crate::{events, leader, sources, status};
+
+    let settings = sources::kube::Settings {
+        namespaces: args.watch_namespaces.clone(),
+        nodes: opts.backend_mode == BackendMode::NodePort,
+    };
+    let identity = args.identity();
+    let watches = sources::kube::run(
+        client.clone(),
+        settings,
+        shared.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    let lease = leader::LeaseSettings::new(args.election_namespace(), &args.election_id, &identity);
+    tracing::info!(lease = %format!("{}/{}", lease.namespace, lease.name), identity = %identity, "cluster mode");
+    let (leadership, election) = leader::run(client.clone(), lease, metrics.clone(), shutdown.clone());
+    let mut tasks = vec![watches, election];
+    let source = match (&args.publish_service, &args.publish_status_address) {
+        (Some(service), _) => Some(status::PublishSource::Service(service.clone())),
+        (None, list) if !list.is_empty() => Some(status::PublishSource::Addresses(list.clone())),
+        _ => None,
+    };
+    if let Some(source) = source {
+        tasks.push(status::run(
+            client.clone(),
+            source,
+            shared.clone(),
+            opts.clone(),
+            leadership.clone(),
+            published.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let reporter = kube::runtime::events::Reporter {
+        controller: args.controller_name.clone(),
+        instance: Some(identity),
+    };
+    tasks.push(events::run(
+        client,
+        reporter,
+        shared.clone(),
+        leadership,
+        published,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    tasks
 }

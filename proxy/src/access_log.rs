@@ -14,14 +14,14 @@ use std::{
 use http::{header, Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::forward::ConnInfo;
+use crate::{config::AccessLogFormat, forward::ConnInfo};
 
 /// Lines that may wait for the writer before new ones are dropped.
 const QUEUE: usize = 65_536;
 
 #[derive(Debug)]
 pub struct AccessLog {
-    tx: mpsc::SyncSender<AccessRecord>,
+    tx: mpsc::SyncSender<(AccessRecord, AccessLogFormat)>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -53,21 +53,20 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
 impl AccessLog {
     /// A log that writes to stdout from its own thread.
     pub fn stdout() -> Self {
-        let (tx, rx) = mpsc::sync_channel::<AccessRecord>(QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<(AccessRecord, AccessLogFormat)>(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-                while let Ok(rec) = rx.recv() {
-                    let _ = serde_json::to_writer(&mut out, &rec);
-                    let _ = out.write_all(b"\n");
-                    // Flush when the queue is drained, so lines appear promptly at low rates and
-                    // batch at high rates.
-                    while let Ok(rec) = rx.try_recv() {
-                        let _ = serde_json::to_writer(&mut out, &rec);
-                        let _ = out.write_all(b"\n");
+                while let Ok(first) = rx.recv() {
+                    // Write what is queued, then flush once: lines appear promptly at low rates and
+                    // are batched at high rates.
+                    let mut next = Some(first);
+                    while let Some((rec, format)) = next {
+                        let _ = rec.write_line(&mut out, format);
+                        next = rx.try_recv().ok();
                     }
                     let _ = out.flush();
                 }
@@ -78,8 +77,8 @@ impl AccessLog {
         Self { tx, dropped }
     }
 
-    pub fn write(&self, rec: AccessRecord) {
-        if self.tx.try_send(rec).is_err() {
+    pub fn write(&self, rec: AccessRecord, format: AccessLogFormat) {
+        if self.tx.try_send((rec, format)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -92,6 +91,36 @@ impl AccessLog {
 // === impl AccessRecord ===
 
 impl AccessRecord {
+    /// Writes the record as one line in the given format.
+    pub fn write_line(&self, out: &mut impl Write, format: AccessLogFormat) -> std::io::Result<()> {
+        match format {
+            AccessLogFormat::Json => {
+                serde_json::to_writer(&mut *out, self)?;
+            }
+            AccessLogFormat::Text => {
+                // Combined-log style; every field that came from the client is quoted with the
+                // quote and control characters escaped, so a request cannot forge a log line.
+                write!(
+                    out,
+                    "{} - - [{}] \"{} {}{} {}\" {} {} \"{}\" {:.3}ms {} {}",
+                    self.client.ip(),
+                    humantime::format_rfc3339_millis(self.time),
+                    self.method,
+                    escape(&self.host),
+                    escape(&self.path),
+                    self.protocol,
+                    self.status,
+                    self.bytes.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+                    escape(self.user_agent.as_deref().unwrap_or("-")),
+                    self.duration_ms,
+                    self.upstream.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+                    escape(self.request_id.as_deref().unwrap_or("-")),
+                )?;
+            }
+        }
+        out.write_all(b"\n")
+    }
+
     pub fn start<B>(req: &Request<B>, conn: &ConnInfo) -> Self {
         let h = req.headers();
         let text = |name| {
@@ -149,5 +178,84 @@ impl AccessRecord {
             .and_then(|v| v.parse().ok());
         self.duration_ms = elapsed.as_secs_f64() * 1000.0;
         self.upstream = upstream;
+    }
+}
+
+/// Escapes quotes, backslashes and anything not printable ASCII as `\xNN`.
+fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> AccessRecord {
+        AccessRecord {
+            time: SystemTime::UNIX_EPOCH,
+            client: "10.0.0.1:4000".parse().unwrap(),
+            method: "GET".into(),
+            host: "a.example".into(),
+            path: "/x\"\n".into(),
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes: Some(3),
+            duration_ms: 1.5,
+            upstream: Some("10.1.0.1:80".parse().unwrap()),
+            request_id: Some("abc".into()),
+            user_agent: Some("curl".into()),
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_every_field() {
+        let mut out = Vec::new();
+        record().write_line(&mut out, AccessLogFormat::Json).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for k in [
+            "time",
+            "method",
+            "host",
+            "path",
+            "status",
+            "bytes",
+            "duration_ms",
+            "upstream",
+            "request_id",
+        ] {
+            assert!(!v[k].is_null(), "{k} missing in {line}");
+        }
+        assert_eq!(v["path"], "/x\"\n");
+    }
+
+    #[test]
+    fn text_lines_escape_what_the_client_sent() {
+        let mut out = Vec::new();
+        record().write_line(&mut out, AccessLogFormat::Text).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert_eq!(
+            line.matches('\n').count(),
+            1,
+            "a newline in the path cannot start a new line: {line}"
+        );
+        assert!(
+            line.contains("GET a.example/x\\x22\\x0a HTTP/1.1\" 200 3"),
+            "{line}"
+        );
     }
 }

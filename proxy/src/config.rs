@@ -13,8 +13,51 @@ pub enum Balancer {
     LeastRequest,
 }
 
-/// Everything the data path needs to know besides the snapshot.
-#[derive(Clone, Debug)]
+/// The oldest TLS version a client may use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+/// How access-log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// One line in the nginx/Apache combined style, for people reading logs by eye.
+    Text,
+}
+
+/// `Strict-Transport-Security` added to HTTPS responses that do not set it themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: Duration,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Hsts {
+    /// The header value, e.g. `max-age=31536000; includeSubDomains`.
+    pub fn header_value(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age.as_secs());
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
+}
+
+/// The data path's settings. Flags give the defaults; a `ProxyConfig` object referenced by the
+/// IngressClass overrides them. The settings travel inside each [`crate::Snapshot`], so a change is
+/// applied by the next swap like any other: per request for upstream, routing and logging
+/// settings, per new connection for listener settings (connections keep what they started with).
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProxyConfig {
     /// Time a client has to send a complete request head, and a TLS handshake to finish. Default 30 s.
     pub header_read_timeout: Duration,
@@ -39,8 +82,13 @@ pub struct ProxyConfig {
     /// Streams one HTTP/2 connection may have open. Default 250.
     pub http2_max_concurrent_streams: u32,
     pub balancer: Balancer,
-    /// One JSON line per request on stdout. Default on.
+    /// One line per request on stdout. Default on.
     pub access_log: bool,
+    pub access_log_format: AccessLogFormat,
+    /// Oldest TLS version accepted. Default TLS 1.2.
+    pub tls_min_version: TlsVersion,
+    /// Default off.
+    pub hsts: Option<Hsts>,
 }
 
 impl Default for ProxyConfig {
@@ -57,6 +105,9 @@ impl Default for ProxyConfig {
             http2_max_concurrent_streams: 250,
             balancer: Balancer::RoundRobin,
             access_log: true,
+            access_log_format: AccessLogFormat::Json,
+            tls_min_version: TlsVersion::Tls12,
+            hsts: None,
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::{
     normalize::{normalize_host, normalize_path},
     routes::Route,
     snapshot::SnapshotHandle,
-    upstream::{UpstreamSettings, Upstreams},
+    upstream::Upstreams,
 };
 
 /// The body of every response Gantry sends: the backend's, streamed, or a small one of our own.
@@ -53,32 +53,25 @@ pub struct ConnInfo {
 #[derive(Debug)]
 pub struct Proxy {
     pub snapshots: SnapshotHandle,
+    /// Process-wide settings (shutdown grace, upstream idle timeout). Per-request and per-connection
+    /// settings come from the snapshot's own `config`.
     pub config: ProxyConfig,
     pub upstreams: Upstreams,
     pub metrics: Arc<Metrics>,
-    access_log: Option<AccessLog>,
+    access_log: AccessLog,
 }
 
 // === impl Proxy ===
 
 impl Proxy {
     pub fn new(snapshots: SnapshotHandle, config: ProxyConfig, metrics: Arc<Metrics>) -> Self {
-        let upstreams = Upstreams::new(
-            UpstreamSettings {
-                connect_timeout: config.upstream_connect_timeout,
-                response_timeout: config.upstream_response_timeout,
-                idle_timeout: config.upstream_idle_timeout,
-                balancer: config.balancer,
-            },
-            metrics.clone(),
-        );
-        let access_log = config.access_log.then(AccessLog::stdout);
+        let upstreams = Upstreams::new(config.upstream_idle_timeout, metrics.clone());
         Self {
             snapshots,
             config,
             upstreams,
             metrics,
-            access_log,
+            access_log: AccessLog::stdout(),
         }
     }
 
@@ -104,9 +97,11 @@ impl Proxy {
     /// Serves one request. Never fails: every error becomes a response with its status.
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
+        let snapshot = self.snapshots.load();
+        let config = &snapshot.config;
         let method = req.method().clone();
-        let mut log = self.access_log.as_ref().map(|_| AccessRecord::start(&req, conn));
-        let (resp, route, upstream) = match self.route_and_forward(conn, req, &mut log).await {
+        let mut log = config.access_log.then(|| AccessRecord::start(&req, conn));
+        let (mut resp, route, upstream) = match self.route_and_forward(conn, req, &snapshot, &mut log).await {
             Ok((resp, route, upstream)) => (resp, route, upstream),
             Err((err, route)) => {
                 if err.status().is_server_error() {
@@ -115,12 +110,19 @@ impl Proxy {
                 (error_response(&err), route, None)
             }
         };
+        if let (true, Some(hsts)) = (conn.tls, &config.hsts) {
+            if !resp.headers().contains_key(header::STRICT_TRANSPORT_SECURITY) {
+                if let Ok(v) = HeaderValue::from_str(&hsts.header_value()) {
+                    resp.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, v);
+                }
+            }
+        }
         let status = resp.status();
         let elapsed = start.elapsed();
         self.record(route.as_deref(), status, elapsed);
-        if let (Some(logger), Some(mut rec)) = (&self.access_log, log) {
+        if let Some(mut rec) = log {
             rec.finish(&method, status, &resp, elapsed, upstream);
-            logger.write(rec);
+            self.access_log.write(rec, config.access_log_format);
         }
         resp
     }
@@ -150,10 +152,11 @@ impl Proxy {
         &self,
         conn: &ConnInfo,
         mut req: Request<Incoming>,
+        snapshot: &crate::Snapshot,
         log: &mut Option<AccessRecord>,
     ) -> Result<(Response<ProxyBody>, Option<Arc<Route>>, Option<SocketAddr>), (ProxyError, Option<Arc<Route>>)>
     {
-        if req.headers().len() > self.config.max_headers {
+        if req.headers().len() > snapshot.config.max_headers {
             return Err((ProxyError::TooManyHeaders, None));
         }
         let host_value = request_host(&req).map_err(|e| (e, None))?;
@@ -164,7 +167,6 @@ impl Proxy {
             rec.set_target(&host, &path);
         }
 
-        let snapshot = self.snapshots.load();
         let route = snapshot
             .routes
             .lookup(&host, &path)
@@ -214,7 +216,7 @@ impl Proxy {
 
         let (mut resp, addr) = self
             .upstreams
-            .send(&route.backend, req)
+            .send(&route.backend, req, &snapshot.config)
             .await
             .map_err(|e| (e, Some(route.clone())))?;
 

@@ -42,6 +42,12 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// The kind of Kubernetes object a cluster-mode metric is about (`Ingress`, `Service`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
 /// Every metric Gantry exports, registered under the `gantry_` prefix.
 #[derive(Debug)]
 pub struct Metrics {
@@ -59,6 +65,17 @@ pub struct Metrics {
     pub routes: Gauge,
     pub endpoints: Gauge,
     pub diagnostics: Family<ReasonLabels, Gauge>,
+    /// Cluster mode: Unix time of the last event from any watch (an object listed, added, changed or
+    /// deleted). Stays 0 in file mode.
+    pub kube_last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Cluster mode: failed list or watch calls, by kind; each is retried with backoff.
+    pub kube_watch_errors: Family<KindLabels, Counter>,
+    /// Cluster mode: 1 while this replica holds the election Lease (and so writes status and Events).
+    pub leader: Gauge,
+    /// Cluster mode: Ingress status patches by result (`ok`, `error`).
+    pub status_writes: Family<ResultLabels, Counter>,
+    /// Cluster mode: Kubernetes Events published by result (`ok`, `error`).
+    pub events_published: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -150,6 +167,36 @@ impl Metrics {
             "Problems in the serving snapshot by reason",
             diagnostics.clone(),
         );
+        let kube_last_sync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "kube_last_sync_timestamp_seconds",
+            "Unix time of the last event received from any Kubernetes watch",
+            kube_last_sync.clone(),
+        );
+        let kube_watch_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "kube_watch_errors",
+            "Failed Kubernetes list or watch calls by kind (retried with backoff)",
+            kube_watch_errors.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the election Lease and writes status and Events",
+            leader.clone(),
+        );
+        let status_writes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "ingress_status_writes",
+            "Ingress status patches by result",
+            status_writes.clone(),
+        );
+        let events_published = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "kube_events",
+            "Kubernetes Events published by result",
+            events_published.clone(),
+        );
         Self {
             registry,
             requests,
@@ -165,6 +212,11 @@ impl Metrics {
             routes,
             endpoints,
             diagnostics,
+            kube_last_sync,
+            kube_watch_errors,
+            leader,
+            status_writes,
+            events_published,
         }
     }
 

@@ -27,6 +27,7 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
+    config::{ProxyConfig, TlsVersion},
     forward::{ConnInfo, Proxy},
     metrics::{ListenerLabels, ResultLabels},
     tls::SnapshotCertResolver,
@@ -48,45 +49,74 @@ impl ListenerKind {
     }
 }
 
-/// The rustls server configuration: TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, certificates
-/// chosen per handshake from the current snapshot.
-pub fn tls_config(proxy: &Proxy) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SnapshotCertResolver::new(proxy.snapshots.clone())));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+/// The rustls server configurations, one per minimum TLS version: TLS 1.2 and 1.3 (or 1.3 only),
+/// ALPN `h2` then `http/1.1`, certificates chosen per handshake from the current snapshot.
+#[derive(Clone, Debug)]
+pub struct TlsConfigs {
+    tls12: Arc<rustls::ServerConfig>,
+    tls13: Arc<rustls::ServerConfig>,
+}
+
+impl TlsConfigs {
+    pub fn new(proxy: &Proxy) -> Result<Self, rustls::Error> {
+        let build = |versions: &[&'static rustls::SupportedProtocolVersion]| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(versions)?
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(SnapshotCertResolver::new(proxy.snapshots.clone())));
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Ok::<_, rustls::Error>(Arc::new(config))
+        };
+        Ok(Self {
+            tls12: build(&[&rustls::version::TLS13, &rustls::version::TLS12])?,
+            tls13: build(&[&rustls::version::TLS13])?,
+        })
+    }
+
+    fn acceptor(&self, min: TlsVersion) -> TlsAcceptor {
+        match min {
+            TlsVersion::Tls12 => TlsAcceptor::from(self.tls12.clone()),
+            TlsVersion::Tls13 => TlsAcceptor::from(self.tls13.clone()),
+        }
+    }
+}
+
+/// The hyper connection builder for a set of settings.
+fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(8192))
+        .max_headers(config.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
 }
 
 /// Accepts connections until `shutdown` turns true, then stops accepting (the listener is closed,
 /// so new connections are refused), asks every open connection to finish (HTTP/2 GOAWAY, HTTP/1
 /// close after the current response) and waits up to the shutdown grace for them.
+///
+/// Listener settings (timeouts, limits, TLS version) are taken from the snapshot current when a
+/// connection is accepted; a connection keeps them for its life.
 pub async fn serve(
     proxy: Arc<Proxy>,
     listener: TcpListener,
     kind: ListenerKind,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<TlsConfigs>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(proxy.config.header_read_timeout)
-        .max_buf_size(proxy.config.max_header_bytes.max(8192))
-        .max_headers(proxy.config.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(proxy.config.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(proxy.config.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
-    let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    // The builder of the settings last seen, rebuilt only when the settings change.
+    let mut current: Option<(Arc<ProxyConfig>, Arc<auto::Builder<TokioExecutor>>)> = None;
 
     loop {
         let (stream, client) = tokio::select! {
@@ -103,15 +133,26 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        let config = proxy.snapshots.load().config.clone();
+        let builder = match &current {
+            Some((c, b)) if Arc::ptr_eq(c, &config) || **c == *config => b.clone(),
+            _ => {
+                let b = Arc::new(connection_builder(&config));
+                current = Some((config.clone(), b.clone()));
+                b
+            }
+        };
         let info = ConnInfo {
             client,
             local_port,
-            tls: acceptor.is_some(),
+            tls: tls.is_some(),
         };
         let conn = Connection {
             proxy: proxy.clone(),
-            builder: builder.clone(),
-            acceptor: acceptor.clone(),
+            builder,
+            acceptor: tls.as_ref().map(|t| t.acceptor(config.tls_min_version)),
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
             info,
             kind,
             watcher: graceful.watcher(),
@@ -140,6 +181,8 @@ struct Connection {
     proxy: Arc<Proxy>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     acceptor: Option<TlsAcceptor>,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
     info: ConnInfo,
     kind: ListenerKind,
     watcher: hyper_util::server::graceful::Watcher,
@@ -156,12 +199,10 @@ impl Connection {
             .clone();
         gauge.inc();
         let active = Arc::new(AtomicUsize::new(0));
-        let idle_timeout = self.proxy.config.idle_timeout;
+        let idle_timeout = self.idle_timeout;
         match &self.acceptor {
             Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(self.proxy.config.header_read_timeout, acceptor.accept(stream))
-                        .await;
+                let handshake = tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream)).await;
                 match handshake {
                     Ok(Ok(tls)) => {
                         metrics

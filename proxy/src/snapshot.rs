@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
-use crate::{routes::RouteTable, tls::CertTable};
+use crate::{config::ProxyConfig, routes::RouteTable, tls::CertTable};
 
 /// Everything the data path needs, built together so that a request never sees half an update.
 #[derive(Debug, Default)]
@@ -15,6 +15,8 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// SNI → certificate, with the default certificate.
     pub certs: CertTable,
+    /// The data path's settings for this snapshot.
+    pub config: Arc<ProxyConfig>,
     /// Problems found while building this snapshot, one per rejected or partly applied object.
     pub diagnostics: Vec<Diagnostic>,
 }

@@ -20,7 +20,13 @@ use hyper::{body::Incoming, client::conn::http1};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::{backend::Backend, config::Balancer, error::ProxyError, metrics::Metrics, snapshot::Snapshot};
+use crate::{
+    backend::Backend,
+    config::{Balancer, ProxyConfig},
+    error::ProxyError,
+    metrics::Metrics,
+    snapshot::Snapshot,
+};
 
 /// Idle connections kept per endpoint; beyond this a finished connection is closed.
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
@@ -43,20 +49,12 @@ struct Idle {
     since: Instant,
 }
 
-/// Settings for upstream connections.
-#[derive(Clone, Debug)]
-pub struct UpstreamSettings {
-    pub connect_timeout: Duration,
-    pub response_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub balancer: Balancer,
-}
-
 /// All endpoint pools, by address.
 #[derive(Debug)]
 pub struct Upstreams {
     pools: Mutex<HashMap<SocketAddr, Arc<EndpointPool>>>,
-    settings: UpstreamSettings,
+    /// Pooled connections idle longer than this are closed.
+    idle_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -124,10 +122,10 @@ impl Drop for InFlight {
 // === impl Upstreams ===
 
 impl Upstreams {
-    pub fn new(settings: UpstreamSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(idle_timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             pools: Mutex::new(HashMap::new()),
-            settings,
+            idle_timeout,
             metrics,
         }
     }
@@ -181,8 +179,8 @@ impl Upstreams {
     }
 
     /// Picks the first endpoint to try.
-    fn pick(&self, backend: &Backend, pools: &[Arc<EndpointPool>]) -> usize {
-        match self.settings.balancer {
+    fn pick(balancer: Balancer, backend: &Backend, pools: &[Arc<EndpointPool>]) -> usize {
+        match balancer {
             Balancer::RoundRobin => backend.next_round_robin().unwrap_or(0),
             Balancer::LeastRequest => {
                 let n = pools.len();
@@ -208,6 +206,7 @@ impl Upstreams {
         &self,
         backend: &Backend,
         mut req: Request<Incoming>,
+        config: &ProxyConfig,
     ) -> Result<(Response<Incoming>, SocketAddr), ProxyError> {
         let fallback;
         let pools: &[Arc<EndpointPool>] = match backend.pools.get() {
@@ -224,14 +223,14 @@ impl Upstreams {
         if pools.is_empty() {
             return Err(ProxyError::NoEndpoint(backend.id.to_string()));
         }
-        let mut idx = self.pick(backend, pools);
+        let mut idx = Self::pick(config.balancer, backend, pools);
         let mut connect_retried = false;
         let mut stale = 0;
         loop {
             let pool = &pools[idx];
-            let mut tx = match pool.checkout(self.settings.idle_timeout) {
+            let mut tx = match pool.checkout(self.idle_timeout) {
                 Some(tx) => tx,
-                None => match self.connect(pool.addr).await {
+                None => match self.connect(pool.addr, config.upstream_connect_timeout).await {
                     Ok(tx) => tx,
                     Err(e) => {
                         self.metrics.upstream_connect_errors.inc();
@@ -245,7 +244,7 @@ impl Upstreams {
                 },
             };
             let in_flight = InFlight::new(pool);
-            let sent = tokio::time::timeout(self.settings.response_timeout, tx.try_send_request(req)).await;
+            let sent = tokio::time::timeout(config.upstream_response_timeout, tx.try_send_request(req)).await;
             match sent {
                 Err(_) => {
                     self.metrics.upstream_timeouts.inc();
@@ -277,9 +276,13 @@ impl Upstreams {
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<http1::SendRequest<Incoming>, ProxyError> {
         let err = |reason: String| ProxyError::Connect { addr, reason };
-        let stream = tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| err("timed out".into()))?
             .map_err(|e| err(e.to_string()))?;

@@ -77,6 +77,9 @@ pub struct TranslateOptions {
     /// Served as the default certificate when `default_ssl_certificate` is unset or does not load.
     /// Generated once at start so that it does not change between snapshots.
     pub fallback_certificate: TlsCert,
+    /// The data path's settings from the flags; a `ProxyConfig` referenced by our IngressClass
+    /// overrides them per snapshot.
+    pub proxy_config: std::sync::Arc<gantry_proxy::ProxyConfig>,
 }
 
 /// What can be wrong with one object; each becomes one [`Diagnostic`] whose `reason` is
@@ -227,6 +230,7 @@ impl<'a> Build<'a> {
             generation: self.previous.generation.saturating_add(1),
             routes: self.routes.build(),
             certs: self.certs,
+            config: self.opts.proxy_config.clone(),
             diagnostics: self.diagnostics,
         }
     }

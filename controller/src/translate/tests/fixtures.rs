@@ -55,6 +55,7 @@ pub fn opts() -> TranslateOptions {
         fallback_certificate: FALLBACK
             .get_or_init(|| TlsCert::self_signed(&["gantry.invalid"]).expect("fallback certificate"))
             .clone(),
+        proxy_config: Default::default(),
     }
 }
 
