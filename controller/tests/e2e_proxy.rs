@@ -680,3 +680,60 @@ async fn admin_endpoints_report_health_readiness_metrics_and_routes() {
     assert_eq!(r["ingress"], "default/web");
     assert_eq!(r["endpoints"], serde_json::json!([a.addr.to_string()]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_http1_requests_are_answered_in_order_and_h2c_works_on_the_plain_listener() {
+    let (a, b) = (
+        TestBackend::start("svc-a").await,
+        TestBackend::start("svc-b").await,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let m = [
+        service_yaml("svc-a", 80, None, &[a.addr]),
+        service_yaml("svc-b", 80, None, &[b.addr]),
+        ingress_yaml(
+            "p",
+            &[],
+            &[
+                ("p.example", "/a", "Prefix", "svc-a", 80),
+                ("p.example", "/b", "Prefix", "svc-b", 80),
+            ],
+        ),
+    ]
+    .join("---\n");
+    write_manifest(dir.path(), "all.yaml", &m);
+    let g = Gantry::start(dir.path(), &[]).await;
+
+    // Three requests in one write; the answers must come back in request order.
+    let raw = raw_http(
+        g.http,
+        b"GET /a/1 HTTP/1.1\r\nHost: p.example\r\n\r\nGET /b/2 HTTP/1.1\r\nHost: p.example\r\n\r\nGET /a/3 HTTP/1.1\r\nHost: p.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw.matches("HTTP/1.1 200").count(), 3, "{raw}");
+    let order: Vec<usize> = ["\"/a/1\"", "\"/b/2\"", "\"/a/3\""]
+        .iter()
+        .map(|p| raw.find(p).expect(p))
+        .collect();
+    assert!(
+        order[0] < order[1] && order[1] < order[2],
+        "answers out of order: {raw}"
+    );
+
+    // HTTP/2 with prior knowledge, without TLS.
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("p.example", g.http)
+        .build()
+        .unwrap();
+    let r = h2c
+        .get(format!("http://p.example:{}/b/x", g.http.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let body = json(r).await;
+    assert_eq!(body["service"], "svc-b");
+    assert_eq!(body["proto"], "HTTP/1.1", "forwarded upstream as HTTP/1.1");
+}
