@@ -7,7 +7,7 @@ use clap::{ArgAction, Parser, ValueEnum};
 use crate::{store::ObjectKey, translate::BackendMode};
 
 /// Gantry: a Kubernetes Ingress controller. Serves Ingress objects from a folder of manifests
-/// (`--manifests`), the bundled demo (`--demo`), or the cluster.
+/// (`--manifests`), the bundled demo (`--demo`), or, without either, the cluster (cluster mode).
 #[derive(Debug, Parser)]
 #[command(name = "gantry", version, about, long_about = None)]
 pub struct Args {
@@ -105,6 +105,57 @@ pub struct Args {
     /// Threads serving traffic; default: one per CPU.
     #[arg(long, env = "GANTRY_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
+
+    /// Cluster mode: the kubeconfig to use. Without it, `KUBECONFIG` (or `~/.kube/config`) is read
+    /// when present, and the in-cluster service account is used otherwise.
+    #[arg(long, env = "GANTRY_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Cluster mode: watch Ingresses, Services, EndpointSlices and Secrets in this namespace only.
+    /// Repeat the flag (or separate with commas) for several; default: every namespace.
+    #[arg(
+        long = "watch-namespace",
+        env = "GANTRY_WATCH_NAMESPACE",
+        value_name = "NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+
+    /// Cluster mode: write the load-balancer addresses of this Service (NAMESPACE/NAME) into the
+    /// status of every Ingress served. For a NodePort Service, the addresses of the Nodes (ExternalIP,
+    /// else InternalIP) are written instead.
+    #[arg(
+        long,
+        env = "GANTRY_PUBLISH_SERVICE",
+        value_name = "NAMESPACE/NAME",
+        value_parser = parse_object_key,
+        conflicts_with = "publish_status_address"
+    )]
+    pub publish_service: Option<ObjectKey>,
+
+    /// Cluster mode: write these IP addresses or host names (comma-separated) into the status of
+    /// every Ingress served.
+    #[arg(
+        long,
+        env = "GANTRY_PUBLISH_STATUS_ADDRESS",
+        value_name = "ADDRESS",
+        value_delimiter = ','
+    )]
+    pub publish_status_address: Vec<String>,
+
+    /// Cluster mode: the name of the coordination.k8s.io Lease that elects the one replica writing
+    /// Ingress status and Events (every replica serves traffic).
+    #[arg(long, env = "GANTRY_ELECTION_ID", default_value = "gantry-leader")]
+    pub election_id: String,
+
+    /// Cluster mode: the namespace of the election Lease; default: `POD_NAMESPACE`, else `default`.
+    #[arg(long, env = "GANTRY_ELECTION_NAMESPACE")]
+    pub election_namespace: Option<String>,
+
+    /// Cluster mode: this replica's identity in the election Lease and in Events; default:
+    /// `POD_NAME`, else the host name and process id.
+    #[arg(long, env = "GANTRY_POD_NAME")]
+    pub pod_name: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -148,6 +199,34 @@ fn parse_object_key(s: &str) -> Result<ObjectKey, String> {
 }
 
 impl Args {
+    /// The namespace of the election Lease: the flag, else `POD_NAMESPACE`, else `default`.
+    pub fn election_namespace(&self) -> String {
+        self.election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or_else(|| crate::store::DEFAULT_NAMESPACE.to_string())
+    }
+
+    /// This replica's identity: the flag, else `POD_NAME`, else `<host name>-<process id>`. The
+    /// process id keeps two replicas on one host (outside a cluster) from sharing an identity, and
+    /// so from both believing they hold the Lease.
+    pub fn identity(&self) -> String {
+        self.pod_name
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME")
+                    .ok()
+                    .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "gantry".to_string());
+                format!("{host}-{}", std::process::id())
+            })
+    }
+
     /// The data-path settings, validated.
     pub fn proxy_config(&self) -> Result<gantry_proxy::ProxyConfig, gantry_proxy::config::ConfigError> {
         gantry_proxy::ProxyConfig {
@@ -212,5 +291,37 @@ mod tests {
         assert!(Args::try_parse_from(["gantry", "--idle-timeout", "soon"]).is_err());
         let a = Args::try_parse_from(["gantry", "--max-header-bytes", "100"]).unwrap();
         assert!(a.proxy_config().is_err());
+    }
+
+    #[test]
+    fn cluster_flags_repeat_split_on_commas_and_exclude_each_other() {
+        let a = Args::try_parse_from([
+            "gantry",
+            "--watch-namespace",
+            "a",
+            "--watch-namespace=b,c",
+            "--publish-status-address",
+            "10.0.0.1,lb.example.com",
+            "--election-namespace",
+            "ingress",
+            "--pod-name",
+            "gantry-0",
+        ])
+        .unwrap();
+        assert_eq!(a.watch_namespaces, ["a", "b", "c"]);
+        assert_eq!(a.publish_status_address, ["10.0.0.1", "lb.example.com"]);
+        assert_eq!(a.election_id, "gantry-leader");
+        assert_eq!(a.election_namespace(), "ingress");
+        assert_eq!(a.identity(), "gantry-0");
+        let a = Args::try_parse_from(["gantry", "--publish-service", "ingress/gantry"]).unwrap();
+        assert_eq!(a.publish_service, Some(ObjectKey::new("ingress", "gantry")));
+        assert!(Args::try_parse_from([
+            "gantry",
+            "--publish-service",
+            "ingress/gantry",
+            "--publish-status-address",
+            "10.0.0.1"
+        ])
+        .is_err());
     }
 }

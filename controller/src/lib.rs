@@ -10,5 +10,8 @@ pub mod translate;
 pub mod app;
 pub mod cli;
 pub mod demo;
+pub mod events;
+pub mod leader;
 pub mod runtime;
 pub mod sources;
+pub mod status;

@@ -28,6 +28,15 @@ pub struct SourceState {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// What the rebuild loop announces after each publish, for the cluster-mode writers (Ingress status,
+/// Events): the generation now serving and its diagnostics.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    /// 0 until the first snapshot is published.
+    pub generation: u64,
+    pub diagnostics: Arc<[Diagnostic]>,
+}
+
 /// The store shared between sources and the rebuild loop.
 #[derive(Debug)]
 pub struct SharedStore {
@@ -107,13 +116,15 @@ pub fn rebuild(shared: &SharedStore, proxy: &Proxy, opts: &TranslateOptions) -> 
     diagnostics
 }
 
-/// Rebuilds whenever the store changes, debounced; marks the proxy ready after the first build.
-/// Runs until `shutdown` turns true.
+/// Rebuilds whenever the store changes, debounced; marks the proxy ready after the first build and
+/// announces every publish on `published` (nobody listens in file mode). Runs until `shutdown`
+/// turns true.
 pub async fn rebuild_loop(
     shared: Arc<SharedStore>,
     proxy: Arc<Proxy>,
     opts: Arc<TranslateOptions>,
     readiness: Arc<Readiness>,
+    published: watch::Sender<Published>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut synced = shared.synced.subscribe();
@@ -131,8 +142,12 @@ pub async fn rebuild_loop(
         match tokio::task::spawn_blocking(move || rebuild(&s, &p, &o)).await {
             Ok(diagnostics) => {
                 log_new_diagnostics(&reported, &diagnostics);
-                reported = diagnostics;
                 readiness.set_ready();
+                published.send_replace(Published {
+                    generation: proxy.snapshots.load().generation,
+                    diagnostics: Arc::from(diagnostics.as_slice()),
+                });
+                reported = diagnostics;
             }
             Err(e) => {
                 // A panic in translation is a bug; the last good snapshot keeps serving.

@@ -2,3 +2,4 @@
 //! cluster.
 
 pub mod files;
+pub mod kube;
