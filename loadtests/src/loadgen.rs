@@ -414,6 +414,85 @@ mod tests {
         assert!(rot.contains("x % 10000") && rot.contains("x % 10") && rot.contains("request = function"));
     }
 
+    // The testdata files are real outputs of wrk 4.1, h2load (nghttp2 1.52) and oha 1.16 on this
+    // machine type, captured by the runner (target/loadtests/run/*/raw/).
+
+    #[test]
+    fn wrk_result_line_is_parsed_from_real_output() {
+        let m = parse_wrk(include_str!("../testdata/wrk.txt")).unwrap();
+        assert_eq!(m.requests, 170_790);
+        assert!((m.duration_s - 2.001291).abs() < 1e-9);
+        assert!((m.rps() - 85_340.0).abs() < 1.0, "{}", m.rps());
+        assert_eq!(m.bytes_read, 24_422_970);
+        assert_eq!((m.p50_ms, m.p99_ms, m.p999_ms), (0.637, 3.413, 6.297));
+        assert_eq!(m.errors, 0);
+        assert!(m.error_detail.is_empty());
+    }
+
+    #[test]
+    fn wrk_socket_errors_count_as_errors() {
+        let m = parse_wrk(include_str!("../testdata/wrk-errors.txt")).unwrap();
+        assert_eq!(m.errors, 604);
+        assert!(m.error_detail.contains("read 604"), "{}", m.error_detail);
+    }
+
+    #[test]
+    fn wrk_without_result_line_is_an_error_that_shows_the_output() {
+        let err = parse_wrk("unable to connect to localhost:1 Connection refused\n").unwrap_err();
+        assert!(format!("{err:#}").contains("Connection refused"));
+    }
+
+    #[test]
+    fn h2load_summary_and_request_log_are_parsed_from_real_output() {
+        let m = parse_h2load(
+            include_str!("../testdata/h2load.txt"),
+            include_str!("../testdata/h2load-requests.log"),
+        )
+        .unwrap();
+        assert_eq!(m.requests, 73_581);
+        assert_eq!(m.duration_s, 2.0);
+        assert_eq!(m.bytes_read, 5_372_261);
+        assert_eq!(m.errors, 0);
+        // Percentiles come from the 50 logged requests (3rd column, microseconds).
+        let mut lat = h2load_log_latencies_us(include_str!("../testdata/h2load-requests.log"));
+        assert_eq!(lat.len(), 50);
+        let (p50, _, p999) = percentiles3(&mut lat);
+        assert_eq!(m.p50_ms, p50 / 1000.0);
+        assert_eq!(m.p999_ms, p999 / 1000.0);
+        assert!(m.p50_ms > 0.5 && m.p50_ms < 100.0);
+    }
+
+    #[test]
+    fn h2load_failures_are_errors() {
+        let out = "finished in 1.50ms, 100.00 req/s, 1KB/s\nrequests: 10 total, 10 started, 10 done, 7 succeeded, 3 failed, 2 errored, 1 timeout\n";
+        let m = parse_h2load(out, "").unwrap();
+        assert_eq!((m.requests, m.errors), (7, 3));
+        assert!((m.duration_s - 0.0015).abs() < 1e-12);
+        assert!(m.error_detail.contains("errored 2"));
+        assert!(parse_h2load("no summary", "").is_err());
+    }
+
+    #[test]
+    fn oha_json_is_parsed_from_real_output_and_deadline_aborts_are_not_errors() {
+        let m = parse_oha(include_str!("../testdata/oha.json")).unwrap();
+        assert_eq!(m.requests, 1269);
+        assert_eq!(m.errors, 0, "{}", m.error_detail);
+        assert!(m.duration_s > 1.9 && m.duration_s < 2.2);
+        assert!(m.p50_ms > 0.0 && m.p50_ms <= m.p99_ms && m.p99_ms <= m.p999_ms);
+    }
+
+    #[test]
+    fn oha_errors_and_bad_statuses_are_counted() {
+        let out = r#"{"summary":{"total":1.0,"totalData":0},"latencyPercentiles":{"p50":0.001,"p99":0.002,"p99.9":0.003},
+            "statusCodeDistribution":{"200":10,"502":2},"errorDistribution":{"connection refused":3,"aborted due to deadline":9}}"#;
+        let m = parse_oha(out).unwrap();
+        assert_eq!((m.requests, m.errors), (10, 5));
+        assert_eq!((m.p50_ms, m.p99_ms, m.p999_ms), (1.0, 2.0, 3.0));
+        assert!(
+            m.error_detail.contains("connection refused: 3") && m.error_detail.contains("non-2xx/3xx: 2")
+        );
+    }
+
     #[test]
     fn wrk_args_never_ask_for_more_threads_than_connections() {
         let a = wrk_args(

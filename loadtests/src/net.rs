@@ -92,8 +92,25 @@ pub fn parse_response(buf: &[u8]) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// Polls `check` every `every` until it returns `Ok(true)`, fails with its last error, or
-/// `timeout` passes.
+/// An error that ends [`wait_for`] at once (the process being waited for has exited).
+#[derive(Debug)]
+pub struct Fatal(pub String);
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fatal {}
+
+/// Wraps an error so that [`wait_for`] stops retrying.
+pub fn fatal(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(Fatal(format!("{e:#}")))
+}
+
+/// Polls `check` every `every` until it returns `Ok(true)`, fails with a [`Fatal`] error, or
+/// `timeout` passes (then fails with the last error).
 pub fn wait_for(
     what: &str,
     timeout: Duration,
@@ -106,6 +123,7 @@ pub fn wait_for(
         match check() {
             Ok(true) => return Ok(()),
             Ok(false) => {}
+            Err(e) if e.downcast_ref::<Fatal>().is_some() => return Err(e.context(what.to_string())),
             Err(e) => last_err = format!("{e:#}"),
         }
         if Instant::now() >= deadline || crate::procs::interrupted() {
@@ -126,6 +144,20 @@ mod tests {
         let raw = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
         assert_eq!(parse_response(raw).unwrap().0, 404);
         assert!(parse_response(b"garbage").is_err());
+    }
+
+    #[test]
+    fn fatal_errors_end_the_wait_at_once() {
+        let mut calls = 0;
+        let r = wait_for("x", Duration::from_secs(30), Duration::from_millis(1), || {
+            calls += 1;
+            if calls < 3 {
+                bail!("not yet")
+            }
+            Err(fatal(anyhow::anyhow!("exited")))
+        });
+        assert!(format!("{:#}", r.unwrap_err()).contains("exited"));
+        assert_eq!(calls, 3);
     }
 
     #[test]

@@ -225,13 +225,35 @@ pub struct Output {
 
 /// Runs `cmd` to completion, killing its tree after `timeout`. `Err` on timeout or spawn failure
 /// (a non-zero exit is returned as `Ok`; the caller decides).
-pub fn run_bounded(name: &str, mut cmd: Command, timeout: Duration) -> Result<Output> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+pub fn run_bounded(name: &str, cmd: Command, timeout: Duration) -> Result<Output> {
+    run_bounded_with_input(name, cmd, None, timeout)
+}
+
+/// [`run_bounded`] with `input` written to the child's stdin (then closed).
+pub fn run_bounded_with_input(
+    name: &str,
+    mut cmd: Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output> {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
     let pid = child.id();
     register(pid, name);
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        let data = data.to_vec();
+        // A writer thread: a child that does not read its input cannot block the runner.
+        thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&data);
+        });
+    }
     let out = child.stdout.take().map(reader_thread);
     let err = child.stderr.take().map(reader_thread);
     let deadline = Instant::now() + timeout;
@@ -469,6 +491,9 @@ pub struct TreeSample {
     pub rss_kb: u64,
     /// Sum of VmHWM (peak RSS) over the tree, KiB. Shared pages count once per process.
     pub hwm_kb: u64,
+    /// Sum of Pss over the tree (shared pages split between the processes sharing them), KiB: what
+    /// the tree really occupies now, without the double counting of `rss_kb`.
+    pub pss_kb: u64,
     pub processes: usize,
 }
 
@@ -502,21 +527,25 @@ pub fn sample_tree(root: u32) -> TreeSample {
             s.rss_kb += rss;
             s.hwm_kb += hwm;
         }
+        if let Ok(rollup) = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+            s.pss_kb += kib_field(&rollup, "Pss:");
+        }
     }
     s
 }
 
 /// (VmRSS, VmHWM) in KiB from /proc/PID/status.
 pub fn parse_status_mem(status: &str) -> (u64, u64) {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (kib_field(status, "VmRSS:"), kib_field(status, "VmHWM:"))
+}
+
+/// The number after `name` on the first line starting with it (`Pss:   1234 kB`), 0 if absent.
+pub fn kib_field(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 /// The last `n` lines of a file.
@@ -572,6 +601,9 @@ mod tests {
         let status = "Name:\tnginx\nVmPeak:\t  20000 kB\nVmHWM:\t    9876 kB\nVmRSS:\t    5432 kB\n";
         assert_eq!(parse_status_mem(status), (5432, 9876));
         assert_eq!(parse_status_mem("Name:\tx\n"), (0, 0));
+        let rollup =
+            "55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:  2048 kB\nPss:  1024 kB\nPss_Anon: 900 kB\n";
+        assert_eq!(kib_field(rollup, "Pss:"), 1024);
     }
 
     #[test]
@@ -579,6 +611,6 @@ mod tests {
         let me = std::process::id();
         assert!(alive(me));
         let s = sample_tree(me);
-        assert!(s.rss_kb > 0 && s.hwm_kb >= s.rss_kb && s.processes >= 1);
+        assert!(s.rss_kb > 0 && s.hwm_kb >= s.rss_kb && s.pss_kb > 0 && s.processes >= 1);
     }
 }

@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::cli::ProxyKind;
 use crate::config::{self, backend, gantry, haproxy, nginx, Endpoint, File, Routes, Topology, MAIN_HOST};
-use crate::net::{http_get, local, wait_for, ws_probe};
-use crate::procs::{pinned, signal, Pinning, Service};
+use crate::net::{fatal, http_get, local, wait_for, ws_probe};
+use crate::procs::{pinned, run_bounded_with_input, signal, Pinning, Service};
 use crate::scenarios::BackendKind;
 use crate::setup::{GantryBin, Tools};
 
@@ -132,7 +132,7 @@ impl ProxyInstance {
             let admin = self.topo.admin;
             let svc = &mut self.service;
             wait_for("gantry /readyz", timeout, step, || {
-                svc.check_alive()?;
+                svc.check_alive().map_err(fatal)?;
                 Ok(http_get(admin, "localhost", "/readyz", t)?.0 == 200)
             })?;
         }
@@ -152,7 +152,7 @@ impl ProxyInstance {
                 timeout,
                 step,
                 || {
-                    svc.check_alive()?;
+                    svc.check_alive().map_err(fatal)?;
                     if websocket {
                         let status = ws_probe(http, &host, "/ws", t)?;
                         if status != 101 {
@@ -231,6 +231,44 @@ impl ProxyInstance {
     pub fn stop(self) {
         self.service.stop();
     }
+}
+
+/// Whether the server at `https` resumes TLS 1.3 sessions: `openssl s_client` saves the ticket of
+/// one connection (`-sess_out`) and offers it on the next (`-sess_in`).
+pub fn tls13_resumes(openssl: &Path, https: SocketAddr, dir: &Path) -> Result<bool> {
+    let sess = dir.join("tls13-session.pem");
+    let _ = fs::remove_file(&sess);
+    let request = format!("GET / HTTP/1.1\r\nHost: {MAIN_HOST}\r\nConnection: close\r\n\r\n");
+    let connect = https.to_string();
+    let run = |flag: &str| -> Result<String> {
+        let mut cmd = std::process::Command::new(openssl);
+        cmd.args([
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            MAIN_HOST,
+            "-tls1_3",
+            "-ign_eof",
+            flag,
+        ])
+        .arg(&sess);
+        let out = run_bounded_with_input(
+            "openssl s_client",
+            cmd,
+            Some(request.as_bytes()),
+            Duration::from_secs(10),
+        )?;
+        Ok(out.stdout + &out.stderr)
+    };
+    let first = run("-sess_out")?;
+    if !first.contains("New, TLSv1.3") {
+        bail!("no TLS 1.3 handshake: {}", crate::procs::last_lines(&first, 3));
+    }
+    if !sess.is_file() {
+        return Ok(false);
+    }
+    Ok(run("-sess_in")?.contains("Reused, TLSv1.3"))
 }
 
 /// Where the proxy reads its configuration (Gantry: the manifest directory).
@@ -328,7 +366,7 @@ impl Backend {
                         Duration::from_secs(20),
                         Duration::from_millis(50),
                         || {
-                            service.check_alive()?;
+                            service.check_alive().map_err(fatal)?;
                             Ok(
                                 http_get(*a, "backend", backend::STATUS_PATH, Duration::from_secs(2))?.0
                                     == 200,
@@ -352,7 +390,7 @@ impl Backend {
                     Duration::from_secs(20),
                     Duration::from_millis(50),
                     || {
-                        service.check_alive()?;
+                        service.check_alive().map_err(fatal)?;
                         Ok(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok())
                     },
                 )?;

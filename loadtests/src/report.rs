@@ -85,6 +85,9 @@ pub struct ProxyResult {
     pub cpu_s: f64,
     /// Highest VmHWM (summed over the proxy's processes) seen after any round.
     pub peak_rss_kb: u64,
+    /// Highest Pss (summed over the proxy's processes) seen at the end of a round: memory without
+    /// counting pages shared by nginx/HAProxy master and workers twice.
+    pub pss_kb: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mb_s: Option<f64>,
     /// Proxy CPU per request (message), microseconds.
@@ -113,6 +116,7 @@ pub struct RoundResult {
     pub error_detail: String,
     pub cpu_s: f64,
     pub peak_rss_kb: u64,
+    pub pss_kb: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mb_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,6 +189,7 @@ impl ProxyResult {
             errors: rounds.iter().map(|r| r.errors).sum(),
             cpu_s: m(|r| r.cpu_s),
             peak_rss_kb: rounds.iter().map(|r| r.peak_rss_kb).max().unwrap_or(0),
+            pss_kb: rounds.iter().map(|r| r.pss_kb).max().unwrap_or(0),
             mb_s: median_opt(rounds.iter().map(|r| r.mb_s)),
             cpu_us_per_req: median_opt(
                 rounds
@@ -313,10 +318,10 @@ fn row_cells(r: &ProxyResult, unit: Unit) -> Vec<String> {
     vec![
         r.proxy.display().to_string(),
         r.headline(unit).map(fmt_num).unwrap_or_else(|| "-".into()),
-        if unit == Unit::Rps || unit == Unit::MsgsPerSec {
-            "".into()
-        } else {
+        if matches!(unit, Unit::MBps { .. }) {
             fmt_num(r.rps)
+        } else {
+            String::new()
         },
         fmt_ms(r.p50_ms),
         fmt_ms(r.p99_ms),
@@ -327,6 +332,7 @@ fn row_cells(r: &ProxyResult, unit: Unit) -> Vec<String> {
             .map(|v| format!("{v:.1}"))
             .unwrap_or_else(|| "-".into()),
         mib(r.peak_rss_kb),
+        mib(r.pss_kb),
         r.upstream_conns_opened
             .map(|v| v.to_string())
             .unwrap_or_else(|| "-".into()),
@@ -334,10 +340,10 @@ fn row_cells(r: &ProxyResult, unit: Unit) -> Vec<String> {
 }
 
 fn headers(unit: Unit) -> Vec<String> {
-    let rate = match unit {
-        Unit::Rps | Unit::MsgsPerSec => "",
-        Unit::KibPerConn => "req/s",
-        Unit::MBps { .. } => "req/s",
+    let rate = if matches!(unit, Unit::MBps { .. }) {
+        "req/s"
+    } else {
+        ""
     };
     vec![
         "proxy".into(),
@@ -350,6 +356,7 @@ fn headers(unit: Unit) -> Vec<String> {
         "CPU s".into(),
         "CPU us/req".into(),
         "peak RSS MiB".into(),
+        "PSS MiB".into(),
         "upstream conns".into(),
     ]
 }
@@ -650,6 +657,116 @@ mod tests {
         assert!(
             ratios(&results[1..], Unit::Rps).is_empty(),
             "no Gantry, no ratios"
+        );
+    }
+
+    fn sample_report() -> (Report, Vec<(String, Unit)>) {
+        let results = vec![
+            result(ProxyKind::Gantry, 90_000.0),
+            result(ProxyKind::Nginx, 60_000.0),
+            result(ProxyKind::Haproxy, 45_000.0),
+        ];
+        let scenario = ScenarioReport {
+            name: "http1-keepalive".into(),
+            description: "HTTP/1.1 keep-alive".into(),
+            unit: "req/s".into(),
+            ratios: ratios(&results, Unit::Rps),
+            results,
+            failures: Vec::new(),
+            skipped: None,
+            notes: vec!["a | note".into()],
+        };
+        let failed = ScenarioReport {
+            name: "h2-tls".into(),
+            description: "HTTP/2".into(),
+            unit: "req/s".into(),
+            results: vec![result(ProxyKind::Nginx, 30_000.0)],
+            failures: vec![Failure {
+                proxy: ProxyKind::Gantry,
+                error: "not available: no binary".into(),
+            }],
+            skipped: None,
+            notes: Vec::new(),
+            ratios: Vec::new(),
+        };
+        let report = Report {
+            machine: Machine {
+                cpus: 2,
+                mem_total_kb: 24 << 20,
+                ..Default::default()
+            },
+            proxy_cpus: 1,
+            scenarios: vec![scenario, failed],
+            settings: Settings {
+                quick: true,
+                rounds: 2,
+                duration_s: 3.0,
+                proxies: ProxyKind::ALL.to_vec(),
+                proxy_cpu_list: "0".into(),
+                load_cpu_list: "1".into(),
+                shared_cpus: false,
+                workers: 1,
+            },
+            generated_at: "2026-01-01T00:00:00Z".into(),
+            elapsed_s: 1.0,
+            notes: Vec::new(),
+        };
+        (
+            report,
+            vec![
+                ("http1-keepalive".into(), Unit::Rps),
+                ("h2-tls".into(), Unit::Rps),
+            ],
+        )
+    }
+
+    #[test]
+    fn report_json_has_the_documented_shape() {
+        let (report, _) = sample_report();
+        let v = serde_json::to_value(&report).unwrap();
+        assert!(v["machine"].is_object());
+        assert_eq!(v["proxy_cpus"], 1);
+        let s = &v["scenarios"][0];
+        assert_eq!(s["name"], "http1-keepalive");
+        let names: Vec<&str> = s["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["proxy"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["gantry", "nginx", "haproxy"]);
+        for r in s["results"].as_array().unwrap() {
+            for k in ["rps", "p50_ms", "p99_ms", "p999_ms", "cpu_s"] {
+                assert!(r[k].is_f64(), "{k} is {:?}", r[k]);
+            }
+            for k in ["errors", "peak_rss_kb"] {
+                assert!(r[k].is_u64(), "{k} is {:?}", r[k]);
+            }
+        }
+        // A proxy without a result is not in `results`; it is in `failures`.
+        assert_eq!(v["scenarios"][1]["results"].as_array().unwrap().len(), 1);
+        assert_eq!(v["scenarios"][1]["failures"][0]["proxy"], "gantry");
+    }
+
+    #[test]
+    fn markdown_has_a_summary_row_per_scenario_and_escapes_pipes() {
+        let (report, units) = sample_report();
+        let md = markdown(&report, &units);
+        assert!(md.contains("| scenario | unit | Gantry | nginx | HAProxy | Gantry/nginx | Gantry/HAProxy |"));
+        assert!(
+            md.contains("| http1-keepalive | req/s | 90,000 | 60,000 | 45,000 | 1.50x | 2.00x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| h2-tls | req/s | n/a | 30,000 | - | - | - |"),
+            "{md}"
+        );
+        assert!(md.contains("a \\| note"));
+        assert!(md.contains("- Gantry: not measured: not available: no binary"));
+        let console = console_table(&report.scenarios[0], Unit::Rps);
+        assert!(
+            console.contains("Gantry/nginx / Gantry/HAProxy: req/s 1.50x / 2.00x"),
+            "{console}"
         );
     }
 

@@ -315,6 +315,10 @@ fn run_scenario(ctx: &Ctx, id: ScenarioId) -> (ScenarioReport, Unit) {
         }
     }
 
+    if matches!(plan.load, Load::Oha { .. }) {
+        resumption_notes(ctx, &plan, &instances, &dir, &mut sr.notes);
+    }
+
     let mut per: BTreeMap<ProxyKind, Vec<RoundResult>> = BTreeMap::new();
     let mut dead: HashSet<ProxyKind> = HashSet::new();
     for round in 0..ctx.rounds {
@@ -379,6 +383,42 @@ fn run_scenario(ctx: &Ctx, id: ScenarioId) -> (ScenarioReport, Unit) {
     }
     backend.stop();
     (sr, plan.unit)
+}
+
+/// Checks which proxies resume TLS 1.3 sessions and says so (Gantry has no setting for it).
+fn resumption_notes(
+    ctx: &Ctx,
+    plan: &scenarios::Plan,
+    instances: &[ProxyInstance],
+    dir: &Path,
+    notes: &mut Vec<String>,
+) {
+    let mut parts = Vec::new();
+    for inst in instances {
+        let verdict = match crate::proxy::tls13_resumes(
+            &ctx.tools.openssl,
+            inst.topo.https,
+            &dir.join(inst.kind.name()),
+        ) {
+            Ok(true) => "resumes".to_string(),
+            Ok(false) => "does not resume".to_string(),
+            Err(e) => format!("check failed ({e:#})"),
+        };
+        if inst.kind == ProxyKind::Gantry && !plan.tls_resumption && verdict == "resumes" {
+            notes.push(
+                "Gantry resumed a TLS 1.3 session although resumption is off on nginx and HAProxy: its \
+                 figure here counts resumed handshakes."
+                    .into(),
+            );
+        }
+        parts.push(format!("{} {verdict}", inst.kind.display()));
+    }
+    if !parts.is_empty() {
+        notes.push(format!(
+            "TLS 1.3 resumption check (openssl s_client -sess_out/-sess_in): {}.",
+            parts.join(", ")
+        ));
+    }
 }
 
 fn start_proxy(
@@ -491,6 +531,7 @@ fn measure(
         error_detail: m.error_detail.clone(),
         cpu_s: (after.cpu_s - before.cpu_s).max(0.0),
         peak_rss_kb: after.hwm_kb,
+        pss_kb: after.pss_kb,
         mb_s,
         upstream_conns_opened: match (accepts_before, accepts_after) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a + 1)),
