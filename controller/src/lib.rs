@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod crd;
 pub mod manifests;
 pub mod store;
 pub mod translate;
