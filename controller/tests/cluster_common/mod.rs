@@ -162,6 +162,29 @@ pub async fn get(g: &Gantry, host: &str, path: &str) -> Result<(u16, serde_json:
     Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
 }
 
+/// Like [`get`], over HTTPS (SNI and Host `host`; any certificate accepted).
+pub async fn get_https(g: &Gantry, host: &str, path: &str) -> Result<(u16, serde_json::Value), String> {
+    let r = crate::common::tls_client(host, g.https, false)
+        .get(format!("https://{host}{path}"))
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = r.status().as_u16();
+    let body = r.bytes().await.map_err(|e| format!("body: {e}"))?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
+}
+
+/// Waits until `https://host/path` answers 200 from `service` (at most `limit`).
+pub async fn wait_https_served_by(g: &Gantry, limit: Duration, host: &str, path: &str, service: &str) {
+    eventually(g, limit, &format!("https://{host}{path} served by {service}"), || async {
+        match get_https(g, host, path).await? {
+            (200, body) if body["service"] == service => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
 /// Waits until `host` + `path` answers 200 from `service` (at most `limit`); returns the body.
 pub async fn wait_served_by(g: &Gantry, limit: Duration, host: &str, path: &str, service: &str) -> serde_json::Value {
     eventually(g, limit, &format!("{host}{path} served by {service}"), || async {
