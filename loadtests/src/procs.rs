@@ -276,6 +276,7 @@ pub fn run_bounded_with_input(
             stdout,
             stderr,
         }),
+        None if interrupted() => bail!("{name} stopped: interrupted"),
         None => bail!(
             "{name} did not finish within {:.0?}; stderr tail: {}",
             timeout,

@@ -77,6 +77,15 @@ impl ProxyInstance {
             ProxyKind::Gantry => {
                 let bin = env.gantry.context("gantry is not available")?;
                 let mut c = pinned(cpus, &bin.path);
+                // Every gantry flag also reads GANTRY_<FLAG>: nothing from the caller's environment
+                // may change the configuration under test.
+                for (k, _) in std::env::vars_os() {
+                    if k.to_string_lossy().starts_with("GANTRY_") {
+                        c.env_remove(k);
+                    }
+                }
+                // Warnings and errors only, like nginx's `error_log … warn`.
+                c.env("GANTRY_LOG", "warn");
                 c.arg("--manifests")
                     .arg(&config_dir)
                     .arg("--http-addr")

@@ -409,9 +409,11 @@ pub fn console_table(s: &ScenarioReport, unit: Unit) -> String {
         }
         l
     };
-    let _ = writeln!(out, "{}", line(&head));
-    for r in &rows {
-        let _ = writeln!(out, "{}", line(r));
+    if !rows.is_empty() {
+        let _ = writeln!(out, "{}", line(&head));
+        for r in &rows {
+            let _ = writeln!(out, "{}", line(r));
+        }
     }
     for f in &s.failures {
         let _ = writeln!(
@@ -419,7 +421,7 @@ pub fn console_table(s: &ScenarioReport, unit: Unit) -> String {
             "   {:<w$}  not measured: {}",
             f.proxy.display(),
             one_line(&f.error),
-            w = widths[0]
+            w = widths.first().copied().unwrap_or(7)
         );
     }
     if !s.ratios.is_empty() {

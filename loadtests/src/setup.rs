@@ -114,7 +114,10 @@ pub fn ensure_tools(no_install: bool, log_dir: &Path) -> Result<Tools> {
 
 fn apt(args: &[&str], log_dir: &Path) -> Result<()> {
     let mut cmd = Command::new("apt-get");
-    cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    // Wait for another apt/dpkg (up to 5 minutes) instead of failing at once.
+    cmd.args(["-o", "DPkg::Lock::Timeout=300"])
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive");
     let out = run_bounded("apt-get", cmd, Duration::from_secs(900))?;
     let log = format!("$ apt-get {}\n{}\n{}\n", args.join(" "), out.stdout, out.stderr);
     let path = log_dir.join("apt.log");
