@@ -181,6 +181,7 @@ fn start_cluster(
     let settings = sources::kube::Settings {
         namespaces: args.watch_namespaces.clone(),
         nodes: opts.backend_mode == BackendMode::NodePort,
+        proxy_configs: true,
     };
     let identity = args.identity();
     let watches = sources::kube::run(

@@ -25,6 +25,16 @@ pub const API_VERSION: &str = "gantry.dev/v1alpha1";
 /// The kind, as named in `spec.parameters.kind`.
 pub const KIND: &str = "ProxyConfig";
 
+/// Bounds (inclusive) of `maxHeaderBytes`: hyper needs an 8 KiB read buffer; 1 MiB of headers is
+/// already an attack, not a request.
+pub const MAX_HEADER_BYTES: (u32, u32) = (8192, 1 << 20);
+/// Bounds (inclusive) of `maxHeaders`.
+pub const MAX_HEADERS: (u32, u32) = (1, 10_000);
+/// Bounds (inclusive) of `http2MaxConcurrentStreams`.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: (u32, u32) = (1, 10_000);
+/// The HSTS max-age when the hsts block gives none: one year, as browsers' preload lists expect.
+pub const HSTS_DEFAULT_MAX_AGE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Class-wide settings of the Gantry data path. Flags give the defaults; the ProxyConfig named by
 /// the IngressClass's `spec.parameters` overrides them, and a change is applied by the next routing
 /// snapshot without a restart.
@@ -74,19 +84,19 @@ pub struct ProxyConfigSpec {
     /// Largest request head (request line and headers) in bytes; beyond it 431
     /// (flag --max-header-bytes, default 61440). Applies to new connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 8192, max = 1048576))]
+    #[schemars(range(min = MAX_HEADER_BYTES.0, max = MAX_HEADER_BYTES.1))]
     pub max_header_bytes: Option<u32>,
 
     /// Most request headers; beyond it 431 (flag --max-headers, default 100). Applies to new
     /// connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = MAX_HEADERS.0, max = MAX_HEADERS.1))]
     pub max_headers: Option<u32>,
 
     /// Streams one HTTP/2 client connection may have open (flag --http2-max-concurrent-streams,
     /// default 250). Applies to new connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = HTTP2_MAX_CONCURRENT_STREAMS.0, max = HTTP2_MAX_CONCURRENT_STREAMS.1))]
     pub http2_max_concurrent_streams: Option<u32>,
 
     /// How a backend picks one of its endpoints (flag --load-balance, default RoundRobin).

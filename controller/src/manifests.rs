@@ -18,7 +18,10 @@ use k8s_openapi::api::{
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::Value;
 
-use crate::store::{Kind, Object, ObjectKey, DEFAULT_NAMESPACE};
+use crate::{
+    crd::{self, ProxyConfig},
+    store::{Kind, Object, ObjectKey, DEFAULT_NAMESPACE},
+};
 
 /// The Secret type Gantry reads certificates from; other Secrets are never loaded.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
@@ -161,6 +164,7 @@ fn collect(source: &str, place: &str, value: Value, parsed: &mut ParsedFile) {
             Kind::Secret
         }
         ("v1", "Node") => Kind::Node,
+        (crd::API_VERSION, crd::KIND) => Kind::ProxyConfig,
         _ => return,
     };
 
@@ -172,6 +176,7 @@ fn collect(source: &str, place: &str, value: Value, parsed: &mut ParsedFile) {
         Kind::EndpointSlice => typed::<EndpointSlice>(value).map(Object::EndpointSlice),
         Kind::Secret => typed::<Secret>(value).map(Object::Secret),
         Kind::Node => typed::<Node>(value).map(Object::Node),
+        Kind::ProxyConfig => typed::<ProxyConfig>(value).map(Object::ProxyConfig),
     };
     let problem = match object {
         Ok(object) if object.metadata().name.as_deref().is_some_and(|n| !n.is_empty()) => {

@@ -18,13 +18,16 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
+use crate::crd::ProxyConfig;
+
 /// The label an EndpointSlice carries to name the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The namespace a namespaced object without one lands in, as `kubectl apply` would do.
 pub const DEFAULT_NAMESPACE: &str = "default";
 
-/// Names one object of a kind. Cluster-scoped objects (IngressClass, Node) use the namespace `""`.
+/// Names one object of a kind. Cluster-scoped objects (IngressClass, Node, ProxyConfig) use the
+/// namespace `""`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     pub namespace: String,
@@ -40,6 +43,8 @@ pub enum Kind {
     EndpointSlice,
     Secret,
     Node,
+    /// `gantry.dev/v1alpha1` ProxyConfig, the class-wide settings (cluster-scoped).
+    ProxyConfig,
 }
 
 /// One object of a kind the store holds.
@@ -54,6 +59,7 @@ pub enum Object {
     EndpointSlice(EndpointSlice),
     Secret(Secret),
     Node(Node),
+    ProxyConfig(ProxyConfig),
 }
 
 /// Every object Gantry reads, by kind and key, with EndpointSlices also indexed by the Service they
@@ -69,6 +75,7 @@ pub struct ObjectStore {
     endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
     secrets: BTreeMap<ObjectKey, Secret>,
     nodes: BTreeMap<ObjectKey, Node>,
+    proxy_configs: BTreeMap<ObjectKey, ProxyConfig>,
     /// `(namespace, service name)` → the keys of the slices labelled with that service. Slices without
     /// the label are stored but not indexed: no Service claims them.
     slices_by_service: BTreeMap<(String, String), BTreeSet<ObjectKey>>,
@@ -114,18 +121,19 @@ impl fmt::Display for ObjectKey {
 // === impl Kind ===
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,
         Kind::EndpointSlice,
         Kind::Secret,
         Kind::Node,
+        Kind::ProxyConfig,
     ];
 
-    /// Whether objects of this kind live in a namespace (IngressClass and Node do not).
+    /// Whether objects of this kind live in a namespace (IngressClass, Node and ProxyConfig do not).
     pub fn is_namespaced(self) -> bool {
-        !matches!(self, Kind::IngressClass | Kind::Node)
+        !matches!(self, Kind::IngressClass | Kind::Node | Kind::ProxyConfig)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -136,6 +144,7 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
             Kind::Node => "Node",
+            Kind::ProxyConfig => "ProxyConfig",
         }
     }
 }
@@ -157,6 +166,7 @@ impl Object {
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Secret(_) => Kind::Secret,
             Object::Node(_) => Kind::Node,
+            Object::ProxyConfig(_) => Kind::ProxyConfig,
         }
     }
 
@@ -168,6 +178,7 @@ impl Object {
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
+            Object::ProxyConfig(o) => &o.metadata,
         }
     }
 
@@ -179,6 +190,7 @@ impl Object {
             Object::EndpointSlice(o) => &mut o.metadata,
             Object::Secret(o) => &mut o.metadata,
             Object::Node(o) => &mut o.metadata,
+            Object::ProxyConfig(o) => &mut o.metadata,
         }
     }
 
@@ -231,6 +243,12 @@ impl From<Secret> for Object {
 impl From<Node> for Object {
     fn from(o: Node) -> Self {
         Object::Node(o)
+    }
+}
+
+impl From<ProxyConfig> for Object {
+    fn from(o: ProxyConfig) -> Self {
+        Object::ProxyConfig(o)
     }
 }
 
@@ -300,6 +318,9 @@ impl ObjectStore {
             Object::Node(o) => {
                 self.nodes.insert(key, o);
             }
+            Object::ProxyConfig(o) => {
+                self.proxy_configs.insert(key, o);
+            }
         }
     }
 
@@ -329,6 +350,9 @@ impl ObjectStore {
             Kind::Node => {
                 self.nodes.remove(&key);
             }
+            Kind::ProxyConfig => {
+                self.proxy_configs.remove(&key);
+            }
         }
     }
 
@@ -354,6 +378,7 @@ impl ObjectStore {
             + self.endpoint_slices.len()
             + self.secrets.len()
             + self.nodes.len()
+            + self.proxy_configs.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -369,6 +394,7 @@ impl ObjectStore {
             Kind::EndpointSlice => self.endpoint_slices.len(),
             Kind::Secret => self.secrets.len(),
             Kind::Node => self.nodes.len(),
+            Kind::ProxyConfig => self.proxy_configs.len(),
         }
     }
 
@@ -394,6 +420,14 @@ impl ObjectStore {
 
     pub fn nodes(&self) -> &BTreeMap<ObjectKey, Node> {
         &self.nodes
+    }
+
+    pub fn proxy_configs(&self) -> &BTreeMap<ObjectKey, ProxyConfig> {
+        &self.proxy_configs
+    }
+
+    pub fn proxy_config(&self, name: &str) -> Option<&ProxyConfig> {
+        self.proxy_configs.get(&ObjectKey::cluster(name))
     }
 
     pub fn ingress_class(&self, name: &str) -> Option<&IngressClass> {

@@ -47,6 +47,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::{
+    crd::ProxyConfig,
     runtime::SharedStore,
     store::{Kind, Object, ObjectKey, ObjectStore, SERVICE_NAME_LABEL},
     translate::{
@@ -98,6 +99,8 @@ pub struct Settings {
     pub namespaces: Vec<String>,
     /// Watch Nodes too (only node-port backend mode needs them).
     pub nodes: bool,
+    /// Watch `gantry.dev` ProxyConfigs too, when the CRD is installed (see [`watch_proxy_configs`]).
+    pub proxy_configs: bool,
 }
 
 /// Builds a client from `--kubeconfig`, else from `KUBECONFIG` / `~/.kube/config`, else from the
@@ -159,8 +162,18 @@ pub fn run(
     };
     for ns in &scopes {
         let tls_only = watcher::Config::default().fields(&format!("type={TLS_SECRET_TYPE}"));
-        watches.add(namespaced::<Ingress>(&client, ns), ns, watcher::Config::default(), Kind::Ingress);
-        watches.add(namespaced::<Service>(&client, ns), ns, watcher::Config::default(), Kind::Service);
+        watches.add(
+            namespaced::<Ingress>(&client, ns),
+            ns,
+            watcher::Config::default(),
+            Kind::Ingress,
+        );
+        watches.add(
+            namespaced::<Service>(&client, ns),
+            ns,
+            watcher::Config::default(),
+            Kind::Service,
+        );
         watches.add(
             namespaced::<EndpointSlice>(&client, ns),
             ns,
@@ -184,10 +197,19 @@ pub fn run(
             Kind::Node,
         );
     }
+    if settings.proxy_configs {
+        ctx.unsynced.fetch_add(1, Ordering::SeqCst);
+        watches.futures.push(Box::pin(watch_proxy_configs(
+            client.clone(),
+            ctx.clone(),
+            watches.shutdown.clone(),
+        )));
+    }
     tracing::info!(
         watches = watches.futures.len(),
         namespaces = ?settings.namespaces,
         nodes = settings.nodes,
+        proxy_configs = settings.proxy_configs,
         "watching the cluster"
     );
     let all = futures_util::future::join_all(watches.futures);
@@ -334,10 +356,54 @@ async fn watch_kind<K>(
             .unwrap_or_default();
         ctx.metrics.kube_last_sync.set(now.as_secs_f64());
         if first_sync && ctx.unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
-            tracing::info!(objects = ctx.shared.with_state(|s| s.store.len()), "initial list complete");
+            tracing::info!(
+                objects = ctx.shared.with_state(|s| s.store.len()),
+                "initial list complete"
+            );
             ctx.shared.mark_synced();
         }
     }
+}
+
+/// Watches ProxyConfigs like any other kind once the CRD is known to be served. Without the CRD
+/// (a cluster where only the controller was installed, not the chart's CRDs) this watcher counts as
+/// synced with nothing listed, so the controller still starts, and IngressClass parameters that
+/// name a ProxyConfig report it missing; installing the CRD later takes a restart. Other errors
+/// (API server unreachable) are retried, so a slow API server never costs the ProxyConfig.
+async fn watch_proxy_configs(client: Client, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let api = Api::<ProxyConfig>::all(client);
+    let mut backoff = std::time::Duration::from_millis(800);
+    loop {
+        match api
+            .list_metadata(&kube::api::ListParams::default().limit(1))
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tracing::warn!(
+                    "the ProxyConfig CRD (proxyconfigs.gantry.dev) is not installed; IngressClass parameters \
+                     cannot apply until it is installed and gantry restarted"
+                );
+                if ctx.unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    ctx.shared.mark_synced();
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "checking for the ProxyConfig CRD failed; retrying");
+                tokio::select! {
+                    _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    }
+    let scope = Scope {
+        kind: Kind::ProxyConfig,
+        namespace: None,
+    };
+    watch_kind(api, watcher::Config::default(), scope, ctx, shutdown).await;
 }
 
 /// The keys of `scope` in the store that a complete list did not name.
@@ -354,6 +420,7 @@ fn stale_keys(store: &ObjectStore, scope: &Scope, listed: &HashSet<ObjectKey>) -
         Kind::EndpointSlice => pick(store.endpoint_slices()),
         Kind::Secret => pick(store.secrets()),
         Kind::Node => pick(store.nodes()),
+        Kind::ProxyConfig => pick(store.proxy_configs()),
     };
     keys.filter(|k| scope.namespace.as_ref().is_none_or(|ns| &k.namespace == ns))
         .filter(|k| !listed.contains(*k))
@@ -387,6 +454,7 @@ pub fn slim(mut obj: Object) -> Object {
                 });
             }
         }
+        Object::ProxyConfig(o) => slim_meta(&mut o.metadata, None),
     }
     obj
 }

@@ -18,11 +18,11 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
     for (key, ingress) in selected {
         let label = format!("Ingress {key}");
         let backend_mode = match annotation(ingress, ANNOTATION_BACKEND_MODE) {
-            None => b.opts.backend_mode,
+            None => b.settings.backend_mode,
             Some("node-port") => BackendMode::NodePort,
             Some("endpoints") => BackendMode::Endpoints,
             Some(other) => {
-                let fallback = b.opts.backend_mode;
+                let fallback = b.settings.backend_mode;
                 b.report(
                     &label,
                     Problem::InvalidAnnotation {
@@ -97,7 +97,7 @@ fn is_ours(ing: &Ingress, store: &ObjectStore, opts: &TranslateOptions, default_
     }
 }
 
-fn is_our_class(class: &IngressClass, opts: &TranslateOptions) -> bool {
+pub(super) fn is_our_class(class: &IngressClass, opts: &TranslateOptions) -> bool {
     class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(opts.controller_name.as_str())
 }
 

@@ -3,6 +3,9 @@
 //! [`translate`] is a pure function (no I/O, no clock, no globals) run as a chain of small
 //! processors over the store, in the spirit of Contour's `dag.Builder`:
 //!
+//! 0. **settings** (`settings`): the flags, overridden by the `ProxyConfig` our IngressClass names
+//!    in `spec.parameters`: the data path's settings for this snapshot, the default backend mode
+//!    and the default certificate.
 //! 1. **class** (`class`): which Ingresses are ours, oldest first. Age order is what resolves
 //!    every later conflict, so it is decided once, here.
 //! 2. **rules** (`rules::routes`): hosts and paths of every rule, merged across Ingresses; each
@@ -30,6 +33,7 @@ mod backends;
 mod class;
 mod hosts;
 mod rules;
+mod settings;
 mod tls;
 
 #[cfg(test)]
@@ -70,9 +74,11 @@ pub struct TranslateOptions {
     pub ingress_class: String,
     /// The `spec.controller` value of IngressClasses that are Gantry's.
     pub controller_name: String,
-    /// Backend mode for Ingresses without the `gantry.dev/backend-mode` annotation.
+    /// Backend mode for Ingresses without the `gantry.dev/backend-mode` annotation, unless the
+    /// ProxyConfig sets `backendMode`.
     pub backend_mode: BackendMode,
-    /// A `kubernetes.io/tls` Secret served when SNI names no configured host.
+    /// A `kubernetes.io/tls` Secret served when SNI names no configured host, unless the
+    /// ProxyConfig sets `defaultCertificate`.
     pub default_ssl_certificate: Option<ObjectKey>,
     /// Served as the default certificate when `default_ssl_certificate` is unset or does not load.
     /// Generated once at start so that it does not change between snapshots.
@@ -148,6 +154,23 @@ pub enum Problem {
         expected: &'static str,
         fallback: String,
     },
+    /// Our IngressClass's `spec.parameters` name something other than a cluster-scoped `gantry.dev`
+    /// ProxyConfig; the flags' settings apply.
+    #[error("parameters {parameters} are not supported (only ProxyConfig of apiGroup gantry.dev, scope Cluster); the flags' settings apply")]
+    UnsupportedParameters { parameters: String },
+    /// Our IngressClass names a ProxyConfig that does not exist; the flags' settings apply.
+    #[error("parameters name ProxyConfig {name}, which does not exist; the flags' settings apply")]
+    ProxyConfigNotFound { name: String },
+    /// Another of our IngressClasses decides the class-wide settings (there is one data path).
+    #[error("parameters {parameters} are ignored: the class-wide settings come from IngressClass {winner}")]
+    ParametersIgnored { parameters: String, winner: String },
+    /// A ProxyConfig field the schema did not catch is invalid; that field keeps its last good value.
+    #[error("spec.{field}: {error}; keeping {kept}")]
+    InvalidProxyConfig {
+        field: &'static str,
+        error: String,
+        kept: String,
+    },
 }
 
 // === impl Problem ===
@@ -169,6 +192,10 @@ impl Problem {
             Problem::TlsSecretNotFound { .. } => "TLSSecretNotFound",
             Problem::TlsSecretInvalid { .. } => "TLSSecretInvalid",
             Problem::InvalidAnnotation { .. } => "InvalidAnnotation",
+            Problem::UnsupportedParameters { .. } => "UnsupportedParameters",
+            Problem::ProxyConfigNotFound { .. } => "ProxyConfigNotFound",
+            Problem::ParametersIgnored { .. } => "ParametersIgnored",
+            Problem::InvalidProxyConfig { .. } => "InvalidProxyConfig",
         }
     }
 }
@@ -191,6 +218,8 @@ struct Build<'a> {
     store: &'a ObjectStore,
     opts: &'a TranslateOptions,
     previous: &'a Snapshot,
+    /// The flags' until processor 0 resolves them.
+    settings: settings::Settings,
     routes: RouteTableBuilder,
     certs: CertTable,
     backends: backends::Backends,
@@ -205,6 +234,7 @@ impl<'a> Build<'a> {
             store,
             opts,
             previous,
+            settings: settings::Settings::from_flags(opts),
             routes: RouteTableBuilder::new(),
             certs: CertTable::default(),
             backends: backends::Backends::default(),
@@ -230,7 +260,7 @@ impl<'a> Build<'a> {
             generation: self.previous.generation.saturating_add(1),
             routes: self.routes.build(),
             certs: self.certs,
-            config: self.opts.proxy_config.clone(),
+            config: self.settings.config,
             diagnostics: self.diagnostics,
         }
     }
@@ -241,6 +271,7 @@ impl<'a> Build<'a> {
 /// from it. Never panics and never fails: problems are in `Snapshot::diagnostics`.
 pub fn translate(store: &ObjectStore, opts: &TranslateOptions, previous: &Snapshot) -> Snapshot {
     let mut build = Build::new(store, opts, previous);
+    build.settings = settings::resolve(&mut build);
     let ours = class::ours(&mut build);
     rules::routes(&mut build, &ours);
     tls::certificates(&mut build, &ours);

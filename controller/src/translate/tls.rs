@@ -143,10 +143,11 @@ fn tls_hosts(b: &mut Build<'_>, ing: &OurIngress<'_>, hosts: &[String]) -> Vec<S
     valid
 }
 
-/// `--default-ssl-certificate` when it loads, else the fallback certificate generated at start.
+/// `--default-ssl-certificate` (or the ProxyConfig's `defaultCertificate`) when it loads, else the
+/// fallback certificate generated at start.
 fn default_certificate(b: &mut Build<'_>) {
     let mut cert = b.opts.fallback_certificate.clone();
-    if let Some(key) = &b.opts.default_ssl_certificate {
+    if let Some(key) = &b.settings.default_ssl_certificate.clone() {
         let secret = key.to_string();
         let outcome = "the generated fallback certificate is the default certificate".to_string();
         match load(b.store, key) {

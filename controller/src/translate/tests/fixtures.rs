@@ -17,8 +17,9 @@ use k8s_openapi::{
         },
         discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
         networking::v1::{
-            HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressClassSpec,
-            IngressRule, IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
+            HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass,
+            IngressClassParametersReference, IngressClassSpec, IngressRule, IngressServiceBackend,
+            IngressSpec, IngressTLS, ServiceBackendPort,
         },
     },
     apimachinery::pkg::{
@@ -335,12 +336,57 @@ impl IngressClassBuilder {
             .insert(crate::translate::ANNOTATION_DEFAULT_CLASS.into(), "true".into());
         self
     }
+
+    /// `spec.parameters` naming a cluster-scoped `gantry.dev` ProxyConfig.
+    pub fn proxy_config(self, name: &str) -> Self {
+        self.parameters(
+            Some(crate::crd::GROUP),
+            crate::crd::KIND,
+            name,
+            Some("Cluster"),
+            None,
+        )
+    }
+
+    /// Any `spec.parameters`.
+    pub fn parameters(
+        mut self,
+        api_group: Option<&str>,
+        kind: &str,
+        name: &str,
+        scope: Option<&str>,
+        namespace: Option<&str>,
+    ) -> Self {
+        self.0.spec.get_or_insert_with(Default::default).parameters = Some(IngressClassParametersReference {
+            api_group: api_group.map(str::to_string),
+            kind: kind.into(),
+            name: name.into(),
+            scope: scope.map(str::to_string),
+            namespace: namespace.map(str::to_string),
+        });
+        self
+    }
 }
 
 impl From<IngressClassBuilder> for Object {
     fn from(b: IngressClassBuilder) -> Self {
         Object::IngressClass(b.0)
     }
+}
+
+// === ProxyConfig ===
+
+/// A ProxyConfig from the YAML of its spec, e.g. `"upstreamResponseTimeout: 2s"` (`""`: empty).
+pub fn proxy_config(name: &str, spec_yaml: &str) -> Object {
+    let spec = match spec_yaml.trim() {
+        "" => " {}".to_string(),
+        text => text.lines().map(|l| format!("\n  {l}")).collect(),
+    };
+    let mut objects = yaml(&format!(
+        "apiVersion: gantry.dev/v1alpha1\nkind: ProxyConfig\nmetadata:\n  name: {name}\nspec:{spec}\n"
+    ));
+    assert_eq!(objects.len(), 1, "one ProxyConfig");
+    objects.remove(0)
 }
 
 // === Service ===

@@ -8,4 +8,5 @@ mod class;
 mod conformance;
 mod robustness;
 mod rules;
+mod settings;
 mod tls;
