@@ -43,6 +43,8 @@ const CONCURRENCY: usize = 8;
 const MAX_NOTE: usize = 1024;
 /// The `action` of every Event: what Gantry was doing when it found the problem.
 const ACTION: &str = "Translate";
+/// Longest wait for one Event write (the client's own read timeout is made for watches).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Ingress a diagnostic is about, if it is about an Ingress.
 pub fn ingress_of(d: &Diagnostic) -> Option<ObjectKey> {
@@ -124,9 +126,9 @@ pub fn run(
                         Some(s) => s.recorder.clone(),
                         None => Recorder::new(client.clone(), reporter.clone()),
                     };
-                    let leadership = &leadership;
+                    let (leadership, shutdown) = (&leadership, &shutdown);
                     async move {
-                        if !leadership.is_leading() {
+                        if !leadership.is_leading() || *shutdown.borrow() {
                             return None;
                         }
                         let event = Event {
@@ -136,7 +138,13 @@ pub fn run(
                             action: ACTION.into(),
                             secondary: None,
                         };
-                        let r = recorder.publish(&event, &reference).await;
+                        let r =
+                            match tokio::time::timeout(PUBLISH_TIMEOUT, recorder.publish(&event, &reference))
+                                .await
+                            {
+                                Ok(r) => r.map_err(|e| e.to_string()),
+                                Err(_) => Err(format!("no answer within {PUBLISH_TIMEOUT:?}")),
+                            };
                         Some((d, recorder, r))
                     }
                 })

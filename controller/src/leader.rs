@@ -206,7 +206,12 @@ impl Elector {
     async fn round(&mut self) -> Result<bool, Error> {
         let now = MicroTime(Timestamp::now());
         let duration_secs = i32::try_from(self.settings.lease_duration.as_secs()).unwrap_or(i32::MAX);
-        let Some(mut lease) = self.api.get_opt(&self.settings.name).await.map_err(|e| self.api_error(e))? else {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.settings.name)
+            .await
+            .map_err(|e| self.api_error(e))?
+        else {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(self.settings.name.clone()),
@@ -268,7 +273,12 @@ impl Elector {
 
     /// Gives the Lease up, if we still hold it, so that another replica takes over at once.
     async fn release(&mut self) -> Result<(), Error> {
-        let Some(mut lease) = self.api.get_opt(&self.settings.name).await.map_err(|e| self.api_error(e))? else {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.settings.name)
+            .await
+            .map_err(|e| self.api_error(e))?
+        else {
             return Ok(());
         };
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -302,7 +312,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(12)).await;
         assert!(leadership.is_leading());
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(!leadership.is_leading(), "a stuck renewal must not extend leadership");
+        assert!(
+            !leadership.is_leading(),
+            "a stuck renewal must not extend leadership"
+        );
         tx.send_replace(None);
         assert!(!leadership.is_leading());
     }

@@ -50,6 +50,9 @@ use crate::{
 const CONCURRENCY: usize = 8;
 /// Wait before retrying after a failed patch.
 const RETRY: Duration = Duration::from_secs(5);
+/// Longest wait for one patch: a hung API server must not hold the writer (the client's own read
+/// timeout is almost five minutes, made for watches).
+const PATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the published addresses come from.
 #[derive(Clone, Debug)]
@@ -248,17 +251,23 @@ pub fn run(
             if !leadership.is_leading() || published.borrow().generation == 0 {
                 continue;
             }
-            let Some(addrs) = addresses.borrow().clone() else { continue };
+            let Some(addrs) = addresses.borrow().clone() else {
+                continue;
+            };
             let writes = shared.with_state(|s| {
                 pending.retain(|key, (rv, _)| {
-                    s.store.ingresses().get(key).and_then(|i| i.metadata.resource_version.as_ref()) == Some(rv)
+                    s.store
+                        .ingresses()
+                        .get(key)
+                        .and_then(|i| i.metadata.resource_version.as_ref())
+                        == Some(rv)
                 });
                 plan(&s.store, &opts, &addrs, &pending)
             });
             if writes.is_empty() {
                 continue;
             }
-            let (done, failed) = write_all(&client, &leadership, &metrics, writes).await;
+            let (done, failed) = write_all(&client, &leadership, &shutdown, &metrics, writes).await;
             tracing::info!(written = done.len(), failed, addresses = ?addrs, "Ingress status updated");
             for w in done {
                 pending.insert(w.key, (w.resource_version, w.addresses));
@@ -270,16 +279,18 @@ pub fn run(
     })
 }
 
-/// Makes the writes while still leading. Returns those made and how many failed.
+/// Makes the writes while still leading and not shutting down. Returns those made and how many
+/// failed.
 async fn write_all(
     client: &Client,
     leadership: &Leadership,
+    shutdown: &watch::Receiver<bool>,
     metrics: &Metrics,
     writes: Vec<Write>,
 ) -> (Vec<Write>, usize) {
-    let results: Vec<(Write, Result<(), kube::Error>)> = futures_util::stream::iter(writes)
+    let results: Vec<(Write, Result<(), String>)> = futures_util::stream::iter(writes)
         .map(|w| async move {
-            if !leadership.is_leading() {
+            if !leadership.is_leading() || *shutdown.borrow() {
                 return None;
             }
             let api: Api<Ingress> = Api::namespaced(client.clone(), &w.key.namespace);
@@ -289,10 +300,15 @@ async fn write_all(
                 w.addresses.iter().map(Address::to_json).collect()
             };
             let patch = json!({ "status": { "loadBalancer": { "ingress": list } } });
-            let r = api
-                .patch_status(&w.key.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map(drop);
+            let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+            let patched = api.patch_status(&w.key.name, &params, &patch);
+            let r = match tokio::time::timeout(PATCH_TIMEOUT, patched).await {
+                Ok(Ok(_)) => Ok(()),
+                // Deleted meanwhile: nothing to write.
+                Ok(Err(kube::Error::Api(s))) if s.is_not_found() => return None,
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {PATCH_TIMEOUT:?}")),
+            };
             Some((w, r))
         })
         .buffer_unordered(CONCURRENCY)
@@ -305,11 +321,12 @@ async fn write_all(
         match r {
             Ok(()) => {
                 tracing::debug!(ingress = %w.key, addresses = ?w.addresses, "status written");
-                metrics.status_writes.get_or_create(&ResultLabels { result: "ok" }).inc();
+                metrics
+                    .status_writes
+                    .get_or_create(&ResultLabels { result: "ok" })
+                    .inc();
                 done.push(w);
             }
-            // Deleted meanwhile: nothing to write.
-            Err(kube::Error::Api(s)) if s.is_not_found() => {}
             Err(e) => {
                 tracing::warn!(ingress = %w.key, error = %e, "cannot write Ingress status; retrying");
                 metrics
@@ -416,9 +433,12 @@ fn track_service(
 mod tests {
     use k8s_openapi::{
         api::{
-            core::v1::{LoadBalancerIngress, LoadBalancerStatus, NodeAddress, NodeStatus, ServiceSpec, ServiceStatus},
+            core::v1::{
+                LoadBalancerIngress, LoadBalancerStatus, NodeAddress, NodeStatus, ServiceSpec, ServiceStatus,
+            },
             networking::v1::{
-                IngressLoadBalancerStatus, IngressServiceBackend, IngressSpec, IngressStatus, ServiceBackendPort,
+                IngressLoadBalancerStatus, IngressServiceBackend, IngressSpec, IngressStatus,
+                ServiceBackendPort,
             },
         },
         apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -474,7 +494,9 @@ mod tests {
                 ..IngressSpec::default()
             }),
             status: Some(IngressStatus {
-                load_balancer: Some(IngressLoadBalancerStatus { ingress: Some(entries) }),
+                load_balancer: Some(IngressLoadBalancerStatus {
+                    ingress: Some(entries),
+                }),
             }),
         })
     }

@@ -22,8 +22,18 @@ const WAIT: Duration = Duration::from_secs(20);
 /// (regarding name, reason) → Events, for the Events gantry wrote in the namespace.
 async fn events_by_ingress(c: &Cluster) -> BTreeMap<(String, String), Vec<Event>> {
     let mut out: BTreeMap<(String, String), Vec<Event>> = BTreeMap::new();
-    for e in c.api::<Event>().list(&ListParams::default()).await.expect("list events").items {
-        let regarding = e.regarding.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
+    for e in c
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+    {
+        let regarding = e
+            .regarding
+            .as_ref()
+            .and_then(|r| r.name.clone())
+            .unwrap_or_default();
         out.entry((regarding, e.reason.clone().unwrap_or_default()))
             .or_default()
             .push(e);
@@ -64,7 +74,10 @@ async fn a_broken_ingress_gets_warning_events_with_the_reason_and_its_neighbours
             &c.ns,
             "broken",
             CLASS,
-            &[("broken.example", "/", "missing", 80), ("broken.example", "/web", "web", 80)],
+            &[
+                ("broken.example", "/", "missing", 80),
+                ("broken.example", "/web", "web", 80),
+            ],
         ),
         &["broken.example"],
         "bad-tls",
@@ -72,15 +85,20 @@ async fn a_broken_ingress_gets_warning_events_with_the_reason_and_its_neighbours
     let broken = apply(&c.api::<Ingress>(), &broken).await;
 
     let g = start_gantry(&env, &[]).await;
-    let events = eventually(&g, WAIT, "Events for both problems of the broken Ingress", || async {
-        let events = events_by_ingress(&c).await;
-        let has = |reason: &str| events.contains_key(&("broken".to_string(), reason.to_string()));
-        if has("ServiceNotFound") && has("TLSSecretInvalid") {
-            Ok(events)
-        } else {
-            Err(format!("{:?}", events.keys().collect::<Vec<_>>()))
-        }
-    })
+    let events = eventually(
+        &g,
+        WAIT,
+        "Events for both problems of the broken Ingress",
+        || async {
+            let events = events_by_ingress(&c).await;
+            let has = |reason: &str| events.contains_key(&("broken".to_string(), reason.to_string()));
+            if has("ServiceNotFound") && has("TLSSecretInvalid") {
+                Ok(events)
+            } else {
+                Err(format!("{:?}", events.keys().collect::<Vec<_>>()))
+            }
+        },
+    )
     .await;
     let missing = &events[&("broken".to_string(), "ServiceNotFound".to_string())];
     assert_eq!(missing.len(), 1, "{missing:#?}");
@@ -122,12 +140,18 @@ async fn a_broken_ingress_gets_warning_events_with_the_reason_and_its_neighbours
     // While the problems persist, more snapshots send no more Events.
     let generation = g.generation().await;
     for port in [81, 82, 83] {
-        apply(&c.api::<k8s_openapi::api::core::v1::Service>(), &service(&c.ns, "web", 80, port)).await;
+        apply(
+            &c.api::<k8s_openapi::api::core::v1::Service>(),
+            &service(&c.ns, "web", 80, port),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     eventually(&g, WAIT, "more snapshots", || async {
         let now = g.generation().await;
-        (now >= generation + 2).then_some(()).ok_or(format!("generation {now}"))
+        (now >= generation + 2)
+            .then_some(())
+            .ok_or(format!("generation {now}"))
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;

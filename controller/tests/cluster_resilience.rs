@@ -37,8 +37,14 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
         &ingress(&c.ns, "web", CLASS, &[("app.example", "/", "web", 80)]),
     )
     .await;
+    apply(
+        &c.api::<Ingress>(),
+        &ingress(&c.ns, "doomed", CLASS, &[("doomed.example", "/", "web", 80)]),
+    )
+    .await;
     let g = start_gantry(&env, &["--publish-status-address", "192.0.2.70"]).await;
     wait_served_by(&g, Duration::from_secs(20), "app.example", "/", "web").await;
+    wait_served_by(&g, Duration::from_secs(20), "doomed.example", "/", "web").await;
     let synced_before = metric(&g, "gantry_kube_last_sync_timestamp_seconds")
         .await
         .expect("last-sync metric");
@@ -54,7 +60,10 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
             let mut client = reqwest::Client::new();
             while !stop.load(Ordering::Relaxed) {
                 if i % 2 == 0 {
-                    client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+                    client = reqwest::Client::builder()
+                        .pool_max_idle_per_host(0)
+                        .build()
+                        .unwrap();
                 }
                 let r = client
                     .get(&url)
@@ -81,7 +90,9 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
 
     // Kill etcd and kube-apiserver.
     let e = env.clone();
-    tokio::task::spawn_blocking(move || e.stop_apiserver()).await.unwrap();
+    tokio::task::spawn_blocking(move || e.stop_apiserver())
+        .await
+        .unwrap();
     assert!(!env.is_ready());
     // The watches notice (their reconnects fail) ...
     eventually(&g, Duration::from_secs(30), "watch errors counted", || async {
@@ -104,8 +115,13 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
         .status();
     assert_eq!(ready, 200, "still ready without the API server");
 
-    // Bring it back and change the Ingress: the change is served.
+    // Bring it back, delete an Ingress before the watches are back (they are in backoff), and change
+    // another: both changes are served.
     env.start_apiserver_async().await.expect("control plane restarts");
+    c.api::<Ingress>()
+        .delete("doomed", &Default::default())
+        .await
+        .expect("delete");
     apply(
         &c.api::<Ingress>(),
         &ingress(
@@ -118,20 +134,31 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
     .await;
     // Generous: the watches may be sleeping in their backoff (up to 30 s) when the server returns.
     wait_served_by(&g, Duration::from_secs(90), "after.example", "/", "web").await;
-    let synced_after = metric(&g, "gantry_kube_last_sync_timestamp_seconds").await.unwrap();
+    wait_status(&g, Duration::from_secs(20), "doomed.example", "/", 404).await;
+    let synced_after = metric(&g, "gantry_kube_last_sync_timestamp_seconds")
+        .await
+        .unwrap();
     assert!(synced_after > synced_before, "{synced_after} > {synced_before}");
 
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await.unwrap();
     }
-    let (ok, failed) = (tally.ok.load(Ordering::Relaxed), tally.failed.load(Ordering::Relaxed));
+    let (ok, failed) = (
+        tally.ok.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+    );
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
     assert!(ok > 100, "only {ok} requests made");
     // The status of the changed Ingress is (still) ours after the restart.
-    eventually(&g, Duration::from_secs(20), "status after the restart", || async {
-        let s = c.ingress_status("web").await;
-        (s == ["192.0.2.70"]).then_some(()).ok_or(format!("{s:?}"))
-    })
+    eventually(
+        &g,
+        Duration::from_secs(20),
+        "status after the restart",
+        || async {
+            let s = c.ingress_status("web").await;
+            (s == ["192.0.2.70"]).then_some(()).ok_or(format!("{s:?}"))
+        },
+    )
     .await;
 }

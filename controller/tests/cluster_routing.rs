@@ -258,3 +258,38 @@ async fn node_port_mode_routes_to_ready_nodes_at_the_service_node_port() {
         .expect("node status");
     wait_status(&g, WAIT, "np.example", "/", 503).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_watch_namespace_only_the_named_namespaces_are_served() {
+    let env = TestEnv::start_async().await.expect("control plane");
+    let watched = Cluster::new(&env, "watched").await;
+    let other = Cluster::new(&env, "unwatched").await;
+    apply(&watched.cluster_api::<IngressClass>(), &ingress_class()).await;
+    let web = Pod::start("web").await;
+    for (c, host) in [(&watched, "in.example"), (&other, "out.example")] {
+        c.backend("web", &[web.addr]).await;
+        apply(
+            &c.api::<Ingress>(),
+            &ingress(&c.ns, "web", CLASS, &[(host, "/", "web", 80)]),
+        )
+        .await;
+    }
+    let g = start_gantry(&env, &["--watch-namespace", &watched.ns]).await;
+    wait_served_by(&g, WAIT, "in.example", "/", "web").await;
+    assert_eq!(get(&g, "out.example", "/").await.unwrap().0, 404);
+    let routes = g.routes().await.to_string();
+    assert!(!routes.contains("out.example"), "{routes}");
+    // Changes in the other namespace stay invisible; changes in the watched one apply.
+    apply(
+        &other.api::<Ingress>(),
+        &ingress(&other.ns, "web2", CLASS, &[("out2.example", "/", "web", 80)]),
+    )
+    .await;
+    apply(
+        &watched.api::<Ingress>(),
+        &ingress(&watched.ns, "web2", CLASS, &[("in2.example", "/", "web", 80)]),
+    )
+    .await;
+    wait_served_by(&g, WAIT, "in2.example", "/", "web").await;
+    assert_eq!(get(&g, "out2.example", "/").await.unwrap().0, 404);
+}

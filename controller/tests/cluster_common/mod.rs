@@ -100,7 +100,11 @@ pub async fn wait_ready(g: &Gantry, limit: Duration) {
         (r.status() == 200).then_some(())
     })
     .await;
-    assert!(ok.is_some(), "gantry not ready within {limit:?}; log:\n{}", g.log_text());
+    assert!(
+        ok.is_some(),
+        "gantry not ready within {limit:?}; log:\n{}",
+        g.log_text()
+    );
 }
 
 /// Polls `f` every 100 ms until it gives `Some`, at most `limit`.
@@ -159,7 +163,10 @@ pub async fn get(g: &Gantry, host: &str, path: &str) -> Result<(u16, serde_json:
         .map_err(|e| format!("request failed: {e}"))?;
     let status = r.status().as_u16();
     let body = r.bytes().await.map_err(|e| format!("body: {e}"))?;
-    Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
+    Ok((
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    ))
 }
 
 /// Like [`get`], over HTTPS (SNI and Host `host`; any certificate accepted).
@@ -171,22 +178,36 @@ pub async fn get_https(g: &Gantry, host: &str, path: &str) -> Result<(u16, serde
         .map_err(|e| format!("request failed: {e}"))?;
     let status = r.status().as_u16();
     let body = r.bytes().await.map_err(|e| format!("body: {e}"))?;
-    Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
+    Ok((
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    ))
 }
 
 /// Waits until `https://host/path` answers 200 from `service` (at most `limit`).
 pub async fn wait_https_served_by(g: &Gantry, limit: Duration, host: &str, path: &str, service: &str) {
-    eventually(g, limit, &format!("https://{host}{path} served by {service}"), || async {
-        match get_https(g, host, path).await? {
-            (200, body) if body["service"] == service => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    eventually(
+        g,
+        limit,
+        &format!("https://{host}{path} served by {service}"),
+        || async {
+            match get_https(g, host, path).await? {
+                (200, body) if body["service"] == service => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await
 }
 
 /// Waits until `host` + `path` answers 200 from `service` (at most `limit`); returns the body.
-pub async fn wait_served_by(g: &Gantry, limit: Duration, host: &str, path: &str, service: &str) -> serde_json::Value {
+pub async fn wait_served_by(
+    g: &Gantry,
+    limit: Duration,
+    host: &str,
+    path: &str,
+    service: &str,
+) -> serde_json::Value {
     eventually(g, limit, &format!("{host}{path} served by {service}"), || async {
         match get(g, host, path).await? {
             (200, body) if body["service"] == service => Ok(body),
@@ -349,9 +370,14 @@ pub fn with_tls(mut ing: Ingress, hosts: &[&str], secret: &str) -> Ingress {
 
 /// A kubernetes.io/tls Secret with a fresh self-signed certificate for `names`.
 pub fn tls_secret(ns: &str, name: &str, names: &[&str]) -> Secret {
-    let c = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .unwrap();
-    raw_tls_secret(ns, name, c.cert.pem().as_bytes(), c.signing_key.serialize_pem().as_bytes())
+    let c =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    raw_tls_secret(
+        ns,
+        name,
+        c.cert.pem().as_bytes(),
+        c.signing_key.serialize_pem().as_bytes(),
+    )
 }
 
 /// A kubernetes.io/tls Secret with the given `tls.crt` and `tls.key` (which need not be valid).
@@ -382,9 +408,13 @@ where
     let mut value = serde_json::to_value(&obj).unwrap();
     value["apiVersion"] = K::api_version(&dt).into();
     value["kind"] = K::kind(&dt).into();
-    api.patch(&name, &PatchParams::apply("gantry-tests").force(), &Patch::Apply(&value))
-        .await
-        .unwrap_or_else(|e| panic!("applying {} {name}: {e}", K::kind(&dt)))
+    api.patch(
+        &name,
+        &PatchParams::apply("gantry-tests").force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying {} {name}: {e}", K::kind(&dt)))
 }
 
 pub async fn create<K>(api: &Api<K>, obj: &K) -> K
@@ -483,7 +513,13 @@ pub fn host_ip() -> std::net::IpAddr {
         lines
             .windows(2)
             .filter(|w| w[1].trim() == "/32 host LOCAL")
-            .filter_map(|w| w[0].trim().trim_start_matches("|--").trim().parse::<std::net::Ipv4Addr>().ok())
+            .filter_map(|w| {
+                w[0].trim()
+                    .trim_start_matches("|--")
+                    .trim()
+                    .parse::<std::net::Ipv4Addr>()
+                    .ok()
+            })
             .find(|ip| !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified())
             .map(std::net::IpAddr::V4)
             .expect(
