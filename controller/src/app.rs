@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use gantry_proxy::{
-    admin::serve_admin,
-    server::{serve, ListenerKind, TlsConfigs},
-    Metrics, Proxy, Readiness, Snapshot, SnapshotHandle, TlsCert,
+    admin::serve_admin, server::TlsConfigs, workers::Workers, Metrics, Proxy, Readiness, Snapshot,
+    SnapshotHandle, TlsCert,
 };
 use tokio::{net::TcpListener, sync::watch};
 
@@ -65,9 +64,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
         config: config.clone(),
         ..Default::default()
     };
+    let workers = args
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let proxy = Arc::new(Proxy::new(
         SnapshotHandle::new(initial),
         (*config).clone(),
+        workers,
         metrics,
     ));
     let readiness = Arc::new(Readiness::default());
@@ -80,8 +83,6 @@ pub async fn run(args: Args) -> Result<(), Error> {
         proxy_config: config.clone(),
     });
 
-    let http = bind("http", args.http_addr).await?;
-    let https = bind("https", args.https_addr).await?;
     let admin = bind("admin", args.admin_addr).await?;
     let tls = TlsConfigs::new(&proxy)?;
 
@@ -89,6 +90,20 @@ pub async fn run(args: Args) -> Result<(), Error> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(Error::Signal)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (admin_shutdown_tx, admin_shutdown) = watch::channel(false);
+    // The data path: one single-threaded runtime per worker thread, each with its own listeners.
+    let servers = Workers::start(
+        proxy.clone(),
+        workers,
+        args.http_addr,
+        args.https_addr,
+        tls,
+        shutdown.clone(),
+    )
+    .map_err(|source| Error::Listen {
+        what: "http/https",
+        addr: args.http_addr,
+        source,
+    })?;
 
     let shared = Arc::new(SharedStore::default());
     let (published_tx, published) = watch::channel(Published::default());
@@ -126,23 +141,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         admin,
         admin_shutdown,
     ));
-    let servers = [
-        tokio::spawn(serve(
-            proxy.clone(),
-            http,
-            ListenerKind::Http,
-            None,
-            shutdown.clone(),
-        )),
-        tokio::spawn(serve(
-            proxy.clone(),
-            https,
-            ListenerKind::Https,
-            Some(tls),
-            shutdown.clone(),
-        )),
-    ];
-    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "gantry started");
+    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, workers, "gantry started");
 
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM: draining"),
@@ -151,9 +150,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     // Readiness goes first, so load balancers stop sending while the listeners close.
     readiness.set_shutting_down();
     let _ = shutdown_tx.send(true);
-    for s in servers {
-        let _ = s.await;
-    }
+    servers.join().await;
     let _ = rebuild.await;
     // Sources and writers; the election releases the Lease here if held.
     for task in tasks {

@@ -102,7 +102,8 @@ pub struct Args {
     #[arg(long, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Threads serving traffic; default: one per CPU.
+    /// Threads serving traffic, each with its own event loop and listening sockets (SO_REUSEPORT);
+    /// default: one per CPU. The control plane runs on a thread of its own.
     #[arg(long, env = "GANTRY_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
 

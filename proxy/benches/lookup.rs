@@ -67,6 +67,7 @@ fn route(path: PathMatch, backend: &Arc<Backend>, source: &RouteSource) -> Route
         backend: backend.clone(),
         source: source.clone(),
         ssl_redirect: false,
+        stats: Default::default(),
     }
 }
 

@@ -24,11 +24,11 @@ use crate::{
     normalize::{normalize_host, normalize_path},
     routes::Route,
     snapshot::SnapshotHandle,
-    upstream::Upstreams,
+    upstream::{UpstreamBody, Upstreams},
 };
 
 /// The body of every response Gantry sends: the backend's, streamed, or a small one of our own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -64,8 +64,14 @@ pub struct Proxy {
 // === impl Proxy ===
 
 impl Proxy {
-    pub fn new(snapshots: SnapshotHandle, config: ProxyConfig, metrics: Arc<Metrics>) -> Self {
-        let upstreams = Upstreams::new(config.upstream_idle_timeout, metrics.clone());
+    /// `workers` is the number of worker threads that will serve traffic (see `workers`).
+    pub fn new(
+        snapshots: SnapshotHandle,
+        config: ProxyConfig,
+        workers: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let upstreams = Upstreams::new(config.upstream_idle_timeout, workers, metrics.clone());
         Self {
             snapshots,
             config,
@@ -128,22 +134,29 @@ impl Proxy {
     }
 
     fn record(&self, route: Option<&Route>, status: StatusCode, elapsed: Duration) {
-        let empty = || Label(Arc::from(""));
-        let labels = match route {
-            Some(r) => RequestLabels {
-                namespace: Label(r.source.namespace.clone()),
-                ingress: Label(r.source.name.clone()),
-                service: Label(r.backend.id.service.clone()),
-                status_class: status_class(status.as_u16()),
-            },
-            None => RequestLabels {
-                namespace: empty(),
-                ingress: empty(),
-                service: empty(),
-                status_class: status_class(status.as_u16()),
-            },
-        };
-        self.metrics.requests.get_or_create(&labels).inc();
+        match route {
+            Some(r) => r.stats.count(
+                &self.metrics,
+                || {
+                    (
+                        Label(r.source.namespace.clone()),
+                        Label(r.source.name.clone()),
+                        Label(r.backend.id.service.clone()),
+                    )
+                },
+                status.as_u16(),
+            ),
+            None => {
+                let empty = || Label(Arc::from(""));
+                let labels = RequestLabels {
+                    namespace: empty(),
+                    ingress: empty(),
+                    service: empty(),
+                    status_class: status_class(status.as_u16()),
+                };
+                self.metrics.requests.get_or_create(&labels).inc();
+            }
+        }
         self.metrics.request_duration.observe(elapsed.as_secs_f64());
     }
 

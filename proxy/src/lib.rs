@@ -19,6 +19,7 @@ pub mod server;
 pub mod snapshot;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 pub use admin::Readiness;
 pub use backend::{Backend, BackendId, Endpoint};

@@ -229,13 +229,47 @@ impl Metrics {
     }
 }
 
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The request counters of one route, by status class.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    counters: std::sync::OnceLock<[Counter; 5]>,
+}
+
+impl RouteStats {
+    /// Counts one request. The first call per route and snapshot looks up the labelled counters;
+    /// every later one is a single atomic increment.
+    pub fn count(&self, metrics: &Metrics, labels: impl FnOnce() -> (Label, Label, Label), status: u16) {
+        let counters = self.counters.get_or_init(|| {
+            let (namespace, ingress, service) = labels();
+            CLASSES.map(|status_class| {
+                metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        namespace: namespace.clone(),
+                        ingress: ingress.clone(),
+                        service: service.clone(),
+                        status_class,
+                    })
+                    .clone()
+            })
+        });
+        counters[class_index(status)].inc();
+    }
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
 /// `2xx`, `4xx`, ... for a status code.
 pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    CLASSES[class_index(status)]
 }

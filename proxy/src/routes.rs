@@ -77,6 +77,9 @@ pub struct Route {
     /// Plain-HTTP requests are answered with a 308 to `https://` (the host has TLS and the Ingress
     /// did not turn the redirect off).
     pub ssl_redirect: bool,
+    /// Request counters of this route by status class, looked up once per snapshot instead of
+    /// once per request. Start empty (`Default::default()`).
+    pub stats: crate::metrics::RouteStats,
 }
 
 /// Why a route was not added.
@@ -524,6 +527,7 @@ mod tests {
             backend: Arc::new(Backend::new(id, vec![])),
             source: source(name),
             ssl_redirect: false,
+            stats: Default::default(),
         }
     }
 

@@ -16,6 +16,7 @@ use std::{
 };
 
 use http::{Request, Response};
+use http_body::Body as _;
 use hyper::{body::Incoming, client::conn::http1};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -26,10 +27,13 @@ use crate::{
     error::ProxyError,
     metrics::Metrics,
     snapshot::Snapshot,
+    workers::current_worker,
 };
 
 /// Idle connections kept per endpoint; beyond this a finished connection is closed.
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+/// How long a pooled connection may take to become ready after its last response ended.
+const READY_WAIT: Duration = Duration::from_millis(100);
 /// How often a request may meet a pooled connection that the backend had already closed before we
 /// open a fresh one.
 const MAX_STALE_RETRIES: usize = 3;
@@ -38,7 +42,9 @@ const MAX_STALE_RETRIES: usize = 3;
 #[derive(Debug)]
 pub struct EndpointPool {
     addr: SocketAddr,
-    idle: Mutex<Vec<Idle>>,
+    /// Idle connections, one list per worker thread: a connection's task runs on the worker that
+    /// opened it, so only that worker reuses it (no cross-thread wake-ups per request).
+    idle: Box<[Mutex<Vec<Idle>>]>,
     /// Requests sent and not yet finished (response body still streaming counts as in flight).
     in_flight: AtomicUsize,
 }
@@ -55,18 +61,24 @@ pub struct Upstreams {
     pools: Mutex<HashMap<SocketAddr, Arc<EndpointPool>>>,
     /// Pooled connections idle longer than this are closed.
     idle_timeout: Duration,
+    /// Worker threads, for the per-worker idle lists.
+    workers: usize,
     metrics: Arc<Metrics>,
 }
 
 // === impl EndpointPool ===
 
 impl EndpointPool {
-    fn new(addr: SocketAddr) -> Self {
+    fn new(addr: SocketAddr, workers: usize) -> Self {
         Self {
             addr,
-            idle: Mutex::new(Vec::new()),
+            idle: (0..workers.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             in_flight: AtomicUsize::new(0),
         }
+    }
+
+    fn idle_list(&self) -> &Mutex<Vec<Idle>> {
+        &self.idle[current_worker() % self.idle.len()]
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -77,19 +89,31 @@ impl EndpointPool {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// The most recently used live connection (LIFO keeps few connections warm).
-    fn checkout(&self, idle_timeout: Duration) -> Option<http1::SendRequest<Incoming>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(conn) = idle.pop() {
-            if conn.tx.is_ready() && conn.since.elapsed() < idle_timeout {
-                return Some(conn.tx);
+    /// The most recently used live connection (LIFO keeps few connections warm). A connection is
+    /// handed back the moment its last response body has been read, so its dispatcher may need one
+    /// more turn before it takes the next request: that wait is short and bounded.
+    async fn checkout(&self, idle_timeout: Duration) -> Option<http1::SendRequest<Incoming>> {
+        // Bounded by the pool size; each round removes one entry.
+        loop {
+            let conn = {
+                let mut idle = self.idle_list().lock().unwrap_or_else(|e| e.into_inner());
+                idle.pop()?
+            };
+            if conn.tx.is_closed() || conn.since.elapsed() >= idle_timeout {
+                continue;
+            }
+            let mut tx = conn.tx;
+            if tx.is_ready() {
+                return Some(tx);
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, tx.ready()).await {
+                return Some(tx);
             }
         }
-        None
     }
 
     fn put(&self, tx: http1::SendRequest<Incoming>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle_list().lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push(Idle {
                 tx,
@@ -99,11 +123,15 @@ impl EndpointPool {
     }
 
     pub fn idle_len(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.idle
+            .iter()
+            .map(|l| l.lock().map(|v| v.len()).unwrap_or(0))
+            .sum()
     }
 }
 
 /// Decrements the endpoint's in-flight count when the request is done.
+#[derive(Debug)]
 struct InFlight(Arc<EndpointPool>);
 
 impl InFlight {
@@ -122,10 +150,11 @@ impl Drop for InFlight {
 // === impl Upstreams ===
 
 impl Upstreams {
-    pub fn new(idle_timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(idle_timeout: Duration, workers: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             pools: Mutex::new(HashMap::new()),
             idle_timeout,
+            workers,
             metrics,
         }
     }
@@ -149,7 +178,7 @@ impl Upstreams {
                     seen.insert(ep.addr);
                     pools
                         .entry(ep.addr)
-                        .or_insert_with(|| Arc::new(EndpointPool::new(ep.addr)))
+                        .or_insert_with(|| Arc::new(EndpointPool::new(ep.addr, self.workers)))
                         .clone()
                 })
                 .collect();
@@ -174,7 +203,7 @@ impl Upstreams {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools
             .entry(addr)
-            .or_insert_with(|| Arc::new(EndpointPool::new(addr)))
+            .or_insert_with(|| Arc::new(EndpointPool::new(addr, self.workers)))
             .clone()
     }
 
@@ -207,7 +236,7 @@ impl Upstreams {
         backend: &Backend,
         mut req: Request<Incoming>,
         config: &ProxyConfig,
-    ) -> Result<(Response<Incoming>, SocketAddr), ProxyError> {
+    ) -> Result<(Response<UpstreamBody>, SocketAddr), ProxyError> {
         let fallback;
         let pools: &[Arc<EndpointPool>] = match backend.pools.get() {
             Some(p) => p,
@@ -228,7 +257,7 @@ impl Upstreams {
         let mut stale = 0;
         loop {
             let pool = &pools[idx];
-            let mut tx = match pool.checkout(self.idle_timeout) {
+            let mut tx = match pool.checkout(self.idle_timeout).await {
                 Some(tx) => tx,
                 None => match self.connect(pool.addr, config.upstream_connect_timeout).await {
                     Ok(tx) => tx,
@@ -252,17 +281,18 @@ impl Upstreams {
                 }
                 Ok(Ok(resp)) => {
                     let addr = pool.addr;
-                    let pool = pool.clone();
-                    // The connection can carry the next request once this response's body has been
-                    // read to the end; hand it back to the pool then. A client that goes away
-                    // mid-body drops the body, which closes the connection instead.
-                    tokio::spawn(async move {
-                        let _in_flight = in_flight;
-                        if tx.ready().await.is_ok() {
-                            pool.put(tx);
-                        }
+                    // An upgraded connection belongs to the tunnel, never to the pool.
+                    let release = (resp.status() != http::StatusCode::SWITCHING_PROTOCOLS).then(|| Release {
+                        tx,
+                        pool: pool.clone(),
+                        _in_flight: in_flight,
                     });
-                    return Ok((resp, addr));
+                    let (parts, inner) = resp.into_parts();
+                    let mut body = UpstreamBody { inner, release };
+                    if body.inner.is_end_stream() {
+                        body.release();
+                    }
+                    return Ok((Response::from_parts(parts, body), addr));
                 }
                 Ok(Err(mut e)) => match e.take_message() {
                     // The connection was closed before anything was written: try a fresh one.
@@ -298,5 +328,56 @@ impl Upstreams {
             }
         });
         Ok(tx)
+    }
+}
+
+/// A backend's response body, streamed as it arrives. Once it has been read to the end, its
+/// connection goes back to the pool; dropped early (the client went away), the connection closes.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    release: Option<Release>,
+}
+
+#[derive(Debug)]
+struct Release {
+    tx: http1::SendRequest<Incoming>,
+    pool: Arc<EndpointPool>,
+    _in_flight: InFlight,
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        if let Some(r) = self.release.take() {
+            r.pool.put(r.tx);
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => self.release(),
+            std::task::Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.release(),
+            // A broken body means a broken connection: never pool it.
+            std::task::Poll::Ready(Some(Err(_))) => self.release = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

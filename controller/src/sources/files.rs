@@ -257,11 +257,18 @@ pub async fn run(
                 }
             };
             // File I/O and parsing are blocking work.
-            let scanned = tokio::task::block_in_place(|| match dir.scan(force) {
-                Ok(true) => Ok(Some(dir.state())),
-                Ok(false) => Ok(None),
-                Err(e) => Err(e),
-            });
+            let scanned = tokio::task::spawn_blocking(move || {
+                let scanned = match dir.scan(force) {
+                    Ok(true) => Ok(Some(dir.state())),
+                    Ok(false) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                (dir, scanned)
+            })
+            .await;
+            // The closure does not panic; if it ever did, stop watching and keep the last state.
+            let Ok((returned, scanned)) = scanned else { return };
+            dir = returned;
             match scanned {
                 Ok(Some(state)) => shared.update(|s| *s = state),
                 Ok(None) => {}

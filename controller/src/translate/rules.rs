@@ -66,6 +66,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                     backend,
                     source: ing.source.clone(),
                     ssl_redirect,
+                    stats: Default::default(),
                 };
                 if let Err(e) = b.routes.add(host.clone(), route) {
                     let problem = route_problem(e, &host);
@@ -90,6 +91,7 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
             source: ing.source.clone(),
             // A request no rule matches has no host with a certificate to redirect to.
             ssl_redirect: false,
+            stats: Default::default(),
         };
         match b.routes.set_default(route) {
             Ok(()) => {}
