@@ -737,3 +737,50 @@ async fn pipelined_http1_requests_are_answered_in_order_and_h2c_works_on_the_pla
     assert_eq!(body["service"], "svc-b");
     assert_eq!(body["proto"], "HTTP/1.1", "forwarded upstream as HTTP/1.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_but_slow_requests_are_not_idle() {
+    let slow = TestBackend::start("slow").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(
+        dir.path(),
+        "all.yaml",
+        &(service_yaml("slow", 80, None, &[slow.addr])
+            + "---\n"
+            + &ingress_yaml("slow", &[], &[("", "/", "Prefix", "slow", 80)])),
+    );
+    let g = Gantry::start(dir.path(), &["--idle-timeout", "400ms"]).await;
+
+    // A keep-alive connection that goes quiet is closed by the server.
+    let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: i.example\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = std::time::Instant::now();
+    let eof = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(eof.is_ok(), "the idle connection was never closed");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350),
+        "closed too early: {waited:?}"
+    );
+
+    // A request that waits 1.2 s on its backend (three idle timeouts) is not idle.
+    let raw = raw_http(
+        g.http,
+        b"GET /sleep/1200 HTTP/1.1\r\nHost: i.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&raw), 200, "{raw}");
+}

@@ -47,6 +47,23 @@ pub struct ConnInfo {
     /// The port the client connected to (for `X-Forwarded-Port`).
     pub local_port: u16,
     pub tls: bool,
+    /// `client`'s IP and `local_port` as header values, formatted once per connection.
+    client_ip: HeaderValue,
+    local_port_value: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(client: SocketAddr, local_port: u16, tls: bool) -> Self {
+        let client_ip = HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            client,
+            local_port,
+            tls,
+            client_ip,
+            local_port_value: HeaderValue::from(local_port),
+        }
+    }
 }
 
 /// The shared state of the data path.
@@ -326,26 +343,25 @@ fn rewrite_request_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: Heade
         headers.insert(header::UPGRADE, v);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    let ip = conn.client.ip().to_string();
-    let xff = match headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-    {
-        prior if prior.is_empty() => ip.clone(),
-        prior => format!("{}, {ip}", prior.join(", ")),
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        None => conn.client_ip.clone(),
+        Some(_) => {
+            let prior: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let ip = conn.client_ip.to_str().unwrap_or("unknown");
+            HeaderValue::from_str(&format!("{}, {ip}", prior.join(", ")))
+                .unwrap_or_else(|_| conn.client_ip.clone())
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(&X_FORWARDED_FOR, v);
-    }
+    headers.insert(&X_FORWARDED_FOR, xff);
     let proto = if conn.tls { "https" } else { "http" };
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(&X_FORWARDED_HOST, host.clone());
-    headers.insert(&X_FORWARDED_PORT, HeaderValue::from(conn.local_port));
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert(&X_REAL_IP, v);
-    }
+    headers.insert(&X_FORWARDED_PORT, conn.local_port_value.clone());
+    headers.insert(&X_REAL_IP, conn.client_ip.clone());
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(&X_REQUEST_ID, new_request_id());
     }
@@ -429,11 +445,7 @@ mod tests {
     use super::*;
 
     fn conn() -> ConnInfo {
-        ConnInfo {
-            client: "10.1.2.3:5555".parse().unwrap(),
-            local_port: 8443,
-            tls: true,
-        }
+        ConnInfo::new("10.1.2.3:5555".parse().unwrap(), 8443, true)
     }
 
     #[test]

@@ -142,11 +142,7 @@ pub async fn serve(
                 b
             }
         };
-        let info = ConnInfo {
-            client,
-            local_port,
-            tls: tls.is_some(),
-        };
+        let info = ConnInfo::new(client, local_port, tls.is_some());
         let conn = Connection {
             proxy: proxy.clone(),
             builder,
@@ -279,49 +275,58 @@ impl Drop for ActiveRequest {
 /// Closes a client connection that has had no request in flight and no bytes moving for the idle
 /// timeout. A request waiting on a slow backend is not idle, however quiet the socket is.
 ///
-/// Activity only records a timestamp; the timer is re-armed when it fires, so busy connections do
-/// not touch the timer wheel on every read.
+/// Reads and writes only set a flag: the timer ticks every quarter of the timeout and the
+/// connection closes after four quiet ticks in a row, i.e. between 1 and 1.25 times the timeout
+/// after the last activity. Busy connections never read the clock or touch the timer wheel per
+/// read or write.
 struct IdleTimeout<T> {
     inner: T,
-    timeout: Duration,
-    last_activity: Instant,
+    tick: Duration,
+    busy: bool,
+    quiet_ticks: u8,
     sleep: Pin<Box<Sleep>>,
     active: Arc<AtomicUsize>,
 }
 
+/// Quiet ticks that make a connection idle.
+const IDLE_TICKS: u8 = 4;
+
 impl<T> IdleTimeout<T> {
     fn new(inner: T, timeout: Duration, active: Arc<AtomicUsize>) -> Self {
-        let now = Instant::now();
+        let tick = (timeout / u32::from(IDLE_TICKS)).max(Duration::from_millis(1));
         Self {
             inner,
-            timeout,
-            last_activity: now,
-            sleep: Box::pin(tokio::time::sleep_until(now + timeout)),
+            tick,
+            busy: false,
+            quiet_ticks: 0,
+            sleep: Box::pin(tokio::time::sleep(tick)),
             active,
         }
     }
 
     fn touch(&mut self) {
-        self.last_activity = Instant::now();
+        self.busy = true;
     }
 
     /// Whether the connection has been idle too long. Registers the waker, so an idle connection is
     /// woken up to be closed.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        // Bounded: each round either returns or moves the deadline into the future.
-        for _ in 0..4 {
+        // Bounded: each round either returns or re-arms the timer into the future.
+        for _ in 0..=IDLE_TICKS {
             if self.sleep.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            let now = Instant::now();
-            let deadline = self.last_activity + self.timeout;
-            if self.active.load(Ordering::Relaxed) > 0 {
-                self.sleep.as_mut().reset(now + self.timeout);
-            } else if deadline > now {
-                self.sleep.as_mut().reset(deadline);
+            if self.busy || self.active.load(Ordering::Relaxed) > 0 {
+                self.busy = false;
+                self.quiet_ticks = 0;
             } else {
-                return true;
+                self.quiet_ticks += 1;
+                if self.quiet_ticks >= IDLE_TICKS {
+                    return true;
+                }
             }
+            let next = Instant::now() + self.tick;
+            self.sleep.as_mut().reset(next);
         }
         false
     }
