@@ -215,7 +215,10 @@ impl ProxyInstance {
                 if cmds.is_empty() {
                     return Ok(());
                 }
-                let answer = unix_command(&self.dir.join(haproxy::ADMIN_SOCK), &cmds.join("; "))?;
+                let answer = unix_command(
+                    &self.dir.join(haproxy::ADMIN_SOCK),
+                    &format!("{}; quit", cmds.join("; ")),
+                )?;
                 if !answer.trim().is_empty() {
                     bail!("HAProxy runtime API: {}", answer.trim());
                 }
@@ -224,13 +227,22 @@ impl ProxyInstance {
         }
     }
 
-    /// Reload through the master CLI; if the master socket is busy (it re-executes on every
-    /// reload), SIGUSR2 does the same.
+    /// Reload through the master CLI and wait until the master reports it done. HAProxy 2.6 drops a
+    /// reload requested while another is in progress (its master re-executes itself and refuses
+    /// connections meanwhile), so reloads are serialized, as a controller driving HAProxy must.
     fn haproxy_reload(&self) -> Result<()> {
-        match unix_command(&self.dir.join(haproxy::MASTER_SOCK), "reload") {
-            Ok(_) => Ok(()),
-            Err(_) => signal(self.pid(), "USR2"),
-        }
+        let sock = self.dir.join(haproxy::MASTER_SOCK);
+        let step = Duration::from_millis(5);
+        let mut before = None;
+        wait_for("HAProxy master CLI", Duration::from_secs(5), step, || {
+            before = haproxy_reloads(&sock);
+            Ok(before.is_some())
+        })?;
+        let before = before.unwrap_or(0);
+        unix_command(&sock, "reload")?;
+        wait_for("HAProxy reload", Duration::from_secs(5), step, || {
+            Ok(haproxy_reloads(&sock).is_some_and(|n| n > before))
+        })
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
@@ -319,7 +331,21 @@ fn write_changed(
     Ok(changed)
 }
 
-/// One command on a HAProxy CLI socket; returns the answer.
+/// The master's reload count from the master CLI's `show proc` (`None` while it re-executes).
+fn haproxy_reloads(master_sock: &Path) -> Option<u64> {
+    parse_show_proc_reloads(&unix_command(master_sock, "show proc; quit").ok()?)
+}
+
+/// The `<reloads>` column of the master line of `show proc`.
+pub fn parse_show_proc_reloads(text: &str) -> Option<u64> {
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("master"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// One command on a HAProxy CLI socket; returns the answer. End the command with `; quit` where
+/// the socket would otherwise stay open for more.
 fn unix_command(sock: &Path, cmd: &str) -> Result<String> {
     let mut s = UnixStream::connect(sock).with_context(|| format!("connecting {}", sock.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -453,6 +479,18 @@ fn pseudo_random(n: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reload_count_is_read_from_show_proc() {
+        // HAProxy 2.6.12 master CLI, `show proc`.
+        let out = "#<PID>          <type>          <reloads>       <uptime>        <version>      \n\
+                   25009           master          3 [failed: 0]   0d00h00m01s     2.6.12-1+deb12u4\n\
+                   # workers\n\
+                   25012           worker          0               0d00h00m01s     2.6.12-1+deb12u4\n\
+                   # programs\n\n";
+        assert_eq!(parse_show_proc_reloads(out), Some(3));
+        assert_eq!(parse_show_proc_reloads(""), None);
+    }
 
     #[test]
     fn download_file_is_exactly_one_mib_and_not_compressible_runs() {

@@ -140,6 +140,9 @@ pub struct ChurnStats {
     /// After the run: time from writing a new route until it answered 200 (route churn only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub propagation_ms: Option<f64>,
+    /// The propagation check ran and the new route was not served within 5 s.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub propagation_timed_out: bool,
 }
 
 /// Gantry's figure divided by a peer's.
@@ -441,29 +444,48 @@ pub fn console_table(s: &ScenarioReport, unit: Unit) -> String {
         let _ = writeln!(out, "   Gantry/nginx / Gantry/HAProxy: {}", parts.join("; "));
     }
     for r in &s.results {
-        for round in &r.rounds {
-            if let Some(c) = &round.churn {
-                if c.failed > 0 || c.propagation_ms.is_some() {
-                    let _ = writeln!(
-                        out,
-                        "   {} round {}: {} changes, {} failed{}{}",
-                        r.proxy.display(),
-                        round.round + 1,
-                        c.changes,
-                        c.failed,
-                        c.propagation_ms
-                            .map(|v| format!(", new route served after {v:.0} ms"))
-                            .unwrap_or_default(),
-                        c.last_error
-                            .as_deref()
-                            .map(|e| format!(" (last error: {})", one_line(e)))
-                            .unwrap_or_default()
-                    );
-                }
-            }
+        if let Some(line) = churn_line(r) {
+            let _ = writeln!(out, "   {}", line);
         }
     }
     out
+}
+
+/// "Gantry: 8.0 changes/s applied, 0 failed, a new route served after 113 ms (median)".
+pub fn churn_line(r: &ProxyResult) -> Option<String> {
+    let churned: Vec<(&RoundResult, &ChurnStats)> = r
+        .rounds
+        .iter()
+        .filter_map(|x| x.churn.as_ref().map(|c| (x, c)))
+        .collect();
+    if churned.is_empty() {
+        return None;
+    }
+    let rate = median(
+        churned
+            .iter()
+            .map(|(x, c)| c.changes as f64 / x.duration_s.max(1e-9)),
+    );
+    let failed: u64 = churned.iter().map(|(_, c)| c.failed).sum();
+    let prop: Vec<f64> = churned.iter().filter_map(|(_, c)| c.propagation_ms).collect();
+    let missing = churned.iter().filter(|(_, c)| c.propagation_timed_out).count();
+    let mut line = format!(
+        "{}: {rate:.1} changes/s applied, {failed} failed",
+        r.proxy.display()
+    );
+    if !prop.is_empty() {
+        let _ = write!(line, ", a new route served after {:.0} ms (median)", median(prop));
+    }
+    if missing > 0 {
+        let _ = write!(
+            line,
+            "; in {missing} round(s) the new route was not served within 5 s"
+        );
+    }
+    if let Some(e) = churned.iter().rev().find_map(|(_, c)| c.last_error.as_deref()) {
+        let _ = write!(line, " (last error: {})", one_line(e));
+    }
+    Some(line)
 }
 
 fn one_line(s: &str) -> String {
@@ -770,6 +792,31 @@ mod tests {
             console.contains("Gantry/nginx / Gantry/HAProxy: req/s 1.50x / 2.00x"),
             "{console}"
         );
+    }
+
+    #[test]
+    fn churn_lines_give_the_rate_failures_and_median_propagation() {
+        let mut rounds = vec![round(1.0, 1.0, 1.0, 10), round(1.0, 1.0, 1.0, 10)];
+        rounds[0].churn = Some(ChurnStats {
+            changes: 80,
+            propagation_ms: Some(120.0),
+            ..Default::default()
+        });
+        rounds[1].churn = Some(ChurnStats {
+            changes: 60,
+            failed: 2,
+            last_error: Some("boom".into()),
+            propagation_ms: None,
+            propagation_timed_out: true,
+        });
+        let r = ProxyResult::from_rounds(ProxyKind::Haproxy, rounds).unwrap();
+        let line = churn_line(&r).unwrap();
+        assert_eq!(
+            line,
+            "HAProxy: 7.0 changes/s applied, 2 failed, a new route served after 120 ms (median); \
+             in 1 round(s) the new route was not served within 5 s (last error: boom)"
+        );
+        assert!(churn_line(&result(ProxyKind::Nginx, 1.0)).is_none());
     }
 
     #[test]

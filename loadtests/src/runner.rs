@@ -507,6 +507,7 @@ fn measure(
     let mut churn_stats = churn_stats;
     if let (Some(stats), Some(Churn::Routes { .. })) = (churn_stats.as_mut(), plan.churn) {
         stats.propagation_ms = churn::propagation(inst, Duration::from_secs(5));
+        stats.propagation_timed_out = stats.propagation_ms.is_none();
     }
     let mb_s = match plan.unit {
         Unit::MBps { upload: false } => Some(m.bytes_read as f64 / m.duration_s.max(1e-9) / 1e6),

@@ -231,7 +231,9 @@ impl ScenarioId {
                 notes: vec![
                     "Every 50 ms one host is added and one removed (a window of 10 extra hosts). Gantry: \
                      the Ingress manifest is rewritten (no reload); nginx: config rewritten + HUP \
-                     (nginx -s reload); HAProxy: map rewritten + reload through the master CLI."
+                     (nginx -s reload); HAProxy: map rewritten + reload through the master CLI, one at a \
+                     time (HAProxy 2.6 drops a reload requested during another), so it may apply fewer \
+                     changes than the others: see the change counts."
                         .into(),
                 ],
                 ..base
