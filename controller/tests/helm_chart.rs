@@ -720,7 +720,14 @@ async fn every_rendered_manifest_is_accepted_by_the_api_server() {
     }
     // NOTES.txt, as `helm install` prints it (helm needs a reachable cluster even for a dry run).
     let out = Command::new(helm())
-        .args(["install", RELEASE, "--dry-run=client", "--namespace", NAMESPACE, "--kubeconfig"])
+        .args([
+            "install",
+            RELEASE,
+            "--dry-run=client",
+            "--namespace",
+            NAMESPACE,
+            "--kubeconfig",
+        ])
         .arg(env.kubeconfig_path())
         .arg(chart())
         .output()
