@@ -193,7 +193,8 @@ impl ScenarioId {
                 load: Load::Oha { conns: 32 },
                 notes: vec![
                     "Session cache and tickets on (nginx shared:SSL:10m + tickets, HAProxy defaults, \
-                     Gantry defaults); oha resumes sessions on reconnect (checked once against nginx with $ssl_session_reused: 39 of 40 new connections resumed)."
+                     Gantry defaults); oha resumes sessions on reconnect (checked once against nginx with \
+                     $ssl_session_reused: 39 of 40 new connections resumed)."
                         .into(),
                 ],
                 ..base
