@@ -9,7 +9,7 @@ use crate::{store::ObjectKey, translate::BackendMode};
 /// Gantry: a Kubernetes Ingress controller. Serves Ingress objects from a folder of manifests
 /// (`--manifests`), the bundled demo (`--demo`), or, without either, the cluster (cluster mode).
 #[derive(Debug, Parser)]
-#[command(name = "gantry", version, about, long_about = None)]
+#[command(name = "gantry", version)]
 pub struct Args {
     /// Serve the Kubernetes manifests (.yaml, .yml, .json) found below DIR instead of a cluster.
     /// Changes to the folder are applied within a second, without a restart.
@@ -17,7 +17,7 @@ pub struct Args {
     pub manifests: Option<PathBuf>,
 
     /// Run the bundled demo: start demo backends on 127.0.0.1:9101-9103 and serve the bundled example
-    /// manifests (hosts demo.localhost, api.demo.localhost, *.apps.localhost).
+    /// manifests (hosts demo.localhost and *.apps.localhost, plus a default backend).
     #[arg(long, env = "GANTRY_DEMO")]
     pub demo: bool,
 
