@@ -436,6 +436,10 @@ fn nodes_are_readable_only_in_node_port_mode_or_when_a_node_port_service_is_publ
     }
     let r = render(family("node-port-mode").as_deref(), &[]);
     assert!(r.args().contains(&"--backend-mode=node-port".to_string()));
+    // The chart's ProxyConfig asking for NodePort turns the flag (and so the Node watch) on too.
+    let r = render(None, &["proxyConfig.spec.backendMode=NodePort"]);
+    assert!(r.args().contains(&"--backend-mode=node-port".to_string()));
+    assert_eq!(r.list_scopes("nodes"), set(&["*"]));
 }
 
 #[test]

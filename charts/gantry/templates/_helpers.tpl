@@ -75,11 +75,21 @@ app.kubernetes.io/part-of: gantry
 {{- end }}
 
 {{/*
+The --backend-mode flag: node-port also when the chart's ProxyConfig asks for NodePort, since only
+the flag makes the controller watch Nodes (a ProxyConfig edited later to NodePort needs it too).
+*/}}
+{{- define "gantry.backendMode" -}}
+{{- if or (eq .Values.controller.backendMode "node-port") (and .Values.proxyConfig.create (eq (toString (dig "backendMode" "" .Values.proxyConfig.spec)) "NodePort")) }}node-port
+{{- else }}{{ .Values.controller.backendMode }}
+{{- end }}
+{{- end }}
+
+{{/*
 Whether the controller reads Nodes: in node-port mode (backend addresses), and when it publishes a
 NodePort Service (the Nodes' addresses go into Ingress status). "true" or "".
 */}}
 {{- define "gantry.needsNodes" -}}
-{{- if eq .Values.controller.backendMode "node-port" }}true
+{{- if eq (include "gantry.backendMode" .) "node-port" }}true
 {{- else if and (include "gantry.publishService" .) .Values.controller.publishService.pathOverride }}true
 {{- else if and (include "gantry.publishService" .) (eq .Values.service.type "NodePort") }}true
 {{- end }}

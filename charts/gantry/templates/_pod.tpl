@@ -116,7 +116,7 @@ spec:
 {{- define "gantry.args" -}}
 - --ingress-class={{ .Values.ingressClass.name }}
 - --controller-name={{ .Values.controller.controllerName }}
-- --backend-mode={{ .Values.controller.backendMode }}
+- --backend-mode={{ include "gantry.backendMode" . }}
 - --load-balance={{ .Values.controller.loadBalance }}
 - --http-addr=0.0.0.0:{{ .Values.controller.ports.http }}
 - --https-addr=0.0.0.0:{{ .Values.controller.ports.https }}
