@@ -595,6 +595,11 @@ pub fn markdown(r: &Report, units: &[(String, Unit)]) -> String {
                 md_escape(&f.error)
             );
         }
+        for r in &s.results {
+            if let Some(line) = churn_line(r) {
+                let _ = writeln!(md, "- {}", md_escape(&line));
+            }
+        }
         if !s.ratios.is_empty() {
             let parts: Vec<String> = s
                 .ratios
@@ -787,6 +792,12 @@ mod tests {
         );
         assert!(md.contains("a \\| note"));
         assert!(md.contains("- Gantry: not measured: not available: no binary"));
+        let mut churned = report.clone();
+        churned.scenarios[0].results[0].rounds[0].churn = Some(ChurnStats {
+            changes: 200,
+            ..Default::default()
+        });
+        assert!(markdown(&churned, &units).contains("- Gantry: 20.0 changes/s applied, 0 failed\n"));
         let console = console_table(&report.scenarios[0], Unit::Rps);
         assert!(
             console.contains("Gantry/nginx / Gantry/HAProxy: req/s 1.50x / 2.00x"),

@@ -322,6 +322,22 @@ fn run_scenario(ctx: &Ctx, id: ScenarioId) -> (ScenarioReport, Unit) {
     let mut per: BTreeMap<ProxyKind, Vec<RoundResult>> = BTreeMap::new();
     let mut dead: HashSet<ProxyKind> = HashSet::new();
     for round in 0..ctx.rounds {
+        if plan.fresh_proxy_each_round && round > 0 && !interrupted() {
+            for inst in std::mem::take(&mut instances) {
+                let kind = inst.kind;
+                inst.stop();
+                match start_proxy(ctx, &env, kind, id, &plan, &backend, &dir) {
+                    Ok(i) => instances.push(i),
+                    Err(e) => {
+                        sr.failures.push(Failure {
+                            proxy: kind,
+                            error: format!("round {}: did not start: {e:#}", round + 1),
+                        });
+                        dead.insert(kind);
+                    }
+                }
+            }
+        }
         for inst in instances.iter_mut() {
             if dead.contains(&inst.kind) || interrupted() {
                 continue;
@@ -341,18 +357,22 @@ fn run_scenario(ctx: &Ctx, id: ScenarioId) -> (ScenarioReport, Unit) {
             }
             match measure(ctx, &plan, inst, &mut backend, &dir, round) {
                 Ok(r) => {
+                    let rate = match plan.unit {
+                        Unit::Rps | Unit::MBps { .. } => format!("{} req/s", report::fmt_num(r.rps)),
+                        Unit::MsgsPerSec => format!("{} msg/s", report::fmt_num(r.rps)),
+                        Unit::KibPerConn => format!("{} conns", r.requests),
+                    };
+                    let extra = r.mb_s.map(|v| format!("  {v:.0} MB/s")).unwrap_or_default()
+                        + &r.mem_per_conn_kb
+                            .map(|v| format!("  {v:.1} KiB/conn"))
+                            .unwrap_or_default();
                     eprintln!(
-                        "   round {} {:<8} {:>10} req/s  p99 {:>7} ms  errors {:<5} cpu {:.2} s{}",
+                        "   round {} {:<8} {rate:>16}  p99 {:>7} ms  errors {:<5} cpu {:.2} s{extra}",
                         round + 1,
                         inst.kind.name(),
-                        report::fmt_num(r.rps),
                         report::fmt_ms(r.p99_ms),
                         r.errors,
                         r.cpu_s,
-                        r.mb_s.map(|v| format!("  {v:.0} MB/s")).unwrap_or_default()
-                            + &r.mem_per_conn_kb
-                                .map(|v| format!("  {v:.1} KiB/conn"))
-                                .unwrap_or_default()
                     );
                     per.entry(inst.kind).or_default().push(r);
                 }

@@ -84,6 +84,9 @@ pub struct Plan {
     pub backend: BackendKind,
     pub churn: Option<Churn>,
     pub unit: Unit,
+    /// Start every proxy afresh before each round (memory measurements: a proxy's allocator keeps
+    /// what the previous round freed, so a second round in the same process would measure ~0).
+    pub fresh_proxy_each_round: bool,
     /// Shown under the scenario's table.
     pub notes: Vec<String>,
 }
@@ -173,6 +176,7 @@ impl ScenarioId {
             backend: BackendKind::Nginx { endpoints: 1 },
             churn: None,
             unit: Unit::Rps,
+            fresh_proxy_each_round: false,
             notes: Vec::new(),
         };
         match self {
@@ -254,11 +258,13 @@ impl ScenarioId {
             ScenarioId::IdleConnections => Plan {
                 load: Load::Idle { conns: IDLE_CONNS },
                 unit: Unit::KibPerConn,
+                fresh_proxy_each_round: true,
                 notes: vec![
                     "9,000, not 10,000: ulimit -n is capped at 20,000 here and HAProxy needs two descriptors \
                      per connection (its maxconn is 9,900). Each connection sends one request, reads \
-                     the response and stays open. Memory per connection = (RSS with connections - RSS before) / connections; latency columns are \
-                     those first requests while connections ramp up."
+                     the response and stays open. Memory per connection = (RSS with connections - RSS before) / connections (nginx allocates its \
+                     connection table for worker_connections at start, so part of its cost is in the \
+                     baseline); latency columns are those first requests while connections ramp up."
                         .into(),
                 ],
                 ..base
