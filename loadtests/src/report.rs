@@ -423,7 +423,7 @@ pub fn console_table(s: &ScenarioReport, unit: Unit) -> String {
             out,
             "   {:<w$}  not measured: {}",
             f.proxy.display(),
-            one_line(&f.error),
+            short_line(&f.error),
             w = widths.first().copied().unwrap_or(7)
         );
     }
@@ -489,7 +489,12 @@ pub fn churn_line(r: &ProxyResult) -> Option<String> {
 }
 
 fn one_line(s: &str) -> String {
-    let s: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// One line of at most 300 characters (errors on the console can carry whole log tails).
+fn short_line(s: &str) -> String {
+    let s = one_line(s);
     if s.chars().count() > 300 {
         s.chars().take(300).collect::<String>() + "…"
     } else {
@@ -592,7 +597,7 @@ pub fn markdown(r: &Report, units: &[(String, Unit)]) -> String {
                 md,
                 "- {}: not measured: {}",
                 f.proxy.display(),
-                md_escape(&f.error)
+                short_line(&f.error).replace('|', "\\|")
             );
         }
         for r in &s.results {
@@ -703,7 +708,7 @@ mod tests {
             results,
             failures: Vec::new(),
             skipped: None,
-            notes: vec!["a | note".into()],
+            notes: vec!["a | note".into(), format!("long {}end", "x ".repeat(200))],
         };
         let failed = ScenarioReport {
             name: "h2-tls".into(),
@@ -791,6 +796,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("a \\| note"));
+        assert!(md.contains("x end"), "notes are not cut short in the Markdown");
         assert!(md.contains("- Gantry: not measured: not available: no binary"));
         let mut churned = report.clone();
         churned.scenarios[0].results[0].rounds[0].churn = Some(ChurnStats {
