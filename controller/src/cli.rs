@@ -98,6 +98,11 @@ pub struct Args {
     #[arg(long, env = "GANTRY_ACCESS_LOG", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub access_log: bool,
 
+    /// TLS session resumption (session cache and TLS 1.3 tickets); `=false` makes every new
+    /// connection do a full handshake.
+    #[arg(long, env = "GANTRY_TLS_SESSION_RESUMPTION", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_session_resumption: bool,
+
     /// Format of Gantry's own log lines on stderr.
     #[arg(long, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -244,6 +249,7 @@ impl Args {
                 BalancerArg::LeastRequest => gantry_proxy::Balancer::LeastRequest,
             },
             access_log: self.access_log,
+            tls_session_resumption: self.tls_session_resumption,
             ..Default::default()
         }
         .validate()

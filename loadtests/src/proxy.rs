@@ -98,6 +98,9 @@ impl ProxyInstance {
                 if bin.access_log_flag {
                     c.arg("--access-log=false");
                 }
+                if !topo.tls_resumption {
+                    c.arg("--tls-session-resumption=false");
+                }
                 c
             }
         };

@@ -187,8 +187,8 @@ impl ScenarioId {
                 tls_resumption: false,
                 notes: vec![
                     "Resumption is off on nginx (ssl_session_cache off, ssl_session_tickets off) and HAProxy \
-                     (tune.ssl.cachesize 0, no-tls-tickets). Gantry has no setting for it yet: if it \
-                     resumes, its figure counts resumed handshakes."
+                     (tune.ssl.cachesize 0, no-tls-tickets), and on Gantry \
+                     (--tls-session-resumption=false)."
                         .into(),
                 ],
                 ..base

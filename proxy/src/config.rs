@@ -89,6 +89,8 @@ pub struct ProxyConfig {
     pub tls_min_version: TlsVersion,
     /// Default off.
     pub hsts: Option<Hsts>,
+    /// TLS session resumption (a session cache and TLS 1.3 tickets). Default on. Read once at start.
+    pub tls_session_resumption: bool,
 }
 
 impl Default for ProxyConfig {
@@ -108,6 +110,7 @@ impl Default for ProxyConfig {
             access_log_format: AccessLogFormat::Json,
             tls_min_version: TlsVersion::Tls12,
             hsts: None,
+            tls_session_resumption: true,
         }
     }
 }

@@ -66,6 +66,11 @@ impl TlsConfigs {
                 .with_no_client_auth()
                 .with_cert_resolver(Arc::new(SnapshotCertResolver::new(proxy.snapshots.clone())));
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            if !proxy.config.tls_session_resumption {
+                // No session cache and no TLS 1.3 tickets: every connection does a full handshake.
+                config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+                config.send_tls13_tickets = 0;
+            }
             Ok::<_, rustls::Error>(Arc::new(config))
         };
         Ok(Self {
@@ -385,5 +390,32 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Metrics, SnapshotHandle};
+
+    fn configs(resumption: bool) -> TlsConfigs {
+        let config = ProxyConfig {
+            tls_session_resumption: resumption,
+            ..Default::default()
+        };
+        let proxy = Proxy::new(SnapshotHandle::default(), config, 1, Arc::new(Metrics::new()));
+        TlsConfigs::new(&proxy).unwrap()
+    }
+
+    #[test]
+    fn resumption_off_means_no_session_cache_and_no_tickets_for_either_tls_version() {
+        let off = configs(false);
+        for c in [&off.tls12, &off.tls13] {
+            assert_eq!(c.send_tls13_tickets, 0);
+            assert!(!c.session_storage.can_cache());
+        }
+        let on = configs(true);
+        assert!(on.tls12.send_tls13_tickets > 0);
+        assert!(on.tls12.session_storage.can_cache());
     }
 }
