@@ -499,32 +499,22 @@ impl Cluster {
 
 // === backends ===
 
-/// A non-loopback IPv4 address of this host, for test backends listed in EndpointSlices.
+/// The address test backends listen on and EndpointSlices list.
 ///
-/// The API server refuses loopback addresses in EndpointSlices (`may not be in the loopback range`),
-/// so test pods listen on the host's own address instead: traffic to it never leaves the host (the
-/// kernel delivers it like loopback traffic), and each pod binds that one address, not every
-/// interface. Read from the kernel's local routing table.
+/// The API server refuses loopback addresses in EndpointSlices, and tests may only send traffic to
+/// loopback or to a network namespace of their own. So the cluster tests run inside a network
+/// namespace that `.ci/test` creates, whose own loopback interface also holds `GANTRY_TEST_POD_IP`
+/// (10.123.0.1): every backend, the API server and Gantry live in that namespace, and no packet
+/// leaves it.
 pub fn host_ip() -> std::net::IpAddr {
     static IP: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
     *IP.get_or_init(|| {
-        let trie = std::fs::read_to_string("/proc/net/fib_trie").expect("/proc/net/fib_trie (Linux)");
-        let lines: Vec<&str> = trie.lines().collect();
-        lines
-            .windows(2)
-            .filter(|w| w[1].trim() == "/32 host LOCAL")
-            .filter_map(|w| {
-                w[0].trim()
-                    .trim_start_matches("|--")
-                    .trim()
-                    .parse::<std::net::Ipv4Addr>()
-                    .ok()
-            })
-            .find(|ip| !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified())
-            .map(std::net::IpAddr::V4)
+        std::env::var("GANTRY_TEST_POD_IP")
+            .ok()
+            .and_then(|v| v.parse().ok())
             .expect(
-                "this host has no non-loopback IPv4 address; the cluster tests need one for \
-                 EndpointSlice addresses (the API server refuses loopback ones)",
+                "the cluster tests need GANTRY_TEST_POD_IP, an address in a network namespace of their own: \
+             run them through .ci/test (it creates the namespace)",
             )
     })
 }
