@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use gantry_proxy::{
-    admin::serve_admin, server::TlsConfigs, workers::Workers, Metrics, Proxy, Readiness, Snapshot,
-    SnapshotHandle, TlsCert,
-};
-use tokio::{net::TcpListener, sync::watch};
+use gantry_proxy::{Dataplane, TlsCert};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
 use crate::{
     cli::Args,
+    metrics::Metrics,
     runtime::{rebuild_loop, Published, SharedStore},
     translate::{BackendMode, TranslateOptions},
 };
@@ -20,17 +19,9 @@ pub enum Error {
     /// A flag value that cannot work.
     #[error("invalid settings: {0}")]
     Config(#[from] gantry_proxy::config::ConfigError),
-    /// A listener address is taken or not ours.
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Listen {
-        what: &'static str,
-        addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TLS settings were refused by rustls.
-    #[error("TLS setup: {0}")]
-    Tls(#[from] rustls::Error),
+    /// The data plane could not start (a listener address is taken, TLS settings refused).
+    #[error(transparent)]
+    Dataplane(#[from] gantry_proxy::dataplane::Error),
     /// The fallback certificate could not be generated.
     #[error("generating the fallback certificate: {0}")]
     Certificate(#[from] gantry_proxy::TlsError),
@@ -48,65 +39,44 @@ pub enum Error {
     Signal(#[source] std::io::Error),
 }
 
-async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { what, addr, source })
-}
-
 /// Runs Gantry until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(args: Args) -> Result<(), Error> {
     let config = args.proxy_config()?;
-    let metrics = Arc::new(Metrics::new());
-    let config = Arc::new(config);
-    // Until the first build, the empty snapshot answers 404 with the flags' settings.
-    let initial = Snapshot {
-        config: config.clone(),
-        ..Default::default()
-    };
     let workers = args
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let proxy = Arc::new(Proxy::new(
-        SnapshotHandle::new(initial),
-        (*config).clone(),
-        workers,
-        metrics,
-    ));
-    let readiness = Arc::new(Readiness::default());
     let opts = Arc::new(TranslateOptions {
         ingress_class: args.ingress_class.clone(),
         controller_name: args.controller_name.clone(),
         backend_mode: args.backend_mode.into(),
         default_ssl_certificate: args.default_ssl_certificate.clone(),
         fallback_certificate: TlsCert::self_signed(&["gantry.invalid"])?,
-        proxy_config: config.clone(),
+        proxy_config: Arc::new(config.clone()),
     });
+    let mut registry = Registry::with_prefix("gantry");
+    let metrics = Metrics::register(&mut registry);
+    let (published_tx, published) = watch::channel(Published::default());
+    let diagnostics = published.clone();
 
-    let admin = bind("admin", args.admin_addr).await?;
-    let tls = TlsConfigs::new(&proxy)?;
+    // Until the first build, the data plane answers 404 with the flags' settings.
+    let dataplane = Arc::new(
+        Dataplane::builder(config)
+            .workers(workers)
+            .http(args.http_addr)
+            .https(args.https_addr)
+            .admin(args.admin_addr)
+            .registry(registry)
+            .debug_section("diagnostics", move || {
+                serde_json::to_value(&*diagnostics.borrow().diagnostics).unwrap_or_default()
+            })
+            .start()
+            .await?,
+    );
 
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(Error::Signal)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let (admin_shutdown_tx, admin_shutdown) = watch::channel(false);
-    // The data path: one single-threaded runtime per worker thread, each with its own listeners.
-    let servers = Workers::start(
-        proxy.clone(),
-        workers,
-        args.http_addr,
-        args.https_addr,
-        tls,
-        shutdown.clone(),
-    )
-    .map_err(|source| Error::Listen {
-        what: "http/https",
-        addr: args.http_addr,
-        source,
-    })?;
-
     let shared = Arc::new(SharedStore::default());
-    let (published_tx, published) = watch::channel(Published::default());
     let mut tasks = Vec::new();
     match (&args.manifests, args.demo) {
         (Some(dir), _) => {
@@ -116,48 +86,35 @@ pub async fn run(args: Args) -> Result<(), Error> {
         (None, false) => {
             let client = crate::sources::kube::client(args.kubeconfig.as_deref()).await?;
             tasks.extend(start_cluster(
-                &args,
-                client,
-                &shared,
-                &opts,
-                &proxy.metrics,
-                published,
-                &shutdown,
+                &args, client, &shared, &opts, &metrics, published, &shutdown,
             ));
         }
     }
-
-    let rebuild = tokio::spawn(rebuild_loop(
+    tasks.push(tokio::spawn(rebuild_loop(
         shared,
-        proxy.clone(),
+        dataplane.clone(),
+        metrics,
         opts,
-        readiness.clone(),
         published_tx,
         shutdown.clone(),
-    ));
-    let admin_task = tokio::spawn(serve_admin(
-        proxy.clone(),
-        readiness.clone(),
-        admin,
-        admin_shutdown,
-    ));
-    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, workers, "gantry started");
+    )));
+    tracing::info!(http = %dataplane.http_addr(), https = %dataplane.https_addr(), admin = %dataplane.admin_addr(), workers, "gantry started");
 
     tokio::select! {
         _ = sigterm.recv() => tracing::info!("SIGTERM: draining"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
     }
     // Readiness goes first, so load balancers stop sending while the listeners close.
-    readiness.set_shutting_down();
+    dataplane.shutdown();
     let _ = shutdown_tx.send(true);
-    servers.join().await;
-    let _ = rebuild.await;
-    // Sources and writers; the election releases the Lease here if held.
+    // Sources, the rebuild loop and the writers; the election releases the Lease here if held.
     for task in tasks {
         let _ = task.await;
     }
-    let _ = admin_shutdown_tx.send(true);
-    let _ = admin_task.await;
+    match Arc::try_unwrap(dataplane) {
+        Ok(dataplane) => dataplane.join().await,
+        Err(_) => tracing::warn!("data plane still referenced at shutdown; not waiting for it"),
+    }
     tracing::info!("drained; exiting");
     Ok(())
 }
@@ -169,7 +126,7 @@ fn start_cluster(
     client: kube::Client,
     shared: &Arc<SharedStore>,
     opts: &Arc<TranslateOptions>,
-    metrics: &Arc<Metrics>,
+    metrics: &Metrics,
     published: watch::Receiver<Published>,
     shutdown: &watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {

@@ -18,8 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::{
+    diagnostic::Diagnostic,
+    metrics::{Metrics, ResultLabels},
+};
 use futures_util::StreamExt;
-use gantry_proxy::{metrics::ResultLabels, Diagnostic, Metrics};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     runtime::events::{Event, EventType, Recorder, Reporter},
@@ -66,7 +69,7 @@ pub fn run(
     shared: Arc<SharedStore>,
     mut leadership: Leadership,
     mut published: watch::Receiver<Published>,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

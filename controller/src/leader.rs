@@ -21,9 +21,9 @@
 //! - On shutdown the holder releases the Lease (empty holder), so a rolling update hands over
 //!   without waiting out the lease duration.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use gantry_proxy::Metrics;
+use crate::metrics::Metrics;
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
@@ -105,7 +105,7 @@ impl Leadership {
 pub fn run(
     client: Client,
     settings: LeaseSettings,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) -> (Leadership, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(None);

@@ -4,7 +4,9 @@
 #![deny(rust_2018_idioms)]
 
 pub mod crd;
+pub mod diagnostic;
 pub mod manifests;
+pub mod metrics;
 pub mod store;
 pub mod translate;
 

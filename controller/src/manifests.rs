@@ -9,7 +9,7 @@
 //! drop routes), while a document that parses but is not a valid object of its kind only costs that
 //! one object a [`Diagnostic`] and the rest of the file still loads.
 
-use gantry_proxy::Diagnostic;
+use crate::diagnostic::Diagnostic;
 use k8s_openapi::api::{
     core::v1::{Node, Secret, Service},
     discovery::v1::EndpointSlice,

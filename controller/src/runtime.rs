@@ -6,10 +6,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use gantry_proxy::{metrics::ResultLabels, Diagnostic, Proxy, Readiness};
+use gantry_proxy::Dataplane;
 use tokio::sync::watch;
 
 use crate::{
+    diagnostic::Diagnostic,
+    metrics::{Metrics, ReasonLabels, ResultLabels},
     store::ObjectStore,
     translate::{translate, TranslateOptions},
 };
@@ -83,47 +85,66 @@ impl SharedStore {
     }
 }
 
-/// Builds a snapshot from the current store and publishes it. Returns the diagnostics.
-pub fn rebuild(shared: &SharedStore, proxy: &Proxy, opts: &TranslateOptions) -> Vec<Diagnostic> {
+/// Builds a snapshot from the current store and publishes it, unless it equals the serving one.
+/// Returns the diagnostics of the build (which may change even when the snapshot does not).
+pub fn rebuild(
+    shared: &SharedStore,
+    dataplane: &Dataplane,
+    metrics: &Metrics,
+    opts: &TranslateOptions,
+) -> Vec<Diagnostic> {
     let started = Instant::now();
-    let previous = proxy.snapshots.load();
-    let mut snapshot = shared.with_state(|s| {
-        let mut snapshot = translate(&s.store, opts, &previous);
-        snapshot.diagnostics.extend(s.diagnostics.iter().cloned());
-        snapshot
+    let previous = dataplane.current();
+    let mut translation = shared.with_state(|s| {
+        let mut t = translate(&s.store, opts, &previous);
+        t.diagnostics.extend(s.diagnostics.iter().cloned());
+        t
     });
-    snapshot.diagnostics.sort();
-    snapshot.diagnostics.dedup();
-    let diagnostics = snapshot.diagnostics.clone();
-    let (generation, routes) = (snapshot.generation, snapshot.routes.len());
-    proxy.publish(snapshot);
-    let m = &proxy.metrics;
-    m.snapshot_build_duration.observe(started.elapsed().as_secs_f64());
-    m.snapshot_rebuilds
-        .get_or_create(&ResultLabels { result: "ok" })
+    translation.diagnostics.sort();
+    translation.diagnostics.dedup();
+    let diagnostics = std::mem::take(&mut translation.diagnostics);
+    let routes = translation.snapshot.routes.len();
+    let published = dataplane.publish(translation.snapshot);
+    let result = if published { "ok" } else { "unchanged" };
+    metrics
+        .snapshot_build_duration
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .snapshot_rebuilds
+        .get_or_create(&ResultLabels { result })
         .inc();
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
-    m.snapshot_last_success.set(now.as_secs_f64());
+    metrics.snapshot_last_success.set(now.as_secs_f64());
+    metrics.diagnostics.clear();
+    for d in &diagnostics {
+        metrics
+            .diagnostics
+            .get_or_create(&ReasonLabels {
+                reason: d.reason.clone(),
+            })
+            .inc();
+    }
     tracing::info!(
-        generation,
+        generation = dataplane.current().generation,
+        published,
         routes,
         diagnostics = diagnostics.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "snapshot published"
+        "snapshot built"
     );
     diagnostics
 }
 
-/// Rebuilds whenever the store changes, debounced; marks the proxy ready after the first build and
-/// announces every publish on `published` (nobody listens in file mode). Runs until `shutdown`
-/// turns true.
+/// Rebuilds whenever the store changes, debounced; the data plane turns ready with the first
+/// build. Announces every build on `published` (nobody listens in file mode). Runs until
+/// `shutdown` turns true.
 pub async fn rebuild_loop(
     shared: Arc<SharedStore>,
-    proxy: Arc<Proxy>,
+    dataplane: Arc<Dataplane>,
+    metrics: Metrics,
     opts: Arc<TranslateOptions>,
-    readiness: Arc<Readiness>,
     published: watch::Sender<Published>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -136,15 +157,14 @@ pub async fn rebuild_loop(
     let mut reported: Vec<Diagnostic> = Vec::new();
     loop {
         changes.mark_unchanged();
-        let (s, p, o) = (shared.clone(), proxy.clone(), opts.clone());
+        let (s, d, m, o) = (shared.clone(), dataplane.clone(), metrics.clone(), opts.clone());
         // Translation is CPU work that can take a while for large stores: keep it off the threads
         // that serve traffic.
-        match tokio::task::spawn_blocking(move || rebuild(&s, &p, &o)).await {
+        match tokio::task::spawn_blocking(move || rebuild(&s, &d, &m, &o)).await {
             Ok(diagnostics) => {
                 log_new_diagnostics(&reported, &diagnostics);
-                readiness.set_ready();
                 published.send_replace(Published {
-                    generation: proxy.snapshots.load().generation,
+                    generation: dataplane.current().generation,
                     diagnostics: Arc::from(diagnostics.as_slice()),
                 });
                 reported = diagnostics;
@@ -152,8 +172,7 @@ pub async fn rebuild_loop(
             Err(e) => {
                 // A panic in translation is a bug; the last good snapshot keeps serving.
                 tracing::error!(error = %e, "snapshot build failed; keeping the last good snapshot");
-                proxy
-                    .metrics
+                metrics
                     .snapshot_rebuilds
                     .get_or_create(&ResultLabels { result: "error" })
                     .inc();

@@ -25,8 +25,8 @@ use std::{
     time::Duration,
 };
 
+use crate::metrics::{Metrics, ResultLabels};
 use futures_util::{stream::BoxStream, StreamExt};
-use gantry_proxy::{metrics::ResultLabels, Metrics};
 use k8s_openapi::api::{
     core::v1::{Node, Service},
     networking::v1::{Ingress, IngressLoadBalancerIngress},
@@ -216,7 +216,7 @@ pub fn run(
     opts: Arc<TranslateOptions>,
     mut leadership: Leadership,
     mut published: watch::Receiver<Published>,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let mut addresses = match source {

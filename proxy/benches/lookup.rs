@@ -66,8 +66,7 @@ fn route(path: PathMatch, backend: &Arc<Backend>, source: &RouteSource) -> Route
         path,
         backend: backend.clone(),
         source: source.clone(),
-        ssl_redirect: false,
-        stats: Default::default(),
+        policies: Default::default(),
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
 use http::{header, Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::{config::AccessLogFormat, forward::ConnInfo};
+use crate::{config::AccessLogFormat, conn::ConnInfo};
 
 /// Lines that may wait for the writer before new ones are dropped.
 const QUEUE: usize = 65_536;

@@ -16,11 +16,31 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::{net::TcpListener, sync::watch};
 
+use prometheus_client::registry::Registry;
+
 use crate::{
-    forward::Proxy,
+    metrics,
     routes::{HostMatch, PathMatch},
-    snapshot::Snapshot,
+    snapshot::{Snapshot, SnapshotHandle},
 };
+
+/// A section the embedding program adds to `/debug/routes` (the controller adds its
+/// diagnostics): a name and a function that renders it as JSON when asked.
+pub type DebugSection = (&'static str, Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
+
+/// What the admin endpoints read.
+pub struct Admin {
+    pub snapshots: SnapshotHandle,
+    pub readiness: Arc<Readiness>,
+    pub registry: Arc<Registry>,
+    pub sections: Vec<DebugSection>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
 
 /// Whether traffic should be sent here: true once the first snapshot serves, false again from the
 /// start of shutdown.
@@ -46,12 +66,7 @@ impl Readiness {
 
 /// Serves the admin endpoints until `shutdown` turns true. The admin listener keeps answering
 /// while traffic drains (so `/readyz` can say 503); it stops with the process.
-pub async fn serve_admin(
-    proxy: Arc<Proxy>,
-    readiness: Arc<Readiness>,
-    listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve_admin(admin: Arc<Admin>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
     loop {
         let stream = tokio::select! {
             _ = crate::shutdown_requested(&mut shutdown) => return,
@@ -64,11 +79,10 @@ pub async fn serve_admin(
                 }
             },
         };
-        let proxy = proxy.clone();
-        let readiness = readiness.clone();
+        let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
-                let resp = admin_response(&proxy, &readiness, &req);
+                let resp = admin_response(&admin, &req);
                 async move { Ok::<_, Infallible>(resp) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -80,7 +94,8 @@ pub async fn serve_admin(
     }
 }
 
-fn admin_response(proxy: &Proxy, readiness: &Readiness, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn admin_response(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let readiness = &admin.readiness;
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
@@ -89,7 +104,7 @@ fn admin_response(proxy: &Proxy, readiness: &Readiness, req: &Request<Incoming>)
         "/readyz" if readiness.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => {
-            let mut r = text(StatusCode::OK, proxy.metrics.encode());
+            let mut r = text(StatusCode::OK, metrics::encode(&admin.registry));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static(
@@ -99,8 +114,14 @@ fn admin_response(proxy: &Proxy, readiness: &Readiness, req: &Request<Incoming>)
             r
         }
         "/debug/routes" => {
-            let body =
-                serde_json::to_vec_pretty(&RouteDump::from(&*proxy.snapshots.load())).unwrap_or_default();
+            let mut dump =
+                serde_json::to_value(RouteDump::from(&*admin.snapshots.load())).unwrap_or_default();
+            if let Some(map) = dump.as_object_mut() {
+                for (name, section) in &admin.sections {
+                    map.insert((*name).to_string(), section());
+                }
+            }
+            let body = serde_json::to_vec_pretty(&dump).unwrap_or_default();
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -129,7 +150,6 @@ pub struct RouteDump {
     pub routes: Vec<RouteEntry>,
     pub default_backend: Option<RouteEntry>,
     pub tls_hosts: Vec<String>,
-    pub diagnostics: Vec<crate::Diagnostic>,
 }
 
 #[derive(Debug, Serialize)]
@@ -160,7 +180,7 @@ impl From<&Snapshot> for RouteDump {
                 endpoints: r.backend.endpoints.iter().map(|e| e.addr.to_string()).collect(),
                 unavailable: r.backend.unavailable.as_deref().map(str::to_string),
                 ingress: format!("{}/{}", r.source.namespace, r.source.name),
-                ssl_redirect: r.ssl_redirect,
+                ssl_redirect: r.policies.https_redirect.is_some(),
             }
         };
         let host_name = |h: &HostMatch| match h {
@@ -173,7 +193,6 @@ impl From<&Snapshot> for RouteDump {
             routes: s.routes.iter().map(|(h, r)| entry(host_name(h), r)).collect(),
             default_backend: s.routes.default_route().map(|r| entry("*".into(), r)),
             tls_hosts: s.certs.names(),
-            diagnostics: s.diagnostics.clone(),
         }
     }
 }

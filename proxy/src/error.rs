@@ -39,7 +39,10 @@ pub enum ProxyError {
     },
     /// The backend broke the connection or sent an invalid response.
     #[error("upstream protocol: {0}")]
-    Upstream(#[source] hyper::Error),
+    Upstream(String),
+    /// The client's request body broke off or was malformed while it was being forwarded.
+    #[error("request body: {0}")]
+    ClientBody(String),
     /// No response head within `--upstream-response-timeout`.
     #[error("upstream response timeout")]
     UpstreamTimeout,
@@ -48,7 +51,7 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadHost(_) | Self::BadTarget(_) => StatusCode::BAD_REQUEST,
+            Self::BadHost(_) | Self::BadTarget(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
             Self::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -59,7 +62,9 @@ impl ProxyError {
 
     pub fn side(&self) -> Side {
         match self {
-            Self::BadHost(_) | Self::BadTarget(_) | Self::TooManyHeaders => Side::Downstream,
+            Self::BadHost(_) | Self::BadTarget(_) | Self::TooManyHeaders | Self::ClientBody(_) => {
+                Side::Downstream
+            }
             Self::NoRoute | Self::NoEndpoint(_) => Side::Internal,
             Self::Connect { .. } | Self::Upstream(_) | Self::UpstreamTimeout => Side::Upstream,
         }
@@ -93,6 +98,8 @@ mod tests {
                 Side::Upstream,
             ),
             (ProxyError::UpstreamTimeout, 504, Side::Upstream),
+            (ProxyError::Upstream("reset".into()), 502, Side::Upstream),
+            (ProxyError::ClientBody("bad chunk".into()), 400, Side::Downstream),
         ];
         for (err, status, side) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

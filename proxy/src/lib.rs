@@ -1,8 +1,22 @@
 //! Gantry's data plane.
 //!
-//! The proxy serves traffic from one immutable [`Snapshot`] at a time. The controller builds a new
-//! snapshot off the data path and publishes it with [`SnapshotHandle::store`]; requests only
-//! `load()` it. Nothing in this crate knows about Kubernetes.
+//! The proxy serves traffic from one immutable [`Snapshot`] at a time. The embedding program (the
+//! controller) builds snapshots off the data path and publishes them through the [`Dataplane`]
+//! handle; requests only `load()` them. Nothing in this crate knows about Kubernetes.
+//!
+//! Modules import downward only, in these layers (each line may import the lines above it):
+//!
+//! 1. data: `normalize`, `config`, `error`, `backend`, `policy`, `tls`, `conn`, `metrics`, and
+//!    `h1` (the upstream HTTP/1.1 codec, which imports nothing of the crate)
+//! 2. compiled data: `routes` (backend, normalize, policy), `snapshot` (config, routes, tls),
+//!    `headers` (conn, error, policy), `access_log` (config, conn)
+//! 3. runtime state: `state` (backend, config, h1, metrics, routes, snapshot)
+//! 4. upstream client: `upstream` (backend, config, error, h1, metrics, state)
+//! 5. request pipeline: `pipeline` (every module above)
+//! 6. listeners: `server` (config, conn, metrics, pipeline, snapshot), `admin` (metrics, routes,
+//!    snapshot)
+//! 7. threads: `workers` (pipeline, server, state)
+//! 8. entry point: `dataplane` (admin, config, metrics, pipeline, server, snapshot, workers)
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
@@ -10,25 +24,30 @@ pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod config;
+pub mod conn;
+pub mod dataplane;
 pub mod error;
-pub mod forward;
+pub mod h1;
+pub mod headers;
 pub mod metrics;
 pub mod normalize;
+pub mod pipeline;
+pub mod policy;
 pub mod routes;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod tls;
 pub mod upstream;
 pub mod workers;
 
-pub use admin::Readiness;
-pub use backend::{Backend, BackendId, Endpoint};
+pub use backend::{Backend, BackendId, BackendKey, Endpoint};
 pub use config::{Balancer, ProxyConfig};
+pub use dataplane::{Dataplane, DataplaneBuilder};
 pub use error::ProxyError;
-pub use forward::{ConnInfo, Proxy};
-pub use metrics::Metrics;
+pub use policy::{HttpsRedirect, Policies};
 pub use routes::{HostMatch, PathMatch, Route, RouteError, RouteSource, RouteTable, RouteTableBuilder};
-pub use snapshot::{Diagnostic, Snapshot, SnapshotHandle};
+pub use snapshot::{Snapshot, SnapshotHandle};
 pub use tls::{CertTable, TlsCert, TlsError};
 
 /// Resolves once `shutdown` turns true (or its sender is gone). The watch guard is dropped inside,

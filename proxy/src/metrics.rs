@@ -1,5 +1,6 @@
-//! Prometheus metrics. Handles are created once; the data path only increments atomics and, for
-//! per-route counters, looks up one label set.
+//! The data plane's Prometheus metrics. Handles are created once; the data path only increments
+//! atomics (per-route counters are looked up once per route and worker, see `state`). The
+//! controller registers its own metrics in the same registry.
 
 use std::sync::Arc;
 
@@ -37,60 +38,35 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
-}
-
-/// The kind of Kubernetes object a cluster-mode metric is about (`Ingress`, `Service`, ...).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
-}
-
-/// Every metric Gantry exports, registered under the `gantry_` prefix.
-#[derive(Debug)]
+/// The data plane's metrics, registered under the registry's prefix (`gantry_` in the binary).
+/// Cheap to clone: every clone increments the same counters.
+#[derive(Clone, Debug)]
 pub struct Metrics {
-    pub registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Histogram,
     pub upstream_connect_errors: Counter,
     pub upstream_timeouts: Counter,
     pub active_connections: Family<ListenerLabels, Gauge>,
     pub tls_handshakes: Family<ResultLabels, Counter>,
-    pub snapshot_rebuilds: Family<ResultLabels, Counter>,
-    pub snapshot_build_duration: Histogram,
-    pub snapshot_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub snapshot_generation: Gauge,
     pub routes: Gauge,
     pub endpoints: Gauge,
-    pub diagnostics: Family<ReasonLabels, Gauge>,
-    /// Cluster mode: Unix time of the last event from any watch (an object listed, added, changed or
-    /// deleted). Stays 0 in file mode.
-    pub kube_last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
-    /// Cluster mode: failed list or watch calls, by kind; each is retried with backoff.
-    pub kube_watch_errors: Family<KindLabels, Counter>,
-    /// Cluster mode: 1 while this replica holds the election Lease (and so writes status and Events).
-    pub leader: Gauge,
-    /// Cluster mode: Ingress status patches by result (`ok`, `error`).
-    pub status_writes: Family<ResultLabels, Counter>,
-    /// Cluster mode: Kubernetes Events published by result (`ok`, `error`).
-    pub events_published: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
+    /// Metrics registered nowhere, for tests.
     fn default() -> Self {
-        Self::new()
+        Self::register(&mut Registry::default())
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("gantry");
+    /// Creates the data plane's metrics and registers them.
+    pub fn register(registry: &mut Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "Requests by Ingress, Service and status class",
+            "Requests by route source, Service and status class",
             requests.clone(),
         );
         let buckets = [
@@ -127,26 +103,6 @@ impl Metrics {
             "TLS handshakes by result",
             tls_handshakes.clone(),
         );
-        let snapshot_rebuilds = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "snapshot_rebuilds",
-            "Snapshot builds by result",
-            snapshot_rebuilds.clone(),
-        );
-        let snapshot_build_duration =
-            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
-        registry.register_with_unit(
-            "snapshot_build_duration",
-            "Time to translate the object store into a snapshot",
-            Unit::Seconds,
-            snapshot_build_duration.clone(),
-        );
-        let snapshot_last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
-            "snapshot_last_success_timestamp_seconds",
-            "Unix time of the last published snapshot",
-            snapshot_last_success.clone(),
-        );
         let snapshot_generation = Gauge::default();
         registry.register(
             "snapshot_generation",
@@ -161,105 +117,53 @@ impl Metrics {
             "Distinct endpoints in the serving snapshot",
             endpoints.clone(),
         );
-        let diagnostics = Family::<ReasonLabels, Gauge>::default();
-        registry.register(
-            "diagnostics",
-            "Problems in the serving snapshot by reason",
-            diagnostics.clone(),
-        );
-        let kube_last_sync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
-            "kube_last_sync_timestamp_seconds",
-            "Unix time of the last event received from any Kubernetes watch",
-            kube_last_sync.clone(),
-        );
-        let kube_watch_errors = Family::<KindLabels, Counter>::default();
-        registry.register(
-            "kube_watch_errors",
-            "Failed Kubernetes list or watch calls by kind (retried with backoff)",
-            kube_watch_errors.clone(),
-        );
-        let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this replica holds the election Lease and writes status and Events",
-            leader.clone(),
-        );
-        let status_writes = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "ingress_status_writes",
-            "Ingress status patches by result",
-            status_writes.clone(),
-        );
-        let events_published = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "kube_events",
-            "Kubernetes Events published by result",
-            events_published.clone(),
-        );
         Self {
-            registry,
             requests,
             request_duration,
             upstream_connect_errors,
             upstream_timeouts,
             active_connections,
             tls_handshakes,
-            snapshot_rebuilds,
-            snapshot_build_duration,
-            snapshot_last_success,
             snapshot_generation,
             routes,
             endpoints,
-            diagnostics,
-            kube_last_sync,
-            kube_watch_errors,
-            leader,
-            status_writes,
-            events_published,
         }
     }
+}
 
-    /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
-    }
+/// The Prometheus text exposition of every metric in a registry.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, registry);
+    out
 }
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// The request counters of one route, by status class.
-#[derive(Debug, Default)]
-pub struct RouteStats {
-    counters: std::sync::OnceLock<[Counter; 5]>,
-}
+/// The five counters of one label set, by status class, so that counting a request is one atomic
+/// increment once they are looked up.
+pub type ClassCounters = [Counter; 5];
 
-impl RouteStats {
-    /// Counts one request. The first call per route and snapshot looks up the labelled counters;
-    /// every later one is a single atomic increment.
-    pub fn count(&self, metrics: &Metrics, labels: impl FnOnce() -> (Label, Label, Label), status: u16) {
-        let counters = self.counters.get_or_init(|| {
-            let (namespace, ingress, service) = labels();
-            CLASSES.map(|status_class| {
-                metrics
-                    .requests
-                    .get_or_create(&RequestLabels {
-                        namespace: namespace.clone(),
-                        ingress: ingress.clone(),
-                        service: service.clone(),
-                        status_class,
-                    })
-                    .clone()
-            })
-        });
-        counters[class_index(status)].inc();
+impl Metrics {
+    /// The counters of one route's labels (`namespace`, `ingress`, `service`), by status class.
+    /// Takes the family's lock: callers keep the result (see `state`).
+    pub fn class_counters(&self, namespace: &Label, ingress: &Label, service: &Label) -> ClassCounters {
+        CLASSES.map(|status_class| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    namespace: namespace.clone(),
+                    ingress: ingress.clone(),
+                    service: service.clone(),
+                    status_class,
+                })
+                .clone()
+        })
     }
 }
 
-fn class_index(status: u16) -> usize {
+/// The index into [`ClassCounters`] of a status.
+pub fn class_index(status: u16) -> usize {
     match status {
         100..=199 => 0,
         200..=299 => 1,

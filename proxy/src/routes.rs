@@ -38,7 +38,7 @@ use std::{
     sync::Arc,
 };
 
-use crate::{backend::Backend, normalize::normalize_path};
+use crate::{backend::Backend, normalize::normalize_path, policy::Policies};
 
 /// Which `Host` values a set of rules applies to. Built by the controller; hosts are lowercase.
 ///
@@ -68,18 +68,14 @@ pub struct RouteSource {
     pub name: Arc<str>,
 }
 
-/// What a matched request does.
-#[derive(Debug)]
+/// What a matched request does. Pure data: equal routes compare equal.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub path: PathMatch,
     pub backend: Arc<Backend>,
     pub source: RouteSource,
-    /// Plain-HTTP requests are answered with a 308 to `https://` (the host has TLS and the Ingress
-    /// did not turn the redirect off).
-    pub ssl_redirect: bool,
-    /// Request counters of this route by status class, looked up once per snapshot instead of
-    /// once per request. Start empty (`Default::default()`).
-    pub stats: crate::metrics::RouteStats,
+    /// What the pipeline does to a request and its response besides forwarding it.
+    pub policies: Policies,
 }
 
 /// Why a route was not added.
@@ -104,6 +100,9 @@ pub enum RouteError {
 const DEFAULT_HOST: &str = "(default)";
 
 /// The compiled, immutable table.
+///
+/// Two tables are equal when they hold the same routes for the same hosts and the same default
+/// route (the lookup structures are derived from those).
 #[derive(Debug, Default)]
 pub struct RouteTable {
     exact: HashMap<Box<str>, PathTrie>,
@@ -114,7 +113,19 @@ pub struct RouteTable {
     /// Hosts in `HostMatch` order, each with its routes in precedence order, for `iter()`.
     listing: Box<[HostRoutes]>,
     len: usize,
+    /// Every endpoint address of every route, sorted: what the per-worker pools may keep.
+    addresses: Box<[std::net::SocketAddr]>,
+    /// Every backend of every route, sorted: whose balancer state the workers may keep.
+    backend_keys: Box<[crate::backend::BackendKey]>,
 }
+
+impl PartialEq for RouteTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.default == other.default && self.listing == other.listing
+    }
+}
+
+impl Eq for RouteTable {}
 
 /// One host of [`RouteTable::iter`]: the host and its routes in precedence order.
 type HostRoutes = (HostMatch, Box<[Arc<Route>]>);
@@ -337,6 +348,24 @@ impl RouteTableBuilder {
         }
         listing.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         table.listing = listing.into();
+        let mut addresses: Vec<std::net::SocketAddr> = table
+            .iter()
+            .map(|(_, r)| r)
+            .chain(table.default.as_ref())
+            .flat_map(|r| r.backend.endpoints.iter().map(|e| e.addr))
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        table.addresses = addresses.into();
+        let mut keys: Vec<_> = table
+            .iter()
+            .map(|(_, r)| r)
+            .chain(table.default.as_ref())
+            .map(|r| r.backend.key())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        table.backend_keys = keys.into();
         table
     }
 }
@@ -395,6 +424,16 @@ impl RouteTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Every endpoint address the table forwards to, sorted and without duplicates.
+    pub fn addresses(&self) -> &[std::net::SocketAddr] {
+        &self.addresses
+    }
+
+    /// Every backend's key, sorted and without duplicates.
+    pub fn backend_keys(&self) -> &[crate::backend::BackendKey] {
+        &self.backend_keys
     }
 
     /// Number of distinct host entries (exact hosts, wildcards, and `Any` if present).
@@ -526,8 +565,7 @@ mod tests {
             path,
             backend: Arc::new(Backend::new(id, vec![])),
             source: source(name),
-            ssl_redirect: false,
-            stats: Default::default(),
+            policies: Policies::default(),
         }
     }
 

@@ -26,11 +26,17 @@ use tokio::{
 };
 use tokio_rustls::TlsAcceptor;
 
+use rustls::{
+    server::{ClientHello, ResolvesServerCert},
+    sign::CertifiedKey,
+};
+
 use crate::{
     config::{ProxyConfig, TlsVersion},
-    forward::{ConnInfo, Proxy},
+    conn::ConnInfo,
     metrics::{ListenerLabels, ResultLabels},
-    tls::SnapshotCertResolver,
+    pipeline::Pipeline,
+    snapshot::SnapshotHandle,
 };
 
 /// Which traffic listener a connection came in on.
@@ -58,15 +64,18 @@ pub struct TlsConfigs {
 }
 
 impl TlsConfigs {
-    pub fn new(proxy: &Proxy) -> Result<Self, rustls::Error> {
+    /// `resumption`: a session cache and TLS 1.3 tickets (read once at start).
+    pub fn new(snapshots: &SnapshotHandle, resumption: bool) -> Result<Self, rustls::Error> {
         let build = |versions: &[&'static rustls::SupportedProtocolVersion]| {
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let mut config = rustls::ServerConfig::builder_with_provider(provider)
                 .with_protocol_versions(versions)?
                 .with_no_client_auth()
-                .with_cert_resolver(Arc::new(SnapshotCertResolver::new(proxy.snapshots.clone())));
+                .with_cert_resolver(Arc::new(SnapshotCertResolver {
+                    snapshots: snapshots.clone(),
+                }));
             config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            if !proxy.config.tls_session_resumption {
+            if !resumption {
                 // No session cache and no TLS 1.3 tickets: every connection does a full handshake.
                 config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
                 config.send_tls13_tickets = 0;
@@ -84,6 +93,24 @@ impl TlsConfigs {
             TlsVersion::Tls12 => TlsAcceptor::from(self.tls12.clone()),
             TlsVersion::Tls13 => TlsAcceptor::from(self.tls13.clone()),
         }
+    }
+}
+
+/// Picks the certificate for each handshake from the snapshot current at that moment.
+#[derive(Debug)]
+struct SnapshotCertResolver {
+    snapshots: SnapshotHandle,
+}
+
+impl ResolvesServerCert for SnapshotCertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let snapshot = self.snapshots.load();
+        let certs = &snapshot.certs;
+        let by_name = hello.server_name().and_then(|sni| {
+            // SNI is already lowercase ASCII per rustls; strip a trailing dot if a client sent one.
+            certs.lookup(sni.trim_end_matches('.'))
+        });
+        by_name.or(certs.default_cert()).map(|c| c.key.clone())
     }
 }
 
@@ -112,7 +139,7 @@ fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 /// Listener settings (timeouts, limits, TLS version) are taken from the snapshot current when a
 /// connection is accepted; a connection keeps them for its life.
 pub async fn serve(
-    proxy: Arc<Proxy>,
+    pipeline: Arc<Pipeline>,
     listener: TcpListener,
     kind: ListenerKind,
     tls: Option<TlsConfigs>,
@@ -138,7 +165,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let config = proxy.snapshots.load().config.clone();
+        let config = pipeline.snapshots.load().config.clone();
         let builder = match &current {
             Some((c, b)) if Arc::ptr_eq(c, &config) || **c == *config => b.clone(),
             _ => {
@@ -149,7 +176,7 @@ pub async fn serve(
         };
         let info = ConnInfo::new(client, local_port, tls.is_some());
         let conn = Connection {
-            proxy: proxy.clone(),
+            pipeline: pipeline.clone(),
             builder,
             acceptor: tls.as_ref().map(|t| t.acceptor(config.tls_min_version)),
             header_read_timeout: config.header_read_timeout,
@@ -167,10 +194,8 @@ pub async fn serve(
         open,
         "listener closed; draining connections"
     );
-    if tokio::time::timeout(proxy.config.shutdown_grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let grace = pipeline.snapshots.load().config.shutdown_grace;
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(
             listener = kind.label(),
             "shutdown grace expired with connections still open"
@@ -179,7 +204,7 @@ pub async fn serve(
 }
 
 struct Connection {
-    proxy: Arc<Proxy>,
+    pipeline: Arc<Pipeline>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     acceptor: Option<TlsAcceptor>,
     header_read_timeout: Duration,
@@ -191,7 +216,7 @@ struct Connection {
 
 impl Connection {
     async fn run(self, stream: TcpStream) {
-        let metrics = self.proxy.metrics.clone();
+        let metrics = self.pipeline.metrics.clone();
         let gauge = metrics
             .active_connections
             .get_or_create(&ListenerLabels {
@@ -240,14 +265,14 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let proxy = self.proxy.clone();
+        let pipeline = self.pipeline.clone();
         let info = Arc::new(self.info);
         let service = service_fn(move |req: Request<Incoming>| {
-            let proxy = proxy.clone();
+            let pipeline = pipeline.clone();
             let info = info.clone();
             let guard = ActiveRequest::new(active.clone());
             async move {
-                let resp = proxy.handle(&info, req).await;
+                let resp = pipeline.handle(&info, req).await;
                 drop(guard);
                 Ok::<_, Infallible>(resp)
             }
@@ -396,15 +421,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Metrics, SnapshotHandle};
 
     fn configs(resumption: bool) -> TlsConfigs {
-        let config = ProxyConfig {
-            tls_session_resumption: resumption,
-            ..Default::default()
-        };
-        let proxy = Proxy::new(SnapshotHandle::default(), config, 1, Arc::new(Metrics::new()));
-        TlsConfigs::new(&proxy).unwrap()
+        TlsConfigs::new(&SnapshotHandle::default(), resumption).unwrap()
     }
 
     #[test]

@@ -1,37 +1,37 @@
 //! The immutable routing snapshot and the handle it is swapped through.
+//!
+//! A snapshot is pure data: routes with their policies, backends with their endpoint lists,
+//! certificates and settings. Runtime state (connection pools, balancer cursors, counters) lives
+//! per worker beside it (`state`), so two snapshots can be compared and an identical rebuild is
+//! never published.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 
 use crate::{config::ProxyConfig, routes::RouteTable, tls::CertTable};
 
 /// Everything the data path needs, built together so that a request never sees half an update.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Increases by one with every published snapshot; 0 is the empty snapshot before the first build.
+    /// Increases by one with every published snapshot; 0 is the empty snapshot before the first
+    /// build. Not part of equality: it numbers snapshots, it does not describe them.
     pub generation: u64,
     pub routes: RouteTable,
     /// SNI → certificate, with the default certificate.
     pub certs: CertTable,
     /// The data path's settings for this snapshot.
     pub config: Arc<ProxyConfig>,
-    /// Problems found while building this snapshot, one per rejected or partly applied object.
-    pub diagnostics: Vec<Diagnostic>,
 }
 
-/// One problem with one object. The proxy only shows these (`/debug/routes`, metrics); the
-/// controller turns them into log lines, Events and status.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Diagnostic {
-    /// `Kind namespace/name`, e.g. `Ingress default/web`.
-    pub object: String,
-    /// A short CamelCase reason, stable for metrics and Events (`ServiceNotFound`, `PathConflict`, ...).
-    pub reason: String,
-    /// What is wrong and what was done about it, for people.
-    pub message: String,
+/// Equal when they would serve every request the same way; `generation` is ignored.
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config && self.certs == other.certs && self.routes == other.routes
+    }
 }
+
+impl Eq for Snapshot {}
 
 /// The one place a snapshot is published. Cheap to clone; every clone sees the same snapshot.
 #[derive(Clone, Debug)]
@@ -61,8 +61,91 @@ impl SnapshotHandle {
         self.inner.load_full()
     }
 
-    /// Publishes a new snapshot with one atomic pointer swap.
-    pub fn store(&self, snapshot: Snapshot) {
+    /// Publishes a snapshot with one atomic pointer swap, unless it equals the current one.
+    /// Returns whether it was published; the generation is assigned here (the current one plus
+    /// one), so skipped rebuilds leave no gap.
+    ///
+    /// Only one publisher may call this at a time (the controller's rebuild loop): two concurrent
+    /// calls could both compare against the same current snapshot.
+    pub fn publish(&self, mut snapshot: Snapshot) -> bool {
+        let current = self.inner.load();
+        if **current == snapshot {
+            return false;
+        }
+        snapshot.generation = current.generation + 1;
         self.inner.store(Arc::new(snapshot));
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        backend::{Backend, BackendId, Endpoint},
+        policy::Policies,
+        routes::{HostMatch, PathMatch, Route, RouteSource, RouteTableBuilder},
+    };
+
+    fn snapshot(endpoints: &[&str], timeout: u64) -> Snapshot {
+        let id = BackendId {
+            namespace: "default".into(),
+            service: "web".into(),
+            port: "80".into(),
+        };
+        let endpoints = endpoints
+            .iter()
+            .map(|a| Endpoint {
+                addr: a.parse().unwrap(),
+            })
+            .collect();
+        let mut b = RouteTableBuilder::new();
+        b.add(
+            HostMatch::Exact("a.example".into()),
+            Route {
+                path: PathMatch::Prefix("/".into()),
+                backend: Arc::new(Backend::new(id, endpoints)),
+                source: RouteSource {
+                    namespace: "default".into(),
+                    name: "web".into(),
+                },
+                policies: Policies::https_redirect(false),
+            },
+        )
+        .unwrap();
+        Snapshot {
+            generation: 0,
+            routes: b.build(),
+            certs: CertTable::default(),
+            config: Arc::new(ProxyConfig {
+                idle_timeout: Duration::from_secs(timeout),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn publishing_an_identical_rebuild_changes_nothing() {
+        let handle = SnapshotHandle::default();
+        assert!(handle.publish(snapshot(&["10.0.0.1:80", "10.0.0.2:80"], 60)));
+        let first = handle.load();
+        assert_eq!(first.generation, 1);
+        // Built again from scratch, endpoints in another order: the same content.
+        assert!(!handle.publish(snapshot(&["10.0.0.2:80", "10.0.0.1:80"], 60)));
+        let still = handle.load();
+        assert!(Arc::ptr_eq(&first, &still), "the serving snapshot was replaced");
+        assert_eq!(still.generation, 1);
+    }
+
+    #[test]
+    fn a_changed_endpoint_or_setting_is_published_with_the_next_generation() {
+        let handle = SnapshotHandle::default();
+        assert!(handle.publish(snapshot(&["10.0.0.1:80"], 60)));
+        assert!(handle.publish(snapshot(&["10.0.0.1:80", "10.0.0.3:80"], 60)));
+        assert_eq!(handle.load().generation, 2);
+        assert!(handle.publish(snapshot(&["10.0.0.1:80", "10.0.0.3:80"], 30)));
+        assert_eq!(handle.load().generation, 3);
     }
 }

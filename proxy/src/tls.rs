@@ -1,16 +1,10 @@
-//! TLS: certificates parsed from PEM, the per-snapshot SNI table, and the rustls resolver that reads
-//! the current snapshot on every handshake.
+//! TLS data: certificates parsed from PEM and the per-snapshot SNI table. The resolver that reads
+//! the current snapshot on every handshake belongs to the listeners (`server`).
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
-use rustls::{
-    crypto::ring::sign::any_supported_type,
-    server::{ClientHello, ResolvesServerCert},
-    sign::CertifiedKey,
-};
+use rustls::{crypto::ring::sign::any_supported_type, sign::CertifiedKey};
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-
-use crate::snapshot::SnapshotHandle;
 
 /// Why a certificate could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +31,16 @@ pub enum TlsError {
 pub struct TlsCert {
     pub key: Arc<CertifiedKey>,
 }
+
+/// Two certificates are equal when their chains are: a key that did not match its certificate was
+/// refused when parsed, so the same chain means the same key.
+impl PartialEq for TlsCert {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.key, &other.key) || self.key.cert == other.key.cert
+    }
+}
+
+impl Eq for TlsCert {}
 
 impl fmt::Debug for TlsCert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -87,7 +91,7 @@ impl TlsCert {
 }
 
 /// SNI name → certificate for one snapshot.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CertTable {
     exact: HashMap<String, TlsCert>,
     /// `*.example.com` stored under `example.com`.
@@ -164,29 +168,5 @@ impl CertTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Picks the certificate for each handshake from the snapshot current at that moment.
-#[derive(Debug)]
-pub struct SnapshotCertResolver {
-    snapshots: SnapshotHandle,
-}
-
-impl SnapshotCertResolver {
-    pub fn new(snapshots: SnapshotHandle) -> Self {
-        Self { snapshots }
-    }
-}
-
-impl ResolvesServerCert for SnapshotCertResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let snapshot = self.snapshots.load();
-        let certs = &snapshot.certs;
-        let by_name = hello.server_name().and_then(|sni| {
-            // SNI is already lowercase ASCII per rustls; strip a trailing dot if a client sent one.
-            certs.lookup(sni.trim_end_matches('.'))
-        });
-        by_name.or(certs.default_cert()).map(|c| c.key.clone())
     }
 }

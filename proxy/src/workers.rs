@@ -5,26 +5,21 @@
 //! thread those hand-offs are plain function calls and local wake-ups; on a work-stealing runtime
 //! each is an atomic wake-up that may cross cores. Measured on the 1-core benchmark, the
 //! single-threaded runtime cut the proxy's CPU per request by about a fifth. Upstream connection
-//! pools are per worker for the same reason (see `upstream`).
+//! pools and the rest of the runtime state are per worker for the same reason (see `state`).
 
-use std::{cell::Cell, io, net::SocketAddr, sync::Arc, thread::JoinHandle};
+use std::{io, net::SocketAddr, sync::Arc, thread::JoinHandle, time::Duration};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
 use crate::{
-    forward::Proxy,
+    pipeline::Pipeline,
     server::{serve, ListenerKind, TlsConfigs},
+    state,
 };
 
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// The index of the worker thread running this code; 0 outside the workers.
-pub fn current_worker() -> usize {
-    WORKER.with(|w| w.get())
-}
+/// How often each worker closes upstream connections that stayed idle past their timeout.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Opens a listening socket that other workers may bind to the same address (SO_REUSEPORT).
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -62,7 +57,7 @@ impl Workers {
     /// Binds the listeners and starts `n` workers serving them until `shutdown` turns true; each
     /// then drains its connections (see [`serve`]).
     pub fn start(
-        proxy: Arc<Proxy>,
+        pipeline: Arc<Pipeline>,
         n: usize,
         http: SocketAddr,
         https: SocketAddr,
@@ -76,11 +71,10 @@ impl Workers {
         let https_addr = https_listeners[0].local_addr()?;
         let mut threads = Vec::with_capacity(n);
         for (i, (h, s)) in http_listeners.into_iter().zip(https_listeners).enumerate() {
-            let (proxy, tls, shutdown) = (proxy.clone(), tls.clone(), shutdown.clone());
+            let (pipeline, tls, shutdown) = (pipeline.clone(), tls.clone(), shutdown.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("gantry-worker-{i}"))
                 .spawn(move || {
-                    WORKER.with(|w| w.set(i));
                     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(rt) => rt,
                         Err(e) => {
@@ -99,10 +93,12 @@ impl Workers {
                                 return;
                             }
                         };
+                        let sweeper = tokio::spawn(sweep(pipeline.clone()));
                         tokio::join!(
-                            serve(proxy.clone(), h, ListenerKind::Http, None, shutdown.clone()),
-                            serve(proxy, s, ListenerKind::Https, Some(tls), shutdown),
+                            serve(pipeline.clone(), h, ListenerKind::Http, None, shutdown.clone()),
+                            serve(pipeline, s, ListenerKind::Https, Some(tls), shutdown),
                         );
+                        sweeper.abort();
                     });
                 })?;
             threads.push(thread);
@@ -123,6 +119,17 @@ impl Workers {
             }
         })
         .await;
+    }
+}
+
+/// Closes this worker's idle upstream connections once they outlive the upstream idle timeout.
+async fn sweep(pipeline: Arc<Pipeline>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let timeout = pipeline.snapshots.load().config.upstream_idle_timeout;
+        state::with(|s| s.sweep(timeout));
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use gantry_proxy::Diagnostic;
+use crate::diagnostic::Diagnostic;
 use notify::Watcher;
 use tokio::sync::{mpsc, watch};
 

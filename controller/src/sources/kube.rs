@@ -29,8 +29,8 @@ use std::{
     time::SystemTime,
 };
 
+use crate::metrics::{KindLabels, Metrics};
 use futures_util::StreamExt;
-use gantry_proxy::{metrics::KindLabels, Metrics};
 use k8s_openapi::{
     api::{
         core::v1::{Node, NodeStatus, Secret, Service},
@@ -127,7 +127,7 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Erro
 /// What every watcher shares.
 struct Ctx {
     shared: Arc<SharedStore>,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     /// Watchers that have not finished their first list yet.
     unsynced: AtomicUsize,
 }
@@ -138,7 +138,7 @@ pub fn run(
     client: Client,
     settings: Settings,
     shared: Arc<SharedStore>,
-    metrics: Arc<Metrics>,
+    metrics: Metrics,
     shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     // `None` is every namespace.

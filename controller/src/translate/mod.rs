@@ -39,10 +39,13 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
-use gantry_proxy::{CertTable, Diagnostic, RouteSource, RouteTableBuilder, Snapshot, TlsCert};
+use gantry_proxy::{CertTable, RouteSource, RouteTableBuilder, Snapshot, TlsCert};
 use k8s_openapi::api::networking::v1::Ingress;
 
-use crate::store::{ObjectKey, ObjectStore};
+use crate::{
+    diagnostic::Diagnostic,
+    store::{ObjectKey, ObjectStore},
+};
 
 /// `kubernetes.io/ingress.class`: the class of an Ingress written before `ingressClassName`.
 pub const ANNOTATION_INGRESS_CLASS: &str = "kubernetes.io/ingress.class";
@@ -251,25 +254,46 @@ impl<'a> Build<'a> {
         });
     }
 
-    fn finish(mut self) -> Snapshot {
+    fn finish(mut self) -> Translation {
         // Sorted so that the same store always gives the same list; deduplicated because ten paths
         // to one missing Service are one problem.
         self.diagnostics.sort();
         self.diagnostics.dedup();
-        Snapshot {
-            generation: self.previous.generation.saturating_add(1),
-            routes: self.routes.build(),
-            certs: self.certs,
-            config: self.settings.config,
+        Translation {
+            snapshot: Snapshot {
+                // Assigned when published.
+                generation: 0,
+                routes: self.routes.build(),
+                certs: self.certs,
+                config: self.settings.config,
+            },
             diagnostics: self.diagnostics,
         }
     }
 }
 
-/// Builds the snapshot for the store. `previous` is the snapshot being replaced: the new one gets
-/// the next generation, and hosts whose TLS Secret went missing or broke keep their certificate
-/// from it. Never panics and never fails: problems are in `Snapshot::diagnostics`.
-pub fn translate(store: &ObjectStore, opts: &TranslateOptions, previous: &Snapshot) -> Snapshot {
+/// What one translation produced: the snapshot to publish, and the problems found on the way,
+/// which stay in the controller (logs, metrics, Events, `/debug/routes`).
+///
+/// Dereferences to the snapshot, so tests and callers read `translation.routes` directly.
+#[derive(Debug, Default)]
+pub struct Translation {
+    pub snapshot: Snapshot,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl std::ops::Deref for Translation {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
+/// Builds the snapshot for the store. `previous` is the snapshot being replaced: hosts whose TLS
+/// Secret went missing or broke keep their certificate from it. Never panics and never fails:
+/// problems are in [`Translation::diagnostics`].
+pub fn translate(store: &ObjectStore, opts: &TranslateOptions, previous: &Snapshot) -> Translation {
     let mut build = Build::new(store, opts, previous);
     build.settings = settings::resolve(&mut build);
     let ours = class::ours(&mut build);

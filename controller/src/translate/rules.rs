@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use gantry_proxy::{HostMatch, PathMatch, Route, RouteError, RouteSource};
+use gantry_proxy::{HostMatch, PathMatch, Policies, Route, RouteError, RouteSource};
 
 use super::{
     backends,
@@ -65,8 +65,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                     path: matcher,
                     backend,
                     source: ing.source.clone(),
-                    ssl_redirect,
-                    stats: Default::default(),
+                    policies: Policies::https_redirect(ssl_redirect),
                 };
                 if let Err(e) = b.routes.add(host.clone(), route) {
                     let problem = route_problem(e, &host);
@@ -90,8 +89,7 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
             backend,
             source: ing.source.clone(),
             // A request no rule matches has no host with a certificate to redirect to.
-            ssl_redirect: false,
-            stats: Default::default(),
+            policies: Policies::default(),
         };
         match b.routes.set_default(route) {
             Ok(()) => {}

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use gantry_proxy::{Backend, Snapshot};
+use gantry_proxy::Backend;
+
+use crate::translate::Translation;
 
 use super::fixtures::*;
 use crate::{
@@ -16,7 +18,7 @@ fn one_route(port: impl Into<Port>, mut objects: Vec<Object>) -> Vec<Object> {
     objects
 }
 
-fn backend(snapshot: &Snapshot) -> &Backend {
+fn backend(snapshot: &Translation) -> &Backend {
     &snapshot
         .routes
         .lookup("a.example", "/")

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeSet, net::SocketAddr};
 
-use gantry_proxy::Snapshot;
+use crate::translate::Translation;
 
 use super::fixtures::*;
 use crate::translate::{served_ingresses, translate};
@@ -15,7 +15,7 @@ const INGRESS_CLASS: &str = include_str!("../../../tests/fixtures/conformance/in
 const LOAD_BALANCING: &str = include_str!("../../../tests/fixtures/conformance/load_balancing.yaml");
 const PATH_RULES: &str = include_str!("../../../tests/fixtures/conformance/path_rules.yaml");
 
-fn assert_routes(snapshot: &Snapshot, table: &[(&str, &str, Option<&str>)]) {
+fn assert_routes(snapshot: &Translation, table: &[(&str, &str, Option<&str>)]) {
     for (host, path, want) in table {
         assert_eq!(routed(snapshot, host, path).as_deref(), *want, "{host} {path}");
     }
@@ -44,7 +44,7 @@ fn default_backend_serves_every_host_and_path() {
         ["10.244.0.10:3000".parse::<SocketAddr>().unwrap()],
         "pod IP and targetPort"
     );
-    assert!(!route.ssl_redirect);
+    assert!(route.policies.https_redirect.is_none());
 }
 
 #[test]
@@ -77,10 +77,16 @@ fn host_rules_route_exact_and_one_label_wildcards_and_resolve_a_port_by_name() {
         "10.244.2.1:3000".parse::<SocketAddr>().unwrap()
     );
     assert!(
-        foo_bar.ssl_redirect,
+        foo_bar.policies.https_redirect.is_some(),
         "foo.bar.com has TLS: http is redirected to https"
     );
-    assert!(!snapshot.routes.lookup("bar.foo.com", "/").unwrap().ssl_redirect);
+    assert!(snapshot
+        .routes
+        .lookup("bar.foo.com", "/")
+        .unwrap()
+        .policies
+        .https_redirect
+        .is_none());
 
     let served = snapshot
         .certs
@@ -114,8 +120,13 @@ fn load_balancing_spreads_requests_over_all_ten_pods() {
     let snapshot = build(yaml(LOAD_BALANCING));
     let backend = &snapshot.routes.default_route().expect("default route").backend;
     assert_eq!(backend.endpoints.len(), 10);
+    // The data plane's balancer, with a worker state of its own.
+    let mut worker = gantry_proxy::state::WorkerState::default();
     let answered: BTreeSet<SocketAddr> = (0..100)
-        .map(|_| backend.endpoints[backend.next_round_robin().unwrap()].addr)
+        .map(|_| {
+            let i = worker.pick(backend, gantry_proxy::Balancer::RoundRobin).unwrap();
+            backend.endpoints[i].addr
+        })
         .collect();
     assert_eq!(answered.len(), 10, "exactly 10 distinct pods answer");
 }
@@ -165,7 +176,7 @@ fn all_scenarios_together_route_as_each_alone() {
     objects.extend(yaml(INGRESS_CLASS));
     objects.extend(yaml(DEFAULT_BACKEND));
     objects.push(tls.ns("conformance").into());
-    let snapshot = translate(&store(objects), &opts(), &Snapshot::default());
+    let snapshot = translate(&store(objects), &opts(), &gantry_proxy::Snapshot::default());
     assert_routes(
         &snapshot,
         &[

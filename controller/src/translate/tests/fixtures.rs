@@ -8,7 +8,9 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use gantry_proxy::{Diagnostic, Snapshot, TlsCert};
+use gantry_proxy::{Snapshot, TlsCert};
+
+use crate::{diagnostic::Diagnostic, translate::Translation};
 use k8s_openapi::{
     api::{
         core::v1::{
@@ -69,11 +71,11 @@ pub fn store(objects: Vec<Object>) -> ObjectStore {
 }
 
 /// Translates the objects as the first build after start.
-pub fn build(objects: Vec<Object>) -> Snapshot {
+pub fn build(objects: Vec<Object>) -> Translation {
     translate(&store(objects), &opts(), &Snapshot::default())
 }
 
-pub fn build_with(objects: Vec<Object>, opts: &TranslateOptions) -> Snapshot {
+pub fn build_with(objects: Vec<Object>, opts: &TranslateOptions) -> Translation {
     translate(&store(objects), opts, &Snapshot::default())
 }
 
@@ -85,7 +87,7 @@ pub fn yaml(contents: &str) -> Vec<Object> {
 }
 
 /// The Service a request is routed to, or `None` for a 404.
-pub fn routed(snapshot: &Snapshot, host: &str, path: &str) -> Option<String> {
+pub fn routed(snapshot: &Translation, host: &str, path: &str) -> Option<String> {
     snapshot
         .routes
         .lookup(host, path)
@@ -93,7 +95,7 @@ pub fn routed(snapshot: &Snapshot, host: &str, path: &str) -> Option<String> {
 }
 
 /// `(object, reason)` of every diagnostic.
-pub fn reasons(snapshot: &Snapshot) -> Vec<(String, String)> {
+pub fn reasons(snapshot: &Translation) -> Vec<(String, String)> {
     snapshot
         .diagnostics
         .iter()
@@ -102,7 +104,7 @@ pub fn reasons(snapshot: &Snapshot) -> Vec<(String, String)> {
 }
 
 /// The only diagnostic with this reason; fails the test when there is not exactly one.
-pub fn the_diagnostic<'s>(snapshot: &'s Snapshot, reason: &str) -> &'s Diagnostic {
+pub fn the_diagnostic<'s>(snapshot: &'s Translation, reason: &str) -> &'s Diagnostic {
     let found: Vec<_> = snapshot
         .diagnostics
         .iter()

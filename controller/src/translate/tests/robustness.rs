@@ -1,7 +1,7 @@
 //! One bad object never stops the others; nothing panics on any input; manifests of every shape
 //! translate the same.
 
-use gantry_proxy::Snapshot;
+use crate::translate::Translation;
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule, IngressServiceBackend,
     IngressSpec, IngressTLS, ServiceBackendPort,
@@ -33,7 +33,7 @@ spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
 "#;
 
 /// Translates what a manifest file holds; the parse diagnostics come along.
-fn translate_file(name: &str, contents: &str) -> (Snapshot, Vec<String>) {
+fn translate_file(name: &str, contents: &str) -> (Translation, Vec<String>) {
     let parsed = parse_manifests(name, contents).expect("file parses");
     let snapshot = build(parsed.objects);
     (
@@ -266,10 +266,10 @@ fn odd_and_empty_objects_never_panic_and_produce_a_snapshot() {
     store.apply(service("svc").port("", 80, 80).into());
     store.apply(slice("svc").endpoint("not an ip", 80).into());
 
-    let snapshot = translate(&store, &opts(), &Snapshot::default());
+    let snapshot = translate(&store, &opts(), &gantry_proxy::Snapshot::default());
     assert!(!snapshot.diagnostics.is_empty());
     // Translating the result again (as the next build would) is just as calm.
     let again = translate(&store, &opts(), &snapshot);
     assert_eq!(again.diagnostics, snapshot.diagnostics);
-    assert_eq!(again.generation, 2);
+    assert_eq!(again.snapshot, snapshot.snapshot);
 }

@@ -32,7 +32,7 @@ fn flag_opts() -> TranslateOptions {
 }
 
 fn config_of(objects: Vec<Object>) -> Arc<ProxyConfig> {
-    build_with(objects, &flag_opts()).config
+    build_with(objects, &flag_opts()).config.clone()
 }
 
 #[test]
@@ -351,7 +351,7 @@ fn backend_mode_and_default_certificate_come_from_the_proxy_config() {
             node("n1").internal_ip("192.168.1.1"),
         ]
     };
-    let addrs = |s: &Snapshot| -> Vec<String> {
+    let addrs = |s: &crate::translate::Translation| -> Vec<String> {
         let route = s.routes.lookup("a.example", "/").expect("routed");
         route
             .backend

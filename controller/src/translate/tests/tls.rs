@@ -70,7 +70,7 @@ fn secrets_are_read_only_from_the_ingress_namespace() {
 /// A snapshot in which `a.example` was served `cert`.
 fn previous_with(cert: &TestCert) -> Snapshot {
     let objects = objects![web(&["a.example"], "cert"), secret("cert").cert(cert)];
-    translate(&store(objects), &opts(), &Snapshot::default())
+    translate(&store(objects), &opts(), &Snapshot::default()).snapshot
 }
 
 #[test]

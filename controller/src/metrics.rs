@@ -1,0 +1,122 @@
+//! The controller's Prometheus metrics, registered in the same registry as the data plane's (the
+//! binary serves both on the admin port's `/metrics`).
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+pub use gantry_proxy::metrics::ResultLabels;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// The kind of Kubernetes object a cluster-mode metric is about (`Ingress`, `Service`, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+/// Every metric of the controller. Cheap to clone: clones share the counters.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Rebuilds by result: `ok` (published), `unchanged` (equal to the serving snapshot, not
+    /// published), `error`.
+    pub snapshot_rebuilds: Family<ResultLabels, Counter>,
+    pub snapshot_build_duration: Histogram,
+    pub snapshot_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub diagnostics: Family<ReasonLabels, Gauge>,
+    /// Cluster mode: Unix time of the last event from any watch (an object listed, added, changed or
+    /// deleted). Stays 0 in file mode.
+    pub kube_last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Cluster mode: failed list or watch calls, by kind; each is retried with backoff.
+    pub kube_watch_errors: Family<KindLabels, Counter>,
+    /// Cluster mode: 1 while this replica holds the election Lease (and so writes status and Events).
+    pub leader: Gauge,
+    /// Cluster mode: Ingress status patches by result (`ok`, `error`).
+    pub status_writes: Family<ResultLabels, Counter>,
+    /// Cluster mode: Kubernetes Events published by result (`ok`, `error`).
+    pub events_published: Family<ResultLabels, Counter>,
+}
+
+impl Default for Metrics {
+    /// Metrics registered nowhere, for tests.
+    fn default() -> Self {
+        Self::register(&mut Registry::default())
+    }
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let snapshot_rebuilds = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "snapshot_rebuilds",
+            "Snapshot builds by result (ok: published, unchanged: equal to the serving one, error)",
+            snapshot_rebuilds.clone(),
+        );
+        let snapshot_build_duration =
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
+        registry.register_with_unit(
+            "snapshot_build_duration",
+            "Time to translate the object store into a snapshot",
+            Unit::Seconds,
+            snapshot_build_duration.clone(),
+        );
+        let snapshot_last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "snapshot_last_success_timestamp_seconds",
+            "Unix time of the last successful snapshot build",
+            snapshot_last_success.clone(),
+        );
+        let diagnostics = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "diagnostics",
+            "Problems in the serving snapshot by reason",
+            diagnostics.clone(),
+        );
+        let kube_last_sync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "kube_last_sync_timestamp_seconds",
+            "Unix time of the last event received from any Kubernetes watch",
+            kube_last_sync.clone(),
+        );
+        let kube_watch_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "kube_watch_errors",
+            "Failed Kubernetes list or watch calls by kind (retried with backoff)",
+            kube_watch_errors.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the election Lease and writes status and Events",
+            leader.clone(),
+        );
+        let status_writes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "ingress_status_writes",
+            "Ingress status patches by result",
+            status_writes.clone(),
+        );
+        let events_published = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "kube_events",
+            "Kubernetes Events published by result",
+            events_published.clone(),
+        );
+        Self {
+            snapshot_rebuilds,
+            snapshot_build_duration,
+            snapshot_last_success,
+            diagnostics,
+            kube_last_sync,
+            kube_watch_errors,
+            leader,
+            status_writes,
+            events_published,
+        }
+    }
+}

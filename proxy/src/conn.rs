@@ -1,0 +1,31 @@
+//! What the data path knows about one client connection.
+
+use std::net::SocketAddr;
+
+use http::HeaderValue;
+
+/// What a request knows about the connection it came on.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    /// The port the client connected to (for `X-Forwarded-Port`).
+    pub local_port: u16,
+    pub tls: bool,
+    /// `client`'s IP and `local_port` as header values, formatted once per connection.
+    pub(crate) client_ip: HeaderValue,
+    pub(crate) local_port_value: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(client: SocketAddr, local_port: u16, tls: bool) -> Self {
+        let client_ip = HeaderValue::from_str(&client.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            client,
+            local_port,
+            tls,
+            client_ip,
+            local_port_value: HeaderValue::from(local_port),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The one entry point of the data plane: build it with its settings and listeners, start it, and
+//! drive it through the returned [`Dataplane`] handle (publish snapshots, readiness, shutdown).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use prometheus_client::registry::Registry;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+
+use crate::{
+    admin::{serve_admin, Admin, DebugSection, Readiness},
+    config::ProxyConfig,
+    metrics::Metrics,
+    pipeline::Pipeline,
+    server::TlsConfigs,
+    snapshot::{Snapshot, SnapshotHandle},
+    workers::Workers,
+};
+
+/// Why the data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener address is taken or not ours.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS settings were refused by rustls.
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Settings for [`Dataplane::start`]. Defaults: one worker, every listener on 127.0.0.1 with a
+/// port picked by the kernel, an empty registry.
+pub struct DataplaneBuilder {
+    settings: ProxyConfig,
+    workers: usize,
+    http: SocketAddr,
+    https: SocketAddr,
+    admin: SocketAddr,
+    registry: Registry,
+    sections: Vec<DebugSection>,
+}
+
+/// The running data plane.
+#[derive(Debug)]
+pub struct Dataplane {
+    snapshots: SnapshotHandle,
+    metrics: Metrics,
+    readiness: Arc<Readiness>,
+    workers: Workers,
+    admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    admin_shutdown: watch::Sender<bool>,
+    admin_task: JoinHandle<()>,
+}
+
+// === impl DataplaneBuilder ===
+
+impl DataplaneBuilder {
+    /// Worker threads, each with its own runtime and listening sockets. At least one.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+
+    pub fn http(mut self, addr: SocketAddr) -> Self {
+        self.http = addr;
+        self
+    }
+
+    pub fn https(mut self, addr: SocketAddr) -> Self {
+        self.https = addr;
+        self
+    }
+
+    pub fn admin(mut self, addr: SocketAddr) -> Self {
+        self.admin = addr;
+        self
+    }
+
+    /// The registry `/metrics` serves. The data plane registers its own metrics in it; the caller
+    /// may have registered others (the controller's) first.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Adds a section to `/debug/routes`.
+    pub fn debug_section(
+        mut self,
+        name: &'static str,
+        render: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        self.sections.push((name, Arc::new(render)));
+        self
+    }
+
+    /// Binds every listener, starts the worker threads, and serves the admin endpoints on the
+    /// calling runtime. Until the first [`Dataplane::publish`], requests get 404 with the
+    /// builder's settings and `/readyz` says 503.
+    pub async fn start(mut self) -> Result<Dataplane, Error> {
+        let metrics = Metrics::register(&mut self.registry);
+        let initial = Snapshot {
+            config: Arc::new(self.settings.clone()),
+            ..Default::default()
+        };
+        let snapshots = SnapshotHandle::new(initial);
+        let admin_listener = TcpListener::bind(self.admin)
+            .await
+            .map_err(|source| Error::Listen {
+                what: "admin",
+                addr: self.admin,
+                source,
+            })?;
+        let admin_addr = admin_listener.local_addr().unwrap_or(self.admin);
+        let tls = TlsConfigs::new(&snapshots, self.settings.tls_session_resumption)?;
+        let pipeline = Arc::new(Pipeline::new(snapshots.clone(), metrics.clone()));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let workers = Workers::start(pipeline, self.workers, self.http, self.https, tls, shutdown_rx)
+            .map_err(|source| Error::Listen {
+                what: "http/https",
+                addr: self.http,
+                source,
+            })?;
+        let readiness = Arc::new(Readiness::default());
+        let admin = Arc::new(Admin {
+            snapshots: snapshots.clone(),
+            readiness: readiness.clone(),
+            registry: Arc::new(self.registry),
+            sections: self.sections,
+        });
+        let (admin_shutdown, admin_shutdown_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(serve_admin(admin, admin_listener, admin_shutdown_rx));
+        Ok(Dataplane {
+            snapshots,
+            metrics,
+            readiness,
+            workers,
+            admin_addr,
+            shutdown,
+            admin_shutdown,
+            admin_task,
+        })
+    }
+}
+
+// === impl Dataplane ===
+
+impl Dataplane {
+    pub fn builder(settings: ProxyConfig) -> DataplaneBuilder {
+        let local = SocketAddr::from(([127, 0, 0, 1], 0));
+        DataplaneBuilder {
+            settings,
+            workers: 1,
+            http: local,
+            https: local,
+            admin: local,
+            registry: Registry::default(),
+            sections: Vec::new(),
+        }
+    }
+
+    /// Publishes a snapshot with one atomic swap, unless it equals the serving one (then nothing
+    /// changes and this returns false). The first publish marks the data plane ready.
+    ///
+    /// Only one task may publish (see [`SnapshotHandle::publish`]).
+    pub fn publish(&self, snapshot: Snapshot) -> bool {
+        let published = self.snapshots.publish(snapshot);
+        if published {
+            let current = self.snapshots.load();
+            self.metrics.routes.set(current.routes.len() as i64);
+            self.metrics
+                .endpoints
+                .set(current.routes.addresses().len() as i64);
+            self.metrics.snapshot_generation.set(current.generation as i64);
+        }
+        self.readiness.set_ready();
+        published
+    }
+
+    /// The serving snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshots.load()
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.workers.http_addr
+    }
+
+    pub fn https_addr(&self) -> SocketAddr {
+        self.workers.https_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.readiness.is_ready()
+    }
+
+    /// Starts the shutdown: `/readyz` turns 503 first, so load balancers stop sending, then the
+    /// listeners close and every connection is asked to finish (see `server::serve`).
+    pub fn shutdown(&self) {
+        self.readiness.set_shutting_down();
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until every worker has drained (at most the shutdown grace after [`Self::shutdown`]),
+    /// then stops the admin listener.
+    pub async fn join(self) {
+        self.workers.join().await;
+        let _ = self.admin_shutdown.send(true);
+        let _ = self.admin_task.await;
+    }
+}

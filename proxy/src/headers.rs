@@ -1,0 +1,234 @@
+//! Request and response headers as they cross the proxy: the Host a request is for, hop-by-hop
+//! headers removed, and the forwarding headers set. Pure functions over header maps.
+
+use http::{
+    header::{self, HeaderMap, HeaderName, HeaderValue},
+    Request, Version,
+};
+
+use crate::{conn::ConnInfo, error::ProxyError, policy::SERVER};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The Host the request is for: `Host` in HTTP/1, `:authority` (or `Host`) in HTTP/2. Missing,
+/// repeated, or disagreeing with the request target: 400.
+pub fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadHost("more than one Host header"));
+    }
+    let header = match header {
+        Some(v) => Some(v.to_str().map_err(|_| ProxyError::BadHost("Host is not ASCII"))?),
+        None => None,
+    };
+    let authority = req.uri().authority().map(|a| a.as_str());
+    match (header, authority) {
+        (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
+            Err(ProxyError::BadHost("Host disagrees with the request target"))
+        }
+        (Some(h), _) => Ok(h.to_string()),
+        (None, Some(a)) => Ok(a.to_string()),
+        (None, None) => Err(ProxyError::BadHost("missing Host")),
+    }
+}
+
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has(req.headers(), "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers: the fixed list and whatever `Connection` names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+pub fn rewrite_request_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: HeaderValue, upgrade: bool) {
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(headers);
+    if let Some(v) = upgrade_value {
+        headers.insert(header::UPGRADE, v);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        None => conn.client_ip.clone(),
+        Some(_) => {
+            let prior: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let ip = conn.client_ip.to_str().unwrap_or("unknown");
+            HeaderValue::from_str(&format!("{}, {ip}", prior.join(", ")))
+                .unwrap_or_else(|_| conn.client_ip.clone())
+        }
+    };
+    headers.insert(&X_FORWARDED_FOR, xff);
+    let proto = if conn.tls { "https" } else { "http" };
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    headers.insert(&X_FORWARDED_HOST, host.clone());
+    headers.insert(&X_FORWARDED_PORT, conn.local_port_value.clone());
+    headers.insert(&X_REAL_IP, conn.client_ip.clone());
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(&X_REQUEST_ID, new_request_id());
+    }
+    headers.insert(header::HOST, host);
+}
+
+pub fn rewrite_response_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    if !headers.contains_key(header::SERVER) {
+        headers.insert(header::SERVER, SERVER.clone());
+    }
+}
+
+/// 32 lowercase hex digits of randomness.
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = fastrand::u128(..);
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> (i * 4)) & 0xf) as usize];
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> ConnInfo {
+        ConnInfo::new("10.1.2.3:5555".parse().unwrap(), 8443, true)
+    }
+
+    #[test]
+    fn missing_repeated_or_disagreeing_hosts_are_refused() {
+        let r = Request::get("/").body(()).unwrap();
+        assert!(matches!(
+            request_host(&r),
+            Err(ProxyError::BadHost("missing Host"))
+        ));
+        let r = Request::get("/")
+            .header("host", "a")
+            .header("host", "b")
+            .body(())
+            .unwrap();
+        assert!(matches!(
+            request_host(&r),
+            Err(ProxyError::BadHost("more than one Host header"))
+        ));
+        let r = Request::get("http://a.example/x")
+            .header("host", "b.example")
+            .body(())
+            .unwrap();
+        assert!(matches!(request_host(&r), Err(ProxyError::BadHost(_))));
+        let r = Request::get("http://A.example/x")
+            .header("host", "a.example")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&r).unwrap(), "a.example");
+        let r = Request::get("https://h2.example/x").body(()).unwrap();
+        assert_eq!(request_host(&r).unwrap(), "h2.example");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed_and_forwarding_headers_set() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-request-id", HeaderValue::from_static("abc"));
+        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a.example:8443"), false);
+        for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
+            assert!(!h.contains_key(gone), "{gone} should be removed");
+        }
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "a.example:8443");
+        assert_eq!(h["x-forwarded-port"], "8443");
+        assert_eq!(h["x-real-ip"], "10.1.2.3");
+        assert_eq!(h["x-request-id"], "abc");
+        assert_eq!(h["host"], "a.example:8443");
+    }
+
+    #[test]
+    fn a_request_id_is_generated_when_absent() {
+        let mut h = HeaderMap::new();
+        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a"), false);
+        let id = h["x-request-id"].to_str().unwrap();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn upgrade_headers_survive_for_upgrade_requests() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a"), true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn responses_get_a_server_header_only_when_absent() {
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        rewrite_response_headers(&mut h);
+        assert_eq!(h["server"], "gantry");
+        assert!(!h.contains_key("transfer-encoding"));
+        let mut h = HeaderMap::new();
+        h.insert("server", HeaderValue::from_static("echo"));
+        rewrite_response_headers(&mut h);
+        assert_eq!(h["server"], "echo");
+    }
+}

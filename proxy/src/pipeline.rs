@@ -1,0 +1,335 @@
+//! The request pipeline: a fixed list of named phases over one per-request context.
+//!
+//! ```text
+//! parse ─▶ route ─▶ request policies ─▶ choose endpoint ─▶ forward ─▶ response policies ─▶ log
+//! ```
+//!
+//! Accepting the connection and TLS happen before (`server`). Each phase is a small function that
+//! takes the [`RequestCtx`] and returns a typed outcome: `Ok(value)` to continue,
+//! [`Flow::Respond`] to answer now, or a [`ProxyError`] that becomes its status. The response and
+//! log phases run for every request, whatever the earlier phases decided.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::{
+    header::{self, HeaderValue},
+    uri::PathAndQuery,
+    Method, Request, Response, StatusCode, Uri, Version,
+};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::{
+    access_log::{AccessLog, AccessRecord},
+    conn::ConnInfo,
+    error::ProxyError,
+    h1::Upgraded,
+    headers::{self, X_REQUEST_ID},
+    metrics::{status_class, Label, Metrics, RequestLabels},
+    normalize::{normalize_host, normalize_path},
+    policy::{LocalResponse, SERVER},
+    routes::Route,
+    snapshot::{Snapshot, SnapshotHandle},
+    state,
+    upstream::{self, UpstreamBody},
+};
+
+/// The body of every response Gantry sends: the backend's, streamed, or a small one of our own.
+pub type ProxyBody = Either<UpstreamBody, Full<Bytes>>;
+
+/// What a phase decided, when it did not fail.
+#[derive(Debug)]
+pub enum Flow<T> {
+    /// Go on to the next phase with this value.
+    Continue(T),
+    /// Answer now with this response; the remaining request phases are skipped.
+    Respond(LocalResponse),
+}
+
+/// Everything one request has learned so far, passed from phase to phase.
+#[derive(Debug)]
+pub struct RequestCtx<'c> {
+    pub conn: &'c ConnInfo,
+    /// The snapshot this request runs on, from its first phase to its last.
+    pub snapshot: Arc<Snapshot>,
+    pub start: Instant,
+    pub method: Method,
+    /// The route, once the route phase found one.
+    pub route: Option<Arc<Route>>,
+    /// The endpoint that answered, once forwarded.
+    pub upstream: Option<SocketAddr>,
+    /// The access-log record, when the access log is on.
+    pub log: Option<AccessRecord>,
+}
+
+/// The request target after the parse phase: the normalized host and path, what routing and every
+/// later phase use.
+#[derive(Debug)]
+pub struct Target {
+    /// As the client sent it (with a port, any case): forwarded as `Host`.
+    pub host_header: HeaderValue,
+    /// Lowercase, without port: matched.
+    pub host: String,
+    /// Normalized (RFC 3986): matched and forwarded.
+    pub path: String,
+}
+
+/// The shared, read-only part of the data path: where snapshots are loaded from and where requests
+/// are counted and logged. Runtime state is per worker (`state`).
+#[derive(Debug)]
+pub struct Pipeline {
+    pub snapshots: SnapshotHandle,
+    pub metrics: Metrics,
+    access_log: AccessLog,
+}
+
+// === impl Pipeline ===
+
+impl Pipeline {
+    pub fn new(snapshots: SnapshotHandle, metrics: Metrics) -> Self {
+        Self {
+            snapshots,
+            metrics,
+            access_log: AccessLog::stdout(),
+        }
+    }
+
+    /// Serves one request through every phase. Never fails: an error becomes a response with its
+    /// status.
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+        let snapshot = self.snapshots.load();
+        state::with(|s| s.observe(&snapshot));
+        let log = snapshot
+            .config
+            .access_log
+            .then(|| AccessRecord::start(&req, conn));
+        let mut ctx = RequestCtx {
+            conn,
+            method: req.method().clone(),
+            snapshot,
+            start: Instant::now(),
+            route: None,
+            upstream: None,
+            log,
+        };
+        let resp = match self.request_phases(&mut ctx, req).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                if err.status().is_server_error() {
+                    tracing::debug!(error = %err, "request failed");
+                }
+                error_response(&err).map(Either::Right)
+            }
+        };
+        let resp = response_policies(&ctx, resp);
+        self.log(ctx, &resp);
+        resp
+    }
+
+    async fn request_phases(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let target = parse(ctx, &req)?;
+        let route = route(ctx, &target)?;
+        if let Flow::Respond(resp) = request_policies(ctx, &route, &target, &req) {
+            return Ok(resp.map(Either::Right));
+        }
+        let first = choose_endpoint(ctx, &route)?;
+        forward(ctx, &self.metrics, &route, first, target, req).await
+    }
+
+    /// The last phase: metrics and the access log.
+    fn log(&self, ctx: RequestCtx<'_>, resp: &Response<ProxyBody>) {
+        let status = resp.status();
+        let elapsed = ctx.start.elapsed();
+        match &ctx.route {
+            Some(route) => {
+                let generation = ctx.snapshot.generation;
+                state::with(|s| s.count(generation, route, &self.metrics, status.as_u16()));
+            }
+            None => {
+                let empty = || Label(Arc::from(""));
+                let labels = RequestLabels {
+                    namespace: empty(),
+                    ingress: empty(),
+                    service: empty(),
+                    status_class: status_class(status.as_u16()),
+                };
+                self.metrics.requests.get_or_create(&labels).inc();
+            }
+        }
+        self.metrics.request_duration.observe(elapsed.as_secs_f64());
+        if let Some(mut rec) = ctx.log {
+            rec.finish(&ctx.method, status, resp, elapsed, ctx.upstream);
+            self.access_log.write(rec, ctx.snapshot.config.access_log_format);
+        }
+    }
+}
+
+// === phases ===
+
+/// Parse and validate: header limits, the Host, the path. Everything later works on the
+/// normalized [`Target`].
+pub fn parse<B>(ctx: &mut RequestCtx<'_>, req: &Request<B>) -> Result<Target, ProxyError> {
+    if req.headers().len() > ctx.snapshot.config.max_headers {
+        return Err(ProxyError::TooManyHeaders);
+    }
+    let host_raw = headers::request_host(req)?;
+    let host_header = HeaderValue::from_str(&host_raw).map_err(|_| ProxyError::BadHost("invalid host"))?;
+    let host = normalize_host(&host_raw)
+        .map_err(|_| ProxyError::BadHost("invalid host"))?
+        .into_owned();
+    let path = normalize_path(req.uri().path())
+        .map_err(|e| ProxyError::BadTarget(e.to_string()))?
+        .into_owned();
+    if let Some(rec) = ctx.log.as_mut() {
+        rec.set_target(&host, &path);
+    }
+    Ok(Target {
+        host_header,
+        host,
+        path,
+    })
+}
+
+/// Route: host, then path, in the snapshot the request runs on.
+pub fn route(ctx: &mut RequestCtx<'_>, target: &Target) -> Result<Arc<Route>, ProxyError> {
+    let route = ctx
+        .snapshot
+        .routes
+        .lookup(&target.host, &target.path)
+        .cloned()
+        .ok_or(ProxyError::NoRoute)?;
+    ctx.route = Some(route.clone());
+    Ok(route)
+}
+
+/// Request policies, in a fixed order. Today: the HTTPS redirect.
+pub fn request_policies<B>(
+    ctx: &RequestCtx<'_>,
+    route: &Route,
+    target: &Target,
+    req: &Request<B>,
+) -> Flow<()> {
+    if let Some(redirect) = &route.policies.https_redirect {
+        if let Some(resp) = redirect.apply(ctx.conn.tls, &target.host, &target.path, req.uri().query()) {
+            return Flow::Respond(resp);
+        }
+    }
+    Flow::Continue(())
+}
+
+/// Choose the endpoint to try first, with the snapshot's balancer and this worker's state.
+pub fn choose_endpoint(ctx: &RequestCtx<'_>, route: &Route) -> Result<usize, ProxyError> {
+    let backend = &route.backend;
+    let balancer = ctx.snapshot.config.balancer;
+    state::with(|s| s.pick(backend, balancer))
+        .flatten()
+        .ok_or_else(|| {
+            let why = backend.unavailable.as_deref().unwrap_or("no ready endpoints");
+            ProxyError::NoEndpoint(why.to_string())
+        })
+}
+
+/// Forward: the request rewritten for the backend (normalized path, forwarding headers, no
+/// hop-by-hop headers), sent, and its response head returned; an upgrade is tunnelled.
+pub async fn forward(
+    ctx: &mut RequestCtx<'_>,
+    metrics: &Metrics,
+    route: &Route,
+    first: usize,
+    target: Target,
+    mut req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // The path forwarded is the one that was matched.
+    let pq = match req.uri().query() {
+        _ if target.path == req.uri().path() => req.uri().path_and_query().cloned(),
+        Some(q) => PathAndQuery::try_from(format!("{}?{q}", target.path)).ok(),
+        None => PathAndQuery::try_from(target.path.as_str()).ok(),
+    };
+    let pq = pq.ok_or_else(|| ProxyError::BadTarget("unforwardable path".into()))?;
+    *req.uri_mut() = Uri::from(pq);
+
+    let upgrade = headers::is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    headers::rewrite_request_headers(req.headers_mut(), ctx.conn, target.host_header, upgrade);
+    if let Some(rec) = ctx.log.as_mut() {
+        rec.set_request_id(req.headers().get(&X_REQUEST_ID));
+    }
+    *req.version_mut() = Version::HTTP_11;
+
+    let config = &ctx.snapshot.config;
+    let (mut resp, addr) = upstream::send(&route.backend, first, req, config, metrics).await?;
+    ctx.upstream = Some(addr);
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // Only an upgrade the client asked for, and that Gantry forwarded, is tunnelled.
+        let Some(client_upgrade) = client_upgrade else {
+            return Err(ProxyError::Upstream(
+                "101 Switching Protocols without an upgrade request".into(),
+            ));
+        };
+        let (parts, body) = resp.into_parts();
+        let upstream = body
+            .into_upgraded()
+            .ok_or_else(|| ProxyError::Upstream("upgrade without a connection".into()))?;
+        tokio::spawn(tunnel(client_upgrade, upstream));
+        return Ok(Response::from_parts(parts, Either::Right(Full::default())));
+    }
+    headers::rewrite_response_headers(resp.headers_mut());
+    Ok(resp.map(Either::Left))
+}
+
+/// Response policies: HSTS on TLS responses (class-wide, from the snapshot's settings).
+pub fn response_policies(ctx: &RequestCtx<'_>, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    if let (true, Some(hsts)) = (ctx.conn.tls, &ctx.snapshot.config.hsts) {
+        let headers = resp.headers_mut();
+        if !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+            if let Ok(v) = HeaderValue::from_str(&hsts.header_value()) {
+                headers.insert(header::STRICT_TRANSPORT_SECURITY, v);
+            }
+        }
+    }
+    resp
+}
+
+/// Gantry's own error page: a short text body naming the status.
+pub fn error_response(err: &ProxyError) -> LocalResponse {
+    let status = err.status();
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::SERVER, SERVER.clone());
+    if status == StatusCode::BAD_REQUEST {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Copies bytes both ways between an upgraded client connection and the upstream one.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, mut upstream: Upgraded) {
+    let client = match client.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "tunnel ended");
+    }
+}
