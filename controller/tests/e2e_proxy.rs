@@ -784,3 +784,124 @@ async fn idle_connections_are_closed_but_slow_requests_are_not_idle() {
     .await;
     assert_eq!(status_of(&raw), 200, "{raw}");
 }
+
+/// A backend of raw bytes: for every connection it reads one request head, sends it on `heads`,
+/// then writes `answer` in parts with the given pauses between them.
+async fn raw_backend(
+    answer: Vec<(Duration, &'static [u8])>,
+) -> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (tx, answer) = (tx.clone(), answer.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&head).to_lowercase());
+                for (pause, bytes) in answer {
+                    tokio::time::sleep(pause).await;
+                    if s.write_all(bytes).await.is_err() {
+                        return;
+                    }
+                }
+                // Hold the connection open a little, as a live backend would.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_neither_forwarded_nor_tunnelled() {
+    // A backend that, like Go's h2c.NewHandler, switches to HTTP/2 whenever asked.
+    let (backend, mut heads) = raw_backend(vec![(
+        Duration::ZERO,
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+    )])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(
+        dir.path(),
+        "all.yaml",
+        &(service_yaml("h2c", 80, None, &[backend])
+            + "---\n"
+            + &ingress_yaml("h2c", &[], &[("", "/pub", "Prefix", "h2c", 80)])),
+    );
+    let g = Gantry::start(dir.path(), &[]).await;
+    let raw = raw_http(
+        g.http,
+        b"GET /pub HTTP/1.1\r\nHost: i.example\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    let head = tokio::time::timeout(Duration::from_secs(5), heads.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("get /pub http/1.1"), "{head}");
+    for forbidden in ["upgrade:", "http2-settings:", "connection: upgrade"] {
+        assert!(!head.contains(forbidden), "the backend got {forbidden:?}: {head}");
+    }
+    // The backend's unrequested 101 is refused, never tunnelled.
+    assert_eq!(status_of(&raw), 502, "{raw}");
+    assert!(!raw.contains("101"), "{raw}");
+}
+
+#[tokio::test]
+async fn a_streaming_response_outlives_the_idle_timeout() {
+    // Two events 1.2 s apart, three times the idle timeout.
+    let (backend, _heads) = raw_backend(vec![
+        (
+            Duration::ZERO,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n\
+              b\r\ndata: one\n\n\r\n",
+        ),
+        (Duration::from_millis(1200), b"b\r\ndata: two\n\n\r\n0\r\n\r\n"),
+    ])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(
+        dir.path(),
+        "all.yaml",
+        &(service_yaml("sse", 80, None, &[backend])
+            + "---\n"
+            + &ingress_yaml("sse", &[], &[("", "/", "Prefix", "sse", 80)])),
+    );
+    let g = Gantry::start(dir.path(), &["--idle-timeout", "400ms"]).await;
+
+    // HTTP/1.1
+    let raw = raw_http(
+        g.http,
+        b"GET /events HTTP/1.1\r\nHost: i.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&raw), 200, "{raw}");
+    assert!(raw.contains("data: one") && raw.contains("data: two"), "{raw}");
+
+    // HTTP/2 (prior knowledge on the plain listener): the stream and its connection survive.
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("i.example", g.http)
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("http://i.example:{}/events", g.http.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.text())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(body.contains("data: one") && body.contains("data: two"), "{body}");
+}

@@ -16,6 +16,8 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The h2c upgrade's settings (RFC 7540 3.2); meaningless past the first hop.
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// The Host the request is for: `Host` in HTTP/1, `:authority` (or `Host`) in HTTP/2. Missing,
 /// repeated, or disagreeing with the request target: 400.
@@ -40,10 +42,18 @@ pub fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
     }
 }
 
+/// Whether the request asks for an upgrade that Gantry tunnels: HTTP/1.1 with `Connection:
+/// upgrade` and `Upgrade: websocket`. Every other upgrade (above all `h2c`, which would give the
+/// client a raw HTTP/2 session to the backend past routing, forwarding headers and the access log)
+/// is not forwarded: its `Upgrade` header is removed with the other hop-by-hop headers.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
         && connection_has(req.headers(), "upgrade")
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -76,6 +86,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         &header::TE,
         &header::TRAILER,
         &header::TRANSFER_ENCODING,
+        &HTTP2_SETTINGS,
     ] {
         headers.remove(name);
     }
@@ -207,6 +218,36 @@ mod tests {
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn only_websocket_upgrades_are_tunnelled_and_h2c_is_stripped() {
+        let req = |upgrade: &str| {
+            Request::get("/")
+                .header("connection", "Upgrade, HTTP2-Settings")
+                .header("upgrade", upgrade)
+                .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
+                .body(())
+                .unwrap()
+        };
+        assert!(is_upgrade(&req("websocket")));
+        assert!(is_upgrade(&req("WebSocket")));
+        assert!(!is_upgrade(&req("h2c")));
+        assert!(!is_upgrade(&req("h2c, websocket")));
+        let mut r = req("h2c");
+        let upgrade = is_upgrade(&r);
+        rewrite_request_headers(r.headers_mut(), &conn(), HeaderValue::from_static("a"), upgrade);
+        for gone in ["upgrade", "http2-settings", "connection"] {
+            assert!(
+                !r.headers().contains_key(gone),
+                "{gone} must not reach the backend"
+            );
+        }
+        // Even when Connection does not list it.
+        let mut h = HeaderMap::new();
+        h.insert("http2-settings", HeaderValue::from_static("AAMAAABk"));
+        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a"), false);
+        assert!(!h.contains_key("http2-settings"));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::{
     config::{ProxyConfig, TlsVersion},
     conn::ConnInfo,
     metrics::{ListenerLabels, ResultLabels},
-    pipeline::Pipeline,
+    pipeline::{Pipeline, ProxyBody},
     snapshot::SnapshotHandle,
 };
 
@@ -271,11 +271,16 @@ impl Connection {
             let pipeline = pipeline.clone();
             let info = info.clone();
             let guard = ActiveRequest::new(active.clone());
-            async move {
+            // Boxed: hyper keeps one slot of the service's future type per connection for its
+            // whole life, so an unboxed future (the whole pipeline, upstream exchange included)
+            // would cost every idle connection its size. Boxed, it costs one allocation per
+            // request and nothing while idle.
+            Box::pin(async move {
                 let resp = pipeline.handle(&info, req).await;
-                drop(guard);
-                Ok::<_, Infallible>(resp)
-            }
+                // The request stays in flight until its response body has ended: a stream with
+                // gaps longer than the idle timeout (SSE, long polling, gRPC streams) is not idle.
+                Ok::<_, Infallible>(resp.map(|inner| InFlightBody { inner, _guard: guard }))
+            })
         });
         let conn = self
             .builder
@@ -283,6 +288,32 @@ impl Connection {
         if let Err(e) = self.watcher.watch(conn.into_owned()).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it ends or is dropped.
+struct InFlightBody {
+    inner: ProxyBody,
+    _guard: ActiveRequest,
+}
+
+impl http_body::Body for InFlightBody {
+    type Data = bytes::Bytes;
+    type Error = <ProxyBody as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
