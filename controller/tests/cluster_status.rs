@@ -72,9 +72,7 @@ async fn published_addresses_are_written_once_and_cleared_when_the_ingress_leave
     }
     eventually(&g, WAIT, "a later snapshot", || async {
         let now = metric(&g, "gantry_snapshot_rebuilds_total").await.unwrap_or(0.0);
-        (now > rebuilds)
-            .then_some(())
-            .ok_or(format!("rebuilds {now}"))
+        (now > rebuilds).then_some(()).ok_or(format!("rebuilds {now}"))
     })
     .await;
     // Give the status pass after the last publish time to (not) write.
