@@ -103,6 +103,12 @@ pub struct Args {
     #[arg(long, env = "GANTRY_TLS_SESSION_RESUMPTION", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub tls_session_resumption: bool,
 
+    /// Open client connections allowed across the HTTP and HTTPS listeners (0: no limit). Beyond
+    /// it, new connections are closed at once and counted in `gantry_connections_refused_total`;
+    /// the admin listener is not counted, so health checks keep answering.
+    #[arg(long, env = "GANTRY_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
     /// Format of Gantry's own log lines on stderr.
     #[arg(long, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -250,6 +256,7 @@ impl Args {
             },
             access_log: self.access_log,
             tls_session_resumption: self.tls_session_resumption,
+            max_connections: self.max_connections,
             ..Default::default()
         }
         .validate()

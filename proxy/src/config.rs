@@ -64,8 +64,10 @@ pub struct ProxyConfig {
     /// Time to open a TCP connection to an endpoint; on expiry the next endpoint is tried once, then
     /// 502. Default 5 s.
     pub upstream_connect_timeout: Duration,
-    /// Time from sending a request upstream to its response head; on expiry 504. Does not bound the
-    /// response body, so long downloads are fine. Default 60 s (nginx's `proxy_read_timeout`).
+    /// Time from sending a request upstream to its response head (on expiry 504), and the longest
+    /// silence between two pieces of a response body (on expiry the response is cut, as nginx's
+    /// `proxy_read_timeout` does). Long downloads and streams are fine as long as they keep
+    /// moving. Default 60 s.
     pub upstream_response_timeout: Duration,
     /// A client connection with no request in flight and no bytes moving is closed after this.
     /// Default 60 s.
@@ -91,6 +93,11 @@ pub struct ProxyConfig {
     pub hsts: Option<Hsts>,
     /// TLS session resumption (a session cache and TLS 1.3 tickets). Default on. Read once at start.
     pub tls_session_resumption: bool,
+    /// Open client connections allowed across both traffic listeners and every worker; beyond it
+    /// new connections are closed at once (`gantry_connections_refused_total`). 0 is no limit.
+    /// The admin listener does not count, so health checks stay answerable. Default 0. Read once
+    /// at start.
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -111,6 +118,7 @@ impl Default for ProxyConfig {
             tls_min_version: TlsVersion::Tls12,
             hsts: None,
             tls_session_resumption: true,
+            max_connections: 0,
         }
     }
 }

@@ -117,7 +117,11 @@ impl DataplaneBuilder {
             })?;
         let admin_addr = admin_listener.local_addr().unwrap_or(self.admin);
         let tls = TlsConfigs::new(&snapshots, self.settings.tls_session_resumption)?;
-        let pipeline = Arc::new(Pipeline::new(snapshots.clone(), metrics.clone()));
+        let pipeline = Arc::new(Pipeline::new(
+            snapshots.clone(),
+            metrics.clone(),
+            self.settings.max_connections,
+        ));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let workers = Workers::start(pipeline, self.workers, self.http, self.https, tls, shutdown_rx)
             .map_err(|source| Error::Listen {

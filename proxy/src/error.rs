@@ -40,9 +40,19 @@ pub enum ProxyError {
     /// The backend broke the connection or sent an invalid response.
     #[error("upstream protocol: {0}")]
     Upstream(String),
-    /// The client's request body broke off or was malformed while it was being forwarded.
+    /// The client's request body broke off or was malformed (a bad chunk, a cut connection).
     #[error("request body: {0}")]
     ClientBody(String),
+    /// The request's framing is ambiguous or invalid (RFC 9112 6): `chunked` twice or not last,
+    /// both Transfer-Encoding and Content-Length.
+    #[error("bad request framing: {0}")]
+    BadFraming(&'static str),
+    /// A transfer coding other than `chunked` (RFC 9112 6.1: 501).
+    #[error("unsupported transfer coding")]
+    UnsupportedTransferCoding,
+    /// The client did not send its request body in time.
+    #[error("request body timeout")]
+    RequestTimeout,
     /// No response head within `--upstream-response-timeout`.
     #[error("upstream response timeout")]
     UpstreamTimeout,
@@ -51,7 +61,11 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadHost(_) | Self::BadTarget(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BadHost(_) | Self::BadTarget(_) | Self::ClientBody(_) | Self::BadFraming(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -62,11 +76,33 @@ impl ProxyError {
 
     pub fn side(&self) -> Side {
         match self {
-            Self::BadHost(_) | Self::BadTarget(_) | Self::TooManyHeaders | Self::ClientBody(_) => {
-                Side::Downstream
-            }
+            Self::BadHost(_)
+            | Self::BadTarget(_)
+            | Self::TooManyHeaders
+            | Self::ClientBody(_)
+            | Self::BadFraming(_)
+            | Self::UnsupportedTransferCoding
+            | Self::RequestTimeout => Side::Downstream,
             Self::NoRoute | Self::NoEndpoint(_) => Side::Internal,
             Self::Connect { .. } | Self::Upstream(_) | Self::UpstreamTimeout => Side::Upstream,
+        }
+    }
+
+    /// A short, stable name for metrics (`gantry_rejected_requests_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadHost(_) => "bad_host",
+            Self::BadTarget(_) => "bad_target",
+            Self::TooManyHeaders => "too_many_headers",
+            Self::ClientBody(_) => "bad_body",
+            Self::BadFraming(_) => "bad_framing",
+            Self::UnsupportedTransferCoding => "unsupported_transfer_coding",
+            Self::RequestTimeout => "body_timeout",
+            Self::NoRoute => "no_route",
+            Self::NoEndpoint(_) => "no_endpoint",
+            Self::Connect { .. } => "connect",
+            Self::Upstream(_) => "upstream",
+            Self::UpstreamTimeout => "upstream_timeout",
         }
     }
 
@@ -100,6 +136,9 @@ mod tests {
             (ProxyError::UpstreamTimeout, 504, Side::Upstream),
             (ProxyError::Upstream("reset".into()), 502, Side::Upstream),
             (ProxyError::ClientBody("bad chunk".into()), 400, Side::Downstream),
+            (ProxyError::BadFraming("chunked twice"), 400, Side::Downstream),
+            (ProxyError::UnsupportedTransferCoding, 501, Side::Downstream),
+            (ProxyError::RequestTimeout, 408, Side::Downstream),
         ];
         for (err, status, side) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");

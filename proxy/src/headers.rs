@@ -14,6 +14,7 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// The h2c upgrade's settings (RFC 7540 3.2); meaningless past the first hop.
@@ -40,6 +41,39 @@ pub fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
         (None, Some(a)) => Ok(a.to_string()),
         (None, None) => Err(ProxyError::BadHost("missing Host")),
     }
+}
+
+/// Strict request framing (RFC 9112 6.1, 6.3): the only transfer coding Gantry accepts is one
+/// `chunked`, last; anything else is refused before any upstream work. An unknown coding
+/// (`identity`, `gzip` as a transfer coding) is 501; `chunked` twice, `chunked` not last, or
+/// Transfer-Encoding together with Content-Length is 400 (the classic smuggling shapes).
+pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    if !headers.contains_key(header::TRANSFER_ENCODING) {
+        return Ok(());
+    }
+    let mut codings = Vec::new();
+    for v in headers.get_all(header::TRANSFER_ENCODING) {
+        let v = v
+            .to_str()
+            .map_err(|_| ProxyError::BadFraming("Transfer-Encoding is not ASCII"))?;
+        codings.extend(v.split(',').map(str::trim).filter(|t| !t.is_empty()));
+    }
+    let chunked = |t: &str| t.eq_ignore_ascii_case("chunked");
+    if codings.iter().filter(|t| chunked(t)).count() > 1 {
+        return Err(ProxyError::BadFraming("chunked more than once"));
+    }
+    if !codings.last().is_some_and(|t| chunked(t)) {
+        return Err(ProxyError::BadFraming("chunked is not the final transfer coding"));
+    }
+    if codings.len() > 1 {
+        return Err(ProxyError::UnsupportedTransferCoding);
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(ProxyError::BadFraming(
+            "both Transfer-Encoding and Content-Length",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether the request asks for an upgrade that Gantry tunnels: HTTP/1.1 with `Connection:
@@ -119,6 +153,7 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: H
     };
     headers.insert(&X_FORWARDED_FOR, xff);
     let proto = if conn.tls { "https" } else { "http" };
+    set_forwarded(headers, conn, &host, proto);
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(&X_FORWARDED_HOST, host.clone());
     headers.insert(&X_FORWARDED_PORT, conn.local_port_value.clone());
@@ -127,6 +162,45 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: H
         headers.insert(&X_REQUEST_ID, new_request_id());
     }
     headers.insert(header::HOST, host);
+}
+
+/// `Forwarded` (RFC 7239) is kept consistent with `X-Forwarded-For`: Gantry appends one element
+/// for this hop (`for` the client's address, `proto`, `host`) to whatever the client sent, so the
+/// last element is always Gantry's, and earlier ones are the client's claims, exactly as
+/// untrusted as the earlier entries of `X-Forwarded-For`. A client's value that is not visible
+/// ASCII is dropped rather than carried on.
+fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: &HeaderValue, proto: &str) {
+    use std::fmt::Write;
+    let mut value = String::with_capacity(64);
+    for prior in headers.get_all(&FORWARDED).iter().filter_map(|v| v.to_str().ok()) {
+        if !prior.trim().is_empty() {
+            value.push_str(prior.trim());
+            value.push_str(", ");
+        }
+    }
+    // IPv6 addresses are quoted and bracketed (RFC 7239 6); the host is always quoted, so any
+    // character a Host header may hold is safe in it.
+    match conn.client.ip() {
+        std::net::IpAddr::V4(ip) => {
+            let _ = write!(value, "for={ip}");
+        }
+        std::net::IpAddr::V6(ip) => {
+            let _ = write!(value, "for=\"[{ip}]\"");
+        }
+    }
+    let host = host.to_str().unwrap_or("");
+    let _ = write!(value, ";proto={proto}");
+    if !host.is_empty() && !host.contains(['"', '\\']) {
+        let _ = write!(value, ";host=\"{host}\"");
+    }
+    match HeaderValue::from_str(&value) {
+        Ok(v) => {
+            headers.insert(&FORWARDED, v);
+        }
+        Err(_) => {
+            headers.remove(&FORWARDED);
+        }
+    }
 }
 
 pub fn rewrite_response_headers(headers: &mut HeaderMap) {
@@ -218,6 +292,45 @@ mod tests {
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn forwarded_gets_this_hop_appended_consistently_with_x_forwarded_for() {
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", HeaderValue::from_static("for=192.0.2.60;proto=http"));
+        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a.example:8443"), false);
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.60;proto=http, for=10.1.2.3;proto=https;host=\"a.example:8443\""
+        );
+        let mut h = HeaderMap::new();
+        let v6 = ConnInfo::new("[2001:db8::1]:443".parse().unwrap(), 80, false);
+        rewrite_request_headers(&mut h, &v6, HeaderValue::from_static("b"), false);
+        assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http;host=\"b\"");
+    }
+
+    #[test]
+    fn transfer_encoding_is_strict() {
+        let check = |te: &[&str], cl: bool| {
+            let mut h = HeaderMap::new();
+            for v in te {
+                h.append("transfer-encoding", HeaderValue::from_str(v).unwrap());
+            }
+            if cl {
+                h.insert("content-length", HeaderValue::from_static("5"));
+            }
+            check_framing(&h).map_err(|e| e.status().as_u16())
+        };
+        assert_eq!(check(&[], true), Ok(()));
+        assert_eq!(check(&["chunked"], false), Ok(()));
+        assert_eq!(check(&["Chunked"], false), Ok(()));
+        assert_eq!(check(&["identity, chunked"], false), Err(501));
+        assert_eq!(check(&["gzip", "chunked"], false), Err(501));
+        assert_eq!(check(&["chunked, chunked"], false), Err(400));
+        assert_eq!(check(&["chunked", "chunked"], false), Err(400));
+        assert_eq!(check(&["chunked, gzip"], false), Err(400));
+        assert_eq!(check(&["identity"], false), Err(400));
+        assert_eq!(check(&["chunked"], true), Err(400));
     }
 
     #[test]

@@ -23,6 +23,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod backend;
+pub mod body;
 pub mod config;
 pub mod conn;
 pub mod dataplane;

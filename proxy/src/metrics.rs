@@ -51,6 +51,15 @@ pub struct Metrics {
     pub snapshot_generation: Gauge,
     pub routes: Gauge,
     pub endpoints: Gauge,
+    /// Connections closed at accept because `--max-connections` were open.
+    pub connections_refused: Counter,
+    /// Requests answered with an error of the client's making (400, 408, 413, 431, 501), by reason.
+    pub rejected_requests: Family<RejectLabels, Counter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -117,7 +126,21 @@ impl Metrics {
             "Distinct endpoints in the serving snapshot",
             endpoints.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed at accept because the connection limit was reached",
+            connections_refused.clone(),
+        );
+        let rejected_requests = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "rejected_requests",
+            "Requests refused as the client's fault, by reason",
+            rejected_requests.clone(),
+        );
         Self {
+            connections_refused,
+            rejected_requests,
             requests,
             request_duration,
             upstream_connect_errors,

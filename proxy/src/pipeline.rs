@@ -1,7 +1,8 @@
 //! The request pipeline: a fixed list of named phases over one per-request context.
 //!
 //! ```text
-//! parse ─▶ route ─▶ request policies ─▶ choose endpoint ─▶ forward ─▶ response policies ─▶ log
+//! parse ─▶ route ─▶ request policies ─▶ request body ─▶ choose endpoint ─▶ forward
+//!       ─▶ response policies ─▶ log
 //! ```
 //!
 //! Accepting the connection and TLS happen before (`server`). Each phase is a small function that
@@ -23,11 +24,12 @@ use hyper_util::rt::TokioIo;
 
 use crate::{
     access_log::{AccessLog, AccessRecord},
+    body::RequestBody,
     conn::ConnInfo,
     error::ProxyError,
     h1::Upgraded,
     headers::{self, X_REQUEST_ID},
-    metrics::{status_class, Label, Metrics, RequestLabels},
+    metrics::{status_class, Label, Metrics, RejectLabels, RequestLabels},
     normalize::{normalize_host, normalize_path},
     policy::{LocalResponse, SERVER},
     routes::Route,
@@ -82,16 +84,63 @@ pub struct Target {
 pub struct Pipeline {
     pub snapshots: SnapshotHandle,
     pub metrics: Metrics,
+    /// Open client connections, against `--max-connections`.
+    pub connections: ConnectionLimit,
     access_log: AccessLog,
+}
+
+/// The process-wide cap on open client connections (both traffic listeners, every worker). One
+/// atomic per accepted connection, none per request.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    max: usize,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One open connection, counted until dropped.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ConnectionLimit {
+    /// `max` 0 means no limit.
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: if max == 0 { usize::MAX } else { max },
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for a new connection, or `None` at the limit.
+    pub fn try_open(&self) -> Option<ConnectionSlot> {
+        use std::sync::atomic::Ordering;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ConnectionSlot(self.open.clone()))
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 // === impl Pipeline ===
 
 impl Pipeline {
-    pub fn new(snapshots: SnapshotHandle, metrics: Metrics) -> Self {
+    /// `max_connections` 0 means no limit.
+    pub fn new(snapshots: SnapshotHandle, metrics: Metrics, max_connections: usize) -> Self {
         Self {
             snapshots,
             metrics,
+            connections: ConnectionLimit::new(max_connections),
             access_log: AccessLog::stdout(),
         }
     }
@@ -119,6 +168,9 @@ impl Pipeline {
             Err(err) => {
                 if err.status().is_server_error() {
                     tracing::debug!(error = %err, "request failed");
+                } else if err.side() == crate::error::Side::Downstream {
+                    let labels = RejectLabels { reason: err.reason() };
+                    self.metrics.rejected_requests.get_or_create(&labels).inc();
                 }
                 error_response(&err).map(Either::Right)
             }
@@ -138,6 +190,7 @@ impl Pipeline {
         if let Flow::Respond(resp) = request_policies(ctx, &route, &target, &req) {
             return Ok(resp.map(Either::Right));
         }
+        let req = request_body(ctx, req).await?;
         let first = choose_endpoint(ctx, &route)?;
         forward(ctx, &self.metrics, &route, first, target, req).await
     }
@@ -178,6 +231,7 @@ pub fn parse<B>(ctx: &mut RequestCtx<'_>, req: &Request<B>) -> Result<Target, Pr
     if req.headers().len() > ctx.snapshot.config.max_headers {
         return Err(ProxyError::TooManyHeaders);
     }
+    headers::check_framing(req.headers())?;
     let host_raw = headers::request_host(req)?;
     let host_header = HeaderValue::from_str(&host_raw).map_err(|_| ProxyError::BadHost("invalid host"))?;
     let host = normalize_host(&host_raw)
@@ -223,6 +277,22 @@ pub fn request_policies<B>(
     Flow::Continue(())
 }
 
+/// Bytes of a request body read before any upstream work (see `body`).
+const READ_AHEAD: usize = 64 * 1024;
+
+/// Request body: read ahead up to 64 KiB (or the whole body, if smaller) before any upstream work,
+/// within the header read timeout. A body that is malformed or cut off early is the client's 400
+/// here, before an endpoint is chosen; a client too slow to send it gets 408.
+pub async fn request_body(
+    ctx: &RequestCtx<'_>,
+    req: Request<Incoming>,
+) -> Result<Request<RequestBody>, ProxyError> {
+    let (parts, body) = req.into_parts();
+    let timeout = ctx.snapshot.config.header_read_timeout;
+    let body = RequestBody::read_ahead(body, READ_AHEAD, timeout).await?;
+    Ok(Request::from_parts(parts, body))
+}
+
 /// Choose the endpoint to try first, with the snapshot's balancer and this worker's state.
 pub fn choose_endpoint(ctx: &RequestCtx<'_>, route: &Route) -> Result<usize, ProxyError> {
     let backend = &route.backend;
@@ -243,7 +313,7 @@ pub async fn forward(
     route: &Route,
     first: usize,
     target: Target,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // The path forwarded is the one that was matched.
     let pq = match req.uri().query() {

@@ -114,13 +114,35 @@ impl ResolvesServerCert for SnapshotCertResolver {
     }
 }
 
+/// The hyper connection builders for one set of settings. A connection that negotiated ALPN `h2`
+/// speaks only HTTP/2: anything else is a protocol error that closes it (RFC 9113 3.3), never an
+/// HTTP/1.1 answer. Otherwise the first bytes decide (HTTP/1, or h2c with prior knowledge on the
+/// plain listener).
+#[derive(Debug)]
+struct Builders {
+    auto: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(config: &ProxyConfig) -> Self {
+        Self {
+            auto: connection_builder(config),
+            h2: connection_builder(config).http2_only(),
+        }
+    }
+}
+
 /// The hyper connection builder for a set of settings.
 fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
+        // Request heads are timed by `IdleTimeout` (from their first byte, so that a keep-alive
+        // connection waiting for its next request is governed by the idle timeout instead); hyper's
+        // own timer is only a backstop.
+        .header_read_timeout(config.header_read_timeout + config.idle_timeout)
         .max_buf_size(config.max_header_bytes.max(8192))
         .max_headers(config.max_headers);
     builder
@@ -148,7 +170,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let local_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     // The builder of the settings last seen, rebuilt only when the settings change.
-    let mut current: Option<(Arc<ProxyConfig>, Arc<auto::Builder<TokioExecutor>>)> = None;
+    let mut current: Option<(Arc<ProxyConfig>, Arc<Builders>)> = None;
 
     loop {
         let (stream, client) = tokio::select! {
@@ -164,12 +186,18 @@ pub async fn serve(
                 }
             },
         };
+        let Some(slot) = pipeline.connections.try_open() else {
+            // At the limit: refuse at once (the socket closes here), so that a flood costs a
+            // file descriptor for a moment and nothing else.
+            pipeline.metrics.connections_refused.inc();
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let config = pipeline.snapshots.load().config.clone();
         let builder = match &current {
             Some((c, b)) if Arc::ptr_eq(c, &config) || **c == *config => b.clone(),
             _ => {
-                let b = Arc::new(connection_builder(&config));
+                let b = Arc::new(Builders::new(&config));
                 current = Some((config.clone(), b.clone()));
                 b
             }
@@ -177,13 +205,14 @@ pub async fn serve(
         let info = ConnInfo::new(client, local_port, tls.is_some());
         let conn = Connection {
             pipeline: pipeline.clone(),
-            builder,
+            builders: builder,
             acceptor: tls.as_ref().map(|t| t.acceptor(config.tls_min_version)),
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
             info,
             kind,
             watcher: graceful.watcher(),
+            _slot: slot,
         };
         tokio::spawn(conn.run(stream));
     }
@@ -205,13 +234,15 @@ pub async fn serve(
 
 struct Connection {
     pipeline: Arc<Pipeline>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     acceptor: Option<TlsAcceptor>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
     info: ConnInfo,
     kind: ListenerKind,
     watcher: hyper_util::server::graceful::Watcher,
+    /// Counts this connection against `--max-connections` until it ends.
+    _slot: crate::pipeline::ConnectionSlot,
 }
 
 impl Connection {
@@ -224,8 +255,8 @@ impl Connection {
             })
             .clone();
         gauge.inc();
-        let active = Arc::new(AtomicUsize::new(0));
-        let idle_timeout = self.idle_timeout;
+        let counts = Arc::new(RequestCounts::default());
+        let timeouts = (self.idle_timeout, self.header_read_timeout);
         match &self.acceptor {
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream)).await;
@@ -235,8 +266,10 @@ impl Connection {
                             .tls_handshakes
                             .get_or_create(&ResultLabels { result: "ok" })
                             .inc();
-                        let io = IdleTimeout::new(tls, idle_timeout, active.clone());
-                        self.serve(io, active).await;
+                        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                        let h2 = alpn.as_deref() == Some(b"h2");
+                        let io = IdleTimeout::new(tls, timeouts, counts.clone(), h2);
+                        self.serve(io, counts, alpn.as_deref()).await;
                     }
                     Ok(Err(e)) => {
                         metrics
@@ -254,14 +287,14 @@ impl Connection {
                 }
             }
             None => {
-                let io = IdleTimeout::new(stream, idle_timeout, active.clone());
-                self.serve(io, active).await;
+                let io = IdleTimeout::new(stream, timeouts, counts.clone(), false);
+                self.serve(io, counts, None).await;
             }
         }
         gauge.dec();
     }
 
-    async fn serve<I>(self, io: I, active: Arc<AtomicUsize>)
+    async fn serve<I>(self, io: I, counts: Arc<RequestCounts>, alpn: Option<&[u8]>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -270,7 +303,7 @@ impl Connection {
         let service = service_fn(move |req: Request<Incoming>| {
             let pipeline = pipeline.clone();
             let info = info.clone();
-            let guard = ActiveRequest::new(active.clone());
+            let guard = ActiveRequest::new(counts.clone());
             // Boxed: hyper keeps one slot of the service's future type per connection for its
             // whole life, so an unboxed future (the whole pipeline, upstream exchange included)
             // would cost every idle connection its size. Boxed, it costs one allocation per
@@ -282,10 +315,18 @@ impl Connection {
                 Ok::<_, Infallible>(resp.map(|inner| InFlightBody { inner, _guard: guard }))
             })
         });
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        if let Err(e) = self.watcher.watch(conn.into_owned()).await {
+        let ended = if alpn == Some(b"h2") {
+            // HTTP/2 only. (hyper-util ignores "only" with upgrades, and HTTP/2 has none here.)
+            let conn = self.builders.h2.serve_connection(TokioIo::new(io), service);
+            self.watcher.watch(conn.into_owned()).await
+        } else {
+            let conn = self
+                .builders
+                .auto
+                .serve_connection_with_upgrades(TokioIo::new(io), service);
+            self.watcher.watch(conn.into_owned()).await
+        };
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     }
@@ -317,72 +358,209 @@ impl http_body::Body for InFlightBody {
     }
 }
 
-/// Counts the requests in flight on one connection, for the idle timeout.
-struct ActiveRequest(Arc<AtomicUsize>);
+/// The requests of one connection, for the idle and request-head timeouts.
+#[derive(Debug, Default)]
+struct RequestCounts {
+    /// Requests whose response has not ended.
+    active: AtomicUsize,
+    /// Requests whose head was complete (ever), so a head timer can tell that its head arrived.
+    started: AtomicUsize,
+}
+
+/// Counts one request as in flight until dropped.
+struct ActiveRequest(Arc<RequestCounts>);
 
 impl ActiveRequest {
-    fn new(n: Arc<AtomicUsize>) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
-        Self(n)
+    fn new(counts: Arc<RequestCounts>) -> Self {
+        counts.active.fetch_add(1, Ordering::Relaxed);
+        counts.started.fetch_add(1, Ordering::Relaxed);
+        Self(counts)
     }
 }
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// Closes a client connection that has had no request in flight and no bytes moving for the idle
-/// timeout. A request waiting on a slow backend is not idle, however quiet the socket is.
+/// The two timers of a client connection, on one timer wheel entry:
 ///
-/// Reads and writes only set a flag: the timer ticks every quarter of the timeout and the
-/// connection closes after four quiet ticks in a row, i.e. between 1 and 1.25 times the timeout
-/// after the last activity. Busy connections never read the clock or touch the timer wheel per
-/// read or write.
+/// - **Idle**: a connection with no request in flight and no bytes moving for `--idle-timeout` is
+///   closed. A request waiting on a slow backend, or a response streaming with long gaps, is not
+///   idle, however quiet the socket is. This is also what ends a keep-alive connection waiting for
+///   its next request.
+/// - **Request head** (HTTP/1 only): from the first byte of a request head, the client has
+///   `--header-read-timeout` to finish it (a slowloris defence). It starts with a byte, not with
+///   the wait, so that it never cuts a keep-alive connection between requests.
+///
+/// Reads and writes only set a flag: the timer ticks every quarter of the shorter timeout, so a
+/// connection closes within 1 to 1.25 times its timeout (plus a tick for the head timer), and busy
+/// connections never read the clock or touch the timer wheel per read or write. The head timer
+/// reads the clock once per request.
 struct IdleTimeout<T> {
     inner: T,
     tick: Duration,
+    idle_ticks: u32,
+    head_timeout: Duration,
     busy: bool,
-    quiet_ticks: u8,
+    quiet_ticks: u32,
     sleep: Pin<Box<Sleep>>,
-    active: Arc<AtomicUsize>,
+    counts: Arc<RequestCounts>,
+    /// HTTP/2 (by ALPN, or the prior-knowledge preface): no head timer.
+    h2: bool,
+    /// Whether the first bytes were looked at for the HTTP/2 preface.
+    sniffed: bool,
+    /// When the current request head started, and `counts.started` then.
+    head: Option<(Instant, usize)>,
+    /// The first line of the connection while it arrives in pieces.
+    first_line: Vec<u8>,
+    /// The connection opened with garbage: every read is the end of the stream.
+    refused: bool,
+}
+
+/// Past this, the first line is judged by what came (hyper refuses longer heads anyway).
+const MAX_FIRST_LINE: usize = 8 * 1024;
+
+/// What the first bytes of a connection say about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FirstLine {
+    /// An HTTP/1 request line, or the start of one that can still become one.
+    Http1,
+    /// Anything else: a broken HTTP/2 preface, TLS to the plain port, noise.
+    Garbage,
+    /// Too little to tell yet.
+    Undecided,
+}
+
+/// Judges the first bytes of a connection: a request line must end in `HTTP/1.x`. A connection
+/// that opens with anything else is closed without an answer, as an HTTP/2 server must for a bad
+/// preface (RFC 9113 3.4), rather than answered in a protocol the client may not speak. Decides
+/// as early as the bytes allow, before hyper's parser would answer 400 to a partial line.
+fn first_line(bytes: &[u8]) -> FirstLine {
+    // Empty lines before the request line are allowed (RFC 9112 2.2).
+    let start = bytes
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(bytes.len());
+    let bytes = &bytes[start..];
+    let (line, complete) = match bytes.iter().position(|b| *b == b'\n') {
+        Some(end) => (bytes[..end].strip_suffix(b"\r").unwrap_or(&bytes[..end]), true),
+        None => (bytes, false),
+    };
+    // method SP target SP version
+    let mut parts = line.splitn(3, |b| *b == b' ');
+    let (Some(_), Some(_), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return if complete || line.len() >= MAX_FIRST_LINE {
+            FirstLine::Garbage
+        } else {
+            FirstLine::Undecided
+        };
+    };
+    const V: &[u8] = b"HTTP/1.";
+    let fits = if version.len() <= V.len() {
+        V.starts_with(version)
+    } else {
+        version.starts_with(V) && (!complete || version.len() == V.len() + 1)
+    };
+    match (fits, complete) {
+        (false, _) => FirstLine::Garbage,
+        (true, true) => FirstLine::Http1,
+        (true, false) if version.len() > V.len() => FirstLine::Http1,
+        (true, false) => FirstLine::Undecided,
+    }
 }
 
 /// Quiet ticks that make a connection idle.
-const IDLE_TICKS: u8 = 4;
+const IDLE_TICKS: u32 = 4;
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 impl<T> IdleTimeout<T> {
-    fn new(inner: T, timeout: Duration, active: Arc<AtomicUsize>) -> Self {
-        let tick = (timeout / u32::from(IDLE_TICKS)).max(Duration::from_millis(1));
+    fn new(inner: T, (idle, head): (Duration, Duration), counts: Arc<RequestCounts>, h2: bool) -> Self {
+        let tick = (idle.min(head) / IDLE_TICKS).max(Duration::from_millis(1));
+        let idle_ticks = u32::try_from(idle.as_nanos().div_ceil(tick.as_nanos().max(1)))
+            .unwrap_or(u32::MAX)
+            .max(1);
         Self {
             inner,
             tick,
+            idle_ticks,
+            head_timeout: head,
             busy: false,
             quiet_ticks: 0,
             sleep: Box::pin(tokio::time::sleep(tick)),
-            active,
+            counts,
+            h2,
+            sniffed: h2,
+            head: None,
+            first_line: Vec::new(),
+            refused: false,
         }
     }
 
-    fn touch(&mut self) {
+    /// Bytes came in. Returns false when the connection must be closed without an answer.
+    fn received(&mut self, bytes: &[u8]) -> bool {
         self.busy = true;
+        if !self.sniffed {
+            // The first line may arrive in pieces (hyper reads the first 24 bytes on their own):
+            // keep what came until it is complete. Usually it is complete in the first read, and
+            // nothing is copied.
+            let first = if self.first_line.is_empty() {
+                bytes
+            } else {
+                self.first_line.extend_from_slice(bytes);
+                &self.first_line[..]
+            };
+            let verdict = if first.starts_with(H2_PREFACE) {
+                self.h2 = true;
+                FirstLine::Http1
+            } else if H2_PREFACE.starts_with(first) {
+                FirstLine::Undecided
+            } else {
+                first_line(first)
+            };
+            match verdict {
+                FirstLine::Garbage => return false,
+                FirstLine::Http1 => {
+                    self.sniffed = true;
+                    self.first_line = Vec::new();
+                }
+                FirstLine::Undecided => {
+                    if self.first_line.is_empty() {
+                        self.first_line.extend_from_slice(bytes);
+                    }
+                }
+            }
+        }
+        if !self.h2 && self.head.is_none() && self.counts.active.load(Ordering::Relaxed) == 0 {
+            self.head = Some((Instant::now(), self.counts.started.load(Ordering::Relaxed)));
+        }
+        true
     }
 
-    /// Whether the connection has been idle too long. Registers the waker, so an idle connection is
-    /// woken up to be closed.
+    /// Whether the connection has been idle too long, or a request head is late. Registers the
+    /// waker, so an idle connection is woken up to be closed.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         // Bounded: each round either returns or re-arms the timer into the future.
         for _ in 0..=IDLE_TICKS {
             if self.sleep.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            if self.busy || self.active.load(Ordering::Relaxed) > 0 {
+            let active = self.counts.active.load(Ordering::Relaxed);
+            if let Some((since, started)) = self.head {
+                if active > 0 || self.counts.started.load(Ordering::Relaxed) != started {
+                    // The head arrived.
+                    self.head = None;
+                } else if since.elapsed() >= self.head_timeout {
+                    return true;
+                }
+            }
+            if self.busy || active > 0 {
                 self.busy = false;
                 self.quiet_ticks = 0;
             } else {
                 self.quiet_ticks += 1;
-                if self.quiet_ticks >= IDLE_TICKS {
+                if self.quiet_ticks >= self.idle_ticks {
                     return true;
                 }
             }
@@ -399,11 +577,27 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.refused {
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    self.touch();
+                if buf.filled().len() > before && !self.received(&buf.filled()[before..]) {
+                    // Neither HTTP/1 nor the HTTP/2 preface: end the stream here, so hyper closes
+                    // without answering. What the client already sent is read away first, so the
+                    // close is a FIN and not a reset (bounded: 64 KiB, and only what is there).
+                    buf.set_filled(before);
+                    self.refused = true;
+                    let mut scratch = [0u8; 4096];
+                    for _ in 0..16 {
+                        let mut rb = ReadBuf::new(&mut scratch);
+                        match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+                            Poll::Ready(Ok(())) if !rb.filled().is_empty() => continue,
+                            _ => break,
+                        }
+                    }
+                    return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(r)
             }
@@ -419,7 +613,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            self.busy = true;
         }
         r
     }
@@ -431,7 +625,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+            self.busy = true;
         }
         r
     }
@@ -455,6 +649,28 @@ mod tests {
 
     fn configs(resumption: bool) -> TlsConfigs {
         TlsConfigs::new(&SnapshotHandle::default(), resumption).unwrap()
+    }
+
+    #[test]
+    fn only_http1_request_lines_or_the_http2_preface_open_a_connection() {
+        use FirstLine::*;
+        let cases: &[(&[u8], FirstLine)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Http1),
+            (b"\r\nGET / HTTP/1.0\r\n", Http1),
+            (b"GET / HTTP/1.1", Http1),
+            (b"GET /a-long-path-not-finished", Undecided),
+            (b"GET / HTT", Undecided),
+            // hyper reads the first 24 bytes alone: this must already be refused.
+            (b"INVALID CONNECTION PREFA", Garbage),
+            (b"INVALID CONNECTION PREFACE\r\n\r\n", Garbage),
+            (b"GET / HTTP/2.0\r\n", Garbage),
+            (b"GET / HTTP/1.10\r\n", Garbage),
+            (b"GET /\r\n", Garbage),
+            (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\n", Garbage),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(first_line(bytes), *want, "{:?}", String::from_utf8_lossy(bytes));
+        }
     }
 
     #[test]

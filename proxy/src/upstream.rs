@@ -2,6 +2,7 @@
 //! the request sent on it, and the response body that hands the connection back when it ends.
 
 use std::{
+    future::Future as _,
     net::SocketAddr,
     pin::Pin,
     task::{Context, Poll},
@@ -11,11 +12,11 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
 use crate::{
     backend::Backend,
+    body::RequestBody,
     config::ProxyConfig,
     error::ProxyError,
     h1::{H1Body, H1Conn, SendError, Upgraded},
@@ -36,7 +37,7 @@ const MAX_STALE_RETRIES: usize = 3;
 pub async fn send(
     backend: &Backend,
     first: usize,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     config: &ProxyConfig,
     metrics: &Metrics,
 ) -> Result<(Response<UpstreamBody>, SocketAddr), ProxyError> {
@@ -77,6 +78,7 @@ pub async fn send(
                 let mut body = UpstreamBody {
                     inner,
                     _in_flight: in_flight,
+                    read_timeout: ReadTimeout::new(config.upstream_response_timeout),
                 };
                 body.release();
                 return Ok((Response::from_parts(parts, body), addr));
@@ -126,6 +128,48 @@ impl Drop for InFlight {
 pub struct UpstreamBody {
     inner: H1Body,
     _in_flight: InFlight,
+    read_timeout: ReadTimeout,
+}
+
+/// The upstream read timeout between two pieces of a response body (nginx's
+/// `proxy_read_timeout`): a backend that stops sending mid-body for longer than this fails the
+/// response, so a stuck stream does not hold its client forever. The timer is armed only when a
+/// read has to wait, and a read that makes progress only sets a flag, so a body that flows never
+/// touches the timer wheel; a stall is detected within one to two times the timeout.
+#[derive(Debug)]
+struct ReadTimeout {
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    progress: bool,
+}
+
+impl ReadTimeout {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: None,
+            progress: false,
+        }
+    }
+
+    /// Called when the body has no data ready: whether the backend has now been silent too long.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        // Bounded: at most one re-arm per call.
+        for _ in 0..2 {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if !std::mem::take(&mut self.progress) {
+                return true;
+            }
+            sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+        }
+        false
+    }
 }
 
 impl UpstreamBody {
@@ -152,8 +196,18 @@ impl http_body::Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None | Some(Ok(_))) = &polled {
-            self.release();
+        match &polled {
+            Poll::Ready(None | Some(Ok(_))) => {
+                self.read_timeout.progress = true;
+                self.release();
+            }
+            Poll::Pending if self.read_timeout.expired(cx) => {
+                return Poll::Ready(Some(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "upstream read timeout",
+                ))));
+            }
+            _ => {}
         }
         polled
     }
