@@ -2,6 +2,7 @@
 # flamegraph.sh — where Gantry's CPU time goes on the http1-keepalive scenario.
 #
 # Usage: loadtests/scripts/flamegraph.sh GANTRY_BIN OUT.svg [SECONDS]
+#        (RUN=DIR for another load-test output folder's run/http1-keepalive)
 #
 # Needs a finished load-test run (cargo run -p loadtests --release -- run ...) for the manifests
 # and the backend configuration it generated under target/loadtests/run/http1-keepalive/, and
@@ -13,7 +14,7 @@ set -euo pipefail
 bin=${1:?gantry binary}
 out=${2:?output svg}
 secs=${3:-8}
-run=target/loadtests/run/http1-keepalive
+run=${RUN:-target/loadtests/run/http1-keepalive}
 [[ -d $run ]] || { echo "no $run: run the load test first" >&2; exit 1; }
 for t in perf wrk nginx inferno-collapse-perf inferno-flamegraph; do
   command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 1; }
@@ -23,12 +24,11 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-manifests=$(find "$run" -maxdepth 2 -type d -name manifests | head -1)
-backend_conf=$(find "$run" -maxdepth 2 -name backend.conf | head -1)
-[[ -n $manifests && -n $backend_conf ]] || { echo "no manifests or backend.conf under $run" >&2; exit 1; }
+manifests=$run/gantry/manifests
+backend_conf=$run/backend/backend.conf
+[[ -d $manifests && -f $backend_conf ]] || { echo "no manifests or backend.conf under $run" >&2; exit 1; }
 # The backend listens where the manifests' EndpointSlice says; start it as the runner did.
-taskset -c 1 nginx -c "$(realpath "$backend_conf")" -p "$work" -g 'daemon off; pid '"$work"'/nginx.pid;' \
-  >"$work/backend.log" 2>&1 &
+taskset -c 1 nginx -c "$(realpath "$backend_conf")" >"$work/backend.log" 2>&1 &
 pids+=($!)
 port=$(python3 - <<'PY'
 import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])
@@ -47,8 +47,8 @@ pids+=($!)
 sleep 1
 perf record -F 999 --call-graph dwarf,16384 -p "$gantry" -o "$work/perf.data" -- sleep "$secs" \
   >/dev/null 2>&1
-perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph \
-  --title "gantry http1-keepalive, 1 worker" >"$out"
+perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf >"${out%.svg}.folded"
+inferno-flamegraph --title "gantry http1-keepalive, 1 worker" <"${out%.svg}.folded" >"$out"
 wait "${pids[2]}" 2>/dev/null || true
 grep -E 'Requests/sec' "$work/wrk.txt" || true
 echo "wrote $out"

@@ -84,17 +84,22 @@ impl H1Conn {
     /// Whether a pooled idle connection still looks usable: the peer has not closed it, reset it or
     /// sent bytes nobody asked for. Never blocks.
     ///
-    /// This asks the kernel directly (a non-blocking `MSG_PEEK` of one byte) instead of tokio's cached
-    /// readiness: tokio only learns of a FIN when its reactor next turns, which on a busy worker can be
-    /// after this check. A close racing with the check is still possible; `send` reports it as
-    /// [`SendError::Stale`].
+    /// Costs no system call in the usual case: tokio's readiness says whether anything (data or a
+    /// FIN) arrived since the connection went idle, and only then does a non-blocking one-byte
+    /// `MSG_PEEK` tell which. A close that tokio's reactor has not seen yet (it arrived since the
+    /// reactor last turned, microseconds ago on a busy worker) is still possible; `send` reports
+    /// it as [`SendError::Stale`] and the caller retries a request without body elsewhere.
     pub fn is_reusable(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
         }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if self.io.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
         let mut probe = [MaybeUninit::<u8>::uninit(); 1];
         match socket2::SockRef::from(&self.io).peek(&mut probe) {
-            // Nothing to read and no FIN: the idle state we want.
+            // Readiness was stale: nothing to read and no FIN.
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
             // 0 is a FIN; anything else is data a server has no business sending on an idle connection.
             Ok(_) => false,
@@ -753,9 +758,12 @@ impl H1Body {
         if !self.reusable || !conn.buf.is_empty() {
             return;
         }
-        // An idle connection should hold no buffer; the next read allocates a fresh one (body chunks
-        // still in flight keep the old allocation alive on their own).
-        conn.buf = BytesMut::new();
+        // The buffer stays with the connection, so the next response is read without an allocation
+        // (BytesMut reclaims the space once the chunks handed out are dropped). One that grew for a
+        // large head is given up: idle pools should hold little.
+        if conn.buf.capacity() > 4 * READ_BUF {
+            conn.buf = BytesMut::new();
+        }
         match self.on_reusable.take() {
             Some(f) => f(conn),
             None => self.conn = Some(conn),

@@ -21,8 +21,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// The Host the request is for: `Host` in HTTP/1, `:authority` (or `Host`) in HTTP/2. Missing,
-/// repeated, or disagreeing with the request target: 400.
-pub fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
+/// repeated, or disagreeing with the request target: 400. Borrowed from the request.
+pub fn request_host<B>(req: &Request<B>) -> Result<&str, ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let header = hosts.next();
     if hosts.next().is_some() {
@@ -37,8 +37,8 @@ pub fn request_host<B>(req: &Request<B>) -> Result<String, ProxyError> {
         (Some(h), Some(a)) if !h.eq_ignore_ascii_case(a) => {
             Err(ProxyError::BadHost("Host disagrees with the request target"))
         }
-        (Some(h), _) => Ok(h.to_string()),
-        (None, Some(a)) => Ok(a.to_string()),
+        (Some(h), _) => Ok(h),
+        (None, Some(a)) => Ok(a),
         (None, None) => Err(ProxyError::BadHost("missing Host")),
     }
 }
@@ -153,7 +153,9 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: H
     };
     headers.insert(&X_FORWARDED_FOR, xff);
     let proto = if conn.tls { "https" } else { "http" };
-    set_forwarded(headers, conn, &host, proto);
+    if headers.contains_key(&FORWARDED) {
+        set_forwarded(headers, conn, &host, proto);
+    }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     headers.insert(&X_FORWARDED_HOST, host.clone());
     headers.insert(&X_FORWARDED_PORT, conn.local_port_value.clone());
@@ -164,11 +166,12 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: H
     headers.insert(header::HOST, host);
 }
 
-/// `Forwarded` (RFC 7239) is kept consistent with `X-Forwarded-For`: Gantry appends one element
-/// for this hop (`for` the client's address, `proto`, `host`) to whatever the client sent, so the
+/// `Forwarded` (RFC 7239) is kept consistent with `X-Forwarded-For`: when a request carries one,
+/// Gantry appends one element for this hop (`for` the client's address, `proto`, `host`), so the
 /// last element is always Gantry's, and earlier ones are the client's claims, exactly as
-/// untrusted as the earlier entries of `X-Forwarded-For`. A client's value that is not visible
-/// ASCII is dropped rather than carried on.
+/// untrusted as the earlier entries of `X-Forwarded-For`. A request without one gets none (as
+/// from nginx): a backend that reads `Forwarded` then sees nothing rather than a client's
+/// forgery. A client's value that is not visible ASCII is dropped rather than carried on.
 fn set_forwarded(headers: &mut HeaderMap, conn: &ConnInfo, host: &HeaderValue, proto: &str) {
     use std::fmt::Write;
     let mut value = String::with_capacity(64);
@@ -304,9 +307,16 @@ mod tests {
             "for=192.0.2.60;proto=http, for=10.1.2.3;proto=https;host=\"a.example:8443\""
         );
         let mut h = HeaderMap::new();
+        h.insert("forwarded", HeaderValue::from_static("for=unknown"));
         let v6 = ConnInfo::new("[2001:db8::1]:443".parse().unwrap(), 80, false);
         rewrite_request_headers(&mut h, &v6, HeaderValue::from_static("b"), false);
-        assert_eq!(h["forwarded"], "for=\"[2001:db8::1]\";proto=http;host=\"b\"");
+        assert_eq!(
+            h["forwarded"],
+            "for=unknown, for=\"[2001:db8::1]\";proto=http;host=\"b\""
+        );
+        let mut h = HeaderMap::new();
+        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("b"), false);
+        assert!(!h.contains_key("forwarded"));
     }
 
     #[test]

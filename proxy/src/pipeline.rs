@@ -10,7 +10,7 @@
 //! [`Flow::Respond`] to answer now, or a [`ProxyError`] that becomes its status. The response and
 //! log phases run for every request, whatever the earlier phases decided.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use http::{
@@ -67,15 +67,35 @@ pub struct RequestCtx<'c> {
 }
 
 /// The request target after the parse phase: the normalized host and path, what routing and every
-/// later phase use.
+/// later phase use. Borrowed from the request: a canonical request (the usual case) costs no copy.
 #[derive(Debug)]
-pub struct Target {
+pub struct Target<'r> {
     /// As the client sent it (with a port, any case): forwarded as `Host`.
     pub host_header: HeaderValue,
     /// Lowercase, without port: matched.
-    pub host: String,
+    pub host: Cow<'r, str>,
     /// Normalized (RFC 3986): matched and forwarded.
-    pub path: String,
+    pub path: Cow<'r, str>,
+}
+
+impl Target<'_> {
+    /// What forwarding needs of the target once the request is handed on: the `Host` to send, and
+    /// the request target when normalization changed the path (the path forwarded is the one that
+    /// was matched).
+    fn into_forwarding<B>(self, req: &Request<B>) -> Result<(HeaderValue, Option<Uri>), ProxyError> {
+        let uri = match &self.path {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(path) => {
+                let pq = match req.uri().query() {
+                    Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
+                    None => PathAndQuery::try_from(path.as_str()),
+                };
+                let pq = pq.map_err(|_| ProxyError::BadTarget("unforwardable path".into()))?;
+                Some(Uri::from(pq))
+            }
+        };
+        Ok((self.host_header, uri))
+    }
 }
 
 /// The shared, read-only part of the data path: where snapshots are loaded from and where requests
@@ -190,9 +210,10 @@ impl Pipeline {
         if let Flow::Respond(resp) = request_policies(ctx, &route, &target, &req) {
             return Ok(resp.map(Either::Right));
         }
+        let forwarding = target.into_forwarding(&req)?;
         let req = request_body(ctx, req).await?;
         let first = choose_endpoint(ctx, &route)?;
-        forward(ctx, &self.metrics, &route, first, target, req).await
+        forward(ctx, &self.metrics, &route, first, forwarding, req).await
     }
 
     /// The last phase: metrics and the access log.
@@ -227,19 +248,19 @@ impl Pipeline {
 
 /// Parse and validate: header limits, the Host, the path. Everything later works on the
 /// normalized [`Target`].
-pub fn parse<B>(ctx: &mut RequestCtx<'_>, req: &Request<B>) -> Result<Target, ProxyError> {
+pub fn parse<'r, B>(ctx: &mut RequestCtx<'_>, req: &'r Request<B>) -> Result<Target<'r>, ProxyError> {
     if req.headers().len() > ctx.snapshot.config.max_headers {
         return Err(ProxyError::TooManyHeaders);
     }
     headers::check_framing(req.headers())?;
     let host_raw = headers::request_host(req)?;
-    let host_header = HeaderValue::from_str(&host_raw).map_err(|_| ProxyError::BadHost("invalid host"))?;
-    let host = normalize_host(&host_raw)
-        .map_err(|_| ProxyError::BadHost("invalid host"))?
-        .into_owned();
-    let path = normalize_path(req.uri().path())
-        .map_err(|e| ProxyError::BadTarget(e.to_string()))?
-        .into_owned();
+    let host_header = match req.headers().get(header::HOST) {
+        // The client's own header value: a reference count, not a copy.
+        Some(v) => v.clone(),
+        None => HeaderValue::from_str(host_raw).map_err(|_| ProxyError::BadHost("invalid host"))?,
+    };
+    let host = normalize_host(host_raw).map_err(|_| ProxyError::BadHost("invalid host"))?;
+    let path = normalize_path(req.uri().path()).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
     if let Some(rec) = ctx.log.as_mut() {
         rec.set_target(&host, &path);
     }
@@ -251,7 +272,7 @@ pub fn parse<B>(ctx: &mut RequestCtx<'_>, req: &Request<B>) -> Result<Target, Pr
 }
 
 /// Route: host, then path, in the snapshot the request runs on.
-pub fn route(ctx: &mut RequestCtx<'_>, target: &Target) -> Result<Arc<Route>, ProxyError> {
+pub fn route(ctx: &mut RequestCtx<'_>, target: &Target<'_>) -> Result<Arc<Route>, ProxyError> {
     let route = ctx
         .snapshot
         .routes
@@ -266,7 +287,7 @@ pub fn route(ctx: &mut RequestCtx<'_>, target: &Target) -> Result<Arc<Route>, Pr
 pub fn request_policies<B>(
     ctx: &RequestCtx<'_>,
     route: &Route,
-    target: &Target,
+    target: &Target<'_>,
     req: &Request<B>,
 ) -> Flow<()> {
     if let Some(redirect) = &route.policies.https_redirect {
@@ -312,21 +333,17 @@ pub async fn forward(
     metrics: &Metrics,
     route: &Route,
     first: usize,
-    target: Target,
+    (host_header, uri): (HeaderValue, Option<Uri>),
     mut req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // The path forwarded is the one that was matched.
-    let pq = match req.uri().query() {
-        _ if target.path == req.uri().path() => req.uri().path_and_query().cloned(),
-        Some(q) => PathAndQuery::try_from(format!("{}?{q}", target.path)).ok(),
-        None => PathAndQuery::try_from(target.path.as_str()).ok(),
-    };
-    let pq = pq.ok_or_else(|| ProxyError::BadTarget("unforwardable path".into()))?;
-    *req.uri_mut() = Uri::from(pq);
+    // The upstream codec sends the target in origin form (path and query) whatever its form here.
+    if let Some(uri) = uri {
+        *req.uri_mut() = uri;
+    }
 
     let upgrade = headers::is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    headers::rewrite_request_headers(req.headers_mut(), ctx.conn, target.host_header, upgrade);
+    headers::rewrite_request_headers(req.headers_mut(), ctx.conn, host_header, upgrade);
     if let Some(rec) = ctx.log.as_mut() {
         rec.set_request_id(req.headers().get(&X_REQUEST_ID));
     }
