@@ -133,6 +133,9 @@ impl Builders {
     }
 }
 
+/// Response bytes an HTTP/2 stream may hold for a client that reads slowly.
+const MAX_SEND_BUF: usize = 64 * 1024;
+
 /// The hyper connection builder for a set of settings.
 fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -150,6 +153,10 @@ fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(config.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        // A stream whose reader is slow buffers at most this much of its response here (h2's
+        // default is 400 KiB); HTTP/1 buffers at most `max_buf_size` above. Backpressure then
+        // reaches the backend, whose body is only read as fast as the client takes it.
+        .max_send_buf_size(MAX_SEND_BUF)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     builder
 }
