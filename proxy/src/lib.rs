@@ -6,12 +6,12 @@
 //!
 //! Modules import downward only, in these layers (each line may import the lines above it):
 //!
-//! 1. data: `normalize`, `config`, `error`, `backend`, `policy`, `tls`, `conn`, `metrics`, and
-//!    `h1` (the upstream HTTP/1.1 codec, which imports nothing of the crate)
+//! 1. data: `normalize`, `config`, `error`, `backend`, `policy`, `tls`, `conn`, `metrics`, `body`
+//!    (error), and `h1` (the upstream HTTP/1.1 codec, which imports nothing of the crate)
 //! 2. compiled data: `routes` (backend, normalize, policy), `snapshot` (config, routes, tls),
 //!    `headers` (conn, error, policy), `access_log` (config, conn)
 //! 3. runtime state: `state` (backend, config, h1, metrics, routes, snapshot)
-//! 4. upstream client: `upstream` (backend, config, error, h1, metrics, state)
+//! 4. upstream client: `upstream` (backend, body, config, error, h1, metrics, state)
 //! 5. request pipeline: `pipeline` (every module above)
 //! 6. listeners: `server` (config, conn, metrics, pipeline, snapshot), `admin` (metrics, routes,
 //!    snapshot)
