@@ -111,10 +111,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     for task in tasks {
         let _ = task.await;
     }
-    match Arc::try_unwrap(dataplane) {
-        Ok(dataplane) => dataplane.join().await,
-        Err(_) => tracing::warn!("data plane still referenced at shutdown; not waiting for it"),
-    }
+    dataplane.join().await;
     tracing::info!("drained; exiting");
     Ok(())
 }

@@ -50,11 +50,15 @@ pub struct Dataplane {
     snapshots: SnapshotHandle,
     metrics: Metrics,
     readiness: Arc<Readiness>,
-    workers: Workers,
+    /// Taken by [`Dataplane::join`]; behind a lock only so that `join` can take `&self` (the
+    /// handle is shared with the rebuild loop), never touched on the request path.
+    workers: std::sync::Mutex<Option<Workers>>,
+    http_addr: SocketAddr,
+    https_addr: SocketAddr,
     admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     admin_shutdown: watch::Sender<bool>,
-    admin_task: JoinHandle<()>,
+    admin_task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 // === impl DataplaneBuilder ===
@@ -142,11 +146,13 @@ impl DataplaneBuilder {
             snapshots,
             metrics,
             readiness,
-            workers,
+            http_addr: workers.http_addr,
+            https_addr: workers.https_addr,
+            workers: std::sync::Mutex::new(Some(workers)),
             admin_addr,
             shutdown,
             admin_shutdown,
-            admin_task,
+            admin_task: std::sync::Mutex::new(Some(admin_task)),
         })
     }
 }
@@ -191,11 +197,11 @@ impl Dataplane {
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.workers.http_addr
+        self.http_addr
     }
 
     pub fn https_addr(&self) -> SocketAddr {
-        self.workers.https_addr
+        self.https_addr
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -214,10 +220,17 @@ impl Dataplane {
     }
 
     /// Waits until every worker has drained (at most the shutdown grace after [`Self::shutdown`]),
-    /// then stops the admin listener.
-    pub async fn join(self) {
-        self.workers.join().await;
+    /// then stops the admin listener. Takes `&self`, so a clone of the handle held elsewhere can
+    /// never make shutdown skip the drain. A second call returns at once.
+    pub async fn join(&self) {
+        let workers = self.workers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(workers) = workers {
+            workers.join().await;
+        }
         let _ = self.admin_shutdown.send(true);
-        let _ = self.admin_task.await;
+        let admin = self.admin_task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
     }
 }
