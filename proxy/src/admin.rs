@@ -171,6 +171,7 @@ impl From<&Snapshot> for RouteDump {
             let (path, path_type) = match &r.path {
                 PathMatch::Exact(p) => (p.clone(), "Exact"),
                 PathMatch::Prefix(p) => (p.clone(), "Prefix"),
+                PathMatch::Regex(p) => (p.clone(), "Regex"),
             };
             RouteEntry {
                 host,

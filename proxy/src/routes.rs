@@ -59,6 +59,11 @@ pub enum PathMatch {
     Exact(String),
     /// Also used for `ImplementationSpecific`.
     Prefix(String),
+    /// A regular expression, as ingress-nginx's `use-regex` makes every path of a host:
+    /// case-insensitive and anchored at the start only (`/foo/.*` matches `/FOO/bar` and
+    /// `/foo/x/y`). A host's regex paths are tried longest (as written) first, the first match
+    /// wins; Exact paths of the host are tried before them, Prefix paths after.
+    Regex(String),
 }
 
 /// Where a route came from: the Ingress (or other object) that declared it.
@@ -152,6 +157,7 @@ struct Claim {
 enum Kind {
     Exact,
     Prefix,
+    Regex,
 }
 
 /// The paths of one host: a trie over `/`-separated segments.
@@ -172,6 +178,9 @@ struct PathTrie {
     /// The text of every edge label, one after the other. Normalized paths are ASCII, but
     /// labels are compared as bytes anyway.
     labels: Box<[u8]>,
+    /// Regex paths in the order they are tried (longest as written first). Empty for hosts
+    /// without `use-regex`, which then pay nothing for them.
+    regexes: Box<[(regex::Regex, Arc<Route>)]>,
 }
 
 #[derive(Debug)]
@@ -242,14 +251,24 @@ impl Claim {
         let (kind, raw) = match path {
             PathMatch::Exact(p) => (Kind::Exact, p),
             PathMatch::Prefix(p) => (Kind::Prefix, p),
+            PathMatch::Regex(p) => {
+                // Validated here so that a bad regex is the caller's error; compiled again when
+                // the table is built.
+                compile_regex(p)?;
+                return Ok(Self {
+                    len: Reverse(p.len()),
+                    kind: Kind::Regex,
+                    path: p.as_str().into(),
+                });
+            }
         };
         let normal = normalize_path(raw).map_err(|e| RouteError::InvalidPath {
             path: raw.clone(),
             reason: e.reason(),
         })?;
         let path: Box<str> = match kind {
-            Kind::Exact => normal.into(),
             Kind::Prefix => normal.trim_end_matches('/').into(),
+            Kind::Exact | Kind::Regex => normal.into(),
         };
         Ok(Self {
             len: Reverse(path.len()),
@@ -442,23 +461,54 @@ impl RouteTable {
     }
 }
 
+/// Compiles a regex path as ingress-nginx's `location ~* "^<path>"`: case-insensitive, anchored at
+/// the start. The size limit keeps a hostile path from costing much memory; the `regex` crate's
+/// matching is linear in the input whatever the pattern.
+fn compile_regex(path: &str) -> Result<regex::Regex, RouteError> {
+    if !path.starts_with('/') {
+        return Err(RouteError::InvalidPath {
+            path: path.to_owned(),
+            reason: "a regex path must start with '/'",
+        });
+    }
+    regex::RegexBuilder::new(&format!("^(?:{path})"))
+        .case_insensitive(true)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|_| RouteError::InvalidPath {
+            path: path.to_owned(),
+            reason: "not a valid regular expression",
+        })
+}
+
 // === impl PathTrie ===
 
 impl PathTrie {
     fn new(claims: &BTreeMap<Claim, Arc<Route>>) -> Self {
         let mut root = NodeBuilder::default();
+        let mut regexes = Vec::new();
         for (claim, route) in claims {
+            if claim.kind == Kind::Regex {
+                // Claims sort longest first, so pushing in order is trying order. `add` refused
+                // regexes that do not compile.
+                if let Ok(re) = compile_regex(&claim.path) {
+                    regexes.push((re, route.clone()));
+                }
+                continue;
+            }
             let node = claim.segments().fold(&mut root, |node, segment| {
                 node.children.entry(segment).or_default()
             });
             // Claims are unique per host, so each slot is filled at most once.
             let slot = match claim.kind {
                 Kind::Exact => &mut node.exact,
-                Kind::Prefix => &mut node.prefix,
+                Kind::Prefix | Kind::Regex => &mut node.prefix,
             };
             *slot = Some(route.clone());
         }
-        Self::flatten(root)
+        let mut trie = Self::flatten(root);
+        trie.regexes = regexes.into();
+        trie
     }
 
     /// Lays the tree out breadth first: the children of every node get consecutive edges, and
@@ -493,26 +543,46 @@ impl PathTrie {
             nodes: nodes.into(),
             edges: edges.into(),
             labels: labels.into(),
+            regexes: Box::default(),
         }
     }
 
     /// Walks the request's segments once, remembering the deepest Prefix rule passed: a deeper
     /// node is a longer path. An Exact rule on the last node is the whole path, which no Prefix
     /// rule can be longer than, and wins a tie with the Prefix rule on the same node.
+    ///
+    /// A host with regex paths tries them after an Exact match and before the Prefix one, as
+    /// nginx tries `location =`, then regex locations in order, then the longest prefix.
     #[inline]
     fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
+        let (exact, prefix) = self.walk(path)?;
+        if exact.is_some() {
+            return exact;
+        }
+        if !self.regexes.is_empty() {
+            if let Some((_, route)) = self.regexes.iter().find(|(re, _)| re.is_match(path)) {
+                return Some(route);
+            }
+        }
+        prefix
+    }
+
+    /// The Exact rule for the whole path and the deepest Prefix rule on the way.
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    fn walk(&self, path: &str) -> Option<(Option<&Arc<Route>>, Option<&Arc<Route>>)> {
         let mut node = self.nodes.first()?;
         let mut best = node.prefix.as_ref();
         for segment in path.strip_prefix('/')?.split('/') {
             let Some(next) = self.child(node, segment.as_bytes()) else {
-                return best;
+                return Some((None, best));
             };
             node = next;
             if node.prefix.is_some() {
                 best = node.prefix.as_ref();
             }
         }
-        node.exact.as_ref().or(best)
+        Some((node.exact.as_ref(), best))
     }
 
     #[inline]
@@ -927,7 +997,7 @@ mod tests {
             .iter()
             .filter_map(|(kind, path)| {
                 let rule = match kind {
-                    Kind::Exact => path.as_str(),
+                    Kind::Exact | Kind::Regex => path.as_str(),
                     Kind::Prefix => path.trim_end_matches('/'),
                 };
                 let matches = match kind {
@@ -936,6 +1006,7 @@ mod tests {
                         request.starts_with(rule)
                             && matches!(request.as_bytes().get(rule.len()), None | Some(b'/'))
                     }
+                    Kind::Regex => unreachable!("the random tables have no regex paths"),
                 };
                 matches.then(|| (Reverse(rule.len()), *kind, rule.to_owned()))
             })
@@ -978,6 +1049,7 @@ mod tests {
                 let got = table.lookup("h", &request).map(|route| match &route.path {
                     PathMatch::Exact(p) => (Kind::Exact, p.clone()),
                     PathMatch::Prefix(p) => (Kind::Prefix, p.trim_end_matches('/').to_owned()),
+                    PathMatch::Regex(p) => (Kind::Regex, p.clone()),
                 });
                 assert_eq!(
                     got,
@@ -986,5 +1058,63 @@ mod tests {
                 );
             }
         }
+    }
+
+    fn backend_of<'t>(t: &'t RouteTable, host: &str, path: &str) -> Option<&'t str> {
+        t.lookup(host, path).map(|r| &*r.backend.id.service)
+    }
+
+    #[test]
+    fn regex_paths_are_tried_longest_first_case_insensitive_and_anchored_at_the_start() {
+        // docs/user-guide/ingress-path-matching.md, "Path Priority".
+        let mut b = RouteTableBuilder::new();
+        let host = || exact("test.com");
+        b.add(host(), route(PathMatch::Regex("/foo/bar".into()), "service1")).unwrap();
+        b.add(host(), route(PathMatch::Regex("/foo/bar/".into()), "service2")).unwrap();
+        b.add(host(), route(PathMatch::Regex("/foo/bar/(.+)".into()), "service3")).unwrap();
+        let t = b.build();
+        assert_eq!(backend_of(&t, "test.com", "/foo/bar/1"), Some("service3"));
+        assert_eq!(backend_of(&t, "test.com", "/foo/bar/"), Some("service2"));
+        assert_eq!(backend_of(&t, "test.com", "/foo/bar"), Some("service1"));
+        assert_eq!(backend_of(&t, "test.com", "/FOO/BAR/x"), Some("service3"));
+        assert_eq!(backend_of(&t, "test.com", "/foo/barbaz"), Some("service1"), "not end-anchored");
+        assert_eq!(backend_of(&t, "test.com", "/x/foo/bar"), None, "start-anchored");
+    }
+
+    #[test]
+    fn the_documented_first_match_surprise_holds() {
+        // ingress-path-matching.md, "Warning": /foo/bar/[A-Z0-9]{3} is longer, so it is tried
+        // first and takes /foo/bar/bar.
+        let mut b = RouteTableBuilder::new();
+        b.add(exact("test.com"), route(PathMatch::Regex("/foo/bar/bar".into()), "bar")).unwrap();
+        b.add(exact("test.com"), route(PathMatch::Regex("/foo/bar/[A-Z0-9]{3}".into()), "any3")).unwrap();
+        let t = b.build();
+        assert_eq!(backend_of(&t, "test.com", "/foo/bar/bar"), Some("any3"));
+    }
+
+    #[test]
+    fn exact_paths_win_before_regexes_and_prefixes_come_after() {
+        let mut b = RouteTableBuilder::new();
+        b.add(exact("h"), route(PathMatch::Exact("/api/v1".into()), "exact")).unwrap();
+        b.add(exact("h"), route(PathMatch::Regex("/api/v[0-9]+".into()), "regex")).unwrap();
+        b.add(exact("h"), route(PathMatch::Prefix("/".into()), "prefix")).unwrap();
+        let t = b.build();
+        assert_eq!(backend_of(&t, "h", "/api/v1"), Some("exact"));
+        assert_eq!(backend_of(&t, "h", "/api/v2"), Some("regex"));
+        assert_eq!(backend_of(&t, "h", "/other"), Some("prefix"));
+    }
+
+    #[test]
+    fn bad_and_duplicate_regexes_are_refused() {
+        let mut b = RouteTableBuilder::new();
+        let err = b.add(exact("h"), route(PathMatch::Regex("/a(".into()), "x")).unwrap_err();
+        assert!(matches!(err, RouteError::InvalidPath { .. }), "{err:?}");
+        let err = b.add(exact("h"), route(PathMatch::Regex("a.*".into()), "x")).unwrap_err();
+        assert!(matches!(err, RouteError::InvalidPath { .. }), "{err:?}");
+        let huge = format!("/{}", "(a{1000}){1000}");
+        assert!(b.add(exact("h"), route(PathMatch::Regex(huge), "x")).is_err());
+        b.add(exact("h"), route(PathMatch::Regex("/a.*".into()), "first")).unwrap();
+        let err = b.add(exact("h"), route(PathMatch::Regex("/a.*".into()), "second")).unwrap_err();
+        assert!(matches!(err, RouteError::Conflict { .. }), "{err:?}");
     }
 }

@@ -1,0 +1,199 @@
+//! Policies: one typed model of everything a route asks of a request beyond forwarding it.
+//!
+//! The controller compiles policies per route ahead of time from its front ends (ingress-nginx
+//! annotations today, Gateway API filters next, `ProxyConfig` fields for class-wide ones); the
+//! request pipeline applies them in a fixed order of phases. The data path never sees the text a
+//! policy came from, only these values: no user string is ever templated into anything.
+//!
+//! Phases, in the order the pipeline applies them (the order of nginx's own phases, so that an
+//! Ingress written for ingress-nginx behaves the same):
+//!
+//! 1. **rewrite phase**, answered before any access check, as nginx's `return` and `rewrite` are:
+//!    [`HttpsRedirect`], [`Redirect`] (permanent and temporal), [`AppRoot`], the CORS preflight
+//!    ([`Cors`]).
+//! 2. **pre-access**: [`RateLimit`] (per client address, 503 by default).
+//! 3. **access**: [`Refusal`] (a policy that could not be honoured: the route fails closed),
+//!    [`SourceRanges`] (403), [`BasicAuth`] (401).
+//! 4. **request**: the body limit (413), [`Rewrite`] of the path sent upstream, the `Host` sent
+//!    upstream and `X-Forwarded-Prefix` ([`UpstreamRequest`]), and the upstream timeouts
+//!    ([`UpstreamTimeouts`]).
+//! 5. **response**: CORS response headers, custom response headers ([`ResponseHeaders`]).
+//!
+//! Every policy is a plain value: comparing two snapshots compares policies by value, so an
+//! unchanged manifest never causes a swap. Runtime state a policy needs (rate-limit buckets) lives
+//! beside the pipeline, keyed by the policy's value, and survives snapshot swaps.
+
+mod access;
+mod basic_auth;
+mod cors;
+mod rate_limit;
+mod redirect;
+mod rewrite;
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Response};
+use http_body_util::Full;
+
+pub use access::{Refusal, SourceRanges};
+pub use basic_auth::{BasicAuth, Htpasswd, HtpasswdError};
+pub use cors::{Cors, CorsOrigin};
+pub use rate_limit::{RateLimit, RateLimiters};
+pub use redirect::{AppRoot, HttpsRedirect, Redirect};
+pub use rewrite::{Rewrite, RewriteError};
+
+/// A response Gantry answers by itself, without a backend.
+pub type LocalResponse = Response<Full<Bytes>>;
+
+/// `Server: gantry` on every response Gantry makes itself.
+pub static SERVER: HeaderValue = HeaderValue::from_static("gantry");
+
+/// Everything a route asks of a request beyond forwarding it. `Default` is no policy at all.
+///
+/// Large or shared parts are behind `Arc` so that cloning a route (one per path of a rule) stays
+/// cheap and a policy used by a thousand routes is held once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policies {
+    // --- rewrite phase ---
+    /// Answer plain-HTTP requests with a redirect to `https://` (`ssl-redirect`, on by default for
+    /// hosts with TLS; `force-ssl-redirect` for hosts without).
+    pub https_redirect: Option<HttpsRedirect>,
+    /// Answer every request with a fixed redirect (`permanent-redirect`, `temporal-redirect`).
+    pub redirect: Option<Redirect>,
+    /// Redirect requests for `/` to the application root (`app-root`, 302).
+    pub app_root: Option<AppRoot>,
+    /// CORS: preflights answered here, headers added to responses (`enable-cors`, `cors-*`).
+    pub cors: Option<Arc<Cors>>,
+
+    // --- pre-access ---
+    /// Per-client request rate and connection limits (`limit-rps`, `limit-rpm`, ...).
+    pub rate_limit: Option<Arc<RateLimit>>,
+
+    // --- access ---
+    /// The route cannot be served as its author meant (an access or auth policy that is invalid
+    /// or not supported): every request is refused, never served open.
+    pub refusal: Option<Refusal>,
+    /// Client address allow and deny lists (`whitelist-source-range`, `denylist-source-range`).
+    pub source_ranges: Option<Arc<SourceRanges>>,
+    /// HTTP basic authentication against an htpasswd list (`auth-type: basic`).
+    pub basic_auth: Option<Arc<BasicAuth>>,
+
+    // --- request ---
+    /// Largest request body in bytes (`proxy-body-size`); a larger one gets 413. `None`: the
+    /// class-wide limit from the settings, if any.
+    pub max_body_bytes: Option<u64>,
+    /// What is changed in the request sent upstream.
+    pub upstream: UpstreamRequest,
+    /// Per-route upstream timeouts; each `None` falls back to the class-wide setting.
+    pub timeouts: UpstreamTimeouts,
+
+    // --- response ---
+    /// Headers added to every response of the route (`custom-headers`).
+    pub response_headers: Option<Arc<ResponseHeaders>>,
+}
+
+impl Policies {
+    /// Policies with only the HTTPS redirect, when `on`.
+    pub fn https_redirect(on: bool) -> Self {
+        Self {
+            https_redirect: on.then(HttpsRedirect::default),
+            ..Self::default()
+        }
+    }
+}
+
+/// What is changed in the request sent upstream (after routing, which always uses the request as
+/// the client sent it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamRequest {
+    /// The path sent upstream (`rewrite-target`).
+    pub rewrite: Option<Arc<Rewrite>>,
+    /// The `Host` sent upstream instead of the client's (`upstream-vhost`).
+    pub host: Option<HeaderValue>,
+    /// `X-Forwarded-Prefix` sent upstream (`x-forwarded-prefix`).
+    pub forwarded_prefix: Option<HeaderValue>,
+}
+
+/// Upstream timeouts of one route (`proxy-connect-timeout`, `proxy-read-timeout`,
+/// `proxy-send-timeout`). `None` is the class-wide setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamTimeouts {
+    /// Opening a connection to one endpoint.
+    pub connect: Option<Duration>,
+    /// Waiting for the response head, and the longest silence between two pieces of the response
+    /// body.
+    pub read: Option<Duration>,
+    /// The longest the upstream may take to accept two successive pieces of the request body.
+    pub send: Option<Duration>,
+}
+
+/// Headers added to every response of a route, unless the response already has them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResponseHeaders {
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ResponseHeaders {
+    /// Adds each header the response does not already carry.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for (name, value) in &self.headers {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// Gantry's own short text response with `status`, e.g. for 401, 403, 413 and 503 decided by a
+/// policy.
+pub fn local_response(status: http::StatusCode) -> LocalResponse {
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(http::header::SERVER, SERVER.clone());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_compare_by_value() {
+        assert_eq!(Policies::https_redirect(true), Policies::https_redirect(true));
+        assert_ne!(Policies::https_redirect(true), Policies::default());
+        assert_eq!(Policies::https_redirect(false), Policies::default());
+    }
+
+    #[test]
+    fn response_headers_never_override_the_backend_s() {
+        let rh = ResponseHeaders {
+            headers: vec![
+                (HeaderName::from_static("x-a"), HeaderValue::from_static("1")),
+                (HeaderName::from_static("x-b"), HeaderValue::from_static("2")),
+            ],
+        };
+        let mut h = http::HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("backend"));
+        rh.apply(&mut h);
+        assert_eq!(h["x-a"], "backend");
+        assert_eq!(h["x-b"], "2");
+    }
+
+    #[test]
+    fn local_responses_name_their_status() {
+        let r = local_response(http::StatusCode::FORBIDDEN);
+        assert_eq!(r.status(), 403);
+        assert_eq!(r.headers()["server"], "gantry");
+    }
+}
