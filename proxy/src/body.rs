@@ -27,12 +27,40 @@ pub struct RequestBody {
     /// Bytes of data in `ahead`.
     ahead_len: u64,
     rest: Incoming,
+    /// The most the body may carry (`proxy-body-size`), and how much of `rest` has passed.
+    limit: Option<u64>,
+    streamed: u64,
+}
+
+/// Why a request body stopped while it was being forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The client's stream failed (cut off, malformed chunk).
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+    /// The body went past the route's limit; the upstream request is cut off here.
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
 }
 
 impl RequestBody {
     /// Reads `body` ahead until it ends or `limit` bytes are buffered, for at most `timeout`.
     /// A body that is already complete (no body, or an empty one) costs nothing.
-    pub async fn read_ahead(mut body: Incoming, limit: usize, timeout: Duration) -> Result<Self, ProxyError> {
+    ///
+    /// `max_body` is the route's body limit: a body that declares a larger `Content-Length`, or
+    /// turns out larger while read ahead, is refused here (413) before any upstream work; one that
+    /// grows past it later is cut off with [`BodyError::TooLarge`].
+    pub async fn read_ahead(
+        mut body: Incoming,
+        limit: usize,
+        timeout: Duration,
+        max_body: Option<u64>,
+    ) -> Result<Self, ProxyError> {
+        if let (Some(max), Some(declared)) = (max_body, body.size_hint().exact()) {
+            if declared > max {
+                return Err(ProxyError::BodyTooLarge(max));
+            }
+        }
         let mut ahead = VecDeque::new();
         let mut ahead_len = 0u64;
         let read = async {
@@ -42,6 +70,9 @@ impl RequestBody {
                     Some(Ok(frame)) => {
                         if let Some(data) = frame.data_ref() {
                             ahead_len += data.len() as u64;
+                        }
+                        if let Some(max) = max_body.filter(|max| ahead_len > *max) {
+                            return Err(ProxyError::BodyTooLarge(max));
                         }
                         ahead.push_back(frame);
                     }
@@ -55,8 +86,11 @@ impl RequestBody {
             .map_err(|_| ProxyError::RequestTimeout)??;
         Ok(Self {
             ahead,
+            // What was read ahead counts toward the limit; the rest is added as it streams.
+            streamed: ahead_len,
             ahead_len,
             rest: body,
+            limit: max_body,
         })
     }
 
@@ -68,7 +102,7 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -80,7 +114,16 @@ impl Body for RequestBody {
             }
             return Poll::Ready(Some(Ok(frame)));
         }
-        Pin::new(&mut self.rest).poll_frame(cx)
+        let polled = Pin::new(&mut self.rest).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let (Some(data), Some(max)) = (frame.data_ref(), self.limit) {
+                self.streamed += data.len() as u64;
+                if self.streamed > max {
+                    return Poll::Ready(Some(Err(BodyError::TooLarge(max))));
+                }
+            }
+        }
+        polled.map_err(BodyError::from)
     }
 
     fn is_end_stream(&self) -> bool {

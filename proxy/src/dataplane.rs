@@ -127,6 +127,7 @@ impl DataplaneBuilder {
             self.settings.max_connections,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        tokio::spawn(sweep_rate_limits(pipeline.clone(), shutdown_rx.clone()));
         let workers = Workers::start(pipeline, self.workers, self.http, self.https, tls, shutdown_rx)
             .map_err(|source| Error::Listen {
                 what: "http/https",
@@ -154,6 +155,31 @@ impl DataplaneBuilder {
             admin_shutdown,
             admin_task: std::sync::Mutex::new(Some(admin_task)),
         })
+    }
+}
+
+/// How often rate-limit state is trimmed: limits no route uses any more are dropped, and client
+/// addresses that are back to a full bucket are forgotten, so memory follows the active clients.
+const RATE_LIMIT_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn sweep_rate_limits(pipeline: Arc<Pipeline>, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(RATE_LIMIT_SWEEP);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = crate::shutdown_requested(&mut shutdown) => return,
+            _ = every.tick() => {}
+        }
+        let snapshot = pipeline.snapshots.load();
+        let in_use: std::collections::HashSet<&crate::policy::RateLimit> = snapshot
+            .routes
+            .iter()
+            .map(|(_, r)| r)
+            .chain(snapshot.routes.default_route())
+            .filter_map(|r| r.policies.rate_limit.as_deref())
+            .collect();
+        pipeline.rate_limiters.retain(|limit| in_use.contains(limit));
+        pipeline.rate_limiters.sweep();
     }
 }
 

@@ -56,6 +56,9 @@ pub enum ProxyError {
     /// No response head within `--upstream-response-timeout`.
     #[error("upstream response timeout")]
     UpstreamTimeout,
+    /// The request body is larger than the route allows (`proxy-body-size`).
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
 }
 
 impl ProxyError {
@@ -65,6 +68,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             Self::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
@@ -82,6 +86,7 @@ impl ProxyError {
             | Self::ClientBody(_)
             | Self::BadFraming(_)
             | Self::UnsupportedTransferCoding
+            | Self::BodyTooLarge(_)
             | Self::RequestTimeout => Side::Downstream,
             Self::NoRoute | Self::NoEndpoint(_) => Side::Internal,
             Self::Connect { .. } | Self::Upstream(_) | Self::UpstreamTimeout => Side::Upstream,
@@ -98,6 +103,7 @@ impl ProxyError {
             Self::BadFraming(_) => "bad_framing",
             Self::UnsupportedTransferCoding => "unsupported_transfer_coding",
             Self::RequestTimeout => "body_timeout",
+            Self::BodyTooLarge(_) => "body_too_large",
             Self::NoRoute => "no_route",
             Self::NoEndpoint(_) => "no_endpoint",
             Self::Connect { .. } => "connect",
@@ -123,6 +129,7 @@ mod tests {
             (ProxyError::BadHost("missing"), 400, Side::Downstream),
             (ProxyError::BadTarget("x".into()), 400, Side::Downstream),
             (ProxyError::TooManyHeaders, 431, Side::Downstream),
+            (ProxyError::BodyTooLarge(1), 413, Side::Downstream),
             (ProxyError::NoRoute, 404, Side::Internal),
             (ProxyError::NoEndpoint("svc".into()), 503, Side::Internal),
             (

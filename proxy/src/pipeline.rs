@@ -31,11 +31,11 @@ use crate::{
     headers::{self, X_REQUEST_ID},
     metrics::{status_class, Label, Metrics, RejectLabels, RequestLabels},
     normalize::{normalize_host, normalize_path},
-    policy::{LocalResponse, SERVER},
+    policy::{self, LocalResponse, RateLimiters, SERVER},
     routes::Route,
     snapshot::{Snapshot, SnapshotHandle},
     state,
-    upstream::{self, UpstreamBody},
+    upstream::{self, Timeouts, UpstreamBody},
 };
 
 /// The body of every response Gantry sends: the backend's, streamed, or a small one of our own.
@@ -64,6 +64,10 @@ pub struct RequestCtx<'c> {
     pub upstream: Option<SocketAddr>,
     /// The access-log record, when the access log is on.
     pub log: Option<AccessRecord>,
+    /// The request's `Origin`, kept for the CORS response headers.
+    pub origin: Option<HeaderValue>,
+    /// Held while the request counts against a `limit-connections` limit.
+    pub rate_guard: Option<policy::rate_limit::InFlight>,
 }
 
 /// The request target after the parse phase: the normalized host and path, what routing and every
@@ -106,6 +110,8 @@ pub struct Pipeline {
     pub metrics: Metrics,
     /// Open client connections, against `--max-connections`.
     pub connections: ConnectionLimit,
+    /// Rate-limit state, shared by the workers and kept across snapshot swaps.
+    pub rate_limiters: RateLimiters,
     access_log: AccessLog,
 }
 
@@ -161,6 +167,7 @@ impl Pipeline {
             snapshots,
             metrics,
             connections: ConnectionLimit::new(max_connections),
+            rate_limiters: RateLimiters::new(),
             access_log: AccessLog::stdout(),
         }
     }
@@ -182,6 +189,8 @@ impl Pipeline {
             route: None,
             upstream: None,
             log,
+            origin: None,
+            rate_guard: None,
         };
         let resp = match self.request_phases(&mut ctx, req).await {
             Ok(resp) => resp,
@@ -207,11 +216,11 @@ impl Pipeline {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = parse(ctx, &req)?;
         let route = route(ctx, &target)?;
-        if let Flow::Respond(resp) = request_policies(ctx, &route, &target, &req) {
+        if let Flow::Respond(resp) = request_policies(ctx, &self.rate_limiters, &route, &target, &req) {
             return Ok(resp.map(Either::Right));
         }
-        let forwarding = target.into_forwarding(&req)?;
-        let req = request_body(ctx, req).await?;
+        let forwarding = upstream_target(&route, target, &req)?;
+        let req = request_body(ctx, &route, req).await?;
         let first = choose_endpoint(ctx, &route)?;
         forward(ctx, &self.metrics, &route, first, forwarding, req).await
     }
@@ -283,19 +292,80 @@ pub fn route(ctx: &mut RequestCtx<'_>, target: &Target<'_>) -> Result<Arc<Route>
     Ok(route)
 }
 
-/// Request policies, in a fixed order. Today: the HTTPS redirect.
+/// Request policies, in the order of nginx's phases (see `policy`): a route that fails closed is
+/// refused first of all; then the rewrite phase (app root, fixed redirects, the CORS preflight,
+/// the HTTPS redirect), pre-access (rate limits), access (client address, basic auth).
 pub fn request_policies<B>(
-    ctx: &RequestCtx<'_>,
+    ctx: &mut RequestCtx<'_>,
+    limiters: &RateLimiters,
     route: &Route,
     target: &Target<'_>,
     req: &Request<B>,
 ) -> Flow<()> {
-    if let Some(redirect) = &route.policies.https_redirect {
+    let p = &route.policies;
+    if let Some(refusal) = &p.refusal {
+        return Flow::Respond(refusal.apply());
+    }
+    // rewrite phase
+    if let Some(resp) = p
+        .app_root
+        .as_ref()
+        .and_then(|a| a.apply(ctx.conn.tls, &target.host_header, &target.path))
+    {
+        return Flow::Respond(resp);
+    }
+    if let Some(redirect) = &p.redirect {
+        return Flow::Respond(redirect.apply());
+    }
+    if let Some(cors) = &p.cors {
+        ctx.origin = req.headers().get(header::ORIGIN).cloned();
+        if let Some(resp) = cors.preflight(req.method(), req.headers()) {
+            return Flow::Respond(resp);
+        }
+    }
+    if let Some(redirect) = &p.https_redirect {
         if let Some(resp) = redirect.apply(ctx.conn.tls, &target.host, &target.path, req.uri().query()) {
             return Flow::Respond(resp);
         }
     }
+    // pre-access
+    let client = ctx.conn.client.ip();
+    if let Some(limit) = &p.rate_limit {
+        match limiters.check(limit, client) {
+            Ok(guard) => ctx.rate_guard = guard,
+            Err(resp) => return Flow::Respond(resp),
+        }
+    }
+    // access
+    if let Some(resp) = p.source_ranges.as_ref().and_then(|r| r.apply(client)) {
+        return Flow::Respond(resp);
+    }
+    if let Some(resp) = p.basic_auth.as_ref().and_then(|a| a.apply(req.headers())) {
+        return Flow::Respond(resp);
+    }
     Flow::Continue(())
+}
+
+/// The `Host` (the client's, for the forwarding headers) and the request target sent upstream:
+/// the normalized path, or what the route's `rewrite-target` makes of it.
+pub fn upstream_target<B>(
+    route: &Route,
+    target: Target<'_>,
+    req: &Request<B>,
+) -> Result<(HeaderValue, Option<Uri>), ProxyError> {
+    let up = &route.policies.upstream;
+    let rewritten = match &up.rewrite {
+        Some(rewrite) => rewrite.apply(&target.path, req.uri().query()),
+        None => None,
+    };
+    match rewritten {
+        Some(path_and_query) => {
+            let pq = PathAndQuery::try_from(path_and_query)
+                .map_err(|_| ProxyError::BadTarget("unforwardable rewritten path".into()))?;
+            Ok((target.host_header, Some(Uri::from(pq))))
+        }
+        None => target.into_forwarding(req),
+    }
 }
 
 /// Bytes of a request body read before any upstream work (see `body`).
@@ -306,11 +376,13 @@ const READ_AHEAD: usize = 64 * 1024;
 /// here, before an endpoint is chosen; a client too slow to send it gets 408.
 pub async fn request_body(
     ctx: &RequestCtx<'_>,
+    route: &Route,
     req: Request<Incoming>,
 ) -> Result<Request<RequestBody>, ProxyError> {
     let (parts, body) = req.into_parts();
     let timeout = ctx.snapshot.config.header_read_timeout;
-    let body = RequestBody::read_ahead(body, READ_AHEAD, timeout).await?;
+    let max_body = route.policies.max_body_bytes;
+    let body = RequestBody::read_ahead(body, READ_AHEAD, timeout, max_body).await?;
     Ok(Request::from_parts(parts, body))
 }
 
@@ -344,13 +416,21 @@ pub async fn forward(
     let upgrade = headers::is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     headers::rewrite_request_headers(req.headers_mut(), ctx.conn, host_header, upgrade);
+    // `X-Forwarded-Host` keeps the client's host; `upstream-vhost` changes only `Host`.
+    if let Some(vhost) = &route.policies.upstream.host {
+        req.headers_mut().insert(header::HOST, vhost.clone());
+    }
+    if let Some(prefix) = &route.policies.upstream.forwarded_prefix {
+        req.headers_mut()
+            .insert(&headers::X_FORWARDED_PREFIX, prefix.clone());
+    }
     if let Some(rec) = ctx.log.as_mut() {
         rec.set_request_id(req.headers().get(&X_REQUEST_ID));
     }
     *req.version_mut() = Version::HTTP_11;
 
-    let config = &ctx.snapshot.config;
-    let (mut resp, addr) = upstream::send(&route.backend, first, req, config, metrics).await?;
+    let timeouts = Timeouts::resolve(&ctx.snapshot.config, &route.policies.timeouts);
+    let (mut resp, addr) = upstream::send(&route.backend, first, req, timeouts, metrics).await?;
     ctx.upstream = Some(addr);
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -371,8 +451,19 @@ pub async fn forward(
     Ok(resp.map(Either::Left))
 }
 
-/// Response policies: HSTS on TLS responses (class-wide, from the snapshot's settings).
+/// Response policies: the route's CORS and custom headers, then HSTS on TLS responses (class-wide,
+/// from the snapshot's settings). They apply to every response of the route, Gantry's own
+/// included, as ingress-nginx's `add_header ... always` does.
 pub fn response_policies(ctx: &RequestCtx<'_>, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    if let Some(route) = &ctx.route {
+        let p = &route.policies;
+        if let Some(cors) = &p.cors {
+            cors.apply_response(ctx.origin.as_ref(), resp.headers_mut());
+        }
+        if let Some(extra) = &p.response_headers {
+            extra.apply(resp.headers_mut());
+        }
+    }
     if let (true, Some(hsts)) = (ctx.conn.tls, &ctx.snapshot.config.hsts) {
         let headers = resp.headers_mut();
         if !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {

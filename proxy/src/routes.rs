@@ -1069,15 +1069,25 @@ mod tests {
         // docs/user-guide/ingress-path-matching.md, "Path Priority".
         let mut b = RouteTableBuilder::new();
         let host = || exact("test.com");
-        b.add(host(), route(PathMatch::Regex("/foo/bar".into()), "service1")).unwrap();
-        b.add(host(), route(PathMatch::Regex("/foo/bar/".into()), "service2")).unwrap();
-        b.add(host(), route(PathMatch::Regex("/foo/bar/(.+)".into()), "service3")).unwrap();
+        b.add(host(), route(PathMatch::Regex("/foo/bar".into()), "service1"))
+            .unwrap();
+        b.add(host(), route(PathMatch::Regex("/foo/bar/".into()), "service2"))
+            .unwrap();
+        b.add(
+            host(),
+            route(PathMatch::Regex("/foo/bar/(.+)".into()), "service3"),
+        )
+        .unwrap();
         let t = b.build();
         assert_eq!(backend_of(&t, "test.com", "/foo/bar/1"), Some("service3"));
         assert_eq!(backend_of(&t, "test.com", "/foo/bar/"), Some("service2"));
         assert_eq!(backend_of(&t, "test.com", "/foo/bar"), Some("service1"));
         assert_eq!(backend_of(&t, "test.com", "/FOO/BAR/x"), Some("service3"));
-        assert_eq!(backend_of(&t, "test.com", "/foo/barbaz"), Some("service1"), "not end-anchored");
+        assert_eq!(
+            backend_of(&t, "test.com", "/foo/barbaz"),
+            Some("service1"),
+            "not end-anchored"
+        );
         assert_eq!(backend_of(&t, "test.com", "/x/foo/bar"), None, "start-anchored");
     }
 
@@ -1086,8 +1096,16 @@ mod tests {
         // ingress-path-matching.md, "Warning": /foo/bar/[A-Z0-9]{3} is longer, so it is tried
         // first and takes /foo/bar/bar.
         let mut b = RouteTableBuilder::new();
-        b.add(exact("test.com"), route(PathMatch::Regex("/foo/bar/bar".into()), "bar")).unwrap();
-        b.add(exact("test.com"), route(PathMatch::Regex("/foo/bar/[A-Z0-9]{3}".into()), "any3")).unwrap();
+        b.add(
+            exact("test.com"),
+            route(PathMatch::Regex("/foo/bar/bar".into()), "bar"),
+        )
+        .unwrap();
+        b.add(
+            exact("test.com"),
+            route(PathMatch::Regex("/foo/bar/[A-Z0-9]{3}".into()), "any3"),
+        )
+        .unwrap();
         let t = b.build();
         assert_eq!(backend_of(&t, "test.com", "/foo/bar/bar"), Some("any3"));
     }
@@ -1095,9 +1113,15 @@ mod tests {
     #[test]
     fn exact_paths_win_before_regexes_and_prefixes_come_after() {
         let mut b = RouteTableBuilder::new();
-        b.add(exact("h"), route(PathMatch::Exact("/api/v1".into()), "exact")).unwrap();
-        b.add(exact("h"), route(PathMatch::Regex("/api/v[0-9]+".into()), "regex")).unwrap();
-        b.add(exact("h"), route(PathMatch::Prefix("/".into()), "prefix")).unwrap();
+        b.add(exact("h"), route(PathMatch::Exact("/api/v1".into()), "exact"))
+            .unwrap();
+        b.add(
+            exact("h"),
+            route(PathMatch::Regex("/api/v[0-9]+".into()), "regex"),
+        )
+        .unwrap();
+        b.add(exact("h"), route(PathMatch::Prefix("/".into()), "prefix"))
+            .unwrap();
         let t = b.build();
         assert_eq!(backend_of(&t, "h", "/api/v1"), Some("exact"));
         assert_eq!(backend_of(&t, "h", "/api/v2"), Some("regex"));
@@ -1107,14 +1131,21 @@ mod tests {
     #[test]
     fn bad_and_duplicate_regexes_are_refused() {
         let mut b = RouteTableBuilder::new();
-        let err = b.add(exact("h"), route(PathMatch::Regex("/a(".into()), "x")).unwrap_err();
+        let err = b
+            .add(exact("h"), route(PathMatch::Regex("/a(".into()), "x"))
+            .unwrap_err();
         assert!(matches!(err, RouteError::InvalidPath { .. }), "{err:?}");
-        let err = b.add(exact("h"), route(PathMatch::Regex("a.*".into()), "x")).unwrap_err();
+        let err = b
+            .add(exact("h"), route(PathMatch::Regex("a.*".into()), "x"))
+            .unwrap_err();
         assert!(matches!(err, RouteError::InvalidPath { .. }), "{err:?}");
         let huge = format!("/{}", "(a{1000}){1000}");
         assert!(b.add(exact("h"), route(PathMatch::Regex(huge), "x")).is_err());
-        b.add(exact("h"), route(PathMatch::Regex("/a.*".into()), "first")).unwrap();
-        let err = b.add(exact("h"), route(PathMatch::Regex("/a.*".into()), "second")).unwrap_err();
+        b.add(exact("h"), route(PathMatch::Regex("/a.*".into()), "first"))
+            .unwrap();
+        let err = b
+            .add(exact("h"), route(PathMatch::Regex("/a.*".into()), "second"))
+            .unwrap_err();
         assert!(matches!(err, RouteError::Conflict { .. }), "{err:?}");
     }
 }

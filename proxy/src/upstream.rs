@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::{
     backend::Backend,
-    body::RequestBody,
+    body::{BodyError, RequestBody},
     config::ProxyConfig,
     error::ProxyError,
     h1::{H1Body, H1Conn, SendError, Upgraded},
@@ -28,6 +28,26 @@ use crate::{
 /// open a fresh one.
 const MAX_STALE_RETRIES: usize = 3;
 
+/// The upstream timeouts of one request: the class-wide settings, overridden by the route's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// To the response head, and between two pieces of the response body.
+    pub response: Duration,
+    /// How long a pooled connection may have been idle and still be used.
+    pub pool_idle: Duration,
+}
+
+impl Timeouts {
+    pub fn resolve(config: &ProxyConfig, route: &crate::policy::UpstreamTimeouts) -> Self {
+        Self {
+            connect: route.connect.unwrap_or(config.upstream_connect_timeout),
+            response: route.read.unwrap_or(config.upstream_response_timeout),
+            pool_idle: config.upstream_idle_timeout,
+        }
+    }
+}
+
 /// Sends a request to the backend's endpoint `first` and returns the response head with the
 /// address that answered. A failed connect is retried once on the next endpoint (nothing was sent
 /// yet); a pooled connection the backend had closed is replaced transparently.
@@ -38,7 +58,7 @@ pub async fn send(
     backend: &Backend,
     first: usize,
     mut req: Request<RequestBody>,
-    config: &ProxyConfig,
+    timeouts: Timeouts,
     metrics: &Metrics,
 ) -> Result<(Response<UpstreamBody>, SocketAddr), ProxyError> {
     let endpoints = &backend.endpoints;
@@ -50,10 +70,10 @@ pub async fn send(
     let mut stale = 0;
     loop {
         let addr = endpoints[idx].addr;
-        let pooled = state::with(|s| s.checkout(addr, config.upstream_idle_timeout)).flatten();
+        let pooled = state::with(|s| s.checkout(addr, timeouts.pool_idle)).flatten();
         let conn = match pooled {
             Some(conn) => conn,
-            None => match connect(addr, config.upstream_connect_timeout).await {
+            None => match connect(addr, timeouts.connect).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     metrics.upstream_connect_errors.inc();
@@ -67,7 +87,7 @@ pub async fn send(
             },
         };
         let in_flight = InFlight::begin(addr);
-        let sent = tokio::time::timeout(config.upstream_response_timeout, conn.send(req)).await;
+        let sent = tokio::time::timeout(timeouts.response, conn.send(req)).await;
         match sent {
             Err(_) => {
                 metrics.upstream_timeouts.inc();
@@ -78,7 +98,7 @@ pub async fn send(
                 let mut body = UpstreamBody {
                     inner,
                     _in_flight: in_flight,
-                    read_timeout: ReadTimeout::new(config.upstream_response_timeout),
+                    read_timeout: ReadTimeout::new(timeouts.response),
                 };
                 body.release();
                 return Ok((Response::from_parts(parts, body), addr));
@@ -88,7 +108,12 @@ pub async fn send(
                 stale += 1;
                 req = r;
             }
-            Ok(Err(SendError::Body(e))) => return Err(ProxyError::ClientBody(e.to_string())),
+            Ok(Err(SendError::Body(e))) => {
+                return Err(match e.downcast_ref::<BodyError>() {
+                    Some(BodyError::TooLarge(max)) => ProxyError::BodyTooLarge(*max),
+                    _ => ProxyError::ClientBody(e.to_string()),
+                })
+            }
             Ok(Err(e)) => return Err(ProxyError::Upstream(e.to_string())),
         }
     }

@@ -26,7 +26,7 @@
 mod access;
 mod basic_auth;
 mod cors;
-mod rate_limit;
+pub mod rate_limit;
 mod redirect;
 mod rewrite;
 

@@ -138,7 +138,10 @@ mod tests {
         let r = a.apply(false, &host, "/").unwrap();
         assert_eq!(r.status(), 302);
         assert_eq!(r.headers()["location"], "http://approot.bar.com:8080/foo");
-        assert_eq!(a.apply(true, &host, "/").unwrap().headers()["location"], "https://approot.bar.com:8080/foo");
+        assert_eq!(
+            a.apply(true, &host, "/").unwrap().headers()["location"],
+            "https://approot.bar.com:8080/foo"
+        );
         assert!(a.apply(false, &host, "/foo").is_none());
     }
 }

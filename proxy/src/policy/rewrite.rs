@@ -34,7 +34,9 @@ pub enum RewriteError {
     NotAbsolute(String),
     #[error("the target refers to ${0}, which is not a capture group of the path (it has {1})")]
     NoSuchCapture(usize, usize),
-    #[error("the target uses {0:?}: only $1 to $9 (capture groups) are substituted; nginx variables are not")]
+    #[error(
+        "the target uses {0:?}: only $1 to $9 (capture groups) are substituted; nginx variables are not"
+    )]
     Variable(String),
     #[error("the target contains a character not allowed in a URL: {0:?}")]
     BadCharacter(char),
@@ -145,7 +147,11 @@ mod tests {
         assert_eq!(r.apply("/something/", None).unwrap(), "/");
         assert_eq!(r.apply("/something/new", None).unwrap(), "/new");
         assert_eq!(r.apply("/something/new", Some("a=1")).unwrap(), "/new?a=1");
-        assert_eq!(r.apply("/SOMETHING/new", None).unwrap(), "/new", "case-insensitive");
+        assert_eq!(
+            r.apply("/SOMETHING/new", None).unwrap(),
+            "/new",
+            "case-insensitive"
+        );
         assert!(r.apply("/other", None).is_none());
     }
 
@@ -167,17 +173,40 @@ mod tests {
 
     #[test]
     fn bad_targets_are_refused_with_a_reason() {
-        assert_eq!(Rewrite::new("/a(.*)", "/$2").unwrap_err(), RewriteError::NoSuchCapture(2, 1));
-        assert!(matches!(Rewrite::new("/a", "/$host").unwrap_err(), RewriteError::Variable(v) if v == "$host"));
-        assert!(matches!(Rewrite::new("/a(", "/").unwrap_err(), RewriteError::Regex(_)));
-        assert!(matches!(Rewrite::new("/a", "b").unwrap_err(), RewriteError::NotAbsolute(_)));
-        assert!(matches!(Rewrite::new("/a", "/b c").unwrap_err(), RewriteError::BadCharacter(' ')));
-        assert!(matches!(Rewrite::new("/a", "/b\";x").unwrap_err(), RewriteError::BadCharacter('"')));
+        assert_eq!(
+            Rewrite::new("/a(.*)", "/$2").unwrap_err(),
+            RewriteError::NoSuchCapture(2, 1)
+        );
+        assert!(
+            matches!(Rewrite::new("/a", "/$host").unwrap_err(), RewriteError::Variable(v) if v == "$host")
+        );
+        assert!(matches!(
+            Rewrite::new("/a(", "/").unwrap_err(),
+            RewriteError::Regex(_)
+        ));
+        assert!(matches!(
+            Rewrite::new("/a", "b").unwrap_err(),
+            RewriteError::NotAbsolute(_)
+        ));
+        assert!(matches!(
+            Rewrite::new("/a", "/b c").unwrap_err(),
+            RewriteError::BadCharacter(' ')
+        ));
+        assert!(matches!(
+            Rewrite::new("/a", "/b\";x").unwrap_err(),
+            RewriteError::BadCharacter('"')
+        ));
     }
 
     #[test]
     fn rewrites_compare_by_what_was_written() {
-        assert_eq!(Rewrite::new("/a(.*)", "/$1").unwrap(), Rewrite::new("/a(.*)", "/$1").unwrap());
-        assert_ne!(Rewrite::new("/a(.*)", "/$1").unwrap(), Rewrite::new("/b(.*)", "/$1").unwrap());
+        assert_eq!(
+            Rewrite::new("/a(.*)", "/$1").unwrap(),
+            Rewrite::new("/a(.*)", "/$1").unwrap()
+        );
+        assert_ne!(
+            Rewrite::new("/a(.*)", "/$1").unwrap(),
+            Rewrite::new("/b(.*)", "/$1").unwrap()
+        );
     }
 }
