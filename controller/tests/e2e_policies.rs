@@ -1,0 +1,467 @@
+//! ingress-nginx annotations, end to end: the real `gantry` binary on a folder of manifests, real
+//! backends, real clients, and password files written by the real `htpasswd` tool.
+//!
+//! Each test starts the backends and the Gantry it needs. Expected answers are ingress-nginx's,
+//! from its user guide and its e2e tests (`test/e2e/annotations/*.go`).
+
+mod common;
+
+use std::{path::Path, process::Command, time::Duration};
+
+use common::*;
+
+/// Gantry serving `manifests` (joined as one file), after waiting for `host` `path` to route.
+async fn serve(dir: &Path, manifests: &[String]) -> Gantry {
+    write_manifest(dir, "all.yaml", &manifests.join("---\n"));
+    Gantry::start(dir, &[]).await
+}
+
+async fn get(g: &Gantry, host: &str, path: &str) -> reqwest::Response {
+    plain_client()
+        .get(g.url(path))
+        .header("host", host)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn json_of(resp: reqwest::Response) -> serde_json::Value {
+    let text = resp.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+fn opaque_secret(name: &str, data: &[(&str, &str)]) -> String {
+    let mut s = format!("apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: default }}\ntype: Opaque\ndata:\n");
+    for (k, v) in data {
+        s += &format!("  {k}: {}\n", base64_encode(v.as_bytes()));
+    }
+    s
+}
+
+/// `htpasswd -n <flag> -b user password`: one line as the Apache tool writes it.
+fn htpasswd_line(flag: &str, user: &str, password: &str) -> String {
+    let out = Command::new("htpasswd")
+        .args(["-n", flag, "-b", user, password])
+        .output()
+        .expect("the htpasswd tool (apache2-utils) is installed");
+    assert!(out.status.success(), "htpasswd failed: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn basic_auth_accepts_bcrypt_apr1_and_sha1_users_written_by_htpasswd() {
+    let backend = TestBackend::start("secret").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = [
+        htpasswd_line("-B", "bcrypt-user", "pw-b"),
+        htpasswd_line("-m", "apr1-user", "pw-m"),
+        htpasswd_line("-s", "sha-user", "pw-s"),
+    ]
+    .join("\n")
+        + "\n";
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("secret", 80, None, &[backend.addr]),
+            opaque_secret("basic-auth", &[("auth", &file)]),
+            ingress_yaml(
+                "auth",
+                &[
+                    ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+                    ("nginx.ingress.kubernetes.io/auth-secret", "basic-auth"),
+                    ("nginx.ingress.kubernetes.io/auth-realm", "Authentication Required - foo"),
+                ],
+                &[("auth.example", "/", "Prefix", "secret", 80)],
+            ),
+        ],
+    )
+    .await;
+    let client = plain_client();
+    let url = g.url("/");
+
+    let resp = client.get(&url).header("host", "auth.example").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Basic realm=\"Authentication Required - foo\""
+    );
+    for (user, pw) in [("bcrypt-user", "pw-b"), ("apr1-user", "pw-m"), ("sha-user", "pw-s")] {
+        let ok = client
+            .get(&url)
+            .header("host", "auth.example")
+            .basic_auth(user, Some(pw))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200, "{user}");
+        let wrong = client
+            .get(&url)
+            .header("host", "auth.example")
+            .basic_auth(user, Some("wrong"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{user} with a wrong password");
+    }
+    let unknown = client
+        .get(&url)
+        .header("host", "auth.example")
+        .basic_auth("nobody", Some("pw-b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 401);
+    // Only the authenticated requests reached the backend.
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn broken_auth_and_access_annotations_fail_closed_while_other_ingresses_keep_serving() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            // The Secret it names does not exist.
+            ingress_yaml(
+                "missing-secret",
+                &[
+                    ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+                    ("nginx.ingress.kubernetes.io/auth-secret", "nope"),
+                ],
+                &[("a.example", "/", "Prefix", "app", 80)],
+            ),
+            // Not a CIDR.
+            ingress_yaml(
+                "bad-cidr",
+                &[("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/33")],
+                &[("b.example", "/", "Prefix", "app", 80)],
+            ),
+            // External auth is not something Gantry can honour today.
+            ingress_yaml(
+                "ext-auth",
+                &[("nginx.ingress.kubernetes.io/auth-url", "http://auth.example/check")],
+                &[("c.example", "/", "Prefix", "app", 80)],
+            ),
+            // An access rule inside a snippet: never executed, so never served open either.
+            ingress_yaml(
+                "snippet",
+                &[("nginx.ingress.kubernetes.io/configuration-snippet", "deny all;")],
+                &[("d.example", "/", "Prefix", "app", 80)],
+            ),
+            ingress_yaml("fine", &[], &[("ok.example", "/", "Prefix", "app", 80)]),
+        ],
+    )
+    .await;
+    for host in ["a.example", "b.example", "c.example", "d.example"] {
+        let resp = get(&g, host, "/").await;
+        assert_eq!(resp.status(), 503, "{host} must fail closed");
+    }
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(get(&g, "ok.example", "/").await.status(), 200);
+}
+
+#[tokio::test]
+async fn source_ranges_allow_and_deny_by_client_address() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            ingress_yaml(
+                "outside",
+                &[("nginx.ingress.kubernetes.io/whitelist-source-range", "18.0.0.0/8, 56.0.0.1")],
+                &[("outside.example", "/", "Prefix", "app", 80)],
+            ),
+            ingress_yaml(
+                "inside",
+                &[("nginx.ingress.kubernetes.io/allowlist-source-range", "10.0.0.0/8,127.0.0.1/32")],
+                &[("inside.example", "/", "Prefix", "app", 80)],
+            ),
+            ingress_yaml(
+                "denied",
+                &[("nginx.ingress.kubernetes.io/denylist-source-range", "127.0.0.0/8")],
+                &[("denied.example", "/", "Prefix", "app", 80)],
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(get(&g, "outside.example", "/").await.status(), 403);
+    assert_eq!(get(&g, "inside.example", "/").await.status(), 200);
+    assert_eq!(get(&g, "denied.example", "/").await.status(), 403);
+}
+
+#[tokio::test]
+async fn limit_rps_answers_503_beyond_the_burst() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            ingress_yaml(
+                "limited",
+                &[
+                    ("nginx.ingress.kubernetes.io/limit-rps", "1"),
+                    ("nginx.ingress.kubernetes.io/limit-burst-multiplier", "5"),
+                ],
+                &[("limited.example", "/", "Prefix", "app", 80)],
+            ),
+        ],
+    )
+    .await;
+    let mut ok = 0;
+    let mut limited = 0;
+    for _ in 0..20 {
+        match get(&g, "limited.example", "/").await.status().as_u16() {
+            200 => ok += 1,
+            503 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    // rate 1/s with a burst of 5 (nodelay): the first requests pass at once, then one per second.
+    // The loop takes well under a second or two, so at most a couple more pass.
+    assert!((5..=8).contains(&ok), "{ok} passed, {limited} limited");
+    assert_eq!(ok + limited, 20);
+}
+
+#[tokio::test]
+async fn cors_preflight_is_answered_by_gantry_and_responses_carry_the_headers() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            ingress_yaml(
+                "cors",
+                &[
+                    ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+                    (
+                        "nginx.ingress.kubernetes.io/cors-allow-origin",
+                        "https://origin.cors.com:8080, https://*.apps.example",
+                    ),
+                ],
+                &[("cors.example", "/", "Prefix", "app", 80)],
+            ),
+        ],
+    )
+    .await;
+    let client = plain_client();
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, g.url("/api"))
+        .header("host", "cors.example")
+        .header("origin", "https://origin.cors.com:8080")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://origin.cors.com:8080");
+    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-max-age"], "1728000");
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 0, "preflight answered by Gantry");
+
+    let sub = client
+        .get(g.url("/api"))
+        .header("host", "cors.example")
+        .header("origin", "https://team.apps.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sub.status(), 200);
+    assert_eq!(sub.headers()["access-control-allow-origin"], "https://team.apps.example");
+
+    let stranger = client
+        .get(g.url("/api"))
+        .header("host", "cors.example")
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), 200);
+    assert!(!stranger.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
+async fn regex_paths_with_rewrite_target_send_the_captured_path_upstream() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            // docs/examples/rewrite: /something(/|$)(.*) → /$2
+            ingress_yaml(
+                "rewrite",
+                &[
+                    ("nginx.ingress.kubernetes.io/use-regex", "true"),
+                    ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+                ],
+                &[("rewrite.example", "/something(/|$)(.*)", "ImplementationSpecific", "app", 80)],
+            ),
+        ],
+    )
+    .await;
+    for (request, upstream) in [
+        ("/something", "/"),
+        ("/something/", "/"),
+        ("/something/new", "/new"),
+        ("/SOMETHING/a/b", "/a/b"),
+    ] {
+        let resp = get(&g, "rewrite.example", request).await;
+        assert_eq!(resp.status(), 200, "{request}");
+        assert_eq!(json_of(resp).await["path"], upstream, "{request}");
+    }
+    let with_query = json_of(get(&g, "rewrite.example", "/something/q?x=1").await).await;
+    assert_eq!(with_query["path"], "/q");
+    assert_eq!(with_query["query"], "x=1");
+    assert_eq!(get(&g, "rewrite.example", "/other").await.status(), 404);
+}
+
+#[tokio::test]
+async fn redirects_answer_without_the_backend() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            ingress_yaml(
+                "permanent",
+                &[("nginx.ingress.kubernetes.io/permanent-redirect", "http://redirect.example.com")],
+                &[("perm.example", "/something", "Prefix", "app", 80)],
+            ),
+            ingress_yaml(
+                "permanent-code",
+                &[
+                    ("nginx.ingress.kubernetes.io/permanent-redirect", "http://redirect.example.com"),
+                    ("nginx.ingress.kubernetes.io/permanent-redirect-code", "308"),
+                ],
+                &[("perm308.example", "/", "Prefix", "app", 80)],
+            ),
+            ingress_yaml(
+                "temporal",
+                &[("nginx.ingress.kubernetes.io/temporal-redirect", "http://tmp.example.com/x")],
+                &[("temp.example", "/", "Prefix", "app", 80)],
+            ),
+            ingress_yaml(
+                "approot",
+                &[("nginx.ingress.kubernetes.io/app-root", "/foo")],
+                &[("approot.bar.com", "/", "Prefix", "app", 80)],
+            ),
+        ],
+    )
+    .await;
+    let r = get(&g, "perm.example", "/something").await;
+    assert_eq!(r.status(), 301);
+    assert_eq!(r.headers()["location"], "http://redirect.example.com");
+    let r = get(&g, "perm308.example", "/").await;
+    assert_eq!(r.status(), 308);
+    let r = get(&g, "temp.example", "/a").await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "http://tmp.example.com/x");
+    let r = get(&g, "approot.bar.com", "/").await;
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "http://approot.bar.com/foo");
+    // Only the root is redirected.
+    assert_eq!(get(&g, "approot.bar.com", "/foo").await.status(), 200);
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn proxy_body_size_refuses_larger_bodies_with_413_declared_or_streamed() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            ingress_yaml(
+                "small",
+                &[("nginx.ingress.kubernetes.io/proxy-body-size", "1k")],
+                &[("small.example", "/", "Prefix", "app", 80)],
+            ),
+        ],
+    )
+    .await;
+    let client = plain_client();
+    let post = |body: reqwest::Body| {
+        client
+            .post(g.url("/upload"))
+            .header("host", "small.example")
+            .body(body)
+            .send()
+    };
+    let ok = post(reqwest::Body::from(vec![b'a'; 1000])).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.text().await.unwrap(), "1000");
+    let big = post(reqwest::Body::from(vec![b'a'; 2048])).await.unwrap();
+    assert_eq!(big.status(), 413);
+    // Chunked, so the size is only known as it streams.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..4).map(|_| Ok(vec![b'b'; 600])).collect();
+    let streamed = post(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), 413);
+}
+
+#[tokio::test]
+async fn upstream_vhost_forwarded_prefix_and_custom_headers() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: extra-headers, namespace: default }\n\
+             data:\n  X-Custom-One: \"one\"\n  X-Custom-Two: \"two words\"\n"
+                .to_string(),
+            ingress_yaml(
+                "headers",
+                &[
+                    ("nginx.ingress.kubernetes.io/upstream-vhost", "internal.svc"),
+                    ("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/api"),
+                    ("nginx.ingress.kubernetes.io/custom-headers", "default/extra-headers"),
+                ],
+                &[("headers.example", "/", "Prefix", "app", 80)],
+            ),
+        ],
+    )
+    .await;
+    let resp = get(&g, "headers.example", "/x").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-custom-one"], "one");
+    assert_eq!(resp.headers()["x-custom-two"], "two words");
+    let seen = json_of(resp).await;
+    assert_eq!(seen["host"], "internal.svc");
+    assert_eq!(seen["headers"]["x-forwarded-host"], "headers.example");
+    assert_eq!(seen["headers"]["x-forwarded-prefix"], "/api");
+}
+
+#[tokio::test]
+async fn per_route_read_timeout_turns_a_slow_backend_into_504() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            ingress_yaml(
+                "impatient",
+                &[("nginx.ingress.kubernetes.io/proxy-read-timeout", "1")],
+                &[("impatient.example", "/", "Prefix", "app", 80)],
+            ),
+            ingress_yaml("patient", &[], &[("patient.example", "/", "Prefix", "app", 80)]),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(get(&g, "impatient.example", "/sleep/2500").await.status(), 504);
+    assert!(started.elapsed() < Duration::from_millis(2400));
+    assert_eq!(get(&g, "patient.example", "/sleep/1500").await.status(), 200);
+}
