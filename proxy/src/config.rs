@@ -98,6 +98,10 @@ pub struct ProxyConfig {
     /// The admin listener does not count, so health checks stay answerable. Default 0. Read once
     /// at start.
     pub max_connections: usize,
+    /// Every connection to the traffic listeners opens with a PROXY protocol header (v1 or v2)
+    /// naming the client; one without is closed. For Gantry behind a TCP load balancer that
+    /// sends it (ingress-nginx's `use-proxy-protocol`). Default off. Applies to new connections.
+    pub proxy_protocol: bool,
 }
 
 impl Default for ProxyConfig {
@@ -119,6 +123,7 @@ impl Default for ProxyConfig {
             hsts: None,
             tls_session_resumption: true,
             max_connections: 0,
+            proxy_protocol: false,
         }
     }
 }

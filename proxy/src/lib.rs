@@ -6,7 +6,8 @@
 //!
 //! Modules import downward only, in these layers (each line may import the lines above it):
 //!
-//! 1. data: `normalize`, `config`, `error`, `backend`, `policy`, `tls`, `conn`, `metrics`, `body`
+//! 1. data: `normalize`, `config`, `error`, `backend`, `policy`, `tls`, `conn`, `metrics`, `body`,
+//!    `proxy_protocol`
 //!    (error), and `h1` (the upstream HTTP/1.1 codec, which imports nothing of the crate)
 //! 2. compiled data: `routes` (backend, normalize, policy), `snapshot` (config, routes, tls),
 //!    `headers` (conn, error, policy), `access_log` (config, conn)
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod pipeline;
 pub mod policy;
+pub mod proxy_protocol;
 pub mod routes;
 pub mod server;
 pub mod snapshot;

@@ -209,14 +209,14 @@ pub async fn serve(
                 b
             }
         };
-        let info = ConnInfo::new(client, local_port, tls.is_some());
         let conn = Connection {
             pipeline: pipeline.clone(),
             builders: builder,
             acceptor: tls.as_ref().map(|t| t.acceptor(config.tls_min_version)),
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
-            info,
+            proxy_protocol: config.proxy_protocol,
+            info: ConnInfo::new(client, local_port, tls.is_some()),
             kind,
             watcher: graceful.watcher(),
             _slot: slot,
@@ -245,6 +245,8 @@ struct Connection {
     acceptor: Option<TlsAcceptor>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
+    /// Read a PROXY protocol header first; its source address becomes the client's.
+    proxy_protocol: bool,
     info: ConnInfo,
     kind: ListenerKind,
     watcher: hyper_util::server::graceful::Watcher,
@@ -253,7 +255,21 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, stream: TcpStream) {
+    async fn run(mut self, mut stream: TcpStream) {
+        if self.proxy_protocol {
+            match crate::proxy_protocol::read_header(&mut stream, self.header_read_timeout).await {
+                Ok(Some(client)) => {
+                    self.info = ConnInfo::new(client, self.info.local_port, self.info.tls);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Closed without an answer: the peer is not the balancer we were told of.
+                    tracing::debug!(peer = %self.info.client, error = %e, "PROXY protocol header refused");
+                    self.pipeline.metrics.connections_refused.inc();
+                    return;
+                }
+            }
+        }
         let metrics = self.pipeline.metrics.clone();
         let gauge = metrics
             .active_connections
