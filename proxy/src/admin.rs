@@ -113,6 +113,7 @@ fn admin_response(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes
             );
             r
         }
+        "/debug/explain" => explain(admin, req.uri().query().unwrap_or("")),
         "/debug/routes" => {
             let mut dump =
                 serde_json::to_value(RouteDump::from(&*admin.snapshots.load())).unwrap_or_default();
@@ -196,4 +197,88 @@ impl From<&Snapshot> for RouteDump {
             tls_hosts: s.certs.names(),
         }
     }
+}
+
+/// `/debug/explain?url=http://host/path` (or `?host=..&path=..`): which route serves that URL and
+/// why each other rule of the host did not.
+fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
+    let param = |name: &str| {
+        query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == name).then(|| percent_decode(v))
+        })
+    };
+    let (host, path) = match param("url") {
+        Some(url) => match url.parse::<http::Uri>() {
+            Ok(uri) => (uri.host().unwrap_or_default().to_owned(), uri.path().to_owned()),
+            Err(_) => return text(StatusCode::BAD_REQUEST, "url is not a valid URL\n"),
+        },
+        None => (
+            param("host").unwrap_or_default(),
+            param("path").unwrap_or_else(|| "/".into()),
+        ),
+    };
+    if host.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "give ?url=http://host/path or ?host=..&path=..\n",
+        );
+    }
+    let Ok(host) = crate::normalize::normalize_host(&host) else {
+        return text(StatusCode::BAD_REQUEST, "invalid host\n");
+    };
+    let Ok(path) = crate::normalize::normalize_path(&path) else {
+        return text(StatusCode::BAD_REQUEST, "invalid path\n");
+    };
+    let snapshot = admin.snapshots.load();
+    let e = snapshot.routes.explain(&host, &path);
+    let describe = |host: Option<&HostMatch>, r: &crate::Route| {
+        serde_json::json!({
+            "host": host.map(|h| h.to_string()),
+            "path": path_text(&r.path).0,
+            "pathType": path_text(&r.path).1,
+            "ingress": format!("{}/{}", r.source.namespace, r.source.name),
+            "backend": r.backend.id.to_string(),
+            "endpoints": r.backend.endpoints.len(),
+            "policies": r.policies.describe(),
+        })
+    };
+    let body = serde_json::json!({
+        "host": &*host,
+        "path": &*path,
+        "matchedHost": e.host_entry.as_ref().map(|h| h.to_string()),
+        "route": e.chosen.as_deref().map(|r| describe(if e.by_default { None } else { e.host_entry.as_ref() }, r)),
+        "defaultBackend": e.by_default,
+        "answer": match (&e.chosen, e.by_default) {
+            (None, _) => "404: no rule of the host matches and there is no default backend".to_owned(),
+            (Some(_), true) => "the default backend: no rule of the host matches".to_owned(),
+            (Some(_), false) => "the route above".to_owned(),
+        },
+        "notChosen": e.not_chosen.iter().map(|n| {
+            let mut v = describe(Some(&n.host), &n.route);
+            v["why"] = serde_json::Value::String(n.why.clone());
+            v
+        }).collect::<Vec<_>>(),
+    });
+    let mut r = text(StatusCode::OK, format!("{body:#}\n"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn path_text(p: &PathMatch) -> (&str, &'static str) {
+    match p {
+        PathMatch::Exact(p) => (p, "Exact"),
+        PathMatch::Prefix(p) => (p, "Prefix"),
+        PathMatch::Regex(p) => (p, "Regex"),
+    }
+}
+
+/// `%XX` and `+` in a query parameter.
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(&s.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }

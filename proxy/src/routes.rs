@@ -419,6 +419,59 @@ impl RouteTable {
         self.any.as_ref()
     }
 
+    /// Why a request goes where it goes: the host entry that applies, the route chosen, and for
+    /// every other rule of that host (and every less specific host entry that also matches) why
+    /// it was not chosen. For `/debug/explain` and `gantry explain`; not on the request path.
+    pub fn explain(&self, host: &str, path: &str) -> Explanation {
+        let chosen = self.lookup(host, path).cloned();
+        let by_default = chosen.is_some() && self.paths_for(host).and_then(|p| p.lookup(path)).is_none();
+        let mut applicable: Vec<HostMatch> = Vec::new();
+        if self.exact.contains_key(host) {
+            applicable.push(HostMatch::Exact(host.to_owned()));
+        }
+        if let Some((label, parent)) = host.split_once('.') {
+            if !label.is_empty() && self.wildcard.contains_key(parent) {
+                applicable.push(HostMatch::Wildcard(parent.to_owned()));
+            }
+        }
+        if self.any.is_some() {
+            applicable.push(HostMatch::Any);
+        }
+        let host_entry = applicable.first().cloned();
+        let mut not_chosen = Vec::new();
+        for (i, entry) in applicable.iter().enumerate() {
+            let Ok(at) = self.listing.binary_search_by(|(h, _)| h.cmp(entry)) else {
+                continue;
+            };
+            for route in self.listing[at].1.iter() {
+                if chosen.as_ref().is_some_and(|c| Arc::ptr_eq(c, route)) {
+                    continue;
+                }
+                let why = if i > 0 {
+                    format!(
+                        "host {entry} is less specific than {}; only the most specific host's rules apply",
+                        applicable[0]
+                    )
+                } else if path_matches(&route.path, path) {
+                    "matches, but a rule tried earlier matched first (longer path, Exact before regex before Prefix)".to_owned()
+                } else {
+                    path_mismatch(&route.path).to_owned()
+                };
+                not_chosen.push(NotChosen {
+                    host: entry.clone(),
+                    route: route.clone(),
+                    why,
+                });
+            }
+        }
+        Explanation {
+            host_entry,
+            chosen,
+            by_default,
+            not_chosen,
+        }
+    }
+
     /// The default backend, if any Ingress set one.
     pub fn default_route(&self) -> Option<&Arc<Route>> {
         self.default.as_ref()
@@ -458,6 +511,47 @@ impl RouteTable {
     /// Number of distinct host entries (exact hosts, wildcards, and `Any` if present).
     pub fn host_count(&self) -> usize {
         self.listing.len()
+    }
+}
+
+/// What [`RouteTable::explain`] found.
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// The host entry whose rules apply (`None`: no host entry matches).
+    pub host_entry: Option<HostMatch>,
+    /// The route the request goes to, if any.
+    pub chosen: Option<Arc<Route>>,
+    /// True when `chosen` is the default backend because no rule of the host matched.
+    pub by_default: bool,
+    /// Every other rule that was considered, with the reason it lost.
+    pub not_chosen: Vec<NotChosen>,
+}
+
+/// A rule [`RouteTable::explain`] did not choose.
+#[derive(Clone, Debug)]
+pub struct NotChosen {
+    pub host: HostMatch,
+    pub route: Arc<Route>,
+    pub why: String,
+}
+
+/// Whether one rule matches `path` on its own (precedence aside).
+fn path_matches(rule: &PathMatch, path: &str) -> bool {
+    match rule {
+        PathMatch::Exact(p) => normalize_path(p).is_ok_and(|p| p == path),
+        PathMatch::Prefix(p) => normalize_path(p).is_ok_and(|p| {
+            let p = p.trim_end_matches('/');
+            path.starts_with(p) && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
+        }),
+        PathMatch::Regex(p) => compile_regex(p).is_ok_and(|re| re.is_match(path)),
+    }
+}
+
+fn path_mismatch(rule: &PathMatch) -> &'static str {
+    match rule {
+        PathMatch::Exact(_) => "Exact: the path is not exactly this (case-sensitive)",
+        PathMatch::Prefix(_) => "Prefix: the path does not start with these whole segments",
+        PathMatch::Regex(_) => "regex: does not match from the start of the path (case-insensitive)",
     }
 }
 
@@ -1147,5 +1241,41 @@ mod tests {
             .add(exact("h"), route(PathMatch::Regex("/a.*".into()), "second"))
             .unwrap_err();
         assert!(matches!(err, RouteError::Conflict { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn explain_names_the_chosen_rule_and_why_the_others_lost() {
+        let mut b = RouteTableBuilder::new();
+        b.add(exact("shop.example"), route(PathMatch::Prefix("/".into()), "web"))
+            .unwrap();
+        b.add(
+            exact("shop.example"),
+            route(PathMatch::Prefix("/api".into()), "api"),
+        )
+        .unwrap();
+        b.add(
+            exact("shop.example"),
+            route(PathMatch::Exact("/api/v1".into()), "v1"),
+        )
+        .unwrap();
+        b.add(wildcard("example"), route(PathMatch::Prefix("/".into()), "wild"))
+            .unwrap();
+        let t = b.build();
+        let e = t.explain("shop.example", "/api/users");
+        assert_eq!(e.host_entry, Some(exact("shop.example")));
+        assert_eq!(&*e.chosen.unwrap().backend.id.service, "api");
+        assert!(!e.by_default);
+        let why = |svc: &str| {
+            e.not_chosen
+                .iter()
+                .find(|n| &*n.route.backend.id.service == svc)
+                .map(|n| n.why.clone())
+                .unwrap()
+        };
+        assert!(why("web").contains("matched first"), "{}", why("web"));
+        assert!(why("v1").starts_with("Exact"), "{}", why("v1"));
+        assert!(why("wild").contains("less specific"), "{}", why("wild"));
+        let none = t.explain("other.test", "/");
+        assert!(none.host_entry.is_none() && none.chosen.is_none());
     }
 }

@@ -94,6 +94,77 @@ pub struct Policies {
 }
 
 impl Policies {
+    /// One short line per policy in force, in the order they apply (for `/debug/explain`).
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(r) = &self.refusal {
+            out.push(format!("refused ({}): {}", r.status.as_u16(), r.reason));
+        }
+        if let Some(a) = &self.app_root {
+            out.push(format!("app root: / redirects (302) to {}", a.path));
+        }
+        if let Some(r) = &self.redirect {
+            let to = r.location.to_str().unwrap_or("?");
+            out.push(format!("redirect ({}) to {to}", r.status.as_u16()));
+        }
+        if self.cors.is_some() {
+            out.push("CORS (preflight answered here)".into());
+        }
+        if let Some(r) = &self.https_redirect {
+            out.push(format!("plain HTTP redirects ({}) to HTTPS", r.status.as_u16()));
+        }
+        if let Some(l) = &self.rate_limit {
+            let mut parts = Vec::new();
+            if let Some(rps) = l.rps {
+                parts.push(format!("{rps}/s"));
+            }
+            if let Some(rpm) = l.rpm {
+                parts.push(format!("{rpm}/min"));
+            }
+            if let Some(c) = l.connections {
+                parts.push(format!("{c} in flight"));
+            }
+            out.push(format!(
+                "rate limit per client: {} (burst x{})",
+                parts.join(", "),
+                l.burst_multiplier
+            ));
+        }
+        if let Some(r) = &self.source_ranges {
+            out.push(format!(
+                "client addresses: {} allowed, {} denied ranges",
+                r.allow.len(),
+                r.deny.len()
+            ));
+        }
+        if let Some(a) = &self.basic_auth {
+            out.push(format!("basic auth ({} users)", a.users.len()));
+        }
+        if let Some(max) = self.max_body_bytes {
+            out.push(format!("request body at most {max} bytes"));
+        }
+        if let Some(r) = &self.upstream.rewrite {
+            out.push(format!("path rewritten to {}", r.target()));
+        }
+        if let Some(h) = &self.upstream.host {
+            out.push(format!("Host upstream: {}", h.to_str().unwrap_or("?")));
+        }
+        if let Some(p) = &self.upstream.forwarded_prefix {
+            out.push(format!("X-Forwarded-Prefix: {}", p.to_str().unwrap_or("?")));
+        }
+        let t = &self.timeouts;
+        if t.connect.is_some() || t.read.is_some() || t.send.is_some() {
+            out.push(format!(
+                "upstream timeouts: connect {:?}, read {:?}, send {:?}",
+                t.connect, t.read, t.send
+            ));
+        }
+        if let Some(h) = &self.response_headers {
+            out.push(format!("{} extra response headers", h.headers.len()));
+        }
+        out
+    }
+
     /// Policies with only the HTTPS redirect, when `on`.
     pub fn https_redirect(on: bool) -> Self {
         Self {
