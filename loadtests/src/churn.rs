@@ -31,38 +31,56 @@ pub fn drive(churn: Churn, inst: &mut ProxyInstance, stop: &AtomicBool, until: I
     let every = match churn {
         Churn::Routes { every } | Churn::Endpoints { every } => every,
     };
+    drive_cycle(&[churn], every, inst, stop, until)
+}
+
+/// Like [`drive`], one change every `every`, taking the kinds of change in `cycle` in turn (the
+/// soak test alternates route and endpoint churn). The `every` inside each [`Churn`] is ignored.
+pub fn drive_cycle(
+    cycle: &[Churn],
+    every: Duration,
+    inst: &mut ProxyInstance,
+    stop: &AtomicBool,
+    until: Instant,
+) -> ChurnStats {
     let mut stats = ChurnStats::default();
     let mut next = Instant::now() + every;
-    while !stop.load(Ordering::Relaxed) && !interrupted() && Instant::now() < until {
-        // Sleep in small slices so that a stop is seen quickly.
-        while Instant::now() < next && !stop.load(Ordering::Relaxed) {
-            thread::sleep((next - Instant::now()).min(Duration::from_millis(10)));
+    let mut tick = 0usize;
+    while !cycle.is_empty() && !stop.load(Ordering::Relaxed) && !interrupted() && Instant::now() < until {
+        // Sleep in small slices so that a stop (or the end) is seen quickly.
+        while Instant::now() < next.min(until) && !stop.load(Ordering::Relaxed) {
+            thread::sleep((next.min(until) - Instant::now()).min(Duration::from_millis(10)));
         }
-        if stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) || Instant::now() >= until {
             break;
         }
-        inst.churn_step += 1;
-        let result = match churn {
-            Churn::Routes { .. } => {
-                inst.topo.churn_hosts = churn_hosts(inst.churn_step);
-                inst.apply_routes()
-            }
-            Churn::Endpoints { .. } => {
-                let before = inst.topo.endpoints.clone();
-                endpoint_set(&mut inst.topo.endpoints, inst.churn_step);
-                inst.apply_endpoints(&before)
-            }
-        };
-        match result {
+        match apply(cycle[tick % cycle.len()], inst) {
             Ok(()) => stats.changes += 1,
             Err(e) => {
                 stats.failed += 1;
                 stats.last_error = Some(format!("{e:#}"));
             }
         }
+        tick += 1;
         next = (next + every).max(Instant::now());
     }
     stats
+}
+
+/// One change of kind `churn`: the next churn-host window, or the next endpoint set.
+pub fn apply(churn: Churn, inst: &mut ProxyInstance) -> anyhow::Result<()> {
+    inst.churn_step += 1;
+    match churn {
+        Churn::Routes { .. } => {
+            inst.topo.churn_hosts = churn_hosts(inst.churn_step);
+            inst.apply_routes()
+        }
+        Churn::Endpoints { .. } => {
+            let before = inst.topo.endpoints.clone();
+            endpoint_set(&mut inst.topo.endpoints, inst.churn_step);
+            inst.apply_endpoints(&before)
+        }
+    }
 }
 
 /// Adds a route for a host never used before and returns how long until the proxy answers 200 for

@@ -23,6 +23,10 @@ pub enum Command {
     Run(RunArgs),
     /// List the scenarios with what each measures.
     List,
+    /// Soak test: Gantry alone under mixed, rate-limited traffic with route and endpoint churn for
+    /// `--duration`, sampling its memory and file descriptors; memory probes first. Writes
+    /// report.{md,json}, samples.csv and soak.svg; exits non-zero on FAIL.
+    Soak(SoakArgs),
     /// (helper) WebSocket echo backend.
     #[command(hide = true)]
     WsEcho(WsEchoArgs),
@@ -109,6 +113,41 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    /// How long the mixed traffic runs, e.g. `30m`, `40s` (at most 60m).
+    #[arg(long, value_parser = parse_duration, default_value = "30m")]
+    pub duration: Duration,
+    /// Output directory (default: <cargo target dir>/loadtests/soak).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not apt-get install or cargo install anything; use what is on PATH.
+    #[arg(long)]
+    pub no_install: bool,
+    /// Do not run `cargo build --release -p gantry`; use the binary that is there.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Use this gantry binary instead of <target>/release/gantry (implies --no-build).
+    #[arg(long)]
+    pub gantry_bin: Option<PathBuf>,
+    /// One change every this long, alternating: route churn (an Ingress host added and one
+    /// removed), then endpoint churn (the active 2 of 3 endpoints rotate).
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub churn_every: Duration,
+    /// Sample Gantry's RSS, file descriptors, threads and open connections every this long.
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub sample_every: Duration,
+    /// Connections each memory probe opens (slow readers; idle HTTP/2 over TLS).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub probe_conns: u32,
+    /// FAIL when RSS grows by this many percent or more between the warm-up sample and the end.
+    #[arg(long, default_value_t = 10.0)]
+    pub max_rss_growth_pct: f64,
+    /// FAIL when open file descriptors grow by this many or more between warm-up and the end.
+    #[arg(long, default_value_t = 50)]
+    pub max_fd_growth: i64,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct WsEchoArgs {
     #[arg(long)]
     pub addr: SocketAddr,
@@ -134,6 +173,10 @@ pub struct WsLoadArgs {
     /// Payload size of each message, bytes.
     #[arg(long, default_value_t = 32)]
     pub size: usize,
+    /// Each connection waits this many milliseconds after an echo before sending the next message
+    /// (0: ping-pong as fast as the proxy answers; the soak test rate-limits with it).
+    #[arg(long, default_value_t = 0)]
+    pub pause_ms: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -212,5 +255,81 @@ mod tests {
         assert_eq!(args.duration, Some(Duration::from_secs(5)));
         assert_eq!(args.proxies, ProxyKind::ALL);
         assert!(Cli::try_parse_from(["loadtests", "run", "--proxy-cpus", "3"]).is_err());
+    }
+
+    fn soak(args: &[&str]) -> Result<SoakArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["loadtests", "soak"].iter().chain(args))?;
+        let Command::Soak(a) = cli.command else {
+            panic!("not soak")
+        };
+        Ok(a)
+    }
+
+    #[test]
+    fn soak_defaults_to_thirty_minutes_sampled_every_five_seconds() {
+        let a = soak(&[]).unwrap();
+        assert_eq!(a.duration, Duration::from_secs(30 * 60));
+        assert_eq!(a.churn_every, Duration::from_secs(5));
+        assert_eq!(a.sample_every, Duration::from_secs(5));
+        assert_eq!(a.probe_conns, 1000);
+        assert_eq!(a.max_rss_growth_pct, 10.0);
+        assert_eq!(a.max_fd_growth, 50);
+        assert!(a.out.is_none() && a.gantry_bin.is_none() && !a.no_install && !a.no_build);
+    }
+
+    #[test]
+    fn soak_ci_mode_flags_parse_and_the_duration_is_capped_at_an_hour() {
+        let a = soak(&[
+            "--duration",
+            "40s",
+            "--churn-every",
+            "2s",
+            "--sample-every",
+            "2s",
+            "--probe-conns",
+            "200",
+            "--max-rss-growth-pct",
+            "25",
+            "--gantry-bin",
+            "target/debug/gantry",
+            "--no-install",
+            "--out",
+            "/tmp/soak",
+        ])
+        .unwrap();
+        assert_eq!(a.duration, Duration::from_secs(40));
+        assert_eq!(
+            (a.churn_every, a.sample_every),
+            (Duration::from_secs(2), Duration::from_secs(2))
+        );
+        assert_eq!(a.probe_conns, 200);
+        assert_eq!(a.max_rss_growth_pct, 25.0);
+        assert_eq!(
+            a.gantry_bin.as_deref(),
+            Some(std::path::Path::new("target/debug/gantry"))
+        );
+        assert!(a.no_install && !a.no_build);
+        assert_eq!(a.out.as_deref(), Some(std::path::Path::new("/tmp/soak")));
+        assert_eq!(
+            soak(&["--duration", "60m"]).unwrap().duration,
+            Duration::from_secs(3600)
+        );
+        assert!(soak(&["--duration", "61m"]).is_err());
+        assert!(soak(&["--probe-conns", "0"]).is_err());
+        assert!(soak(&["--probe-conns", "5001"]).is_err());
+    }
+
+    #[test]
+    fn ws_load_pauses_only_when_asked() {
+        let parse = |extra: &[&str]| {
+            let base = ["loadtests", "ws-load", "--addr", "127.0.0.1:1"];
+            let cli = Cli::try_parse_from(base.iter().chain(extra)).unwrap();
+            let Command::WsLoad(a) = cli.command else {
+                panic!("not ws-load")
+            };
+            a.pause_ms
+        };
+        assert_eq!(parse(&[]), 0);
+        assert_eq!(parse(&["--pause-ms", "100"]), 100);
     }
 }

@@ -48,36 +48,72 @@ pub fn client_main(args: IdleArgs) -> Result<()> {
     rt.block_on(run(args))
 }
 
-async fn run(args: IdleArgs) -> Result<()> {
+/// Connections opened by [`open_in_batches`], and what became of the others.
+pub struct Opened<C> {
+    pub conns: Vec<C>,
+    /// Connections that failed, timed out, or were not tried before the ramp limit.
+    pub failed: u64,
+    pub first_error: Option<String>,
+    /// Time to open them, seconds.
+    pub elapsed_s: f64,
+}
+
+/// Opens `n` connections with `open`, `batch` at a time, each within `per_conn`; the ones not
+/// tried after `ramp_limit` count as failed.
+pub async fn open_in_batches<C, Fut>(
+    n: usize,
+    batch: usize,
+    per_conn: Duration,
+    ramp_limit: Duration,
+    open: impl Fn() -> Fut,
+) -> Opened<C>
+where
+    Fut: std::future::Future<Output = Result<C>>,
+{
     let start = Instant::now();
-    let mut streams = Vec::with_capacity(args.conns);
-    let mut lat_ms = Vec::with_capacity(args.conns);
-    let mut ready = Ready::default();
-    let mut left = args.conns;
-    while left > 0 && start.elapsed() < RAMP_LIMIT {
-        let n = left.min(BATCH);
-        left -= n;
-        let batch = (0..n).map(|_| tokio::time::timeout(PER_CONN_TIMEOUT, open_one(args.addr, &args.host)));
-        for r in join_all(batch).await {
+    let mut out = Opened {
+        conns: Vec::with_capacity(n),
+        failed: 0,
+        first_error: None,
+        elapsed_s: 0.0,
+    };
+    let mut left = n;
+    while left > 0 && start.elapsed() < ramp_limit {
+        let k = left.min(batch.max(1));
+        left -= k;
+        let attempts = (0..k).map(|_| tokio::time::timeout(per_conn, open()));
+        for r in join_all(attempts).await {
             match r {
-                Ok(Ok((s, ms))) => {
-                    streams.push(s);
-                    lat_ms.push(ms);
-                }
+                Ok(Ok(c)) => out.conns.push(c),
                 Ok(Err(e)) => {
-                    ready.failed += 1;
-                    ready.first_error.get_or_insert_with(|| format!("{e:#}"));
+                    out.failed += 1;
+                    out.first_error.get_or_insert_with(|| format!("{e:#}"));
                 }
                 Err(_) => {
-                    ready.failed += 1;
-                    ready.first_error.get_or_insert_with(|| "timed out".into());
+                    out.failed += 1;
+                    out.first_error.get_or_insert_with(|| "timed out".into());
                 }
             }
         }
     }
-    ready.failed += left as u64;
-    ready.opened = streams.len() as u64;
-    ready.elapsed_s = start.elapsed().as_secs_f64();
+    out.failed += left as u64;
+    out.elapsed_s = start.elapsed().as_secs_f64();
+    out
+}
+
+async fn run(args: IdleArgs) -> Result<()> {
+    let opened = open_in_batches(args.conns, BATCH, PER_CONN_TIMEOUT, RAMP_LIMIT, || {
+        open_one(args.addr, &args.host)
+    })
+    .await;
+    let (streams, mut lat_ms): (Vec<TcpStream>, Vec<f64>) = opened.conns.into_iter().unzip();
+    let mut ready = Ready {
+        opened: streams.len() as u64,
+        failed: opened.failed,
+        first_error: opened.first_error,
+        elapsed_s: opened.elapsed_s,
+        ..Ready::default()
+    };
     (ready.p50_ms, ready.p99_ms, ready.p999_ms) = percentiles3(&mut lat_ms);
     println!("READY {}", serde_json::to_string(&ready)?);
 
@@ -133,8 +169,18 @@ async fn open_one(addr: std::net::SocketAddr, host: &str) -> Result<(TcpStream, 
     }
 }
 
-/// `Some(status)` once `buf` holds a whole HTTP/1.1 response (Content-Length or chunked body).
-pub fn response_complete(buf: &[u8]) -> Result<Option<u16>> {
+/// The parts of an HTTP/1.1 response head the clients need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub status: u16,
+    pub content_length: Option<usize>,
+    pub chunked: bool,
+    /// Offset of the first body byte in the buffer.
+    pub body_start: usize,
+}
+
+/// `Some(head)` once `buf` holds a whole response head; `Err` when it is not HTTP.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>> {
     let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };
@@ -148,7 +194,6 @@ pub fn response_complete(buf: &[u8]) -> Result<Option<u16>> {
         Some(s) => s,
         None => bail!("not an HTTP response"),
     };
-    let body = &buf[head_end + 4..];
     let mut content_length = None;
     let mut chunked = false;
     for l in lines {
@@ -160,12 +205,26 @@ pub fn response_complete(buf: &[u8]) -> Result<Option<u16>> {
             chunked = true;
         }
     }
-    let complete = if chunked {
+    Ok(Some(Head {
+        status,
+        content_length,
+        chunked,
+        body_start: head_end + 4,
+    }))
+}
+
+/// `Some(status)` once `buf` holds a whole HTTP/1.1 response (Content-Length or chunked body).
+pub fn response_complete(buf: &[u8]) -> Result<Option<u16>> {
+    let Some(head) = parse_head(buf)? else {
+        return Ok(None);
+    };
+    let body = &buf[head.body_start..];
+    let complete = if head.chunked {
         body.ends_with(b"0\r\n\r\n")
     } else {
-        body.len() >= content_length.unwrap_or(0)
+        body.len() >= head.content_length.unwrap_or(0)
     };
-    Ok(complete.then_some(status))
+    Ok(complete.then_some(head.status))
 }
 
 #[cfg(test)]
@@ -194,5 +253,17 @@ mod tests {
             Some(404)
         );
         assert!(response_complete(b"SSH-2.0\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn heads_give_status_length_and_where_the_body_starts() {
+        let buf = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\nabc";
+        let h = parse_head(buf).unwrap().unwrap();
+        assert_eq!(
+            (h.status, h.content_length, h.chunked),
+            (200, Some(1 << 20), false)
+        );
+        assert_eq!(&buf[h.body_start..], b"abc");
+        assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
     }
 }

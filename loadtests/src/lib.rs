@@ -18,6 +18,7 @@ pub mod report;
 pub mod runner;
 pub mod scenarios;
 pub mod setup;
+pub mod soak;
 pub mod svg;
 pub mod ws;
 
@@ -27,6 +28,7 @@ use cli::{Cli, Command};
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => runner::run(args),
+        Command::Soak(args) => soak::run(args),
         Command::List => {
             for s in scenarios::ScenarioId::ALL {
                 println!("{:<24} {}", s.name(), s.describe());

@@ -299,25 +299,72 @@ fn h2load_log_latencies_us(log: &str) -> Vec<f64> {
 /// oha arguments: `conns` concurrent connections for `duration`, a new connection (and TLS
 /// handshake) per request.
 pub fn oha_args(conns: usize, duration: Duration, url: &str) -> Vec<String> {
-    vec![
+    oha_args_with(conns, duration, url, OhaMode::NewConnection, None)
+}
+
+/// How oha uses its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OhaMode {
+    /// A new connection (and TLS handshake) per request.
+    NewConnection,
+    /// HTTP/1.1 keep-alive.
+    KeepAlive,
+    /// HTTP/2 (over TLS: ALPN h2), one request at a time per connection.
+    Http2,
+}
+
+/// oha arguments for `mode`, at most `rate` requests per second in all when given.
+pub fn oha_args_with(
+    conns: usize,
+    duration: Duration,
+    url: &str,
+    mode: OhaMode,
+    rate: Option<u32>,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
         "-z".into(),
         format!("{}ms", duration.as_millis().max(1)),
         "-c".into(),
         conns.to_string(),
-        "--disable-keepalive".into(),
-        "--insecure".into(),
-        "--no-tui".into(),
-        "--output-format".into(),
-        "json".into(),
-        url.into(),
-    ]
+    ];
+    match mode {
+        OhaMode::NewConnection => a.push("--disable-keepalive".into()),
+        OhaMode::KeepAlive => {}
+        OhaMode::Http2 => a.push("--http2".into()),
+    }
+    if let Some(q) = rate {
+        a.extend(["-q".into(), q.to_string()]);
+    }
+    a.extend(["--insecure", "--no-tui", "--output-format", "json", url].map(String::from));
+    a
+}
+
+fn oha_json(stdout: &str) -> Result<serde_json::Value> {
+    let start = stdout.find('{').context("oha printed no JSON")?;
+    serde_json::from_str(&stdout[start..]).context("parsing oha JSON")
+}
+
+/// Responses by status code (`"200"`, `"502"`, …) from `oha --output-format json`.
+pub fn parse_oha_statuses(stdout: &str) -> Result<std::collections::BTreeMap<String, u64>> {
+    Ok(oha_statuses(&oha_json(stdout)?))
+}
+
+fn oha_statuses(v: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    v.get("statusCodeDistribution")
+        .and_then(|c| c.as_object())
+        .map(|codes| {
+            codes
+                .iter()
+                .map(|(code, n)| (code.clone(), n.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Parses `oha --output-format json`. Requests cut off by the end of the run ("aborted due to
 /// deadline") are not errors.
 pub fn parse_oha(stdout: &str) -> Result<Measured> {
-    let start = stdout.find('{').context("oha printed no JSON")?;
-    let v: serde_json::Value = serde_json::from_str(&stdout[start..]).context("parsing oha JSON")?;
+    let v = oha_json(stdout)?;
     let summary = v.get("summary").context("oha JSON without summary")?;
     let duration_s = summary
         .get("total")
@@ -325,13 +372,10 @@ pub fn parse_oha(stdout: &str) -> Result<Measured> {
         .context("oha summary.total")?;
     let mut ok = 0u64;
     let mut bad_status = 0u64;
-    if let Some(codes) = v.get("statusCodeDistribution").and_then(|c| c.as_object()) {
-        for (code, n) in codes {
-            let n = n.as_u64().unwrap_or(0);
-            match code.parse::<u16>() {
-                Ok(c) if c < 400 => ok += n,
-                _ => bad_status += n,
-            }
+    for (code, n) in oha_statuses(&v) {
+        match code.parse::<u16>() {
+            Ok(c) if c < 400 => ok += n,
+            _ => bad_status += n,
         }
     }
     let mut socket_errors = 0u64;
@@ -490,6 +534,35 @@ mod tests {
         assert_eq!((m.p50_ms, m.p99_ms, m.p999_ms), (1.0, 2.0, 3.0));
         assert!(
             m.error_detail.contains("connection refused: 3") && m.error_detail.contains("non-2xx/3xx: 2")
+        );
+    }
+
+    #[test]
+    fn oha_statuses_are_broken_down_by_code() {
+        let out = r#"{"summary":{"total":1.0},"statusCodeDistribution":{"200":10,"502":2}}"#;
+        let s = parse_oha_statuses(out).unwrap();
+        assert_eq!(s.get("200"), Some(&10));
+        assert_eq!(s.get("502"), Some(&2));
+        assert!(parse_oha_statuses(r#"{"summary":{"total":1.0}}"#)
+            .unwrap()
+            .is_empty());
+        assert!(parse_oha_statuses("no json").is_err());
+    }
+
+    #[test]
+    fn oha_modes_and_rates_become_flags() {
+        let d = Duration::from_secs(60);
+        let a = oha_args(32, d, "https://localhost:1/");
+        assert_eq!(a[..5], ["-z", "60000ms", "-c", "32", "--disable-keepalive"]);
+        assert!(!a.contains(&"-q".to_string()));
+        let a = oha_args_with(32, d, "http://localhost:1/", OhaMode::KeepAlive, Some(1500));
+        assert!(!a.contains(&"--disable-keepalive".to_string()) && !a.contains(&"--http2".to_string()));
+        assert!(a.windows(2).any(|w| w == ["-q", "1500"]));
+        let a = oha_args_with(8, d, "https://localhost:1/", OhaMode::Http2, Some(500));
+        assert!(a.contains(&"--http2".to_string()) && a.windows(2).any(|w| w == ["-q", "500"]));
+        assert_eq!(
+            a[a.len() - 4..],
+            ["--no-tui", "--output-format", "json", "https://localhost:1/"]
         );
     }
 

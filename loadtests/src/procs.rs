@@ -232,9 +232,24 @@ pub fn run_bounded(name: &str, cmd: Command, timeout: Duration) -> Result<Output
 /// [`run_bounded`] with `input` written to the child's stdin (then closed).
 pub fn run_bounded_with_input(
     name: &str,
+    cmd: Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output> {
+    run_bounded_inner(name, cmd, input, timeout, None)
+}
+
+/// [`run_bounded`] that also stops the child (and returns `Err`) as soon as `stop` is set.
+pub fn run_bounded_until(name: &str, cmd: Command, timeout: Duration, stop: &AtomicBool) -> Result<Output> {
+    run_bounded_inner(name, cmd, None, timeout, Some(stop))
+}
+
+fn run_bounded_inner(
+    name: &str,
     mut cmd: Command,
     input: Option<&[u8]>,
     timeout: Duration,
+    stop: Option<&AtomicBool>,
 ) -> Result<Output> {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
@@ -261,7 +276,8 @@ pub fn run_bounded_with_input(
         if let Some(status) = child.try_wait()? {
             break Some(status);
         }
-        if Instant::now() >= deadline || interrupted() {
+        let stopped = stop.is_some_and(|s| s.load(Ordering::Relaxed));
+        if Instant::now() >= deadline || interrupted() || stopped {
             terminate_tree(pid, Some(&mut child), Duration::from_secs(1));
             break None;
         }
@@ -277,6 +293,7 @@ pub fn run_bounded_with_input(
             stderr,
         }),
         None if interrupted() => bail!("{name} stopped: interrupted"),
+        None if stop.is_some_and(|s| s.load(Ordering::Relaxed)) => bail!("{name} stopped early"),
         None => bail!(
             "{name} did not finish within {:.0?}; stderr tail: {}",
             timeout,
@@ -535,6 +552,11 @@ pub fn sample_tree(root: u32) -> TreeSample {
     s
 }
 
+/// Open file descriptors of one process (entries of /proc/PID/fd); `None` when it is gone.
+pub fn fd_count(pid: u32) -> Option<u64> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// (VmRSS, VmHWM) in KiB from /proc/PID/status.
 pub fn parse_status_mem(status: &str) -> (u64, u64) {
     (kib_field(status, "VmRSS:"), kib_field(status, "VmHWM:"))
@@ -608,9 +630,26 @@ mod tests {
     }
 
     #[test]
+    fn bounded_runs_end_when_told_to_stop() {
+        let stop = AtomicBool::new(false);
+        let mut cmd = Command::new("sleep");
+        cmd.arg("0.1");
+        let out = run_bounded_until("sleep", cmd, Duration::from_secs(10), &stop).unwrap();
+        assert!(out.status.success());
+        stop.store(true, Ordering::Relaxed);
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let t = Instant::now();
+        let err = run_bounded_until("sleep", cmd, Duration::from_secs(60), &stop).unwrap_err();
+        assert!(format!("{err:#}").contains("stopped early"), "{err:#}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
     fn own_process_is_alive_and_sampled() {
         let me = std::process::id();
         assert!(alive(me));
+        assert!(fd_count(me).is_some_and(|n| n >= 3));
         let s = sample_tree(me);
         assert!(s.rss_kb > 0 && s.hwm_kb >= s.rss_kb && s.pss_kb > 0 && s.processes >= 1);
     }

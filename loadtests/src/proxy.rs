@@ -157,6 +157,23 @@ impl ProxyInstance {
             probes.push((h.clone(), "/".into()));
         }
         let (http, websocket) = (self.topo.http, self.topo.websocket);
+        if self.topo.ws_route.is_some() {
+            let svc = &mut self.service;
+            let what = format!(
+                "{} serving WebSocket {}{}",
+                self.kind,
+                config::WS_HOST,
+                config::WS_PATH
+            );
+            wait_for(&what, timeout, step, || {
+                svc.check_alive().map_err(fatal)?;
+                let status = ws_probe(http, config::WS_HOST, config::WS_PATH, t)?;
+                if status != 101 {
+                    bail!("WebSocket upgrade answered {status}");
+                }
+                Ok(true)
+            })?;
+        }
         for (host, path) in probes {
             let svc = &mut self.service;
             wait_for(

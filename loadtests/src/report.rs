@@ -312,7 +312,7 @@ pub fn fmt_ratio(r: Option<f64>) -> String {
     r.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
 }
 
-fn mib(kb: u64) -> String {
+pub fn mib(kb: u64) -> String {
     fmt_num(kb as f64 / 1024.0)
 }
 

@@ -475,6 +475,7 @@ fn start_proxy(
                 active: n < 2 || i + 1 < n,
             })
             .collect(),
+        ws_route: None,
         cert: ctx.cert.clone(),
         as_root: ctx.as_root,
     };
@@ -682,22 +683,19 @@ fn run_load(
             Ok(loadgen::parse_oha(&out.stdout)?.into())
         }
         Load::Ws { conns } => {
-            let mut cmd = pinned(cpus, &ctx.self_exe);
-            cmd.args([
-                "ws-load",
-                "--addr",
-                &http.to_string(),
-                "--host",
-                host,
-                "--path",
-                "/ws",
-            ])
-            .args([
-                "--conns",
-                &conns.to_string(),
-                "--duration",
-                &format!("{}ms", duration.as_millis()),
-            ]);
+            let cmd = crate::ws::load_command(
+                cpus,
+                &ctx.self_exe,
+                &crate::cli::WsLoadArgs {
+                    addr: http,
+                    host: host.into(),
+                    path: "/ws".into(),
+                    conns: *conns,
+                    duration,
+                    size: 32,
+                    pause_ms: 0,
+                },
+            );
             let out = run_bounded("ws-load", cmd, bound + Duration::from_secs(60))?;
             keep(&out);
             if !out.status.success() {

@@ -1,5 +1,6 @@
 //! Plots as hand-written SVG (no plotting dependency): horizontal grouped bars, one bar per proxy,
-//! each group scaled to its own maximum so that groups with different units can share a chart.
+//! each group scaled to its own maximum so that groups with different units can share a chart; and
+//! stacked time-series panels (the soak test's memory and descriptors over time).
 
 use std::fmt::Write;
 
@@ -203,6 +204,125 @@ pub fn latency_overview(r: &Report) -> String {
     )
 }
 
+/// Whole numbers without decimals (counts), others as [`fmt_num`] writes them.
+fn axis_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1000.0 {
+        format!("{v:.0}")
+    } else {
+        fmt_num(v)
+    }
+}
+
+/// One panel of [`time_series`]: a line over time with its own vertical scale.
+pub struct Panel {
+    /// What is plotted, with its unit ("RSS (MiB)").
+    pub label: String,
+    /// (seconds, value), in time order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Panels stacked on a shared time axis; each is scaled from a little under its minimum to a little
+/// over its maximum (both printed), and `marker` draws a dashed vertical line (e.g. end of warm-up).
+pub fn time_series(title: &str, subtitle: &str, panels: &[Panel], marker: Option<(f64, &str)>) -> String {
+    const W: f64 = 760.0;
+    const LEFT: f64 = 70.0;
+    const RIGHT: f64 = 20.0;
+    const TOP: f64 = 50.0;
+    const PANEL_H: f64 = 130.0;
+    const GAP: f64 = 40.0;
+    let plot_w = W - LEFT - RIGHT;
+    let t_max = panels
+        .iter()
+        .flat_map(|p| p.points.iter().map(|q| q.0))
+        .fold(0.0_f64, f64::max)
+        .max(1.0);
+    let x = |t: f64| LEFT + t / t_max * plot_w;
+    let height = TOP + panels.len() as f64 * (PANEL_H + GAP) + 10.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height:.0}" viewBox="0 0 {W} {height:.0}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">{}</text>"#,
+        esc(title)
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="38" fill="dimgray">{}</text>"#,
+        esc(subtitle)
+    );
+    let line = color(ProxyKind::Gantry);
+    for (i, p) in panels.iter().enumerate() {
+        let top = TOP + i as f64 * (PANEL_H + GAP) + 16.0;
+        let bottom = top + PANEL_H - 16.0;
+        let (lo, hi) = p
+            .points
+            .iter()
+            .map(|q| q.1)
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+        let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.01).max(1e-9);
+        let (y0, y1) = ((lo - pad).max(0.0), hi + pad);
+        let y = |v: f64| bottom - (v - y0) / (y1 - y0) * (bottom - top);
+        let _ = writeln!(
+            s,
+            r#"<text x="{LEFT}" y="{:.1}" font-weight="bold">{}</text>"#,
+            top - 4.0,
+            esc(&p.label)
+        );
+        let _ = writeln!(
+            s,
+            r##"<rect x="{LEFT}" y="{top:.1}" width="{plot_w:.1}" height="{:.1}" fill="none" stroke="#ccc"/>"##,
+            bottom - top
+        );
+        for v in [lo, hi] {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="dimgray">{}</text>"#,
+                LEFT - 6.0,
+                y(v) + 4.0,
+                esc(&axis_num(v))
+            );
+        }
+        for t in [0.0, t_max / 2.0, t_max] {
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="dimgray">{:.0} s</text>"#,
+                x(t),
+                bottom + 14.0,
+                t
+            );
+        }
+        if let Some((t, label)) = marker {
+            let _ = writeln!(
+                s,
+                r#"<line x1="{0:.1}" y1="{top:.1}" x2="{0:.1}" y2="{bottom:.1}" stroke="gray" stroke-dasharray="4 3"><title>{1}</title></line>"#,
+                x(t),
+                esc(label)
+            );
+        }
+        let pts: Vec<String> = p
+            .points
+            .iter()
+            .filter(|q| q.1.is_finite())
+            .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{line}" stroke-width="1.5" points="{}"/>"#,
+            pts.join(" ")
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,5 +341,30 @@ mod tests {
         assert!(svg.contains("a&lt;b") && svg.contains("100 &amp; up"));
         // plot width = 760 - 210 - 130 = 420: the larger bar is full width, the other half.
         assert!(svg.contains(r#"width="420.0""#) && svg.contains(r#"width="210.0""#));
+    }
+
+    #[test]
+    fn time_series_draw_one_polyline_per_panel_across_the_whole_width() {
+        let panels = [
+            Panel {
+                label: "RSS (MiB)".into(),
+                points: vec![(0.0, 40.0), (5.0, 44.5), (10.0, 42.0)],
+            },
+            Panel {
+                label: "fds <open>".into(),
+                points: vec![(0.0, 100.0), (10.0, 100.0)],
+            },
+        ];
+        let svg = time_series("soak", "sub", &panels, Some((5.0, "warm-up")));
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("fds &lt;open&gt;") && svg.contains("stroke-dasharray"));
+        // Counts are labelled without decimals, other values as fmt_num writes them.
+        assert!(svg.contains(">100</text>") && svg.contains(">40</text>"), "{svg}");
+        assert!(svg.contains(">44.5</text>"), "{svg}");
+        // t = 0 at the left edge (70), t = 10 s at the right (760 - 20).
+        assert!(svg.contains(r#"points="70.0,"#) && svg.contains("740.0,"));
+        // A flat line does not divide by zero.
+        assert!(!svg.contains("NaN"));
     }
 }

@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::cli::{WsEchoArgs, WsLoadArgs};
+use crate::idle::open_in_batches;
 use crate::loadgen::percentiles3;
 
 pub fn echo_main(args: WsEchoArgs) -> Result<()> {
@@ -76,6 +77,21 @@ pub struct WsLoadResult {
 const CONNECT_BATCH: usize = 100;
 const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The `ws-load` helper process for `args`, pinned to `cpus`.
+pub fn load_command(cpus: &str, self_exe: &std::path::Path, args: &WsLoadArgs) -> std::process::Command {
+    let mut cmd = crate::procs::pinned(cpus, self_exe);
+    cmd.args(["ws-load", "--addr", &args.addr.to_string(), "--host", &args.host])
+        .args(["--path", &args.path, "--conns", &args.conns.to_string()])
+        .args(["--duration", &format!("{}ms", args.duration.as_millis().max(1))])
+        .args([
+            "--size",
+            &args.size.to_string(),
+            "--pause-ms",
+            &args.pause_ms.to_string(),
+        ]);
+    cmd
+}
+
 pub fn load_main(args: WsLoadArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -96,39 +112,21 @@ async fn connect_one(addr: SocketAddr, host: &str, path: &str) -> Result<Ws> {
 }
 
 async fn run_load(args: WsLoadArgs) -> Result<WsLoadResult> {
-    let mut result = WsLoadResult::default();
-    let mut conns = Vec::with_capacity(args.conns);
-    let mut left = args.conns;
-    let ramp = Instant::now();
-    while left > 0 && ramp.elapsed() < Duration::from_secs(60) {
-        let n = left.min(CONNECT_BATCH);
-        left -= n;
-        let batch = (0..n).map(|_| {
-            tokio::time::timeout(
-                Duration::from_secs(10),
-                connect_one(args.addr, &args.host, &args.path),
-            )
-        });
-        for r in join_all(batch).await {
-            match r {
-                Ok(Ok(ws)) => conns.push(ws),
-                Ok(Err(e)) => {
-                    result.connect_failed += 1;
-                    result
-                        .first_error
-                        .get_or_insert_with(|| format!("connect: {e:#}"));
-                }
-                Err(_) => {
-                    result.connect_failed += 1;
-                    result
-                        .first_error
-                        .get_or_insert_with(|| "connect: timed out".into());
-                }
-            }
-        }
-    }
-    result.connect_failed += left as u64;
-    result.connected = conns.len() as u64;
+    let opened = open_in_batches(
+        args.conns,
+        CONNECT_BATCH,
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+        || connect_one(args.addr, &args.host, &args.path),
+    )
+    .await;
+    let conns = opened.conns;
+    let mut result = WsLoadResult {
+        connected: conns.len() as u64,
+        connect_failed: opened.failed,
+        first_error: opened.first_error.map(|e| format!("connect: {e}")),
+        ..WsLoadResult::default()
+    };
     if conns.is_empty() {
         bail!(
             "no WebSocket connection could be opened: {}",
@@ -138,9 +136,10 @@ async fn run_load(args: WsLoadArgs) -> Result<WsLoadResult> {
     let payload: Utf8Bytes = "x".repeat(args.size.max(1)).into();
     let start = Instant::now();
     let deadline = start + args.duration;
+    let pause = Duration::from_millis(args.pause_ms);
     let tasks: Vec<_> = conns
         .into_iter()
-        .map(|ws| tokio::spawn(ping_pong(ws, deadline, payload.clone())))
+        .map(|ws| tokio::spawn(ping_pong(ws, deadline, pause, payload.clone())))
         .collect();
     let mut lat_ms: Vec<f64> = Vec::new();
     for t in join_all(tasks).await {
@@ -164,8 +163,13 @@ async fn run_load(args: WsLoadArgs) -> Result<WsLoadResult> {
     Ok(result)
 }
 
-/// One connection's loop: send, wait for the echo, repeat until `deadline`.
-async fn ping_pong(mut ws: Ws, deadline: Instant, payload: Utf8Bytes) -> (Vec<f64>, Option<String>) {
+/// One connection's loop: send, wait for the echo, wait `pause`, repeat until `deadline`.
+async fn ping_pong(
+    mut ws: Ws,
+    deadline: Instant,
+    pause: Duration,
+    payload: Utf8Bytes,
+) -> (Vec<f64>, Option<String>) {
     let mut lat = Vec::new();
     let mut err = None;
     while Instant::now() < deadline {
@@ -196,7 +200,67 @@ async fn ping_pong(mut ws: Ws, deadline: Instant, payload: Utf8Bytes) -> (Vec<f6
                 break;
             }
         }
+        if !pause.is_zero() {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+        }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
     (lat, err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn the_load_command_parses_back_to_its_arguments() {
+        let args = WsLoadArgs {
+            addr: "127.0.0.1:18080".parse().unwrap(),
+            host: "ws.localhost".into(),
+            path: "/ws".into(),
+            conns: 50,
+            duration: Duration::from_millis(59_500),
+            size: 32,
+            pause_ms: 100,
+        };
+        let cmd = load_command("1", std::path::Path::new("/bin/loadtests"), &args);
+        let argv: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        let at = argv
+            .iter()
+            .position(|a| a == "ws-load")
+            .expect("ws-load in the command");
+        assert_eq!(argv[at - 1], "/bin/loadtests");
+        let cli =
+            Cli::try_parse_from(std::iter::once("loadtests").chain(argv[at..].iter().map(String::as_str)))
+                .unwrap();
+        let Command::WsLoad(back) = cli.command else {
+            panic!("not ws-load")
+        };
+        assert_eq!(
+            (
+                back.addr,
+                back.host,
+                back.path,
+                back.conns,
+                back.duration,
+                back.size,
+                back.pause_ms
+            ),
+            (
+                args.addr,
+                args.host,
+                args.path,
+                args.conns,
+                args.duration,
+                args.size,
+                args.pause_ms
+            )
+        );
+    }
 }

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use super::{many_host, File, Routes, Topology, MAIN_HOST};
+use super::{many_host, File, Routes, Topology, MAIN_HOST, WS_HOST, WS_PATH};
 
 pub const CLASS: &str = "00-ingressclass.yaml";
 pub const SERVICE: &str = "10-service.yaml";
@@ -16,6 +16,9 @@ pub const ENDPOINTS: &str = "20-endpointslice.yaml";
 pub const SECRET: &str = "30-secret.yaml";
 pub const INGRESS: &str = "40-ingress.yaml";
 pub const CHURN: &str = "60-churn.yaml";
+pub const WS: &str = "70-ws.yaml";
+const BACKEND: &str = "backend";
+const WS_SERVICE: &str = "ws-echo";
 /// Many-routes Ingresses per file.
 const ROUTES_PER_FILE: usize = 1000;
 
@@ -37,6 +40,9 @@ pub fn files(t: &Topology, cert_pem: &str, key_pem: &str) -> Vec<File> {
     if !t.churn_hosts.is_empty() {
         out.push((CHURN.to_string(), churn_ingress(&t.churn_hosts)));
     }
+    if let Some(addr) = t.ws_route {
+        out.push((WS.to_string(), ws_route(addr)));
+    }
     out
 }
 
@@ -53,18 +59,22 @@ spec:
 
 fn service(t: &Topology) -> String {
     let port = t.endpoints.first().map(|e| e.addr.port()).unwrap_or(80);
+    service_named(BACKEND, port)
+}
+
+fn service_named(name: &str, target_port: u16) -> String {
     format!(
         "apiVersion: v1
 kind: Service
 metadata:
-  name: backend
+  name: {name}
   namespace: default
 spec:
   type: ClusterIP
   ports:
   - name: http
     port: 80
-    targetPort: {port}
+    targetPort: {target_port}
     protocol: TCP
 "
     )
@@ -73,14 +83,18 @@ spec:
 fn endpoint_slice(t: &Topology) -> String {
     // One slice, one port; the endpoints differ by IP (127.0.0.1, .2, .3), like pods.
     let port = t.endpoints.first().map(|e| e.addr.port()).unwrap_or(80);
+    slice_named(BACKEND, port, t.active_endpoints().map(|e| e.addr.ip()))
+}
+
+fn slice_named(service: &str, port: u16, addresses: impl Iterator<Item = std::net::IpAddr>) -> String {
     let mut y = format!(
         "apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: backend-1
+  name: {service}-1
   namespace: default
   labels:
-    kubernetes.io/service-name: backend
+    kubernetes.io/service-name: {service}
 addressType: IPv4
 ports:
 - name: http
@@ -89,16 +103,27 @@ ports:
 endpoints:
 "
     );
-    for e in t.active_endpoints() {
-        let _ = writeln!(
-            y,
-            "- addresses: [\"{}\"]\n  conditions:\n    ready: true",
-            e.addr.ip()
-        );
+    let mut any = false;
+    for ip in addresses {
+        any = true;
+        let _ = writeln!(y, "- addresses: [\"{ip}\"]\n  conditions:\n    ready: true");
     }
-    if t.active_endpoints().next().is_none() {
+    if !any {
         y = y.replace("endpoints:\n", "endpoints: []\n");
     }
+    y
+}
+
+/// The WebSocket echo server as a second Service (`ws-echo`), its EndpointSlice and an Ingress
+/// for [`WS_HOST`] path [`WS_PATH`], in one file.
+fn ws_route(addr: std::net::SocketAddr) -> String {
+    let mut y = service_named(WS_SERVICE, addr.port());
+    y.push_str("---\n");
+    y.push_str(&slice_named(WS_SERVICE, addr.port(), std::iter::once(addr.ip())));
+    y.push_str("---\n");
+    y.push_str(&ingress_header("ws"));
+    y.push_str("  rules:\n");
+    rule_to(&mut y, WS_HOST, &[WS_PATH.to_string()], WS_SERVICE);
     y
 }
 
@@ -135,6 +160,10 @@ spec:
 }
 
 fn rule(y: &mut String, host: &str, paths: &[String]) {
+    rule_to(y, host, paths, BACKEND);
+}
+
+fn rule_to(y: &mut String, host: &str, paths: &[String], service: &str) {
     let _ = writeln!(y, "  - host: {host}\n    http:\n      paths:");
     for p in paths {
         let _ = writeln!(
@@ -143,7 +172,7 @@ fn rule(y: &mut String, host: &str, paths: &[String]) {
         pathType: Prefix
         backend:
           service:
-            name: backend
+            name: {service}
             port:
               number: 80"
         );
@@ -264,6 +293,26 @@ mod tests {
         assert_eq!(routes[2].1.matches("kind: Ingress\n").count(), 500);
         assert_eq!(routes[0].1.matches("pathType: Prefix").count(), 10_000);
         assert!(routes[2].1.contains("- host: h2499.example") && routes[2].1.contains("path: /p9\n"));
+    }
+
+    #[test]
+    fn the_websocket_route_is_a_second_service_with_its_own_slice_and_ingress() {
+        let mut t = topology();
+        assert!(files(&t, "C", "K").iter().all(|(n, _)| n != WS));
+        t.ws_route = Some("127.0.0.1:19500".parse().unwrap());
+        let files = files(&t, "C", "K");
+        let ws = file(&files, WS);
+        assert_eq!(ws.matches("---\n").count(), 2);
+        assert!(
+            ws.contains("kind: Service\nmetadata:\n  name: ws-echo\n") && ws.contains("targetPort: 19500")
+        );
+        assert!(ws.contains("name: ws-echo-1") && ws.contains("kubernetes.io/service-name: ws-echo"));
+        assert!(ws.contains("port: 19500") && ws.contains("- addresses: [\"127.0.0.1\"]"));
+        assert!(ws.contains("ingressClassName: gantry") && ws.contains("- host: ws.localhost"));
+        assert!(ws.contains("- path: /ws\n") && ws.contains("name: ws-echo\n            port:"));
+        // The main backend is untouched.
+        assert!(file(&files, INGRESS).contains("name: backend\n            port:"));
+        assert!(!file(&files, SERVICE).contains("ws-echo"));
     }
 
     #[test]

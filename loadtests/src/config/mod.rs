@@ -19,6 +19,11 @@ use std::path::{Path, PathBuf};
 /// /etc/hosts, and wrk sends the URL's host as TLS SNI, so the certificate and the Ingress use it.
 pub const MAIN_HOST: &str = "localhost";
 
+/// Host and path of the second service of the soak test, the WebSocket echo server
+/// ([`Topology::ws_route`]).
+pub const WS_HOST: &str = "ws.localhost";
+pub const WS_PATH: &str = "/ws";
+
 /// Body size of the large download and upload scenarios.
 pub const LARGE_BODY: usize = 1 << 20;
 
@@ -75,6 +80,10 @@ pub struct Topology {
     /// WebSocket upgrade on `/` (the backend is the echo server).
     pub websocket: bool,
     pub endpoints: Vec<Endpoint>,
+    /// A second service next to the backend: the WebSocket echo server at this address, routed
+    /// from [`WS_HOST`] path [`WS_PATH`]. Used by the soak test, which runs Gantry alone: only the
+    /// Gantry rendering has it (nginx and HAProxy ignore it).
+    pub ws_route: Option<SocketAddr>,
     pub cert: CertFiles,
     /// True when the runner runs as root (nginx then runs its workers as root too, so they can
     /// read and write the run directory).
@@ -128,6 +137,7 @@ pub(crate) mod fixtures {
                 addr: "127.0.0.1:19000".parse().unwrap(),
                 active: true,
             }],
+            ws_route: None,
             cert: CertFiles {
                 cert: "/run/lt/cert.pem".into(),
                 key: "/run/lt/key.pem".into(),
