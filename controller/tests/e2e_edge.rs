@@ -442,3 +442,58 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
             .supported_schemes()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_outlives_the_header_timeout_and_counts_as_an_open_connection() {
+    use futures_util::{SinkExt, StreamExt};
+    let backend = TestBackend::start("ws").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(
+        dir.path(),
+        "all.yaml",
+        &(service_yaml("ws", 80, None, &[backend.addr])
+            + "---\n"
+            + &ingress_yaml("ws", &[], &[("ws.example", "/", "Prefix", "ws", 80)])),
+    );
+    // The tunnel's bytes are no request heads: a 1 s head timeout must not cut it, however long it
+    // runs; only 3 s without a byte would (the idle timeout).
+    let g = Gantry::start(
+        dir.path(),
+        &["--header-read-timeout", "1s", "--idle-timeout", "3s"],
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(g.http).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async("ws://ws.example/ws", stream)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    for i in 0..16 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let msg = format!("tick {i}");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("send {i}: {e}"));
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo in time")
+            .expect("the tunnel is open")
+            .expect("a message");
+        assert_eq!(echoed.into_text().unwrap().as_str(), msg);
+        if i == 8 {
+            // Four seconds in, well past the head timeout: the tunnel is one open connection.
+            assert_eq!(metric_value(&g, "gantry_active_connections").await, 1.0);
+        }
+    }
+    ws.close(None).await.unwrap();
+    drop(ws);
+    let closed = async {
+        for _ in 0..50 {
+            if metric_value(&g, "gantry_active_connections").await == 0.0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(closed.await, "the closed tunnel still counts as an open connection");
+}

@@ -102,6 +102,11 @@ pub struct ProxyConfig {
     /// naming the client; one without is closed. For Gantry behind a TCP load balancer that
     /// sends it (ingress-nginx's `use-proxy-protocol`). Default off. Applies to new connections.
     pub proxy_protocol: bool,
+    /// Proxies in front of Gantry whose `X-Forwarded-For` and `X-Forwarded-Proto/-Host/-Port`
+    /// are believed (ingress-nginx's `use-forwarded-headers` with `proxy-real-ip-cidr`): from a peer
+    /// in these ranges, the client is the right-most untrusted address of `X-Forwarded-For`, and
+    /// that is the address allow-lists and rate limits judge. Empty (the default): no one is.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ProxyConfig {
@@ -124,6 +129,7 @@ impl Default for ProxyConfig {
             tls_session_resumption: true,
             max_connections: 0,
             proxy_protocol: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }

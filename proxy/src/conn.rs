@@ -14,6 +14,10 @@ pub struct ConnInfo {
     /// `client`'s IP and `local_port` as header values, formatted once per connection.
     pub(crate) client_ip: HeaderValue,
     pub(crate) local_port_value: HeaderValue,
+    /// What counts the connection as open (the active-connections gauge, its `--max-connections`
+    /// slot). A tunnel that outlives the HTTP connection (WebSocket) holds a clone, so the
+    /// connection counts until the tunnel ends.
+    pub(crate) open: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl ConnInfo {
@@ -26,6 +30,13 @@ impl ConnInfo {
             tls,
             client_ip,
             local_port_value: HeaderValue::from(local_port),
+            open: None,
         }
+    }
+
+    /// The same connection, counted as open while `guard` (or a clone of it) lives.
+    pub fn counted_by(mut self, guard: std::sync::Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        self.open = Some(guard);
+        self
     }
 }

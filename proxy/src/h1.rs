@@ -8,6 +8,9 @@
 //! response has been read to its end.
 //!
 //! The codec has no timeouts: callers wrap `send` (and the body) in their own.
+//!
+//! It runs on any [`Io`]: a plain `TcpStream` (the default type parameter everywhere, and the code
+//! it compiles to is the same as if it were the only one) or a boxed client TLS stream.
 
 use std::{
     error::Error as StdError,
@@ -43,9 +46,76 @@ const MAX_HEADERS: usize = 100;
 /// peer make us buffer without bound.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 
+/// A connection the codec can run on: a byte stream to one peer that can tell, while idle,
+/// whether it is still usable.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether written bytes may wait in a buffer until flushed (TLS records do). The codec flushes
+    /// only when this is true, so a plain socket pays nothing for it.
+    const NEEDS_FLUSH: bool;
+
+    fn peer_addr(&self) -> io::Result<SocketAddr>;
+
+    /// Whether an idle connection is still open and nothing arrived on it that nobody asked for.
+    /// Never blocks.
+    fn is_idle_usable(&mut self) -> bool;
+}
+
+/// A client TLS connection, boxed so that a connection (and a response body that holds it) stays
+/// as small as a plain one when moved in and out of a pool.
+pub type TlsIo = Box<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl Io for TcpStream {
+    const NEEDS_FLUSH: bool = false;
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        TcpStream::peer_addr(self)
+    }
+
+    /// Costs no system call in the usual case: tokio's readiness says whether anything (data or a
+    /// FIN) arrived since the connection went idle, and only then does a non-blocking one-byte
+    /// `MSG_PEEK` tell which.
+    fn is_idle_usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if self.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
+        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&*self).peek(&mut probe) {
+            // Readiness was stale: nothing to read and no FIN.
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            // 0 is a FIN; anything else is data a server has no business sending on an idle connection.
+            Ok(_) => false,
+        }
+    }
+}
+
+impl Io for TlsIo {
+    const NEEDS_FLUSH: bool = true;
+
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.get_ref().0.peer_addr()
+    }
+
+    /// As for a plain socket, nothing arrived is the usual case and costs no system call. When
+    /// something did, it may be TLS records that carry no data (a TLS 1.3 session ticket, a key
+    /// update), so rustls reads them: only application data, a `close_notify`, a FIN or an error
+    /// make the connection unusable.
+    fn is_idle_usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if self.get_ref().0.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        // Pending: whatever arrived was consumed by rustls and the socket is empty again. Ready
+        // with a byte is data nobody asked for; ready with none is the end of the stream.
+        Pin::new(&mut **self).poll_read(&mut cx, &mut buf).is_pending()
+    }
+}
+
 /// One upstream HTTP/1.1 connection, idle or in use.
-pub struct H1Conn {
-    io: TcpStream,
+pub struct H1Conn<IO = TcpStream> {
+    io: IO,
     /// Bytes read from the socket and not yet consumed. Empty (and unallocated) while idle.
     buf: BytesMut,
     peer: SocketAddr,
@@ -54,7 +124,7 @@ pub struct H1Conn {
     used: bool,
 }
 
-impl fmt::Debug for H1Conn {
+impl<IO> fmt::Debug for H1Conn<IO> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("H1Conn")
             .field("peer", &self.peer)
@@ -64,8 +134,8 @@ impl fmt::Debug for H1Conn {
     }
 }
 
-impl H1Conn {
-    pub fn new(io: TcpStream) -> Self {
+impl<IO: Io> H1Conn<IO> {
+    pub fn new(io: IO) -> Self {
         let peer = io
             .peer_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -82,35 +152,21 @@ impl H1Conn {
     }
 
     /// Whether a pooled idle connection still looks usable: the peer has not closed it, reset it or
-    /// sent bytes nobody asked for. Never blocks.
+    /// sent bytes nobody asked for. Never blocks (see [`Io::is_idle_usable`]).
     ///
-    /// Costs no system call in the usual case: tokio's readiness says whether anything (data or a
-    /// FIN) arrived since the connection went idle, and only then does a non-blocking one-byte
-    /// `MSG_PEEK` tell which. A close that tokio's reactor has not seen yet (it arrived since the
-    /// reactor last turned, microseconds ago on a busy worker) is still possible; `send` reports
-    /// it as [`SendError::Stale`] and the caller retries a request without body elsewhere.
+    /// A close that tokio's reactor has not seen yet (it arrived since the reactor last turned,
+    /// microseconds ago on a busy worker) is still possible; `send` reports it as
+    /// [`SendError::Stale`] and the caller retries a request without body elsewhere.
+    #[inline]
     pub fn is_reusable(&mut self) -> bool {
-        if !self.buf.is_empty() {
-            return false;
-        }
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        if self.io.poll_read_ready(&mut cx).is_pending() {
-            return true;
-        }
-        let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(&self.io).peek(&mut probe) {
-            // Readiness was stale: nothing to read and no FIN.
-            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-            // 0 is a FIN; anything else is data a server has no business sending on an idle connection.
-            Ok(_) => false,
-        }
+        self.buf.is_empty() && self.io.is_idle_usable()
     }
 
     /// Writes the request (head, then the body streamed) and reads until the final response head
     /// (1xx other than 101 are skipped). The returned body streams from this connection; see
     /// [`H1Body::on_reusable`] for getting the connection back.
     #[allow(clippy::result_large_err)] // see `SendError`
-    pub async fn send<B>(mut self, req: Request<B>) -> Result<Response<H1Body>, SendError<B>>
+    pub async fn send<B>(mut self, req: Request<B>) -> Result<Response<H1Body<IO>>, SendError<B>>
     where
         B: Body<Data = Bytes> + Unpin + Send,
         B::Error: Into<BoxError>,
@@ -129,7 +185,10 @@ impl H1Conn {
         // should see. The error is reported only if no response can be read.
         let mut body_taken = false;
         let write_err = match framing {
-            ReqFraming::Empty { .. } => self.io.write_all(&head).await.err(),
+            ReqFraming::Empty { .. } => match self.io.write_all(&head).await {
+                Ok(()) if IO::NEEDS_FLUSH => self.io.flush().await.err(),
+                written => written.err(),
+            },
             _ => match write_body(&mut self.io, head, &mut body, framing, &mut body_taken).await {
                 Ok(()) => None,
                 Err(WriteFail::Io(e)) => Some(e),
@@ -398,8 +457,8 @@ enum WriteFail {
 /// Streams the head and body. Whatever the body has ready is written together with the bytes before
 /// it (the head, chunk framing) in one vectored write; only when the body has nothing ready are the
 /// pending bytes flushed alone, so the server sees the head without waiting for a slow client.
-async fn write_body<B>(
-    io: &mut TcpStream,
+async fn write_body<IO: Io, B>(
+    io: &mut IO,
     head: BytesMut,
     body: &mut B,
     framing: ReqFraming,
@@ -422,6 +481,9 @@ where
             Poll::Pending => {
                 if !pending.is_empty() {
                     io.write_all_buf(&mut pending).await.map_err(WriteFail::Io)?;
+                }
+                if IO::NEEDS_FLUSH {
+                    io.flush().await.map_err(WriteFail::Io)?;
                 }
                 poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
@@ -488,6 +550,9 @@ where
     }
     if !pending.is_empty() {
         io.write_all_buf(&mut pending).await.map_err(WriteFail::Io)?;
+    }
+    if IO::NEEDS_FLUSH {
+        io.flush().await.map_err(WriteFail::Io)?;
     }
     Ok(())
 }
@@ -686,15 +751,15 @@ enum Chunk {
 ///
 /// Chunked trailers are yielded as a trailers frame (empty trailer sections yield none). Framing
 /// errors and early EOF are `io::Error`s (`InvalidData`, `UnexpectedEof`) and drop the connection.
-pub struct H1Body {
-    conn: Option<H1Conn>,
+pub struct H1Body<IO = TcpStream> {
+    conn: Option<H1Conn<IO>>,
     kind: Kind,
     /// Whether the connection may carry another request once this body has ended.
     reusable: bool,
-    on_reusable: Option<Box<dyn FnOnce(H1Conn) + Send>>,
+    on_reusable: Option<Box<dyn FnOnce(H1Conn<IO>) + Send>>,
 }
 
-impl fmt::Debug for H1Body {
+impl<IO> fmt::Debug for H1Body<IO> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("H1Body")
             .field("conn", &self.conn)
@@ -703,13 +768,13 @@ impl fmt::Debug for H1Body {
     }
 }
 
-impl H1Body {
+impl<IO: Io> H1Body<IO> {
     /// Sets what happens to the connection once the body has ended cleanly and the connection may be
     /// reused: `f` gets it, from inside whichever poll saw the end (no task, no channel). If the body
     /// has already ended (empty bodies end before `send` returns), `f` runs now. If the body is
     /// dropped early, fails, or the connection cannot be reused, `f` is dropped uncalled and the
     /// connection closed.
-    pub fn on_reusable(&mut self, f: Box<dyn FnOnce(H1Conn) + Send>) {
+    pub fn on_reusable(&mut self, f: Box<dyn FnOnce(H1Conn<IO>) + Send>) {
         if matches!(self.kind, Kind::Done) {
             if let Some(conn) = self.conn.take() {
                 f(conn);
@@ -722,7 +787,7 @@ impl H1Body {
     /// The connection, once the body has ended cleanly and the connection may carry another
     /// request; `None` before that, or when it cannot be reused. The alternative to
     /// [`H1Body::on_reusable`] for a caller that polls the body itself (no closure to box).
-    pub fn take_reusable(&mut self) -> Option<H1Conn> {
+    pub fn take_reusable(&mut self) -> Option<H1Conn<IO>> {
         if matches!(self.kind, Kind::Done) && self.on_reusable.is_none() {
             self.conn.take()
         } else {
@@ -737,7 +802,7 @@ impl H1Body {
 
     /// For a 101 response: the raw connection for tunnelling, which first yields any bytes the server
     /// sent right after the 101 head. `None` for any other response.
-    pub fn into_upgraded(mut self) -> Option<Upgraded> {
+    pub fn into_upgraded(mut self) -> Option<Upgraded<IO>> {
         if !matches!(self.kind, Kind::Upgrade) {
             return None;
         }
@@ -791,7 +856,7 @@ impl H1Body {
     }
 }
 
-impl Body for H1Body {
+impl<IO: Io> Body for H1Body<IO> {
     type Data = Bytes;
     type Error = io::Error;
 
@@ -918,12 +983,12 @@ impl Body for H1Body {
 
 /// A connection taken over after a 101 response. Reads first yield whatever the server sent right
 /// after the 101 head, then come from the socket; writes go straight to the socket.
-pub struct Upgraded {
-    io: TcpStream,
+pub struct Upgraded<IO = TcpStream> {
+    io: IO,
     leftover: Bytes,
 }
 
-impl fmt::Debug for Upgraded {
+impl<IO> fmt::Debug for Upgraded<IO> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upgraded")
             .field("leftover", &self.leftover.len())
@@ -931,14 +996,14 @@ impl fmt::Debug for Upgraded {
     }
 }
 
-impl Upgraded {
+impl<IO> Upgraded<IO> {
     /// The socket and the bytes read past the 101 head that nobody has consumed yet.
-    pub fn into_parts(self) -> (TcpStream, Bytes) {
+    pub fn into_parts(self) -> (IO, Bytes) {
         (self.io, self.leftover)
     }
 }
 
-impl AsyncRead for Upgraded {
+impl<IO: AsyncRead + Unpin> AsyncRead for Upgraded<IO> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if !this.leftover.is_empty() {
@@ -950,7 +1015,7 @@ impl AsyncRead for Upgraded {
     }
 }
 
-impl AsyncWrite for Upgraded {
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Upgraded<IO> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }

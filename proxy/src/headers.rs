@@ -1,10 +1,13 @@
 //! Request and response headers as they cross the proxy: the Host a request is for, hop-by-hop
 //! headers removed, and the forwarding headers set. Pure functions over header maps.
 
+use std::net::IpAddr;
+
 use http::{
     header::{self, HeaderMap, HeaderName, HeaderValue},
     Request, Version,
 };
+use ipnet::IpNet;
 
 use crate::{conn::ConnInfo, error::ProxyError, policy::SERVER};
 
@@ -128,7 +131,47 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-pub fn rewrite_request_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: HeaderValue, upgrade: bool) {
+/// The client a trusted proxy forwarded the request for (nginx's `real_ip_recursive`): when the peer
+/// is in `trusted`, the right-most address of `X-Forwarded-For` that is not itself trusted (or the
+/// left-most, when all are). `None` when the peer is not trusted, no proxy is trusted, or the list
+/// holds something that is not an address (then the peer stands: a list that cannot be read
+/// cannot be believed).
+pub fn real_client(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> Option<IpAddr> {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&ip));
+    if trusted.is_empty() || !is_trusted(canonical_ip(peer)) {
+        return None;
+    }
+    let mut last = None;
+    for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+        for entry in value.to_str().ok()?.rsplit(',') {
+            let ip = canonical_ip(entry.trim().parse::<IpAddr>().ok()?);
+            if !is_trusted(ip) {
+                return Some(ip);
+            }
+            last = Some(ip);
+        }
+    }
+    last
+}
+
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Sets the forwarding headers of a request going upstream. `real_client` is the address a
+/// trusted proxy forwarded for (see [`real_client`]): then `X-Real-IP` names it, the proxy's own
+/// `X-Forwarded-Proto`, `-Host` and `-Port` are kept, and the peer is appended to
+/// `X-Forwarded-For` as always.
+pub fn rewrite_request_headers(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    host: HeaderValue,
+    upgrade: bool,
+    real_client: Option<IpAddr>,
+) {
     let upgrade_value = if upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
@@ -157,10 +200,20 @@ pub fn rewrite_request_headers(headers: &mut HeaderMap, conn: &ConnInfo, host: H
     if headers.contains_key(&FORWARDED) {
         set_forwarded(headers, conn, &host, proto);
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    headers.insert(&X_FORWARDED_HOST, host.clone());
-    headers.insert(&X_FORWARDED_PORT, conn.local_port_value.clone());
-    headers.insert(&X_REAL_IP, conn.client_ip.clone());
+    let trusted = real_client.is_some();
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        headers.insert(&X_FORWARDED_HOST, host.clone());
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PORT)) {
+        headers.insert(&X_FORWARDED_PORT, conn.local_port_value.clone());
+    }
+    let real_ip = real_client
+        .and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok())
+        .unwrap_or_else(|| conn.client_ip.clone());
+    headers.insert(&X_REAL_IP, real_ip);
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(&X_REQUEST_ID, new_request_id());
     }
@@ -275,7 +328,13 @@ mod tests {
         h.insert("x-forwarded-proto", HeaderValue::from_static("gopher"));
         h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
         h.insert("x-request-id", HeaderValue::from_static("abc"));
-        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a.example:8443"), false);
+        rewrite_request_headers(
+            &mut h,
+            &conn(),
+            HeaderValue::from_static("a.example:8443"),
+            false,
+            None,
+        );
         for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
             assert!(!h.contains_key(gone), "{gone} should be removed");
         }
@@ -291,7 +350,7 @@ mod tests {
     #[test]
     fn a_request_id_is_generated_when_absent() {
         let mut h = HeaderMap::new();
-        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a"), false);
+        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a"), false, None);
         let id = h["x-request-id"].to_str().unwrap();
         assert_eq!(id.len(), 32);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -302,7 +361,13 @@ mod tests {
     fn forwarded_gets_this_hop_appended_consistently_with_x_forwarded_for() {
         let mut h = HeaderMap::new();
         h.insert("forwarded", HeaderValue::from_static("for=192.0.2.60;proto=http"));
-        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a.example:8443"), false);
+        rewrite_request_headers(
+            &mut h,
+            &conn(),
+            HeaderValue::from_static("a.example:8443"),
+            false,
+            None,
+        );
         assert_eq!(
             h["forwarded"],
             "for=192.0.2.60;proto=http, for=10.1.2.3;proto=https;host=\"a.example:8443\""
@@ -310,13 +375,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("forwarded", HeaderValue::from_static("for=unknown"));
         let v6 = ConnInfo::new("[2001:db8::1]:443".parse().unwrap(), 80, false);
-        rewrite_request_headers(&mut h, &v6, HeaderValue::from_static("b"), false);
+        rewrite_request_headers(&mut h, &v6, HeaderValue::from_static("b"), false, None);
         assert_eq!(
             h["forwarded"],
             "for=unknown, for=\"[2001:db8::1]\";proto=http;host=\"b\""
         );
         let mut h = HeaderMap::new();
-        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("b"), false);
+        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("b"), false, None);
         assert!(!h.contains_key("forwarded"));
     }
 
@@ -360,7 +425,13 @@ mod tests {
         assert!(!is_upgrade(&req("h2c, websocket")));
         let mut r = req("h2c");
         let upgrade = is_upgrade(&r);
-        rewrite_request_headers(r.headers_mut(), &conn(), HeaderValue::from_static("a"), upgrade);
+        rewrite_request_headers(
+            r.headers_mut(),
+            &conn(),
+            HeaderValue::from_static("a"),
+            upgrade,
+            None,
+        );
         for gone in ["upgrade", "http2-settings", "connection"] {
             assert!(
                 !r.headers().contains_key(gone),
@@ -370,7 +441,7 @@ mod tests {
         // Even when Connection does not list it.
         let mut h = HeaderMap::new();
         h.insert("http2-settings", HeaderValue::from_static("AAMAAABk"));
-        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a"), false);
+        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a"), false, None);
         assert!(!h.contains_key("http2-settings"));
     }
 
@@ -379,7 +450,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("connection", HeaderValue::from_static("Upgrade"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
-        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a"), true);
+        rewrite_request_headers(&mut h, &conn(), HeaderValue::from_static("a"), true, None);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
     }
@@ -395,5 +466,69 @@ mod tests {
         h.insert("server", HeaderValue::from_static("echo"));
         rewrite_response_headers(&mut h);
         assert_eq!(h["server"], "echo");
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_client_and_keeps_its_forwarding_headers() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "127.0.0.1/32".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            &X_FORWARDED_FOR,
+            HeaderValue::from_static("1.2.3.4, 203.0.113.9, 10.1.1.1"),
+        );
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        // Right to left: 10.1.1.1 is trusted, 203.0.113.9 is the first that is not.
+        assert_eq!(
+            real_client(&h, peer, &trusted),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(
+            real_client(&h, "192.0.2.1".parse().unwrap(), &trusted),
+            None,
+            "untrusted peer"
+        );
+        assert_eq!(real_client(&h, peer, &[]), None, "nothing trusted");
+        let mut all = HeaderMap::new();
+        all.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2, 10.0.0.3"));
+        assert_eq!(
+            real_client(&all, peer, &trusted),
+            Some("10.0.0.2".parse().unwrap())
+        );
+        let mut junk = HeaderMap::new();
+        junk.insert(&X_FORWARDED_FOR, HeaderValue::from_static("evil, 203.0.113.9"));
+        assert_eq!(
+            real_client(&junk, peer, &trusted),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        junk.insert(&X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2, evil"));
+        assert_eq!(
+            real_client(&junk, peer, &trusted),
+            None,
+            "unreadable before an untrusted entry"
+        );
+
+        h.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        rewrite_request_headers(
+            &mut h,
+            &conn(),
+            HeaderValue::from_static("a"),
+            false,
+            Some("203.0.113.9".parse().unwrap()),
+        );
+        assert_eq!(h[&X_REAL_IP], "203.0.113.9");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https", "kept from the trusted proxy");
+        let mut untrusted = HeaderMap::new();
+        untrusted.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("spoofed"));
+        rewrite_request_headers(
+            &mut untrusted,
+            &conn(),
+            HeaderValue::from_static("a"),
+            false,
+            None,
+        );
+        assert_ne!(
+            untrusted[&X_FORWARDED_PROTO], "spoofed",
+            "an untrusted client's claim is replaced"
+        );
     }
 }

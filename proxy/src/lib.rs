@@ -8,11 +8,14 @@
 //!
 //! 1. data: `normalize`, `config`, `error`, `backend`, `policy`, `tls`, `conn`, `metrics`, `body`,
 //!    `proxy_protocol`
-//!    (error), and `h1` (the upstream HTTP/1.1 codec, which imports nothing of the crate)
+//!    (error), and `h1` (the upstream HTTP/1.1 codec, which imports nothing of the crate),
+//!    `upstream_tls` (error, policy: the TLS handshake to backends), `upstream_h2` (body, error:
+//!    HTTP/2 connections to backends on hyper's client)
 //! 2. compiled data: `routes` (backend, normalize, policy), `snapshot` (config, routes, tls),
 //!    `headers` (conn, error, policy), `access_log` (config, conn)
-//! 3. runtime state: `state` (backend, config, h1, metrics, routes, snapshot)
-//! 4. upstream client: `upstream` (backend, body, config, error, h1, metrics, state)
+//! 3. runtime state: `state` (backend, config, h1, metrics, policy, routes, snapshot, upstream_h2)
+//! 4. upstream client: `upstream` (backend, body, config, error, h1, metrics, policy, state,
+//!    upstream_h2, upstream_tls)
 //! 5. request pipeline: `pipeline` (every module above)
 //! 6. listeners: `server` (config, conn, metrics, pipeline, snapshot), `admin` (metrics, routes,
 //!    snapshot)
@@ -42,6 +45,8 @@ pub mod snapshot;
 pub mod state;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_h2;
+pub mod upstream_tls;
 pub mod workers;
 
 pub use backend::{Backend, BackendId, BackendKey, Endpoint};

@@ -24,18 +24,18 @@ use hyper_util::rt::TokioIo;
 
 use crate::{
     access_log::{AccessLog, AccessRecord},
+    backend::Backend,
     body::RequestBody,
     conn::ConnInfo,
     error::ProxyError,
-    h1::Upgraded,
     headers::{self, X_REQUEST_ID},
     metrics::{status_class, Label, Metrics, RejectLabels, RequestLabels},
     normalize::{normalize_host, normalize_path},
-    policy::{self, LocalResponse, RateLimiters, SERVER},
-    routes::Route,
+    policy::{self, Affinity, LocalResponse, RateLimiters, StickySession, SERVER},
+    routes::{PathMatch, Route},
     snapshot::{Snapshot, SnapshotHandle},
     state,
-    upstream::{self, Timeouts, UpstreamBody},
+    upstream::{self, Timeouts, Upgraded, UpstreamBody},
 };
 
 /// The body of every response Gantry sends: the backend's, streamed, or a small one of our own.
@@ -64,10 +64,17 @@ pub struct RequestCtx<'c> {
     pub upstream: Option<SocketAddr>,
     /// The access-log record, when the access log is on.
     pub log: Option<AccessRecord>,
+    /// The client's address: the peer's, or the one a trusted proxy forwarded for.
+    pub client: std::net::IpAddr,
+    /// True when `client` came from a trusted proxy's `X-Forwarded-For`.
+    pub via_trusted_proxy: bool,
     /// The request's `Origin`, kept for the CORS response headers.
     pub origin: Option<HeaderValue>,
     /// Held while the request counts against a `limit-connections` limit.
     pub rate_guard: Option<policy::rate_limit::InFlight>,
+    /// The request's sticky session, when its route has session affinity and the response may
+    /// have to set the cookie.
+    pub sticky: Option<StickySession>,
 }
 
 /// The request target after the parse phase: the normalized host and path, what routing and every
@@ -189,8 +196,11 @@ impl Pipeline {
             route: None,
             upstream: None,
             log,
+            client: conn.client.ip(),
+            via_trusted_proxy: false,
             origin: None,
             rate_guard: None,
+            sticky: None,
         };
         let resp = match self.request_phases(&mut ctx, req).await {
             Ok(resp) => resp,
@@ -221,7 +231,7 @@ impl Pipeline {
         }
         let forwarding = upstream_target(&route, target, &req)?;
         let req = request_body(ctx, &route, req).await?;
-        let first = choose_endpoint(ctx, &route)?;
+        let first = choose_endpoint(ctx, &route, &req)?;
         forward(ctx, &self.metrics, &route, first, forwarding, req).await
     }
 
@@ -270,6 +280,11 @@ pub fn parse<'r, B>(ctx: &mut RequestCtx<'_>, req: &'r Request<B>) -> Result<Tar
     };
     let host = normalize_host(host_raw).map_err(|_| ProxyError::BadHost("invalid host"))?;
     let path = normalize_path(req.uri().path()).map_err(|e| ProxyError::BadTarget(e.to_string()))?;
+    let trusted = &ctx.snapshot.config.trusted_proxies;
+    if let Some(client) = headers::real_client(req.headers(), ctx.client, trusted) {
+        ctx.client = client;
+        ctx.via_trusted_proxy = true;
+    }
     if let Some(rec) = ctx.log.as_mut() {
         rec.set_target(&host, &path);
     }
@@ -329,7 +344,7 @@ pub fn request_policies<B>(
         }
     }
     // pre-access
-    let client = ctx.conn.client.ip();
+    let client = ctx.client;
     if let Some(limit) = &p.rate_limit {
         match limiters.check(limit, client) {
             Ok(guard) => ctx.rate_guard = guard,
@@ -386,16 +401,78 @@ pub async fn request_body(
     Ok(Request::from_parts(parts, body))
 }
 
-/// Choose the endpoint to try first, with the snapshot's balancer and this worker's state.
-pub fn choose_endpoint(ctx: &RequestCtx<'_>, route: &Route) -> Result<usize, ProxyError> {
-    let backend = &route.backend;
-    let balancer = ctx.snapshot.config.balancer;
-    state::with(|s| s.pick(backend, balancer))
-        .flatten()
-        .ok_or_else(|| {
-            let why = backend.unavailable.as_deref().unwrap_or("no ready endpoints");
-            ProxyError::NoEndpoint(why.to_string())
+/// What the choose-endpoint phase decided: the backend (the route's, or its canary's) and the
+/// endpoint of it to try first.
+#[derive(Debug)]
+pub struct Chosen {
+    pub backend: Arc<Backend>,
+    /// Index into `backend.endpoints`.
+    pub index: usize,
+}
+
+/// Choose the endpoint to try first. The backend first: the route's canary decision, when it has
+/// a canary (`policy::Canary`, ingress-nginx's order). Then, within that backend: the endpoint
+/// the session cookie names (`policy::Affinity`), else the one `upstream-hash-by` maps the request
+/// to, else the route's (or the snapshot's) balancer with this worker's state.
+pub fn choose_endpoint<B>(
+    ctx: &mut RequestCtx<'_>,
+    route: &Route,
+    req: &Request<B>,
+) -> Result<Chosen, ProxyError> {
+    let p = &route.policies;
+    let headers = req.headers();
+    let class_balancer = ctx.snapshot.config.balancer;
+    let (mut backend, mut affinity, mut hash_by) = (&route.backend, p.affinity.as_ref(), p.hash_by.as_ref());
+    let mut balancer = p.balancer.unwrap_or(class_balancer);
+    // As in ingress-nginx, a main backend without endpoints answers 503 whatever the canary would
+    // say: there is no balancer to ask for the canary decision.
+    if let Some(canary) = p.canary.as_ref().filter(|_| !route.backend.endpoints.is_empty()) {
+        let to_canary = state::with(|s| {
+            let mut affinitized = |b: &Backend, a: Option<&Arc<Affinity>>| {
+                a.is_some_and(|a| a.is_affinitized(headers, || s.sticky(b)))
+            };
+            let main = affinitized(&route.backend, p.affinity.as_ref());
+            let alt = affinitized(&canary.backend, canary.affinity.as_ref());
+            canary.decide(headers, main, alt, |total| fastrand::u32(1..=total))
         })
+        .is_some_and(|d| d.to_canary());
+        if to_canary {
+            backend = &canary.backend;
+            affinity = canary.affinity.as_ref();
+            hash_by = canary.hash_by.as_ref();
+            balancer = canary.balancer.unwrap_or(class_balancer);
+        }
+    }
+    let index = if backend.endpoints.is_empty() {
+        None
+    } else if let Some(affinity) = affinity {
+        let chosen = state::with(|s| {
+            let index = s.sticky(backend);
+            affinity.choose(backend, &index, headers, || s.pick(backend, balancer))
+        })
+        .flatten();
+        chosen.map(|(i, session)| {
+            if session.needs_response() {
+                ctx.sticky = Some(session);
+            }
+            i
+        })
+    } else if let Some(hash_by) = hash_by {
+        let key = hash_by.key(req.uri(), headers, ctx.client);
+        policy::hash::rendezvous(key, &backend.endpoints)
+    } else {
+        state::with(|s| s.pick(backend, balancer)).flatten()
+    };
+    match index {
+        Some(index) => Ok(Chosen {
+            backend: backend.clone(),
+            index,
+        }),
+        None => {
+            let why = backend.unavailable.as_deref().unwrap_or("no ready endpoints");
+            Err(ProxyError::NoEndpoint(why.to_string()))
+        }
+    }
 }
 
 /// Forward: the request rewritten for the backend (normalized path, forwarding headers, no
@@ -404,7 +481,7 @@ pub async fn forward(
     ctx: &mut RequestCtx<'_>,
     metrics: &Metrics,
     route: &Route,
-    first: usize,
+    first: Chosen,
     (host_header, uri): (HeaderValue, Option<Uri>),
     mut req: Request<RequestBody>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -413,9 +490,12 @@ pub async fn forward(
         *req.uri_mut() = uri;
     }
 
-    let upgrade = headers::is_upgrade(&req);
+    // An HTTP/2 backend is never asked for an upgrade: its `Upgrade` goes with the other
+    // hop-by-hop headers.
+    let upgrade = headers::is_upgrade(&req) && !route.policies.upstream.protocol.is_http2();
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    headers::rewrite_request_headers(req.headers_mut(), ctx.conn, host_header, upgrade);
+    let real_client = ctx.via_trusted_proxy.then_some(ctx.client);
+    headers::rewrite_request_headers(req.headers_mut(), ctx.conn, host_header, upgrade, real_client);
     // `X-Forwarded-Host` keeps the client's host; `upstream-vhost` changes only `Host`.
     if let Some(vhost) = &route.policies.upstream.host {
         req.headers_mut().insert(header::HOST, vhost.clone());
@@ -430,7 +510,15 @@ pub async fn forward(
     *req.version_mut() = Version::HTTP_11;
 
     let timeouts = Timeouts::resolve(&ctx.snapshot.config, &route.policies.timeouts);
-    let (mut resp, addr) = upstream::send(&route.backend, first, req, timeouts, metrics).await?;
+    let (mut resp, addr) = upstream::send(
+        &first.backend,
+        first.index,
+        req,
+        timeouts,
+        &route.policies.upstream,
+        metrics,
+    )
+    .await?;
     ctx.upstream = Some(addr);
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -444,7 +532,12 @@ pub async fn forward(
         let upstream = body
             .into_upgraded()
             .ok_or_else(|| ProxyError::Upstream("upgrade without a connection".into()))?;
-        tokio::spawn(tunnel(client_upgrade, upstream));
+        // The tunnel keeps the client connection counted as open for as long as it runs.
+        let open = ctx.conn.open.clone();
+        tokio::spawn(async move {
+            tunnel(client_upgrade, upstream).await;
+            drop(open);
+        });
         return Ok(Response::from_parts(parts, Either::Right(Full::default())));
     }
     headers::rewrite_response_headers(resp.headers_mut());
@@ -462,6 +555,15 @@ pub fn response_policies(ctx: &RequestCtx<'_>, mut resp: Response<ProxyBody>) ->
         }
         if let Some(extra) = &p.response_headers {
             extra.apply(resp.headers_mut());
+        }
+        if let Some(sticky) = &ctx.sticky {
+            let location = match &route.path {
+                PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::Regex(p) => p.as_str(),
+            };
+            let now = std::time::SystemTime::now();
+            if let Some(cookie) = sticky.set_cookie(ctx.upstream, ctx.conn.tls, location, now) {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
         }
     }
     if let (true, Some(hsts)) = (ctx.conn.tls, &ctx.snapshot.config.hsts) {

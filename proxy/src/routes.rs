@@ -371,7 +371,8 @@ impl RouteTableBuilder {
             .iter()
             .map(|(_, r)| r)
             .chain(table.default.as_ref())
-            .flat_map(|r| r.backend.endpoints.iter().map(|e| e.addr))
+            .flat_map(|r| std::iter::once(&r.backend).chain(r.policies.other_backends()))
+            .flat_map(|b| b.endpoints.iter().map(|e| e.addr))
             .collect();
         addresses.sort_unstable();
         addresses.dedup();
@@ -380,7 +381,8 @@ impl RouteTableBuilder {
             .iter()
             .map(|(_, r)| r)
             .chain(table.default.as_ref())
-            .map(|r| r.backend.key())
+            .flat_map(|r| std::iter::once(&r.backend).chain(r.policies.other_backends()))
+            .map(|b| b.key())
             .collect();
         keys.sort_unstable();
         keys.dedup();

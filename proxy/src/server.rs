@@ -219,7 +219,7 @@ pub async fn serve(
             info: ConnInfo::new(client, local_port, tls.is_some()),
             kind,
             watcher: graceful.watcher(),
-            _slot: slot,
+            _slot: Some(slot),
         };
         tokio::spawn(conn.run(stream));
     }
@@ -250,8 +250,21 @@ struct Connection {
     info: ConnInfo,
     kind: ListenerKind,
     watcher: hyper_util::server::graceful::Watcher,
-    /// Counts this connection against `--max-connections` until it ends.
-    _slot: crate::pipeline::ConnectionSlot,
+    /// Counts this connection against `--max-connections`; moved into [`OpenConnection`].
+    _slot: Option<crate::pipeline::ConnectionSlot>,
+}
+
+/// A connection counted as open (gauge and `--max-connections` slot) until the last holder drops
+/// it: the connection itself, or a WebSocket tunnel that outlives it.
+struct OpenConnection {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    _slot: Option<crate::pipeline::ConnectionSlot>,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 impl Connection {
@@ -278,6 +291,11 @@ impl Connection {
             })
             .clone();
         gauge.inc();
+        let open = OpenConnection {
+            gauge,
+            _slot: self._slot.take(),
+        };
+        self.info = self.info.clone().counted_by(Arc::new(open));
         let counts = Arc::new(RequestCounts::default());
         let timeouts = (self.idle_timeout, self.header_read_timeout);
         match &self.acceptor {
@@ -314,7 +332,6 @@ impl Connection {
                 self.serve(io, counts, None).await;
             }
         }
-        gauge.dec();
     }
 
     async fn serve<I>(self, io: I, counts: Arc<RequestCounts>, alpn: Option<&[u8]>)
@@ -331,8 +348,12 @@ impl Connection {
             // whole life, so an unboxed future (the whole pipeline, upstream exchange included)
             // would cost every idle connection its size. Boxed, it costs one allocation per
             // request and nothing while idle.
+            let counts = counts.clone();
             Box::pin(async move {
                 let resp = pipeline.handle(&info, req).await;
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    counts.upgraded.store(true, Ordering::Relaxed);
+                }
                 // The request stays in flight until its response body has ended: a stream with
                 // gaps longer than the idle timeout (SSE, long polling, gRPC streams) is not idle.
                 Ok::<_, Infallible>(resp.map(|inner| InFlightBody { inner, _guard: guard }))
@@ -388,6 +409,10 @@ struct RequestCounts {
     active: AtomicUsize,
     /// Requests whose head was complete (ever), so a head timer can tell that its head arrived.
     started: AtomicUsize,
+    /// A `101 Switching Protocols` went out: the connection is a tunnel now (WebSocket), its bytes
+    /// are no request heads, and only the idle timeout applies (no bytes either way for that long,
+    /// as nginx's `proxy_read_timeout` ends a quiet WebSocket).
+    upgraded: std::sync::atomic::AtomicBool,
 }
 
 /// Counts one request as in flight until dropped.
@@ -555,7 +580,11 @@ impl<T> IdleTimeout<T> {
                 }
             }
         }
-        if !self.h2 && self.head.is_none() && self.counts.active.load(Ordering::Relaxed) == 0 {
+        if !self.h2
+            && self.head.is_none()
+            && self.counts.active.load(Ordering::Relaxed) == 0
+            && !self.counts.upgraded.load(Ordering::Relaxed)
+        {
             self.head = Some((Instant::now(), self.counts.started.load(Ordering::Relaxed)));
         }
         true
@@ -571,7 +600,10 @@ impl<T> IdleTimeout<T> {
             }
             let active = self.counts.active.load(Ordering::Relaxed);
             if let Some((since, started)) = self.head {
-                if active > 0 || self.counts.started.load(Ordering::Relaxed) != started {
+                if active > 0
+                    || self.counts.started.load(Ordering::Relaxed) != started
+                    || self.counts.upgraded.load(Ordering::Relaxed)
+                {
                     // The head arrived.
                     self.head = None;
                 } else if since.elapsed() >= self.head_timeout {

@@ -21,15 +21,23 @@ use std::{
 use rustc_hash::FxHashMap;
 
 use crate::{
-    backend::{Backend, BackendKey},
+    backend::{Backend, BackendKey, Endpoint},
     config::Balancer,
     metrics::{class_index, ClassCounters, Label, Metrics},
+    policy::StickyIndex,
     routes::Route,
     snapshot::Snapshot,
+};
+use crate::{
+    policy::{UpstreamProtocol, UpstreamTls},
+    upstream_h2::{H2Slot, H2Stream},
 };
 
 /// An idle upstream connection, as the upstream client keeps it.
 pub type PooledConn = crate::h1::H1Conn;
+
+/// An idle HTTP/1.1 connection over TLS.
+pub type PooledTlsConn = crate::h1::H1Conn<crate::h1::TlsIo>;
 
 /// Idle connections kept per endpoint and worker; beyond this a finished connection is closed.
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
@@ -49,7 +57,14 @@ pub struct WorkerState {
     /// The newest snapshot generation this worker has seen; state is pruned when it grows.
     generation: u64,
     cursors: FxHashMap<BackendKey, usize>,
+    /// Sticky-session lookups of the backends with session affinity, with the endpoint list each
+    /// was built from (rebuilt when that list changes, kept across swaps that keep it).
+    sticky: FxHashMap<BackendKey, (Arc<[Endpoint]>, Arc<StickyIndex>)>,
     endpoints: FxHashMap<SocketAddr, EndpointState>,
+    /// Idle HTTP/1.1-over-TLS connections by endpoint and TLS settings ([`UpstreamTls::key`]).
+    tls_idle: FxHashMap<(SocketAddr, u64), Vec<IdleTls>>,
+    /// HTTP/2 connections by endpoint, protocol and TLS settings, each shared by many requests.
+    h2: FxHashMap<H2Key, Vec<H2Entry>>,
     /// Request counters by route, keyed by the route's address in the snapshot of `generation`
     /// (cleared when the generation changes, so an address is never reused for another route).
     counters: FxHashMap<usize, ClassCounters>,
@@ -70,6 +85,36 @@ struct Idle {
     since: Instant,
 }
 
+struct IdleTls {
+    conn: PooledTlsConn,
+    since: Instant,
+    /// The settings it was made with: compared on checkout, since the pool key is their hash.
+    tls: Arc<UpstreamTls>,
+}
+
+/// Which HTTP/2 connections a request may share: same endpoint, protocol and TLS settings (the
+/// hash; the settings themselves are compared on a match).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct H2Key {
+    addr: SocketAddr,
+    protocol: UpstreamProtocol,
+    tls: u64,
+}
+
+struct H2Entry {
+    slot: Arc<H2Slot>,
+    tls: Option<Arc<UpstreamTls>>,
+    last_used: Instant,
+}
+
+fn same_tls(a: Option<&Arc<UpstreamTls>>, b: Option<&Arc<UpstreamTls>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        _ => false,
+    }
+}
+
 // === impl WorkerState ===
 
 impl WorkerState {
@@ -84,8 +129,14 @@ impl WorkerState {
         let addresses = snapshot.routes.addresses();
         self.endpoints
             .retain(|addr, ep| ep.in_flight > 0 || addresses.binary_search(addr).is_ok());
+        self.tls_idle
+            .retain(|(addr, _), _| addresses.binary_search(addr).is_ok());
+        // Requests still streaming on a dropped HTTP/2 connection keep it open until they end.
+        self.h2
+            .retain(|key, _| addresses.binary_search(&key.addr).is_ok());
         let keys = snapshot.routes.backend_keys();
         self.cursors.retain(|key, _| keys.binary_search(key).is_ok());
+        self.sticky.retain(|key, _| keys.binary_search(key).is_ok());
         self.counters.clear();
     }
 
@@ -128,6 +179,24 @@ impl WorkerState {
         })
     }
 
+    /// The sticky-session lookup of `backend`, built on first use and again when its endpoints
+    /// change. A snapshot that keeps the same endpoints keeps it (sessions do not move).
+    pub fn sticky(&mut self, backend: &Backend) -> Arc<StickyIndex> {
+        let entry = self
+            .sticky
+            .entry(backend.key())
+            .or_insert_with(|| (backend.endpoints.clone(), Arc::new(StickyIndex::new(backend))));
+        if !Arc::ptr_eq(&entry.0, &backend.endpoints) {
+            if *entry.0 != *backend.endpoints {
+                entry.1 = Arc::new(StickyIndex::new(backend));
+            }
+            // Equal lists from another snapshot: only the pointer changes, so the next request
+            // on this snapshot takes the fast path.
+            entry.0 = backend.endpoints.clone();
+        }
+        entry.1.clone()
+    }
+
     /// The most recently used idle connection to `addr` that is not older than `idle_timeout`
     /// and still looks usable. Older or broken ones are closed on the way.
     pub fn checkout(&mut self, addr: SocketAddr, idle_timeout: Duration) -> Option<PooledConn> {
@@ -150,6 +219,88 @@ impl WorkerState {
                 since: Instant::now(),
             });
         }
+    }
+
+    /// The most recently used idle TLS connection to `addr` made with `tls`, as
+    /// [`WorkerState::checkout`].
+    pub fn checkout_tls(
+        &mut self,
+        addr: SocketAddr,
+        tls: &Arc<UpstreamTls>,
+        idle_timeout: Duration,
+    ) -> Option<PooledTlsConn> {
+        let idle = self.tls_idle.get_mut(&(addr, tls.key()))?;
+        while let Some(mut i) = idle.pop() {
+            if i.since.elapsed() < idle_timeout && same_tls(Some(&i.tls), Some(tls)) && i.conn.is_reusable() {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a TLS connection made with `tls` whose last response ended cleanly.
+    pub fn checkin_tls(&mut self, addr: SocketAddr, tls: Arc<UpstreamTls>, conn: PooledTlsConn) {
+        let idle = self.tls_idle.entry((addr, tls.key())).or_default();
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(IdleTls {
+                conn,
+                since: Instant::now(),
+                tls,
+            });
+        }
+    }
+
+    /// A stream on an HTTP/2 connection to `addr` with this protocol and TLS settings: on the
+    /// first such connection with room, or on a new one (not connected yet: the request that
+    /// gets it connects, and those that come meanwhile wait for that). Connections that closed or
+    /// failed are forgotten on the way.
+    pub fn h2_stream(
+        &mut self,
+        addr: SocketAddr,
+        protocol: UpstreamProtocol,
+        tls: Option<&Arc<UpstreamTls>>,
+    ) -> H2Stream {
+        let key = H2Key {
+            addr,
+            protocol,
+            tls: tls.map_or(0, |t| t.key()),
+        };
+        let conns = self.h2.entry(key).or_default();
+        conns.retain(|c| !c.slot.is_dead());
+        let now = Instant::now();
+        if let Some(c) = conns
+            .iter_mut()
+            .find(|c| c.slot.has_room() && same_tls(c.tls.as_ref(), tls))
+        {
+            c.last_used = now;
+            return c.slot.take_stream();
+        }
+        let slot = Arc::new(H2Slot::default());
+        let stream = slot.take_stream();
+        conns.push(H2Entry {
+            slot,
+            tls: tls.cloned(),
+            last_used: now,
+        });
+        stream
+    }
+
+    /// HTTP/2 connections (connected or connecting) this worker keeps to `addr`.
+    pub fn h2_connections(&self, addr: SocketAddr) -> usize {
+        self.h2
+            .iter()
+            .filter(|(k, _)| k.addr == addr)
+            .map(|(_, conns)| conns.iter().filter(|c| !c.slot.is_dead()).count())
+            .sum()
+    }
+
+    /// Idle TLS connections this worker keeps to `addr`.
+    pub fn idle_tls(&self, addr: SocketAddr) -> usize {
+        self.tls_idle
+            .iter()
+            .filter(|((a, _), _)| *a == addr)
+            .map(|(_, idle)| idle.len())
+            .sum()
     }
 
     /// A request to `addr` starts.
@@ -201,6 +352,18 @@ impl WorkerState {
         for ep in self.endpoints.values_mut() {
             ep.idle.retain(|i| i.since.elapsed() < idle_timeout);
         }
+        self.tls_idle.retain(|_, idle| {
+            idle.retain(|i| i.since.elapsed() < idle_timeout);
+            !idle.is_empty()
+        });
+        // An HTTP/2 connection without streams for that long is let go (it closes once no
+        // request holds it).
+        self.h2.retain(|_, conns| {
+            conns.retain(|c| {
+                !c.slot.is_dead() && (c.slot.streams() > 0 || c.last_used.elapsed() < idle_timeout)
+            });
+            !conns.is_empty()
+        });
     }
 }
 
@@ -355,5 +518,55 @@ mod tests {
             state.end(a);
         }
         assert_eq!(state.in_flight(a), 0);
+    }
+}
+
+#[cfg(test)]
+mod upstream_pool_tests {
+    use super::*;
+
+    #[test]
+    fn h2_streams_share_a_connection_per_endpoint_protocol_and_tls_settings() {
+        let a: SocketAddr = "10.0.0.1:443".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:443".parse().unwrap();
+        let tls = Arc::new(UpstreamTls::new());
+        let same = Arc::new(UpstreamTls::new());
+        let other = Arc::new(UpstreamTls::new().with_sni(true));
+        let mut state = WorkerState::default();
+
+        let first = state.h2_stream(a, UpstreamProtocol::H2, Some(&tls));
+        let second = state.h2_stream(a, UpstreamProtocol::H2, Some(&same));
+        assert!(Arc::ptr_eq(first.slot(), second.slot()), "equal settings share");
+        assert_eq!(first.slot().streams(), 2);
+        let other_tls = state.h2_stream(a, UpstreamProtocol::H2, Some(&other));
+        let cleartext = state.h2_stream(a, UpstreamProtocol::H2c, None);
+        let other_addr = state.h2_stream(b, UpstreamProtocol::H2, Some(&tls));
+        for s in [&other_tls, &cleartext, &other_addr] {
+            assert!(!Arc::ptr_eq(first.slot(), s.slot()));
+        }
+        assert_eq!(state.h2_connections(a), 3);
+
+        // A broken connection is forgotten; the next stream goes to a new one.
+        first.slot().set_broken();
+        let third = state.h2_stream(a, UpstreamProtocol::H2, Some(&tls));
+        assert!(!Arc::ptr_eq(first.slot(), third.slot()));
+        assert_eq!(state.h2_connections(a), 3);
+
+        // A full connection gets a sibling.
+        let many: Vec<H2Stream> = (1..crate::upstream_h2::MAX_STREAMS_PER_CONN)
+            .map(|_| state.h2_stream(a, UpstreamProtocol::H2c, None))
+            .collect();
+        assert!(many.iter().all(|s| Arc::ptr_eq(s.slot(), cleartext.slot())));
+        let sibling = state.h2_stream(a, UpstreamProtocol::H2c, None);
+        assert!(!Arc::ptr_eq(sibling.slot(), cleartext.slot()));
+
+        // Idle connections are let go by the sweep; busy ones stay.
+        drop((many, sibling, other_tls, other_addr, second, third));
+        state.sweep(Duration::ZERO);
+        assert_eq!(state.h2_connections(a), 1, "only the one still holding a stream");
+        drop(cleartext);
+        state.sweep(Duration::ZERO);
+        assert_eq!(state.h2_connections(a), 0);
+        assert_eq!(state.idle_tls(a), 0);
     }
 }

@@ -17,18 +17,25 @@
 //! 4. **request**: the body limit (413), [`Rewrite`] of the path sent upstream, the `Host` sent
 //!    upstream and `X-Forwarded-Prefix` ([`UpstreamRequest`]), and the upstream timeouts
 //!    ([`UpstreamTimeouts`]).
-//! 5. **response**: CORS response headers, custom response headers ([`ResponseHeaders`]).
+//!    Then **choosing the endpoint**: the [`Canary`] decision picks the backend, then within it
+//!    [`Affinity`] (the session cookie), else [`HashBy`], else the balancer picks the endpoint.
+//! 5. **response**: CORS response headers, custom response headers ([`ResponseHeaders`]), the
+//!    session cookie of a new [`Affinity`] session.
 //!
 //! Every policy is a plain value: comparing two snapshots compares policies by value, so an
 //! unchanged manifest never causes a swap. Runtime state a policy needs (rate-limit buckets) lives
 //! beside the pipeline, keyed by the policy's value, and survives snapshot swaps.
 
 mod access;
+mod affinity;
 mod basic_auth;
+mod canary;
 mod cors;
+pub mod hash;
 pub mod rate_limit;
 mod redirect;
 mod rewrite;
+mod upstream;
 
 use std::{sync::Arc, time::Duration};
 
@@ -37,11 +44,19 @@ use http::{HeaderName, HeaderValue, Response};
 use http_body_util::Full;
 
 pub use access::{Refusal, SourceRanges};
+pub use affinity::{
+    Affinity, AffinityError, AffinityMode, SameSite, StickyIndex, StickySession, DEFAULT_COOKIE_NAME,
+};
 pub use basic_auth::{BasicAuth, Htpasswd, HtpasswdError};
+pub use canary::{Canary, CanaryDecision};
 pub use cors::{Cors, CorsOrigin};
+pub use hash::HashBy;
 pub use rate_limit::{RateLimit, RateLimiters};
 pub use redirect::{AppRoot, HttpsRedirect, Redirect};
 pub use rewrite::{Rewrite, RewriteError};
+pub use upstream::{
+    Alpn, UpstreamProtocol, UpstreamTls, UpstreamTlsError, DEFAULT_SSL_NAME, DEFAULT_VERIFY_DEPTH,
+};
 
 /// A response Gantry answers by itself, without a backend.
 pub type LocalResponse = Response<Full<Bytes>>;
@@ -87,6 +102,21 @@ pub struct Policies {
     pub upstream: UpstreamRequest,
     /// Per-route upstream timeouts; each `None` falls back to the class-wide setting.
     pub timeouts: UpstreamTimeouts,
+
+    // --- choosing the endpoint (canary first, then within the chosen backend: affinity, hash,
+    // balancer) ---
+    /// A canary backend that some requests go to instead of the route's (`canary-*` of a canary
+    /// Ingress on the same host and path).
+    pub canary: Option<Arc<Canary>>,
+    /// Cookie session affinity (`affinity: cookie`, `session-cookie-*`).
+    pub affinity: Option<Arc<Affinity>>,
+    /// Consistent hashing on a request variable (`upstream-hash-by`); affinity wins over it.
+    pub hash_by: Option<HashBy>,
+    /// The route's balancer (`load-balance`: `round_robin`; `ewma` is served by
+    /// [`crate::config::Balancer::LeastRequest`], which also favours the less busy endpoints
+    /// but counts requests in flight instead of keeping a latency average). `None`: the
+    /// class-wide one.
+    pub balancer: Option<crate::config::Balancer>,
 
     // --- response ---
     /// Headers added to every response of the route (`custom-headers`).
@@ -159,10 +189,32 @@ impl Policies {
                 t.connect, t.read, t.send
             ));
         }
+        if let Some(c) = &self.canary {
+            out.push(c.describe());
+        }
+        if let Some(a) = &self.affinity {
+            out.push(format!(
+                "session affinity: cookie {} ({})",
+                a.cookie_name,
+                a.mode.as_str()
+            ));
+        }
+        if let Some(h) = &self.hash_by {
+            out.push(format!("upstream hash by {}", h.variable()));
+        }
+        if let Some(b) = &self.balancer {
+            out.push(format!("balancer: {b:?}"));
+        }
         if let Some(h) = &self.response_headers {
             out.push(format!("{} extra response headers", h.headers.len()));
         }
         out
+    }
+
+    /// The backends besides the route's own that these policies may send requests to (the
+    /// canary's): the route table keeps their endpoints' per-worker state too.
+    pub fn other_backends(&self) -> impl Iterator<Item = &Arc<crate::backend::Backend>> {
+        self.canary.iter().map(|c| &c.backend)
     }
 
     /// Policies with only the HTTPS redirect, when `on`.
@@ -184,6 +236,11 @@ pub struct UpstreamRequest {
     pub host: Option<HeaderValue>,
     /// `X-Forwarded-Prefix` sent upstream (`x-forwarded-prefix`).
     pub forwarded_prefix: Option<HeaderValue>,
+    /// The protocol spoken to the backend (`backend-protocol`).
+    pub protocol: UpstreamProtocol,
+    /// TLS to the backend (`proxy-ssl-*`), for the TLS protocols; `None` is nginx's defaults
+    /// (no verification, no SNI). Ignored by the plain-text protocols.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// Upstream timeouts of one route (`proxy-connect-timeout`, `proxy-read-timeout`,

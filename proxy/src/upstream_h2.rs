@@ -1,0 +1,377 @@
+//! HTTP/2 to backends (h2c with prior knowledge, or over TLS with ALPN `h2`), on hyper's HTTP/2
+//! client.
+//!
+//! Each worker keeps its HTTP/2 connections in its own state (`state`), by endpoint address,
+//! protocol and TLS settings. A connection is an [`H2Slot`]: the hyper sender, shared by every
+//! request of the worker to that endpoint as one stream each, and a count of the streams open on
+//! it. A request takes a stream on the first connection with room (fewer streams than the server's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS`, and at most [`MAX_STREAMS_PER_CONN`]); when none has room, a
+//! new slot is made, and the requests that arrive while it connects wait for that one connect.
+//! A connection the server closed or sent GOAWAY on is dropped from the pool, and the requests
+//! that had not been handed to it yet are sent again on a new one. The connection itself runs as
+//! a task on the worker's runtime (hyper's HTTP/2 client needs one); it ends when the server
+//! closes it, or when the pool has dropped it and its last stream ended.
+//!
+//! Unlike the HTTP/1.1 codec, HTTP/2 framing is hyper's: request and response bodies stream with
+//! flow control, and trailers pass both ways (gRPC's status is in the response trailers).
+
+use std::{
+    future::{poll_fn, Future},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{
+    header::{self, HeaderName, HeaderValue},
+    uri::{Authority, Scheme},
+    Request, Uri, Version,
+};
+use http_body::{Body, Frame, SizeHint};
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::{
+    body::{BodyError, RequestBody},
+    error::ProxyError,
+};
+
+/// The most streams one connection carries at a time, whatever the server allows; beyond it
+/// another connection is opened. hyper assumes 100 until the server's SETTINGS arrive.
+pub const MAX_STREAMS_PER_CONN: usize = 100;
+
+/// Ping an HTTP/2 connection this often, and close it when a ping is not answered within
+/// [`KEEPALIVE_TIMEOUT`]: a backend that vanished without a FIN is noticed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The hyper sender of one connection.
+pub type H2Sender = http2::SendRequest<H2Body>;
+
+/// One HTTP/2 connection of a worker to an endpoint (connected or still connecting), shared by
+/// the worker's requests.
+#[derive(Debug)]
+pub struct H2Slot {
+    sender: tokio::sync::OnceCell<H2Sender>,
+    /// Streams taken ([`H2Stream`]s alive): requests sent or about to be, whose response has not
+    /// ended.
+    streams: AtomicUsize,
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS`, as the connection last saw it.
+    max_streams: Arc<AtomicUsize>,
+    /// The connect failed, or the connection refused a request: no new stream goes here.
+    broken: AtomicBool,
+}
+
+impl Default for H2Slot {
+    fn default() -> Self {
+        Self {
+            sender: tokio::sync::OnceCell::new(),
+            streams: AtomicUsize::new(0),
+            max_streams: Arc::new(AtomicUsize::new(MAX_STREAMS_PER_CONN)),
+            broken: AtomicBool::new(false),
+        }
+    }
+}
+
+impl H2Slot {
+    /// Whether no new stream may go to this connection any more: it failed to connect, or it
+    /// closed (the server closed it or sent GOAWAY).
+    pub fn is_dead(&self) -> bool {
+        self.broken.load(Ordering::Relaxed) || self.sender.get().is_some_and(|s| s.is_closed())
+    }
+
+    /// Whether another stream may go to this connection now.
+    pub fn has_room(&self) -> bool {
+        let max = self.max_streams.load(Ordering::Relaxed).min(MAX_STREAMS_PER_CONN);
+        !self.is_dead() && self.streams.load(Ordering::Relaxed) < max
+    }
+
+    /// Streams open (or about to be) on this connection.
+    pub fn streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
+    }
+
+    /// Takes a stream on this connection; it counts until the returned guard is dropped.
+    pub fn take_stream(self: &Arc<Self>) -> H2Stream {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        H2Stream(self.clone())
+    }
+
+    /// No new stream goes to this connection (the requests it holds carry on).
+    pub fn set_broken(&self) {
+        self.broken.store(true, Ordering::Relaxed);
+    }
+
+    /// The connection's sender: the one already made, or the one `connect` makes. Requests that
+    /// ask while another is connecting wait for that connect rather than making their own; when
+    /// it fails, they fail too.
+    pub async fn sender<F, Fut>(&self, connect: F) -> Result<H2Sender, ProxyError>
+    where
+        F: FnOnce(Arc<AtomicUsize>) -> Fut,
+        Fut: Future<Output = Result<H2Sender, ProxyError>>,
+    {
+        let sender = self
+            .sender
+            .get_or_try_init(|| async {
+                if self.broken.load(Ordering::Relaxed) {
+                    return Err(None);
+                }
+                connect(self.max_streams.clone()).await.map_err(|e| {
+                    self.set_broken();
+                    Some(e)
+                })
+            })
+            .await;
+        match sender {
+            Ok(s) => Ok(s.clone()),
+            Err(Some(e)) => Err(e),
+            Err(None) => Err(ProxyError::Upstream(
+                "the HTTP/2 connection it waited for failed".into(),
+            )),
+        }
+    }
+}
+
+/// One stream taken on an [`H2Slot`], released when dropped.
+#[derive(Debug)]
+pub struct H2Stream(Arc<H2Slot>);
+
+impl H2Stream {
+    pub fn slot(&self) -> &Arc<H2Slot> {
+        &self.0
+    }
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The HTTP/2 handshake on a fresh connection (TCP, or TLS that negotiated `h2`). The connection
+/// is driven by a task on the current runtime, which also keeps `max_streams` up to date with
+/// the server's setting.
+pub async fn handshake<IO>(io: IO, max_streams: Arc<AtomicUsize>) -> Result<H2Sender, hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    let (sender, mut conn) = builder.handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let done = poll_fn(|cx| {
+            let polled = Pin::new(&mut conn).poll(cx);
+            max_streams.store(conn.current_max_send_streams(), Ordering::Relaxed);
+            polled
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+static TE: HeaderName = header::TE;
+static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Turns a request made for an HTTP/1.1 upstream into its HTTP/2 form (RFC 9113 8.3.1): the
+/// `Host` becomes `:authority` (with `:scheme` `http` or `https`), connection-specific headers go
+/// (HTTP/2 forbids them, and hyper would refuse the request), and `TE: trailers` is sent, as
+/// nginx's gRPC proxy does (gRPC servers expect it; it only says that trailers are welcome).
+pub fn into_h2<B>(req: Request<B>, tls: bool) -> Request<B> {
+    let (mut parts, body) = req.into_parts();
+    let headers = &mut parts.headers;
+    for name in [
+        &header::CONNECTION,
+        &header::UPGRADE,
+        &header::TRANSFER_ENCODING,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+    ] {
+        headers.remove(name);
+    }
+    headers.insert(&TE, TRAILERS.clone());
+    let authority = headers
+        .get(header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let absolute = authority.and_then(|authority| {
+        Uri::builder()
+            .scheme(if tls { Scheme::HTTPS } else { Scheme::HTTP })
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+            .ok()
+    });
+    match absolute {
+        Some(uri) => {
+            parts.uri = uri;
+            parts.headers.remove(header::HOST);
+            parts.version = Version::HTTP_2;
+        }
+        // A Host that is no authority (or a target that cannot be made absolute): sent as it is,
+        // with `:scheme` `http` and the Host as a header (h2 does this for HTTP/1.1 requests).
+        None => parts.version = Version::HTTP_11,
+    }
+    Request::from_parts(parts, body)
+}
+
+/// A request body on its way to an HTTP/2 backend. hyper only logs a body that fails while it is
+/// sent, and resets the stream; this keeps the reason, so that a body cut off at the route's
+/// limit is still a 413 and a client that broke off is still its own 400, not a 502.
+#[derive(Debug)]
+pub struct H2Body {
+    inner: RequestBody,
+    /// Where a failure is kept; `None` for a body that had already ended (it cannot fail).
+    failure: Option<Arc<Mutex<Option<ProxyError>>>>,
+}
+
+impl H2Body {
+    pub fn new(inner: RequestBody) -> Self {
+        let failure = (!inner.is_end_stream()).then(Arc::default);
+        Self { inner, failure }
+    }
+
+    /// Where this body's failure will be kept, to be read after the exchange failed.
+    pub fn failure(&self) -> Option<Arc<Mutex<Option<ProxyError>>>> {
+        self.failure.clone()
+    }
+}
+
+/// What a failed request body means for the client.
+pub fn body_failure(e: &BodyError) -> ProxyError {
+    match e {
+        BodyError::TooLarge(max) => ProxyError::BodyTooLarge(*max),
+        BodyError::Client(e) => ProxyError::ClientBody(e.to_string()),
+    }
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Err(e))), Some(failure)) = (&polled, &self.failure) {
+            if let Ok(mut slot) = failure.lock() {
+                slot.get_or_insert_with(|| body_failure(e));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_take_their_http2_form() {
+        let req = Request::post("/api/v1?q=1")
+            .header("host", "grpc.example:8080")
+            .header("connection", "keep-alive")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-connection", "keep-alive")
+            .header("transfer-encoding", "chunked")
+            .header("upgrade", "websocket")
+            .header("te", "gzip")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let req = into_h2(req, false);
+        assert_eq!(req.version(), Version::HTTP_2);
+        assert_eq!(req.uri(), "http://grpc.example:8080/api/v1?q=1");
+        let h = req.headers();
+        for gone in [
+            "host",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["content-type"], "application/grpc");
+
+        let req = into_h2(Request::get("/").header("host", "h").body(()).unwrap(), true);
+        assert_eq!(req.uri(), "https://h/");
+    }
+
+    #[test]
+    fn a_host_that_is_no_authority_stays_a_header() {
+        let req = Request::get("/x")
+            .header("host", HeaderValue::from_bytes(b"bad host").unwrap())
+            .body(())
+            .unwrap();
+        let req = into_h2(req, false);
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.uri(), "/x");
+        assert_eq!(req.headers()["host"], "bad host");
+        assert_eq!(req.headers()["te"], "trailers");
+    }
+
+    #[test]
+    fn slots_count_streams_and_refuse_them_when_full_or_broken() {
+        let slot = Arc::new(H2Slot::default());
+        assert!(slot.has_room() && !slot.is_dead());
+        let streams: Vec<H2Stream> = (0..MAX_STREAMS_PER_CONN).map(|_| slot.take_stream()).collect();
+        assert_eq!(slot.streams(), MAX_STREAMS_PER_CONN);
+        assert!(!slot.has_room(), "full");
+        drop(streams);
+        assert_eq!(slot.streams(), 0);
+        // The server's own limit counts when lower.
+        slot.max_streams.store(1, Ordering::Relaxed);
+        let one = slot.take_stream();
+        assert!(!slot.has_room());
+        drop(one);
+        slot.set_broken();
+        assert!(slot.is_dead() && !slot.has_room());
+    }
+
+    #[tokio::test]
+    async fn waiters_share_one_connect_and_its_failure() {
+        let slot = Arc::new(H2Slot::default());
+        let err = slot
+            .sender(|_| async {
+                Err(ProxyError::Connect {
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                    reason: "refused".into(),
+                })
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Connect { .. }));
+        assert!(slot.is_dead());
+        // A later request on the same slot does not connect again.
+        let err = slot
+            .sender(|_| async { panic!("connected twice") })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProxyError::Upstream(_)));
+    }
+}

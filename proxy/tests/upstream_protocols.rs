@@ -1,0 +1,771 @@
+//! Upstream protocols inside the data plane: a real [`Dataplane`] serving a hand-built snapshot
+//! whose routes ask for HTTPS, h2c and HTTP/2-over-TLS backends, real servers behind it (hyper,
+//! tokio-rustls, tonic's gRPC health service) and real clients in front (hyper's HTTP/1.1 and
+//! HTTP/2 clients, tonic over h2c and over TLS with ALPN h2).
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::stream;
+use gantry_proxy::{
+    policy::{UpstreamProtocol, UpstreamRequest, UpstreamTimeouts, UpstreamTls},
+    Backend, BackendId, CertTable, Dataplane, Endpoint, HostMatch, PathMatch, Policies, ProxyConfig, Route,
+    RouteSource, RouteTableBuilder, Snapshot, TlsCert,
+};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::{pki_types::PrivateKeyDer, server::WebPkiClientVerifier, RootCertStore, ServerConfig};
+use rustls_pki_types::{pem::PemObject, CertificateDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint as GrpcEndpoint, Identity, ServerTlsConfig};
+use tonic_health::{
+    pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest},
+    server::HealthReporter,
+};
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("test timed out")
+}
+
+// === the data plane ===
+
+fn route(endpoints: &[SocketAddr], upstream: UpstreamRequest) -> Route {
+    route_with(
+        endpoints,
+        Policies {
+            upstream,
+            ..Policies::default()
+        },
+    )
+}
+
+fn route_with(endpoints: &[SocketAddr], policies: Policies) -> Route {
+    let id = BackendId {
+        namespace: "default".into(),
+        service: "svc".into(),
+        port: "80".into(),
+    };
+    Route {
+        path: PathMatch::Prefix("/".into()),
+        backend: Arc::new(Backend::new(
+            id,
+            endpoints.iter().map(|&addr| Endpoint { addr }).collect(),
+        )),
+        source: RouteSource {
+            namespace: "default".into(),
+            name: "test".into(),
+        },
+        policies,
+    }
+}
+
+fn upstream(protocol: UpstreamProtocol, tls: Option<UpstreamTls>) -> UpstreamRequest {
+    UpstreamRequest {
+        protocol,
+        tls: tls.map(Arc::new),
+        ..UpstreamRequest::default()
+    }
+}
+
+/// One worker (so that connection counts are exact), with `routes` by host.
+async fn dataplane(routes: Vec<(&str, Route)>, certs: CertTable) -> Dataplane {
+    let config = ProxyConfig {
+        access_log: false,
+        ..ProxyConfig::default()
+    };
+    let dp = Dataplane::builder(config.clone()).start().await.unwrap();
+    let mut b = RouteTableBuilder::new();
+    for (host, r) in routes {
+        b.add(HostMatch::Exact(host.into()), r).unwrap();
+    }
+    dp.publish(Snapshot {
+        routes: b.build(),
+        certs,
+        config: Arc::new(config),
+        ..Snapshot::default()
+    });
+    dp
+}
+
+// === certificates ===
+
+type Ca = rcgen::CertifiedIssuer<'static, rcgen::KeyPair>;
+
+fn new_ca() -> Ca {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "upstream test ca");
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A certificate for `names` signed by `ca`: (certificate PEM, key PEM).
+fn issue(ca: &Ca, names: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, ca)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn server_tls(cert_pem: &str, key_pem: &str, client_ca: Option<&Ca>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            roots.add(ca.der().clone()).unwrap();
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+// === backends ===
+
+type EchoBody = BoxBody<Bytes, Infallible>;
+
+/// Answers with JSON describing the request as the backend saw it (version, authority, Host,
+/// TE, path, body length, the request trailer `x-client-trailer`), followed by the response
+/// trailer `x-backend-trailer: done`. `/sleep` waits two seconds first.
+async fn echo(req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/sleep" {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let collected = body.collect().await.ok();
+    let trailer = collected
+        .as_ref()
+        .and_then(|c| c.trailers())
+        .and_then(|t| t.get("x-client-trailer"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let len = collected.map_or(0, |c| c.to_bytes().len());
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let json = serde_json::json!({
+        "version": format!("{:?}", parts.version),
+        "authority": parts.uri.authority().map(|a| a.as_str()),
+        "scheme": parts.uri.scheme_str(),
+        "host": header("host"),
+        "te": header("te"),
+        "connection": header("connection"),
+        "x_forwarded_for": header("x-forwarded-for"),
+        "path": parts.uri.path(),
+        "len": len,
+        "client_trailer": trailer,
+    });
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-backend-trailer", HeaderValue::from_static("done"));
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+        Ok(Frame::data(Bytes::from(json.to_string()))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    Ok(Response::new(StreamBody::new(stream::iter(frames)).boxed()))
+}
+
+/// A running test server: its address and how many connections it accepted.
+struct Server {
+    addr: SocketAddr,
+    accepts: Arc<AtomicUsize>,
+}
+
+/// An HTTP/2-only cleartext backend (prior knowledge, no HTTP/1.1 at all). With
+/// `goaway_after_first`, every connection is shut down gracefully (GOAWAY) after its first
+/// response.
+async fn h2c_backend(goaway_after_first: bool) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let counter = accepts.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (served_tx, served_rx) = tokio::sync::oneshot::channel::<()>();
+                let served_tx = Arc::new(Mutex::new(Some(served_tx)));
+                let svc = service_fn(move |req| {
+                    let served_tx = served_tx.clone();
+                    async move {
+                        let resp = echo(req).await;
+                        if let Some(tx) = served_tx.lock().unwrap().take() {
+                            let _ = tx.send(());
+                        }
+                        resp
+                    }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(tcp), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    Ok(()) = served_rx, if goaway_after_first => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+            });
+        }
+    });
+    Server { addr, accepts }
+}
+
+/// An HTTPS backend speaking HTTP/1.1, recording the SNI of each handshake.
+async fn tls_backend(config: Arc<ServerConfig>) -> (Server, Arc<Mutex<Vec<Option<String>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let sni = Arc::new(Mutex::new(Vec::new()));
+    let (counter, seen) = (accepts.clone(), sni.clone());
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                seen.lock()
+                    .unwrap()
+                    .push(tls.get_ref().1.server_name().map(str::to_owned));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service_fn(echo))
+                    .await;
+            });
+        }
+    });
+    (Server { addr, accepts }, sni)
+}
+
+/// tonic's gRPC health service ("" serving), in cleartext or with TLS (`(cert, key)` PEM).
+async fn grpc_backend(tls: Option<(&str, &str)>) -> (SocketAddr, HealthReporter) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls {
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
+            .unwrap();
+    }
+    let router = builder.add_service(service);
+    tokio::spawn(router.serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)));
+    (addr, reporter)
+}
+
+// === clients ===
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    trailers: Option<HeaderMap>,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+async fn collect(resp: Response<Incoming>) -> Answer {
+    let (parts, body) = resp.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    }
+}
+
+/// One HTTP/1.1 request on a new connection to `addr`.
+async fn h1<B>(addr: SocketAddr, req: Request<B>) -> Answer
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    collect(tx.send_request(req).await.unwrap()).await
+}
+
+fn get(host: &str, path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", host)
+        .body(Full::default())
+        .unwrap()
+}
+
+/// A body of `data` followed by the trailer `x-client-trailer: value`.
+fn with_trailer(data: &'static str, value: &'static str) -> BoxBody<Bytes, Infallible> {
+    let mut trailers = HeaderMap::new();
+    trailers.insert("x-client-trailer", HeaderValue::from_static(value));
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+        Ok(Frame::data(Bytes::from_static(data.as_bytes()))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    StreamBody::new(stream::iter(frames)).boxed()
+}
+
+async fn metrics(dp: &Dataplane) -> String {
+    let req = Request::get("/metrics")
+        .header("host", "admin")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    String::from_utf8(h1(dp.admin_addr(), req).await.body.to_vec()).unwrap()
+}
+
+/// The value of a counter in the metrics text (0 when absent).
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+// === tests ===
+
+#[tokio::test]
+async fn h2c_backend_reached_by_http1_and_http2_clients_on_one_multiplexed_connection() {
+    within(async {
+        let backend = h2c_backend(false).await;
+        let dp = dataplane(
+            vec![(
+                "h2c.test",
+                route(&[backend.addr], upstream(UpstreamProtocol::H2c, None)),
+            )],
+            CertTable::default(),
+        )
+        .await;
+
+        // An HTTP/1.1 client: the backend sees HTTP/2 with :authority from Host, TE: trailers,
+        // and no connection-specific header.
+        let req = Request::post("/echo?q=1")
+            .header("host", "h2c.test")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "1")
+            .header("keep-alive", "timeout=5")
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap();
+        let a = h1(dp.http_addr(), req).await;
+        assert_eq!(a.status, 200);
+        let seen = a.json();
+        assert_eq!(seen["version"], "HTTP/2.0");
+        assert_eq!(seen["authority"], "h2c.test");
+        assert_eq!(seen["scheme"], "http");
+        assert_eq!(seen["path"], "/echo");
+        assert_eq!(seen["te"], "trailers");
+        assert_eq!(seen["connection"], serde_json::Value::Null);
+        assert_eq!(seen["len"], 5);
+        assert!(seen["x_forwarded_for"].is_string(), "{seen}");
+        assert_eq!(a.headers["server"], "gantry");
+
+        // An HTTP/2 client (h2c prior knowledge to the plain listener): trailers both ways.
+        let tcp = TcpStream::connect(dp.http_addr()).await.unwrap();
+        let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::post("http://h2c.test/trailers")
+            .body(with_trailer("abc", "from-client"))
+            .unwrap();
+        let a = collect(tx.clone().send_request(req).await.unwrap()).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.json()["client_trailer"], "from-client");
+        assert_eq!(a.json()["len"], 3);
+        let trailers = a.trailers.expect("response trailers");
+        assert_eq!(trailers["x-backend-trailer"], "done");
+
+        // Twenty concurrent requests share the one upstream connection as streams.
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let mut tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                let req = Request::get(format!("http://h2c.test/n/{i}"))
+                    .body(Full::<Bytes>::default().boxed())
+                    .unwrap();
+                collect(tx.send_request(req).await.unwrap()).await
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let a = t.await.unwrap();
+            assert_eq!(a.status, 200);
+            assert_eq!(a.json()["path"], format!("/n/{i}"));
+        }
+        assert_eq!(
+            backend.accepts.load(Ordering::SeqCst),
+            1,
+            "one upstream connection"
+        );
+        dp.shutdown();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn h2c_goaway_timeouts_and_connect_retry() {
+    within(async {
+        // A backend that sends GOAWAY after each connection's first response: the next request
+        // goes on a new connection, not to a 502.
+        let goaway = h2c_backend(true).await;
+        let slow = h2c_backend(false).await;
+        let alive = h2c_backend(false).await;
+        let dead = {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.local_addr().unwrap()
+        };
+        let timeouts = Policies {
+            upstream: upstream(UpstreamProtocol::H2c, None),
+            timeouts: UpstreamTimeouts {
+                read: Some(Duration::from_millis(300)),
+                ..UpstreamTimeouts::default()
+            },
+            ..Policies::default()
+        };
+        let dp = dataplane(
+            vec![
+                (
+                    "goaway.test",
+                    route(&[goaway.addr], upstream(UpstreamProtocol::H2c, None)),
+                ),
+                ("slow.test", route_with(&[slow.addr], timeouts)),
+                (
+                    "retry.test",
+                    route(&[dead, alive.addr], upstream(UpstreamProtocol::H2c, None)),
+                ),
+                ("dead.test", route(&[dead], upstream(UpstreamProtocol::H2c, None))),
+            ],
+            CertTable::default(),
+        )
+        .await;
+
+        for i in 0..3 {
+            let a = h1(dp.http_addr(), get("goaway.test", &format!("/{i}"))).await;
+            assert_eq!(a.status, 200, "request {i}: {:?}", a.body);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(goaway.accepts.load(Ordering::SeqCst), 3);
+
+        // No response head within the route's read timeout: 504.
+        let a = h1(dp.http_addr(), get("slow.test", "/sleep")).await;
+        assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+
+        // A refused connect is retried once on the next endpoint.
+        for _ in 0..4 {
+            let a = h1(dp.http_addr(), get("retry.test", "/")).await;
+            assert_eq!(a.status, 200);
+        }
+        let a = h1(dp.http_addr(), get("dead.test", "/")).await;
+        assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+
+        let text = metrics(&dp).await;
+        assert!(counter(&text, "upstream_timeouts_total") >= 1, "{text}");
+        assert!(counter(&text, "upstream_connect_errors_total") >= 2, "{text}");
+        dp.shutdown();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn https_backend_verification_sni_pooling_and_client_certificates() {
+    within(async {
+        let ca = new_ca();
+        let (cert, key) = issue(&ca, &["backend.internal"]);
+        let (backend, sni) = tls_backend(server_tls(&cert, &key, None, &[b"http/1.1"])).await;
+        let (mtls_backend, _) = tls_backend(server_tls(&cert, &key, Some(&ca), &[b"http/1.1"])).await;
+        let (client_cert, client_key) = issue(&ca, &["gantry.client"]);
+
+        let verify = |name: &str| {
+            UpstreamTls::new()
+                .with_verify(true)
+                .with_ca_pem(ca.pem().as_bytes())
+                .unwrap()
+                .with_name(name)
+                .unwrap()
+        };
+        let https = |tls| upstream(UpstreamProtocol::Https, tls);
+        let dp = dataplane(
+            vec![
+                // proxy-ssl-verify off (the default): any certificate.
+                ("off.test", route(&[backend.addr], https(None))),
+                // On, with the right CA and name, and SNI.
+                (
+                    "on.test",
+                    route(
+                        &[backend.addr],
+                        https(Some(verify("backend.internal").with_sni(true))),
+                    ),
+                ),
+                // On, with a name the certificate does not carry.
+                (
+                    "wrong.test",
+                    route(&[backend.addr], https(Some(verify("other.internal")))),
+                ),
+                // On, without proxy-ssl-name: ingress-nginx's default name, which fails.
+                (
+                    "noname.test",
+                    route(
+                        &[backend.addr],
+                        https(Some(
+                            UpstreamTls::new()
+                                .with_verify(true)
+                                .with_ca_pem(ca.pem().as_bytes())
+                                .unwrap(),
+                        )),
+                    ),
+                ),
+                // A backend that requires a client certificate, with and without one.
+                (
+                    "mtls.test",
+                    route(
+                        &[mtls_backend.addr],
+                        https(Some(
+                            verify("backend.internal")
+                                .with_client_cert_pem(client_cert.as_bytes(), client_key.as_bytes())
+                                .unwrap(),
+                        )),
+                    ),
+                ),
+                (
+                    "nocert.test",
+                    route(&[mtls_backend.addr], https(Some(verify("backend.internal")))),
+                ),
+            ],
+            CertTable::default(),
+        )
+        .await;
+
+        let a = h1(dp.http_addr(), get("off.test", "/x")).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.json()["version"], "HTTP/1.1");
+        assert_eq!(a.json()["host"], "off.test");
+        assert_eq!(sni.lock().unwrap().last().unwrap(), &None, "no SNI by default");
+
+        let accepted = backend.accepts.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            let a = h1(dp.http_addr(), get("on.test", "/y")).await;
+            assert_eq!(a.status, 200);
+            assert_eq!(a.json()["path"], "/y");
+        }
+        assert_eq!(
+            backend.accepts.load(Ordering::SeqCst),
+            accepted + 1,
+            "the TLS connection is kept alive and reused"
+        );
+        assert_eq!(
+            sni.lock().unwrap().last().unwrap().as_deref(),
+            Some("backend.internal")
+        );
+
+        let a = h1(dp.http_addr(), get("wrong.test", "/")).await;
+        assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+        let a = h1(dp.http_addr(), get("noname.test", "/")).await;
+        assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+
+        let a = h1(dp.http_addr(), get("mtls.test", "/")).await;
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        let a = h1(dp.http_addr(), get("nocert.test", "/")).await;
+        assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+
+        // The refused certificates failed the connect; the missing client certificate may only
+        // show after the handshake (TLS 1.3 sends the server's refusal as an alert).
+        let text = metrics(&dp).await;
+        assert!(counter(&text, "upstream_connect_errors_total") >= 2, "{text}");
+        dp.shutdown();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn grpc_through_h2c_and_tls_listeners_to_cleartext_and_tls_backends() {
+    within(async {
+        let ca = new_ca();
+        let (backend_cert, backend_key) = issue(&ca, &["grpc.internal"]);
+        let (plain_addr, plain_reporter) = grpc_backend(None).await;
+        let (tls_addr, _tls_reporter) = grpc_backend(Some((&backend_cert, &backend_key))).await;
+
+        // Gantry's own certificate for the HTTPS listener.
+        let (front_cert, front_key) = issue(&ca, &["grpc.test", "grpcs.test"]);
+        let mut certs = CertTable::default();
+        certs.insert(
+            "grpc.test",
+            TlsCert::from_pem(front_cert.as_bytes(), front_key.as_bytes()).unwrap(),
+        );
+        certs.insert(
+            "grpcs.test",
+            TlsCert::from_pem(front_cert.as_bytes(), front_key.as_bytes()).unwrap(),
+        );
+        let grpcs = UpstreamTls::new()
+            .with_verify(true)
+            .with_ca_pem(ca.pem().as_bytes())
+            .unwrap()
+            .with_name("grpc.internal")
+            .unwrap()
+            .with_sni(true);
+        let dp = dataplane(
+            vec![
+                // backend-protocol: GRPC
+                (
+                    "grpc.test",
+                    route(&[plain_addr], upstream(UpstreamProtocol::H2c, None)),
+                ),
+                // backend-protocol: GRPCS, verified
+                (
+                    "grpcs.test",
+                    route(&[tls_addr], upstream(UpstreamProtocol::H2, Some(grpcs))),
+                ),
+            ],
+            certs,
+        )
+        .await;
+
+        let h2c = |host: &str| {
+            GrpcEndpoint::from_shared(format!("http://{}", dp.http_addr()))
+                .unwrap()
+                .origin(format!("http://{host}").parse().unwrap())
+        };
+        let tls = |host: &str| {
+            GrpcEndpoint::from_shared(format!("https://{}", dp.https_addr()))
+                .unwrap()
+                .origin(format!("https://{host}").parse().unwrap())
+                .tls_config(
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(ca.pem()))
+                        .domain_name(host.to_string()),
+                )
+                .unwrap()
+        };
+        let check = HealthCheckRequest {
+            service: String::new(),
+        };
+
+        for (what, endpoint) in [
+            ("h2c to GRPC", h2c("grpc.test")),
+            ("TLS to GRPC", tls("grpc.test")),
+            ("h2c to GRPCS", h2c("grpcs.test")),
+            ("TLS to GRPCS", tls("grpcs.test")),
+        ] {
+            let mut client = HealthClient::new(endpoint.connect().await.unwrap());
+            // Unary.
+            let resp = client
+                .check(check.clone())
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(resp.into_inner().status(), ServingStatus::Serving, "{what}");
+            // A gRPC error status (a trailers-only response) passes as it is.
+            let err = client
+                .check(HealthCheckRequest {
+                    service: "unknown".into(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::NotFound, "{what}: {err}");
+        }
+
+        // Server streaming: Watch sends the current status, then every change.
+        for endpoint in [h2c("grpc.test"), tls("grpc.test")] {
+            let mut client = HealthClient::new(endpoint.connect().await.unwrap());
+            let mut watch = client.watch(check.clone()).await.unwrap().into_inner();
+            let first = watch.message().await.unwrap().unwrap();
+            assert_eq!(first.status(), ServingStatus::Serving);
+            plain_reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            let second = watch.message().await.unwrap().unwrap();
+            assert_eq!(second.status(), ServingStatus::NotServing);
+            plain_reporter
+                .set_service_status("", tonic_health::ServingStatus::Serving)
+                .await;
+            let third = watch.message().await.unwrap().unwrap();
+            assert_eq!(third.status(), ServingStatus::Serving);
+        }
+        dp.shutdown();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn grpcs_backend_with_a_certificate_gantry_does_not_trust_is_a_502() {
+    within(async {
+        let ca = new_ca();
+        let other_ca = new_ca();
+        let (cert, key) = issue(&ca, &["grpc.internal"]);
+        let (addr, _reporter) = grpc_backend(Some((&cert, &key))).await;
+        let untrusted = UpstreamTls::new()
+            .with_verify(true)
+            .with_ca_pem(other_ca.pem().as_bytes())
+            .unwrap()
+            .with_name("grpc.internal")
+            .unwrap();
+        let dp = dataplane(
+            vec![
+                (
+                    "bad.test",
+                    route(&[addr], upstream(UpstreamProtocol::H2, Some(untrusted))),
+                ),
+                // Verification off: any certificate.
+                ("off.test", route(&[addr], upstream(UpstreamProtocol::H2, None))),
+            ],
+            CertTable::default(),
+        )
+        .await;
+        let grpc = |host: &str| {
+            Request::post("/grpc.health.v1.Health/Check")
+                .header("host", host)
+                .header("content-type", "application/grpc")
+                // An empty HealthCheckRequest: no compression, length 0.
+                .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+                .unwrap()
+        };
+        let a = h1(dp.http_addr(), grpc("bad.test")).await;
+        assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+        let a = h1(dp.http_addr(), grpc("off.test")).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.headers["content-type"], "application/grpc");
+        // An HTTP/1.1 client gets the gRPC status in the chunked trailers only when it asks for
+        // them; the message itself is the body: SERVING (1).
+        assert_eq!(&a.body[..], &[0, 0, 0, 0, 2, 8, 1]);
+        dp.shutdown();
+    })
+    .await
+}
