@@ -57,6 +57,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let metrics = Metrics::register(&mut registry);
     let (published_tx, published) = watch::channel(Published::default());
     let diagnostics = published.clone();
+    let annotations = published.clone();
 
     // Until the first build, the data plane answers 404 with the flags' settings.
     let dataplane = Arc::new(
@@ -68,6 +69,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
             .registry(registry)
             .debug_section("diagnostics", move || {
                 serde_json::to_value(&*diagnostics.borrow().diagnostics).unwrap_or_default()
+            })
+            .debug_section("annotations", move || {
+                serde_json::to_value(&*annotations.borrow().annotations).unwrap_or_default()
             })
             .start()
             .await?,

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 use crate::{store::ObjectKey, translate::BackendMode};
 
@@ -11,6 +11,10 @@ use crate::{store::ObjectKey, translate::BackendMode};
 #[derive(Debug, Parser)]
 #[command(name = "gantry", version)]
 pub struct Args {
+    /// Without a subcommand, Gantry serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Serve the Kubernetes manifests (.yaml, .yml, .json) found below DIR instead of a cluster.
     /// Changes to the folder are applied within a second, without a restart.
     #[arg(long, env = "GANTRY_MANIFESTS", value_name = "DIR", conflicts_with = "demo")]
@@ -109,6 +113,24 @@ pub struct Args {
     #[arg(long, env = "GANTRY_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
 
+    /// Expect a PROXY protocol header (v1 or v2) at the start of every connection to the HTTP and
+    /// HTTPS listeners, and take the client's address from it (ingress-nginx's
+    /// `use-proxy-protocol`). A connection without one is closed.
+    #[arg(long, env = "GANTRY_PROXY_PROTOCOL", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_protocol: bool,
+
+    /// Proxies in front of Gantry (comma-separated CIDRs) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto/-Host/-Port` are believed: for their requests the client is the
+    /// right-most untrusted `X-Forwarded-For` address, and allow-lists and rate limits judge that
+    /// address (ingress-nginx's `use-forwarded-headers` with `proxy-real-ip-cidr`).
+    #[arg(
+        long,
+        env = "GANTRY_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR,..."
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Format of Gantry's own log lines on stderr.
     #[arg(long, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -168,6 +190,46 @@ pub struct Args {
     /// `POD_NAME`, else the host name and process id.
     #[arg(long, env = "GANTRY_POD_NAME")]
     pub pod_name: Option<String>,
+}
+
+/// What else `gantry` can do besides serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a folder of manifests without serving it: for every Ingress of the class, what each
+    /// ingress-nginx annotation becomes (honoured, honoured with a difference, ignored, refused,
+    /// invalid, unknown), which Ingresses fail closed, and every other problem. Exit status 0 when
+    /// no annotation is refused or invalid, 1 otherwise, 2 on usage or I/O errors.
+    Check(CheckArgs),
+}
+
+/// `gantry check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The folder of manifests to check (.yaml, .yml, .json; Ingresses with the Services, Secrets
+    /// and ConfigMaps they name).
+    #[arg(long, value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// `text` for people, `json` for programs (one document; its shape is documented in
+    /// `gantry::check`).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// The class of the Ingresses to check, instead of `--ingress-class` (`nginx` for manifests
+    /// written for ingress-nginx).
+    #[arg(long, value_name = "CLASS")]
+    pub ingress_class: Option<String>,
+
+    /// Print the table of every ingress-nginx annotation and what Gantry does with it (Markdown),
+    /// and exit.
+    #[arg(long)]
+    pub annotations_table: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -257,6 +319,8 @@ impl Args {
             access_log: self.access_log,
             tls_session_resumption: self.tls_session_resumption,
             max_connections: self.max_connections,
+            proxy_protocol: self.proxy_protocol,
+            trusted_proxies: self.trusted_proxies.clone(),
             ..Default::default()
         }
         .validate()
@@ -305,6 +369,36 @@ mod tests {
         assert!(Args::try_parse_from(["gantry", "--idle-timeout", "soon"]).is_err());
         let a = Args::try_parse_from(["gantry", "--max-header-bytes", "100"]).unwrap();
         assert!(a.proxy_config().is_err());
+    }
+
+    #[test]
+    fn check_is_a_subcommand_and_serving_needs_none() {
+        let a = Args::try_parse_from(["gantry", "--manifests", "/tmp/x"]).unwrap();
+        assert!(a.command.is_none());
+        let a =
+            Args::try_parse_from(["gantry", "check", "--manifests", "/tmp/y", "--output", "json"]).unwrap();
+        let Some(Command::Check(c)) = a.command else {
+            panic!("{:?}", a.command)
+        };
+        assert_eq!(c.manifests.as_deref(), Some(std::path::Path::new("/tmp/y")));
+        assert_eq!(c.output, OutputFormat::Json);
+        assert!(!c.annotations_table);
+        let a = Args::try_parse_from([
+            "gantry",
+            "--ingress-class",
+            "x",
+            "check",
+            "--ingress-class",
+            "nginx",
+        ])
+        .unwrap();
+        assert_eq!(a.ingress_class, "x");
+        let Some(Command::Check(c)) = a.command else {
+            unreachable!()
+        };
+        assert_eq!(c.ingress_class.as_deref(), Some("nginx"));
+        assert!(Args::try_parse_from(["gantry", "check", "--output", "yaml"]).is_err());
+        assert!(Args::try_parse_from(["gantry", "chek"]).is_err());
     }
 
     #[test]

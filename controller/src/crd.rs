@@ -126,6 +126,18 @@ pub struct ProxyConfigSpec {
     /// One line per request on stdout (flag --access-log, default on, JSON).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLogSpec>,
+
+    /// Every connection to the traffic listeners opens with a PROXY protocol header (v1 or v2)
+    /// naming the client; one without is closed (flag --proxy-protocol, default false;
+    /// ingress-nginx's use-proxy-protocol). Applies to new connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<bool>,
+
+    /// CIDRs of proxies in front of Gantry whose X-Forwarded-For and X-Forwarded-Proto/-Host/-Port
+    /// are believed (flag --trusted-proxies; ingress-nginx's use-forwarded-headers with
+    /// proxy-real-ip-cidr). An invalid entry is reported and the last good list kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 // How a backend picks one of its endpoints. (Plain comments on these types: a doc comment would

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod annotations;
 pub mod crd;
 pub mod diagnostic;
 pub mod manifests;
@@ -11,6 +12,7 @@ pub mod store;
 pub mod translate;
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod demo;
 pub mod events;

@@ -3,7 +3,7 @@
 #![deny(rust_2018_idioms)]
 
 use clap::Parser;
-use gantry::cli::{Args, LogFormat};
+use gantry::cli::{Args, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of glibc malloc: the proxy allocates small, short-lived buffers per request,
@@ -13,6 +13,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(Command::Check(check)) = &args.command {
+        // No runtime and no logging: the report is the output.
+        let code = gantry::check::run(
+            &args,
+            check,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        );
+        std::process::exit(code);
+    }
     let filter = EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -1,8 +1,9 @@
 //! Manifest files → objects, for file mode.
 //!
 //! A file is read the way `kubectl apply -f` would take it: multi-document YAML (`---`), or JSON,
-//! where any document may be a `List` of items. Only the kinds Gantry reads are kept; everything
-//! else (Deployments next to the Services, ConfigMaps, ...) is skipped without a word.
+//! where any document may be a `List` of items. Only the kinds Gantry reads are kept (Secrets of
+//! every type and ConfigMaps too, as annotations refer to them: `auth-secret`, `custom-headers`);
+//! everything else (Deployments next to the Services, ...) is skipped without a word.
 //!
 //! Errors are split in two on purpose: a file that is not YAML/JSON at all is an `Err` (the file
 //! source then keeps its last good read of the file, so a half-saved file in an editor does not
@@ -11,7 +12,7 @@
 
 use crate::diagnostic::Diagnostic;
 use k8s_openapi::api::{
-    core::v1::{Node, Secret, Service},
+    core::v1::{ConfigMap, Node, Secret, Service},
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, IngressClass},
 };
@@ -23,7 +24,9 @@ use crate::{
     store::{Kind, Object, ObjectKey, DEFAULT_NAMESPACE},
 };
 
-/// The Secret type Gantry reads certificates from; other Secrets are never loaded.
+/// The Secret type Gantry reads certificates from (`spec.tls`). Secrets of other types are loaded
+/// too, for the annotations that refer to them (`auth-secret`), and translation checks the type
+/// where it matters.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
 /// Diagnostic reason for a document that does not deserialize into its kind.
@@ -60,9 +63,9 @@ pub struct ParsedFile {
 /// Parses one manifest file. `source` names the file in messages only.
 ///
 /// Returns `Err` only when the file as a whole is not valid YAML/JSON. Empty documents, documents
-/// that are not mappings, and kinds or API versions Gantry does not read are skipped silently;
-/// Secrets whose `type` is not `kubernetes.io/tls` are skipped too. A document of a kind Gantry reads
-/// that fails to deserialize, or has no `metadata.name`, yields an `InvalidObject` diagnostic.
+/// that are not mappings, and kinds or API versions Gantry does not read are skipped silently.
+/// A document of a kind Gantry reads (Secrets of any type and ConfigMaps included) that fails to
+/// deserialize, or has no `metadata.name`, yields an `InvalidObject` diagnostic.
 pub fn parse_manifests(source: &str, contents: &str) -> Result<ParsedFile, ManifestError> {
     let documents = read_documents(source, contents)?;
     let mut parsed = ParsedFile::default();
@@ -155,14 +158,8 @@ fn collect(source: &str, place: &str, value: Value, parsed: &mut ParsedFile) {
         ("networking.k8s.io/v1", "IngressClass") => Kind::IngressClass,
         ("v1", "Service") => Kind::Service,
         ("discovery.k8s.io/v1", "EndpointSlice") => Kind::EndpointSlice,
-        ("v1", "Secret") => {
-            // Checked before deserializing: a broken Secret Gantry would never read is no concern
-            // of ours.
-            if map.get("type").and_then(Value::as_str) != Some(TLS_SECRET_TYPE) {
-                return;
-            }
-            Kind::Secret
-        }
+        ("v1", "Secret") => Kind::Secret,
+        ("v1", "ConfigMap") => Kind::ConfigMap,
         ("v1", "Node") => Kind::Node,
         (crd::API_VERSION, crd::KIND) => Kind::ProxyConfig,
         _ => return,
@@ -177,6 +174,7 @@ fn collect(source: &str, place: &str, value: Value, parsed: &mut ParsedFile) {
         Kind::Secret => typed::<Secret>(value).map(Object::Secret),
         Kind::Node => typed::<Node>(value).map(Object::Node),
         Kind::ProxyConfig => typed::<ProxyConfig>(value).map(Object::ProxyConfig),
+        Kind::ConfigMap => typed::<ConfigMap>(value).map(Object::ConfigMap),
     };
     let problem = match object {
         Ok(object) if object.metadata().name.as_deref().is_some_and(|n| !n.is_empty()) => {
@@ -279,6 +277,11 @@ kind: Secret
 metadata: {name: creds}
 type: Opaque
 data: {password: aGVsbG8=}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: headers}
+data: {X-Frame-Options: DENY}
 "#;
         let parsed = parse_manifests("app.yaml", yaml).unwrap();
         assert_eq!(
@@ -288,7 +291,9 @@ data: {password: aGVsbG8=}
                 "Ingress default/web",
                 "IngressClass gantry",
                 "EndpointSlice default/web-1",
-                "Node n1"
+                "Node n1",
+                "Secret default/creds",
+                "ConfigMap default/headers"
             ]
         );
         assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
@@ -423,7 +428,7 @@ items:
     }
 
     #[test]
-    fn only_tls_secrets_are_kept_and_their_data_is_decoded() {
+    fn secrets_of_every_type_are_kept_and_their_data_is_decoded() {
         let yaml = r#"
 apiVersion: v1
 kind: Secret
@@ -433,18 +438,29 @@ data: {tls.crt: Y2VydA==, tls.key: a2V5}
 ---
 apiVersion: v1
 kind: Secret
+metadata: {name: basic-auth}
+type: Opaque
+data: {auth: Zm9vOmJhcg==}
+stringData: {note: plain}
+---
+apiVersion: v1
+kind: Secret
 metadata: {name: token}
 type: kubernetes.io/service-account-token
-data: {token: "this is not base64 but nobody cares"}
+data: {token: "this is not base64"}
 "#;
         let parsed = parse_manifests("secrets.yaml", yaml).unwrap();
-        assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
-        let [Object::Secret(secret)] = parsed.objects.as_slice() else {
+        let [Object::Secret(tls), Object::Secret(auth)] = parsed.objects.as_slice() else {
             panic!("{:?}", parsed.objects)
         };
-        let data = secret.data.as_ref().unwrap();
+        let data = tls.data.as_ref().unwrap();
         assert_eq!(data["tls.crt"].0, b"cert");
         assert_eq!(data["tls.key"].0, b"key");
+        assert_eq!(auth.data.as_ref().unwrap()["auth"].0, b"foo:bar");
+        assert_eq!(auth.string_data.as_ref().unwrap()["note"], "plain");
+        // A Secret Gantry now reads that does not decode is a diagnostic, like any other object.
+        assert_eq!(parsed.diagnostics.len(), 1, "{:?}", parsed.diagnostics);
+        assert_eq!(parsed.diagnostics[0].object, "Secret default/token");
     }
 
     #[test]

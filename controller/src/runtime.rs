@@ -13,7 +13,7 @@ use crate::{
     diagnostic::Diagnostic,
     metrics::{Metrics, ReasonLabels, ResultLabels},
     store::ObjectStore,
-    translate::{translate, TranslateOptions},
+    translate::{translate, IngressReport, TranslateOptions},
 };
 
 /// Wait this long after a change for more changes before rebuilding...
@@ -37,6 +37,15 @@ pub struct Published {
     /// 0 until the first snapshot is published.
     pub generation: u64,
     pub diagnostics: Arc<[Diagnostic]>,
+    /// What the ingress-nginx annotations of each Ingress served did (`/debug/routes`).
+    pub annotations: Arc<[IngressReport]>,
+}
+
+/// What one rebuild found: its diagnostics and the annotation reports.
+#[derive(Debug, Default)]
+pub struct Rebuilt {
+    pub diagnostics: Vec<Diagnostic>,
+    pub annotations: Vec<IngressReport>,
 }
 
 /// The store shared between sources and the rebuild loop.
@@ -86,13 +95,14 @@ impl SharedStore {
 }
 
 /// Builds a snapshot from the current store and publishes it, unless it equals the serving one.
-/// Returns the diagnostics of the build (which may change even when the snapshot does not).
+/// Returns the diagnostics and annotation reports of the build (which may change even when the
+/// snapshot does not).
 pub fn rebuild(
     shared: &SharedStore,
     dataplane: &Dataplane,
     metrics: &Metrics,
     opts: &TranslateOptions,
-) -> Vec<Diagnostic> {
+) -> Rebuilt {
     let started = Instant::now();
     let previous = dataplane.current();
     let mut translation = shared.with_state(|s| {
@@ -103,6 +113,7 @@ pub fn rebuild(
     translation.diagnostics.sort();
     translation.diagnostics.dedup();
     let diagnostics = std::mem::take(&mut translation.diagnostics);
+    let annotations = std::mem::take(&mut translation.annotations);
     let routes = translation.snapshot.routes.len();
     let published = dataplane.publish(translation.snapshot);
     let result = if published { "ok" } else { "unchanged" };
@@ -134,7 +145,10 @@ pub fn rebuild(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "snapshot built"
     );
-    diagnostics
+    Rebuilt {
+        diagnostics,
+        annotations,
+    }
 }
 
 /// Rebuilds whenever the store changes, debounced; the data plane turns ready with the first
@@ -161,11 +175,15 @@ pub async fn rebuild_loop(
         // Translation is CPU work that can take a while for large stores: keep it off the threads
         // that serve traffic.
         match tokio::task::spawn_blocking(move || rebuild(&s, &d, &m, &o)).await {
-            Ok(diagnostics) => {
+            Ok(Rebuilt {
+                diagnostics,
+                annotations,
+            }) => {
                 log_new_diagnostics(&reported, &diagnostics);
                 published.send_replace(Published {
                     generation: dataplane.current().generation,
                     diagnostics: Arc::from(diagnostics.as_slice()),
+                    annotations: Arc::from(annotations),
                 });
                 reported = diagnostics;
             }

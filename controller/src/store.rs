@@ -11,7 +11,7 @@ use std::{
 
 use k8s_openapi::{
     api::{
-        core::v1::{Node, Secret, Service},
+        core::v1::{ConfigMap, Node, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -45,6 +45,8 @@ pub enum Kind {
     Node,
     /// `gantry.dev/v1alpha1` ProxyConfig, the class-wide settings (cluster-scoped).
     ProxyConfig,
+    /// ConfigMaps that annotations refer to (`custom-headers`).
+    ConfigMap,
 }
 
 /// One object of a kind the store holds.
@@ -60,6 +62,7 @@ pub enum Object {
     Secret(Secret),
     Node(Node),
     ProxyConfig(ProxyConfig),
+    ConfigMap(ConfigMap),
 }
 
 /// Every object Gantry reads, by kind and key, with EndpointSlices also indexed by the Service they
@@ -76,6 +79,7 @@ pub struct ObjectStore {
     secrets: BTreeMap<ObjectKey, Secret>,
     nodes: BTreeMap<ObjectKey, Node>,
     proxy_configs: BTreeMap<ObjectKey, ProxyConfig>,
+    config_maps: BTreeMap<ObjectKey, ConfigMap>,
     /// `(namespace, service name)` → the keys of the slices labelled with that service. Slices without
     /// the label are stored but not indexed: no Service claims them.
     slices_by_service: BTreeMap<(String, String), BTreeSet<ObjectKey>>,
@@ -121,7 +125,7 @@ impl fmt::Display for ObjectKey {
 // === impl Kind ===
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,
@@ -129,6 +133,7 @@ impl Kind {
         Kind::Secret,
         Kind::Node,
         Kind::ProxyConfig,
+        Kind::ConfigMap,
     ];
 
     /// Whether objects of this kind live in a namespace (IngressClass, Node and ProxyConfig do not).
@@ -145,6 +150,7 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::Node => "Node",
             Kind::ProxyConfig => "ProxyConfig",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 }
@@ -167,6 +173,7 @@ impl Object {
             Object::Secret(_) => Kind::Secret,
             Object::Node(_) => Kind::Node,
             Object::ProxyConfig(_) => Kind::ProxyConfig,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -179,6 +186,7 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
             Object::ProxyConfig(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
         }
     }
 
@@ -191,6 +199,7 @@ impl Object {
             Object::Secret(o) => &mut o.metadata,
             Object::Node(o) => &mut o.metadata,
             Object::ProxyConfig(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
         }
     }
 
@@ -249,6 +258,12 @@ impl From<Node> for Object {
 impl From<ProxyConfig> for Object {
     fn from(o: ProxyConfig) -> Self {
         Object::ProxyConfig(o)
+    }
+}
+
+impl From<ConfigMap> for Object {
+    fn from(o: ConfigMap) -> Self {
+        Object::ConfigMap(o)
     }
 }
 
@@ -321,6 +336,9 @@ impl ObjectStore {
             Object::ProxyConfig(o) => {
                 self.proxy_configs.insert(key, o);
             }
+            Object::ConfigMap(o) => {
+                self.config_maps.insert(key, o);
+            }
         }
     }
 
@@ -353,6 +371,9 @@ impl ObjectStore {
             Kind::ProxyConfig => {
                 self.proxy_configs.remove(&key);
             }
+            Kind::ConfigMap => {
+                self.config_maps.remove(&key);
+            }
         }
     }
 
@@ -379,6 +400,7 @@ impl ObjectStore {
             + self.secrets.len()
             + self.nodes.len()
             + self.proxy_configs.len()
+            + self.config_maps.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -395,6 +417,7 @@ impl ObjectStore {
             Kind::Secret => self.secrets.len(),
             Kind::Node => self.nodes.len(),
             Kind::ProxyConfig => self.proxy_configs.len(),
+            Kind::ConfigMap => self.config_maps.len(),
         }
     }
 
@@ -424,6 +447,14 @@ impl ObjectStore {
 
     pub fn proxy_configs(&self) -> &BTreeMap<ObjectKey, ProxyConfig> {
         &self.proxy_configs
+    }
+
+    pub fn config_maps(&self) -> &BTreeMap<ObjectKey, ConfigMap> {
+        &self.config_maps
+    }
+
+    pub fn config_map(&self, namespace: &str, name: &str) -> Option<&ConfigMap> {
+        self.config_maps.get(&ObjectKey::new(namespace, name))
     }
 
     pub fn proxy_config(&self, name: &str) -> Option<&ProxyConfig> {

@@ -495,5 +495,8 @@ async fn a_websocket_outlives_the_header_timeout_and_counts_as_an_open_connectio
         }
         false
     };
-    assert!(closed.await, "the closed tunnel still counts as an open connection");
+    assert!(
+        closed.await,
+        "the closed tunnel still counts as an open connection"
+    );
 }

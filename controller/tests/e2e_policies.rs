@@ -69,7 +69,10 @@ async fn basic_auth_accepts_bcrypt_apr1_and_sha1_users_written_by_htpasswd() {
                 &[
                     ("nginx.ingress.kubernetes.io/auth-type", "basic"),
                     ("nginx.ingress.kubernetes.io/auth-secret", "basic-auth"),
-                    ("nginx.ingress.kubernetes.io/auth-realm", "Authentication Required - foo"),
+                    (
+                        "nginx.ingress.kubernetes.io/auth-realm",
+                        "Authentication Required - foo",
+                    ),
                 ],
                 &[("auth.example", "/", "Prefix", "secret", 80)],
             ),
@@ -79,13 +82,22 @@ async fn basic_auth_accepts_bcrypt_apr1_and_sha1_users_written_by_htpasswd() {
     let client = plain_client();
     let url = g.url("/");
 
-    let resp = client.get(&url).header("host", "auth.example").send().await.unwrap();
+    let resp = client
+        .get(&url)
+        .header("host", "auth.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(
         resp.headers()["www-authenticate"],
         "Basic realm=\"Authentication Required - foo\""
     );
-    for (user, pw) in [("bcrypt-user", "pw-b"), ("apr1-user", "pw-m"), ("sha-user", "pw-s")] {
+    for (user, pw) in [
+        ("bcrypt-user", "pw-b"),
+        ("apr1-user", "pw-m"),
+        ("sha-user", "pw-s"),
+    ] {
         let ok = client
             .get(&url)
             .header("host", "auth.example")
@@ -135,13 +147,19 @@ async fn broken_auth_and_access_annotations_fail_closed_while_other_ingresses_ke
             // Not a CIDR.
             ingress_yaml(
                 "bad-cidr",
-                &[("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/33")],
+                &[(
+                    "nginx.ingress.kubernetes.io/whitelist-source-range",
+                    "10.0.0.0/33",
+                )],
                 &[("b.example", "/", "Prefix", "app", 80)],
             ),
             // External auth is not something Gantry can honour today.
             ingress_yaml(
                 "ext-auth",
-                &[("nginx.ingress.kubernetes.io/auth-url", "http://auth.example/check")],
+                &[(
+                    "nginx.ingress.kubernetes.io/auth-url",
+                    "http://auth.example/check",
+                )],
                 &[("c.example", "/", "Prefix", "app", 80)],
             ),
             // An access rule inside a snippet: never executed, so never served open either.
@@ -172,12 +190,18 @@ async fn source_ranges_allow_and_deny_by_client_address() {
             service_yaml("app", 80, None, &[backend.addr]),
             ingress_yaml(
                 "outside",
-                &[("nginx.ingress.kubernetes.io/whitelist-source-range", "18.0.0.0/8, 56.0.0.1")],
+                &[(
+                    "nginx.ingress.kubernetes.io/whitelist-source-range",
+                    "18.0.0.0/8, 56.0.0.1",
+                )],
                 &[("outside.example", "/", "Prefix", "app", 80)],
             ),
             ingress_yaml(
                 "inside",
-                &[("nginx.ingress.kubernetes.io/allowlist-source-range", "10.0.0.0/8,127.0.0.1/32")],
+                &[(
+                    "nginx.ingress.kubernetes.io/allowlist-source-range",
+                    "10.0.0.0/8,127.0.0.1/32",
+                )],
                 &[("inside.example", "/", "Prefix", "app", 80)],
             ),
             ingress_yaml(
@@ -261,10 +285,17 @@ async fn cors_preflight_is_answered_by_gantry_and_responses_carry_the_headers() 
     assert_eq!(preflight.status(), 204);
     let h = preflight.headers();
     assert_eq!(h["access-control-allow-origin"], "https://origin.cors.com:8080");
-    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert!(h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
     assert_eq!(h["access-control-allow-credentials"], "true");
     assert_eq!(h["access-control-max-age"], "1728000");
-    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 0, "preflight answered by Gantry");
+    assert_eq!(
+        backend.hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "preflight answered by Gantry"
+    );
 
     let sub = client
         .get(g.url("/api"))
@@ -274,7 +305,10 @@ async fn cors_preflight_is_answered_by_gantry_and_responses_carry_the_headers() 
         .await
         .unwrap();
     assert_eq!(sub.status(), 200);
-    assert_eq!(sub.headers()["access-control-allow-origin"], "https://team.apps.example");
+    assert_eq!(
+        sub.headers()["access-control-allow-origin"],
+        "https://team.apps.example"
+    );
 
     let stranger = client
         .get(g.url("/api"))
@@ -302,7 +336,13 @@ async fn regex_paths_with_rewrite_target_send_the_captured_path_upstream() {
                     ("nginx.ingress.kubernetes.io/use-regex", "true"),
                     ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
                 ],
-                &[("rewrite.example", "/something(/|$)(.*)", "ImplementationSpecific", "app", 80)],
+                &[(
+                    "rewrite.example",
+                    "/something(/|$)(.*)",
+                    "ImplementationSpecific",
+                    "app",
+                    80,
+                )],
             ),
         ],
     )
@@ -333,20 +373,29 @@ async fn redirects_answer_without_the_backend() {
             service_yaml("app", 80, None, &[backend.addr]),
             ingress_yaml(
                 "permanent",
-                &[("nginx.ingress.kubernetes.io/permanent-redirect", "http://redirect.example.com")],
+                &[(
+                    "nginx.ingress.kubernetes.io/permanent-redirect",
+                    "http://redirect.example.com",
+                )],
                 &[("perm.example", "/something", "Prefix", "app", 80)],
             ),
             ingress_yaml(
                 "permanent-code",
                 &[
-                    ("nginx.ingress.kubernetes.io/permanent-redirect", "http://redirect.example.com"),
+                    (
+                        "nginx.ingress.kubernetes.io/permanent-redirect",
+                        "http://redirect.example.com",
+                    ),
                     ("nginx.ingress.kubernetes.io/permanent-redirect-code", "308"),
                 ],
                 &[("perm308.example", "/", "Prefix", "app", 80)],
             ),
             ingress_yaml(
                 "temporal",
-                &[("nginx.ingress.kubernetes.io/temporal-redirect", "http://tmp.example.com/x")],
+                &[(
+                    "nginx.ingress.kubernetes.io/temporal-redirect",
+                    "http://tmp.example.com/x",
+                )],
                 &[("temp.example", "/", "Prefix", "app", 80)],
             ),
             ingress_yaml(
@@ -426,7 +475,10 @@ async fn upstream_vhost_forwarded_prefix_and_custom_headers() {
                 &[
                     ("nginx.ingress.kubernetes.io/upstream-vhost", "internal.svc"),
                     ("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/api"),
-                    ("nginx.ingress.kubernetes.io/custom-headers", "default/extra-headers"),
+                    (
+                        "nginx.ingress.kubernetes.io/custom-headers",
+                        "default/extra-headers",
+                    ),
                 ],
                 &[("headers.example", "/", "Prefix", "app", 80)],
             ),
@@ -464,4 +516,127 @@ async fn per_route_read_timeout_turns_a_slow_backend_into_504() {
     assert_eq!(get(&g, "impatient.example", "/sleep/2500").await.status(), 504);
     assert!(started.elapsed() < Duration::from_millis(2400));
     assert_eq!(get(&g, "patient.example", "/sleep/1500").await.status(), 200);
+}
+
+/// Sends `prefix` then a GET for `host` on a raw connection; returns the whole answer.
+async fn raw_get(addr: std::net::SocketAddr, prefix: &[u8], host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = prefix.to_vec();
+    req.extend_from_slice(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn the_proxy_protocol_v1_and_v2_names_the_client_for_headers_and_allow_lists() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(
+        dir.path(),
+        "all.yaml",
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            ingress_yaml("open", &[], &[("pp.example", "/", "Prefix", "app", 80)]),
+            ingress_yaml(
+                "only-doc-net",
+                &[(
+                    "nginx.ingress.kubernetes.io/whitelist-source-range",
+                    "203.0.113.0/24",
+                )],
+                &[("allow.example", "/", "Prefix", "app", 80)],
+            ),
+        ]
+        .join("---\n"),
+    );
+    let g = Gantry::start(dir.path(), &["--proxy-protocol"]).await;
+
+    let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 80\r\n";
+    let answer = raw_get(g.http, v1, "pp.example").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let seen: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(seen["headers"]["x-real-ip"], "203.0.113.7");
+    assert_eq!(seen["headers"]["x-forwarded-for"], "203.0.113.7");
+
+    // v2: signature, version 2 + PROXY, TCP over IPv4, 12 address bytes.
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x11, 0x00, 0x0c]);
+    v2.extend_from_slice(&[198, 51, 100, 9, 10, 0, 0, 1]);
+    v2.extend_from_slice(&40001u16.to_be_bytes());
+    v2.extend_from_slice(&80u16.to_be_bytes());
+    let answer = raw_get(g.http, &v2, "pp.example").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("198.51.100.9"), "{answer}");
+
+    // The allow-list judges the address from the header, not the balancer's.
+    assert!(raw_get(g.http, v1, "allow.example")
+        .await
+        .starts_with("HTTP/1.1 200"));
+    assert!(raw_get(g.http, &v2, "allow.example")
+        .await
+        .starts_with("HTTP/1.1 403"));
+
+    // Without a header the connection is closed unanswered.
+    assert_eq!(raw_get(g.http, b"", "pp.example").await, "");
+}
+
+#[tokio::test]
+async fn trusted_proxies_name_the_client_and_untrusted_clients_cannot() {
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_manifest(
+        dir.path(),
+        "all.yaml",
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            ingress_yaml(
+                "only-doc-net",
+                &[(
+                    "nginx.ingress.kubernetes.io/whitelist-source-range",
+                    "203.0.113.0/24",
+                )],
+                &[("allow.example", "/", "Prefix", "app", 80)],
+            ),
+            ingress_yaml("open", &[], &[("open.example", "/", "Prefix", "app", 80)]),
+        ]
+        .join("---\n"),
+    );
+    let send = |g: &Gantry, host: &'static str, xff: &'static str| {
+        plain_client()
+            .get(g.url("/"))
+            .header("host", host)
+            .header("x-forwarded-for", xff)
+            .header("x-forwarded-proto", "https")
+            .send()
+    };
+    // Loopback is the trusted proxy: its X-Forwarded-For names the client.
+    let g = Gantry::start(dir.path(), &["--trusted-proxies", "127.0.0.0/8,10.0.0.0/8"]).await;
+    assert_eq!(
+        send(&g, "allow.example", "198.51.100.1, 203.0.113.7, 10.0.0.5")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let seen = json_of(send(&g, "open.example", "203.0.113.7").await.unwrap()).await;
+    assert_eq!(seen["headers"]["x-real-ip"], "203.0.113.7");
+    assert_eq!(
+        seen["headers"]["x-forwarded-proto"], "https",
+        "the trusted proxy's scheme is kept"
+    );
+    assert_eq!(seen["headers"]["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    drop(g);
+
+    // Without trust, the same header is just a claim: the allow-list judges the peer.
+    let g = Gantry::start(dir.path(), &[]).await;
+    assert_eq!(
+        send(&g, "allow.example", "203.0.113.7").await.unwrap().status(),
+        403
+    );
+    let seen = json_of(send(&g, "open.example", "203.0.113.7").await.unwrap()).await;
+    assert_eq!(seen["headers"]["x-real-ip"], "127.0.0.1");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "http");
 }

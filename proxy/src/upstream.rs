@@ -36,7 +36,7 @@ use crate::{
     metrics::Metrics,
     policy::{Alpn, UpstreamProtocol, UpstreamRequest, UpstreamTls},
     state,
-    upstream_h2::{self, H2Body, H2Sender, H2Stream},
+    upstream_h2::{self, Connected, H2Body, H2Stream},
     upstream_tls,
 };
 
@@ -268,7 +268,7 @@ async fn send_h2(
             .ok_or_else(|| ProxyError::Upstream("worker state is gone".into()))?;
         let connected = stream
             .slot()
-            .sender(|max_streams| connect_h2(addr, tls, timeouts.connect, max_streams))
+            .sender(|| connect_h2(addr, tls, timeouts.connect))
             .await;
         let mut sender = match connected {
             Ok(sender) => sender,
@@ -359,15 +359,14 @@ async fn connect_h2(
     addr: SocketAddr,
     tls: Option<&Arc<UpstreamTls>>,
     timeout: Duration,
-    max_streams: Arc<std::sync::atomic::AtomicUsize>,
-) -> Result<H2Sender, ProxyError> {
+) -> Result<Connected, ProxyError> {
     let connected = async move {
         let tcp = connect_tcp(addr).await?;
         let handshake = match tls {
-            None => upstream_h2::handshake(tcp, max_streams).await,
+            None => upstream_h2::handshake(tcp).await,
             Some(tls) => {
                 let stream = upstream_tls::handshake(addr, tcp, tls, Alpn::H2).await?;
-                upstream_h2::handshake(stream, max_streams).await
+                upstream_h2::handshake(stream).await
             }
         };
         handshake.map_err(|e| ProxyError::Connect {

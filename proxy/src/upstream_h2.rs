@@ -5,8 +5,12 @@
 //! protocol and TLS settings. A connection is an [`H2Slot`]: the hyper sender, shared by every
 //! request of the worker to that endpoint as one stream each, and a count of the streams open on
 //! it. A request takes a stream on the first connection with room (fewer streams than the server's
-//! `SETTINGS_MAX_CONCURRENT_STREAMS`, and at most [`MAX_STREAMS_PER_CONN`]); when none has room, a
-//! new slot is made, and the requests that arrive while it connects wait for that one connect.
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` as the connection knows it at that moment, and at most
+//! [`MAX_STREAMS_PER_CONN`]); when none has room, a new slot is made, and the requests that arrive
+//! while it connects wait for that one connect. Until the server's SETTINGS arrive, a new
+//! connection opens one stream at a time (the others wait in h2, never beyond a limit the server
+//! has not told yet, which it would answer with `REFUSED_STREAM`); a burst larger than the
+//! server's limit in that first round trip waits for streams to end on that connection.
 //! A connection the server closed or sent GOAWAY on is dropped from the pool, and the requests
 //! that had not been handed to it yet are sent again on a new one. The connection itself runs as
 //! a task on the worker's runtime (hyper's HTTP/2 client needs one); it ends when the server
@@ -20,7 +24,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, Weak,
     },
     task::{Context, Poll},
     time::Duration,
@@ -43,8 +47,13 @@ use crate::{
 };
 
 /// The most streams one connection carries at a time, whatever the server allows; beyond it
-/// another connection is opened. hyper assumes 100 until the server's SETTINGS arrive.
+/// another connection is opened.
 pub const MAX_STREAMS_PER_CONN: usize = 100;
+
+/// The streams h2 opens at once before the server's SETTINGS say how many it allows (h2 then
+/// takes the server's value, or no limit when the server sets none). A server that really allows
+/// only one is served as if it had not said yet: streams wait in h2 rather than on a sibling.
+const INITIAL_SEND_STREAMS: usize = 1;
 
 /// Ping an HTTP/2 connection this often, and close it when a ping is not answered within
 /// [`KEEPALIVE_TIMEOUT`]: a backend that vanished without a FIN is noticed.
@@ -54,42 +63,76 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The hyper sender of one connection.
 pub type H2Sender = http2::SendRequest<H2Body>;
 
+/// A new HTTP/2 connection: its sender, and a view of the connection (driven by its own task)
+/// for the server's settings.
+pub struct Connected {
+    sender: H2Sender,
+    /// Gone once the connection's task has ended.
+    settings: Weak<dyn PeerSettings>,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected").finish_non_exhaustive()
+    }
+}
+
+/// What a slot reads of its connection while the connection's task drives it.
+trait PeerSettings: Send + Sync {
+    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` as of now.
+    fn max_send_streams(&self) -> usize;
+}
+
+type Connection<IO> = http2::Connection<TokioIo<IO>, H2Body, TokioExecutor>;
+
+impl<IO> PeerSettings for Mutex<Connection<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn max_send_streams(&self) -> usize {
+        // The lock is never held across an await: the connection's task takes it only while it
+        // polls, on this same thread.
+        self.lock().map_or(0, |c| c.current_max_send_streams())
+    }
+}
+
 /// One HTTP/2 connection of a worker to an endpoint (connected or still connecting), shared by
 /// the worker's requests.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct H2Slot {
-    sender: tokio::sync::OnceCell<H2Sender>,
+    sender: tokio::sync::OnceCell<Connected>,
     /// Streams taken ([`H2Stream`]s alive): requests sent or about to be, whose response has not
     /// ended.
     streams: AtomicUsize,
-    /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS`, as the connection last saw it.
-    max_streams: Arc<AtomicUsize>,
     /// The connect failed, or the connection refused a request: no new stream goes here.
     broken: AtomicBool,
-}
-
-impl Default for H2Slot {
-    fn default() -> Self {
-        Self {
-            sender: tokio::sync::OnceCell::new(),
-            streams: AtomicUsize::new(0),
-            max_streams: Arc::new(AtomicUsize::new(MAX_STREAMS_PER_CONN)),
-            broken: AtomicBool::new(false),
-        }
-    }
 }
 
 impl H2Slot {
     /// Whether no new stream may go to this connection any more: it failed to connect, or it
     /// closed (the server closed it or sent GOAWAY).
     pub fn is_dead(&self) -> bool {
-        self.broken.load(Ordering::Relaxed) || self.sender.get().is_some_and(|s| s.is_closed())
+        self.broken.load(Ordering::Relaxed) || self.sender.get().is_some_and(|c| c.sender.is_closed())
     }
 
-    /// Whether another stream may go to this connection now.
+    /// Whether another stream may go to this connection now: fewer streams than the server allows
+    /// (as the connection knows it now) and than [`MAX_STREAMS_PER_CONN`].
     pub fn has_room(&self) -> bool {
-        let max = self.max_streams.load(Ordering::Relaxed).min(MAX_STREAMS_PER_CONN);
-        !self.is_dead() && self.streams.load(Ordering::Relaxed) < max
+        if self.is_dead() {
+            return false;
+        }
+        let allowed = match self.sender.get().map(|c| c.settings.upgrade()) {
+            Some(Some(settings)) => match settings.max_send_streams() {
+                // The server's SETTINGS are not in yet: its streams wait in h2 meanwhile.
+                INITIAL_SEND_STREAMS => MAX_STREAMS_PER_CONN,
+                n => n,
+            },
+            // The connection's task has ended.
+            Some(None) => 0,
+            // Still connecting: the requests that come meanwhile wait for this connect.
+            None => MAX_STREAMS_PER_CONN,
+        };
+        self.streams.load(Ordering::Relaxed) < allowed.min(MAX_STREAMS_PER_CONN)
     }
 
     /// Streams open (or about to be) on this connection.
@@ -113,8 +156,8 @@ impl H2Slot {
     /// it fails, they fail too.
     pub async fn sender<F, Fut>(&self, connect: F) -> Result<H2Sender, ProxyError>
     where
-        F: FnOnce(Arc<AtomicUsize>) -> Fut,
-        Fut: Future<Output = Result<H2Sender, ProxyError>>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Connected, ProxyError>>,
     {
         let sender = self
             .sender
@@ -122,14 +165,14 @@ impl H2Slot {
                 if self.broken.load(Ordering::Relaxed) {
                     return Err(None);
                 }
-                connect(self.max_streams.clone()).await.map_err(|e| {
+                connect().await.map_err(|e| {
                     self.set_broken();
                     Some(e)
                 })
             })
             .await;
         match sender {
-            Ok(s) => Ok(s.clone()),
+            Ok(c) => Ok(c.sender.clone()),
             Err(Some(e)) => Err(e),
             Err(None) => Err(ProxyError::Upstream(
                 "the HTTP/2 connection it waited for failed".into(),
@@ -155,30 +198,33 @@ impl Drop for H2Stream {
 }
 
 /// The HTTP/2 handshake on a fresh connection (TCP, or TLS that negotiated `h2`). The connection
-/// is driven by a task on the current runtime, which also keeps `max_streams` up to date with
-/// the server's setting.
-pub async fn handshake<IO>(io: IO, max_streams: Arc<AtomicUsize>) -> Result<H2Sender, hyper::Error>
+/// is driven by a task on the current runtime, which owns it: once the task ends (the server
+/// closed the connection, or every sender is gone and the last stream ended), the connection is
+/// dropped and its sender reports closed.
+pub async fn handshake<IO>(io: IO) -> Result<Connected, hyper::Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
+        .initial_max_send_streams(INITIAL_SEND_STREAMS)
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-    let (sender, mut conn) = builder.handshake(TokioIo::new(io)).await?;
+    let (sender, conn) = builder.handshake::<_, H2Body>(TokioIo::new(io)).await?;
+    let conn: Arc<Mutex<Connection<IO>>> = Arc::new(Mutex::new(conn));
+    let settings: Weak<dyn PeerSettings> = Arc::downgrade(&conn) as Weak<Mutex<Connection<IO>>>;
     tokio::spawn(async move {
-        let done = poll_fn(|cx| {
-            let polled = Pin::new(&mut conn).poll(cx);
-            max_streams.store(conn.current_max_send_streams(), Ordering::Relaxed);
-            polled
+        let done = poll_fn(|cx| match conn.lock() {
+            Ok(mut c) => Pin::new(&mut *c).poll(cx),
+            Err(_) => Poll::Ready(Ok(())),
         })
         .await;
         if let Err(e) = done {
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
         }
     });
-    Ok(sender)
+    Ok(Connected { sender, settings })
 }
 
 static TE: HeaderName = header::TE;
@@ -344,11 +390,7 @@ mod tests {
         assert!(!slot.has_room(), "full");
         drop(streams);
         assert_eq!(slot.streams(), 0);
-        // The server's own limit counts when lower.
-        slot.max_streams.store(1, Ordering::Relaxed);
-        let one = slot.take_stream();
-        assert!(!slot.has_room());
-        drop(one);
+        assert!(slot.has_room());
         slot.set_broken();
         assert!(slot.is_dead() && !slot.has_room());
     }
@@ -357,7 +399,7 @@ mod tests {
     async fn waiters_share_one_connect_and_its_failure() {
         let slot = Arc::new(H2Slot::default());
         let err = slot
-            .sender(|_| async {
+            .sender(|| async {
                 Err(ProxyError::Connect {
                     addr: "127.0.0.1:1".parse().unwrap(),
                     reason: "refused".into(),
@@ -369,7 +411,7 @@ mod tests {
         assert!(slot.is_dead());
         // A later request on the same slot does not connect again.
         let err = slot
-            .sender(|_| async { panic!("connected twice") })
+            .sender(|| async { panic!("connected twice") })
             .await
             .unwrap_err();
         assert!(matches!(err, ProxyError::Upstream(_)));

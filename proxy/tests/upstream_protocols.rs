@@ -162,6 +162,9 @@ async fn echo(req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> 
     if parts.uri.path() == "/sleep" {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+    if parts.uri.path() == "/nap" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let collected = body.collect().await.ok();
     let trailer = collected
         .as_ref()
@@ -202,6 +205,11 @@ struct Server {
 /// `goaway_after_first`, every connection is shut down gracefully (GOAWAY) after its first
 /// response.
 async fn h2c_backend(goaway_after_first: bool) -> Server {
+    h2c_backend_with(goaway_after_first, None).await
+}
+
+/// [`h2c_backend`], allowing at most `max_streams` concurrent streams per connection.
+async fn h2c_backend_with(goaway_after_first: bool, max_streams: Option<u32>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepts = Arc::new(AtomicUsize::new(0));
@@ -224,6 +232,7 @@ async fn h2c_backend(goaway_after_first: bool) -> Server {
                 });
                 let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
+                    .max_concurrent_streams(max_streams)
                     .serve_connection(TokioIo::new(tcp), svc);
                 tokio::pin!(conn);
                 tokio::select! {
@@ -436,6 +445,42 @@ async fn h2c_backend_reached_by_http1_and_http2_clients_on_one_multiplexed_conne
             backend.accepts.load(Ordering::SeqCst),
             1,
             "one upstream connection"
+        );
+        dp.shutdown();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_connection_at_the_server_s_stream_limit_gets_a_sibling() {
+    within(async {
+        let backend = h2c_backend_with(false, Some(2)).await;
+        let dp = dataplane(
+            vec![(
+                "limited.test",
+                route(&[backend.addr], upstream(UpstreamProtocol::H2c, None)),
+            )],
+            CertTable::default(),
+        )
+        .await;
+        let addr = dp.http_addr();
+        let burst = |n: usize| async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| tokio::spawn(async move { h1(addr, get("limited.test", "/nap")).await.status }))
+                .collect();
+            for t in tasks {
+                assert_eq!(t.await.unwrap(), 200);
+            }
+        };
+        // A burst on a new connection, before the server's SETTINGS are known: no stream beyond
+        // its limit is opened (it would be refused), they wait for each other.
+        burst(4).await;
+        assert_eq!(backend.accepts.load(Ordering::SeqCst), 1);
+        // Now the limit is known: more streams than it open another connection.
+        burst(6).await;
+        assert!(
+            backend.accepts.load(Ordering::SeqCst) >= 2,
+            "more streams than the server allows on one connection open another"
         );
         dp.shutdown();
     })

@@ -5,7 +5,8 @@
 //! where an object came from. Each watcher:
 //!
 //! - applies every object it lists or sees change, slimmed first ([`slim`]): managed fields, labels
-//!   and annotations that translation does not read, Secret keys other than the certificate and key,
+//!   and annotations that translation does not read (an Ingress keeps every
+//!   `nginx.ingress.kubernetes.io/*` one), Secret keys other than the certificate and key,
 //!   and the bulky parts of Node status are dropped, so the store holds what translation needs and
 //!   little more (`kubectl.kubernetes.io/last-applied-configuration` alone doubles an Ingress);
 //! - on a (re)list, replaces what it holds: objects of its kind and scope that the new list does not
@@ -421,6 +422,7 @@ fn stale_keys(store: &ObjectStore, scope: &Scope, listed: &HashSet<ObjectKey>) -
         Kind::Secret => pick(store.secrets()),
         Kind::Node => pick(store.nodes()),
         Kind::ProxyConfig => pick(store.proxy_configs()),
+        Kind::ConfigMap => pick(store.config_maps()),
     };
     keys.filter(|k| scope.namespace.as_ref().is_none_or(|ns| &k.namespace == ns))
         .filter(|k| !listed.contains(*k))
@@ -431,7 +433,11 @@ fn stale_keys(store: &ObjectStore, scope: &Scope, listed: &HashSet<ObjectKey>) -
 /// Drops what translation never reads, to keep the store small. See the module documentation.
 pub fn slim(mut obj: Object) -> Object {
     match &mut obj {
-        Object::Ingress(o) => slim_meta(&mut o.metadata, None),
+        Object::Ingress(o) => {
+            // ingress-nginx annotations are all read (unknown ones are reported as such).
+            let nginx = |k: &str| k.starts_with(crate::annotations::PREFIX);
+            slim_meta_keeping(&mut o.metadata, None, nginx)
+        }
         Object::IngressClass(o) => slim_meta(&mut o.metadata, None),
         Object::Service(o) => slim_meta(&mut o.metadata, None),
         Object::EndpointSlice(o) => slim_meta(&mut o.metadata, Some(SERVICE_NAME_LABEL)),
@@ -455,15 +461,21 @@ pub fn slim(mut obj: Object) -> Object {
             }
         }
         Object::ProxyConfig(o) => slim_meta(&mut o.metadata, None),
+        Object::ConfigMap(o) => slim_meta(&mut o.metadata, None),
     }
     obj
 }
 
 fn slim_meta(meta: &mut ObjectMeta, kept_label: Option<&str>) {
+    slim_meta_keeping(meta, kept_label, |_| false);
+}
+
+/// [`slim_meta`], also keeping the annotations `keep` says yes to.
+fn slim_meta_keeping(meta: &mut ObjectMeta, kept_label: Option<&str>, keep: impl Fn(&str) -> bool) {
     meta.managed_fields = None;
     meta.owner_references = None;
     if let Some(annotations) = &mut meta.annotations {
-        annotations.retain(|k, _| KEPT_ANNOTATIONS.contains(&k.as_str()));
+        annotations.retain(|k, _| KEPT_ANNOTATIONS.contains(&k.as_str()) || keep(k));
     }
     if meta.annotations.as_ref().is_some_and(|a| a.is_empty()) {
         meta.annotations = None;
@@ -499,6 +511,10 @@ mod tests {
                     "kubectl.kubernetes.io/last-applied-configuration".to_string(),
                     "{...}".to_string(),
                 ),
+                (
+                    "nginx.ingress.kubernetes.io/whitelist-source-range".to_string(),
+                    "10.0.0.0/8".to_string(),
+                ),
             ])),
             labels: Some(BTreeMap::from([
                 ("app".to_string(), "web".to_string()),
@@ -519,9 +535,14 @@ mod tests {
         let m = &ing.metadata;
         assert_eq!(m.managed_fields, None);
         assert_eq!(m.labels, None);
+        // Every ingress-nginx annotation of an Ingress is kept: dropping an access list here would
+        // serve the Ingress open.
         assert_eq!(
             m.annotations.as_ref().unwrap().keys().collect::<Vec<_>>(),
-            [ANNOTATION_SSL_REDIRECT]
+            [
+                ANNOTATION_SSL_REDIRECT,
+                "nginx.ingress.kubernetes.io/whitelist-source-range"
+            ]
         );
         assert_eq!(
             (m.uid.as_deref(), m.resource_version.as_deref()),

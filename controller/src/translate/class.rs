@@ -6,12 +6,14 @@ use gantry_proxy::RouteSource;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use super::{
-    BackendMode, Build, OurIngress, Problem, TranslateOptions, ANNOTATION_BACKEND_MODE,
-    ANNOTATION_DEFAULT_CLASS, ANNOTATION_INGRESS_CLASS, ANNOTATION_SSL_REDIRECT,
+    BackendMode, Build, IngressReport, OurIngress, Problem, TranslateOptions, ANNOTATION_BACKEND_MODE,
+    ANNOTATION_DEFAULT_CLASS, ANNOTATION_INGRESS_CLASS,
 };
 use crate::store::{ObjectKey, ObjectStore};
 
-/// Our Ingresses, oldest first, with their annotations read (problems with those are reported).
+/// Our Ingresses, oldest first, with their annotations read (problems with those are reported):
+/// `gantry.dev/backend-mode` here, the ingress-nginx ones by [`crate::annotations::parse`], whose
+/// reports go into the build.
 pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
     let selected = select(b.store, b.opts);
     let mut ours = Vec::with_capacity(selected.len());
@@ -35,6 +37,16 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
                 fallback
             }
         };
+        let annotations = crate::annotations::parse(key, ingress.metadata.annotations.as_ref(), b.store);
+        b.annotation_reports.push((
+            key.clone(),
+            IngressReport {
+                ingress: key.to_string(),
+                fails_closed: annotations.fails_closed().map(str::to_string),
+                not_routed: annotations.not_routed.clone(),
+                annotations: annotations.reports.clone(),
+            },
+        ));
         ours.push(OurIngress {
             key,
             ingress,
@@ -44,7 +56,7 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
             },
             label,
             backend_mode,
-            ssl_redirect: annotation(ingress, ANNOTATION_SSL_REDIRECT) != Some("false"),
+            annotations,
         });
     }
     ours

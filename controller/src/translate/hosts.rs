@@ -8,7 +8,7 @@ use gantry_proxy::{HostMatch, PathMatch};
 /// `""`) → `Any`. Refuses what the API server would refuse (so a hand-written file fails the same
 /// way a `kubectl apply` would): ports, `*` anywhere but as the whole first label, IP addresses and
 /// anything that is not a DNS-1123 subdomain.
-pub(super) fn parse_host(host: Option<&str>) -> Result<HostMatch, &'static str> {
+pub(crate) fn parse_host(host: Option<&str>) -> Result<HostMatch, &'static str> {
     let Some(host) = host.filter(|h| !h.is_empty()) else {
         return Ok(HostMatch::Any);
     };
@@ -38,7 +38,7 @@ pub(super) fn parse_host(host: Option<&str>) -> Result<HostMatch, &'static str> 
 
 /// The host as an Ingress spells it (`a.example`, `*.example`), `None` for `Any`. This is the form
 /// `spec.tls[].hosts` uses, so it is also what decides `ssl_redirect`.
-pub(super) fn host_spelling(host: &HostMatch) -> Option<String> {
+pub(crate) fn host_spelling(host: &HostMatch) -> Option<String> {
     match host {
         HostMatch::Exact(h) => Some(h.clone()),
         HostMatch::Wildcard(parent) => Some(format!("*.{parent}")),
@@ -74,6 +74,7 @@ pub(super) fn path_label(path: &PathMatch) -> String {
     match path {
         PathMatch::Exact(p) => format!("Exact {p}"),
         PathMatch::Prefix(p) => format!("Prefix {p}"),
+        PathMatch::Regex(p) => format!("Regex {p}"),
     }
 }
 

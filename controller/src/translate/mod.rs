@@ -25,13 +25,21 @@
 //! - A host listed in `spec.tls` redirects plain HTTP to HTTPS (308) unless its Ingress says
 //!   `nginx.ingress.kubernetes.io/ssl-redirect: "false"`.
 //!
+//! ingress-nginx annotations (`nginx.ingress.kubernetes.io/*`) are read once per Ingress by
+//! [`crate::annotations::parse`] into the typed [`Policies`](gantry_proxy::Policies) of its routes;
+//! what each annotation did is in [`Translation::annotations`], and every annotation that is
+//! invalid, refused or unknown is also a diagnostic. An Ingress whose access or authentication
+//! annotations cannot be honoured fails closed: its paths are routed and answer 503. When an
+//! Ingress of a host has `use-regex` or `rewrite-target`, every Prefix and ImplementationSpecific
+//! path of that host (from every Ingress) is a case-insensitive regex, as in ingress-nginx.
+//!
 //! A problem with one object never stops the others: it becomes a [`Diagnostic`] on that object
 //! (see [`Problem`] for the reasons) and the offending rule, path or certificate is skipped, or
 //! routed to a backend that answers 503 when that tells the user more than a 404 would.
 
 mod backends;
 mod class;
-mod hosts;
+pub(crate) mod hosts;
 mod rules;
 mod settings;
 mod tls;
@@ -41,8 +49,10 @@ mod tests;
 
 use gantry_proxy::{CertTable, RouteSource, RouteTableBuilder, Snapshot, TlsCert};
 use k8s_openapi::api::networking::v1::Ingress;
+use serde::Serialize;
 
 use crate::{
+    annotations::{AnnotationReport, IngressAnnotations, Outcome, ReferenceKind},
     diagnostic::Diagnostic,
     store::{ObjectKey, ObjectStore},
 };
@@ -149,6 +159,43 @@ pub enum Problem {
         error: String,
         outcome: String,
     },
+    /// An ingress-nginx annotation has an invalid value; `why` says what was expected and done.
+    #[error("annotation {annotation}: invalid value {value:?}: {why}{}", fails_closed_note(*fails_closed))]
+    AnnotationInvalid {
+        annotation: String,
+        value: String,
+        why: String,
+        fails_closed: bool,
+    },
+    /// An ingress-nginx annotation Gantry does not apply (not supported, never executed).
+    #[error("annotation {annotation} is refused: {why}{}", fails_closed_note(*fails_closed))]
+    AnnotationRefused {
+        annotation: String,
+        why: String,
+        fails_closed: bool,
+    },
+    /// An `nginx.ingress.kubernetes.io/*` annotation that is not in the catalogue; it is ignored.
+    #[error("annotation {annotation} is not an ingress-nginx annotation Gantry knows{}; it is ignored", did_you_mean(.annotation))]
+    AnnotationUnknown { annotation: String },
+    /// The Secret or ConfigMap an annotation names does not exist.
+    #[error("annotation {annotation}: {kind} {object} not found{}", fails_closed_note(*fails_closed))]
+    AnnotationReferenceNotFound {
+        annotation: String,
+        kind: &'static str,
+        object: String,
+        fails_closed: bool,
+    },
+    /// The Secret or ConfigMap an annotation names cannot be used.
+    #[error("annotation {annotation}: {why}{}", fails_closed_note(*fails_closed))]
+    AnnotationReferenceInvalid {
+        annotation: String,
+        kind: &'static str,
+        why: String,
+        fails_closed: bool,
+    },
+    /// A `server-alias` that another rule's host or an older alias already claims; it is ignored.
+    #[error("server-alias {alias}: {why}; the alias is ignored")]
+    ServerAliasConflict { alias: String, why: String },
     /// A Gantry annotation has a value it does not understand; the default applies.
     #[error("annotation {annotation}: unknown value {value:?} ({expected}); using {fallback}")]
     InvalidAnnotation {
@@ -195,12 +242,95 @@ impl Problem {
             Problem::TlsSecretNotFound { .. } => "TLSSecretNotFound",
             Problem::TlsSecretInvalid { .. } => "TLSSecretInvalid",
             Problem::InvalidAnnotation { .. } => "InvalidAnnotation",
+            Problem::AnnotationInvalid { .. } => "AnnotationInvalid",
+            Problem::AnnotationRefused { .. } => "AnnotationRefused",
+            Problem::AnnotationUnknown { .. } => "AnnotationUnknown",
+            Problem::AnnotationReferenceNotFound { kind: "Secret", .. } => "AnnotationSecretNotFound",
+            Problem::AnnotationReferenceNotFound { .. } => "AnnotationConfigMapNotFound",
+            Problem::AnnotationReferenceInvalid { kind: "Secret", .. } => "AnnotationSecretInvalid",
+            Problem::AnnotationReferenceInvalid { .. } => "AnnotationConfigMapInvalid",
+            Problem::ServerAliasConflict { .. } => "ServerAliasConflict",
             Problem::UnsupportedParameters { .. } => "UnsupportedParameters",
             Problem::ProxyConfigNotFound { .. } => "ProxyConfigNotFound",
             Problem::ParametersIgnored { .. } => "ParametersIgnored",
             Problem::InvalidProxyConfig { .. } => "InvalidProxyConfig",
         }
     }
+}
+
+/// ` (did you mean ...?)` for an unknown annotation that is a typo of a known one.
+fn did_you_mean(annotation: &str) -> String {
+    annotation
+        .strip_prefix(crate::annotations::PREFIX)
+        .and_then(crate::annotations::suggest)
+        .map(|n| format!(" (did you mean {}{n}?)", crate::annotations::PREFIX))
+        .unwrap_or_default()
+}
+
+/// The tail of a diagnostic about an annotation that makes its Ingress fail closed.
+fn fails_closed_note(fails_closed: bool) -> &'static str {
+    if fails_closed {
+        "; the Ingress fails closed: its paths answer 503"
+    } else {
+        ""
+    }
+}
+
+impl Problem {
+    /// The diagnostic for an annotation's report, if its outcome is a problem.
+    fn of_report(r: &AnnotationReport) -> Option<Problem> {
+        let annotation = r.annotation.clone();
+        let fails_closed = r.fails_closed;
+        Some(match (&r.outcome, &r.reference) {
+            (Outcome::Invalid(why), Some(reference)) => {
+                let kind = match reference.kind {
+                    ReferenceKind::Secret => "Secret",
+                    ReferenceKind::ConfigMap => "ConfigMap",
+                };
+                if reference.missing {
+                    Problem::AnnotationReferenceNotFound {
+                        annotation,
+                        kind,
+                        object: reference.object.clone(),
+                        fails_closed,
+                    }
+                } else {
+                    Problem::AnnotationReferenceInvalid {
+                        annotation,
+                        kind,
+                        why: why.clone(),
+                        fails_closed,
+                    }
+                }
+            }
+            (Outcome::Invalid(why), None) => Problem::AnnotationInvalid {
+                annotation,
+                value: r.value.clone(),
+                why: why.clone(),
+                fails_closed,
+            },
+            (Outcome::Refused(why), _) => Problem::AnnotationRefused {
+                annotation,
+                why: why.clone(),
+                fails_closed,
+            },
+            (Outcome::Unknown, _) => Problem::AnnotationUnknown { annotation },
+            (Outcome::Honoured | Outcome::Difference(_) | Outcome::Ignored(_), _) => return None,
+        })
+    }
+}
+
+/// What the annotations of one of our Ingresses did: for `gantry check` and `/debug/routes`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct IngressReport {
+    /// `namespace/name`.
+    pub ingress: String,
+    /// Why the Ingress fails closed (its paths answer 503), if it does.
+    pub fails_closed: Option<String>,
+    /// Why the Ingress's rules are not routed at all (`canary`), if so.
+    pub not_routed: Option<String>,
+    /// One per `nginx.ingress.kubernetes.io/*` annotation, by name.
+    pub annotations: Vec<AnnotationReport>,
 }
 
 /// One of our Ingresses, with what every processor needs to know about it.
@@ -212,8 +342,8 @@ struct OurIngress<'a> {
     /// `Ingress namespace/name`, the diagnostic's `object`.
     label: String,
     backend_mode: BackendMode,
-    /// False when the Ingress turned the HTTP → HTTPS redirect off.
-    ssl_redirect: bool,
+    /// Its ingress-nginx annotations, read once.
+    annotations: IngressAnnotations,
 }
 
 /// The state the processors share while building one snapshot.
@@ -227,6 +357,9 @@ struct Build<'a> {
     certs: CertTable,
     backends: backends::Backends,
     diagnostics: Vec<Diagnostic>,
+    /// What each of our Ingresses' annotations did, oldest Ingress first; the processors may add to
+    /// it (per-path rewrite problems, alias conflicts).
+    annotation_reports: Vec<(ObjectKey, IngressReport)>,
 }
 
 // === impl Build ===
@@ -242,7 +375,19 @@ impl<'a> Build<'a> {
             certs: CertTable::default(),
             backends: backends::Backends::default(),
             diagnostics: Vec::new(),
+            annotation_reports: Vec::new(),
         }
+    }
+
+    /// The report of one annotation (name without prefix) of one of our Ingresses.
+    fn annotation_report(&mut self, ingress: &ObjectKey, name: &str) -> Option<&mut AnnotationReport> {
+        self.annotation_reports
+            .iter_mut()
+            .find(|(key, _)| key == ingress)?
+            .1
+            .annotations
+            .iter_mut()
+            .find(|r| r.name() == name)
     }
 
     /// Records a problem with one object (`Kind namespace/name`).
@@ -255,6 +400,13 @@ impl<'a> Build<'a> {
     }
 
     fn finish(mut self) -> Translation {
+        let reports = std::mem::take(&mut self.annotation_reports);
+        for (_, report) in &reports {
+            let label = format!("Ingress {}", report.ingress);
+            for problem in report.annotations.iter().filter_map(Problem::of_report) {
+                self.report(&label, problem);
+            }
+        }
         // Sorted so that the same store always gives the same list; deduplicated because ten paths
         // to one missing Service are one problem.
         self.diagnostics.sort();
@@ -268,6 +420,7 @@ impl<'a> Build<'a> {
                 config: self.settings.config,
             },
             diagnostics: self.diagnostics,
+            annotations: reports.into_iter().map(|(_, r)| r).collect(),
         }
     }
 }
@@ -280,6 +433,9 @@ impl<'a> Build<'a> {
 pub struct Translation {
     pub snapshot: Snapshot,
     pub diagnostics: Vec<Diagnostic>,
+    /// What the ingress-nginx annotations of each of our Ingresses did, oldest Ingress first (the
+    /// order in which they claim hosts and paths).
+    pub annotations: Vec<IngressReport>,
 }
 
 impl std::ops::Deref for Translation {

@@ -2,10 +2,34 @@
 //!
 //! Ingresses arrive oldest first and the route table keeps the first claim of a host + path +
 //! path type, so merging across Ingresses and resolving conflicts by age are the same step.
+//!
+//! Each route's [`Policies`] are its Ingress's annotation policies (the Ingress-wide part, read
+//! once by [`crate::annotations::parse`]) plus what depends on the host and path:
+//!
+//! - the HTTPS redirect: hosts listed in `spec.tls` (unless `ssl-redirect: "false"`), every host
+//!   with `force-ssl-redirect: "true"`;
+//! - regex mode (ingress-nginx's `docs/user-guide/ingress-path-matching.md`): when any of our
+//!   Ingresses with a rule for a host has `use-regex: "true"`, or a `rewrite-target` other than one
+//!   of its paths, every Prefix and ImplementationSpecific path of that host, from every Ingress,
+//!   becomes [`PathMatch::Regex`] of the path as written (Exact paths stay exact);
+//! - `rewrite-target`, compiled against each path; a target that does not fit a path (a capture
+//!   group the path does not have, an nginx variable) makes that path answer 503 rather than send
+//!   requests somewhere its author did not mean.
+//!
+//! An Ingress that fails closed keeps only its refusal: its paths are routed (held against other
+//! Ingresses and the default backend) and answer 503. `server-alias` names get a copy of every
+//! route of the Ingress's hosts once all rules are in (an alias serves the whole host, from every
+//! Ingress, as an nginx `server_name` does).
 
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::Arc,
+};
 
-use gantry_proxy::{HostMatch, PathMatch, Policies, Route, RouteError, RouteSource};
+use gantry_proxy::{
+    policy::{HttpsRedirect, Refusal, Rewrite},
+    HostMatch, PathMatch, Policies, Route, RouteError, RouteSource,
+};
 
 use super::{
     backends,
@@ -13,9 +37,18 @@ use super::{
     Build, OurIngress, Problem,
 };
 
+/// The routes added so far, by host, in the order they were added.
+type Added = HashMap<HostMatch, Vec<Route>>;
+
 pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
     let tls_hosts = tls_hosts(ours);
+    let regex_hosts = regex_hosts(ours);
+    let mut added = Added::new();
     for ing in ours {
+        if ing.annotations.not_routed.is_some() {
+            // A canary: reported with its annotations; none of its rules is routed.
+            continue;
+        }
         let rules = ing
             .ingress
             .spec
@@ -40,12 +73,15 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
             };
             // A rule may carry only a host (for TLS); then it routes nothing.
             let Some(http) = &rule.http else { continue };
-            // Redirect only hosts that have TLS; a rule without host has no name to have a
-            // certificate for.
-            let ssl_redirect =
-                ing.ssl_redirect && host_spelling(&host).is_some_and(|h| tls_hosts.contains(&h));
+            // Redirect only hosts that have TLS (a rule without host has no name to have a
+            // certificate for), unless the Ingress forces it.
+            let ann = &ing.annotations;
+            let ssl_redirect = ann.force_ssl_redirect
+                || (ann.ssl_redirect && host_spelling(&host).is_some_and(|h| tls_hosts.contains(&h)));
+            let regex = regex_hosts.contains(&host);
             for path in &http.paths {
                 let matcher = match parse_path(path.path.as_deref(), &path.path_type) {
+                    Ok(PathMatch::Prefix(p)) if regex => PathMatch::Regex(p),
                     Ok(m) => m,
                     Err(why) => {
                         let problem = Problem::InvalidPath {
@@ -61,23 +97,177 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                 let Some(backend) = backends::resolve(b, ing, &path.backend, &place) else {
                     continue;
                 };
+                let policies = route_policies(b, ing, &matcher, ssl_redirect);
                 let route = Route {
                     path: matcher,
                     backend,
                     source: ing.source.clone(),
-                    policies: Policies::https_redirect(ssl_redirect),
+                    policies,
                 };
-                if let Err(e) = b.routes.add(host.clone(), route) {
-                    let problem = route_problem(e, &host);
-                    b.report(&ing.label, problem);
+                match b.routes.add(host.clone(), route.clone()) {
+                    Ok(()) => added.entry(host.clone()).or_default().push(route),
+                    Err(e) => {
+                        let problem = route_problem(e, &host);
+                        b.report(&ing.label, problem);
+                    }
+                }
+            }
+        }
+    }
+    server_aliases(b, ours, &added);
+}
+
+/// The policies of one route of `ing`.
+fn route_policies(b: &mut Build<'_>, ing: &OurIngress<'_>, path: &PathMatch, ssl_redirect: bool) -> Policies {
+    let ann = &ing.annotations;
+    if let Some(refusal) = &ann.policies.refusal {
+        return refused(refusal.clone());
+    }
+    let mut policies = ann.policies.clone();
+    policies.https_redirect = ssl_redirect.then(HttpsRedirect::default);
+    let written = path_text(path);
+    // ingress-nginx rewrites only when the target differs from the path (`needsRewrite`).
+    if let Some(target) = ann.rewrite_target.as_deref().filter(|t| *t != written) {
+        match Rewrite::new(written, target) {
+            Ok(rewrite) => policies.upstream.rewrite = Some(Arc::new(rewrite)),
+            Err(e) => {
+                if let Some(report) = b.annotation_report(ing.key, "rewrite-target") {
+                    report.add_invalid(format!("path {written}: {e}; that path answers 503"));
+                }
+                return refused(Refusal::new(format!(
+                    "rewrite-target {target:?} cannot be applied to path {written}: {e}"
+                )));
+            }
+        }
+    }
+    policies
+}
+
+/// A route that answers 503 and does nothing else.
+fn refused(refusal: Refusal) -> Policies {
+    Policies {
+        refusal: Some(refusal),
+        ..Policies::default()
+    }
+}
+
+fn path_text(path: &PathMatch) -> &str {
+    match path {
+        PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::Regex(p) => p,
+    }
+}
+
+/// The hosts in regex mode: those with a rule of an Ingress that has `use-regex`, or a
+/// `rewrite-target` that differs from one of the rule's paths.
+fn regex_hosts(ours: &[OurIngress<'_>]) -> BTreeSet<HostMatch> {
+    let mut hosts = BTreeSet::new();
+    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
+        let rules = ing
+            .ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.rules.as_deref())
+            .unwrap_or_default();
+        for rule in rules {
+            let Ok(host) = parse_host(rule.host.as_deref()) else {
+                continue;
+            };
+            let Some(http) = &rule.http else { continue };
+            let on = http.paths.iter().any(|p| {
+                let written = p.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
+                ing.annotations.regex_mode_for(written)
+            });
+            if on {
+                hosts.insert(host);
+            }
+        }
+    }
+    hosts
+}
+
+/// Every `server-alias` gets the routes of its Ingress's hosts. An alias that is a rule's host (of
+/// any of our Ingresses) is skipped: the explicit host wins, as in ingress-nginx. Of two Ingresses
+/// naming the same alias, the older keeps it.
+fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
+    let mut explicit: HashMap<HostMatch, &str> = HashMap::new();
+    for ing in ours {
+        for host in rule_hosts(ing) {
+            explicit.entry(host).or_insert(&ing.label);
+        }
+    }
+    let mut claimed: HashMap<HostMatch, &str> = HashMap::new();
+    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
+        if ing.annotations.server_alias.is_empty() {
+            continue;
+        }
+        let hosts: Vec<HostMatch> = rule_hosts(ing)
+            .into_iter()
+            .filter(|h| !matches!(h, HostMatch::Any))
+            .collect();
+        if hosts.is_empty() {
+            if let Some(report) = b.annotation_report(ing.key, "server-alias") {
+                report
+                    .add_difference("the Ingress has no rule with a host: there is nothing to alias".into());
+            }
+            continue;
+        }
+        for alias in &ing.annotations.server_alias {
+            let Ok(alias_host) = parse_host(Some(alias)) else {
+                continue;
+            };
+            let conflict = match (explicit.get(&alias_host), claimed.get(&alias_host)) {
+                (Some(owner), _) => Some(format!("it is a host of {owner}, whose rules win")),
+                (None, Some(owner)) if *owner != ing.label => {
+                    Some(format!("it is already an alias of {owner} (older)"))
+                }
+                _ => None,
+            };
+            if let Some(why) = conflict {
+                if let Some(report) = b.annotation_report(ing.key, "server-alias") {
+                    report.add_difference(format!("{alias} skipped: {why}"));
+                }
+                b.report(
+                    &ing.label,
+                    Problem::ServerAliasConflict {
+                        alias: alias.clone(),
+                        why,
+                    },
+                );
+                continue;
+            }
+            claimed.insert(alias_host.clone(), &ing.label);
+            for host in &hosts {
+                for route in added.get(host).into_iter().flatten() {
+                    // Two hosts of one Ingress aliased to one name: the first host's route keeps
+                    // a path both have.
+                    let _ = b.routes.add(alias_host.clone(), route.clone());
                 }
             }
         }
     }
 }
 
+/// The hosts of an Ingress's rules that parse, in order, without repeats.
+fn rule_hosts(ing: &OurIngress<'_>) -> Vec<HostMatch> {
+    let mut hosts = Vec::new();
+    let rules = ing
+        .ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.rules.as_deref())
+        .unwrap_or_default();
+    for rule in rules {
+        if let Ok(host) = parse_host(rule.host.as_deref()) {
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+    }
+    hosts
+}
+
 pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
-    for ing in ours {
+    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
         let Some(backend) = ing.ingress.spec.as_ref().and_then(|s| s.default_backend.as_ref()) else {
             continue;
         };
@@ -88,8 +278,7 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
             path: PathMatch::Prefix("/".into()),
             backend,
             source: ing.source.clone(),
-            // A request no rule matches has no host with a certificate to redirect to.
-            policies: Policies::default(),
+            policies: default_policies(ing),
         };
         match b.routes.set_default(route) {
             Ok(()) => {}
@@ -106,6 +295,22 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                 b.report(&ing.label, problem);
             }
         }
+    }
+}
+
+/// The default route's policies: the Ingress's access, limits and headers (ingress-nginx applies
+/// an Ingress's annotations to the catch-all location its `defaultBackend` makes, except redirects
+/// and rewrites). A request no rule matches has no host with a certificate to redirect to.
+fn default_policies(ing: &OurIngress<'_>) -> Policies {
+    let ann = &ing.annotations;
+    if let Some(refusal) = &ann.policies.refusal {
+        return refused(refusal.clone());
+    }
+    Policies {
+        redirect: None,
+        app_root: None,
+        https_redirect: None,
+        ..ann.policies.clone()
     }
 }
 

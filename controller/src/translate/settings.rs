@@ -230,6 +230,27 @@ fn apply(spec: &ProxyConfigSpec, flags: &Settings, last: &ProxyConfig, bad: &mut
             };
         }
     }
+    if let Some(on) = spec.proxy_protocol {
+        c.proxy_protocol = on;
+    }
+    if let Some(list) = &spec.trusted_proxies {
+        let parsed: Result<Vec<ipnet::IpNet>, String> = list
+            .iter()
+            .map(|s| {
+                let s = s.trim();
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{s:?} is not a CIDR or an IP address"))
+            })
+            .collect();
+        match parsed {
+            Ok(nets) => c.trusted_proxies = nets,
+            Err(e) => {
+                c.trusted_proxies = last.trusted_proxies.clone();
+                invalid("trustedProxies", e, format!("{:?}", last.trusted_proxies));
+            }
+        }
+    }
     if let Some(hsts) = &spec.hsts {
         c.hsts = match hsts.enabled {
             Some(false) => None,

@@ -3,6 +3,7 @@
 
 mod fixtures;
 
+mod annotations;
 mod backends;
 mod class;
 mod conformance;

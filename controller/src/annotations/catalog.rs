@@ -1,0 +1,968 @@
+//! Every `nginx.ingress.kubernetes.io/*` annotation Gantry knows, with what Gantry does about it.
+//!
+//! The table covers the annotation table of ingress-nginx's user guide
+//! (`docs/user-guide/nginx-configuration/annotations.md`, its final release of March 2026), the
+//! annotations the same page only describes in prose, and those its parsers accept without
+//! documenting them (`allowlist-source-range`, `limit-allowlist`, `relative-redirects`, ...).
+//!
+//! It is the single source of `gantry check`, of the diagnostics' wording for annotations that are
+//! ignored or refused outright, and of the README's table ([`markdown_table`], checked by a test).
+//! Annotations whose outcome depends on their value (`backend-protocol`, `auth-type`, snippets)
+//! say so in their text; the parser reports the outcome for the value at hand.
+
+use std::fmt::Write as _;
+
+/// Annotation key prefix.
+pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
+
+/// What Gantry does with an annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Support {
+    /// Applied as ingress-nginx applies it.
+    Honoured,
+    /// Applied, with the difference described.
+    HonouredWithDifference(&'static str),
+    /// Not applied, and harmless to leave out: why.
+    Ignored(&'static str),
+    /// Not applied: why, and what to use instead. A refused security annotation makes its Ingress
+    /// fail closed (its paths answer 503).
+    Refused(&'static str),
+}
+
+/// The section of ingress-nginx's documentation an annotation belongs to, for grouping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    Redirect,
+    Rewrite,
+    Hosts,
+    Authentication,
+    ExternalAuthentication,
+    ClientCertificates,
+    AccessControl,
+    RateLimiting,
+    Cors,
+    Headers,
+    BodySize,
+    Timeouts,
+    Buffering,
+    Backend,
+    BackendTls,
+    LoadBalancing,
+    SessionAffinity,
+    Canary,
+    ErrorPages,
+    Tls,
+    Snippets,
+    ModSecurity,
+    Mirror,
+    Logging,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Redirect => "Redirect",
+            Family::Rewrite => "Rewrite",
+            Family::Hosts => "Hosts",
+            Family::Authentication => "Authentication",
+            Family::ExternalAuthentication => "External authentication",
+            Family::ClientCertificates => "Client certificates",
+            Family::AccessControl => "Access control",
+            Family::RateLimiting => "Rate limiting",
+            Family::Cors => "CORS",
+            Family::Headers => "Headers",
+            Family::BodySize => "Body size",
+            Family::Timeouts => "Timeouts and retries",
+            Family::Buffering => "Buffering",
+            Family::Backend => "Backend",
+            Family::BackendTls => "Backend TLS",
+            Family::LoadBalancing => "Load balancing",
+            Family::SessionAffinity => "Session affinity",
+            Family::Canary => "Canary",
+            Family::ErrorPages => "Error pages",
+            Family::Tls => "TLS",
+            Family::Snippets => "Snippets",
+            Family::ModSecurity => "ModSecurity",
+            Family::Mirror => "Mirror",
+            Family::Logging => "Logging and tracing",
+        }
+    }
+}
+
+/// One annotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Without the `nginx.ingress.kubernetes.io/` prefix.
+    pub name: &'static str,
+    pub family: Family,
+    /// Access control or authentication (or, for `custom-headers`, response security headers that
+    /// ingress-nginx also refuses to serve without): when such an annotation is invalid, refused,
+    /// or names a Secret or ConfigMap that is missing or broken, the Ingress fails closed.
+    pub security: bool,
+    pub support: Support,
+}
+
+use Family::*;
+use Support::*;
+
+const fn e(name: &'static str, family: Family, security: bool, support: Support) -> Entry {
+    Entry {
+        name,
+        family,
+        security,
+        support,
+    }
+}
+
+const BUFFERING: &str = "Gantry streams request and response bodies and buffers at most 64 KiB of a \
+    request body before choosing an endpoint; nginx's buffers and temporary files do not exist";
+const EXTERNAL_AUTH: &str = "external authentication (auth-url) is not yet supported; the Ingress \
+    fails closed (its paths answer 503). Use auth-type: basic, or put the authentication in the \
+    application";
+const CLIENT_CERTS: &str = "client certificate authentication is not yet supported; the Ingress fails \
+    closed (its paths answer 503)";
+const AFFINITY: &str = "sticky sessions are not yet supported: requests are balanced across all \
+    ready endpoints";
+const CANARY: &str = "canaries are not yet supported (see canary)";
+const BACKEND_TLS: &str = "TLS to backends is not yet supported (backend-protocol: HTTPS is refused \
+    too): Gantry speaks plain HTTP/1.1 to endpoints";
+const MODSECURITY: &str = "ModSecurity is not supported (ingress-nginx runs it in detection-only \
+    mode unless a modsecurity-snippet turns the rule engine on)";
+const MIRROR: &str = "request mirroring is not yet supported";
+const TRACING: &str = "Gantry does not trace requests (no OpenTelemetry); the access log and \
+    X-Request-ID are there instead";
+const SNIPPET: &str = "never executed: Gantry runs no nginx configuration. Write the typed \
+    annotation instead (the report names it: more_set_headers → custom-headers, proxy_set_header \
+    Host → upstream-vhost, rewrite → rewrite-target, return → permanent-redirect or \
+    temporal-redirect, client_max_body_size → proxy-body-size, ...). A snippet with an access \
+    directive (allow, deny, auth_basic, auth_request, satisfy, access_by_lua, return 401 or 403) makes \
+    the Ingress fail closed (its paths answer 503); without one the Ingress is served without the snippet";
+const HASHING: &str = "consistent hashing is not yet supported: requests are balanced by the \
+    class-wide algorithm";
+const TRAILING_SLASH: &str = "308 to https:// with the host (without port) and the request's path \
+    and query; the path keeps a trailing slash, which ingress-nginx strips unless \
+    preserve-trailing-slash is \"true\"";
+const FIXED_REDIRECT: &str = "the location is sent exactly as written: nginx variables \
+    ($request_uri, ...) are not expanded, and such a value is reported";
+const COOKIE_REWRITE: &str = "rewriting the backend's Set-Cookie headers is not supported";
+const LOCATION_REWRITE: &str = "rewriting the backend's Location headers is not supported (the value \
+    off, ingress-nginx's default, is Gantry's behaviour)";
+
+/// Every annotation, grouped by family.
+pub static CATALOG: &[Entry] = &[
+    // --- Redirect ---
+    e(
+        "ssl-redirect",
+        Redirect,
+        false,
+        HonouredWithDifference(TRAILING_SLASH),
+    ),
+    e(
+        "force-ssl-redirect",
+        Redirect,
+        false,
+        HonouredWithDifference(
+            "redirects plain HTTP to HTTPS for hosts with or without spec.tls; 308 like ssl-redirect, \
+         and the path keeps a trailing slash; X-Forwarded-Proto is not consulted",
+        ),
+    ),
+    e(
+        "preserve-trailing-slash",
+        Redirect,
+        false,
+        HonouredWithDifference("Gantry always keeps the trailing slash in HTTPS redirects, as with \"true\""),
+    ),
+    e(
+        "permanent-redirect",
+        Redirect,
+        false,
+        HonouredWithDifference(FIXED_REDIRECT),
+    ),
+    e("permanent-redirect-code", Redirect, false, Honoured),
+    e(
+        "temporal-redirect",
+        Redirect,
+        false,
+        HonouredWithDifference(FIXED_REDIRECT),
+    ),
+    e("temporal-redirect-code", Redirect, false, Honoured),
+    e("app-root", Redirect, false, Honoured),
+    e(
+        "from-to-www-redirect",
+        Redirect,
+        false,
+        Refused(
+            "not yet supported: list the other name as a host (or server-alias) of the Ingress, or \
+         redirect with a second Ingress and permanent-redirect",
+        ),
+    ),
+    e(
+        "relative-redirects",
+        Redirect,
+        false,
+        Ignored("Gantry's own redirects carry absolute locations, which every client follows"),
+    ),
+    e(
+        "use-port-in-redirects",
+        Redirect,
+        false,
+        Refused("not supported: HTTPS redirects go to the default port 443"),
+    ),
+    // --- Rewrite ---
+    e(
+        "rewrite-target",
+        Rewrite,
+        false,
+        HonouredWithDifference(
+            "only the capture groups $1 to $9 are substituted; a target with nginx variables, or one \
+         that does not compile against a path, makes that path answer 503 (it would send requests \
+         to the wrong place otherwise)",
+        ),
+    ),
+    e(
+        "use-regex",
+        Rewrite,
+        false,
+        HonouredWithDifference(
+            "Prefix and ImplementationSpecific paths of the host become case-insensitive regexes \
+         anchored at the start, tried longest first; Exact paths stay exact and are tried first \
+         (ingress-nginx makes them regexes too)",
+        ),
+    ),
+    e(
+        "x-forwarded-prefix",
+        Rewrite,
+        false,
+        HonouredWithDifference(
+            "a value with $ (capture groups, nginx variables) is refused and the header is not sent",
+        ),
+    ),
+    e(
+        "enable-rewrite-log",
+        Rewrite,
+        false,
+        Ignored("Gantry has no rewrite log; the access log records each request as received"),
+    ),
+    // --- Hosts ---
+    e(
+        "server-alias",
+        Hosts,
+        false,
+        HonouredWithDifference(
+            "each alias gets every path of the Ingress's hosts, from every Ingress; an alias that is the \
+         host of an Ingress is skipped (the explicit host wins, and it is reported); regex aliases \
+         (~...) are not supported; an alias is served the default certificate unless spec.tls lists \
+         it",
+        ),
+    ),
+    e(
+        "upstream-vhost",
+        Hosts,
+        false,
+        HonouredWithDifference(
+            "a value with nginx variables ($host, ...) is refused and the client's Host is sent",
+        ),
+    ),
+    // --- Authentication ---
+    e(
+        "auth-type",
+        Authentication,
+        true,
+        HonouredWithDifference(
+            "basic only; digest is refused and the Ingress fails closed (its paths answer 503)",
+        ),
+    ),
+    e(
+        "auth-secret",
+        Authentication,
+        true,
+        HonouredWithDifference(
+            "name or namespace/name in the Ingress's own namespace (ingress-nginx's default, \
+         allow-cross-namespace-resources: false); a missing or broken Secret, or auth-secret \
+         without auth-type, makes the Ingress fail closed",
+        ),
+    ),
+    e("auth-secret-type", Authentication, true, Honoured),
+    e("auth-realm", Authentication, true, Honoured),
+    e(
+        "satisfy",
+        Authentication,
+        true,
+        HonouredWithDifference(
+            "all, as ingress-nginx's default; any is applied as all (stricter: a client must pass both \
+         the address list and the password)",
+        ),
+    ),
+    e(
+        "enable-global-auth",
+        Authentication,
+        true,
+        Ignored(
+            "Gantry has no global external authentication (global-auth-url): there is nothing to turn \
+         on or off",
+        ),
+    ),
+    // --- External authentication ---
+    e("auth-url", ExternalAuthentication, true, Refused(EXTERNAL_AUTH)),
+    e(
+        "auth-method",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-signin",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-signin-redirect-param",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-response-headers",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-proxy-set-headers",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-request-redirect",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-cache-key",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-cache-duration",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-keepalive",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-keepalive-share-vars",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-keepalive-requests",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-keepalive-timeout",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-always-set-cookie",
+        ExternalAuthentication,
+        true,
+        Refused(EXTERNAL_AUTH),
+    ),
+    e(
+        "auth-snippet",
+        ExternalAuthentication,
+        true,
+        Refused(
+            "never executed, and an auth snippet always makes the Ingress fail closed (its paths answer \
+         503): use auth-type: basic with auth-secret",
+        ),
+    ),
+    // --- Client certificates ---
+    e("auth-tls-secret", ClientCertificates, true, Refused(CLIENT_CERTS)),
+    e(
+        "auth-tls-verify-client",
+        ClientCertificates,
+        true,
+        Refused(CLIENT_CERTS),
+    ),
+    e(
+        "auth-tls-verify-depth",
+        ClientCertificates,
+        true,
+        Refused(CLIENT_CERTS),
+    ),
+    e(
+        "auth-tls-error-page",
+        ClientCertificates,
+        true,
+        Refused(CLIENT_CERTS),
+    ),
+    e(
+        "auth-tls-pass-certificate-to-upstream",
+        ClientCertificates,
+        true,
+        Refused(CLIENT_CERTS),
+    ),
+    e(
+        "auth-tls-match-cn",
+        ClientCertificates,
+        true,
+        Refused(CLIENT_CERTS),
+    ),
+    // --- Access control ---
+    e("allowlist-source-range", AccessControl, true, Honoured),
+    e(
+        "whitelist-source-range",
+        AccessControl,
+        true,
+        HonouredWithDifference("the older name of allowlist-source-range, which wins when both are set"),
+    ),
+    e("denylist-source-range", AccessControl, true, Honoured),
+    // --- Rate limiting ---
+    e("limit-rps", RateLimiting, false, Honoured),
+    e("limit-rpm", RateLimiting, false, Honoured),
+    e(
+        "limit-connections",
+        RateLimiting,
+        false,
+        HonouredWithDifference(
+            "counts a client's requests in flight (an HTTP/2 connection may carry several)",
+        ),
+    ),
+    e("limit-burst-multiplier", RateLimiting, false, Honoured),
+    e("limit-allowlist", RateLimiting, false, Honoured),
+    e(
+        "limit-whitelist",
+        RateLimiting,
+        false,
+        HonouredWithDifference("the older name of limit-allowlist, which wins when both are set"),
+    ),
+    e(
+        "limit-rate",
+        RateLimiting,
+        false,
+        Refused("not supported: response bandwidth is not throttled"),
+    ),
+    e(
+        "limit-rate-after",
+        RateLimiting,
+        false,
+        Refused("not supported: response bandwidth is not throttled"),
+    ),
+    // --- CORS ---
+    e("enable-cors", Cors, false, Honoured),
+    e(
+        "cors-allow-origin",
+        Cors,
+        false,
+        HonouredWithDifference(
+            "an invalid origin is skipped and reported, as in ingress-nginx, but a value its validator \
+         refuses keeps the valid origins it names instead of falling back to *; the null origin is \
+         refused; https://*.example.com matches one label, as in ingress-nginx",
+        ),
+    ),
+    e("cors-allow-methods", Cors, false, Honoured),
+    e("cors-allow-headers", Cors, false, Honoured),
+    e("cors-expose-headers", Cors, false, Honoured),
+    e("cors-allow-credentials", Cors, false, Honoured),
+    e("cors-max-age", Cors, false, Honoured),
+    // --- Headers ---
+    e(
+        "custom-headers",
+        Headers,
+        true,
+        HonouredWithDifference(
+            "a header is added only when the backend's response does not carry it (more_set_headers \
+         replaces it); there is no global-allowed-response-headers list, but framing and hop-by-hop \
+         headers are refused; the ConfigMap must be in the Ingress's namespace. As in \
+         ingress-nginx, a missing or invalid ConfigMap makes the Ingress answer 503",
+        ),
+    ),
+    e(
+        "connection-proxy-header",
+        Headers,
+        false,
+        Ignored("Gantry manages upstream connections (keep-alive, upgrades) itself"),
+    ),
+    // --- Body size ---
+    e(
+        "proxy-body-size",
+        BodySize,
+        false,
+        HonouredWithDifference(
+            "without it Gantry sets no limit (nginx's default is 1m); 0 means no limit, as in nginx",
+        ),
+    ),
+    e("client-body-buffer-size", Buffering, false, Ignored(BUFFERING)),
+    // --- Timeouts and retries ---
+    e("proxy-connect-timeout", Timeouts, false, Honoured),
+    e("proxy-read-timeout", Timeouts, false, Honoured),
+    e("proxy-send-timeout", Timeouts, false, Honoured),
+    e(
+        "proxy-next-upstream",
+        Timeouts,
+        false,
+        Ignored(
+            "Gantry retries a failed connection once on another endpoint and never resends a request a \
+         backend has seen",
+        ),
+    ),
+    e(
+        "proxy-next-upstream-timeout",
+        Timeouts,
+        false,
+        Ignored("Gantry retries a failed connection once on another endpoint, within proxy-connect-timeout"),
+    ),
+    e(
+        "proxy-next-upstream-tries",
+        Timeouts,
+        false,
+        Ignored("Gantry retries a failed connection once on another endpoint"),
+    ),
+    // --- Buffering ---
+    e("proxy-buffering", Buffering, false, Ignored(BUFFERING)),
+    e("proxy-request-buffering", Buffering, false, Ignored(BUFFERING)),
+    e("proxy-buffer-size", Buffering, false, Ignored(BUFFERING)),
+    e("proxy-buffers-number", Buffering, false, Ignored(BUFFERING)),
+    e("proxy-busy-buffers-size", Buffering, false, Ignored(BUFFERING)),
+    e("proxy-max-temp-file-size", Buffering, false, Ignored(BUFFERING)),
+    // --- Backend ---
+    e(
+        "backend-protocol",
+        Backend,
+        false,
+        HonouredWithDifference(
+            "HTTP only; HTTPS, AUTO_HTTP, GRPC, GRPCS and FCGI are refused (not yet supported) and \
+         reported, and the route is still served, over HTTP/1.1",
+        ),
+    ),
+    e(
+        "proxy-http-version",
+        Backend,
+        false,
+        Ignored("Gantry always speaks HTTP/1.1 to backends"),
+    ),
+    e(
+        "service-upstream",
+        Backend,
+        false,
+        Ignored(
+            "Gantry sends to the endpoints directly and follows endpoint changes without reloads; the \
+         Service's ClusterIP is not needed",
+        ),
+    ),
+    e("proxy-cookie-domain", Backend, false, Refused(COOKIE_REWRITE)),
+    e("proxy-cookie-path", Backend, false, Refused(COOKIE_REWRITE)),
+    e("proxy-redirect-from", Backend, false, Refused(LOCATION_REWRITE)),
+    e("proxy-redirect-to", Backend, false, Refused(LOCATION_REWRITE)),
+    e(
+        "fastcgi-index",
+        Backend,
+        false,
+        Refused("FastCGI backends are not supported"),
+    ),
+    e(
+        "fastcgi-params-configmap",
+        Backend,
+        false,
+        Refused("FastCGI backends are not supported"),
+    ),
+    // --- Backend TLS ---
+    e("proxy-ssl-secret", BackendTls, false, Refused(BACKEND_TLS)),
+    e("proxy-ssl-verify", BackendTls, false, Refused(BACKEND_TLS)),
+    e("proxy-ssl-verify-depth", BackendTls, false, Refused(BACKEND_TLS)),
+    e("proxy-ssl-ciphers", BackendTls, false, Refused(BACKEND_TLS)),
+    e("proxy-ssl-protocols", BackendTls, false, Refused(BACKEND_TLS)),
+    e("proxy-ssl-name", BackendTls, false, Refused(BACKEND_TLS)),
+    e("proxy-ssl-server-name", BackendTls, false, Refused(BACKEND_TLS)),
+    // --- Load balancing ---
+    e(
+        "load-balance",
+        LoadBalancing,
+        false,
+        Ignored(
+            "per-Ingress algorithms are not supported: the class-wide --load-balance (or ProxyConfig) \
+         applies",
+        ),
+    ),
+    e("upstream-hash-by", LoadBalancing, false, Refused(HASHING)),
+    e("upstream-hash-by-subset", LoadBalancing, false, Refused(HASHING)),
+    e(
+        "upstream-hash-by-subset-size",
+        LoadBalancing,
+        false,
+        Refused(HASHING),
+    ),
+    // --- Session affinity ---
+    e("affinity", SessionAffinity, false, Refused(AFFINITY)),
+    e("affinity-mode", SessionAffinity, false, Refused(AFFINITY)),
+    e(
+        "affinity-canary-behavior",
+        SessionAffinity,
+        false,
+        Refused(AFFINITY),
+    ),
+    e("session-cookie-name", SessionAffinity, false, Refused(AFFINITY)),
+    e("session-cookie-path", SessionAffinity, false, Refused(AFFINITY)),
+    e("session-cookie-domain", SessionAffinity, false, Refused(AFFINITY)),
+    e(
+        "session-cookie-expires",
+        SessionAffinity,
+        false,
+        Refused(AFFINITY),
+    ),
+    e(
+        "session-cookie-max-age",
+        SessionAffinity,
+        false,
+        Refused(AFFINITY),
+    ),
+    e(
+        "session-cookie-samesite",
+        SessionAffinity,
+        false,
+        Refused(AFFINITY),
+    ),
+    e(
+        "session-cookie-conditional-samesite-none",
+        SessionAffinity,
+        false,
+        Refused(AFFINITY),
+    ),
+    e("session-cookie-secure", SessionAffinity, false, Refused(AFFINITY)),
+    e(
+        "session-cookie-change-on-failure",
+        SessionAffinity,
+        false,
+        Refused(AFFINITY),
+    ),
+    // --- Canary ---
+    e(
+        "canary",
+        Canary,
+        false,
+        Refused(
+            "canaries are not yet supported: an Ingress with canary: \"true\" is not routed at all, so \
+         all traffic goes to the main Ingress (never the other way round)",
+        ),
+    ),
+    e("canary-by-header", Canary, false, Refused(CANARY)),
+    e("canary-by-header-value", Canary, false, Refused(CANARY)),
+    e("canary-by-header-pattern", Canary, false, Refused(CANARY)),
+    e("canary-by-cookie", Canary, false, Refused(CANARY)),
+    e("canary-weight", Canary, false, Refused(CANARY)),
+    e("canary-weight-total", Canary, false, Refused(CANARY)),
+    // --- Error pages ---
+    e(
+        "default-backend",
+        ErrorPages,
+        false,
+        Refused("not yet supported: use spec.defaultBackend"),
+    ),
+    e(
+        "custom-http-errors",
+        ErrorPages,
+        false,
+        Refused("custom error pages are not yet supported: the backend's error responses are passed through"),
+    ),
+    e(
+        "disable-proxy-intercept-errors",
+        ErrorPages,
+        false,
+        Ignored("Gantry never intercepts a backend's error responses"),
+    ),
+    // --- TLS ---
+    e(
+        "ssl-passthrough",
+        Tls,
+        false,
+        Refused("not yet supported: Gantry terminates TLS for every host it serves"),
+    ),
+    e(
+        "ssl-ciphers",
+        Tls,
+        false,
+        Ignored("rustls offers only modern AEAD cipher suites; the minimum TLS version is class-wide"),
+    ),
+    e(
+        "ssl-prefer-server-ciphers",
+        Tls,
+        false,
+        Ignored("rustls offers only modern AEAD cipher suites and chooses by its own preference"),
+    ),
+    e(
+        "http2-push-preload",
+        Tls,
+        false,
+        Ignored(
+            "HTTP/2 server push is not supported; browsers dropped it and fetch preload links themselves",
+        ),
+    ),
+    // --- Snippets ---
+    e("configuration-snippet", Snippets, false, Refused(SNIPPET)),
+    e("server-snippet", Snippets, false, Refused(SNIPPET)),
+    e(
+        "stream-snippet",
+        Snippets,
+        false,
+        Refused("never executed: Gantry serves HTTP only, no TCP or UDP streams"),
+    ),
+    // --- ModSecurity ---
+    e("enable-modsecurity", ModSecurity, false, Refused(MODSECURITY)),
+    e(
+        "enable-owasp-core-rules",
+        ModSecurity,
+        false,
+        Refused(MODSECURITY),
+    ),
+    e(
+        "modsecurity-transaction-id",
+        ModSecurity,
+        false,
+        Refused(MODSECURITY),
+    ),
+    e(
+        "modsecurity-snippet",
+        ModSecurity,
+        false,
+        Refused(
+            "never executed: ModSecurity is not supported. A snippet that turns the rule engine on \
+         (SecRuleEngine On) makes the Ingress fail closed (its paths answer 503)",
+        ),
+    ),
+    // --- Mirror ---
+    e("mirror-target", Mirror, false, Refused(MIRROR)),
+    e("mirror-host", Mirror, false, Refused(MIRROR)),
+    e("mirror-request-body", Mirror, false, Refused(MIRROR)),
+    // --- Logging and tracing ---
+    e(
+        "enable-access-log",
+        Logging,
+        false,
+        Ignored("the access log is class-wide (--access-log, ProxyConfig)"),
+    ),
+    e("enable-opentelemetry", Logging, false, Ignored(TRACING)),
+    e(
+        "opentelemetry-trust-incoming-span",
+        Logging,
+        false,
+        Ignored(TRACING),
+    ),
+    e("opentelemetry-operation-name", Logging, false, Ignored(TRACING)),
+];
+
+/// The entry of an annotation, by its name without prefix.
+pub fn lookup(name: &str) -> Option<&'static Entry> {
+    CATALOG.iter().find(|e| e.name == name)
+}
+
+/// The catalogue name closest to `name` when it is at most two edits away (a typo), for "did you
+/// mean".
+pub fn suggest(name: &str) -> Option<&'static str> {
+    if name.len() > 64 {
+        return None;
+    }
+    CATALOG
+        .iter()
+        .map(|e| (edit_distance(name, e.name), e.name))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// Levenshtein distance over bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The catalogue as a Markdown table: one row per annotation, in catalogue order.
+pub fn markdown_table() -> String {
+    let mut out = String::new();
+    out.push_str("| annotation | family | security | Gantry | notes |\n");
+    out.push_str("|---|---|---|---|---|\n");
+    for entry in CATALOG {
+        let (support, notes) = match entry.support {
+            Honoured => ("honoured", ""),
+            HonouredWithDifference(why) => ("honoured, with a difference", why),
+            Ignored(why) => ("ignored", why),
+            Refused(why) => ("refused", why),
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} |",
+            entry.name,
+            entry.family.as_str(),
+            if entry.security { "yes" } else { "" },
+            support,
+            notes.replace('|', "\\|"),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_annotation_of_the_user_guide_table_is_in_the_catalogue() {
+        let table = include_str!("user_guide_table.txt");
+        let names: Vec<&str> = table
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        assert_eq!(names.len(), 117, "the user guide's table has 117 rows");
+        let missing: Vec<&str> = names.iter().copied().filter(|n| lookup(n).is_none()).collect();
+        assert!(missing.is_empty(), "not in the catalogue: {missing:?}");
+    }
+
+    #[test]
+    fn annotations_outside_the_table_are_in_the_catalogue_too() {
+        // Described in the user guide's prose only, or accepted by ingress-nginx's parsers without
+        // documentation.
+        let extra = [
+            "auth-always-set-cookie",
+            "auth-method",
+            "auth-request-redirect",
+            "auth-response-headers",
+            "auth-signin",
+            "auth-signin-redirect-param",
+            "limit-burst-multiplier",
+            "limit-rate",
+            "limit-rate-after",
+            "limit-rpm",
+            "limit-whitelist",
+            "upstream-hash-by-subset",
+            "upstream-hash-by-subset-size",
+            "allowlist-source-range",
+            "disable-proxy-intercept-errors",
+            "fastcgi-index",
+            "fastcgi-params-configmap",
+            "limit-allowlist",
+            "opentelemetry-operation-name",
+            "relative-redirects",
+            "use-port-in-redirects",
+        ];
+        for name in extra {
+            assert!(lookup(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn names_are_unique_bare_and_lowercase() {
+        let mut seen = BTreeSet::new();
+        for entry in CATALOG {
+            assert!(seen.insert(entry.name), "{} twice", entry.name);
+            assert!(!entry.name.contains('/'), "{}", entry.name);
+            assert!(
+                entry
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{}",
+                entry.name
+            );
+        }
+        assert_eq!(CATALOG.len(), 138);
+    }
+
+    #[test]
+    fn the_security_annotations_are_the_access_and_authentication_ones() {
+        let security: BTreeSet<&str> = CATALOG.iter().filter(|e| e.security).map(|e| e.name).collect();
+        for name in [
+            "auth-type",
+            "auth-secret",
+            "auth-url",
+            "auth-snippet",
+            "auth-tls-secret",
+            "auth-tls-match-cn",
+            "whitelist-source-range",
+            "allowlist-source-range",
+            "denylist-source-range",
+            "satisfy",
+            "enable-global-auth",
+        ] {
+            assert!(security.contains(name), "{name}");
+        }
+        for entry in CATALOG.iter().filter(|e| e.security) {
+            assert!(
+                matches!(
+                    entry.family,
+                    Authentication | ExternalAuthentication | ClientCertificates | AccessControl | Headers
+                ),
+                "{}",
+                entry.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_has_exactly_the_rendered_table() {
+        let readme = include_str!("../../../README.md");
+        let heading = "\n## ingress-nginx annotations\n";
+        let start = readme
+            .find(heading)
+            .expect("README.md has a section \"## ingress-nginx annotations\"");
+        let section = &readme[start + heading.len()..];
+        let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+        let table = markdown_table();
+        assert!(
+            section.contains(&table),
+            "README.md's table differs from the catalogue: replace it with the output of `gantry check --annotations-table`"
+        );
+        // And no other (stale) annotation table in the section.
+        assert_eq!(section.matches("| annotation |").count(), 1);
+        assert_eq!(readme.matches(heading).count(), 1);
+    }
+
+    #[test]
+    fn typos_get_a_suggestion() {
+        assert_eq!(suggest("whitelist-source-rnage"), Some("whitelist-source-range"));
+        assert_eq!(suggest("server-snipet"), Some("server-snippet"));
+        assert_eq!(suggest("rewrite-targte"), Some("rewrite-target"));
+        assert_eq!(suggest("something-else-entirely"), None);
+        assert_eq!(suggest(&"x".repeat(1000)), None);
+    }
+
+    #[test]
+    fn refused_and_ignored_entries_say_why() {
+        for entry in CATALOG {
+            if let Ignored(why) | Refused(why) | HonouredWithDifference(why) = entry.support {
+                assert!(why.len() > 20, "{}: {why}", entry.name);
+                assert!(!why.contains('\n'), "{}", entry.name);
+            }
+        }
+    }
+}

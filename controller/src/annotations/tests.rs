@@ -1,0 +1,1027 @@
+//! `parse` on annotation sets drawn from ingress-nginx's documentation and end-to-end tests
+//! (`test/e2e/annotations/*.go`): valid, invalid and conflicting values.
+
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+
+use gantry_proxy::policy::{Cors, CorsOrigin};
+use http::StatusCode;
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ByteString,
+};
+
+use super::*;
+use crate::store::{Object, ObjectStore};
+
+/// Annotations as `(name, value)` pairs.
+type Anns<'a> = &'a [(&'a str, &'a str)];
+
+/// `user foo`, password `bar` ({SHA}).
+pub(crate) const HTPASSWD_FOO_BAR: &str = "foo:{SHA}Ys23Ag/5IOWqZCw9QGaVDdHwH00=\n";
+
+fn key() -> ObjectKey {
+    ObjectKey::new("default", "web")
+}
+
+fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let key = if k.contains('/') {
+                k.to_string()
+            } else {
+                format!("{PREFIX}{k}")
+            };
+            (key, v.to_string())
+        })
+        .collect()
+}
+
+fn parse_in(store: &ObjectStore, pairs: &[(&str, &str)]) -> IngressAnnotations {
+    parse(&key(), Some(&annotations(pairs)), store)
+}
+
+fn parse_only(pairs: &[(&str, &str)]) -> IngressAnnotations {
+    parse_in(&ObjectStore::new(), pairs)
+}
+
+fn outcome<'a>(a: &'a IngressAnnotations, name: &str) -> &'a Outcome {
+    &a.report(name)
+        .unwrap_or_else(|| panic!("no report for {name}: {:#?}", a.reports))
+        .outcome
+}
+
+fn label(a: &IngressAnnotations, name: &str) -> &'static str {
+    outcome(a, name).label()
+}
+
+pub(crate) fn opaque_secret(ns: &str, name: &str, data: &[(&str, &str)]) -> Object {
+    Object::Secret(Secret {
+        metadata: ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    })
+}
+
+pub(crate) fn config_map(ns: &str, name: &str, data: &[(&str, &str)]) -> Object {
+    Object::ConfigMap(ConfigMap {
+        metadata: ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        ..Default::default()
+    })
+}
+
+fn store(objects: Vec<Object>) -> ObjectStore {
+    let mut s = ObjectStore::new();
+    for o in objects {
+        s.apply(o);
+    }
+    s
+}
+
+#[test]
+fn no_annotations_is_no_policy_and_no_report() {
+    let a = parse(&key(), None, &ObjectStore::new());
+    assert_eq!(a, IngressAnnotations::default());
+    assert!(a.ssl_redirect);
+    let other = parse_only(&[
+        ("kubernetes.io/ingress.class", "nginx"),
+        ("gantry.dev/backend-mode", "node-port"),
+    ]);
+    assert!(
+        other.reports.is_empty(),
+        "only nginx.ingress.kubernetes.io/* keys are reported"
+    );
+}
+
+#[test]
+fn ssl_redirects_follow_go_booleans_and_force_wins() {
+    let cases: &[(Anns<'_>, bool, bool, Anns<'_>)] = &[
+        (
+            &[("ssl-redirect", "false")],
+            false,
+            false,
+            &[("ssl-redirect", "honoured")],
+        ),
+        (
+            &[("ssl-redirect", "False")],
+            false,
+            false,
+            &[("ssl-redirect", "honoured")],
+        ),
+        (
+            &[("ssl-redirect", "true")],
+            true,
+            false,
+            &[("ssl-redirect", "difference")],
+        ),
+        (
+            &[("ssl-redirect", "no")],
+            true,
+            false,
+            &[("ssl-redirect", "invalid")],
+        ),
+        (
+            &[("force-ssl-redirect", "true")],
+            true,
+            true,
+            &[("force-ssl-redirect", "difference")],
+        ),
+        (
+            &[("force-ssl-redirect", "1")],
+            true,
+            true,
+            &[("force-ssl-redirect", "difference")],
+        ),
+        (
+            &[("force-ssl-redirect", "yes")],
+            true,
+            false,
+            &[("force-ssl-redirect", "invalid")],
+        ),
+        (
+            &[("ssl-redirect", "false"), ("force-ssl-redirect", "true")],
+            false,
+            true,
+            &[("ssl-redirect", "honoured"), ("force-ssl-redirect", "difference")],
+        ),
+        (
+            &[("preserve-trailing-slash", "true")],
+            true,
+            false,
+            &[("preserve-trailing-slash", "honoured")],
+        ),
+        (
+            &[("preserve-trailing-slash", "false")],
+            true,
+            false,
+            &[("preserve-trailing-slash", "difference")],
+        ),
+        (
+            &[("ssl-redirect", "")],
+            true,
+            false,
+            &[("ssl-redirect", "ignored")],
+        ),
+    ];
+    for (pairs, ssl, force, outcomes) in cases {
+        let a = parse_only(pairs);
+        assert_eq!(
+            (a.ssl_redirect, a.force_ssl_redirect),
+            (*ssl, *force),
+            "{pairs:?}"
+        );
+        for (name, want) in *outcomes {
+            assert_eq!(label(&a, name), *want, "{pairs:?} {name}");
+        }
+        assert!(a.fails_closed().is_none());
+    }
+}
+
+#[test]
+fn fixed_redirects_take_codes_in_range_and_temporal_wins() {
+    let redirect = |pairs: &[(&str, &str)]| {
+        let a = parse_only(pairs);
+        let r = a
+            .policies
+            .redirect
+            .clone()
+            .map(|r| (r.status.as_u16(), r.location.to_str().unwrap().to_string()));
+        (a, r)
+    };
+    // redirect.go: "should respond with a standard redirect code".
+    let (a, r) = redirect(&[("permanent-redirect", "http://redirect.example.com")]);
+    assert_eq!(r, Some((301, "http://redirect.example.com".into())));
+    assert_eq!(label(&a, "permanent-redirect"), "honoured");
+    // "should respond with a custom redirect code" (302 on a permanent redirect is accepted).
+    let (_, r) = redirect(&[
+        ("permanent-redirect", "http://redirect.example.com"),
+        ("permanent-redirect-code", "302"),
+    ]);
+    assert_eq!(r, Some((302, "http://redirect.example.com".into())));
+    let (_, r) = redirect(&[
+        ("permanent-redirect", "https://www.google.com"),
+        ("permanent-redirect-code", "308"),
+    ]);
+    assert_eq!(r.unwrap().0, 308);
+    // Out of range or not a number: the default, reported.
+    for code in ["309", "200", "abc", "-301"] {
+        let (a, r) = redirect(&[
+            ("permanent-redirect", "https://a.example"),
+            ("permanent-redirect-code", code),
+        ]);
+        assert_eq!(r.unwrap().0, 301, "{code}");
+        assert_eq!(label(&a, "permanent-redirect-code"), "invalid", "{code}");
+    }
+    let (_, r) = redirect(&[("temporal-redirect", "https://www.google.com")]);
+    assert_eq!(r.unwrap().0, 302);
+    let (_, r) = redirect(&[
+        ("temporal-redirect", "https://www.google.com"),
+        ("temporal-redirect-code", "307"),
+    ]);
+    assert_eq!(r.unwrap().0, 307);
+    let (a, r) = redirect(&[
+        ("temporal-redirect", "https://www.google.com"),
+        ("temporal-redirect-code", "308"),
+    ]);
+    assert_eq!(r.unwrap().0, 302, "308 is not a temporal code");
+    assert_eq!(label(&a, "temporal-redirect-code"), "invalid");
+    // Both: temporal wins, as ingress-nginx's parser returns on the first.
+    let (a, r) = redirect(&[
+        ("temporal-redirect", "https://t.example"),
+        ("permanent-redirect", "https://p.example"),
+        ("permanent-redirect-code", "308"),
+    ]);
+    assert_eq!(r, Some((302, "https://t.example".into())));
+    assert_eq!(label(&a, "permanent-redirect"), "ignored");
+    assert_eq!(label(&a, "permanent-redirect-code"), "ignored");
+    // Locations ingress-nginx refuses: relative, other schemes, odd characters.
+    for bad in [
+        "/relative",
+        "ftp://x.example",
+        "https://a.example/<script>",
+        "http://",
+        "https://a b",
+    ] {
+        let (a, r) = redirect(&[("permanent-redirect", bad)]);
+        assert_eq!(r, None, "{bad}");
+        assert_eq!(label(&a, "permanent-redirect"), "invalid", "{bad}");
+        assert!(a.fails_closed().is_none(), "a redirect is no protection");
+    }
+    // nginx variables are not expanded: sent as written, reported as a difference.
+    let (a, r) = redirect(&[("permanent-redirect", "https://example.com$request_uri")]);
+    assert_eq!(r.unwrap().1, "https://example.com$request_uri");
+    assert_eq!(label(&a, "permanent-redirect"), "difference");
+    // A code without its redirect does nothing.
+    let (a, r) = redirect(&[("permanent-redirect-code", "308")]);
+    assert_eq!(r, None);
+    assert_eq!(label(&a, "permanent-redirect-code"), "ignored");
+}
+
+#[test]
+fn app_root_is_an_absolute_path() {
+    let a = parse_only(&[("app-root", "/foo")]);
+    assert_eq!(a.policies.app_root.as_ref().unwrap().path, "/foo");
+    assert_eq!(label(&a, "app-root"), "honoured");
+    for bad in ["foo", "http://other.example/x", "//evil.example", "/a b", "/a\"b"] {
+        let a = parse_only(&[("app-root", bad)]);
+        assert!(a.policies.app_root.is_none(), "{bad}");
+        assert_eq!(label(&a, "app-root"), "invalid", "{bad}");
+    }
+}
+
+#[test]
+fn rewrite_target_use_regex_and_their_validation() {
+    let a = parse_only(&[("rewrite-target", "/$2"), ("use-regex", "true")]);
+    assert_eq!(a.rewrite_target.as_deref(), Some("/$2"));
+    assert!(a.use_regex);
+    assert!(a.regex_mode_for("/something(/|$)(.*)"));
+    assert_eq!(label(&a, "rewrite-target"), "honoured");
+    assert_eq!(label(&a, "use-regex"), "difference");
+
+    // A target equal to the path is no rewrite (ingress-nginx's needsRewrite).
+    let a = parse_only(&[("rewrite-target", "/foo")]);
+    assert!(!a.regex_mode_for("/foo") && a.regex_mode_for("/bar"));
+
+    // Characters outside ingress-nginx's set: the Ingress's paths answer 503.
+    let a = parse_only(&[("rewrite-target", "/new?x=1")]);
+    assert_eq!(a.rewrite_target, None);
+    assert_eq!(label(&a, "rewrite-target"), "invalid");
+    assert!(a.fails_closed().unwrap().contains("rewrite-target"));
+
+    let a = parse_only(&[("use-regex", "sure")]);
+    assert!(!a.use_regex);
+    assert_eq!(label(&a, "use-regex"), "invalid");
+    assert!(a.fails_closed().is_none());
+}
+
+#[test]
+fn upstream_host_and_prefix() {
+    let a = parse_only(&[
+        ("upstream-vhost", "internal.example:8080"),
+        ("x-forwarded-prefix", "/path"),
+    ]);
+    assert_eq!(
+        a.policies.upstream.host.as_ref().unwrap(),
+        "internal.example:8080"
+    );
+    assert_eq!(a.policies.upstream.forwarded_prefix.as_ref().unwrap(), "/path");
+    let a = parse_only(&[
+        ("upstream-vhost", "$host.internal"),
+        ("x-forwarded-prefix", "/$1"),
+    ]);
+    assert!(a.policies.upstream.host.is_none() && a.policies.upstream.forwarded_prefix.is_none());
+    assert_eq!(label(&a, "upstream-vhost"), "refused");
+    assert_eq!(label(&a, "x-forwarded-prefix"), "refused");
+    assert!(a.fails_closed().is_none());
+    let a = parse_only(&[("upstream-vhost", "a b"), ("x-forwarded-prefix", "/a\"b")]);
+    assert_eq!(label(&a, "upstream-vhost"), "invalid");
+    assert_eq!(label(&a, "x-forwarded-prefix"), "invalid");
+}
+
+#[test]
+fn server_aliases_are_host_names() {
+    let a = parse_only(&[("server-alias", "bar, Foo.Example.com,,*.apps.example,bar")]);
+    assert_eq!(a.server_alias, ["*.apps.example", "bar", "foo.example.com"]);
+    assert_eq!(label(&a, "server-alias"), "honoured");
+    let a = parse_only(&[("server-alias", "ok.example, ~^www\\d+\\.example\\.com$, a..b")]);
+    assert_eq!(a.server_alias, ["ok.example"]);
+    assert_eq!(label(&a, "server-alias"), "invalid");
+}
+
+#[test]
+fn body_size_and_timeouts_use_nginx_units() {
+    let a = parse_only(&[
+        ("proxy-body-size", "8m"),
+        ("proxy-connect-timeout", "50"),
+        ("proxy-send-timeout", "20"),
+        ("proxy-read-timeout", "20"),
+    ]);
+    assert_eq!(a.policies.max_body_bytes, Some(8 << 20));
+    assert_eq!(a.policies.timeouts.connect, Some(Duration::from_secs(50)));
+    assert_eq!(a.policies.timeouts.send, Some(Duration::from_secs(20)));
+    assert_eq!(a.policies.timeouts.read, Some(Duration::from_secs(20)));
+    // proxy.go: "should not set proxy client-max-body-size to incorrect value" (15r) and "should
+    // not set invalid proxy timeouts" (50k); ingress-nginx takes no unit on timeouts.
+    let a = parse_only(&[
+        ("proxy-body-size", "15r"),
+        ("proxy-connect-timeout", "50k"),
+        ("proxy-send-timeout", "30s"),
+        ("proxy-read-timeout", "0"),
+    ]);
+    assert_eq!(a.policies.max_body_bytes, None);
+    assert_eq!(a.policies.timeouts, Default::default());
+    for name in [
+        "proxy-body-size",
+        "proxy-connect-timeout",
+        "proxy-send-timeout",
+        "proxy-read-timeout",
+    ] {
+        assert_eq!(label(&a, name), "invalid", "{name}");
+    }
+    assert!(a.fails_closed().is_none());
+    // 0 is no limit, which overrides any class-wide one.
+    assert_eq!(
+        parse_only(&[("proxy-body-size", "0")]).policies.max_body_bytes,
+        Some(u64::MAX)
+    );
+}
+
+#[test]
+fn source_ranges_take_both_families_and_the_allowlist_name_wins() {
+    let ranges = |a: &IngressAnnotations| {
+        let r = a.policies.source_ranges.as_ref().unwrap();
+        (
+            r.allow.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            r.deny.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        )
+    };
+    // ipallowlist.go: "18.0.0.0/8, 56.0.0.0/8".
+    let a = parse_only(&[("allowlist-source-range", "18.0.0.0/8, 56.0.0.0/8")]);
+    assert_eq!(ranges(&a).0, ["18.0.0.0/8", "56.0.0.0/8"]);
+    assert!(a
+        .policies
+        .source_ranges
+        .as_ref()
+        .unwrap()
+        .allows("18.1.2.3".parse::<IpAddr>().unwrap()));
+    let a = parse_only(&[
+        ("whitelist-source-range", "10.0.0.0/24,172.10.0.1"),
+        ("denylist-source-range", "2001:db8::/32, 10.0.0.7"),
+    ]);
+    assert_eq!(
+        ranges(&a),
+        (
+            vec!["10.0.0.0/24".into(), "172.10.0.1/32".into()],
+            vec!["10.0.0.7/32".into(), "2001:db8::/32".into()]
+        )
+    );
+    assert_eq!(label(&a, "whitelist-source-range"), "honoured");
+    let a = parse_only(&[
+        ("allowlist-source-range", "10.0.0.0/8"),
+        ("whitelist-source-range", "192.168.0.0/16"),
+    ]);
+    assert_eq!(ranges(&a).0, ["10.0.0.0/8"]);
+    assert_eq!(label(&a, "whitelist-source-range"), "ignored");
+    let a = parse_only(&[
+        ("allowlist-source-range", ""),
+        ("whitelist-source-range", "192.168.0.0/16"),
+    ]);
+    assert_eq!(ranges(&a).0, ["192.168.0.0/16"]);
+    assert!(a.fails_closed().is_none());
+}
+
+#[test]
+fn invalid_source_ranges_fail_closed() {
+    for (name, value) in [
+        ("whitelist-source-range", "10.0.0.0/33"),
+        ("allowlist-source-range", "10.0.0.0/8,"),
+        ("denylist-source-range", "not-an-ip"),
+        ("whitelist-source-range", ""),
+        ("denylist-source-range", "  "),
+    ] {
+        let a = parse_only(&[(name, value)]);
+        assert_eq!(label(&a, name), "invalid", "{name}: {value:?}");
+        assert!(a.report(name).unwrap().fails_closed);
+        let why = a
+            .fails_closed()
+            .unwrap_or_else(|| panic!("{name}: {value:?} must fail closed"));
+        assert!(why.contains(name), "{why}");
+        assert!(a.policies.source_ranges.is_none());
+    }
+}
+
+#[test]
+fn basic_auth_from_an_auth_file_or_an_auth_map() {
+    let s = store(vec![
+        opaque_secret("default", "basic-auth", &[("auth", HTPASSWD_FOO_BAR)]),
+        opaque_secret("default", "map", &[("foo", "{SHA}Ys23Ag/5IOWqZCw9QGaVDdHwH00=")]),
+    ]);
+    let a = parse_in(
+        &s,
+        &[
+            ("auth-type", "basic"),
+            ("auth-secret", "basic-auth"),
+            ("auth-realm", "Authentication Required - foo"),
+        ],
+    );
+    assert!(a.fails_closed().is_none(), "{:?}", a.fails_closed());
+    let auth = a.policies.basic_auth.as_ref().unwrap();
+    assert!(auth.users.verify("foo", b"bar"));
+    assert!(!auth.users.verify("foo", b"baz"));
+    for name in ["auth-type", "auth-secret", "auth-realm"] {
+        assert_eq!(label(&a, name), "honoured", "{name}");
+    }
+    // namespace/name in the Ingress's own namespace, and an auth-map.
+    let a = parse_in(
+        &s,
+        &[
+            ("auth-type", "basic"),
+            ("auth-secret", "default/map"),
+            ("auth-secret-type", "auth-map"),
+        ],
+    );
+    assert!(a
+        .policies
+        .basic_auth
+        .as_ref()
+        .unwrap()
+        .users
+        .verify("foo", b"bar"));
+}
+
+#[test]
+fn basic_auth_problems_fail_closed() {
+    let s = store(vec![
+        opaque_secret("default", "empty", &[("auth", "foo:")]),
+        opaque_secret("default", "no-auth-key", &[("users", HTPASSWD_FOO_BAR)]),
+        opaque_secret("other", "elsewhere", &[("auth", HTPASSWD_FOO_BAR)]),
+        opaque_secret("default", "good", &[("auth", HTPASSWD_FOO_BAR)]),
+    ]);
+    let cases: &[(Anns<'_>, &str, &str)] = &[
+        // auth.go: "should return status code 503 when authentication is configured with an invalid secret".
+        (
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "something"),
+                ("auth-realm", "test auth"),
+            ],
+            "auth-secret",
+            "not found",
+        ),
+        (
+            &[("auth-type", "basic"), ("auth-secret", "empty")],
+            "auth-secret",
+            "line 1",
+        ),
+        (
+            &[("auth-type", "basic"), ("auth-secret", "no-auth-key")],
+            "auth-secret",
+            "no key \"auth\"",
+        ),
+        (
+            &[("auth-type", "basic"), ("auth-secret", "other/elsewhere")],
+            "auth-secret",
+            "cross-namespace",
+        ),
+        (
+            &[("auth-type", "basic"), ("auth-secret", "a/b/c")],
+            "auth-secret",
+            "namespace/name",
+        ),
+        (&[("auth-type", "basic")], "auth-type", "without auth-secret"),
+        (
+            &[("auth-type", "basic"), ("auth-secret", "")],
+            "auth-secret",
+            "empty",
+        ),
+        (
+            &[("auth-type", "digest"), ("auth-secret", "good")],
+            "auth-type",
+            "digest",
+        ),
+        (
+            &[("auth-type", "Basic"), ("auth-secret", "good")],
+            "auth-type",
+            "basic or digest",
+        ),
+        (
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "good"),
+                ("auth-secret-type", "auth-list"),
+            ],
+            "auth-secret-type",
+            "auth-file or auth-map",
+        ),
+        (
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "good"),
+                ("auth-realm", "say \"hi\""),
+            ],
+            "auth-realm",
+            "letters",
+        ),
+        (&[("auth-secret", "good")], "auth-secret", "without auth-type"),
+    ];
+    for (pairs, name, why) in cases {
+        let a = parse_in(&s, pairs);
+        let r = a.report(name).unwrap_or_else(|| panic!("{pairs:?}: no {name}"));
+        assert!(
+            matches!(r.outcome, Outcome::Invalid(_) | Outcome::Refused(_)),
+            "{pairs:?}: {r:?}"
+        );
+        assert!(r.outcome.detail().unwrap().contains(why), "{pairs:?}: {r:?}");
+        assert!(r.fails_closed, "{pairs:?}");
+        assert!(a.fails_closed().is_some(), "{pairs:?} must fail closed");
+        assert!(a.policies.basic_auth.is_none(), "{pairs:?}");
+    }
+    let missing = parse_in(&s, &[("auth-type", "basic"), ("auth-secret", "something")]);
+    let r = missing.report("auth-secret").unwrap();
+    assert_eq!(
+        r.reference,
+        Some(ReferenceProblem {
+            kind: ReferenceKind::Secret,
+            object: "default/something".into(),
+            missing: true
+        })
+    );
+    // The realm and type alone do nothing, as in ingress-nginx.
+    let a = parse_in(&s, &[("auth-realm", "x"), ("auth-secret-type", "auth-map")]);
+    assert!(a.fails_closed().is_none());
+    assert_eq!(label(&a, "auth-realm"), "ignored");
+}
+
+#[test]
+fn satisfy_any_is_stricter_when_there_is_a_choice() {
+    let s = store(vec![opaque_secret(
+        "default",
+        "good",
+        &[("auth", HTPASSWD_FOO_BAR)],
+    )]);
+    let a = parse_in(&s, &[("satisfy", "all")]);
+    assert_eq!(label(&a, "satisfy"), "honoured");
+    let a = parse_in(
+        &s,
+        &[
+            ("satisfy", "any"),
+            ("auth-type", "basic"),
+            ("auth-secret", "good"),
+            ("whitelist-source-range", "10.0.0.0/8"),
+        ],
+    );
+    assert_eq!(label(&a, "satisfy"), "difference");
+    assert!(a.fails_closed().is_none());
+    let a = parse_in(&s, &[("satisfy", "either")]);
+    assert_eq!(label(&a, "satisfy"), "invalid");
+    assert!(a.fails_closed().is_some());
+}
+
+#[test]
+fn cors_defaults_and_fields() {
+    let a = parse_only(&[("enable-cors", "true")]);
+    assert_eq!(*a.policies.cors.as_deref().unwrap(), Cors::default());
+    // cors.go: methods, max-age, credentials, headers, expose headers.
+    let a = parse_only(&[
+        ("enable-cors", "true"),
+        ("cors-allow-methods", "POST, GET"),
+        ("cors-max-age", "200"),
+        ("cors-allow-credentials", "false"),
+        ("cors-allow-headers", "DNT, User-Agent"),
+        (
+            "cors-expose-headers",
+            "X-CustomResponseHeader, X-CustomSecondHeader",
+        ),
+        ("cors-allow-origin", "https://origin.cors.com:8080"),
+    ]);
+    let c = a.policies.cors.as_deref().unwrap();
+    assert_eq!(c.allow_methods, "POST, GET");
+    assert_eq!(c.max_age, 200);
+    assert!(!c.allow_credentials);
+    assert_eq!(c.allow_headers, "DNT, User-Agent");
+    assert_eq!(
+        c.expose_headers.as_ref().unwrap(),
+        "X-CustomResponseHeader, X-CustomSecondHeader"
+    );
+    assert_eq!(
+        c.origins,
+        [CorsOrigin::Exact("https://origin.cors.com:8080".into())]
+    );
+    assert!(
+        a.reports.iter().all(|r| r.outcome == Outcome::Honoured),
+        "{:#?}",
+        a.reports
+    );
+
+    // Invalid fields: their default, reported.
+    let a = parse_only(&[
+        ("enable-cors", "true"),
+        ("cors-allow-methods", "GET;DELETE"),
+        ("cors-max-age", "-1"),
+        ("cors-allow-credentials", "maybe"),
+        ("cors-allow-headers", "X-$var"),
+        ("cors-expose-headers", "X-A;X-B"),
+        ("cors-allow-origin", "https://ok.example, https://a.example/path"),
+    ]);
+    assert_eq!(
+        *a.policies.cors.as_deref().unwrap(),
+        Cors {
+            origins: vec![CorsOrigin::Exact("https://ok.example".into())],
+            ..Cors::default()
+        }
+    );
+    for name in FIELDS_OF_CORS {
+        assert_eq!(label(&a, name), "invalid", "{name}");
+    }
+    assert!(a.fails_closed().is_none());
+
+    // Without enable-cors, the fields do nothing.
+    let a = parse_only(&[("cors-allow-origin", "https://a.example")]);
+    assert!(a.policies.cors.is_none());
+    assert_eq!(label(&a, "cors-allow-origin"), "ignored");
+    // No valid origin: no CORS at all, as ingress-nginx's template does then.
+    for value in ["foo.bar.com", "null", "https://a.example/path"] {
+        let a = parse_only(&[("enable-cors", "true"), ("cors-allow-origin", value)]);
+        assert!(a.policies.cors.is_none(), "{value}");
+        assert_eq!(label(&a, "cors-allow-origin"), "invalid", "{value}");
+    }
+    // cors.go: wildcards, ports, other schemes, a trailing comma, and `*` among others.
+    let origins = |value: &str| {
+        let a = parse_only(&[("enable-cors", "true"), ("cors-allow-origin", value)]);
+        a.policies
+            .cors
+            .as_deref()
+            .map(|c| c.origins.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        origins("http://*.origin.cors.com, http://*.origin.com:8080"),
+        [
+            CorsOrigin::Subdomains {
+                scheme: "http".into(),
+                domain: "origin.cors.com".into(),
+                port: None
+            },
+            CorsOrigin::Subdomains {
+                scheme: "http".into(),
+                domain: "origin.com".into(),
+                port: Some(8080)
+            },
+        ]
+    );
+    assert_eq!(
+        origins("https://origin-123.cors.com:8080, https://origin-321.cors.com:8080,").len(),
+        2
+    );
+    assert_eq!(
+        origins("myprotocol://example.org:1199"),
+        [CorsOrigin::Exact("myprotocol://example.org:1199".into())]
+    );
+    assert_eq!(origins("*, foo.bar.com"), [CorsOrigin::Any]);
+}
+
+const FIELDS_OF_CORS: [&str; 6] = [
+    "cors-allow-methods",
+    "cors-max-age",
+    "cors-allow-credentials",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-origin",
+];
+
+#[test]
+fn rate_limits_are_zoned_per_ingress() {
+    let a = parse_only(&[
+        ("limit-rps", "10"),
+        ("limit-rpm", "100"),
+        ("limit-connections", "3"),
+        ("limit-burst-multiplier", "2"),
+        ("limit-whitelist", "10.0.0.0/8, 192.168.0.1"),
+    ]);
+    let r = a.policies.rate_limit.as_deref().unwrap();
+    assert_eq!(&*r.zone, "default/web");
+    assert_eq!(
+        (r.rps, r.rpm, r.connections, r.burst_multiplier),
+        (Some(10), Some(100), Some(3), 2)
+    );
+    assert_eq!(r.exempt.len(), 2);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let a = parse_only(&[("limit-rps", "5")]);
+    assert_eq!(a.policies.rate_limit.as_deref().unwrap().burst_multiplier, 5);
+    // Invalid numbers: not applied, reported; the Ingress is served.
+    let a = parse_only(&[
+        ("limit-rps", "ten"),
+        ("limit-rpm", "-1"),
+        ("limit-burst-multiplier", "2"),
+    ]);
+    assert!(a.policies.rate_limit.is_none());
+    assert_eq!(label(&a, "limit-rps"), "invalid");
+    assert_eq!(label(&a, "limit-burst-multiplier"), "ignored");
+    assert!(a.fails_closed().is_none());
+    // A broken exemption list: the limit applies to everybody.
+    let a = parse_only(&[("limit-rps", "5"), ("limit-allowlist", "10.0.0.0/99")]);
+    assert!(a.policies.rate_limit.as_deref().unwrap().exempt.is_empty());
+    assert_eq!(label(&a, "limit-allowlist"), "invalid");
+}
+
+#[test]
+fn custom_headers_come_from_a_config_map_of_the_namespace() {
+    let s = store(vec![
+        config_map(
+            "default",
+            "custom-headers",
+            &[
+                ("My-Custom-Header", "42"),
+                ("My-Custom-Header-Dollar", "$remote_addr"),
+            ],
+        ),
+        config_map("default", "bad-name", &[("Bad Header", "1")]),
+        config_map("default", "framing", &[("Content-Length", "1")]),
+        config_map("other", "elsewhere", &[("X-A", "1")]),
+    ]);
+    // customheaders.go: the ConfigMap's headers, `$` sent as written.
+    let a = parse_in(&s, &[("custom-headers", "default/custom-headers")]);
+    let h = &a.policies.response_headers.as_deref().unwrap().headers;
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[1].1, "$remote_addr");
+    assert_eq!(label(&a, "custom-headers"), "difference");
+    assert!(a.fails_closed().is_none());
+    // "should return status code 503 when custom-headers is configured with an invalid secret".
+    for (value, why) in [
+        ("default/missing", "not found"),
+        ("bad-name", "not a header name"),
+        ("framing", "may not be set"),
+        ("other/elsewhere", "namespace"),
+    ] {
+        let a = parse_in(&s, &[("custom-headers", value)]);
+        assert!(a.policies.response_headers.is_none(), "{value}");
+        assert!(
+            outcome(&a, "custom-headers").detail().unwrap().contains(why),
+            "{value}"
+        );
+        assert!(a.fails_closed().is_some(), "{value}");
+    }
+}
+
+#[test]
+fn backend_protocol_http_only_and_served_either_way() {
+    for (value, want) in [
+        ("HTTP", "honoured"),
+        ("http", "honoured"),
+        ("HTTPS", "refused"),
+        ("GRPC", "refused"),
+        ("AUTO_HTTP", "refused"),
+        ("fcgi", "refused"),
+        ("SPDY", "invalid"),
+    ] {
+        let a = parse_only(&[("backend-protocol", value)]);
+        assert_eq!(label(&a, "backend-protocol"), want, "{value}");
+        assert!(a.fails_closed().is_none(), "{value}: not fail-closed");
+    }
+}
+
+#[test]
+fn refused_security_annotations_fail_closed_and_others_do_not() {
+    let a = parse_only(&[("auth-url", "http://auth.example/verify")]);
+    assert_eq!(label(&a, "auth-url"), "refused");
+    assert!(a.fails_closed().unwrap().contains("auth-url"));
+    let a = parse_only(&[
+        ("auth-tls-secret", "default/ca"),
+        ("auth-tls-verify-client", "on"),
+    ]);
+    assert!(a.fails_closed().is_some());
+    let a = parse_only(&[("auth-tls-verify-client", "off")]);
+    assert_eq!(
+        label(&a, "auth-tls-verify-client"),
+        "ignored",
+        "off asks for nothing"
+    );
+    assert!(a.fails_closed().is_none());
+    let a = parse_only(&[
+        ("affinity", "cookie"),
+        ("session-cookie-name", "route"),
+        ("mirror-target", "https://test.env.com$request_uri"),
+    ]);
+    assert_eq!(label(&a, "affinity"), "refused");
+    assert!(a.fails_closed().is_none());
+    let a = parse_only(&[
+        ("enable-global-auth", "false"),
+        ("proxy-buffering", "on"),
+        ("proxy-buffer-size", "8k"),
+    ]);
+    assert_eq!(label(&a, "enable-global-auth"), "ignored");
+    assert_eq!(label(&a, "proxy-buffering"), "ignored");
+    assert!(a.fails_closed().is_none());
+}
+
+#[test]
+fn snippets_are_never_run_and_access_directives_fail_closed() {
+    // The user guide's example: only headers. Refused, and served without it.
+    let a = parse_only(&[(
+        "configuration-snippet",
+        "more_set_headers \"Request-Id: $req_id\";",
+    )]);
+    assert_eq!(label(&a, "configuration-snippet"), "refused");
+    assert!(outcome(&a, "configuration-snippet")
+        .detail()
+        .unwrap()
+        .contains("custom-headers"));
+    assert!(a.fails_closed().is_none());
+    for snippet in [
+        "deny all;",
+        "allow 10.0.0.0/8;\ndeny all;",
+        "location /admin {\n  auth_basic \"x\";\n}",
+        "satisfy any;",
+        "auth_request /auth;",
+    ] {
+        for name in ["configuration-snippet", "server-snippet"] {
+            let a = parse_only(&[(name, snippet)]);
+            assert_eq!(label(&a, name), "refused");
+            assert!(a.fails_closed().is_some(), "{name}: {snippet:?}");
+        }
+    }
+    // A commented-out deny is no directive.
+    assert!(
+        parse_only(&[("server-snippet", "# deny all;\nadd_header X-A 1;")])
+            .fails_closed()
+            .is_none()
+    );
+    // auth-snippet always fails closed.
+    let a = parse_only(&[("auth-snippet", "proxy_set_header Foo-Header 42;")]);
+    assert!(a.fails_closed().is_some());
+    // ModSecurity: only a snippet that turns the engine on.
+    assert!(parse_only(&[("enable-modsecurity", "true")])
+        .fails_closed()
+        .is_none());
+    assert!(
+        parse_only(&[("modsecurity-snippet", "SecRuleEngine DetectionOnly")])
+            .fails_closed()
+            .is_none()
+    );
+    assert!(parse_only(&[(
+        "modsecurity-snippet",
+        "SecRuleEngine On\nSecDebugLog /tmp/modsec_debug.log"
+    )])
+    .fails_closed()
+    .is_some());
+}
+
+#[test]
+fn canaries_are_not_routed() {
+    let a = parse_only(&[("canary", "true"), ("canary-weight", "10")]);
+    assert!(a.not_routed.is_some());
+    assert_eq!(label(&a, "canary"), "refused");
+    assert_eq!(label(&a, "canary-weight"), "refused");
+    let a = parse_only(&[("canary", "false")]);
+    assert!(a.not_routed.is_none());
+    assert_eq!(label(&a, "canary"), "ignored");
+}
+
+#[test]
+fn unknown_keys_are_reported_and_values_are_cut() {
+    let long = "x".repeat(500);
+    let a = parse_only(&[("rewrite-targte", "/"), ("proxy-buffer-size", &long)]);
+    assert_eq!(label(&a, "rewrite-targte"), "unknown");
+    assert!(a.report("proxy-buffer-size").unwrap().value.chars().count() <= MAX_SHOWN + 1);
+    assert!(a.fails_closed().is_none());
+}
+
+#[test]
+fn every_honoured_annotation_has_a_parser() {
+    // The fallback for an annotation no parser reads is `honoured` whatever the value; every
+    // honoured annotation must instead judge this one.
+    for entry in CATALOG {
+        if !matches!(
+            entry.support,
+            Support::Honoured | Support::HonouredWithDifference(_)
+        ) {
+            continue;
+        }
+        let a = parse_only(&[(entry.name, "\u{1}garbage value\u{7f}")]);
+        let r = a.report(entry.name).unwrap();
+        assert_ne!(r.outcome, Outcome::Honoured, "{}: {r:?}", entry.name);
+    }
+}
+
+#[test]
+fn reports_serialize_with_a_stable_shape() {
+    let a = parse_only(&[("ssl-redirect", "false"), ("auth-url", "http://x")]);
+    let json = serde_json::to_value(&a.reports).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!([
+            {
+                "annotation": "nginx.ingress.kubernetes.io/auth-url",
+                "value": "http://x",
+                "outcome": "refused",
+                "detail": crate::annotations::catalog::lookup("auth-url").map(|e| match e.support {
+                    Support::Refused(w) => w,
+                    _ => "",
+                }),
+                "fails_closed": true
+            },
+            {
+                "annotation": "nginx.ingress.kubernetes.io/ssl-redirect",
+                "value": "false",
+                "outcome": "honoured",
+                "detail": null,
+                "fails_closed": false
+            }
+        ])
+    );
+}
+
+#[test]
+fn garbage_never_panics() {
+    let values = [
+        "",
+        " ",
+        ",",
+        ",,,",
+        "\u{0}",
+        "\u{202e}",
+        "💥",
+        "$",
+        "$$$1",
+        "/",
+        "//",
+        "://",
+        "*",
+        "*.",
+        "[::1]:80",
+        "999999999999999999999999999",
+        "-0",
+        "+",
+        "0x1f",
+        "1e9",
+        "true\nfalse",
+        "a/b/c/d",
+        "null",
+        "http://*.:99999",
+        "https://*.",
+        "~^",
+        "(",
+        ")",
+        "{",
+        "\\",
+        "'",
+        "\"",
+    ];
+    let s = store(vec![
+        opaque_secret("default", "s", &[("auth", "\u{0}:\u{0}")]),
+        config_map("default", "c", &[("", "")]),
+    ]);
+    for entry in CATALOG {
+        for v in values {
+            let _ = parse_in(&s, &[(entry.name, v)]);
+            let _ = parse_in(
+                &s,
+                &[
+                    (entry.name, v),
+                    ("enable-cors", "true"),
+                    ("auth-type", "basic"),
+                    ("limit-rps", "1"),
+                ],
+            );
+        }
+    }
+    let huge = "deny all;".repeat(100_000);
+    assert!(parse_only(&[("configuration-snippet", &huge)])
+        .fails_closed()
+        .is_some());
+}

@@ -1,0 +1,569 @@
+//! ingress-nginx annotations → route policies: every honoured annotation on a route, regex mode,
+//! rewrites per path, server aliases, and the Ingresses that fail closed (routed, answering 503).
+
+use std::time::Duration;
+
+use gantry_proxy::{HostMatch, PathMatch};
+
+use super::fixtures::*;
+use crate::{
+    annotations::{
+        tests::{config_map, opaque_secret, HTPASSWD_FOO_BAR},
+        Outcome,
+    },
+    store::Object,
+    translate::Translation,
+};
+
+/// Annotations as `(name, value)` pairs.
+type Anns<'a> = &'a [(&'a str, &'a str)];
+
+const P: &str = "nginx.ingress.kubernetes.io/";
+
+/// Service `name` with one ready endpoint, so that only annotation problems are diagnosed.
+fn backend(name: &str, ip: &str) -> Vec<Object> {
+    objects![
+        service(name).port("http", 80, 8080),
+        slice(name).port_name("http").endpoint(ip, 8080)
+    ]
+}
+
+/// An Ingress `web` for host `a.example`, Prefix `/`, with the annotations, and its backend.
+fn web(annotations: &[(&str, &str)], extra: Vec<Object>) -> Translation {
+    let mut ing = ingress("web").host("a.example").prefix("/", "web", 80);
+    for (k, v) in annotations {
+        ing = ing.annotation(&format!("{P}{k}"), v);
+    }
+    let mut objects = objects![ing];
+    objects.extend(backend("web", "10.0.0.1"));
+    objects.extend(extra);
+    build(objects)
+}
+
+fn route<'t>(t: &'t Translation, host: &str, path: &str) -> &'t gantry_proxy::Route {
+    t.routes
+        .lookup(host, path)
+        .unwrap_or_else(|| panic!("{host}{path} is routed"))
+}
+
+fn reports_of<'t>(t: &'t Translation, ingress: &str) -> &'t crate::translate::IngressReport {
+    t.annotations
+        .iter()
+        .find(|r| r.ingress == ingress)
+        .unwrap_or_else(|| panic!("no report for {ingress}"))
+}
+
+#[test]
+fn every_honoured_annotation_lands_on_the_route() {
+    let secret = opaque_secret("default", "basic-auth", &[("auth", HTPASSWD_FOO_BAR)]);
+    let headers = config_map("default", "headers", &[("X-Frame-Options", "DENY")]);
+    let t = web(
+        &[
+            ("permanent-redirect", "https://www.example.com"),
+            ("permanent-redirect-code", "308"),
+            ("app-root", "/app1"),
+            ("x-forwarded-prefix", "/path"),
+            ("upstream-vhost", "internal.example"),
+            ("proxy-body-size", "1m"),
+            ("proxy-connect-timeout", "5"),
+            ("proxy-read-timeout", "120"),
+            ("proxy-send-timeout", "30"),
+            ("whitelist-source-range", "10.0.0.0/8"),
+            ("denylist-source-range", "10.1.0.0/16"),
+            ("auth-type", "basic"),
+            ("auth-secret", "basic-auth"),
+            ("auth-realm", "Authentication Required"),
+            ("enable-cors", "true"),
+            ("limit-rps", "10"),
+            ("custom-headers", "default/headers"),
+            ("backend-protocol", "HTTP"),
+        ],
+        vec![secret, headers],
+    );
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+    let p = &route(&t, "a.example", "/anything").policies;
+    assert!(p.refusal.is_none());
+    let redirect = p.redirect.as_ref().unwrap();
+    assert_eq!(
+        (redirect.status.as_u16(), redirect.location.to_str().unwrap()),
+        (308, "https://www.example.com")
+    );
+    assert_eq!(p.app_root.as_ref().unwrap().path, "/app1");
+    assert_eq!(p.upstream.forwarded_prefix.as_ref().unwrap(), "/path");
+    assert_eq!(p.upstream.host.as_ref().unwrap(), "internal.example");
+    assert_eq!(p.max_body_bytes, Some(1 << 20));
+    assert_eq!(p.timeouts.connect, Some(Duration::from_secs(5)));
+    assert_eq!(p.timeouts.read, Some(Duration::from_secs(120)));
+    assert_eq!(p.timeouts.send, Some(Duration::from_secs(30)));
+    let ranges = p.source_ranges.as_ref().unwrap();
+    assert!(ranges.allows("10.2.0.1".parse().unwrap()) && !ranges.allows("10.1.0.1".parse().unwrap()));
+    assert!(p.basic_auth.as_ref().unwrap().users.verify("foo", b"bar"));
+    assert!(p.cors.is_some());
+    assert_eq!(p.rate_limit.as_ref().unwrap().rps, Some(10));
+    assert_eq!(
+        p.response_headers.as_ref().unwrap().headers[0].0,
+        "x-frame-options"
+    );
+    assert!(p.https_redirect.is_none(), "no TLS: no HTTPS redirect");
+    let report = reports_of(&t, "default/web");
+    assert_eq!(report.annotations.len(), 18);
+    assert!(report.fails_closed.is_none());
+    assert!(report
+        .annotations
+        .iter()
+        .all(|r| matches!(r.outcome, Outcome::Honoured | Outcome::Difference(_))));
+}
+
+#[test]
+fn https_redirects_follow_tls_ssl_redirect_and_force() {
+    let cases: &[(Anns<'_>, bool, bool)] = &[
+        // (annotations, host listed in spec.tls, redirect)
+        (&[], true, true),
+        (&[], false, false),
+        (&[("ssl-redirect", "false")], true, false),
+        (&[("ssl-redirect", "0")], true, false),
+        (&[("force-ssl-redirect", "true")], false, true),
+        (
+            &[("force-ssl-redirect", "true"), ("ssl-redirect", "false")],
+            false,
+            true,
+        ),
+    ];
+    for (annotations, tls, want) in cases {
+        let mut ing = ingress("web").host("a.example").prefix("/", "web", 80);
+        if *tls {
+            ing = ing.tls(&["a.example"], "cert");
+        }
+        for (k, v) in *annotations {
+            ing = ing.annotation(&format!("{P}{k}"), v);
+        }
+        let mut objects = objects![ing];
+        objects.extend(backend("web", "10.0.0.1"));
+        let t = build(objects);
+        let r = route(&t, "a.example", "/");
+        assert_eq!(
+            r.policies.https_redirect.is_some(),
+            *want,
+            "{annotations:?} tls={tls}"
+        );
+    }
+}
+
+#[test]
+fn use_regex_makes_every_prefix_path_of_the_host_a_regex() {
+    let mut objects = objects![
+        ingress("plain")
+            .created("2024-01-01T00:00:00Z")
+            .host("a.example")
+            .prefix("/foo", "plain", 80)
+            .exact("/exact", "plain", 80)
+            .host("b.example")
+            .prefix("/foo", "plain", 80),
+        ingress("regex")
+            .created("2024-02-01T00:00:00Z")
+            .annotation(&format!("{P}use-regex"), "true")
+            .host("a.example")
+            .implementation_specific("/foo/bar/[A-Z0-9]{3}", "regex", 80),
+    ];
+    objects.extend(backend("plain", "10.0.0.1"));
+    objects.extend(backend("regex", "10.0.0.2"));
+    let t = build(objects);
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+    let paths = |host: &str| -> Vec<PathMatch> {
+        let h = HostMatch::Exact(host.into());
+        let mut v: Vec<PathMatch> = t
+            .routes
+            .iter()
+            .filter(|(hm, _)| **hm == h)
+            .map(|(_, r)| r.path.clone())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        paths("a.example"),
+        [
+            PathMatch::Exact("/exact".into()),
+            PathMatch::Regex("/foo".into()),
+            PathMatch::Regex("/foo/bar/[A-Z0-9]{3}".into()),
+        ]
+    );
+    assert_eq!(
+        paths("b.example"),
+        [PathMatch::Prefix("/foo".into())],
+        "other hosts keep their paths"
+    );
+    // ingress-path-matching.md's warning: the longer regex wins over the "more exact" one.
+    assert_eq!(routed(&t, "a.example", "/foo/bar/bar").as_deref(), Some("regex"));
+    assert_eq!(
+        routed(&t, "a.example", "/FOO/x").as_deref(),
+        Some("plain"),
+        "case-insensitive"
+    );
+    assert_eq!(
+        routed(&t, "a.example", "/foobar").as_deref(),
+        Some("plain"),
+        "anchored at the start only"
+    );
+    assert_eq!(routed(&t, "a.example", "/exact").as_deref(), Some("plain"));
+    assert_eq!(routed(&t, "b.example", "/foobar"), None);
+}
+
+#[test]
+fn rewrite_target_compiles_per_path_and_a_path_it_cannot_fit_answers_503() {
+    let mut objects = objects![ingress("rewrite")
+        .annotation(&format!("{P}rewrite-target"), "/$2")
+        .annotation(&format!("{P}use-regex"), "true")
+        .host("rewrite.bar.com")
+        .implementation_specific("/something(/|$)(.*)", "web", 80)
+        .implementation_specific("/one-group(.*)", "web", 80)];
+    objects.extend(backend("web", "10.0.0.1"));
+    let t = build(objects);
+    // docs/examples/rewrite: /something → /, /something/new → /new.
+    let r = route(&t, "rewrite.bar.com", "/something/new");
+    let rewrite = r.policies.upstream.rewrite.as_ref().unwrap();
+    assert_eq!(rewrite.apply("/something/new", None).as_deref(), Some("/new"));
+    assert_eq!(rewrite.apply("/something", None).as_deref(), Some("/"));
+    // `$2` does not exist in `/one-group(.*)`: that path answers 503, the other one is served.
+    let broken = route(&t, "rewrite.bar.com", "/one-group/x");
+    assert!(broken.policies.refusal.is_some());
+    assert!(broken.policies.upstream.rewrite.is_none());
+    let report = reports_of(&t, "default/rewrite");
+    let rw = report
+        .annotations
+        .iter()
+        .find(|r| r.name() == "rewrite-target")
+        .unwrap();
+    assert!(
+        matches!(&rw.outcome, Outcome::Invalid(d) if d.contains("/one-group(.*)")),
+        "{rw:?}"
+    );
+    assert!(report.fails_closed.is_none(), "only that path");
+    let d = the_diagnostic(&t, "AnnotationInvalid");
+    assert!(d.message.contains("that path answers 503"), "{d:?}");
+
+    // rewrite.go "should use correct longest path match": a rewrite on `/` of one Ingress puts the
+    // other Ingress's paths of the host in regex mode, and they keep their own routing.
+    let mut objects = objects![
+        ingress("kube-lego")
+            .created("2024-01-01T00:00:00Z")
+            .host("rewrite.bar.com")
+            .prefix("/.well-known/acme/challenge", "acme", 80),
+        ingress("rewrite-index")
+            .created("2024-02-01T00:00:00Z")
+            .annotation(&format!("{P}rewrite-target"), "/new/backend")
+            .host("rewrite.bar.com")
+            .prefix("/", "web", 80),
+    ];
+    objects.extend(backend("web", "10.0.0.1"));
+    objects.extend(backend("acme", "10.0.0.2"));
+    let t = build(objects);
+    let acme = route(&t, "rewrite.bar.com", "/.well-known/acme/challenge");
+    assert_eq!(acme.path, PathMatch::Regex("/.well-known/acme/challenge".into()));
+    assert!(acme.policies.upstream.rewrite.is_none());
+    let index = route(&t, "rewrite.bar.com", "/other");
+    assert_eq!(
+        index
+            .policies
+            .upstream
+            .rewrite
+            .as_ref()
+            .unwrap()
+            .apply("/other", Some("a=1"))
+            .as_deref(),
+        Some("/new/backend?a=1")
+    );
+}
+
+#[test]
+fn server_aliases_serve_the_whole_host_and_explicit_hosts_win() {
+    // alias.go: "hosts defined in two ingresses, different path with one alias".
+    let mut objects = objects![
+        ingress("app-a")
+            .created("2024-01-01T00:00:00Z")
+            .host("foo")
+            .prefix("/app-a", "a", 80),
+        ingress("app-b")
+            .created("2024-02-01T00:00:00Z")
+            .annotation(&format!("{P}server-alias"), "bar, taken.example")
+            .host("foo")
+            .prefix("/app-b", "b", 80),
+        ingress("taken")
+            .created("2024-03-01T00:00:00Z")
+            .host("taken.example")
+            .prefix("/", "t", 80),
+    ];
+    objects.extend(backend("a", "10.0.0.1"));
+    objects.extend(backend("b", "10.0.0.2"));
+    objects.extend(backend("t", "10.0.0.3"));
+    let t = build(objects);
+    assert_eq!(routed(&t, "bar", "/app-a").as_deref(), Some("a"));
+    assert_eq!(routed(&t, "bar", "/app-b").as_deref(), Some("b"));
+    assert_eq!(
+        routed(&t, "taken.example", "/app-a").as_deref(),
+        Some("t"),
+        "the explicit host wins"
+    );
+    let d = the_diagnostic(&t, "ServerAliasConflict");
+    assert_eq!(d.object, "Ingress default/app-b");
+    assert!(
+        d.message.contains("taken.example") && d.message.contains("default/taken"),
+        "{d:?}"
+    );
+    let r = reports_of(&t, "default/app-b")
+        .annotations
+        .iter()
+        .find(|r| r.name() == "server-alias")
+        .unwrap();
+    assert!(
+        matches!(&r.outcome, Outcome::Difference(d) if d.contains("taken.example")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn fail_closed_ingresses_are_routed_and_answer_503() {
+    let cases: &[(&str, Anns<'_>, &str)] = &[
+        (
+            "invalid allow-list CIDR",
+            &[("whitelist-source-range", "10.0.0.0/33")],
+            "AnnotationInvalid",
+        ),
+        (
+            "auth-secret missing",
+            &[
+                ("auth-type", "basic"),
+                ("auth-secret", "missing"),
+                ("auth-realm", "test auth"),
+            ],
+            "AnnotationSecretNotFound",
+        ),
+        (
+            "auth-url",
+            &[("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth")],
+            "AnnotationRefused",
+        ),
+        (
+            "snippet with deny all",
+            &[("configuration-snippet", "allow 10.0.0.0/8;\ndeny all;")],
+            "AnnotationRefused",
+        ),
+        (
+            "digest auth",
+            &[("auth-type", "digest"), ("auth-secret", "missing")],
+            "AnnotationRefused",
+        ),
+        (
+            "client certificates",
+            &[("auth-tls-secret", "default/ca")],
+            "AnnotationRefused",
+        ),
+        (
+            "custom-headers ConfigMap missing",
+            &[("custom-headers", "default/nope")],
+            "AnnotationConfigMapNotFound",
+        ),
+    ];
+    for (case, annotations, reason) in cases {
+        let t = web(annotations, vec![]);
+        let r = t
+            .routes
+            .lookup("a.example", "/x")
+            .unwrap_or_else(|| panic!("{case}: still routed, not 404"));
+        let refusal = r
+            .policies
+            .refusal
+            .as_ref()
+            .unwrap_or_else(|| panic!("{case}: refused"));
+        assert_eq!(refusal.status, 503, "{case}");
+        assert_eq!(r.policies.https_redirect, None, "{case}: nothing but the refusal");
+        let d = the_diagnostic(&t, reason);
+        assert_eq!(d.object, "Ingress default/web", "{case}");
+        assert!(d.message.contains("fails closed"), "{case}: {d:?}");
+        assert!(reports_of(&t, "default/web").fails_closed.is_some(), "{case}");
+    }
+}
+
+#[test]
+fn a_snippet_with_only_headers_is_refused_but_served() {
+    let t = web(
+        &[(
+            "configuration-snippet",
+            "more_set_headers \"Request-Id: $req_id\";",
+        )],
+        vec![],
+    );
+    let r = route(&t, "a.example", "/");
+    assert!(r.policies.refusal.is_none());
+    let d = the_diagnostic(&t, "AnnotationRefused");
+    assert!(
+        d.message.contains("custom-headers"),
+        "names the typed annotation: {d:?}"
+    );
+    assert!(!d.message.contains("fails closed"), "{d:?}");
+    assert_eq!(reasons(&t).len(), 1);
+}
+
+#[test]
+fn warnings_leave_the_route_served() {
+    let t = web(
+        &[
+            ("proxy-body-size", "15r"),
+            ("rewrite-targte", "/"),
+            ("affinity", "cookie"),
+            ("proxy-buffering", "on"),
+        ],
+        vec![],
+    );
+    assert!(route(&t, "a.example", "/").policies.refusal.is_none());
+    let mut got = reasons(&t).into_iter().map(|(_, r)| r).collect::<Vec<_>>();
+    got.sort();
+    assert_eq!(
+        got,
+        ["AnnotationInvalid", "AnnotationRefused", "AnnotationUnknown"]
+    );
+}
+
+/// In a cluster the store holds only `kubernetes.io/tls` Secrets, slimmed to their certificate and
+/// key, until watches of referenced objects are added: an Ingress with basic auth must then fail
+/// closed ("Secret ... not found"), never be served open.
+#[test]
+fn cluster_mode_without_the_secret_fails_closed() {
+    use crate::sources::kube::slim;
+    let ing = ingress("web")
+        .annotation(&format!("{P}auth-type"), "basic")
+        .annotation(&format!("{P}auth-secret"), "basic-auth")
+        .host("a.example")
+        .prefix("/", "web", 80);
+    let tls_named_like_it = secret("basic-auth").data("auth", HTPASSWD_FOO_BAR.as_bytes());
+    for extra in [vec![], objects![tls_named_like_it]] {
+        let mut objects = vec![slim(Object::from(ing.clone()))];
+        objects.extend(backend("web", "10.0.0.1"));
+        objects.extend(extra.into_iter().map(slim));
+        let t = build(objects);
+        let r = route(&t, "a.example", "/");
+        assert!(r.policies.refusal.is_some(), "{:#?}", t.diagnostics);
+        assert!(r.policies.basic_auth.is_none());
+        assert!(
+            reports_of(&t, "default/web")
+                .fails_closed
+                .as_deref()
+                .unwrap()
+                .contains("Secret default/basic-auth"),
+            "{:?}",
+            t.annotations
+        );
+    }
+}
+
+#[test]
+fn file_mode_reads_opaque_secrets_and_config_maps() {
+    let t = build(yaml(&format!(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  annotations:
+    nginx.ingress.kubernetes.io/auth-type: basic
+    nginx.ingress.kubernetes.io/auth-secret: basic-auth
+    nginx.ingress.kubernetes.io/custom-headers: default/headers
+spec:
+  ingressClassName: gantry
+  rules:
+  - host: a.example
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: basic-auth}}
+type: Opaque
+stringData:
+  auth: "{}"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: headers}}
+data: {{X-Frame-Options: DENY}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+"#,
+        HTPASSWD_FOO_BAR.trim()
+    )));
+    let p = &route(&t, "a.example", "/").policies;
+    assert!(p.refusal.is_none(), "{:?}", t.annotations);
+    assert!(p.basic_auth.as_ref().unwrap().users.verify("foo", b"bar"));
+    assert!(p.response_headers.is_some());
+}
+
+#[test]
+fn the_default_backend_keeps_the_ingress_access_policies() {
+    let mut objects = objects![ingress("catch-all")
+        .annotation(&format!("{P}whitelist-source-range"), "10.0.0.0/8")
+        .annotation(&format!("{P}permanent-redirect"), "https://elsewhere.example")
+        .default_backend("web", 80)];
+    objects.extend(backend("web", "10.0.0.1"));
+    let t = build(objects);
+    let p = &t.routes.default_route().unwrap().policies;
+    assert!(p.source_ranges.is_some());
+    assert!(
+        p.redirect.is_none(),
+        "ingress-nginx keeps redirects off the catch-all location"
+    );
+    let mut objects = objects![ingress("catch-all")
+        .annotation(&format!("{P}auth-url"), "http://auth.example")
+        .default_backend("web", 80)];
+    objects.extend(backend("web", "10.0.0.1"));
+    let t = build(objects);
+    assert!(t.routes.default_route().unwrap().policies.refusal.is_some());
+}
+
+#[test]
+fn a_canary_is_not_routed_and_the_main_ingress_keeps_its_paths() {
+    let mut objects = objects![
+        // The canary is older: routed as an ordinary Ingress it would take all the traffic.
+        ingress("canary")
+            .created("2024-01-01T00:00:00Z")
+            .annotation(&format!("{P}canary"), "true")
+            .annotation(&format!("{P}canary-weight"), "10")
+            .host("a.example")
+            .prefix("/", "canary", 80),
+        ingress("main")
+            .created("2024-02-01T00:00:00Z")
+            .host("a.example")
+            .prefix("/", "main", 80),
+    ];
+    objects.extend(backend("main", "10.0.0.1"));
+    objects.extend(backend("canary", "10.0.0.2"));
+    let t = build(objects);
+    assert_eq!(routed(&t, "a.example", "/").as_deref(), Some("main"));
+    assert!(reports_of(&t, "default/canary").not_routed.is_some());
+    assert!(
+        t.diagnostics.iter().all(|d| d.reason != "PathConflict"),
+        "{:#?}",
+        t.diagnostics
+    );
+}
+
+#[test]
+fn every_ingress_of_the_class_has_a_report_and_others_none() {
+    let mut objects = objects![
+        ingress("ours").host("a.example").prefix("/", "web", 80),
+        ingress("theirs")
+            .class("nginx")
+            .annotation(&format!("{P}auth-url"), "http://x")
+            .host("b.example")
+            .prefix("/", "web", 80),
+    ];
+    objects.extend(backend("web", "10.0.0.1"));
+    let t = build(objects);
+    let names: Vec<&str> = t.annotations.iter().map(|r| r.ingress.as_str()).collect();
+    assert_eq!(names, ["default/ours"]);
+    assert!(t.annotations[0].annotations.is_empty());
+    assert!(t.diagnostics.is_empty());
+}
