@@ -20,6 +20,7 @@ pub enum ScenarioId {
     EndpointChurn,
     IdleConnections,
     Websocket,
+    PolicyMix,
 }
 
 /// How a scenario loads the proxy.
@@ -87,12 +88,14 @@ pub struct Plan {
     /// Start every proxy afresh before each round (memory measurements: a proxy's allocator keeps
     /// what the previous round freed, so a second round in the same process would measure ~0).
     pub fresh_proxy_each_round: bool,
+    /// The main route carries the policy mix (`config::policy_mix`).
+    pub policy_mix: bool,
     /// Shown under the scenario's table.
     pub notes: Vec<String>,
 }
 
 impl ScenarioId {
-    pub const ALL: [ScenarioId; 12] = [
+    pub const ALL: [ScenarioId; 13] = [
         ScenarioId::Http1Keepalive,
         ScenarioId::Http1TlsKeepalive,
         ScenarioId::TlsHandshakeFull,
@@ -105,6 +108,7 @@ impl ScenarioId {
         ScenarioId::EndpointChurn,
         ScenarioId::IdleConnections,
         ScenarioId::Websocket,
+        ScenarioId::PolicyMix,
     ];
 
     /// `--quick`: the core data-path numbers plus one churn scenario.
@@ -130,6 +134,7 @@ impl ScenarioId {
             ScenarioId::EndpointChurn => "endpoint-churn",
             ScenarioId::IdleConnections => "idle-connections",
             ScenarioId::Websocket => "websocket",
+            ScenarioId::PolicyMix => "policy-mix",
         }
     }
 
@@ -157,6 +162,9 @@ impl ScenarioId {
             ScenarioId::EndpointChurn => "http1-keepalive while the endpoint list (2 of 3) rotates 5 times/s",
             ScenarioId::IdleConnections => "9,000 idle keep-alive connections: memory per connection",
             ScenarioId::Websocket => "1,000 WebSocket connections echoing one message at a time, messages/s",
+            ScenarioId::PolicyMix => {
+                "http1-keepalive through a regex path with a rewrite, CORS, an allow-list and a rate limit (Gantry and nginx)"
+            }
         }
     }
 
@@ -177,6 +185,7 @@ impl ScenarioId {
             churn: None,
             unit: Unit::Rps,
             fresh_proxy_each_round: false,
+            policy_mix: false,
             notes: Vec::new(),
         };
         match self {
@@ -269,6 +278,20 @@ impl ScenarioId {
                 ],
                 ..base
             },
+            ScenarioId::PolicyMix => Plan {
+                load: wrk(64, false, "/", WrkScript::Origin(crate::config::policy_mix::ORIGIN)),
+                policy_mix: true,
+                notes: vec![
+                    "Gantry: annotations use-regex, rewrite-target /$1 on path /(.*), enable-cors with one \
+                     allowed origin, whitelist-source-range 127.0.0.0/8, limit-rps 1000000; nginx: what \
+                     ingress-nginx generates for them (a ~* location, rewrite ... break, the CORS ifs and \
+                     add_header, allow/deny, limit_req with burst and nodelay). Every request carries the \
+                     allowed Origin. HAProxy is not part of this one. Compare with http1-keepalive of the \
+                     same run."
+                        .into(),
+                ],
+                ..base
+            },
             ScenarioId::Websocket => Plan {
                 load: Load::Ws { conns: 1000 },
                 backend: BackendKind::WsEcho,
@@ -323,7 +346,7 @@ mod tests {
 
     #[test]
     fn selection_defaults_to_all_or_quick_and_rejects_unknown_names() {
-        assert_eq!(select(&[], false).unwrap().len(), 12);
+        assert_eq!(select(&[], false).unwrap().len(), 13);
         assert_eq!(select(&[], true).unwrap(), ScenarioId::QUICK.to_vec());
         let picked = select(
             &["h2-tls".into(), "http1-keepalive".into(), "h2-tls".into()],

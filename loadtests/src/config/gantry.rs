@@ -29,7 +29,7 @@ pub fn files(t: &Topology, cert_pem: &str, key_pem: &str) -> Vec<File> {
         (SERVICE.to_string(), service(t)),
         (ENDPOINTS.to_string(), endpoint_slice(t)),
         (SECRET.to_string(), secret(cert_pem, key_pem)),
-        (INGRESS.to_string(), main_ingress()),
+        (INGRESS.to_string(), main_ingress(t.policy_mix)),
     ];
     if let Routes::Many { hosts, paths } = t.routes {
         for (i, start) in (0..hosts).step_by(ROUTES_PER_FILE).enumerate() {
@@ -179,7 +179,33 @@ fn rule_to(y: &mut String, host: &str, paths: &[String], service: &str) {
     }
 }
 
-fn main_ingress() -> String {
+fn main_ingress(policy_mix: bool) -> String {
+    if policy_mix {
+        use super::policy_mix::{ALLOW, ORIGIN, PATH, RPS};
+        let y = ingress_header("bench").replace(
+            "  annotations:\n",
+            &format!(
+                "  annotations:
+    nginx.ingress.kubernetes.io/use-regex: \"true\"
+    nginx.ingress.kubernetes.io/rewrite-target: \"/$1\"
+    nginx.ingress.kubernetes.io/enable-cors: \"true\"
+    nginx.ingress.kubernetes.io/cors-allow-origin: \"{ORIGIN}\"
+    nginx.ingress.kubernetes.io/whitelist-source-range: \"{ALLOW}\"
+    nginx.ingress.kubernetes.io/limit-rps: \"{RPS}\"
+"
+            ),
+        );
+        let mut y = y;
+        let _ = writeln!(
+            y,
+            "  tls:\n  - hosts: [\"{MAIN_HOST}\"]\n    secretName: bench-tls\n  rules:"
+        );
+        let _ = writeln!(
+            y,
+            "  - host: {MAIN_HOST}\n    http:\n      paths:\n      - path: {PATH}\n        pathType: ImplementationSpecific\n        backend:\n          service:\n            name: backend\n            port:\n              number: 80"
+        );
+        return y;
+    }
     let mut y = ingress_header("bench");
     let _ = writeln!(
         y,
@@ -323,5 +349,28 @@ mod tests {
         let churn = file(&files, CHURN);
         assert_eq!(churn.matches("- host: churn-").count(), 2);
         assert!(churn.contains("name: churn\n"));
+    }
+
+    #[test]
+    fn the_policy_mix_is_written_as_annotations_on_a_regex_path() {
+        let mut t = topology();
+        t.policy_mix = true;
+        let files = files(&t, "CERT", "KEY");
+        let ing = file(&files, INGRESS);
+        for a in [
+            "use-regex: \"true\"",
+            "rewrite-target: \"/$1\"",
+            "enable-cors: \"true\"",
+            "cors-allow-origin: \"https://app.example\"",
+            "whitelist-source-range: \"127.0.0.0/8\"",
+            "limit-rps: \"1000000\"",
+            "ssl-redirect: \"false\"",
+        ] {
+            assert!(
+                ing.contains(&format!("nginx.ingress.kubernetes.io/{a}")),
+                "{a} in {ing}"
+            );
+        }
+        assert!(ing.contains("path: /(.*)\n        pathType: ImplementationSpecific"));
     }
 }

@@ -79,6 +79,9 @@ pub struct Topology {
     pub churn_hosts: Vec<String>,
     /// WebSocket upgrade on `/` (the backend is the echo server).
     pub websocket: bool,
+    /// The main route carries the policy mix of [`POLICY_MIX`]: a regex path with a rewrite, CORS
+    /// for one origin, an allow-list and a per-client rate limit far above the load.
+    pub policy_mix: bool,
     pub endpoints: Vec<Endpoint>,
     /// A second service next to the backend: the WebSocket echo server at this address, routed
     /// from [`WS_HOST`] path [`WS_PATH`]. Used by the soak test, which runs Gantry alone: only the
@@ -107,6 +110,19 @@ pub(crate) fn q(p: &Path) -> String {
     )
 }
 
+/// The policy mix, as both proxies must apply it.
+pub mod policy_mix {
+    /// The only origin CORS allows; the load sends it on every request.
+    pub const ORIGIN: &str = "https://app.example";
+    /// The allow-list (the load comes from loopback).
+    pub const ALLOW: &str = "127.0.0.0/8";
+    /// Requests per second per client: far above what one machine can send, so nothing is refused
+    /// and the cost measured is the check itself.
+    pub const RPS: u32 = 1_000_000;
+    /// A regex path whose capture is sent upstream unchanged (`/$1`).
+    pub const PATH: &str = "/(.*)";
+}
+
 /// Host names of the many-routes table.
 pub fn many_host(i: usize) -> String {
     format!("h{i}.example")
@@ -133,6 +149,7 @@ pub(crate) mod fixtures {
             routes: Routes::Single,
             churn_hosts: Vec::new(),
             websocket: false,
+            policy_mix: false,
             endpoints: vec![Endpoint {
                 addr: "127.0.0.1:19000".parse().unwrap(),
                 active: true,

@@ -83,6 +83,14 @@ http {{
     if matches!(t.routes, Routes::Many { .. }) || !t.churn_hosts.is_empty() {
         c.push_str("    server_names_hash_max_size 65536;\n    server_names_hash_bucket_size 128;\n");
     }
+    if t.policy_mix {
+        // ingress-nginx: limit_req_zone per Ingress keyed by the client's address.
+        let _ = writeln!(
+            c,
+            "    limit_req_zone $binary_remote_addr zone=policy_mix_rps:5m rate={}r/s;",
+            super::policy_mix::RPS
+        );
+    }
     c.push_str("\n    upstream be_app {\n");
     for e in t.active_endpoints() {
         let _ = writeln!(c, "        server {};", e.addr);
@@ -110,7 +118,11 @@ http {{
     c.push_str("    server {\n");
     listen(&mut c, false);
     let _ = writeln!(c, "        server_name {MAIN_HOST};");
-    c.push_str(&location("/", t.websocket));
+    if t.policy_mix {
+        c.push_str(&policy_mix_location());
+    } else {
+        c.push_str(&location("/", t.websocket));
+    }
     c.push_str("    }\n");
 
     for host in &t.churn_hosts {
@@ -125,6 +137,37 @@ http {{
     }
     c.push_str("}\n");
     c
+}
+
+/// What ingress-nginx's template generates for the policy mix's annotations (use-regex,
+/// rewrite-target, enable-cors with one origin, whitelist-source-range, limit-rps), trimmed of its
+/// Lua balancer and logging.
+fn policy_mix_location() -> String {
+    use super::policy_mix::{ALLOW, ORIGIN, PATH, RPS};
+    let origin_re = ORIGIN.replace('.', "\\.");
+    format!(
+        "        location ~* \"^{PATH}\" {{
+            set $cors '';
+            if ($http_origin ~* (^{origin_re}$)) {{ set $cors 'true'; }}
+            if ($request_method = 'OPTIONS') {{ set $cors ${{cors}}options; }}
+            if ($cors = \"true\") {{
+                add_header Access-Control-Allow-Origin $http_origin always;
+                add_header Access-Control-Allow-Credentials true always;
+                add_header Access-Control-Allow-Methods \"GET, PUT, POST, DELETE, PATCH, OPTIONS\" always;
+                add_header Access-Control-Allow-Headers \"DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization\" always;
+                add_header Access-Control-Max-Age 1728000 always;
+            }}
+            if ($cors = \"trueoptions\") {{ return 204; }}
+            limit_req zone=policy_mix_rps burst={burst} nodelay;
+            limit_req_status 503;
+            allow {ALLOW};
+            deny all;
+            rewrite \"(?i){PATH}\" /$1 break;
+            proxy_pass http://be_app;
+        }}
+",
+        burst = RPS * 5
+    )
 }
 
 fn location(path: &str, websocket: bool) -> String {
@@ -239,5 +282,18 @@ mod tests {
         let c = main_conf(&t, Path::new("/d"));
         assert!(c.contains("proxy_set_header Upgrade $http_upgrade;"));
         assert!(c.contains("proxy_set_header Connection \"upgrade\";"));
+    }
+
+    #[test]
+    fn the_policy_mix_is_what_ingress_nginx_generates_for_its_annotations() {
+        let mut t = topology();
+        t.policy_mix = true;
+        let c = main_conf(&t, Path::new("/d"));
+        assert!(c.contains("limit_req_zone $binary_remote_addr zone=policy_mix_rps:5m rate=1000000r/s;"));
+        assert!(c.contains("location ~* \"^/(.*)\" {"));
+        assert!(c.contains("rewrite \"(?i)/(.*)\" /$1 break;"));
+        assert!(c.contains("allow 127.0.0.0/8;") && c.contains("deny all;"));
+        assert!(c.contains("limit_req zone=policy_mix_rps burst=5000000 nodelay;"));
+        assert!(c.contains("if ($http_origin ~* (^https://app\\.example$))"));
     }
 }

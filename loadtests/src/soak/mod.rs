@@ -183,6 +183,7 @@ pub fn run(args: SoakArgs) -> Result<()> {
         routes: Routes::Single,
         churn_hosts: churn_hosts(0),
         websocket: false,
+        policy_mix: false,
         // Endpoint churn rotates which 2 of the 3 are listed; it starts without the last.
         endpoints: backend
             .endpoints
