@@ -171,6 +171,12 @@ pub fn run(args: &Args, check: &CheckArgs, out: &mut dyn Write, err: &mut dyn Wr
 
 /// Loads `dir`, translates it with the class `class`, and builds the report.
 pub fn check_dir(args: &Args, class: &str, dir: &Path) -> Result<Report, String> {
+    Ok(report(class, translate_dir(args, class, dir)?))
+}
+
+/// Loads `dir` and translates it with the class `class`, as serving it would (the folder's own
+/// problems are among the diagnostics).
+pub fn translate_dir(args: &Args, class: &str, dir: &Path) -> Result<Translation, String> {
     let mut manifests = ManifestDir::new(dir);
     manifests.scan(true).map_err(|e| e.to_string())?;
     let state = manifests.state();
@@ -191,7 +197,7 @@ pub fn check_dir(args: &Args, class: &str, dir: &Path) -> Result<Report, String>
     translation.diagnostics.extend(state.diagnostics);
     translation.diagnostics.sort();
     translation.diagnostics.dedup();
-    Ok(report(class, translation))
+    Ok(translation)
 }
 
 /// The report of one translation.

@@ -200,6 +200,34 @@ pub enum Command {
     /// invalid, unknown), which Ingresses fail closed, and every other problem. Exit status 0 when
     /// no annotation is refused or invalid, 1 otherwise, 2 on usage or I/O errors.
     Check(CheckArgs),
+    /// Which Ingress, rule, path and policies serve a URL, and why each other rule for that host
+    /// did not match: from a folder of manifests (`--manifests`), or asked of a running Gantry
+    /// (`--admin`, its `/debug/explain`). Exit status 0 when a route serves the URL, 1 when it
+    /// would get 404, 2 on usage or I/O errors.
+    Explain(ExplainArgs),
+}
+
+/// `gantry explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The URL to explain: `http://host/path`, `https://host/path` or `host/path`.
+    pub url: String,
+
+    /// The folder of manifests to translate (as `--manifests` serves it).
+    #[arg(long, value_name = "DIR", conflicts_with = "admin")]
+    pub manifests: Option<PathBuf>,
+
+    /// Ask a running Gantry instead: the address of its admin listener (`host:port`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub admin: Option<SocketAddr>,
+
+    /// The class of the Ingresses, instead of `--ingress-class` (with `--manifests`).
+    #[arg(long, value_name = "CLASS")]
+    pub ingress_class: Option<String>,
+
+    /// `text` for people, `json` for programs (the `/debug/explain` document).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 /// `gantry check`.

@@ -13,6 +13,7 @@ pub mod translate;
 
 pub mod app;
 pub mod check;
+pub mod explain;
 pub mod cli;
 pub mod demo;
 pub mod events;

@@ -23,6 +23,15 @@ fn main() -> anyhow::Result<()> {
         );
         std::process::exit(code);
     }
+    if let Some(Command::Explain(explain)) = &args.command {
+        let code = gantry::explain::run(
+            &args,
+            explain,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        );
+        std::process::exit(code);
+    }
     let filter = EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

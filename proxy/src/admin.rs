@@ -208,29 +208,38 @@ fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
             (k == name).then(|| percent_decode(v))
         })
     };
-    let (host, path) = match param("url") {
-        Some(url) => match url.parse::<http::Uri>() {
-            Ok(uri) => (uri.host().unwrap_or_default().to_owned(), uri.path().to_owned()),
-            Err(_) => return text(StatusCode::BAD_REQUEST, "url is not a valid URL\n"),
-        },
-        None => (
-            param("host").unwrap_or_default(),
-            param("path").unwrap_or_else(|| "/".into()),
-        ),
+    let url = match (param("url"), param("host")) {
+        (Some(url), _) => url,
+        (None, Some(host)) => format!("http://{host}{}", param("path").unwrap_or_else(|| "/".into())),
+        (None, None) => return text(StatusCode::BAD_REQUEST, "give ?url=http://host/path or ?host=..&path=..\n"),
     };
-    if host.is_empty() {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "give ?url=http://host/path or ?host=..&path=..\n",
-        );
+    match explain_url(&admin.snapshots.load(), &url) {
+        Ok(body) => {
+            let mut r = text(StatusCode::OK, format!("{body:#}\n"));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r
+        }
+        Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
-    let Ok(host) = crate::normalize::normalize_host(&host) else {
-        return text(StatusCode::BAD_REQUEST, "invalid host\n");
+}
+
+/// Why `url` (`http://host/path`, or `host/path`) goes where it goes in `snapshot`: the host entry,
+/// the route with its policies, and every other rule of the host with the reason it lost. The host
+/// and path are normalized as a request's are. For `/debug/explain` and `gantry explain`.
+pub fn explain_url(snapshot: &Snapshot, url: &str) -> Result<serde_json::Value, String> {
+    let with_scheme = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
     };
-    let Ok(path) = crate::normalize::normalize_path(&path) else {
-        return text(StatusCode::BAD_REQUEST, "invalid path\n");
-    };
-    let snapshot = admin.snapshots.load();
+    let uri: http::Uri = with_scheme.parse().map_err(|_| format!("{url:?} is not a valid URL"))?;
+    let host = uri.host().unwrap_or_default();
+    if host.is_empty() {
+        return Err(format!("{url:?} names no host"));
+    }
+    let host = crate::normalize::normalize_host(host).map_err(|_| "invalid host".to_string())?;
+    let path = crate::normalize::normalize_path(uri.path()).map_err(|e| format!("invalid path: {e}"))?;
     let e = snapshot.routes.explain(&host, &path);
     let describe = |host: Option<&HostMatch>, r: &crate::Route| {
         serde_json::json!({
@@ -243,7 +252,7 @@ fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
             "policies": r.policies.describe(),
         })
     };
-    let body = serde_json::json!({
+    Ok(serde_json::json!({
         "host": &*host,
         "path": &*path,
         "matchedHost": e.host_entry.as_ref().map(|h| h.to_string()),
@@ -259,13 +268,7 @@ fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
             v["why"] = serde_json::Value::String(n.why.clone());
             v
         }).collect::<Vec<_>>(),
-    });
-    let mut r = text(StatusCode::OK, format!("{body:#}\n"));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    r
+    }))
 }
 
 fn path_text(p: &PathMatch) -> (&str, &'static str) {
