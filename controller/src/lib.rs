@@ -13,10 +13,10 @@ pub mod translate;
 
 pub mod app;
 pub mod check;
-pub mod explain;
 pub mod cli;
 pub mod demo;
 pub mod events;
+pub mod explain;
 pub mod leader;
 pub mod runtime;
 pub mod sources;

@@ -51,11 +51,20 @@ fn explain_names_the_route_its_policies_and_why_the_others_lost() {
 
     let (code, text, err) = explain(&["http://shop.example/api/users", "--manifests", d]);
     assert_eq!(code, 0, "{err}");
-    assert!(text.contains("served by: Prefix /api (Ingress default/api) -> default/api:80"), "{text}");
+    assert!(
+        text.contains("served by: Prefix /api (Ingress default/api) -> default/api:80"),
+        "{text}"
+    );
     assert!(text.contains("CORS"), "{text}");
     assert!(text.contains("rate limit per client: 10/s"), "{text}");
-    assert!(text.contains("Prefix / (Ingress default/web)") && text.contains("matched first"), "{text}");
-    assert!(text.contains("Exact /api/v1") && text.contains("not exactly this"), "{text}");
+    assert!(
+        text.contains("Prefix / (Ingress default/web)") && text.contains("matched first"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Exact /api/v1") && text.contains("not exactly this"),
+        "{text}"
+    );
 
     let (code, json, _) = explain(&["shop.example/api/v1", "--manifests", d, "--output", "json"]);
     assert_eq!(code, 0);
@@ -79,16 +88,18 @@ async fn explain_asks_a_running_gantry_and_its_debug_endpoint_agrees() {
     let g = Gantry::start(dir.path(), &[]).await;
     let admin = g.admin.to_string();
     let url = "http://shop.example/api/users?x=1";
-    let (code, json, err) = tokio::task::spawn_blocking(move || {
-        explain(&[url, "--admin", &admin, "--output", "json"])
-    })
-    .await
-    .unwrap();
+    let (code, json, err) =
+        tokio::task::spawn_blocking(move || explain(&[url, "--admin", &admin, "--output", "json"]))
+            .await
+            .unwrap();
     assert_eq!(code, 0, "{err}");
     let via_cli: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(via_cli["route"]["path"], "/api");
     let direct: serde_json::Value = plain_client()
-        .get(format!("http://{}/debug/explain?host=shop.example&path=/api/users", g.admin))
+        .get(format!(
+            "http://{}/debug/explain?host=shop.example&path=/api/users",
+            g.admin
+        ))
         .send()
         .await
         .unwrap()
