@@ -137,6 +137,7 @@ fn start_cluster(
         namespaces: args.watch_namespaces.clone(),
         nodes: opts.backend_mode == BackendMode::NodePort,
         proxy_configs: true,
+        references: Some(opts.clone()),
     };
     let identity = args.identity();
     let watches = sources::kube::run(

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub kube_last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Cluster mode: failed list or watch calls, by kind; each is retried with backoff.
     pub kube_watch_errors: Family<KindLabels, Counter>,
+    /// Cluster mode: running watches of single Secrets and ConfigMaps that annotations refer to.
+    pub kube_reference_watches: Gauge,
     /// Cluster mode: 1 while this replica holds the election Lease (and so writes status and Events).
     pub leader: Gauge,
     /// Cluster mode: Ingress status patches by result (`ok`, `error`).
@@ -89,6 +91,12 @@ impl Metrics {
             "Failed Kubernetes list or watch calls by kind (retried with backoff)",
             kube_watch_errors.clone(),
         );
+        let kube_reference_watches = Gauge::default();
+        registry.register(
+            "kube_reference_watches",
+            "Watches of single Secrets and ConfigMaps that Ingress annotations refer to",
+            kube_reference_watches.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -114,6 +122,7 @@ impl Metrics {
             diagnostics,
             kube_last_sync,
             kube_watch_errors,
+            kube_reference_watches,
             leader,
             status_writes,
             events_published,

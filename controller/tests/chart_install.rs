@@ -2,8 +2,9 @@
 //! chart's ServiceAccount:
 //!
 //! - RBAC is proved, not assumed: the controller runs with a token of the chart's ServiceAccount,
-//!   bound only by the chart's own rendered roles, and routes, writes Ingress status and Events;
-//!   without the Secrets role it never becomes ready and says why.
+//!   bound only by the chart's own rendered roles, and routes (with the ConfigMap a `custom-headers`
+//!   annotation names), writes Ingress status and Events; without the Secrets role it never
+//!   becomes ready and says why.
 //! - A ProxyConfig change (the upstream response timeout) changes behaviour without a restart, and
 //!   invalid ProxyConfigs are refused by the API server.
 //!
@@ -29,7 +30,7 @@ use common::{free_port, Gantry};
 use envtest::TestEnv;
 use gantry::crd::{GoDuration, ProxyConfig};
 use k8s_openapi::api::{
-    core::v1::Service,
+    core::v1::{ConfigMap, Service},
     events::v1::Event,
     networking::v1::{Ingress, IngressClass},
 };
@@ -221,10 +222,24 @@ async fn the_charts_service_account_and_roles_are_enough_and_the_secrets_role_is
     let web = Pod::start("web").await;
     c.backend("web", &[web.addr]).await;
     apply(&c.api(), &tls_secret(&c.ns, "shop-tls", &["shop.example"])).await;
-    let shop = with_tls(
+    // The ConfigMap its custom-headers annotation names: read with the chart's configmaps rule.
+    let headers = ConfigMap {
+        metadata: meta(&c.ns, "shop-headers"),
+        data: Some([("X-Shop".to_string(), "yes".to_string())].into()),
+        ..ConfigMap::default()
+    };
+    apply(&c.api(), &headers).await;
+    let mut shop = with_tls(
         ingress(&c.ns, "shop", "gantry", &[("shop.example", "/", "web", 80)]),
         &["shop.example"],
         "shop-tls",
+    );
+    shop.metadata.annotations = Some(
+        [(
+            "nginx.ingress.kubernetes.io/custom-headers".to_string(),
+            "shop-headers".to_string(),
+        )]
+        .into(),
     );
     apply(&c.api::<Ingress>(), &shop).await;
     apply(
@@ -258,7 +273,7 @@ async fn the_charts_service_account_and_roles_are_enough_and_the_secrets_role_is
     let names = eventually(
         &g,
         WAIT,
-        "shop.example served by web with the Secret's certificate",
+        "shop.example served by web with the Secret's certificate and the ConfigMap's header",
         || async {
             let r = common::tls_client("shop.example", g.https, false)
                 .get("https://shop.example/cart")
@@ -267,11 +282,16 @@ async fn the_charts_service_account_and_roles_are_enough_and_the_secrets_role_is
                 .map_err(|e| e.to_string())?;
             let names = common::served_cert_names(&r);
             let status = r.status();
+            let header = r.headers().get("x-shop").cloned();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
-            if status == 200 && body["service"] == "web" && names.iter().any(|n| n == "shop.example") {
+            if status == 200
+                && body["service"] == "web"
+                && names.iter().any(|n| n == "shop.example")
+                && header.as_ref().is_some_and(|h| h == "yes")
+            {
                 Ok(names)
             } else {
-                Err(format!("{status} {body} {names:?}"))
+                Err(format!("{status} {body} {names:?} x-shop: {header:?}"))
             }
         },
     )

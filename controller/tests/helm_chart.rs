@@ -379,6 +379,9 @@ fn rbac_is_least_privilege_with_secrets_cluster_wide_only_without_watch_namespac
         g("*", "discovery.k8s.io", "endpointslices", "watch"),
         g("*", "", "secrets", "list"),
         g("*", "", "secrets", "watch"),
+        // Only the ConfigMaps annotations name (custom-headers) are read, each watched by name.
+        g("*", "", "configmaps", "list"),
+        g("*", "", "configmaps", "watch"),
         g("*", "events.k8s.io", "events", "create"),
         g("*", "events.k8s.io", "events", "patch"),
         g(NAMESPACE, "coordination.k8s.io", "leases", "create"),
@@ -395,7 +398,7 @@ fn rbac_is_least_privilege_with_secrets_cluster_wide_only_without_watch_namespac
     );
 
     let r = render(family("watch-namespaces").as_deref(), &[]);
-    for resource in ["secrets", "ingresses", "endpointslices"] {
+    for resource in ["secrets", "configmaps", "ingresses", "endpointslices"] {
         assert_eq!(r.list_scopes(resource), set(&["team-a", "team-b"]), "{resource}");
     }
     // The published Service lives in the release namespace, which is not watched: its own Role.
@@ -403,8 +406,8 @@ fn rbac_is_least_privilege_with_secrets_cluster_wide_only_without_watch_namespac
     assert!(
         !r.grants()
             .iter()
-            .any(|(scope, _, res, _)| scope == "*" && res == "secrets"),
-        "no cluster-wide Secret access with watchNamespaces"
+            .any(|(scope, _, res, _)| scope == "*" && (res == "secrets" || res == "configmaps")),
+        "no cluster-wide Secret or ConfigMap access with watchNamespaces"
     );
     assert_eq!(r.list_scopes("ingressclasses"), set(&["*"]));
     assert!(r.list_scopes("nodes").is_empty());

@@ -25,6 +25,7 @@
 //! author asked for. Any other problem leaves the route served and is reported as a warning.
 
 pub mod catalog;
+pub mod references;
 mod values;
 
 mod access;

@@ -6,35 +6,44 @@
 //!
 //! - applies every object it lists or sees change, slimmed first ([`slim`]): managed fields, labels
 //!   and annotations that translation does not read (an Ingress keeps every
-//!   `nginx.ingress.kubernetes.io/*` one), Secret keys other than the certificate and key,
-//!   and the bulky parts of Node status are dropped, so the store holds what translation needs and
+//!   `nginx.ingress.kubernetes.io/*` one), the keys of `kubernetes.io/tls` Secrets other than the
+//!   certificate and key (a Secret an annotation names keeps all: [`slim_referenced`]), ConfigMaps'
+//!   binary data, and the bulky parts of Node status are dropped, so the store holds what translation needs and
 //!   little more (`kubectl.kubernetes.io/last-applied-configuration` alone doubles an Ingress);
 //! - on a (re)list, replaces what it holds: objects of its kind and scope that the new list does not
 //!   name are deleted, so objects deleted while the API server was unreachable do go away;
 //! - retries failed calls with [`watcher::DefaultBackoff`] (client-go's parameters, 0.8 s doubling to
 //!   30 s); a `410 Gone` on a watch restarts it with a fresh list (the watcher does that itself).
 //!
-//! The store is marked synced once **every** watcher has finished its first list, so the first
+//! Secrets of other types and ConfigMaps are read only where an annotation of one of our Ingresses
+//! names them (`auth-secret`, `custom-headers`, ...): [`watch_references`] keeps exactly one
+//! watch per referenced object, listing and watching it by name (`metadata.name=<name>`), so an
+//! object created after the Ingress is seen, and Gantry never lists the cluster's other Secrets and
+//! ConfigMaps. See [`ReferenceWatches`] for how a referenced Secret of type `kubernetes.io/tls`,
+//! which the TLS watch also sees, is kept consistent.
+//!
+//! The store is marked synced once **every** watcher has finished its first list (and the watches
+//! of the objects referenced then theirs, for at most [`REFERENCE_SYNC_TIMEOUT`]), so the first
 //! snapshot never serves a partial view of the cluster. Until then the last snapshot (none, at start)
 //! keeps serving and `/readyz` says 503. When the API server goes away, nothing here stops traffic:
 //! the store simply stops changing until the watches reconnect.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashMap, HashSet},
     fmt::Debug,
     pin::pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use crate::metrics::{KindLabels, Metrics};
 use futures_util::StreamExt;
 use k8s_openapi::{
     api::{
-        core::v1::{Node, NodeStatus, Secret, Service},
+        core::v1::{ConfigMap, Node, NodeStatus, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -45,19 +54,39 @@ use kube::{
     Api, Client, Resource,
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::{
+    sync::{oneshot, watch, Notify},
+    task::JoinHandle,
+};
 
 use crate::{
+    annotations::references::references_of,
     crd::ProxyConfig,
-    runtime::SharedStore,
+    diagnostic::Diagnostic,
+    runtime::{SharedStore, SourceState},
     store::{Kind, Object, ObjectKey, ObjectStore, SERVICE_NAME_LABEL},
     translate::{
-        ANNOTATION_BACKEND_MODE, ANNOTATION_DEFAULT_CLASS, ANNOTATION_INGRESS_CLASS, ANNOTATION_SSL_REDIRECT,
+        served_ingresses, TranslateOptions, ANNOTATION_BACKEND_MODE, ANNOTATION_DEFAULT_CLASS,
+        ANNOTATION_INGRESS_CLASS, ANNOTATION_SSL_REDIRECT,
     },
 };
 
-/// The only Secrets Gantry reads (the field selector of the Secret watch).
+/// The only Secrets the Secret watch lists (its field selector); others are read only when an
+/// annotation refers to them.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// Most referenced Secrets and ConfigMaps watched at once, one watch (and, as kube's client speaks
+/// HTTP/1.1, one connection to the API server) each. References beyond it are not watched: their
+/// Ingresses fail closed and a diagnostic says why.
+pub const MAX_REFERENCE_WATCHES: usize = 10_000;
+
+/// How long the initial sync waits for the first lists of the objects referenced then. A watch that
+/// cannot list (the API server refuses, e.g. RBAC without ConfigMaps) leaves its Ingresses failing
+/// closed rather than Gantry never ready; it keeps retrying.
+pub const REFERENCE_SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The reason of the diagnostic about a reference that is not watched.
+pub const REFERENCE_NOT_WATCHED: &str = "ReferenceNotWatched";
 
 /// The annotations translation reads; every other annotation is dropped before storing.
 const KEPT_ANNOTATIONS: [&str; 4] = [
@@ -67,7 +96,8 @@ const KEPT_ANNOTATIONS: [&str; 4] = [
     ANNOTATION_SSL_REDIRECT,
 ];
 
-/// The Secret keys translation reads.
+/// The keys of `kubernetes.io/tls` Secrets that translation reads. (A Secret an annotation refers to
+/// keeps all of its keys: [`slim_referenced`].)
 const KEPT_SECRET_KEYS: [&str; 2] = ["tls.crt", "tls.key"];
 
 /// Most watch events applied to the store under one lock: a large list arrives in pages of 500
@@ -102,6 +132,9 @@ pub struct Settings {
     pub nodes: bool,
     /// Watch `gantry.dev` ProxyConfigs too, when the CRD is installed (see [`watch_proxy_configs`]).
     pub proxy_configs: bool,
+    /// Watch the Secrets and ConfigMaps that the annotations of our Ingresses (chosen by these
+    /// options' class) refer to ([`watch_references`]); `None`: none are read.
+    pub references: Option<Arc<TranslateOptions>>,
 }
 
 /// Builds a client from `--kubeconfig`, else from `KUBECONFIG` / `~/.kube/config`, else from the
@@ -131,6 +164,45 @@ struct Ctx {
     metrics: Metrics,
     /// Watchers that have not finished their first list yet.
     unsynced: AtomicUsize,
+    /// Told each time a watcher finishes its first list.
+    listed: Notify,
+    /// Told when Ingresses or IngressClasses changed: the referenced objects may have.
+    ingresses_changed: Notify,
+    /// The Secrets that reference watches hold; locked inside the store's lock, never the other
+    /// way round.
+    referenced_secrets: Mutex<ReferencedSecrets>,
+}
+
+/// The Secrets that [`watch_references`] watches by name, which the TLS watch must leave alone.
+#[derive(Debug, Default)]
+struct ReferencedSecrets {
+    /// Keys with a running reference watch: that watch alone writes them in the store.
+    watched: HashSet<ObjectKey>,
+    /// The TLS watch's own view of those keys (a `kubernetes.io/tls` Secret it lists), put back in
+    /// the store when the reference goes away.
+    tls_view: HashMap<ObjectKey, Secret>,
+}
+
+// === impl Ctx ===
+
+impl Ctx {
+    /// One more watcher (of those the initial sync waits for) has listed; the last one marks the
+    /// store synced.
+    fn first_list_done(&self) {
+        let left = self.unsynced.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.listed.notify_waiters();
+        if left == 0 {
+            tracing::info!(
+                objects = self.shared.with_state(|s| s.store.len()),
+                "initial list complete"
+            );
+            self.shared.mark_synced();
+        }
+    }
+
+    fn referenced_secrets(&self) -> std::sync::MutexGuard<'_, ReferencedSecrets> {
+        self.referenced_secrets.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Starts the watchers; they run until `shutdown` turns true. The store is marked synced once all
@@ -155,6 +227,9 @@ pub fn run(
         shared,
         metrics,
         unsynced: AtomicUsize::new(0),
+        listed: Notify::new(),
+        ingresses_changed: Notify::new(),
+        referenced_secrets: Mutex::default(),
     });
     let mut watches = Watches {
         ctx: ctx.clone(),
@@ -181,7 +256,17 @@ pub fn run(
             watcher::Config::default(),
             Kind::EndpointSlice,
         );
-        watches.add(namespaced::<Secret>(&client, ns), ns, tls_only, Kind::Secret);
+        watches.futures.push(Box::pin(watch_kind(
+            namespaced::<Secret>(&client, ns),
+            tls_only,
+            Scope {
+                tls_secrets: true,
+                ..Scope::new(Kind::Secret, ns.clone())
+            },
+            ctx.clone(),
+            watches.shutdown.clone(),
+            watches.first_list(),
+        )));
     }
     let cluster = None;
     watches.add(
@@ -199,18 +284,32 @@ pub fn run(
         );
     }
     if settings.proxy_configs {
-        ctx.unsynced.fetch_add(1, Ordering::SeqCst);
+        let first_list = watches.first_list();
         watches.futures.push(Box::pin(watch_proxy_configs(
             client.clone(),
             ctx.clone(),
             watches.shutdown.clone(),
+            first_list,
         )));
+    }
+    let references = settings.references.is_some();
+    if let Some(opts) = settings.references {
+        let first_list = watches.first_list();
+        let w = ReferenceWatches::new(
+            client.clone(),
+            ctx.clone(),
+            opts,
+            settings.namespaces.clone(),
+            watches.shutdown.clone(),
+        );
+        watches.futures.push(Box::pin(watch_references(w, first_list)));
     }
     tracing::info!(
         watches = watches.futures.len(),
         namespaces = ?settings.namespaces,
         nodes = settings.nodes,
         proxy_configs = settings.proxy_configs,
+        references,
         "watching the cluster"
     );
     let all = futures_util::future::join_all(watches.futures);
@@ -242,26 +341,60 @@ impl Watches {
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
         Object: From<K>,
     {
-        self.ctx.unsynced.fetch_add(1, Ordering::SeqCst);
+        let first_list = self.first_list();
         self.futures.push(Box::pin(watch_kind(
             api,
             config,
-            Scope {
-                kind,
-                namespace: namespace.clone(),
-            },
+            Scope::new(kind, namespace.clone()),
             self.ctx.clone(),
             self.shutdown.clone(),
+            first_list,
         )));
+    }
+
+    /// Counts one more watcher that the initial sync waits for.
+    fn first_list(&self) -> FirstList {
+        self.ctx.unsynced.fetch_add(1, Ordering::SeqCst);
+        FirstList::Sync
     }
 }
 
-/// The objects one watcher is responsible for: one kind, in one namespace or all of them.
+/// Whom a watcher tells when its first list is complete.
+enum FirstList {
+    /// The initial sync (it is one of [`Ctx::unsynced`]).
+    Sync,
+    /// [`watch_references`], which started it.
+    Signal(oneshot::Sender<()>),
+}
+
+/// The objects one watcher is responsible for: one kind, in one namespace or all of them, or one
+/// object.
 #[derive(Clone, Debug)]
 struct Scope {
     kind: Kind,
     /// `None`: every namespace (or a cluster-scoped kind).
     namespace: Option<String>,
+    /// One object by name (a referenced Secret or ConfigMap); `None`: all of the kind.
+    name: Option<String>,
+    /// The `kubernetes.io/tls` Secret watch, which leaves the keys reference watches hold to them
+    /// ([`ReferencedSecrets`]).
+    tls_secrets: bool,
+}
+
+impl Scope {
+    fn new(kind: Kind, namespace: Option<String>) -> Self {
+        Self {
+            kind,
+            namespace,
+            name: None,
+            tls_secrets: false,
+        }
+    }
+
+    fn contains(&self, key: &ObjectKey) -> bool {
+        self.namespace.as_ref().is_none_or(|ns| &key.namespace == ns)
+            && self.name.as_ref().is_none_or(|name| &key.name == name)
+    }
 }
 
 /// One step of a watcher, converted (and slimmed) before the store lock is taken.
@@ -285,16 +418,23 @@ async fn watch_kind<K>(
     scope: Scope,
     ctx: Arc<Ctx>,
     mut shutdown: watch::Receiver<bool>,
+    first_list: FirstList,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
     Object: From<K>,
 {
     let kind = scope.kind;
+    // Objects watched by name are kept whole; the rest is slimmed to what translation reads.
+    let slim_one = if scope.name.is_some() {
+        slim_referenced
+    } else {
+        slim
+    };
     let stream = watcher(api, config).default_backoff().ready_chunks(BATCH);
     let mut stream = pin!(stream);
     // Keys named by the (re)list in progress; `None` outside a list.
     let mut listed: Option<HashSet<ObjectKey>> = None;
-    let mut synced = false;
+    let mut first_list = Some(first_list);
     loop {
         let batch = tokio::select! {
             _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
@@ -307,16 +447,16 @@ async fn watch_kind<K>(
         for event in batch {
             match event {
                 Ok(watcher::Event::Init) => steps.push(Step::Init),
-                Ok(watcher::Event::InitApply(o)) => steps.push(Step::Listed(slim(Object::from(o)))),
+                Ok(watcher::Event::InitApply(o)) => steps.push(Step::Listed(slim_one(Object::from(o)))),
                 Ok(watcher::Event::InitDone) => steps.push(Step::InitDone),
-                Ok(watcher::Event::Apply(o)) => steps.push(Step::Applied(slim(Object::from(o)))),
+                Ok(watcher::Event::Apply(o)) => steps.push(Step::Applied(slim_one(Object::from(o)))),
                 Ok(watcher::Event::Delete(o)) => steps.push(Step::Deleted(Object::from(o).key())),
                 Err(e) => {
                     ctx.metrics
                         .kube_watch_errors
                         .get_or_create(&KindLabels { kind: kind.as_str() })
                         .inc();
-                    tracing::warn!(kind = %kind, namespace = ?scope.namespace, error = %e, "watch failed; retrying with backoff");
+                    tracing::warn!(kind = %kind, namespace = ?scope.namespace, name = ?scope.name, error = %e, "watch failed; retrying with backoff");
                 }
             }
         }
@@ -325,30 +465,30 @@ async fn watch_kind<K>(
         }
         let mut first_sync = false;
         ctx.shared.update(|s| {
+            // The TLS watch writes a key that a reference watch holds into its own view only.
+            let mut referenced = scope.tls_secrets.then(|| ctx.referenced_secrets());
+            let mut target = Target {
+                store: &mut s.store,
+                referenced: referenced.as_deref_mut(),
+            };
             for step in steps {
                 match step {
                     Step::Init => listed = Some(HashSet::new()),
                     Step::Listed(obj) => {
                         listed.get_or_insert_with(HashSet::new).insert(obj.key());
-                        s.store.apply(obj);
+                        target.apply(obj);
                     }
                     Step::InitDone => {
                         let listed = listed.take().unwrap_or_default();
-                        let stale = stale_keys(&s.store, &scope, &listed);
-                        if !stale.is_empty() {
-                            tracing::info!(kind = %kind, namespace = ?scope.namespace, removed = stale.len(), "relist: removing objects deleted meanwhile");
+                        let stale = target.stale(&scope, &listed);
+                        if stale > 0 {
+                            tracing::info!(kind = %kind, namespace = ?scope.namespace, name = ?scope.name, removed = stale, "relist: removing objects deleted meanwhile");
                         }
-                        for key in stale {
-                            s.store.delete(kind, &key);
-                        }
-                        tracing::debug!(kind = %kind, namespace = ?scope.namespace, objects = listed.len(), "listed");
-                        if !synced {
-                            synced = true;
-                            first_sync = true;
-                        }
+                        tracing::debug!(kind = %kind, namespace = ?scope.namespace, name = ?scope.name, objects = listed.len(), "listed");
+                        first_sync |= first_list.is_some();
                     }
-                    Step::Applied(obj) => s.store.apply(obj),
-                    Step::Deleted(key) => s.store.delete(kind, &key),
+                    Step::Applied(obj) => target.apply(obj),
+                    Step::Deleted(key) => target.delete(kind, &key),
                 }
             }
         });
@@ -356,13 +496,64 @@ async fn watch_kind<K>(
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         ctx.metrics.kube_last_sync.set(now.as_secs_f64());
-        if first_sync && ctx.unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
-            tracing::info!(
-                objects = ctx.shared.with_state(|s| s.store.len()),
-                "initial list complete"
-            );
-            ctx.shared.mark_synced();
+        if matches!(kind, Kind::Ingress | Kind::IngressClass) {
+            ctx.ingresses_changed.notify_one();
         }
+        if first_sync {
+            match first_list.take() {
+                Some(FirstList::Sync) => ctx.first_list_done(),
+                Some(FirstList::Signal(tx)) => {
+                    let _ = tx.send(());
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// Where one watcher's changes go: the store, except that the TLS watch ([`Scope::tls_secrets`])
+/// keeps the keys a reference watch holds in [`ReferencedSecrets::tls_view`] instead.
+struct Target<'a> {
+    store: &'a mut ObjectStore,
+    /// Only for the TLS watch.
+    referenced: Option<&'a mut ReferencedSecrets>,
+}
+
+impl Target<'_> {
+    fn apply(&mut self, obj: Object) {
+        if let Some(r) = &mut self.referenced {
+            let key = obj.key();
+            if r.watched.contains(&key) {
+                if let Object::Secret(secret) = obj {
+                    r.tls_view.insert(key, secret);
+                }
+                return;
+            }
+        }
+        self.store.apply(obj);
+    }
+
+    fn delete(&mut self, kind: Kind, key: &ObjectKey) {
+        match &mut self.referenced {
+            Some(r) if r.watched.contains(key) => {
+                r.tls_view.remove(key);
+            }
+            _ => self.store.delete(kind, key),
+        }
+    }
+
+    /// After a complete list: deletes what `scope` holds that the list did not name. Returns how
+    /// many were deleted.
+    fn stale(&mut self, scope: &Scope, listed: &HashSet<ObjectKey>) -> usize {
+        let mut stale = stale_keys(self.store, scope, listed);
+        if let Some(r) = &mut self.referenced {
+            stale.retain(|k| !r.watched.contains(k));
+            r.tls_view.retain(|k, _| !scope.contains(k) || listed.contains(k));
+        }
+        for key in &stale {
+            self.store.delete(scope.kind, key);
+        }
+        stale.len()
     }
 }
 
@@ -371,7 +562,12 @@ async fn watch_kind<K>(
 /// synced with nothing listed, so the controller still starts, and IngressClass parameters that
 /// name a ProxyConfig report it missing; installing the CRD later takes a restart. Other errors
 /// (API server unreachable) are retried, so a slow API server never costs the ProxyConfig.
-async fn watch_proxy_configs(client: Client, ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+async fn watch_proxy_configs(
+    client: Client,
+    ctx: Arc<Ctx>,
+    mut shutdown: watch::Receiver<bool>,
+    first_list: FirstList,
+) {
     let api = Api::<ProxyConfig>::all(client);
     let mut backoff = std::time::Duration::from_millis(800);
     loop {
@@ -385,9 +581,7 @@ async fn watch_proxy_configs(client: Client, ctx: Arc<Ctx>, mut shutdown: watch:
                     "the ProxyConfig CRD (proxyconfigs.gantry.dev) is not installed; IngressClass parameters \
                      cannot apply until it is installed and gantry restarted"
                 );
-                if ctx.unsynced.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    ctx.shared.mark_synced();
-                }
+                ctx.first_list_done();
                 return;
             }
             Err(e) => {
@@ -400,11 +594,353 @@ async fn watch_proxy_configs(client: Client, ctx: Arc<Ctx>, mut shutdown: watch:
             }
         }
     }
-    let scope = Scope {
-        kind: Kind::ProxyConfig,
-        namespace: None,
+    let scope = Scope::new(Kind::ProxyConfig, None);
+    watch_kind(api, watcher::Config::default(), scope, ctx, shutdown, first_list).await;
+}
+
+/// The watches of the Secrets and ConfigMaps that the annotations of our Ingresses refer to.
+///
+/// After every change to Ingresses or IngressClasses, the referenced objects of the Ingresses that
+/// are ours ([`served_ingresses`]: the same class selection translation makes) are listed with
+/// [`references_of`], and exactly one watch runs per object: new references get a watch, and the
+/// watch of a reference that went away is stopped and its object removed from the store.
+///
+/// A Secret of type `kubernetes.io/tls` is seen by the TLS watch too. So that the two never undo
+/// each other (a late delete from one removing what the other just stored, a slimmed copy
+/// replacing a whole one), a reference watch **owns** its key while it runs
+/// ([`ReferencedSecrets`]): only it writes that key in the store, while the TLS watch keeps its
+/// own view of the key aside, which is put back in the store when the reference goes away.
+///
+/// A reference outside `--watch-namespace`, or beyond [`MAX_REFERENCE_WATCHES`], is not watched:
+/// the Ingress fails closed (the object is "not found"), and a diagnostic
+/// ([`REFERENCE_NOT_WATCHED`]) says why.
+struct ReferenceWatches {
+    client: Client,
+    ctx: Arc<Ctx>,
+    opts: Arc<TranslateOptions>,
+    /// Sorted; empty: every namespace.
+    namespaces: Vec<String>,
+    running: BTreeMap<Reference, JoinHandle<()>>,
+    /// The references of each of our Ingresses at a resourceVersion, so an Ingress whose status
+    /// alone changed is not parsed again.
+    by_ingress: HashMap<ObjectKey, (String, Vec<Reference>)>,
+    /// The diagnostics last put in the store.
+    diagnostics: Vec<Diagnostic>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A referenced object: its kind (Secret or ConfigMap) and key.
+type Reference = (Kind, ObjectKey);
+
+/// What one pass of [`ReferenceWatches::reconcile`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    /// Running watches no Ingress needs any more.
+    stop: Vec<Reference>,
+    /// References to start watching.
+    start: Vec<Reference>,
+    /// References not watched, why, and the Ingresses that make them.
+    unwatched: Vec<(Reference, Unwatched, Vec<ObjectKey>)>,
+}
+
+/// Why a reference is not watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unwatched {
+    /// Its namespace is not one of `--watch-namespace`.
+    OutsideNamespaces,
+    /// [`MAX_REFERENCE_WATCHES`] run already.
+    Limit,
+}
+
+impl ReferenceWatches {
+    fn new(
+        client: Client,
+        ctx: Arc<Ctx>,
+        opts: Arc<TranslateOptions>,
+        mut namespaces: Vec<String>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        namespaces.sort();
+        namespaces.dedup();
+        Self {
+            client,
+            ctx,
+            opts,
+            namespaces,
+            running: BTreeMap::new(),
+            by_ingress: HashMap::new(),
+            diagnostics: Vec::new(),
+            shutdown,
+        }
+    }
+
+    /// The references of our Ingresses now, each with the Ingresses that make it.
+    fn wanted(&mut self) -> BTreeMap<Reference, Vec<ObjectKey>> {
+        let mut wanted: BTreeMap<Reference, Vec<ObjectKey>> = BTreeMap::new();
+        let mut by_ingress = HashMap::new();
+        let previous = &mut self.by_ingress;
+        self.ctx.shared.with_state(|s| {
+            for key in served_ingresses(&s.store, &self.opts) {
+                let Some(ingress) = s.store.ingresses().get(&key) else {
+                    continue;
+                };
+                let version = ingress.metadata.resource_version.clone().unwrap_or_default();
+                let refs = match previous.remove(&key) {
+                    Some((v, refs)) if !version.is_empty() && v == version => refs,
+                    _ => references_of(&key, ingress.metadata.annotations.as_ref()),
+                };
+                for r in &refs {
+                    wanted.entry(r.clone()).or_default().push(key.clone());
+                }
+                by_ingress.insert(key, (version, refs));
+            }
+        });
+        self.by_ingress = by_ingress;
+        wanted
+    }
+
+    /// Brings the running watches in line with our Ingresses' references. Returns the receivers of
+    /// the first lists of the watches started.
+    async fn reconcile(&mut self) -> Vec<oneshot::Receiver<()>> {
+        let wanted = self.wanted();
+        let plan = plan(&self.running, &self.namespaces, wanted, MAX_REFERENCE_WATCHES);
+        // Stop first: the stopped watches may no longer write when their objects are removed.
+        let mut stopping: Vec<(Reference, JoinHandle<()>)> = plan
+            .stop
+            .iter()
+            .filter_map(|r| self.running.remove_entry(r))
+            .collect();
+        for (_, task) in &stopping {
+            task.abort();
+        }
+        for (_, task) in &mut stopping {
+            let _ = task.await;
+        }
+        if !stopping.is_empty() {
+            self.ctx.shared.update(|s| {
+                let mut referenced = self.ctx.referenced_secrets();
+                for ((kind, key), _) in &stopping {
+                    s.store.delete(*kind, key);
+                    if *kind == Kind::Secret {
+                        referenced.watched.remove(key);
+                        if let Some(tls) = referenced.tls_view.remove(key) {
+                            s.store.apply(Object::Secret(tls));
+                        }
+                    }
+                }
+            });
+            tracing::info!(
+                stopped = stopping.len(),
+                "stopped watching objects no Ingress refers to any more"
+            );
+        }
+        let mut first_lists = Vec::with_capacity(plan.start.len());
+        for reference in &plan.start {
+            let (tx, rx) = oneshot::channel();
+            let task = self.start(reference, tx);
+            self.running.insert(reference.clone(), task);
+            first_lists.push(rx);
+        }
+        if !plan.start.is_empty() {
+            tracing::info!(
+                started = plan.start.len(),
+                watches = self.running.len(),
+                "watching objects that Ingresses refer to"
+            );
+        }
+        self.ctx
+            .metrics
+            .kube_reference_watches
+            .set(self.running.len() as i64);
+        self.report(&plan.unwatched);
+        first_lists
+    }
+
+    /// Starts the watch of one referenced object.
+    fn start(&self, (kind, key): &Reference, first_list: oneshot::Sender<()>) -> JoinHandle<()> {
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", key.name));
+        let scope = Scope {
+            name: Some(key.name.clone()),
+            ..Scope::new(*kind, Some(key.namespace.clone()))
+        };
+        let (ctx, shutdown) = (self.ctx.clone(), self.shutdown.clone());
+        let first_list = FirstList::Signal(first_list);
+        match kind {
+            Kind::Secret => {
+                // From now on this watch alone writes the key; what the TLS watch has is kept
+                // aside. The store keeps it until this watch's first list replaces it.
+                self.ctx.shared.with_state(|s| {
+                    let mut referenced = self.ctx.referenced_secrets();
+                    referenced.watched.insert(key.clone());
+                    if let Some(tls) = s.store.secrets().get(key) {
+                        referenced.tls_view.insert(key.clone(), tls.clone());
+                    }
+                });
+                let api = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
+                tokio::spawn(watch_kind(api, config, scope, ctx, shutdown, first_list))
+            }
+            _ => {
+                let api = Api::<ConfigMap>::namespaced(self.client.clone(), &key.namespace);
+                tokio::spawn(watch_kind(api, config, scope, ctx, shutdown, first_list))
+            }
+        }
+    }
+
+    /// Puts the diagnostics about unwatched references in the store, when they changed.
+    fn report(&mut self, unwatched: &[(Reference, Unwatched, Vec<ObjectKey>)]) {
+        let mut diagnostics: Vec<Diagnostic> = unwatched
+            .iter()
+            .flat_map(|((kind, key), why, ingresses)| {
+                let message = match why {
+                    Unwatched::OutsideNamespaces => format!(
+                        "{kind} {key} is in a namespace Gantry does not watch (--watch-namespace {}): \
+                         it is not read, and the annotation that names it fails closed",
+                        self.namespaces.join(",")
+                    ),
+                    Unwatched::Limit => format!(
+                        "{kind} {key} is not watched: the Ingresses refer to more than \
+                         {MAX_REFERENCE_WATCHES} Secrets and ConfigMaps; the annotation that names it \
+                         fails closed"
+                    ),
+                };
+                ingresses.iter().map(move |ing| Diagnostic {
+                    object: format!("Ingress {ing}"),
+                    reason: REFERENCE_NOT_WATCHED.to_string(),
+                    message: message.clone(),
+                })
+            })
+            .collect();
+        diagnostics.sort();
+        diagnostics.dedup();
+        if diagnostics == self.diagnostics {
+            return;
+        }
+        for d in diagnostics
+            .iter()
+            .filter(|d| self.diagnostics.binary_search(d).is_err())
+        {
+            tracing::warn!(object = %d.object, reason = %d.reason, "{}", d.message);
+        }
+        self.ctx.shared.update(|s| replace_diagnostics(s, &diagnostics));
+        self.diagnostics = diagnostics;
+    }
+
+    /// Stops every watch (at shutdown).
+    async fn stop_all(&mut self) {
+        let running = std::mem::take(&mut self.running);
+        for task in running.values() {
+            task.abort();
+        }
+        for (_, task) in running {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Which watches to stop and start so that `running` matches `wanted` (each reference with the
+/// Ingresses that make it), watching only in `namespaces` (sorted; empty: all) and at most `limit`
+/// objects. Running watches are kept before new ones are started, so reaching the limit never
+/// moves a watch from one object to another.
+fn plan<T>(
+    running: &BTreeMap<Reference, T>,
+    namespaces: &[String],
+    wanted: BTreeMap<Reference, Vec<ObjectKey>>,
+    limit: usize,
+) -> Plan {
+    let mut plan = Plan {
+        stop: running
+            .keys()
+            .filter(|r| !wanted.contains_key(*r))
+            .cloned()
+            .collect(),
+        ..Plan::default()
     };
-    watch_kind(api, watcher::Config::default(), scope, ctx, shutdown).await;
+    let mut watched = running.len() - plan.stop.len();
+    for (reference, ingresses) in wanted {
+        if running.contains_key(&reference) {
+            continue;
+        }
+        let (_, key) = &reference;
+        if !namespaces.is_empty() && namespaces.binary_search(&key.namespace).is_err() {
+            plan.unwatched
+                .push((reference, Unwatched::OutsideNamespaces, ingresses));
+        } else if !is_object_name(&key.name) || !is_object_name(&key.namespace) {
+            // No object can have this name; it is missing, and a field selector must not
+            // carry it.
+            continue;
+        } else if watched >= limit {
+            plan.unwatched.push((reference, Unwatched::Limit, ingresses));
+        } else {
+            watched += 1;
+            plan.start.push(reference);
+        }
+    }
+    plan
+}
+
+/// Replaces the source diagnostics about unwatched references.
+fn replace_diagnostics(s: &mut SourceState, diagnostics: &[Diagnostic]) {
+    s.diagnostics.retain(|d| d.reason != REFERENCE_NOT_WATCHED);
+    s.diagnostics.extend(diagnostics.iter().cloned());
+}
+
+/// Whether `name` can name an object (a DNS-1123 subdomain; namespaces are labels, a subset), so
+/// that it can go into a field selector as it is.
+fn is_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// Keeps one watch per object that the annotations of our Ingresses refer to, until shutdown.
+///
+/// It starts once every other watcher has listed (so it sees every Ingress and IngressClass), and
+/// the store counts as synced only after the watches of the objects referenced then have listed
+/// too, or [`REFERENCE_SYNC_TIMEOUT`] passed: the first snapshot does not fail closed for an object
+/// that is there.
+async fn watch_references(mut w: ReferenceWatches, first_list: FirstList) {
+    let mut shutdown = w.shutdown.clone();
+    // Wait for the other watchers' first lists (this one is the last of `unsynced`).
+    loop {
+        let listed = w.ctx.listed.notified();
+        let mut listed = pin!(listed);
+        listed.as_mut().enable();
+        if w.ctx.unsynced.load(Ordering::SeqCst) <= 1 {
+            break;
+        }
+        tokio::select! {
+            _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
+            _ = listed => {}
+        }
+    }
+    let mut first_list = Some(first_list);
+    loop {
+        let first_lists = w.reconcile().await;
+        if let Some(done) = first_list.take() {
+            let count = first_lists.len();
+            let all = futures_util::future::join_all(first_lists);
+            tokio::select! {
+                _ = gantry_proxy::shutdown_requested(&mut shutdown) => break,
+                r = tokio::time::timeout(REFERENCE_SYNC_TIMEOUT, all) => if r.is_err() {
+                    tracing::warn!(
+                        watches = count,
+                        "not every referenced Secret and ConfigMap listed within {REFERENCE_SYNC_TIMEOUT:?}; \
+                         their Ingresses fail closed until they do"
+                    );
+                },
+            }
+            if let FirstList::Sync = done {
+                w.ctx.first_list_done();
+            }
+        }
+        tokio::select! {
+            _ = gantry_proxy::shutdown_requested(&mut shutdown) => break,
+            _ = w.ctx.ingresses_changed.notified() => {}
+        }
+    }
+    w.stop_all().await;
 }
 
 /// The keys of `scope` in the store that a complete list did not name.
@@ -424,7 +960,7 @@ fn stale_keys(store: &ObjectStore, scope: &Scope, listed: &HashSet<ObjectKey>) -
         Kind::ProxyConfig => pick(store.proxy_configs()),
         Kind::ConfigMap => pick(store.config_maps()),
     };
-    keys.filter(|k| scope.namespace.as_ref().is_none_or(|ns| &k.namespace == ns))
+    keys.filter(|k| scope.contains(k))
         .filter(|k| !listed.contains(*k))
         .cloned()
         .collect()
@@ -461,9 +997,27 @@ pub fn slim(mut obj: Object) -> Object {
             }
         }
         Object::ProxyConfig(o) => slim_meta(&mut o.metadata, None),
-        Object::ConfigMap(o) => slim_meta(&mut o.metadata, None),
+        Object::ConfigMap(o) => {
+            // Annotations read `data` (custom-headers: header name → value) only.
+            slim_meta(&mut o.metadata, None);
+            o.binary_data = None;
+        }
     }
     obj
+}
+
+/// [`slim`] for an object watched because an annotation refers to it: a Secret keeps all of its
+/// keys, as the parsers may read any of them (`auth` for an htpasswd file, every key of an
+/// `auth-map`, `ca.crt`, `tls.crt` and `tls.key` for certificates). They are few: only the objects
+/// referenced are watched.
+pub fn slim_referenced(mut obj: Object) -> Object {
+    match &mut obj {
+        Object::Secret(o) => {
+            slim_meta(&mut o.metadata, None);
+            obj
+        }
+        _ => slim(obj),
+    }
 }
 
 fn slim_meta(meta: &mut ObjectMeta, kept_label: Option<&str>) {
@@ -623,23 +1177,239 @@ mod tests {
             }));
         }
         let listed = HashSet::from([ObjectKey::new("a", "x")]);
-        let in_a = Scope {
-            kind: Kind::Service,
-            namespace: Some("a".into()),
-        };
+        let in_a = Scope::new(Kind::Service, Some("a".into()));
         assert_eq!(stale_keys(&store, &in_a, &listed), [ObjectKey::new("a", "y")]);
-        let everywhere = Scope {
-            kind: Kind::Service,
-            namespace: None,
-        };
+        let everywhere = Scope::new(Kind::Service, None);
         assert_eq!(
             stale_keys(&store, &everywhere, &listed),
             [ObjectKey::new("a", "y"), ObjectKey::new("b", "x")]
         );
-        let ingresses = Scope {
-            kind: Kind::Ingress,
-            namespace: None,
-        };
+        let ingresses = Scope::new(Kind::Ingress, None);
         assert!(stale_keys(&store, &ingresses, &HashSet::new()).is_empty());
+        // A watch of one object by name: only that object can be stale.
+        let one = Scope {
+            name: Some("x".into()),
+            ..Scope::new(Kind::Service, Some("b".into()))
+        };
+        assert_eq!(stale_keys(&store, &one, &listed), [ObjectKey::new("b", "x")]);
+        assert!(stale_keys(&store, &one, &HashSet::from([ObjectKey::new("b", "x")])).is_empty());
+    }
+
+    fn secret(ns: &str, name: &str, ty: &str, keys: &[&str]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                namespace: Some(ns.into()),
+                name: Some(name.into()),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                ..ObjectMeta::default()
+            },
+            type_: Some(ty.into()),
+            data: Some(
+                keys.iter()
+                    .map(|k| (k.to_string(), ByteString(k.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    fn data_keys(obj: &Object) -> Vec<String> {
+        match obj {
+            Object::Secret(s) => s.data.iter().flatten().map(|(k, _)| k.clone()).collect(),
+            Object::ConfigMap(c) => c.data.iter().flatten().map(|(k, _)| k.clone()).collect(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn referenced_objects_keep_every_key_the_parsers_may_read() {
+        // auth-file, auth-map (every key is a user) and certificate Secrets: all keys stay.
+        for keys in [
+            &["auth"][..],
+            &["alice", "bob"],
+            &["ca.crt", "tls.crt", "tls.key"],
+        ] {
+            let slimmed = slim_referenced(Object::Secret(secret("ns", "s", "Opaque", keys)));
+            assert_eq!(data_keys(&slimmed), keys, "{keys:?}");
+            assert_eq!(slimmed.metadata().managed_fields, None);
+        }
+        // Even a kubernetes.io/tls Secret, which the TLS watch slims to its certificate and key.
+        let tls = Object::Secret(secret(
+            "ns",
+            "s",
+            TLS_SECRET_TYPE,
+            &["auth", "ca.crt", "tls.crt", "tls.key"],
+        ));
+        assert_eq!(data_keys(&slim(tls.clone())), ["tls.crt", "tls.key"]);
+        assert_eq!(data_keys(&slim_referenced(tls)).len(), 4);
+        // A ConfigMap keeps its data (custom-headers), not its binary data.
+        let cm = slim_referenced(Object::ConfigMap(ConfigMap {
+            metadata: meta("headers"),
+            data: Some(BTreeMap::from([("X-Team".to_string(), "a".to_string())])),
+            binary_data: Some(BTreeMap::from([("blob".to_string(), ByteString(vec![0; 64]))])),
+            ..ConfigMap::default()
+        }));
+        assert_eq!(data_keys(&cm), ["X-Team"]);
+        let Object::ConfigMap(cm) = cm else { unreachable!() };
+        assert_eq!((cm.binary_data, cm.metadata.labels), (None, None));
+    }
+
+    /// The TLS watch and a reference watch both see a referenced `kubernetes.io/tls` Secret: while
+    /// the reference watch runs, the TLS watch only keeps its own view of it aside.
+    #[test]
+    fn the_tls_watch_leaves_referenced_secrets_to_their_watch() {
+        let mut store = ObjectStore::new();
+        let mut referenced = ReferencedSecrets::default();
+        let auth = ObjectKey::new("ns", "auth");
+        referenced.watched.insert(auth.clone());
+        // What the reference watch stored: the whole Secret.
+        store.apply(Object::Secret(secret(
+            "ns",
+            "auth",
+            TLS_SECRET_TYPE,
+            &["auth", "tls.crt", "tls.key"],
+        )));
+        let tls_scope = Scope {
+            tls_secrets: true,
+            ..Scope::new(Kind::Secret, Some("ns".into()))
+        };
+        let mut tls = Target {
+            store: &mut store,
+            referenced: Some(&mut referenced),
+        };
+        tls.apply(slim(Object::Secret(secret(
+            "ns",
+            "auth",
+            TLS_SECRET_TYPE,
+            &["auth", "tls.crt", "tls.key"],
+        ))));
+        tls.apply(slim(Object::Secret(secret(
+            "ns",
+            "cert",
+            TLS_SECRET_TYPE,
+            &["tls.crt", "tls.key"],
+        ))));
+        // A relist that names neither: the TLS watch's own Secret goes, the referenced one stays
+        // (its watch decides), and the TLS view of it is dropped.
+        assert_eq!(tls.stale(&tls_scope, &HashSet::new()), 1);
+        assert!(referenced.tls_view.is_empty());
+        assert_eq!(store.secrets().keys().collect::<Vec<_>>(), [&auth]);
+        assert_eq!(
+            store.secret("ns", "auth").unwrap().data.as_ref().unwrap().len(),
+            3,
+            "the whole Secret, not the TLS watch's slimmed copy"
+        );
+
+        // Listed again: kept aside; deleted: only the view goes.
+        let mut tls = Target {
+            store: &mut store,
+            referenced: Some(&mut referenced),
+        };
+        tls.apply(slim(Object::Secret(secret(
+            "ns",
+            "auth",
+            TLS_SECRET_TYPE,
+            &["tls.crt", "tls.key"],
+        ))));
+        assert_eq!(tls.stale(&tls_scope, &HashSet::from([auth.clone()])), 0);
+        assert!(referenced.tls_view.contains_key(&auth));
+        let mut tls = Target {
+            store: &mut store,
+            referenced: Some(&mut referenced),
+        };
+        tls.delete(Kind::Secret, &auth);
+        assert!(referenced.tls_view.is_empty());
+        assert!(store.secret("ns", "auth").is_some());
+
+        // Any other watch writes the store itself.
+        let mut other = Target {
+            store: &mut store,
+            referenced: None,
+        };
+        other.delete(Kind::Secret, &auth);
+        assert!(store.secrets().is_empty());
+    }
+
+    fn reference(kind: Kind, ns: &str, name: &str) -> Reference {
+        (kind, ObjectKey::new(ns, name))
+    }
+
+    fn wanted(refs: &[Reference]) -> BTreeMap<Reference, Vec<ObjectKey>> {
+        refs.iter()
+            .map(|r| (r.clone(), vec![ObjectKey::new(&r.1.namespace, "web")]))
+            .collect()
+    }
+
+    #[test]
+    fn one_watch_per_reference_started_and_stopped_as_references_come_and_go() {
+        let a = reference(Kind::Secret, "ns", "a");
+        let b = reference(Kind::ConfigMap, "ns", "b");
+        let c = reference(Kind::Secret, "ns", "c");
+        let running: BTreeMap<Reference, ()> = [(a.clone(), ()), (b.clone(), ())].into();
+        let p = plan(&running, &[], wanted(&[b.clone(), c.clone()]), 10);
+        assert_eq!((p.stop, p.start), (vec![a.clone()], vec![c.clone()]));
+        assert!(p.unwatched.is_empty());
+
+        // Nothing changes: nothing to do.
+        let p = plan(&running, &[], wanted(&[a.clone(), b.clone()]), 10);
+        assert_eq!(p, Plan::default());
+
+        // A name no object can have is not watched (nor reported: it is simply missing).
+        let bad = reference(Kind::Secret, "ns", "a,type=x");
+        assert_eq!(
+            plan(&running, &[], wanted(&[a.clone(), b.clone(), bad]), 10),
+            Plan::default()
+        );
+    }
+
+    #[test]
+    fn references_outside_the_watched_namespaces_or_beyond_the_limit_are_not_watched() {
+        let namespaces = ["team-a".to_string(), "team-b".to_string()];
+        let inside = reference(Kind::Secret, "team-a", "auth");
+        let outside = reference(Kind::ConfigMap, "other", "headers");
+        let none: BTreeMap<Reference, ()> = BTreeMap::new();
+        let p = plan(&none, &namespaces, wanted(&[inside.clone(), outside.clone()]), 10);
+        assert_eq!(p.start.len(), 1);
+        assert_eq!(p.start[0], inside);
+        assert_eq!(
+            p.unwatched,
+            [(
+                outside.clone(),
+                Unwatched::OutsideNamespaces,
+                vec![ObjectKey::new("other", "web")]
+            )]
+        );
+
+        // At the limit, running watches stay and new references wait, even ones that sort first.
+        let first = reference(Kind::Secret, "team-a", "0-first");
+        let running: BTreeMap<Reference, ()> = [(inside.clone(), ())].into();
+        let p = plan(&running, &namespaces, wanted(&[first.clone(), inside.clone()]), 1);
+        assert!(p.start.is_empty() && p.stop.is_empty());
+        assert_eq!(p.unwatched.len(), 1);
+        assert_eq!((&p.unwatched[0].0, p.unwatched[0].1), (&first, Unwatched::Limit));
+        // A stopped watch makes room in the same pass.
+        let p = plan(&running, &namespaces, wanted(std::slice::from_ref(&first)), 1);
+        assert_eq!((p.stop, p.start), (vec![inside], vec![first]));
+    }
+
+    #[test]
+    fn unwatched_reference_diagnostics_replace_only_their_own() {
+        let mut state = SourceState::default();
+        let other = Diagnostic {
+            object: "Ingress ns/x".into(),
+            reason: "SomethingElse".into(),
+            message: "m".into(),
+        };
+        state.diagnostics.push(other.clone());
+        let d = Diagnostic {
+            object: "Ingress ns/web".into(),
+            reason: REFERENCE_NOT_WATCHED.into(),
+            message: "m".into(),
+        };
+        replace_diagnostics(&mut state, std::slice::from_ref(&d));
+        replace_diagnostics(&mut state, std::slice::from_ref(&d));
+        assert_eq!(state.diagnostics, [other.clone(), d]);
+        replace_diagnostics(&mut state, &[]);
+        assert_eq!(state.diagnostics, [other]);
     }
 }
