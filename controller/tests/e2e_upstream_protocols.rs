@@ -2,10 +2,11 @@
 //! `backend-protocol` (`GRPC`, `GRPCS`, `HTTPS`, `H2C`) and `proxy-ssl-verify`, `proxy-ssl-secret`,
 //! `proxy-ssl-name`, `proxy-ssl-server-name`, against the real `gantry` binary, a real gRPC server
 //! (tonic's health service), an HTTPS backend (hyper on tokio-rustls) and an h2c-only backend.
+//! (`H2C` is Gantry's own value for plain HTTP/2 backends; ingress-nginx has none.)
 //!
-//! The data plane half is in place (and proven by `proxy/tests/upstream_protocols.rs`); these
-//! tests wait for the controller to compile the annotations into `UpstreamRequest::protocol`
-//! and `UpstreamRequest::tls`.
+//! The data plane half is proven by `proxy/tests/upstream_protocols.rs`; here the controller
+//! compiles the annotations into `UpstreamRequest::protocol` and `UpstreamRequest::tls`
+//! (`controller/src/annotations/upstream.rs`).
 
 mod common;
 
@@ -207,7 +208,6 @@ fn check(service: &str) -> HealthCheckRequest {
 }
 
 #[tokio::test]
-#[ignore = "needs the controller half of backend-protocol"]
 async fn grpc_backend_through_the_plain_and_the_tls_listener() {
     let (backend, reporter) = grpc_backend(None).await;
     let ca = new_ca("front ca");
@@ -275,7 +275,6 @@ async fn grpc_backend_through_the_plain_and_the_tls_listener() {
 }
 
 #[tokio::test]
-#[ignore = "needs the controller half of backend-protocol"]
 async fn grpcs_backend_with_tls() {
     let backend_ca = new_ca("backend ca");
     let (backend_cert, backend_key) = issue(&backend_ca, &["grpc.internal"]);
@@ -315,7 +314,6 @@ async fn grpcs_backend_with_tls() {
 }
 
 #[tokio::test]
-#[ignore = "needs the controller half of backend-protocol"]
 async fn https_backend_with_and_without_verification() {
     let ca = new_ca("backend ca");
     let (cert, key) = issue(&ca, &["backend.internal"]);
@@ -384,7 +382,6 @@ async fn https_backend_with_and_without_verification() {
 }
 
 #[tokio::test]
-#[ignore = "needs the controller half of backend-protocol"]
 async fn h2c_backend_from_an_http1_client() {
     let backend = h2c_backend().await;
     let dir = tempfile::tempdir().unwrap();

@@ -259,7 +259,7 @@ fn auth_map(secret: &Secret) -> Result<Htpasswd, String> {
 
 /// A Secret's keys and values, `stringData` over `data` (what the API server would store; a
 /// manifest file may still carry `stringData`).
-fn secret_entries(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn secret_entries(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut entries: BTreeMap<String, Vec<u8>> = secret
         .data
         .iter()

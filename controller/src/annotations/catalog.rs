@@ -121,11 +121,9 @@ const EXTERNAL_AUTH: &str = "external authentication (auth-url) is not yet suppo
     application";
 const CLIENT_CERTS: &str = "client certificate authentication is not yet supported; the Ingress fails \
     closed (its paths answer 503)";
-const AFFINITY: &str = "sticky sessions are not yet supported: requests are balanced across all \
-    ready endpoints";
-const CANARY: &str = "canaries are not yet supported (see canary)";
-const BACKEND_TLS: &str = "TLS to backends is not yet supported (backend-protocol: HTTPS is refused \
-    too): Gantry speaks plain HTTP/1.1 to endpoints";
+const SUBSET: &str = "subset hashing is not supported: each key goes to one endpoint, as without it";
+const PROXY_SSL_OFF: &str = "needs proxy-ssl-secret and backend-protocol HTTPS or GRPCS (otherwise \
+    ignored, as in ingress-nginx)";
 const MODSECURITY: &str = "ModSecurity is not supported (ingress-nginx runs it in detection-only \
     mode unless a modsecurity-snippet turns the rule engine on)";
 const MIRROR: &str = "request mirroring is not yet supported";
@@ -137,8 +135,6 @@ const SNIPPET: &str = "never executed: Gantry runs no nginx configuration. Write
     temporal-redirect, client_max_body_size → proxy-body-size, ...). A snippet with an access \
     directive (allow, deny, auth_basic, auth_request, satisfy, access_by_lua, return 401 or 403) makes \
     the Ingress fail closed (its paths answer 503); without one the Ingress is served without the snippet";
-const HASHING: &str = "consistent hashing is not yet supported: requests are balanced by the \
-    class-wide algorithm";
 const TRAILING_SLASH: &str = "308 to https:// with the host (without port) and the request's path \
     and query; the path keeps a trailing slash, which ingress-nginx strips unless \
     preserve-trailing-slash is \"true\"";
@@ -546,15 +542,18 @@ pub static CATALOG: &[Entry] = &[
         Backend,
         false,
         HonouredWithDifference(
-            "HTTP only; HTTPS, AUTO_HTTP, GRPC, GRPCS and FCGI are refused (not yet supported) and \
-         reported, and the route is still served, over HTTP/1.1",
+            "HTTP and HTTPS (HTTP/1.1, pooled), GRPC (HTTP/2 in clear text) and GRPCS (HTTP/2 over \
+         TLS), whatever HTTP version the client speaks; H2C is Gantry's own value for clear-text \
+         HTTP/2 backends that are not gRPC; AUTO_HTTP and FCGI are refused and the route is served \
+         over HTTP/1.1. A canary's backend is reached with its main route's protocol, as in \
+         ingress-nginx",
         ),
     ),
     e(
         "proxy-http-version",
         Backend,
         false,
-        Ignored("Gantry always speaks HTTP/1.1 to backends"),
+        Ignored("Gantry speaks HTTP/1.1 to backends, or HTTP/2 with backend-protocol GRPC, GRPCS or H2C"),
     ),
     e(
         "service-upstream",
@@ -582,90 +581,178 @@ pub static CATALOG: &[Entry] = &[
         Refused("FastCGI backends are not supported"),
     ),
     // --- Backend TLS ---
-    e("proxy-ssl-secret", BackendTls, false, Refused(BACKEND_TLS)),
-    e("proxy-ssl-verify", BackendTls, false, Refused(BACKEND_TLS)),
-    e("proxy-ssl-verify-depth", BackendTls, false, Refused(BACKEND_TLS)),
-    e("proxy-ssl-ciphers", BackendTls, false, Refused(BACKEND_TLS)),
-    e("proxy-ssl-protocols", BackendTls, false, Refused(BACKEND_TLS)),
-    e("proxy-ssl-name", BackendTls, false, Refused(BACKEND_TLS)),
-    e("proxy-ssl-server-name", BackendTls, false, Refused(BACKEND_TLS)),
+    e(
+        "proxy-ssl-secret",
+        BackendTls,
+        false,
+        HonouredWithDifference(
+            "namespace/name in the Ingress's own namespace: ca.crt is what the backend's certificate \
+         must lead to, tls.crt and tls.key a client certificate; read with backend-protocol HTTPS \
+         or GRPCS only. A Secret that is missing or broken makes the Ingress fail closed (its \
+         paths answer 503) when proxy-ssl-verify is on; with verification off it is reported and \
+         the backend is reached without it (ingress-nginx answers 503 either way)",
+        ),
+    ),
+    e(
+        "proxy-ssl-verify",
+        BackendTls,
+        false,
+        HonouredWithDifference(
+            "on without a usable ca.crt in proxy-ssl-secret makes the Ingress fail closed (its paths \
+         answer 503), where ingress-nginx does not verify; without proxy-ssl-name the certificate is \
+         checked against the name upstream_balancer, as in ingress-nginx, so set it (this is \
+         reported); needs backend-protocol HTTPS or GRPCS",
+        ),
+    ),
+    e(
+        "proxy-ssl-verify-depth",
+        BackendTls,
+        false,
+        HonouredWithDifference(PROXY_SSL_OFF),
+    ),
+    e(
+        "proxy-ssl-ciphers",
+        BackendTls,
+        false,
+        Ignored("rustls offers only modern AEAD cipher suites to backends"),
+    ),
+    e(
+        "proxy-ssl-protocols",
+        BackendTls,
+        false,
+        Ignored("Gantry offers TLS 1.2 and 1.3 to backends (ingress-nginx's default is TLS 1.2 only)"),
+    ),
+    e(
+        "proxy-ssl-name",
+        BackendTls,
+        false,
+        HonouredWithDifference(
+            "a DNS name or IP address; a value with nginx variables ($host, ...) is refused; needs \
+         proxy-ssl-secret and backend-protocol HTTPS or GRPCS (otherwise ignored, as in \
+         ingress-nginx)",
+        ),
+    ),
+    e(
+        "proxy-ssl-server-name",
+        BackendTls,
+        false,
+        HonouredWithDifference(PROXY_SSL_OFF),
+    ),
     // --- Load balancing ---
     e(
         "load-balance",
         LoadBalancing,
         false,
-        Ignored(
-            "per-Ingress algorithms are not supported: the class-wide --load-balance (or ProxyConfig) \
-         applies",
+        HonouredWithDifference(
+            "round_robin; ewma is served by least-request (two endpoints at random, the one with \
+         fewer requests in flight: it favours fast endpoints too, without a latency average); \
+         chash, chashsubset and sticky_* are refused (use upstream-hash-by or affinity: cookie); \
+         affinity and upstream-hash-by take precedence, as in ingress-nginx",
         ),
     ),
-    e("upstream-hash-by", LoadBalancing, false, Refused(HASHING)),
-    e("upstream-hash-by-subset", LoadBalancing, false, Refused(HASHING)),
+    e(
+        "upstream-hash-by",
+        LoadBalancing,
+        false,
+        HonouredWithDifference(
+            "exactly one of $request_uri, $remote_addr (or $binary_remote_addr), $http_<header>, \
+         $cookie_<name> or $arg_<name>: nginx variables are never templated, so other variables, \
+         text and combinations are refused and the route's balancer applies. Keys are mapped by \
+         rendezvous hashing instead of ketama: a key keeps its endpoint and few keys move when \
+         endpoints change, but it is not the endpoint ingress-nginx would pick; affinity takes \
+         precedence",
+        ),
+    ),
+    e("upstream-hash-by-subset", LoadBalancing, false, Refused(SUBSET)),
     e(
         "upstream-hash-by-subset-size",
         LoadBalancing,
         false,
-        Refused(HASHING),
+        Refused(SUBSET),
     ),
     // --- Session affinity ---
-    e("affinity", SessionAffinity, false, Refused(AFFINITY)),
-    e("affinity-mode", SessionAffinity, false, Refused(AFFINITY)),
+    e(
+        "affinity",
+        SessionAffinity,
+        false,
+        HonouredWithDifference(
+            "cookie, with ingress-nginx's cookie value (a persistent-mode session carries over from \
+         ingress-nginx); balanced mode maps sessions by rendezvous hashing instead of ketama; a \
+         cookie of the main route keeps a request off its canary, as in ingress-nginx; without \
+         session-cookie-path a regex route's cookie Path is the regex, as in ingress-nginx (this is \
+         reported)",
+        ),
+    ),
+    e("affinity-mode", SessionAffinity, false, Honoured),
     e(
         "affinity-canary-behavior",
         SessionAffinity,
         false,
-        Refused(AFFINITY),
+        HonouredWithDifference(
+            "on a canary Ingress: sticky (the default) gives its backend the main route's session \
+         affinity, legacy its own; reported as ignored elsewhere",
+        ),
     ),
-    e("session-cookie-name", SessionAffinity, false, Refused(AFFINITY)),
-    e("session-cookie-path", SessionAffinity, false, Refused(AFFINITY)),
-    e("session-cookie-domain", SessionAffinity, false, Refused(AFFINITY)),
-    e(
-        "session-cookie-expires",
-        SessionAffinity,
-        false,
-        Refused(AFFINITY),
-    ),
-    e(
-        "session-cookie-max-age",
-        SessionAffinity,
-        false,
-        Refused(AFFINITY),
-    ),
+    e("session-cookie-name", SessionAffinity, false, Honoured),
+    e("session-cookie-path", SessionAffinity, false, Honoured),
+    e("session-cookie-domain", SessionAffinity, false, Honoured),
+    e("session-cookie-expires", SessionAffinity, false, Honoured),
+    e("session-cookie-max-age", SessionAffinity, false, Honoured),
     e(
         "session-cookie-samesite",
         SessionAffinity,
         false,
-        Refused(AFFINITY),
+        HonouredWithDifference(
+            "session-cookie-conditional-samesite-none applies to none in any case (ingress-nginx: only \
+         when written None)",
+        ),
     ),
     e(
         "session-cookie-conditional-samesite-none",
         SessionAffinity,
         false,
-        Refused(AFFINITY),
+        Honoured,
     ),
-    e("session-cookie-secure", SessionAffinity, false, Refused(AFFINITY)),
+    e("session-cookie-secure", SessionAffinity, false, Honoured),
     e(
         "session-cookie-change-on-failure",
         SessionAffinity,
         false,
-        Refused(AFFINITY),
+        HonouredWithDifference(
+            "the cookie is re-issued for the endpoint that answered when Gantry's one retry (of a \
+         connection that failed) went to another",
+        ),
     ),
     // --- Canary ---
     e(
         "canary",
         Canary,
         false,
-        Refused(
-            "canaries are not yet supported: an Ingress with canary: \"true\" is not routed at all, so \
-         all traffic goes to the main Ingress (never the other way round)",
+        HonouredWithDifference(
+            "the Ingress is not routed by itself: its backend becomes the canary of the main (not \
+         canary) Ingress's route with the same host, path and path type (ingress-nginx attaches it \
+         to the main Service, so its other paths get it too); a canary without such a route, or \
+         after the first for one route, is reported and ignored, as in ingress-nginx; its other \
+         annotations are ignored except canary-*, load-balance, upstream-hash-by and, with \
+         affinity-canary-behavior: legacy, session affinity; an invalid value leaves the Ingress \
+         not routed at all",
         ),
     ),
-    e("canary-by-header", Canary, false, Refused(CANARY)),
-    e("canary-by-header-value", Canary, false, Refused(CANARY)),
-    e("canary-by-header-pattern", Canary, false, Refused(CANARY)),
-    e("canary-by-cookie", Canary, false, Refused(CANARY)),
-    e("canary-weight", Canary, false, Refused(CANARY)),
-    e("canary-weight-total", Canary, false, Refused(CANARY)),
+    e("canary-by-header", Canary, false, Honoured),
+    e("canary-by-header-value", Canary, false, Honoured),
+    e(
+        "canary-by-header-pattern",
+        Canary,
+        false,
+        HonouredWithDifference(
+            "Rust regex syntax (no look-around or back-references), matched anywhere in the value; a \
+         pattern that does not compile turns the header rule off, where ingress-nginx keeps \
+         requests carrying the header on the main backend (reported)",
+        ),
+    ),
+    e("canary-by-cookie", Canary, false, Honoured),
+    e("canary-weight", Canary, false, Honoured),
+    e("canary-weight-total", Canary, false, Honoured),
     // --- Error pages ---
     e(
         "default-backend",

@@ -29,6 +29,8 @@ pub mod references;
 mod values;
 
 mod access;
+mod balancing;
+mod canary;
 mod cors;
 mod rate_limit;
 mod redirect;
@@ -45,6 +47,7 @@ use gantry_proxy::policy::{Policies, Refusal};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use serde::Serialize;
 
+pub use canary::CanarySpec;
 pub use catalog::{lookup, markdown_table, suggest, Entry, Family, Support, CATALOG, PREFIX};
 
 use crate::store::{ObjectKey, ObjectStore};
@@ -88,6 +91,8 @@ pub struct IngressAnnotations {
     pub server_alias: Vec<String>,
     /// Why the Ingress's rules are not routed at all (`canary: "true"`), if so.
     pub not_routed: Option<String>,
+    /// `canary: "true"`: what the Ingress's backends ask of the main routes they attach to.
+    pub canary: Option<CanarySpec>,
     /// One per `nginx.ingress.kubernetes.io/*` annotation present, by name.
     pub reports: Vec<AnnotationReport>,
 }
@@ -102,6 +107,7 @@ impl Default for IngressAnnotations {
             rewrite_target: None,
             server_alias: Vec::new(),
             not_routed: None,
+            canary: None,
             reports: Vec::new(),
         }
     }
@@ -263,13 +269,24 @@ pub fn parse(
     refs: &impl References,
 ) -> IngressAnnotations {
     let mut p = Parser::new(ingress, annotations, refs);
-    redirect::parse(&mut p);
-    rewrite::parse(&mut p);
-    access::parse(&mut p);
-    cors::parse(&mut p);
-    rate_limit::parse(&mut p);
-    upstream::parse(&mut p);
-    special::parse(&mut p);
+    match canary::parse(&mut p) {
+        canary::Role::Main => {
+            redirect::parse(&mut p);
+            rewrite::parse(&mut p);
+            access::parse(&mut p);
+            cors::parse(&mut p);
+            rate_limit::parse(&mut p);
+            upstream::parse(&mut p);
+            balancing::parse(&mut p, true);
+            special::parse(&mut p);
+        }
+        // Only the canary rules and the balancing annotations apply (read by `canary::parse`).
+        canary::Role::Canary => canary::ignore_the_rest(
+            &mut p,
+            "ignored on a canary Ingress, as in ingress-nginx: the requests it takes are served with the main route's policies (only canary-*, load-balance, upstream-hash-by and, with affinity-canary-behavior: legacy, the session affinity annotations apply)",
+        ),
+        canary::Role::Invalid => canary::ignore_the_rest(&mut p, "the Ingress is not routed: canary is invalid"),
+    }
     p.finish()
 }
 

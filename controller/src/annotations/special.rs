@@ -1,5 +1,5 @@
 //! Annotations refused with a rule of their own: the snippets (raw nginx configuration, never
-//! executed) and `canary`.
+//! executed).
 //!
 //! A snippet is never run, but it is read: its directives name the typed annotation to use
 //! instead, and an access directive in it (`allow`, `deny`, `auth_basic`, `auth_request`,
@@ -8,7 +8,7 @@
 //! `auth-snippet` always does (it only exists to change an authentication); a `modsecurity-snippet`
 //! that turns the rule engine on does too (it asked for requests to be blocked).
 
-use super::{values::parse_bool, Outcome, Parser, References};
+use super::{Outcome, Parser, References};
 
 /// Longest snippet read for directives; the rest is not looked at (it is never run anyway). An
 /// annotation value is at most 256 KiB in a cluster.
@@ -114,25 +114,6 @@ pub(super) fn parse<R: References>(p: &mut Parser<'_, R>) {
                     "never executed: ModSecurity is not supported; the Ingress is served without it".into(),
                 ),
             );
-        }
-    }
-
-    // `canary: "true"` makes this Ingress an alternative backend of another one. Routing it as an
-    // ordinary Ingress could give it all the traffic (when it is the older), so it is not routed.
-    if let Some(v) = p.value("canary") {
-        match parse_bool(v) {
-            Some(true) => {
-                let why = "canaries are not yet supported: this Ingress is not routed, so all traffic goes to the main Ingress";
-                p.report("canary", Outcome::Refused(why.into()));
-                p.out.not_routed = Some(why.into());
-            }
-            Some(false) => p.report("canary", Outcome::Ignored("not a canary: nothing to do".into())),
-            None => {
-                let why =
-                    "expected \"true\" or \"false\"; the Ingress is not routed (it may be meant as a canary)";
-                p.report("canary", Outcome::Invalid(why.into()));
-                p.out.not_routed = Some(format!("canary: {why}"));
-            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
-use gantry_proxy::policy::{Cors, CorsOrigin};
+use gantry_proxy::policy::{Affinity, AffinityMode, Cors, CorsOrigin, HashBy, Policies, SameSite};
 use http::StatusCode;
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
@@ -799,18 +799,28 @@ fn custom_headers_come_from_a_config_map_of_the_namespace() {
 }
 
 #[test]
-fn backend_protocol_http_only_and_served_either_way() {
-    for (value, want) in [
-        ("HTTP", "honoured"),
-        ("http", "honoured"),
-        ("HTTPS", "refused"),
-        ("GRPC", "refused"),
-        ("AUTO_HTTP", "refused"),
-        ("fcgi", "refused"),
-        ("SPDY", "invalid"),
+fn backend_protocols_map_to_upstream_protocols_and_are_served_either_way() {
+    use gantry_proxy::policy::UpstreamProtocol::*;
+    // backendprotocol/main.go: ValidateOptions(auto_http http https grpc grpcs fcgi), case
+    // insensitive; the template upper-cases. H2C is Gantry's own.
+    for (value, want, protocol) in [
+        ("HTTP", "honoured", Http1),
+        ("http", "honoured", Http1),
+        ("HTTPS", "honoured", Https),
+        ("https", "honoured", Https),
+        ("GRPC", "honoured", H2c),
+        ("grpc", "honoured", H2c),
+        ("GRPCS", "honoured", H2),
+        ("H2C", "difference", H2c),
+        ("AUTO_HTTP", "refused", Http1),
+        ("fcgi", "refused", Http1),
+        ("SPDY", "invalid", Http1),
+        ("HTTP2", "invalid", Http1),
     ] {
         let a = parse_only(&[("backend-protocol", value)]);
         assert_eq!(label(&a, "backend-protocol"), want, "{value}");
+        assert_eq!(a.policies.upstream.protocol, protocol, "{value}");
+        assert!(a.policies.upstream.tls.is_none(), "{value}: no proxy-ssl-secret");
         assert!(a.fails_closed().is_none(), "{value}: not fail-closed");
     }
 }
@@ -833,11 +843,11 @@ fn refused_security_annotations_fail_closed_and_others_do_not() {
     );
     assert!(a.fails_closed().is_none());
     let a = parse_only(&[
-        ("affinity", "cookie"),
-        ("session-cookie-name", "route"),
+        ("upstream-hash-by", "$request_uri$host"),
         ("mirror-target", "https://test.env.com$request_uri"),
     ]);
-    assert_eq!(label(&a, "affinity"), "refused");
+    assert_eq!(label(&a, "upstream-hash-by"), "refused");
+    assert_eq!(label(&a, "mirror-target"), "refused");
     assert!(a.fails_closed().is_none());
     let a = parse_only(&[
         ("enable-global-auth", "false"),
@@ -899,17 +909,6 @@ fn snippets_are_never_run_and_access_directives_fail_closed() {
     )])
     .fails_closed()
     .is_some());
-}
-
-#[test]
-fn canaries_are_not_routed() {
-    let a = parse_only(&[("canary", "true"), ("canary-weight", "10")]);
-    assert!(a.not_routed.is_some());
-    assert_eq!(label(&a, "canary"), "refused");
-    assert_eq!(label(&a, "canary-weight"), "refused");
-    let a = parse_only(&[("canary", "false")]);
-    assert!(a.not_routed.is_none());
-    assert_eq!(label(&a, "canary"), "ignored");
 }
 
 #[test]
@@ -1024,4 +1023,867 @@ fn garbage_never_panics() {
     assert!(parse_only(&[("configuration-snippet", &huge)])
         .fails_closed()
         .is_some());
+}
+
+// === canary ===
+
+fn canary_of(a: &IngressAnnotations) -> &CanarySpec {
+    a.canary
+        .as_ref()
+        .unwrap_or_else(|| panic!("a canary: {:#?}", a.reports))
+}
+
+#[test]
+fn canary_rules_are_read_on_a_canary_ingress() {
+    // canary.go: "when canaried by header with value", "by weight", "weight total".
+    let a = parse_only(&[
+        ("canary", "true"),
+        ("canary-by-header", "CanaryByHeader"),
+        ("canary-by-header-value", "DoCanary"),
+        ("canary-by-cookie", "Canary-By-Cookie"),
+        ("canary-weight", "100"),
+        ("canary-weight-total", "200"),
+    ]);
+    let c = canary_of(&a);
+    assert_eq!(c.by_header.as_ref().unwrap(), "canarybyheader");
+    assert_eq!(c.header_value.as_ref().unwrap(), "DoCanary");
+    assert_eq!(c.by_cookie.as_deref(), Some("Canary-By-Cookie"));
+    assert_eq!((c.weight, c.weight_total), (100, 200));
+    assert!(c.sticky);
+    assert!(a.not_routed.is_some());
+    assert!(
+        a.reports.iter().all(|r| r.outcome == Outcome::Honoured),
+        "{:#?}",
+        a.reports
+    );
+    assert_eq!(a.policies, Policies::default());
+    assert!(a.fails_closed().is_none());
+}
+
+#[test]
+fn canary_values_are_validated_as_ingress_nginx_does() {
+    type Check = fn(&CanarySpec) -> bool;
+    let cases: &[(Anns<'_>, &str, &str, Check)] = &[
+        // nginx reads $http_<name> with `-` for `_`.
+        (
+            &[("canary-by-header", "Canary_By_Header")],
+            "canary-by-header",
+            "honoured",
+            |c| c.by_header.as_ref().is_some_and(|h| h == "canary-by-header"),
+        ),
+        (
+            &[("canary-by-header", "a/b")],
+            "canary-by-header",
+            "invalid",
+            |c| c.by_header.is_none(),
+        ),
+        (
+            &[("canary-by-header-value", "DoCanary")],
+            "canary-by-header-value",
+            "ignored",
+            |c| c.header_value.is_none(),
+        ),
+        (
+            &[("canary-by-header", "X"), ("canary-by-header-value", "a;b")],
+            "canary-by-header-value",
+            "invalid",
+            |c| c.header_value.is_none() && c.by_header.is_some(),
+        ),
+        (
+            &[("canary-by-header", "X"), ("canary-by-header-value", "Do Canary")],
+            "canary-by-header-value",
+            "honoured",
+            |c| c.header_value.as_ref().is_some_and(|v| v == "Do Canary"),
+        ),
+        // "when canaried by header with value and pattern": the value wins.
+        (
+            &[
+                ("canary-by-header", "CanaryByHeader"),
+                ("canary-by-header-value", "DoCanary"),
+                ("canary-by-header-pattern", "^Do[A-Z][a-z]+y$"),
+            ],
+            "canary-by-header-pattern",
+            "ignored",
+            |c| c.header_pattern.is_none() && c.header_value.is_some(),
+        ),
+        (
+            &[
+                ("canary-by-header", "CanaryByHeader"),
+                ("canary-by-header-pattern", "^Do[A-Z][a-z]+y$"),
+            ],
+            "canary-by-header-pattern",
+            "honoured",
+            |c| {
+                c.header_pattern
+                    .as_ref()
+                    .is_some_and(|p| p.is_match("DoCanary") && !p.is_match("Docanary"))
+            },
+        ),
+        // "should routes to mainline upstream when the given Regex causes error": Gantry turns
+        // the header rule off (the report says how that differs).
+        (
+            &[
+                ("canary-by-header", "CanaryByHeader"),
+                ("canary-by-header-pattern", "[][**da?$&*"),
+                ("canary-by-cookie", "CanaryByCookie"),
+            ],
+            "canary-by-header-pattern",
+            "invalid",
+            |c| c.by_header.is_none() && c.header_pattern.is_none() && c.by_cookie.is_some(),
+        ),
+        // PCRE look-ahead: not Rust regex syntax.
+        (
+            &[
+                ("canary-by-header", "X"),
+                ("canary-by-header-pattern", "^(?=beta)"),
+            ],
+            "canary-by-header-pattern",
+            "invalid",
+            |c| c.by_header.is_none(),
+        ),
+        // Characters IsValidRegex refuses: the pattern is dropped, always/never decide.
+        (
+            &[("canary-by-header", "X"), ("canary-by-header-pattern", "a b")],
+            "canary-by-header-pattern",
+            "invalid",
+            |c| c.by_header.is_some() && c.header_pattern.is_none(),
+        ),
+        (
+            &[("canary-by-cookie", "a/b")],
+            "canary-by-cookie",
+            "invalid",
+            |c| c.by_cookie.is_none(),
+        ),
+        (&[("canary-weight", "50")], "canary-weight", "honoured", |c| {
+            c.weight == 50
+        }),
+        (&[("canary-weight", "abc")], "canary-weight", "invalid", |c| {
+            c.weight == 0
+        }),
+        (&[("canary-weight", "-5")], "canary-weight", "invalid", |c| {
+            c.weight == 0
+        }),
+        (
+            &[("canary-weight", "99999999999")],
+            "canary-weight",
+            "honoured",
+            |c| c.weight == u32::MAX,
+        ),
+        (
+            &[("canary-weight", "1000"), ("canary-weight-total", "1000")],
+            "canary-weight-total",
+            "honoured",
+            |c| (c.weight, c.weight_total) == (1000, 1000),
+        ),
+        (
+            &[("canary-weight-total", "50")],
+            "canary-weight-total",
+            "ignored",
+            |c| c.weight_total == 100,
+        ),
+        (
+            &[("canary-weight-total", "x")],
+            "canary-weight-total",
+            "invalid",
+            |c| c.weight_total == 100,
+        ),
+        (
+            &[("affinity-canary-behavior", "legacy")],
+            "affinity-canary-behavior",
+            "honoured",
+            |c| !c.sticky,
+        ),
+        (
+            &[("affinity-canary-behavior", "sticky")],
+            "affinity-canary-behavior",
+            "honoured",
+            |c| c.sticky,
+        ),
+        (
+            &[("affinity-canary-behavior", "Legacy")],
+            "affinity-canary-behavior",
+            "invalid",
+            |c| c.sticky,
+        ),
+    ];
+    let a = parse_only(&[
+        ("canary", "true"),
+        ("canary-by-header", "X"),
+        ("canary-by-header-pattern", "("),
+    ]);
+    assert_eq!(
+        label(&a, "canary-by-header"),
+        "difference",
+        "the header rule is off"
+    );
+    for (pairs, name, want, check) in cases {
+        let mut all = vec![("canary", "true")];
+        all.extend_from_slice(pairs);
+        let a = parse_only(&all);
+        assert_eq!(label(&a, name), *want, "{pairs:?}");
+        assert!(check(canary_of(&a)), "{pairs:?}: {:?}", a.canary);
+        assert!(a.fails_closed().is_none(), "{pairs:?}");
+    }
+}
+
+#[test]
+fn canary_annotations_without_canary_true_have_no_effect() {
+    for canary in [None, Some("false")] {
+        let mut pairs = vec![("canary-weight", "10"), ("affinity-canary-behavior", "legacy")];
+        pairs.extend(canary.map(|v| ("canary", v)));
+        let a = parse_only(&pairs);
+        assert!(a.canary.is_none() && a.not_routed.is_none(), "{canary:?}");
+        // ingress-nginx: "configured but not enabled".
+        assert_eq!(label(&a, "canary-weight"), "invalid", "{canary:?}");
+        assert_eq!(label(&a, "affinity-canary-behavior"), "ignored");
+    }
+    // Not a boolean: possibly meant as a canary, so not routed at all; nothing else is read.
+    let a = parse_only(&[
+        ("canary", "yes"),
+        ("canary-weight", "10"),
+        ("auth-url", "http://auth.example"),
+    ]);
+    assert_eq!(label(&a, "canary"), "invalid");
+    assert!(a.not_routed.is_some() && a.canary.is_none());
+    assert_eq!(label(&a, "auth-url"), "ignored");
+    assert!(a.fails_closed().is_none());
+}
+
+#[test]
+fn a_canary_ignores_the_rest_but_balancing_and_legacy_affinity() {
+    // The user guide: all other annotations are ignored (inherited from the main Ingress) except
+    // load-balance, upstream-hash-by and session affinity.
+    let a = parse_only(&[
+        ("canary", "true"),
+        ("canary-weight", "10"),
+        ("auth-url", "http://auth.example/check"),
+        ("auth-type", "basic"),
+        ("auth-secret", "passwords"),
+        ("rewrite-target", "/$1"),
+        ("backend-protocol", "GRPC"),
+        ("upstream-hash-by", "$arg_user"),
+        ("load-balance", "ewma"),
+        ("affinity", "cookie"),
+        ("session-cookie-name", "aff"),
+    ]);
+    let c = canary_of(&a);
+    assert!(
+        a.fails_closed().is_none(),
+        "a canary's auth annotations are not its own"
+    );
+    for name in [
+        "auth-url",
+        "auth-type",
+        "auth-secret",
+        "rewrite-target",
+        "backend-protocol",
+        "affinity",
+        "session-cookie-name",
+    ] {
+        assert_eq!(label(&a, name), "ignored", "{name}");
+    }
+    assert_eq!(c.hash_by, Some(HashBy::Arg("user".into())));
+    assert_eq!(c.balancer, None, "upstream-hash-by takes precedence");
+    assert!(
+        c.sticky && c.affinity.is_none(),
+        "sticky: the main route's affinity"
+    );
+    assert_eq!(a.policies, Policies::default());
+    assert!(!a.use_regex && a.rewrite_target.is_none());
+
+    // legacy: the canary's own session affinity.
+    let a = parse_only(&[
+        ("canary", "true"),
+        ("affinity-canary-behavior", "legacy"),
+        ("affinity", "cookie"),
+        ("session-cookie-name", "aff"),
+        ("load-balance", "ewma"),
+    ]);
+    let c = canary_of(&a);
+    assert_eq!(c.affinity.as_ref().unwrap().cookie_name, "aff");
+    assert_eq!(c.balancer, None, "affinity takes precedence");
+    assert_eq!(label(&a, "load-balance"), "ignored");
+    let a = parse_only(&[("canary", "true"), ("load-balance", "ewma")]);
+    assert_eq!(canary_of(&a).balancer, Some(gantry_proxy::Balancer::LeastRequest));
+}
+
+// === session affinity ===
+
+#[test]
+fn session_affinity_follows_ingress_nginx_validation() {
+    type Check = fn(&Affinity) -> bool;
+    let cases: &[(Anns<'_>, &str, &str, Check)] = &[
+        (&[], "affinity", "honoured", |a| *a == Affinity::default()),
+        (
+            &[("affinity-mode", "persistent")],
+            "affinity-mode",
+            "honoured",
+            |a| a.mode == AffinityMode::Persistent,
+        ),
+        (
+            &[("affinity-mode", "balanced")],
+            "affinity-mode",
+            "honoured",
+            |a| a.mode == AffinityMode::Balanced,
+        ),
+        (
+            &[("affinity-mode", "Persistent")],
+            "affinity-mode",
+            "invalid",
+            |a| a.mode == AffinityMode::Balanced,
+        ),
+        // affinity.go: "should set sticky cookie SERVERID".
+        (
+            &[("session-cookie-name", "SERVERID")],
+            "session-cookie-name",
+            "honoured",
+            |a| a.cookie_name == "SERVERID",
+        ),
+        (
+            &[("session-cookie-name", "my cookie")],
+            "session-cookie-name",
+            "invalid",
+            |a| a.cookie_name == "INGRESSCOOKIE",
+        ),
+        (
+            &[("session-cookie-name", "a/b")],
+            "session-cookie-name",
+            "invalid",
+            |a| a.cookie_name == "INGRESSCOOKIE",
+        ),
+        (
+            &[("session-cookie-path", "/something")],
+            "session-cookie-path",
+            "honoured",
+            |a| a.path.as_deref() == Some("/something"),
+        ),
+        (
+            &[("session-cookie-path", "/a;b")],
+            "session-cookie-path",
+            "invalid",
+            |a| a.path.is_none(),
+        ),
+        (
+            &[("session-cookie-path", "/$x")],
+            "session-cookie-path",
+            "invalid",
+            |a| a.path.is_none(),
+        ),
+        // "should set cookie with domain".
+        (
+            &[("session-cookie-domain", "foo.bar")],
+            "session-cookie-domain",
+            "honoured",
+            |a| a.domain.as_deref() == Some("foo.bar"),
+        ),
+        (
+            &[("session-cookie-domain", "a;b")],
+            "session-cookie-domain",
+            "invalid",
+            |a| a.domain.is_none(),
+        ),
+        (
+            &[("session-cookie-samesite", "None")],
+            "session-cookie-samesite",
+            "honoured",
+            |a| a.same_site == Some(SameSite::None),
+        ),
+        (
+            &[("session-cookie-samesite", "lax")],
+            "session-cookie-samesite",
+            "honoured",
+            |a| a.same_site == Some(SameSite::Lax),
+        ),
+        (
+            &[("session-cookie-samesite", "always")],
+            "session-cookie-samesite",
+            "invalid",
+            |a| a.same_site.is_none(),
+        ),
+        (
+            &[("session-cookie-conditional-samesite-none", "true")],
+            "session-cookie-conditional-samesite-none",
+            "honoured",
+            |a| a.conditional_same_site_none,
+        ),
+        // "should set secure in cookie with provided true annotation on http".
+        (
+            &[("session-cookie-secure", "true")],
+            "session-cookie-secure",
+            "honoured",
+            |a| a.secure,
+        ),
+        (
+            &[("session-cookie-secure", "yes")],
+            "session-cookie-secure",
+            "invalid",
+            |a| !a.secure,
+        ),
+        // "should set cookie with expires".
+        (
+            &[("session-cookie-expires", "172800")],
+            "session-cookie-expires",
+            "honoured",
+            |a| a.expires == Some(172_800),
+        ),
+        (
+            &[("session-cookie-expires", "2d")],
+            "session-cookie-expires",
+            "invalid",
+            |a| a.expires.is_none(),
+        ),
+        (
+            &[("session-cookie-max-age", "259200")],
+            "session-cookie-max-age",
+            "honoured",
+            |a| a.max_age == Some(259_200),
+        ),
+        (
+            &[("session-cookie-change-on-failure", "true")],
+            "session-cookie-change-on-failure",
+            "honoured",
+            |a| a.change_on_failure,
+        ),
+    ];
+    for (pairs, name, want, check) in cases {
+        let mut all = vec![("affinity", "cookie")];
+        all.extend_from_slice(pairs);
+        let a = parse_only(&all);
+        assert_eq!(label(&a, name), *want, "{pairs:?}");
+        let affinity = a.policies.affinity.as_ref().expect("affinity");
+        assert!(affinity.validate().is_ok(), "{pairs:?}");
+        assert!(check(affinity), "{pairs:?}: {affinity:?}");
+        assert!(a.fails_closed().is_none());
+    }
+}
+
+#[test]
+fn affinity_settings_need_affinity_cookie() {
+    let a = parse_only(&[("session-cookie-name", "route"), ("affinity-mode", "persistent")]);
+    assert!(a.policies.affinity.is_none());
+    assert_eq!(label(&a, "session-cookie-name"), "ignored");
+    assert_eq!(label(&a, "affinity-mode"), "ignored");
+    let a = parse_only(&[("affinity", "Cookie"), ("session-cookie-name", "route")]);
+    assert!(a.policies.affinity.is_none());
+    assert_eq!(label(&a, "affinity"), "invalid");
+    assert_eq!(label(&a, "session-cookie-name"), "ignored");
+    // affinity.go: "should warn user when use-regex is true and session-cookie-path is not set".
+    let a = parse_only(&[("affinity", "cookie"), ("use-regex", "true")]);
+    assert!(a.policies.affinity.is_some());
+    assert!(outcome(&a, "affinity")
+        .detail()
+        .unwrap()
+        .contains("session-cookie-path"));
+    let a = parse_only(&[
+        ("affinity", "cookie"),
+        ("use-regex", "true"),
+        ("session-cookie-path", "/foo/bar"),
+    ]);
+    assert_eq!(label(&a, "affinity"), "honoured");
+}
+
+// === upstream-hash-by, load-balance ===
+
+#[test]
+fn upstream_hash_by_takes_one_variable_and_affinity_wins() {
+    let cases: &[(Anns<'_>, &str, &str, Option<HashBy>)] = &[
+        (
+            &[("upstream-hash-by", "$request_uri")],
+            "upstream-hash-by",
+            "honoured",
+            Some(HashBy::RequestUri),
+        ),
+        (
+            &[("upstream-hash-by", "${request_uri}")],
+            "upstream-hash-by",
+            "honoured",
+            Some(HashBy::RequestUri),
+        ),
+        (
+            &[("upstream-hash-by", "$remote_addr")],
+            "upstream-hash-by",
+            "honoured",
+            Some(HashBy::RemoteAddr),
+        ),
+        (
+            &[("upstream-hash-by", "$cookie_sid")],
+            "upstream-hash-by",
+            "honoured",
+            Some(HashBy::Cookie("sid".into())),
+        ),
+        // The user guide's combinations: nginx variables are not templated.
+        (
+            &[("upstream-hash-by", "$request_uri$host")],
+            "upstream-hash-by",
+            "refused",
+            None,
+        ),
+        (
+            &[("upstream-hash-by", "${request_uri}-text-value")],
+            "upstream-hash-by",
+            "refused",
+            None,
+        ),
+        (
+            &[("upstream-hash-by", "$host")],
+            "upstream-hash-by",
+            "refused",
+            None,
+        ),
+        (
+            &[("upstream-hash-by", "$request_uri;")],
+            "upstream-hash-by",
+            "invalid",
+            None,
+        ),
+        (
+            &[("upstream-hash-by", "$request_uri"), ("affinity", "cookie")],
+            "upstream-hash-by",
+            "ignored",
+            None,
+        ),
+        (
+            &[
+                ("upstream-hash-by", "$request_uri"),
+                ("upstream-hash-by-subset", "true"),
+            ],
+            "upstream-hash-by-subset",
+            "refused",
+            Some(HashBy::RequestUri),
+        ),
+        (
+            &[
+                ("upstream-hash-by", "$request_uri"),
+                ("upstream-hash-by-subset", "true"),
+                ("upstream-hash-by-subset-size", "3"),
+            ],
+            "upstream-hash-by-subset-size",
+            "refused",
+            Some(HashBy::RequestUri),
+        ),
+        (
+            &[
+                ("upstream-hash-by", "$request_uri"),
+                ("upstream-hash-by-subset", "false"),
+            ],
+            "upstream-hash-by-subset",
+            "ignored",
+            Some(HashBy::RequestUri),
+        ),
+        (
+            &[("upstream-hash-by-subset", "true")],
+            "upstream-hash-by-subset",
+            "ignored",
+            None,
+        ),
+        (
+            &[("upstream-hash-by-subset-size", "5")],
+            "upstream-hash-by-subset-size",
+            "ignored",
+            None,
+        ),
+    ];
+    for (pairs, name, want, hash) in cases {
+        let a = parse_only(pairs);
+        assert_eq!(label(&a, name), *want, "{pairs:?}");
+        assert_eq!(a.policies.hash_by, *hash, "{pairs:?}");
+        assert!(a.fails_closed().is_none());
+    }
+}
+
+#[test]
+fn load_balance_maps_round_robin_and_ewma() {
+    use gantry_proxy::Balancer::*;
+    let cases: &[(Anns<'_>, &str, Option<gantry_proxy::Balancer>)] = &[
+        (&[("load-balance", "round_robin")], "honoured", Some(RoundRobin)),
+        (&[("load-balance", "ewma")], "difference", Some(LeastRequest)),
+        (&[("load-balance", "chash")], "refused", None),
+        (&[("load-balance", "chashsubset")], "refused", None),
+        (&[("load-balance", "sticky_balanced")], "refused", None),
+        (&[("load-balance", "ROUND_ROBIN")], "invalid", None),
+        (&[("load-balance", "least_conn")], "invalid", None),
+        (
+            &[("load-balance", "ewma"), ("upstream-hash-by", "$request_uri")],
+            "ignored",
+            None,
+        ),
+        (
+            &[("load-balance", "round_robin"), ("affinity", "cookie")],
+            "ignored",
+            None,
+        ),
+    ];
+    for (pairs, want, balancer) in cases {
+        let a = parse_only(pairs);
+        assert_eq!(label(&a, "load-balance"), *want, "{pairs:?}");
+        assert_eq!(a.policies.balancer, *balancer, "{pairs:?}");
+    }
+}
+
+// === backend TLS ===
+
+struct BackendPki {
+    ca: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn backend_pki() -> BackendPki {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["gantry.client".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    BackendPki {
+        ca: ca.pem(),
+        client_cert: cert.pem(),
+        client_key: key.serialize_pem(),
+    }
+}
+
+#[test]
+fn proxy_ssl_builds_the_backend_tls_settings() {
+    let pki = backend_pki();
+    let s = store(vec![
+        opaque_secret(
+            "default",
+            "full",
+            &[
+                ("ca.crt", &pki.ca),
+                ("tls.crt", &pki.client_cert),
+                ("tls.key", &pki.client_key),
+            ],
+        ),
+        opaque_secret("default", "ca-only", &[("ca.crt", &pki.ca)]),
+        opaque_secret(
+            "default",
+            "client-only",
+            &[("tls.crt", &pki.client_cert), ("tls.key", &pki.client_key)],
+        ),
+    ]);
+    // proxyssl.go: "should set valid proxy-ssl-secret, proxy-ssl-verify to on, proxy-ssl-verify-depth
+    // to 2, and proxy-ssl-server-name to on".
+    let a = parse_in(
+        &s,
+        &[
+            ("backend-protocol", "HTTPS"),
+            ("proxy-ssl-secret", "default/full"),
+            ("proxy-ssl-verify", "on"),
+            ("proxy-ssl-verify-depth", "2"),
+            ("proxy-ssl-server-name", "on"),
+            ("proxy-ssl-name", "backend.internal"),
+        ],
+    );
+    let tls = a.policies.upstream.tls.as_ref().expect("tls");
+    assert!(tls.verify() && tls.sni() && tls.has_client_cert());
+    assert_eq!((tls.verify_depth(), tls.ca_len()), (2, 1));
+    assert_eq!(tls.name().to_str(), "backend.internal");
+    assert!(
+        a.reports.iter().all(|r| r.outcome == Outcome::Honoured),
+        "{:#?}",
+        a.reports
+    );
+    assert!(a.fails_closed().is_none());
+
+    // "should set valid proxy-ssl-secret, proxy-ssl-ciphers to HIGH:!AES" / "proxy-ssl-protocols":
+    // reported, not applied (rustls).
+    let a = parse_in(
+        &s,
+        &[
+            ("backend-protocol", "GRPCS"),
+            ("proxy-ssl-secret", "default/ca-only"),
+            ("proxy-ssl-ciphers", "HIGH:!AES"),
+            ("proxy-ssl-protocols", "TLSv1.2 TLSv1.3"),
+        ],
+    );
+    let tls = a.policies.upstream.tls.as_ref().unwrap();
+    assert!(!tls.verify() && !tls.sni() && !tls.has_client_cert());
+    assert_eq!(label(&a, "proxy-ssl-ciphers"), "ignored");
+    assert_eq!(label(&a, "proxy-ssl-protocols"), "ignored");
+
+    // Client certificate only, verification off: fine.
+    let a = parse_in(
+        &s,
+        &[
+            ("backend-protocol", "HTTPS"),
+            ("proxy-ssl-secret", "default/client-only"),
+        ],
+    );
+    assert!(a.policies.upstream.tls.as_ref().unwrap().has_client_cert());
+    assert_eq!(label(&a, "proxy-ssl-secret"), "honoured");
+}
+
+#[test]
+fn proxy_ssl_problems_fail_closed_only_when_verification_was_asked_for() {
+    let pki = backend_pki();
+    let s = store(vec![
+        opaque_secret("default", "ca-only", &[("ca.crt", &pki.ca)]),
+        opaque_secret(
+            "default",
+            "client-only",
+            &[("tls.crt", &pki.client_cert), ("tls.key", &pki.client_key)],
+        ),
+        opaque_secret("default", "garbage", &[("ca.crt", "not a certificate")]),
+        opaque_secret("default", "empty", &[("other", "x")]),
+        opaque_secret("other", "ca-only", &[("ca.crt", &pki.ca)]),
+    ]);
+    // (secret, its outcome with verification on, and off, why it fails closed with it on)
+    let cases: &[(Option<&str>, &str, &str, &str)] = &[
+        (None, "", "", "proxy-ssl-verify"),
+        (Some("default/missing"), "invalid", "invalid", "not found"),
+        (Some("ca-only"), "invalid", "invalid", "namespace/name"),
+        (Some("other/ca-only"), "refused", "refused", "namespace"),
+        (Some("default/client-only"), "invalid", "honoured", "no ca.crt"),
+        (Some("default/garbage"), "invalid", "invalid", "ca.crt"),
+        (Some("default/empty"), "invalid", "invalid", "neither"),
+    ];
+    for (secret, label_on, label_off, why) in cases {
+        for verify in ["on", "off"] {
+            let mut pairs = vec![
+                ("backend-protocol", "HTTPS"),
+                ("proxy-ssl-verify", verify),
+                ("proxy-ssl-name", "backend.internal"),
+            ];
+            pairs.extend(secret.map(|s| ("proxy-ssl-secret", s)));
+            let a = parse_in(&s, &pairs);
+            if verify == "on" {
+                let reason = a
+                    .fails_closed()
+                    .unwrap_or_else(|| panic!("{secret:?} fails closed"));
+                assert!(reason.contains(why), "{secret:?}: {reason}");
+            } else {
+                assert!(
+                    a.fails_closed().is_none(),
+                    "{secret:?}: served with verification off"
+                );
+            }
+            if secret.is_some() {
+                let want = if verify == "on" { label_on } else { label_off };
+                assert_eq!(label(&a, "proxy-ssl-secret"), *want, "{secret:?} {verify}");
+            }
+        }
+    }
+    // Verification off and a broken Secret: TLS without it, and the report says so.
+    let a = parse_in(
+        &s,
+        &[
+            ("backend-protocol", "HTTPS"),
+            ("proxy-ssl-secret", "default/missing"),
+        ],
+    );
+    assert_eq!(
+        a.policies.upstream.tls.as_deref(),
+        Some(&gantry_proxy::policy::UpstreamTls::new())
+    );
+    assert!(outcome(&a, "proxy-ssl-secret")
+        .detail()
+        .unwrap()
+        .contains("without it"));
+    assert!(a.report("proxy-ssl-secret").unwrap().reference.is_some());
+}
+
+#[test]
+fn proxy_ssl_settings_are_validated_and_need_a_secret_and_a_tls_protocol() {
+    let pki = backend_pki();
+    let s = store(vec![opaque_secret("default", "ca", &[("ca.crt", &pki.ca)])]);
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut pairs = vec![("backend-protocol", "HTTPS"), ("proxy-ssl-secret", "default/ca")];
+        pairs.extend_from_slice(extra);
+        parse_in(&s, &pairs)
+    };
+    let cases: &[(Anns<'_>, &str, &str)] = &[
+        (&[("proxy-ssl-name", "$host")], "proxy-ssl-name", "refused"),
+        (&[("proxy-ssl-name", "not a name!")], "proxy-ssl-name", "invalid"),
+        (&[("proxy-ssl-name", "10.0.0.1")], "proxy-ssl-name", "honoured"),
+        (
+            &[("proxy-ssl-server-name", "yes")],
+            "proxy-ssl-server-name",
+            "invalid",
+        ),
+        (&[("proxy-ssl-verify", "true")], "proxy-ssl-verify", "invalid"),
+        (
+            &[("proxy-ssl-verify-depth", "0")],
+            "proxy-ssl-verify-depth",
+            "ignored",
+        ),
+        (
+            &[("proxy-ssl-verify-depth", "-1")],
+            "proxy-ssl-verify-depth",
+            "invalid",
+        ),
+        (
+            &[("proxy-ssl-verify-depth", "3")],
+            "proxy-ssl-verify-depth",
+            "ignored",
+        ),
+        (
+            &[
+                ("proxy-ssl-verify", "on"),
+                ("proxy-ssl-name", "b.internal"),
+                ("proxy-ssl-verify-depth", "3"),
+            ],
+            "proxy-ssl-verify-depth",
+            "honoured",
+        ),
+        (
+            &[("proxy-ssl-ciphers", "HIGH;rm")],
+            "proxy-ssl-ciphers",
+            "invalid",
+        ),
+        (
+            &[("proxy-ssl-protocols", "TLSv1")],
+            "proxy-ssl-protocols",
+            "invalid",
+        ),
+        // Verification without proxy-ssl-name checks `upstream_balancer`, as in ingress-nginx:
+        // served, and reported because it cannot work.
+        (&[("proxy-ssl-verify", "on")], "proxy-ssl-verify", "invalid"),
+    ];
+    for (pairs, name, want) in cases {
+        let a = with(pairs);
+        assert_eq!(label(&a, name), *want, "{pairs:?}");
+        assert!(a.fails_closed().is_none(), "{pairs:?}");
+    }
+    assert_eq!(
+        with(&[("proxy-ssl-verify-depth", "3")])
+            .policies
+            .upstream
+            .tls
+            .unwrap()
+            .verify_depth(),
+        3
+    );
+    assert!(with(&[("proxy-ssl-server-name", "on")])
+        .policies
+        .upstream
+        .tls
+        .unwrap()
+        .sni());
+
+    // Without proxy-ssl-secret the others do nothing (proxyssl.go returns an empty config).
+    let a = parse_only(&[
+        ("backend-protocol", "HTTPS"),
+        ("proxy-ssl-verify", "off"),
+        ("proxy-ssl-name", "backend.internal"),
+        ("proxy-ssl-server-name", "on"),
+    ]);
+    assert!(a.policies.upstream.tls.is_none());
+    for name in ["proxy-ssl-verify", "proxy-ssl-name", "proxy-ssl-server-name"] {
+        assert_eq!(label(&a, name), "ignored", "{name}");
+    }
+    // Clear-text protocols: nothing to verify, nothing read (the Secret is not even looked up).
+    for protocol in ["HTTP", "GRPC", "H2C"] {
+        let a = parse_only(&[
+            ("backend-protocol", protocol),
+            ("proxy-ssl-secret", "default/missing"),
+            ("proxy-ssl-verify", "on"),
+        ]);
+        assert!(a.fails_closed().is_none(), "{protocol}");
+        assert!(a.policies.upstream.tls.is_none());
+        assert_eq!(label(&a, "proxy-ssl-secret"), "ignored");
+        assert_eq!(label(&a, "proxy-ssl-verify"), "ignored");
+    }
 }

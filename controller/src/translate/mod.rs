@@ -16,6 +16,10 @@
 //!    certificate over when its Secret goes missing or breaks, plus the default certificate.
 //! 5. **default backend** (`rules::default_backend`): the oldest `spec.defaultBackend` wins.
 //!
+//! Canary Ingresses (`canary: "true"`) are read before the rules (`rules::canaries`): each of
+//! their paths waits for the main route with the same host and path, which takes it as its canary;
+//! what found no main route is reported last (`rules::report_canaries`).
+//!
 //! Choices the Ingress API leaves to the controller:
 //! - `pathType: ImplementationSpecific` (and a missing `pathType`) matches like `Prefix`.
 //! - An Ingress without `ingressClassName` but with the legacy `kubernetes.io/ingress.class`
@@ -193,6 +197,17 @@ pub enum Problem {
         why: String,
         fails_closed: bool,
     },
+    /// A canary Ingress's path (or default backend) that no main Ingress routes with the same host,
+    /// path and path type; the canary is ignored, as in ingress-nginx.
+    #[error("canary {place}: no Ingress that is not a canary routes this host, path and path type; this canary is ignored, as in ingress-nginx")]
+    CanaryWithoutMainRoute { place: String },
+    /// A canary Ingress's path whose main routes already have the canary of an older Ingress;
+    /// ingress-nginx uses only the first.
+    #[error("canary {place}: the main route already has the canary of Ingress {winner} (older); this canary is ignored, as ingress-nginx uses only the first")]
+    CanaryConflict { place: String, winner: String },
+    /// A canary Ingress's path whose main routes send to the canary's own backend.
+    #[error("canary {place}: the main route sends to the same backend {backend}; this canary is ignored, as in ingress-nginx")]
+    CanarySameBackend { place: String, backend: String },
     /// A `server-alias` that another rule's host or an older alias already claims; it is ignored.
     #[error("server-alias {alias}: {why}; the alias is ignored")]
     ServerAliasConflict { alias: String, why: String },
@@ -250,6 +265,9 @@ impl Problem {
             Problem::AnnotationReferenceInvalid { kind: "Secret", .. } => "AnnotationSecretInvalid",
             Problem::AnnotationReferenceInvalid { .. } => "AnnotationConfigMapInvalid",
             Problem::ServerAliasConflict { .. } => "ServerAliasConflict",
+            Problem::CanaryWithoutMainRoute { .. } => "CanaryWithoutMainRoute",
+            Problem::CanaryConflict { .. } => "CanaryConflict",
+            Problem::CanarySameBackend { .. } => "CanarySameBackend",
             Problem::UnsupportedParameters { .. } => "UnsupportedParameters",
             Problem::ProxyConfigNotFound { .. } => "ProxyConfigNotFound",
             Problem::ParametersIgnored { .. } => "ParametersIgnored",
@@ -453,9 +471,11 @@ pub fn translate(store: &ObjectStore, opts: &TranslateOptions, previous: &Snapsh
     let mut build = Build::new(store, opts, previous);
     build.settings = settings::resolve(&mut build);
     let ours = class::ours(&mut build);
-    rules::routes(&mut build, &ours);
+    let mut canaries = rules::canaries(&mut build, &ours);
+    rules::routes(&mut build, &ours, &mut canaries);
     tls::certificates(&mut build, &ours);
-    rules::default_backend(&mut build, &ours);
+    rules::default_backend(&mut build, &ours, &mut canaries);
+    rules::report_canaries(&mut build, canaries);
     build.finish()
 }
 

@@ -20,6 +20,19 @@
 //! Ingresses and the default backend) and answer 503. `server-alias` names get a copy of every
 //! route of the Ingress's hosts once all rules are in (an alias serves the whole host, from every
 //! Ingress, as an nginx `server_name` does).
+//!
+//! **Canaries** (`canary: "true"`, ingress-nginx's `mergeAlternativeBackends`): a canary Ingress's
+//! paths are not routed. Each becomes a [`CanaryClaim`] first ([`canaries`]), and a main (not
+//! canary) Ingress's route takes the first claim, oldest canary Ingress first, with the same host,
+//! the same path as written and the same path type (ImplementationSpecific counting as Prefix, as
+//! Gantry routes it): the claim's backend is the route's [`Canary`](gantry_proxy::policy::Canary).
+//! A canary Ingress's `spec.defaultBackend` claims the default route and every route of a rule
+//! without host (ingress-nginx's catch-all server). ingress-nginx keeps one canary per route (its
+//! balancer reads only the first alternative backend); a claim that finds no main route, only
+//! routes with an older canary, or only routes to its own backend is ignored there and reported
+//! here. ingress-nginx attaches a canary to the main *Service* (its upstream), so every other path
+//! to that Service gets it too; Gantry attaches it to the route with the same host and path only,
+//! which is what its documentation describes.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -28,7 +41,7 @@ use std::{
 
 use gantry_proxy::{
     policy::{HttpsRedirect, Refusal, Rewrite},
-    HostMatch, PathMatch, Policies, Route, RouteError, RouteSource,
+    Backend, HostMatch, PathMatch, Policies, Route, RouteError, RouteSource,
 };
 
 use super::{
@@ -36,17 +49,208 @@ use super::{
     hosts::{host_label, host_spelling, parse_host, parse_path, path_label},
     Build, OurIngress, Problem,
 };
+use crate::annotations::CanarySpec;
+
+/// One backend of a canary Ingress, waiting for the main route it attaches to.
+pub(super) struct CanaryClaim {
+    /// `Ingress namespace/name` of the canary Ingress.
+    label: String,
+    /// `namespace/name` of the canary Ingress.
+    source: String,
+    host: HostMatch,
+    /// The path as parsed (Exact or Prefix), or `None` for the canary Ingress's
+    /// `spec.defaultBackend`, which claims the default route and every route without host.
+    path: Option<PathMatch>,
+    /// `host Prefix /path`, or `defaultBackend`, for messages.
+    place: String,
+    backend: Arc<Backend>,
+    spec: Arc<CanarySpec>,
+    outcome: ClaimOutcome,
+}
+
+/// What became of a claim; a later, better outcome replaces an earlier one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ClaimOutcome {
+    /// No main route with its host and path.
+    Unmatched,
+    /// Only main routes to the canary's own backend (ingress-nginx's `altEqualsPri`).
+    SameBackend(String),
+    /// Only main routes that already have an older canary: the winner's `namespace/name`.
+    Conflict(String),
+    /// The canary of at least one route.
+    Attached,
+}
+
+impl CanaryClaim {
+    fn matches(&self, host: &HostMatch, path: &PathMatch) -> bool {
+        match &self.path {
+            Some(p) => self.host == *host && p == path,
+            None => matches!(host, HostMatch::Any),
+        }
+    }
+
+    fn record(&mut self, outcome: ClaimOutcome) {
+        if outcome > self.outcome {
+            self.outcome = outcome;
+        }
+    }
+}
+
+/// Which claims a main route to `backend` at `host` `path` (as parsed) takes: the first matching
+/// claim to another backend wins.
+#[derive(Default)]
+struct CanaryPick {
+    winner: Option<usize>,
+    /// Matching claims after the winner.
+    losers: Vec<usize>,
+    /// Matching claims to the route's own backend.
+    same_backend: Vec<usize>,
+}
+
+fn pick_canary(
+    claims: &[CanaryClaim],
+    matches: impl Fn(&CanaryClaim) -> bool,
+    backend: &Backend,
+) -> CanaryPick {
+    let mut pick = CanaryPick::default();
+    for (i, claim) in claims.iter().enumerate().filter(|(_, c)| matches(c)) {
+        if claim.backend.id == backend.id {
+            pick.same_backend.push(i);
+        } else if pick.winner.is_none() {
+            pick.winner = Some(i);
+        } else {
+            pick.losers.push(i);
+        }
+    }
+    pick
+}
+
+impl CanaryPick {
+    /// Puts the winner's canary into `policies` (unless the route fails closed: it answers 503
+    /// whatever the backend).
+    fn apply(&self, claims: &[CanaryClaim], policies: &mut Policies) {
+        if let Some(claim) = self.winner.map(|i| &claims[i]) {
+            if policies.refusal.is_none() {
+                let canary = claim
+                    .spec
+                    .canary(claim.backend.clone(), policies.affinity.as_ref());
+                policies.canary = Some(Arc::new(canary));
+            }
+        }
+    }
+
+    /// Records the outcome once the route is in the table.
+    fn record(&self, claims: &mut [CanaryClaim], main_backend: &Backend) {
+        let Some(winner) = self.winner else {
+            for &i in &self.same_backend {
+                claims[i].record(ClaimOutcome::SameBackend(main_backend.id.to_string()));
+            }
+            return;
+        };
+        let winner_source = claims[winner].source.clone();
+        claims[winner].record(ClaimOutcome::Attached);
+        for &i in &self.losers {
+            claims[i].record(ClaimOutcome::Conflict(winner_source.clone()));
+        }
+        for &i in &self.same_backend {
+            claims[i].record(ClaimOutcome::SameBackend(main_backend.id.to_string()));
+        }
+    }
+}
+
+/// The claims of our canary Ingresses, oldest Ingress first, each Ingress's `spec.defaultBackend`
+/// before its rules (the order in which ingress-nginx merges them). Invalid hosts and paths, and
+/// backends that cannot be resolved, are reported as for any Ingress.
+pub(super) fn canaries(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> Vec<CanaryClaim> {
+    let mut claims = Vec::new();
+    for ing in ours {
+        let Some(spec) = &ing.annotations.canary else {
+            continue;
+        };
+        let spec = Arc::new(spec.clone());
+        let claim =
+            |host: HostMatch, path: Option<PathMatch>, place: String, backend: Arc<Backend>| CanaryClaim {
+                label: ing.label.clone(),
+                source: ing.key.to_string(),
+                host,
+                path,
+                place,
+                backend,
+                spec: spec.clone(),
+                outcome: ClaimOutcome::Unmatched,
+            };
+        let spec_of = ing.ingress.spec.as_ref();
+        if let Some(default) = spec_of.and_then(|s| s.default_backend.as_ref()) {
+            if let Some(backend) = backends::resolve(b, ing, default, "defaultBackend") {
+                claims.push(claim(HostMatch::Any, None, "defaultBackend".into(), backend));
+            }
+        }
+        for rule in spec_of.and_then(|s| s.rules.as_deref()).unwrap_or_default() {
+            let host = match parse_host(rule.host.as_deref()) {
+                Ok(host) => host,
+                Err(why) => {
+                    let host = rule.host.clone().unwrap_or_default();
+                    b.report(
+                        &ing.label,
+                        Problem::InvalidHost {
+                            host,
+                            why,
+                            skipped: "the rule",
+                        },
+                    );
+                    continue;
+                }
+            };
+            let Some(http) = &rule.http else { continue };
+            for path in &http.paths {
+                let parsed = match parse_path(path.path.as_deref(), &path.path_type) {
+                    Ok(m) => m,
+                    Err(why) => {
+                        let problem = Problem::InvalidPath {
+                            host: host_label(&host),
+                            path: path.path.clone().unwrap_or_default(),
+                            why,
+                        };
+                        b.report(&ing.label, problem);
+                        continue;
+                    }
+                };
+                let place = format!("{} {}", host_label(&host), path_label(&parsed));
+                let Some(backend) = backends::resolve(b, ing, &path.backend, &place) else {
+                    continue;
+                };
+                claims.push(claim(host.clone(), Some(parsed), place, backend));
+            }
+        }
+    }
+    claims
+}
+
+/// Reports every claim that is the canary of no route.
+pub(super) fn report_canaries(b: &mut Build<'_>, claims: Vec<CanaryClaim>) {
+    for claim in claims {
+        let place = claim.place;
+        let problem = match claim.outcome {
+            ClaimOutcome::Attached => continue,
+            ClaimOutcome::Unmatched => Problem::CanaryWithoutMainRoute { place },
+            ClaimOutcome::SameBackend(backend) => Problem::CanarySameBackend { place, backend },
+            ClaimOutcome::Conflict(winner) => Problem::CanaryConflict { place, winner },
+        };
+        b.report(&claim.label, problem);
+    }
+}
 
 /// The routes added so far, by host, in the order they were added.
 type Added = HashMap<HostMatch, Vec<Route>>;
 
-pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
+pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut [CanaryClaim]) {
     let tls_hosts = tls_hosts(ours);
     let regex_hosts = regex_hosts(ours);
     let mut added = Added::new();
     for ing in ours {
         if ing.annotations.not_routed.is_some() {
-            // A canary: reported with its annotations; none of its rules is routed.
+            // A canary (its rules are claims, see `canaries`), or an invalid `canary`: none of its
+            // rules is routed.
             continue;
         }
         let rules = ing
@@ -80,7 +284,8 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                 || (ann.ssl_redirect && host_spelling(&host).is_some_and(|h| tls_hosts.contains(&h)));
             let regex = regex_hosts.contains(&host);
             for path in &http.paths {
-                let matcher = match parse_path(path.path.as_deref(), &path.path_type) {
+                let parsed = parse_path(path.path.as_deref(), &path.path_type);
+                let matcher = match parsed.clone() {
                     Ok(PathMatch::Prefix(p)) if regex => PathMatch::Regex(p),
                     Ok(m) => m,
                     Err(why) => {
@@ -97,7 +302,12 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                 let Some(backend) = backends::resolve(b, ing, &path.backend, &place) else {
                     continue;
                 };
-                let policies = route_policies(b, ing, &matcher, ssl_redirect);
+                let mut policies = route_policies(b, ing, &matcher, ssl_redirect);
+                let pick = match &parsed {
+                    Ok(parsed) => pick_canary(canaries, |c| c.matches(&host, parsed), &backend),
+                    Err(_) => CanaryPick::default(),
+                };
+                pick.apply(canaries, &mut policies);
                 let route = Route {
                     path: matcher,
                     backend,
@@ -105,7 +315,10 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                     policies,
                 };
                 match b.routes.add(host.clone(), route.clone()) {
-                    Ok(()) => added.entry(host.clone()).or_default().push(route),
+                    Ok(()) => {
+                        pick.record(canaries, &route.backend);
+                        added.entry(host.clone()).or_default().push(route);
+                    }
                     Err(e) => {
                         let problem = route_problem(e, &host);
                         b.report(&ing.label, problem);
@@ -266,7 +479,7 @@ fn rule_hosts(ing: &OurIngress<'_>) -> Vec<HostMatch> {
     hosts
 }
 
-pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
+pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut [CanaryClaim]) {
     for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
         let Some(backend) = ing.ingress.spec.as_ref().and_then(|s| s.default_backend.as_ref()) else {
             continue;
@@ -274,14 +487,21 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
         let Some(backend) = backends::resolve(b, ing, backend, "defaultBackend") else {
             continue;
         };
+        // The catch-all location: a canary's `spec.defaultBackend`, or a canary rule without host
+        // for Prefix `/`, as ingress-nginx merges them into its catch-all server.
+        let root = PathMatch::Prefix("/".into());
+        let pick = pick_canary(canaries, |c| c.matches(&HostMatch::Any, &root), &backend);
+        let mut policies = default_policies(ing);
+        pick.apply(canaries, &mut policies);
         let route = Route {
-            path: PathMatch::Prefix("/".into()),
+            path: root,
             backend,
             source: ing.source.clone(),
-            policies: default_policies(ing),
+            policies,
         };
+        let main_backend = route.backend.clone();
         match b.routes.set_default(route) {
-            Ok(()) => {}
+            Ok(()) => pick.record(canaries, &main_backend),
             Err(RouteError::Conflict { existing, .. }) => {
                 b.report(
                     &ing.label,

@@ -410,7 +410,7 @@ fn warnings_leave_the_route_served() {
         &[
             ("proxy-body-size", "15r"),
             ("rewrite-targte", "/"),
-            ("affinity", "cookie"),
+            ("upstream-hash-by", "$request_uri$host"),
             ("proxy-buffering", "on"),
         ],
         vec![],
@@ -521,33 +521,6 @@ fn the_default_backend_keeps_the_ingress_access_policies() {
     objects.extend(backend("web", "10.0.0.1"));
     let t = build(objects);
     assert!(t.routes.default_route().unwrap().policies.refusal.is_some());
-}
-
-#[test]
-fn a_canary_is_not_routed_and_the_main_ingress_keeps_its_paths() {
-    let mut objects = objects![
-        // The canary is older: routed as an ordinary Ingress it would take all the traffic.
-        ingress("canary")
-            .created("2024-01-01T00:00:00Z")
-            .annotation(&format!("{P}canary"), "true")
-            .annotation(&format!("{P}canary-weight"), "10")
-            .host("a.example")
-            .prefix("/", "canary", 80),
-        ingress("main")
-            .created("2024-02-01T00:00:00Z")
-            .host("a.example")
-            .prefix("/", "main", 80),
-    ];
-    objects.extend(backend("main", "10.0.0.1"));
-    objects.extend(backend("canary", "10.0.0.2"));
-    let t = build(objects);
-    assert_eq!(routed(&t, "a.example", "/").as_deref(), Some("main"));
-    assert!(reports_of(&t, "default/canary").not_routed.is_some());
-    assert!(
-        t.diagnostics.iter().all(|d| d.reason != "PathConflict"),
-        "{:#?}",
-        t.diagnostics
-    );
 }
 
 #[test]

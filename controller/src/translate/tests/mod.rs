@@ -5,6 +5,7 @@ mod fixtures;
 
 mod annotations;
 mod backends;
+mod canary;
 mod class;
 mod conformance;
 mod robustness;
