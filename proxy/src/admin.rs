@@ -211,13 +211,20 @@ fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
     let url = match (param("url"), param("host")) {
         (Some(url), _) => url,
         (None, Some(host)) => format!("http://{host}{}", param("path").unwrap_or_else(|| "/".into())),
-        (None, None) => return text(StatusCode::BAD_REQUEST, "give ?url=http://host/path or ?host=..&path=..\n"),
+        (None, None) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "give ?url=http://host/path or ?host=..&path=..\n",
+            )
+        }
     };
     match explain_url(&admin.snapshots.load(), &url) {
         Ok(body) => {
             let mut r = text(StatusCode::OK, format!("{body:#}\n"));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
             r
         }
         Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
@@ -233,7 +240,9 @@ pub fn explain_url(snapshot: &Snapshot, url: &str) -> Result<serde_json::Value, 
     } else {
         format!("http://{url}")
     };
-    let uri: http::Uri = with_scheme.parse().map_err(|_| format!("{url:?} is not a valid URL"))?;
+    let uri: http::Uri = with_scheme
+        .parse()
+        .map_err(|_| format!("{url:?} is not a valid URL"))?;
     let host = uri.host().unwrap_or_default();
     if host.is_empty() {
         return Err(format!("{url:?} names no host"));

@@ -397,7 +397,14 @@ pub async fn request_body(
     let (parts, body) = req.into_parts();
     let timeout = ctx.snapshot.config.header_read_timeout;
     let max_body = route.policies.max_body_bytes;
-    let body = RequestBody::read_ahead(body, READ_AHEAD, timeout, max_body).await?;
+    // An HTTP/2 backend (gRPC) may answer before the client sends anything (bidirectional
+    // streams), so nothing is waited for; its framing is checked by the HTTP/2 codec anyway.
+    let ahead = if route.policies.upstream.protocol.is_http2() {
+        0
+    } else {
+        READ_AHEAD
+    };
+    let body = RequestBody::read_ahead(body, ahead, timeout, max_body).await?;
     Ok(Request::from_parts(parts, body))
 }
 

@@ -55,6 +55,15 @@ pub const MAX_STREAMS_PER_CONN: usize = 100;
 /// only one is served as if it had not said yet: streams wait in h2 rather than on a sibling.
 const INITIAL_SEND_STREAMS: usize = 1;
 
+/// The most response bytes one stream may have received from the backend and not yet passed on
+/// (its flow-control window): a client that reads slowly holds back the backend after this much,
+/// as an HTTP/1.1 response is held back by its socket buffer. hyper's default is 2 MiB.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// The same for the whole connection, shared by its streams (hyper's default: 5 MiB).
+const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+/// The largest response head (and trailer section) accepted, as for HTTP/1.1 (`h1`).
+const MAX_HEADER_LIST: u32 = 64 * 1024;
+
 /// Ping an HTTP/2 connection this often, and close it when a ping is not answered within
 /// [`KEEPALIVE_TIMEOUT`]: a backend that vanished without a FIN is noticed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -209,6 +218,9 @@ where
     builder
         .timer(TokioTimer::new())
         .initial_max_send_streams(INITIAL_SEND_STREAMS)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_header_list_size(MAX_HEADER_LIST)
         .keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     let (sender, conn) = builder.handshake::<_, H2Body>(TokioIo::new(io)).await?;

@@ -173,6 +173,13 @@ async fn echo(req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let len = collected.map_or(0, |c| c.to_bytes().len());
+    if parts.uri.path() == "/big" {
+        // A mebibyte in 64 KiB pieces: more than one stream's flow-control window.
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = (0..16)
+            .map(|_| Ok(Frame::data(Bytes::from(vec![b'x'; 64 * 1024]))))
+            .collect();
+        return Ok(Response::new(StreamBody::new(stream::iter(frames)).boxed()));
+    }
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
     let json = serde_json::json!({
         "version": format!("{:?}", parts.version),
@@ -408,6 +415,16 @@ async fn h2c_backend_reached_by_http1_and_http2_clients_on_one_multiplexed_conne
         assert_eq!(seen["len"], 5);
         assert!(seen["x_forwarded_for"].is_string(), "{seen}");
         assert_eq!(a.headers["server"], "gantry");
+
+        // A mebibyte each way, streamed through the flow-control windows.
+        let req = Request::post("/upload")
+            .header("host", "h2c.test")
+            .body(Full::new(Bytes::from(vec![b'u'; 1 << 20])))
+            .unwrap();
+        assert_eq!(h1(dp.http_addr(), req).await.json()["len"], 1 << 20);
+        let a = h1(dp.http_addr(), get("h2c.test", "/big")).await;
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body.len(), 1 << 20);
 
         // An HTTP/2 client (h2c prior knowledge to the plain listener): trailers both ways.
         let tcp = TcpStream::connect(dp.http_addr()).await.unwrap();

@@ -32,10 +32,13 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName
 /// | `HTTPS` | [`UpstreamProtocol::Https`] |
 /// | `GRPC` | [`UpstreamProtocol::H2c`] (nginx's `grpc_pass grpc://`) |
 /// | `GRPCS` | [`UpstreamProtocol::H2`] (nginx's `grpc_pass grpcs://`) |
-/// | `H2C` (older ingress-nginx releases) | [`UpstreamProtocol::H2c`] |
+/// | `H2C` (Gantry's own) | [`UpstreamProtocol::H2c`] |
 ///
-/// `AUTO_HTTP` (the client's own scheme) and `FCGI` are not supported; whether a route that asks
-/// for them is refused or served as `HTTP` is the controller's decision.
+/// `H2C` is not an ingress-nginx value (its validation accepts `AUTO_HTTP`, `HTTP`, `HTTPS`,
+/// `GRPC`, `GRPCS` and `FCGI`, `internal/ingress/annotations/backendprotocol/main.go`); it names
+/// plain HTTP/2 backends that are not gRPC, which `GRPC` reaches the same way. `AUTO_HTTP` (the
+/// client's own scheme) and `FCGI` are not supported; whether a route that asks for them is
+/// refused or served as `HTTP` is the controller's decision.
 ///
 /// The client's HTTP version is independent of this one: an HTTP/1.1 client can reach an h2c
 /// backend, and an HTTP/2 client an HTTP/1.1 one.
