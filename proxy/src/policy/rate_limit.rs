@@ -99,6 +99,8 @@ impl RateLimit {
 pub struct RateLimiters {
     limiters: Mutex<HashMap<Arc<RateLimit>, Arc<Limiter>>>,
     clock: LimitClock,
+    /// Moves whenever `retain` drops limiters, so that no worker keeps using a dropped one.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for RateLimiters {
@@ -159,7 +161,13 @@ impl RateLimiters {
     /// Keeps the limiters of the limits for which `keep` is true and drops the others with their
     /// state (requests in flight still give their slot back to the dropped counts).
     pub fn retain(&self, keep: impl Fn(&RateLimit) -> bool) {
-        self.lock().retain(|limit, _| keep(limit));
+        let mut limiters = self.lock();
+        let before = limiters.len();
+        limiters.retain(|limit, _| keep(limit));
+        if limiters.len() != before {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
 
     /// How many limits have state.
@@ -197,8 +205,43 @@ impl RateLimiters {
             .sum()
     }
 
-    /// The limiter of `limit`, made on first use. The lock is held only for the lookup.
+    /// The limiter of `limit`, made on first use. Each worker thread remembers the limiters of
+    /// the `RateLimit` values it has met (by pointer, holding them, so an address is never reused
+    /// while remembered): a request costs one short scan there, not a hash of the whole value and
+    /// a lock shared by every worker. The shared map is only read on a thread's first request
+    /// for a value, e.g. after a snapshot swap.
     fn limiter(&self, limit: &Arc<RateLimit>) -> Arc<Limiter> {
+        type Seen = (usize, u64, Arc<RateLimit>, Arc<Limiter>);
+        thread_local! {
+            static SEEN: std::cell::RefCell<Vec<Seen>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        /// Limits remembered per worker; past it the list starts over.
+        const SEEN_MAX: usize = 64;
+        // Which registry and which of its generations an entry came from.
+        let registry = self as *const Self as usize;
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(hit) = SEEN.with(|seen| {
+            seen.borrow()
+                .iter()
+                .find(|(r, g, l, _)| *r == registry && *g == generation && Arc::ptr_eq(l, limit))
+                .map(|(_, _, _, limiter)| limiter.clone())
+        }) {
+            return hit;
+        }
+        let limiter = self.shared_limiter(limit);
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            seen.retain(|(r, g, _, _)| *r != registry || *g == generation);
+            if seen.len() >= SEEN_MAX {
+                seen.clear();
+            }
+            seen.push((registry, generation, limit.clone(), limiter.clone()));
+        });
+        limiter
+    }
+
+    /// The limiter of `limit` from the shared map. The lock is held only for the lookup.
+    fn shared_limiter(&self, limit: &Arc<RateLimit>) -> Arc<Limiter> {
         let mut limiters = self.lock();
         if let Some(limiter) = limiters.get(&**limit) {
             return limiter.clone();
@@ -218,6 +261,7 @@ impl RateLimiters {
         Self {
             limiters: Mutex::default(),
             clock: LimitClock(ClockSource::Fake(clock)),
+            generation: Default::default(),
         }
     }
 }
