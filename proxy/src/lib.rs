@@ -6,21 +6,20 @@
 //!
 //! Modules import downward only, in these layers (each line may import the lines above it):
 //!
-//! 1. data: `normalize`, `config`, `error`, `backend`, `policy`, `tls`, `conn`, `metrics`, `body`,
-//!    `proxy_protocol`
-//!    (error), and `h1` (the upstream HTTP/1.1 codec, which imports nothing of the crate),
-//!    `upstream_tls` (error, policy: the TLS handshake to backends), `upstream_h2` (body, error:
-//!    HTTP/2 connections to backends on hyper's client)
+//! 1. data: `normalize`, `config`, `error`, `backend`, `tls`, `conn`, `metrics`,
+//!    `proxy_protocol`, `body` (error), `policy` (backend, config), and the upstream codecs: `h1`
+//!    (HTTP/1.1, imports nothing of the crate), `upstream_h2` (body, error: HTTP/2 on hyper's
+//!    client), `upstream_tls` (error, policy: the TLS handshake to backends)
 //! 2. compiled data: `routes` (backend, normalize, policy), `snapshot` (config, routes, tls),
 //!    `headers` (conn, error, policy), `access_log` (config, conn)
 //! 3. runtime state: `state` (backend, config, h1, metrics, policy, routes, snapshot, upstream_h2)
 //! 4. upstream client: `upstream` (backend, body, config, error, h1, metrics, policy, state,
 //!    upstream_h2, upstream_tls)
 //! 5. request pipeline: `pipeline` (every module above)
-//! 6. listeners: `server` (config, conn, metrics, pipeline, snapshot), `admin` (metrics, routes,
-//!    snapshot)
+//! 6. listeners: `server` (config, conn, metrics, pipeline, proxy_protocol, snapshot), `admin`
+//!    (metrics, normalize, routes, snapshot)
 //! 7. threads: `workers` (pipeline, server, state)
-//! 8. entry point: `dataplane` (admin, config, metrics, pipeline, server, snapshot, workers)
+//! 8. entry point: `dataplane` (admin, config, metrics, pipeline, policy, server, snapshot, workers)
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 

@@ -165,8 +165,7 @@ impl RateLimiters {
         let before = limiters.len();
         limiters.retain(|limit, _| keep(limit));
         if limiters.len() != before {
-            self.generation
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         }
     }
 
