@@ -348,11 +348,11 @@ impl Connection {
             // whole life, so an unboxed future (the whole pipeline, upstream exchange included)
             // would cost every idle connection its size. Boxed, it costs one allocation per
             // request and nothing while idle.
-            let counts = counts.clone();
             Box::pin(async move {
                 let resp = pipeline.handle(&info, req).await;
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    counts.upgraded.store(true, Ordering::Relaxed);
+                    // The request's own handle on the connection's counts: no second clone.
+                    guard.0.upgraded.store(true, Ordering::Relaxed);
                 }
                 // The request stays in flight until its response body has ended: a stream with
                 // gaps longer than the idle timeout (SSE, long polling, gRPC streams) is not idle.
