@@ -423,6 +423,56 @@ async fn redirects_answer_without_the_backend() {
 }
 
 #[tokio::test]
+async fn from_to_www_redirect_sends_the_twin_host_to_the_ingress_s_own_over_http_and_https() {
+    // ingress-nginx's fromtowwwredirect.go, both of its cases.
+    let backend = TestBackend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let www = [("nginx.ingress.kubernetes.io/from-to-www-redirect", "true")];
+    let mut tls_ingress = ingress_yaml("tls", &www, &[("secure.example", "/", "Prefix", "app", 80)]);
+    tls_ingress += "  tls:\n  - hosts: [secure.example, www.secure.example]\n    secretName: both\n";
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("app", 80, None, &[backend.addr]),
+            ingress_yaml(
+                "plain",
+                &www,
+                &[("fromtowwwredirect.bar.com", "/", "Prefix", "app", 80)],
+            ),
+            tls_secret_yaml("both", &["secure.example", "www.secure.example"]),
+            tls_ingress,
+        ],
+    )
+    .await;
+    let r = get(&g, "www.fromtowwwredirect.bar.com", "/foo").await;
+    assert_eq!(r.status(), 308);
+    assert_eq!(r.headers()["location"], "http://fromtowwwredirect.bar.com:80/foo");
+    // The Ingress's own host is served.
+    assert_eq!(get(&g, "fromtowwwredirect.bar.com", "/foo").await.status(), 200);
+    assert_eq!(backend.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Over TLS, with the certificate naming both: `/` goes to `https://host:port` (the port the
+    // client addressed), and the host itself is not redirected.
+    let port = g.https.port();
+    let r = tls_client("www.secure.example", g.https, false)
+        .get(format!("https://www.secure.example:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://secure.example:{port}").as_str()
+    );
+    let r = tls_client("secure.example", g.https, false)
+        .get(format!("https://secure.example:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
 async fn proxy_body_size_refuses_larger_bodies_with_413_declared_or_streamed() {
     let backend = TestBackend::start("app").await;
     let dir = tempfile::tempdir().unwrap();

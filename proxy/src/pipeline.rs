@@ -321,7 +321,11 @@ pub fn request_policies<B>(
     if let Some(refusal) = &p.refusal {
         return Flow::Respond(refusal.apply());
     }
-    // rewrite phase
+    // rewrite phase: a from/to-www alias host is a server of its own in ingress-nginx, whose only
+    // directive is the redirect.
+    if let Some(r) = &p.host_redirect {
+        return Flow::Respond(r.apply(ctx.conn.tls, &target.host_header, &target.path, req.uri().query()));
+    }
     if let Some(resp) = p
         .app_root
         .as_ref()

@@ -187,10 +187,7 @@ pub static CATALOG: &[Entry] = &[
         "from-to-www-redirect",
         Redirect,
         false,
-        Refused(
-            "not yet supported: list the other name as a host (or server-alias) of the Ingress, or \
-         redirect with a second Ingress and permanent-redirect",
-        ),
+        HonouredWithDifference(super::redirect::WWW_PORT),
     ),
     e(
         "relative-redirects",

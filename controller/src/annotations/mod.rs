@@ -89,6 +89,9 @@ pub struct IngressAnnotations {
     pub rewrite_target: Option<String>,
     /// `server-alias`: extra host names (lowercase; exact or `*.` wildcards).
     pub server_alias: Vec<String>,
+    /// `from-to-www-redirect`: each rule's host gets its `www.` twin (or the name without `www.`)
+    /// as a host that redirects to it.
+    pub from_to_www_redirect: bool,
     /// Why the Ingress's rules are not routed at all (`canary: "true"`), if so.
     pub not_routed: Option<String>,
     /// `canary: "true"`: what the Ingress's backends ask of the main routes they attach to.
@@ -106,6 +109,7 @@ impl Default for IngressAnnotations {
             use_regex: false,
             rewrite_target: None,
             server_alias: Vec::new(),
+            from_to_www_redirect: false,
             not_routed: None,
             canary: None,
             reports: Vec::new(),

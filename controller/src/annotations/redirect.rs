@@ -1,5 +1,6 @@
 //! `ssl-redirect`, `force-ssl-redirect`, `preserve-trailing-slash`, `permanent-redirect(-code)`,
-//! `temporal-redirect(-code)` and `app-root` (ingress-nginx's `rewrite` and `redirect` parsers).
+//! `temporal-redirect(-code)`, `app-root` and `from-to-www-redirect` (ingress-nginx's `rewrite` and
+//! `redirect` parsers; the alias host's route is made by translation).
 //!
 //! Precedence, as ingress-nginx's template and phases give it: `app-root` (a server-level
 //! `return 302` for `/`), then the fixed redirect (a location-level `return`), then the HTTPS
@@ -69,7 +70,28 @@ pub(super) fn parse<R: References>(p: &mut Parser<'_, R>) {
 
     fixed_redirect(p);
     app_root(p);
+    if let Some(v) = p.value("from-to-www-redirect") {
+        match parse_bool(v) {
+            Some(on) => {
+                p.out.from_to_www_redirect = on;
+                let outcome = if on {
+                    Outcome::Difference(WWW_PORT.into())
+                } else {
+                    Outcome::Honoured
+                };
+                p.report("from-to-www-redirect", outcome);
+            }
+            None => p.report(
+                "from-to-www-redirect",
+                Outcome::Invalid("expected \"true\" or \"false\"; using false".into()),
+            ),
+        }
+    }
 }
+
+/// How Gantry's from/to-www redirect differs from ingress-nginx's.
+pub(crate) const WWW_PORT: &str = "308 to the other name; the Location's port is the one the client \
+    addressed (80 or 443 when its Host names none), where ingress-nginx writes its listener's port";
 
 /// `temporal-redirect` (302 by default, codes 300 to 307) wins over `permanent-redirect` (301 by
 /// default, codes 300 to 308); a code outside its range is the default, as in ingress-nginx (which

@@ -193,6 +193,23 @@ fn ssl_redirects_follow_go_booleans_and_force_wins() {
 }
 
 #[test]
+fn from_to_www_redirect_takes_go_booleans() {
+    let cases: &[(&str, bool, &str)] = &[
+        ("true", true, "difference"),
+        ("1", true, "difference"),
+        ("false", false, "honoured"),
+        ("yes", false, "invalid"),
+        ("", false, "ignored"),
+    ];
+    for (value, on, outcome) in cases {
+        let a = parse_only(&[("from-to-www-redirect", value)]);
+        assert_eq!(a.from_to_www_redirect, *on, "{value:?}");
+        assert_eq!(label(&a, "from-to-www-redirect"), *outcome, "{value:?}");
+        assert!(a.fails_closed().is_none());
+    }
+}
+
+#[test]
 fn fixed_redirects_take_codes_in_range_and_temporal_wins() {
     let redirect = |pairs: &[(&str, &str)]| {
         let a = parse_only(pairs);

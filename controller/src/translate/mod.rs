@@ -211,6 +211,9 @@ pub enum Problem {
     /// A `server-alias` that another rule's host or an older alias already claims; it is ignored.
     #[error("server-alias {alias}: {why}; the alias is ignored")]
     ServerAliasConflict { alias: String, why: String },
+    /// `from-to-www-redirect` names a twin host that a rule or an alias already serves.
+    #[error("from-to-www-redirect: {from} is not redirected: {why}")]
+    WwwRedirectSkipped { from: String, why: String },
     /// A Gantry annotation has a value it does not understand; the default applies.
     #[error("annotation {annotation}: unknown value {value:?} ({expected}); using {fallback}")]
     InvalidAnnotation {
@@ -265,6 +268,7 @@ impl Problem {
             Problem::AnnotationReferenceInvalid { kind: "Secret", .. } => "AnnotationSecretInvalid",
             Problem::AnnotationReferenceInvalid { .. } => "AnnotationConfigMapInvalid",
             Problem::ServerAliasConflict { .. } => "ServerAliasConflict",
+            Problem::WwwRedirectSkipped { .. } => "WwwRedirectSkipped",
             Problem::CanaryWithoutMainRoute { .. } => "CanaryWithoutMainRoute",
             Problem::CanaryConflict { .. } => "CanaryConflict",
             Problem::CanarySameBackend { .. } => "CanarySameBackend",

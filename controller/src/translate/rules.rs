@@ -40,7 +40,7 @@ use std::{
 };
 
 use gantry_proxy::{
-    policy::{HttpsRedirect, Refusal, Rewrite},
+    policy::{HostRedirect, HttpsRedirect, Refusal, Rewrite},
     Backend, HostMatch, PathMatch, Policies, Route, RouteError, RouteSource,
 };
 
@@ -328,6 +328,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
         }
     }
     server_aliases(b, ours, &added);
+    www_redirects(b, ours, &added);
 }
 
 /// The policies of one route of `ing`.
@@ -456,6 +457,72 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
                     let _ = b.routes.add(alias_host.clone(), route.clone());
                 }
             }
+        }
+    }
+}
+
+/// `from-to-www-redirect`: each exact host of the Ingress gets its twin (`www.` added, or removed
+/// when the host starts with it) as a host of its own whose every request is redirected (308) to
+/// it, as ingress-nginx's redirect servers do. A twin that is a rule's host or a `server-alias` of
+/// any of our Ingresses is skipped and reported: the explicit host wins, as ingress-nginx's
+/// documentation says. Of two Ingresses asking for the same twin, the older one's route stays.
+fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
+    let mut taken: HashMap<HostMatch, String> = HashMap::new();
+    for ing in ours {
+        for host in rule_hosts(ing) {
+            taken
+                .entry(host)
+                .or_insert_with(|| format!("it is a host of {}", ing.label));
+        }
+        for alias in &ing.annotations.server_alias {
+            if let Ok(host) = parse_host(Some(alias)) {
+                taken
+                    .entry(host)
+                    .or_insert_with(|| format!("it is a server-alias of {}", ing.label));
+            }
+        }
+    }
+    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
+        if !ing.annotations.from_to_www_redirect {
+            continue;
+        }
+        for host in rule_hosts(ing) {
+            let HostMatch::Exact(name) = &host else { continue };
+            let twin = match name.strip_prefix("www.") {
+                Some(bare) if !bare.is_empty() => bare.to_string(),
+                _ => format!("www.{name}"),
+            };
+            let Ok(twin_host) = parse_host(Some(&twin)) else {
+                continue;
+            };
+            if let Some(why) = taken.get(&twin_host) {
+                if let Some(report) = b.annotation_report(ing.key, "from-to-www-redirect") {
+                    report.add_difference(format!("{twin} is not redirected: {why}"));
+                }
+                b.report(
+                    &ing.label,
+                    Problem::WwwRedirectSkipped {
+                        from: twin.clone(),
+                        why: why.clone(),
+                    },
+                );
+                continue;
+            }
+            // Any route of the host lends the redirect route its backend, which it never uses.
+            let Some(template) = added.get(&host).and_then(|r| r.first()) else {
+                continue;
+            };
+            let route = Route {
+                path: PathMatch::Prefix("/".into()),
+                backend: template.backend.clone(),
+                source: ing.source.clone(),
+                policies: Policies {
+                    host_redirect: Some(HostRedirect::new(name.clone())),
+                    ..Policies::default()
+                },
+            };
+            // An older Ingress's redirect for the same twin keeps it.
+            let _ = b.routes.add(twin_host, route);
         }
     }
 }

@@ -9,7 +9,8 @@
 //! Ingress written for ingress-nginx behaves the same):
 //!
 //! 1. **rewrite phase**, answered before any access check, as nginx's `return` and `rewrite` are:
-//!    [`HttpsRedirect`], [`Redirect`] (permanent and temporal), [`AppRoot`], the CORS preflight
+//!    [`HostRedirect`] (from/to www), [`HttpsRedirect`], [`Redirect`] (permanent and temporal),
+//!    [`AppRoot`], the CORS preflight
 //!    ([`Cors`]).
 //! 2. **pre-access**: [`RateLimit`] (per client address, 503 by default).
 //! 3. **access**: [`Refusal`] (a policy that could not be honoured: the route fails closed),
@@ -52,7 +53,7 @@ pub use canary::{Canary, CanaryDecision};
 pub use cors::{Cors, CorsOrigin};
 pub use hash::HashBy;
 pub use rate_limit::{RateLimit, RateLimiters};
-pub use redirect::{AppRoot, HttpsRedirect, Redirect};
+pub use redirect::{AppRoot, HostRedirect, HttpsRedirect, Redirect};
 pub use rewrite::{Rewrite, RewriteError};
 pub use upstream::{
     Alpn, UpstreamProtocol, UpstreamTls, UpstreamTlsError, DEFAULT_SSL_NAME, DEFAULT_VERIFY_DEPTH,
@@ -78,6 +79,8 @@ pub struct Policies {
     pub redirect: Option<Redirect>,
     /// Redirect requests for `/` to the application root (`app-root`, 302).
     pub app_root: Option<AppRoot>,
+    /// Redirect every request to another host (`from-to-www-redirect`, on the alias host's route).
+    pub host_redirect: Option<HostRedirect>,
     /// CORS: preflights answered here, headers added to responses (`enable-cors`, `cors-*`).
     pub cors: Option<Arc<Cors>>,
 
@@ -129,6 +132,9 @@ impl Policies {
         let mut out = Vec::new();
         if let Some(r) = &self.refusal {
             out.push(format!("refused ({}): {}", r.status.as_u16(), r.reason));
+        }
+        if let Some(r) = &self.host_redirect {
+            out.push(format!("redirect ({}) to host {}", r.status.as_u16(), r.to));
         }
         if let Some(a) = &self.app_root {
             out.push(format!("app root: / redirects (302) to {}", a.path));

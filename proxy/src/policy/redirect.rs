@@ -61,6 +61,68 @@ impl Redirect {
     }
 }
 
+/// Redirects every request of an alias host to the canonical one (`from-to-www-redirect`: the
+/// Ingress's host with `www.` added or removed), keeping the request's scheme, port and target.
+///
+/// As ingress-nginx's `ngx_srv_redirect.lua`: `scheme://host:port` followed by the request target
+/// without its last character when that is `/` (so `/` becomes nothing, and `/foo/` becomes
+/// `/foo`). The port is the one the client addressed (its `Host` header), else the scheme's
+/// default; ingress-nginx writes its listener's port, which is the same number when clients reach
+/// it on 80 and 443, while Gantry's own listeners usually sit behind a Service that maps them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRedirect {
+    /// The canonical host, lowercase (a rule's host of the Ingress).
+    pub to: String,
+    /// 308 (ingress-nginx's `http-redirect-code` default).
+    pub status: StatusCode,
+}
+
+impl HostRedirect {
+    pub fn new(to: String) -> Self {
+        Self {
+            to,
+            status: StatusCode::PERMANENT_REDIRECT,
+        }
+    }
+
+    /// The redirect of a request that came with `host_header` (port kept) for the normalized
+    /// `path` and `query`.
+    pub fn apply(
+        &self,
+        tls: bool,
+        host_header: &HeaderValue,
+        path: &str,
+        query: Option<&str>,
+    ) -> LocalResponse {
+        let (scheme, default_port) = if tls { ("https", 443) } else { ("http", 80) };
+        let port = host_header
+            .to_str()
+            .ok()
+            .and_then(|h| h.rsplit_once(':').filter(|(_, p)| !p.contains(']')))
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .unwrap_or(default_port);
+        let mut target = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        if target.ends_with('/') {
+            target.pop();
+        }
+        let location = format!("{scheme}://{}:{port}{target}", self.to);
+        // The host passed translation's validation and the target the request parser's; should the
+        // value still not be a header value, the client gets the status without a Location.
+        match HeaderValue::from_str(&location) {
+            Ok(v) => redirect(self.status, v),
+            Err(_) => {
+                let mut resp = Response::new(Full::default());
+                *resp.status_mut() = self.status;
+                resp.headers_mut().insert(header::SERVER, SERVER.clone());
+                resp
+            }
+        }
+    }
+}
+
 /// Redirects a request for `/` to the application root (`app-root`), with 302 and the request's
 /// own scheme and host, as ingress-nginx does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +191,34 @@ mod tests {
         .apply();
         assert_eq!(r.status(), 301);
         assert_eq!(r.headers()["location"], "http://redirect.example.com");
+    }
+
+    #[test]
+    fn host_redirects_keep_scheme_port_and_target_and_drop_one_trailing_slash() {
+        let r = HostRedirect::new("bar.com".into());
+        let plain = HeaderValue::from_static("www.bar.com");
+        let loc = |resp: LocalResponse| resp.headers()["location"].to_str().unwrap().to_string();
+        // ingress-nginx's e2e test: `GET /foo` to www → `http://bar.com:80/foo`, 308.
+        let resp = r.apply(false, &plain, "/foo", None);
+        assert_eq!(resp.status(), 308);
+        assert_eq!(loc(resp), "http://bar.com:80/foo");
+        // Over TLS, `/` becomes nothing: `https://bar.com:443`.
+        assert_eq!(loc(r.apply(true, &plain, "/", None)), "https://bar.com:443");
+        assert_eq!(
+            loc(r.apply(false, &plain, "/a/", Some("x=1"))),
+            "http://bar.com:80/a/?x=1"
+        );
+        assert_eq!(
+            loc(r.apply(false, &plain, "/a", Some("x=/"))),
+            "http://bar.com:80/a?x="
+        );
+        let with_port = HeaderValue::from_static("www.bar.com:8080");
+        assert_eq!(
+            loc(r.apply(false, &with_port, "/a/", None)),
+            "http://bar.com:8080/a"
+        );
+        let v6 = HeaderValue::from_static("[::1]");
+        assert_eq!(loc(r.apply(false, &v6, "/x", None)), "http://bar.com:80/x");
     }
 
     #[test]

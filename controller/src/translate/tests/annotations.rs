@@ -322,6 +322,73 @@ fn server_aliases_serve_the_whole_host_and_explicit_hosts_win() {
 }
 
 #[test]
+fn from_to_www_redirect_makes_the_twin_host_redirect_and_explicit_hosts_win() {
+    // fromtowwwredirect.go: host `fromtowwwredirect.bar.com` gets `www.` as a redirecting server.
+    let www = |name: &str, created: &str, host: &str, svc: &str| {
+        ingress(name)
+            .created(created)
+            .annotation(&format!("{P}from-to-www-redirect"), "true")
+            .host(host)
+            .prefix("/app", svc, 80)
+    };
+    let mut objects = objects![
+        www("plain", "2024-01-01T00:00:00Z", "fromtowwwredirect.bar.com", "a"),
+        www("with-www", "2024-02-01T00:00:00Z", "www.shop.example", "b"),
+        www("clash", "2024-03-01T00:00:00Z", "taken.example", "c"),
+        ingress("owner")
+            .created("2024-04-01T00:00:00Z")
+            .host("www.taken.example")
+            .prefix("/", "d", 80),
+    ];
+    for (svc, ip) in [
+        ("a", "10.0.0.1"),
+        ("b", "10.0.0.2"),
+        ("c", "10.0.0.3"),
+        ("d", "10.0.0.4"),
+    ] {
+        objects.extend(backend(svc, ip));
+    }
+    let t = build(objects);
+    let twin = route(&t, "www.fromtowwwredirect.bar.com", "/anything/at/all");
+    let r = twin.policies.host_redirect.as_ref().expect("a redirect route");
+    assert_eq!(r.to, "fromtowwwredirect.bar.com");
+    assert_eq!(r.status, 308);
+    assert_eq!(&*twin.source.name, "plain");
+    // The other way round: the host with www. redirects its bare twin.
+    let bare = route(&t, "shop.example", "/");
+    assert_eq!(
+        bare.policies.host_redirect.as_ref().map(|r| r.to.as_str()),
+        Some("www.shop.example")
+    );
+    // The host itself is served as before.
+    assert!(route(&t, "www.shop.example", "/app")
+        .policies
+        .host_redirect
+        .is_none());
+    // A twin that is another Ingress's host keeps its own routes, and the skip is reported.
+    assert_eq!(routed(&t, "www.taken.example", "/app").as_deref(), Some("d"));
+    assert!(route(&t, "www.taken.example", "/")
+        .policies
+        .host_redirect
+        .is_none());
+    let d = the_diagnostic(&t, "WwwRedirectSkipped");
+    assert_eq!(d.object, "Ingress default/clash");
+    assert!(
+        d.message.contains("www.taken.example") && d.message.contains("default/owner"),
+        "{d:?}"
+    );
+    let r = reports_of(&t, "default/clash")
+        .annotations
+        .iter()
+        .find(|r| r.name() == "from-to-www-redirect")
+        .unwrap();
+    assert!(
+        matches!(&r.outcome, Outcome::Difference(d) if d.contains("www.taken.example")),
+        "{r:?}"
+    );
+}
+
+#[test]
 fn fail_closed_ingresses_are_routed_and_answer_503() {
     let cases: &[(&str, Anns<'_>, &str)] = &[
         (
