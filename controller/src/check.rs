@@ -1,6 +1,8 @@
-//! `gantry check`: what Gantry would do with a folder of manifests, before serving it.
+//! `gantry check`: what Gantry would do with a folder of manifests, or with a live cluster, before
+//! serving it.
 //!
-//! It loads the folder with the file source's loader, translates it once, and prints, for every
+//! It loads the folder with the file source's loader (or reads the cluster as cluster mode would,
+//! see [`load_cluster`]), translates it once, and prints, for every
 //! Ingress of the class (oldest first), each ingress-nginx annotation and its outcome (honoured,
 //! honoured with a difference, ignored, refused, invalid, unknown) and the other diagnostics of that
 //! Ingress; then the diagnostics about anything else (files that do not parse, ...).
@@ -67,6 +69,7 @@ use crate::{
     diagnostic::Diagnostic,
     events::ingress_of,
     sources::files::ManifestDir,
+    store::{Kind, Object, ObjectKey, ObjectStore},
     translate::{translate, IngressReport, TranslateOptions, Translation},
 };
 
@@ -126,19 +129,20 @@ pub fn run(args: &Args, check: &CheckArgs, out: &mut dyn Write, err: &mut dyn Wr
             Err(_) => EXIT_ERROR,
         };
     }
-    let Some(dir) = check.manifests.as_deref().or(args.manifests.as_deref()) else {
-        let _ = writeln!(
-            err,
-            "gantry check: give --manifests DIR (checking the Ingresses of a live cluster is not supported yet; \
-             export them with `kubectl get ingress,service,secret,configmap -A -o yaml > DIR/all.yaml`)"
-        );
-        return EXIT_ERROR;
-    };
     let class = check
         .ingress_class
         .clone()
         .unwrap_or_else(|| args.ingress_class.clone());
-    let report = match check_dir(args, &class, dir) {
+    let dir = check.manifests.as_deref().or(args.manifests.as_deref());
+    let (report, place) = match dir {
+        Some(dir) => (check_dir(args, &class, dir), format!("in {}", dir.display())),
+        None => (
+            check_cluster(args, &class)
+                .map_err(|e| format!("{e} (give --manifests DIR to check a folder instead)")),
+            "in the cluster".to_string(),
+        ),
+    };
+    let report = match report {
         Ok(report) => report,
         Err(e) => {
             let _ = writeln!(err, "gantry check: {e}");
@@ -158,8 +162,7 @@ pub fn run(args: &Args, check: &CheckArgs, out: &mut dyn Write, err: &mut dyn Wr
     if report.ingresses.is_empty() {
         let _ = writeln!(
             err,
-            "gantry check: no Ingress of class {class:?} in {} (for Ingresses written for ingress-nginx, try --ingress-class nginx)",
-            dir.display()
+            "gantry check: no Ingress of class {class:?} {place} (for Ingresses written for ingress-nginx, try --ingress-class nginx)"
         );
     }
     if report.summary.ok {
@@ -180,21 +183,150 @@ pub fn translate_dir(args: &Args, class: &str, dir: &Path) -> Result<Translation
     let mut manifests = ManifestDir::new(dir);
     manifests.scan(true).map_err(|e| e.to_string())?;
     let state = manifests.state();
+    translate_store(args, class, &state.store, state.diagnostics)
+}
+
+/// Reads what serving the cluster would read (see [`load_cluster`]) and builds the report.
+pub fn check_cluster(args: &Args, class: &str) -> Result<Report, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the client: {e}"))?;
+    let store = runtime.block_on(load_cluster(args, class))?;
+    Ok(report(class, translate_store(args, class, &store, Vec::new())?))
+}
+
+/// The objects of the cluster that `--kubeconfig` (else `KUBECONFIG`, else the in-cluster account)
+/// points at, as serving it would see them: Ingresses, IngressClasses, Services and EndpointSlices
+/// of the `--watch-namespace`s (all by default), Nodes in node-port mode, ProxyConfigs when their
+/// CRD is installed, and only the Secrets and ConfigMaps that the class's Ingresses name (their TLS
+/// Secrets and what their annotations refer to), read one by one as cluster mode watches them.
+/// The check needs read access to those kinds only; it writes nothing.
+pub async fn load_cluster(args: &Args, class: &str) -> Result<ObjectStore, String> {
+    use k8s_openapi::api::{
+        core::v1::{ConfigMap, Node, Secret, Service},
+        discovery::v1::EndpointSlice,
+        networking::v1::{Ingress, IngressClass},
+    };
+    use kube::{api::ListParams, Api};
+
+    let client = crate::sources::kube::client(args.kubeconfig.as_deref())
+        .await
+        .map_err(|e| format!("connecting to the cluster: {e}"))?;
+    let namespaces: Vec<Option<&str>> = if args.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        args.watch_namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    let mut store = ObjectStore::new();
+    macro_rules! list {
+        ($ty:ty, $variant:ident, $api:expr) => {{
+            let api: Api<$ty> = $api;
+            let listed = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| format!("listing {}s: {e}", stringify!($variant)))?;
+            for obj in listed {
+                store.apply(crate::sources::kube::slim(Object::$variant(obj)));
+            }
+        }};
+    }
+    for ns in namespaces {
+        let c = client.clone();
+        match ns {
+            Some(ns) => {
+                list!(Ingress, Ingress, Api::namespaced(c.clone(), ns));
+                list!(Service, Service, Api::namespaced(c.clone(), ns));
+                list!(EndpointSlice, EndpointSlice, Api::namespaced(c, ns));
+            }
+            None => {
+                list!(Ingress, Ingress, Api::all(c.clone()));
+                list!(Service, Service, Api::all(c.clone()));
+                list!(EndpointSlice, EndpointSlice, Api::all(c));
+            }
+        }
+    }
+    list!(IngressClass, IngressClass, Api::all(client.clone()));
+    if matches!(args.backend_mode, crate::cli::BackendModeArg::NodePort) {
+        list!(Node, Node, Api::all(client.clone()));
+    }
+    // The CRD may not be installed: then there is no ProxyConfig to read.
+    let configs: Api<crate::crd::ProxyConfig> = Api::all(client.clone());
+    if let Ok(listed) = configs.list(&ListParams::default()).await {
+        for obj in listed {
+            store.apply(Object::ProxyConfig(obj));
+        }
+    }
+
+    // The Secrets and ConfigMaps that the class's Ingresses name, as translation reads them: every
+    // TLS Secret, and what the annotations refer to.
+    let mut wanted: Vec<(Kind, ObjectKey)> = Vec::new();
+    let opts = translate_options(args, class)?;
+    for key in crate::translate::served_ingresses(&store, &opts) {
+        let Some(ing) = store.ingresses().get(&key) else {
+            continue;
+        };
+        for tls in ing.spec.iter().flat_map(|s| s.tls.iter().flatten()) {
+            if let Some(name) = tls.secret_name.as_deref().filter(|n| !n.is_empty()) {
+                wanted.push((Kind::Secret, ObjectKey::new(key.namespace.clone(), name)));
+            }
+        }
+        wanted.extend(crate::annotations::references::references(ing));
+    }
+    if let Some(key) = &args.default_ssl_certificate {
+        wanted.push((Kind::Secret, key.clone()));
+    }
+    wanted.sort();
+    wanted.dedup();
+    for (kind, key) in wanted {
+        let got = match kind {
+            Kind::Secret => Api::<Secret>::namespaced(client.clone(), &key.namespace)
+                .get_opt(&key.name)
+                .await
+                .map(|o| o.map(Object::Secret)),
+            Kind::ConfigMap => Api::<ConfigMap>::namespaced(client.clone(), &key.namespace)
+                .get_opt(&key.name)
+                .await
+                .map(|o| o.map(Object::ConfigMap)),
+            _ => continue,
+        };
+        match got {
+            Ok(Some(obj)) => store.apply(crate::sources::kube::slim_referenced(obj)),
+            // Missing: translation reports it, as serving would.
+            Ok(None) => {}
+            Err(e) => return Err(format!("reading {kind} {}/{}: {e}", key.namespace, key.name)),
+        }
+    }
+    Ok(store)
+}
+
+fn translate_options(args: &Args, class: &str) -> Result<TranslateOptions, String> {
     let config = args
         .proxy_config()
         .map_err(|e| format!("invalid settings: {e}"))?;
     let fallback_certificate =
         TlsCert::self_signed(&["gantry.invalid"]).map_err(|e| format!("generating a certificate: {e}"))?;
-    let opts = TranslateOptions {
+    Ok(TranslateOptions {
         ingress_class: class.to_string(),
         controller_name: args.controller_name.clone(),
         backend_mode: args.backend_mode.into(),
         default_ssl_certificate: args.default_ssl_certificate.clone(),
         fallback_certificate,
         proxy_config: Arc::new(config),
-    };
-    let mut translation = translate(&state.store, &opts, &Snapshot::default());
-    translation.diagnostics.extend(state.diagnostics);
+    })
+}
+
+/// Translates `store` with the class `class`, as serving it would, with `diagnostics` of loading
+/// it added.
+fn translate_store(
+    args: &Args,
+    class: &str,
+    store: &ObjectStore,
+    diagnostics: Vec<Diagnostic>,
+) -> Result<Translation, String> {
+    let opts = translate_options(args, class)?;
+    let mut translation = translate(store, &opts, &Snapshot::default());
+    translation.diagnostics.extend(diagnostics);
     translation.diagnostics.sort();
     translation.diagnostics.dedup();
     Ok(translation)

@@ -195,7 +195,8 @@ pub struct Args {
 /// What else `gantry` can do besides serving.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check a folder of manifests without serving it: for every Ingress of the class, what each
+    /// Check a folder of manifests (`--manifests`), else the cluster of `--kubeconfig`, without
+    /// serving it: for every Ingress of the class, what each
     /// ingress-nginx annotation becomes (honoured, honoured with a difference, ignored, refused,
     /// invalid, unknown), which Ingresses fail closed, and every other problem. Exit status 0 when
     /// no annotation is refused or invalid, 1 otherwise, 2 on usage or I/O errors.
@@ -234,7 +235,9 @@ pub struct ExplainArgs {
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// The folder of manifests to check (.yaml, .yml, .json; Ingresses with the Services, Secrets
-    /// and ConfigMaps they name).
+    /// and ConfigMaps they name). Without it, the cluster of `--kubeconfig` is read (Ingresses,
+    /// Services and EndpointSlices of `--watch-namespace`, and the Secrets and ConfigMaps the
+    /// class's Ingresses name).
     #[arg(long, value_name = "DIR")]
     pub manifests: Option<PathBuf>,
 

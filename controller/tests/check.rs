@@ -207,12 +207,20 @@ fn usage_and_io_errors_exit_2() {
     let (code, _, stderr) = check(&dir.path().join("missing"), &[]);
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read manifest folder"), "{stderr}");
+    // No folder and no cluster to read: an error that names both ways.
     let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
         .arg("check")
+        .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("GANTRY_KUBECONFIG")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--manifests"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--manifests") && stderr.contains("cluster"),
+        "{stderr}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(["check", "--output", "yaml"])
         .output()

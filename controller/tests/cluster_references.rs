@@ -369,3 +369,111 @@ async fn a_secret_created_after_its_ingress_is_seen_and_a_tls_secret_named_by_an
     })
     .await;
 }
+
+/// `gantry check` with no `--manifests` reads the cluster its kubeconfig names, as serving it
+/// would: the class's Ingresses, and the Secrets their annotations name (read one by one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gantry_check_reports_the_ingresses_of_a_live_cluster() {
+    let env = TestEnv::start_async().await.expect("control plane");
+    let c = Cluster::new(&env, "check").await;
+    apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
+    let htpasswd = htpasswd_line("alice", "s3cret");
+    apply(
+        &c.api::<Secret>(),
+        &opaque_secret(&c.ns, "basic-auth", &[("auth", &htpasswd)]),
+    )
+    .await;
+    let ingresses = [
+        annotated(
+            ingress(&c.ns, "private", CLASS, &[("private.example", "/", "web", 80)]),
+            &[("auth-type", "basic"), ("auth-secret", "basic-auth")],
+        ),
+        annotated(
+            ingress(&c.ns, "missing", CLASS, &[("missing.example", "/", "web", 80)]),
+            &[("auth-type", "basic"), ("auth-secret", "nowhere")],
+        ),
+        annotated(
+            ingress(&c.ns, "slow", CLASS, &[("slow.example", "/", "web", 80)]),
+            &[("limit-rate", "100")],
+        ),
+        annotated(
+            ingress(&c.ns, "theirs", "nginx", &[("theirs.example", "/", "web", 80)]),
+            &[("limit-rate", "100")],
+        ),
+    ];
+    for ing in &ingresses {
+        apply(&c.api::<Ingress>(), ing).await;
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig_path())
+        .args(["--watch-namespace", &c.ns, "check", "--output", "json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused annotation exits 1\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
+    let names: Vec<&str> = report["ingresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ingress"].as_str().unwrap())
+        .collect();
+    let of = |name: &str| {
+        let full = format!("{}/{name}", c.ns);
+        report["ingresses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["ingress"] == full.as_str())
+            .unwrap_or_else(|| panic!("{full} in {names:?}"))
+            .clone()
+    };
+    assert_eq!(names.len(), 3, "only the class's Ingresses: {names:?}");
+    let private = of("private");
+    assert!(
+        private["fails_closed"].is_null(),
+        "the Secret was read: {private}"
+    );
+    assert!(
+        private["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["outcome"] == "honoured"),
+        "{private}"
+    );
+    let missing = of("missing");
+    assert!(
+        missing["fails_closed"]
+            .as_str()
+            .is_some_and(|w| w.contains("nowhere")),
+        "{missing}"
+    );
+    let slow = of("slow");
+    assert_eq!(slow["annotations"][0]["outcome"], "refused", "{slow}");
+    assert_eq!(report["summary"]["ok"], false);
+
+    // A kubeconfig that names no reachable cluster is a clear error (exit 2), not an empty report.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("kubeconfig");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("--kubeconfig")
+        .arg(&bad)
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gantry check:"));
+}
