@@ -17,9 +17,9 @@
 //! Every digest comparison is constant time: all bytes are compared whatever the first
 //! difference (bcrypt's is done by the `bcrypt` crate).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
@@ -35,11 +35,74 @@ pub const MAX_BCRYPT_COST: u32 = 14;
 
 /// Basic authentication of one route: a request without valid credentials gets 401 with
 /// `WWW-Authenticate: Basic realm="<realm>"`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Equal policies compare equal whatever their caches hold, so an unchanged Secret never causes a
+/// swap (and the policy, with its cache, is kept across swaps).
+#[derive(Clone, Debug)]
 pub struct BasicAuth {
     /// `WWW-Authenticate` value, built once.
     challenge: HeaderValue,
     pub users: Arc<Htpasswd>,
+    verified: Arc<Verified>,
+}
+
+impl PartialEq for BasicAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.challenge == other.challenge && self.users == other.users
+    }
+}
+
+impl Eq for BasicAuth {}
+
+/// The `Authorization` values that verified, by their SHA-256.
+///
+/// bcrypt is slow on purpose: one check of a cost-5 hash (what `htpasswd -B` writes) takes about
+/// 2 ms of the worker's CPU, and nginx pays it on every request. A browser sends the same header
+/// with every request, so a hit here skips the hash. Only values that verified are kept, so a
+/// client cannot fill it with guesses; it holds at most [`Verified::CAPACITY`] and starts over when
+/// full. A change of the user list is a new policy with an empty cache, so a removed user or
+/// password stops working with the next snapshot.
+#[derive(Default)]
+struct Verified {
+    digests: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl Verified {
+    const CAPACITY: usize = 4096;
+
+    fn digest(authorization: &[u8]) -> [u8; 32] {
+        let d = ring::digest::digest(&ring::digest::SHA256, authorization);
+        let mut out = [0; 32];
+        out.copy_from_slice(d.as_ref());
+        out
+    }
+
+    fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.lock().contains(digest)
+    }
+
+    fn insert(&self, digest: [u8; 32]) {
+        let mut set = self.lock();
+        if set.len() >= Self::CAPACITY {
+            set.clear();
+        }
+        set.insert(digest);
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        // The set holds no invariant a panic could break.
+        self.digests.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Verified({} cached)", self.len())
+    }
 }
 
 impl BasicAuth {
@@ -51,7 +114,11 @@ impl BasicAuth {
         }
         let challenge = HeaderValue::from_str(&format!("Basic realm=\"{realm}\""))
             .map_err(|_| HtpasswdError::BadRealm)?;
-        Ok(Self { challenge, users })
+        Ok(Self {
+            challenge,
+            users,
+            verified: Arc::default(),
+        })
     }
 
     /// `None` when the request carries valid credentials, else the 401.
@@ -62,9 +129,20 @@ impl BasicAuth {
     /// hash. Anything else (no header, another scheme, bad base64, no colon, an unknown user, a
     /// wrong password) gets the same 401 with the challenge.
     pub fn apply(&self, headers: &HeaderMap) -> Option<LocalResponse> {
+        let mut one = headers.get_all(http::header::AUTHORIZATION).iter();
+        let digest = match (one.next(), one.next()) {
+            (Some(v), None) => Some(Verified::digest(v.as_bytes())),
+            _ => None,
+        };
+        if digest.as_ref().is_some_and(|d| self.verified.contains(d)) {
+            return None;
+        }
         let valid = Credentials::from_headers(headers)
             .is_some_and(|c| c.user().is_some_and(|user| self.users.verify(user, c.password())));
         if valid {
+            if let Some(d) = digest {
+                self.verified.insert(d);
+            }
             return None;
         }
         let mut resp = local_response(StatusCode::UNAUTHORIZED);
@@ -526,6 +604,44 @@ mod tests {
 
     fn auth(lines: &[&str]) -> BasicAuth {
         BasicAuth::new("test auth", Arc::new(file(lines))).unwrap()
+    }
+
+    #[test]
+    fn only_verified_credentials_are_remembered_and_a_new_list_starts_empty() {
+        let a = auth(&[ALICE_BCRYPT, CAROL_SHA]);
+        assert!(a.apply(&basic(b"alice:nope")).is_some());
+        assert!(a.apply(&basic(b"mallory:x")).is_some());
+        assert_eq!(a.verified.len(), 0, "failures are never cached");
+        assert!(a.apply(&basic(b"alice:wonderland")).is_none());
+        assert_eq!(a.verified.len(), 1);
+        // The remembered value passes again; any other value is checked afresh.
+        assert!(a.apply(&basic(b"alice:wonderland")).is_none());
+        assert!(a.apply(&basic(b"alice:wonderlanD")).is_some());
+        assert_eq!(a.verified.len(), 1);
+        // Two Authorization headers are refused even when one of them was remembered.
+        let mut two = basic(b"alice:wonderland");
+        two.append(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eA=="),
+        );
+        assert!(a.apply(&two).is_some());
+        // Equal policies compare equal whatever their caches hold; a new user list (alice
+        // removed) has its own, empty cache, so her remembered value no longer passes.
+        assert_eq!(a, auth(&[ALICE_BCRYPT, CAROL_SHA]));
+        let without_alice = auth(&[CAROL_SHA]);
+        assert!(without_alice.apply(&basic(b"alice:wonderland")).is_some());
+    }
+
+    #[test]
+    fn the_cache_of_verified_credentials_is_bounded() {
+        let v = Verified::default();
+        for i in 0..(Verified::CAPACITY + 10) {
+            v.insert(Verified::digest(format!("Basic {i}").as_bytes()));
+        }
+        assert!(v.len() <= Verified::CAPACITY);
+        assert!(v.contains(&Verified::digest(
+            format!("Basic {}", Verified::CAPACITY + 9).as_bytes()
+        )));
     }
 
     #[test]
