@@ -20,7 +20,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::{
@@ -710,7 +710,7 @@ impl http_body::Body for UpstreamBody {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use http::Method;
+    use http::{Method, Uri};
     use http_body_util::BodyExt;
     use tokio::{
         io::{AsyncReadExt, AsyncWriteExt},
