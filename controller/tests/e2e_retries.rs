@@ -50,7 +50,9 @@ impl StatusBackend {
         let h = hits.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let h = h.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -181,9 +183,20 @@ async fn a_503_is_retried_on_the_healthy_endpoint_unless_tries_is_1() {
 
     let got = statuses(&g, "GET", "once.example", None).await;
     let fails = got.iter().filter(|s| **s == 503).count();
-    assert!(fails >= 1, "with one try, a request that starts on the bad endpoint gets its 503: {got:?}");
-    assert_eq!(fails, bad.hits() - bad_hits, "every 503 came from the bad endpoint, unretried");
-    assert_eq!(retries(&g, "http_503").await, bad_hits as u64, "no retry with one try");
+    assert!(
+        fails >= 1,
+        "with one try, a request that starts on the bad endpoint gets its 503: {got:?}"
+    );
+    assert_eq!(
+        fails,
+        bad.hits() - bad_hits,
+        "every 503 came from the bad endpoint, unretried"
+    );
+    assert_eq!(
+        retries(&g, "http_503").await,
+        bad_hits as u64,
+        "no retry with one try"
+    );
 }
 
 #[tokio::test]
@@ -214,8 +227,15 @@ async fn a_post_whose_body_was_sent_is_not_retried_and_a_bodiless_one_only_with_
         let before = bad.hits();
         let got = statuses(&g, "POST", host, Some("order=1")).await;
         let fails = got.iter().filter(|s| **s == 503).count();
-        assert!(fails >= 1, "{host}: some POSTs start on the bad endpoint: {got:?}");
-        assert_eq!(fails, bad.hits() - before, "{host}: a POST with a body is never resent");
+        assert!(
+            fails >= 1,
+            "{host}: some POSTs start on the bad endpoint: {got:?}"
+        );
+        assert_eq!(
+            fails,
+            bad.hits() - before,
+            "{host}: a POST with a body is never resent"
+        );
     }
     // Without a body, non_idempotent allows the resend; without the flag it does not.
     let got = statuses(&g, "POST", "nonidem.example", Some("")).await;
@@ -247,7 +267,10 @@ async fn off_never_retries_and_the_default_retries_a_failed_connect() {
         [200; ROUNDS]
     );
     let got = statuses(&g, "GET", "off.example", None).await;
-    assert!(got.contains(&502), "off: a refused connect is the client's 502: {got:?}");
+    assert!(
+        got.contains(&502),
+        "off: a refused connect is the client's 502: {got:?}"
+    );
     assert!(got.iter().all(|s| *s == 502 || *s == 200), "{got:?}");
 }
 
@@ -336,7 +359,11 @@ async fn custom_http_errors_get_the_error_backend_s_page_under_the_original_stat
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status().as_u16(), code, "the client gets the original status");
+        assert_eq!(
+            resp.status().as_u16(),
+            code,
+            "the client gets the original status"
+        );
         let body: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
         assert_eq!(body["service"], "errors", "the error backend's body");
         assert_eq!(body["method"], "GET");
@@ -353,10 +380,19 @@ async fn custom_http_errors_get_the_error_backend_s_page_under_the_original_stat
         assert_eq!(h["host"], "pages.example");
     }
     // Not listed, or a success: the backend's own answer.
-    assert_eq!(send(&g, "GET", "pages.example", "/status/500", None).await, (500, "app 500".into()));
-    assert_eq!(send(&g, "GET", "pages.example", "/", None).await, (200, "app 200".into()));
+    assert_eq!(
+        send(&g, "GET", "pages.example", "/status/500", None).await,
+        (500, "app 500".into())
+    );
+    assert_eq!(
+        send(&g, "GET", "pages.example", "/", None).await,
+        (200, "app 200".into())
+    );
     // disable-proxy-intercept-errors: the backend's 404 passes through.
-    assert_eq!(send(&g, "GET", "pass.example", "/status/404", None).await, (404, "app 404".into()));
+    assert_eq!(
+        send(&g, "GET", "pass.example", "/status/404", None).await,
+        (404, "app 404".into())
+    );
     // An error backend that cannot be reached: the original response.
     assert_eq!(
         send(&g, "GET", "failing.example", "/status/404", None).await,

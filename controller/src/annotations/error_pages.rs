@@ -45,7 +45,8 @@ fn is_dns1035_label(v: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
         && b[b.len() - 1] != b'-'
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// `disable-proxy-intercept-errors`: a Go boolean (default false).

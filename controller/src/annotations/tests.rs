@@ -1959,7 +1959,10 @@ fn proxy_next_upstream_family_becomes_a_retry_policy() {
             ],
         ),
         (
-            &[("proxy-next-upstream", "5xx"), ("proxy-next-upstream-timeout", "0")],
+            &[
+                ("proxy-next-upstream", "5xx"),
+                ("proxy-next-upstream-timeout", "0"),
+            ],
             Some(Retry::INGRESS_NGINX),
             &[
                 ("proxy-next-upstream", "invalid"),
@@ -1991,11 +1994,17 @@ fn custom_http_errors_and_default_backend() {
             &[("custom-http-errors", "difference")],
         ),
         (
-            &[("custom-http-errors", "404, 503"), ("default-backend", "from-annotation")],
+            &[
+                ("custom-http-errors", "404, 503"),
+                ("default-backend", "from-annotation"),
+            ],
             Some(vec![404, 503]),
             true,
             Some("from-annotation"),
-            &[("custom-http-errors", "difference"), ("default-backend", "honoured")],
+            &[
+                ("custom-http-errors", "difference"),
+                ("default-backend", "honoured"),
+            ],
         ),
         (
             &[
@@ -2016,10 +2025,34 @@ fn custom_http_errors_and_default_backend() {
             &[],
         ),
         // Invalid values.
-        (&[("custom-http-errors", "200,404")], None, true, None, &[("custom-http-errors", "invalid")]),
-        (&[("custom-http-errors", "4044")], None, true, None, &[("custom-http-errors", "invalid")]),
-        (&[("custom-http-errors", "abc")], None, true, None, &[("custom-http-errors", "invalid")]),
-        (&[("custom-http-errors", ",")], None, true, None, &[("custom-http-errors", "invalid")]),
+        (
+            &[("custom-http-errors", "200,404")],
+            None,
+            true,
+            None,
+            &[("custom-http-errors", "invalid")],
+        ),
+        (
+            &[("custom-http-errors", "4044")],
+            None,
+            true,
+            None,
+            &[("custom-http-errors", "invalid")],
+        ),
+        (
+            &[("custom-http-errors", "abc")],
+            None,
+            true,
+            None,
+            &[("custom-http-errors", "invalid")],
+        ),
+        (
+            &[("custom-http-errors", ",")],
+            None,
+            true,
+            None,
+            &[("custom-http-errors", "invalid")],
+        ),
         (
             &[("default-backend", "Bad_Name")],
             None,
@@ -2042,7 +2075,10 @@ fn custom_http_errors_and_default_backend() {
             &[("disable-proxy-intercept-errors", "ignored")],
         ),
         (
-            &[("custom-http-errors", "404"), ("disable-proxy-intercept-errors", "maybe")],
+            &[
+                ("custom-http-errors", "404"),
+                ("disable-proxy-intercept-errors", "maybe"),
+            ],
             Some(vec![404]),
             true,
             None,

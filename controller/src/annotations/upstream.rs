@@ -110,7 +110,9 @@ fn next_upstream<R: References>(p: &mut Parser<'_, R>) {
             }
             None => p.report(
                 "proxy-next-upstream-tries",
-                Outcome::Invalid("expected a whole number of tries, 0 for no limit; 3 is used, as in ingress-nginx".into()),
+                Outcome::Invalid(
+                    "expected a whole number of tries, 0 for no limit; 3 is used, as in ingress-nginx".into(),
+                ),
             ),
         }
     }
@@ -123,7 +125,8 @@ fn next_upstream<R: References>(p: &mut Parser<'_, R>) {
             None => p.report(
                 "proxy-next-upstream-timeout",
                 Outcome::Invalid(
-                    "expected whole seconds (no unit), 0 for no limit; no limit is used, as in ingress-nginx".into(),
+                    "expected whole seconds (no unit), 0 for no limit; no limit is used, as in ingress-nginx"
+                        .into(),
                 ),
             ),
         }

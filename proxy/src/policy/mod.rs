@@ -18,9 +18,12 @@
 //!    upstream and `X-Forwarded-Prefix` ([`UpstreamRequest`]), and the upstream timeouts
 //!    ([`UpstreamTimeouts`]).
 //!    Then **choosing the endpoint**: the [`Canary`] decision picks the backend, then within it
-//!    [`Affinity`] (the session cookie), else [`HashBy`], else the balancer picks the endpoint.
-//! 5. **response**: CORS response headers, custom response headers ([`ResponseHeaders`]), the
-//!    session cookie of a new [`Affinity`] session.
+//!    [`Affinity`] (the session cookie), else [`HashBy`], else the balancer picks the endpoint;
+//!    a backend without ready endpoints gives way to the route's `default_backend`. Forwarding
+//!    goes to the next endpoint as [`Retry`] allows.
+//! 5. **response**: the error backend's page for a status of [`CustomErrors`], CORS response
+//!    headers, custom response headers ([`ResponseHeaders`]), the session cookie of a new
+//!    [`Affinity`] session.
 //!
 //! Every policy is a plain value: comparing two snapshots compares policies by value, so an
 //! unchanged manifest never causes a swap. Runtime state a policy needs (rate-limit buckets) lives

@@ -552,7 +552,9 @@ fn default_backend_is_the_service_s_first_port_when_it_has_endpoints() {
                 .annotation(&format!("{P}default-backend"), "fallback")
                 .annotation(&format!("{P}custom-http-errors"), "404,503"),
             service("web").port("http", 80, 8080),
-            service("fallback").port("first", 8081, 9001).port("second", 8082, 9002)
+            service("fallback")
+                .port("first", 8081, 9001)
+                .port("second", 8082, 9002)
         ];
         if fallback_ready {
             objects.extend(objects![slice("fallback")
@@ -581,14 +583,22 @@ fn default_backend_is_the_service_s_first_port_when_it_has_endpoints() {
     let t = build(objects(false));
     assert!(route(&t, "a.example", "/x").policies.default_backend.is_none());
     let report = reports_of(&t, "default/web");
-    let r = report.annotations.iter().find(|r| r.name() == "default-backend").unwrap();
+    let r = report
+        .annotations
+        .iter()
+        .find(|r| r.name() == "default-backend")
+        .unwrap();
     assert_eq!(r.outcome.label(), "difference", "{r:?}");
 
     // A missing Service is an invalid annotation, and the route is still served.
     let t = web(&[("default-backend", "missing")], vec![]);
     assert!(route(&t, "a.example", "/x").policies.default_backend.is_none());
     let report = reports_of(&t, "default/web");
-    let r = report.annotations.iter().find(|r| r.name() == "default-backend").unwrap();
+    let r = report
+        .annotations
+        .iter()
+        .find(|r| r.name() == "default-backend")
+        .unwrap();
     assert_eq!(r.outcome.label(), "invalid", "{r:?}");
 }
 
@@ -601,7 +611,10 @@ fn retries_land_on_the_route() {
         ],
         vec![],
     );
-    let retry = route(&t, "a.example", "/").policies.retry.expect("a retry policy");
+    let retry = route(&t, "a.example", "/")
+        .policies
+        .retry
+        .expect("a retry policy");
     assert_eq!(retry.tries, 2);
     assert!(retry.on.status(http::StatusCode::SERVICE_UNAVAILABLE));
     // Without the annotations: Gantry's default, kept as `None`.
