@@ -964,6 +964,85 @@ mod tests {
         assert_eq!(good_seen.load(Ordering::SeqCst), 2);
     }
 
+    /// An HTTP/2 (h2c, prior knowledge) backend answering every request with `status`.
+    async fn h2_backend_answering(status: u16) -> (SocketAddr, Arc<AtomicUsize>) {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            for _ in 0..8 {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let mut resp =
+                                Response::new(http_body_util::Full::new(Bytes::from(status.to_string())));
+                            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn http2_attempts_share_the_same_retry_loop() {
+        let (bad, bad_seen) = h2_backend_answering(503).await;
+        let (good, good_seen) = h2_backend_answering(200).await;
+        let b = backend(&[bad, good]);
+        let h2c = UpstreamRequest {
+            protocol: UpstreamProtocol::H2c,
+            ..UpstreamRequest::default()
+        };
+        let metrics = Metrics::default();
+        let go = |retry: Retry, method: Method, body: &'static [u8]| {
+            let (b, h2c, metrics) = (&b, &h2c, &metrics);
+            async move {
+                let sent = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    send(
+                        b,
+                        index_of(b, bad),
+                        request(method, body),
+                        timeouts(),
+                        h2c,
+                        &retry,
+                        metrics,
+                    ),
+                )
+                .await
+                .expect("the exchange took longer than 10 s");
+                sent.map(|(r, _)| r.status().as_u16())
+                    .unwrap_or_else(|e| e.status().as_u16())
+            }
+        };
+        assert_eq!(go(retry("http_503", 3), Method::GET, b"").await, 200);
+        assert_eq!(go(retry("http_503", 1), Method::GET, b"").await, 503);
+        assert_eq!(
+            go(retry("http_503 non_idempotent", 3), Method::POST, b"x").await,
+            503
+        );
+        assert_eq!(go(Retry::CONNECT_ONCE, Method::GET, b"").await, 503);
+        assert_eq!(bad_seen.load(Ordering::SeqCst), 4);
+        assert_eq!(good_seen.load(Ordering::SeqCst), 1);
+        let retried = metrics
+            .upstream_retries
+            .get_or_create(&RetryLabels { reason: "http_503" })
+            .get();
+        assert_eq!(retried, 1);
+    }
+
     #[tokio::test]
     async fn a_broken_response_is_an_error_and_retried_for_get() {
         // A backend that closes without answering.
