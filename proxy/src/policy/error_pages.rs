@@ -4,8 +4,9 @@
 //! When a route's answer has a listed status, the pipeline sends a `GET /` to the error backend
 //! (the route's `default-backend` when it has endpoints, else the snapshot's default route, i.e.
 //! the oldest `spec.defaultBackend`) with the headers of ingress-nginx's `@custom_*` locations
-//! ([`ERROR_PAGE_HEADERS`]) and answers with the error backend's body and headers **under the
-//! original status**. ingress-nginx (`error_page CODE = @custom_...`) returns the error backend's
+//! (`X-Code`, `X-Format`, `X-Original-URI`, `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`,
+//! `X-Service-Port`, `X-Request-ID`) and answers with the error backend's body and headers
+//! **under the original status**. ingress-nginx (`error_page CODE = @custom_...`) returns the error backend's
 //! own status, and its end-to-end test expects 200 from an echo server there; Gantry keeps the
 //! original status so that a 404 or a 503 never turns into a 200 because of the error backend
 //! (its own custom-error-pages image answers with `X-Code` anyway, so the two agree with it). When
@@ -21,18 +22,6 @@ pub static X_NAMESPACE: HeaderName = HeaderName::from_static("x-namespace");
 pub static X_INGRESS_NAME: HeaderName = HeaderName::from_static("x-ingress-name");
 pub static X_SERVICE_NAME: HeaderName = HeaderName::from_static("x-service-name");
 pub static X_SERVICE_PORT: HeaderName = HeaderName::from_static("x-service-port");
-
-/// Every header name of the error backend request (`X-Request-ID` is the forwarded request's).
-pub const ERROR_PAGE_HEADERS: [&str; 8] = [
-    "x-code",
-    "x-format",
-    "x-original-uri",
-    "x-namespace",
-    "x-ingress-name",
-    "x-service-name",
-    "x-service-port",
-    "x-request-id",
-];
 
 /// `custom-http-errors` of one route.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -56,8 +56,8 @@ pub use basic_auth::{BasicAuth, Htpasswd, HtpasswdError};
 pub use canary::{Canary, CanaryDecision};
 pub use cors::{Cors, CorsOrigin};
 pub use error_pages::{
-    CustomErrors, ERROR_PAGE_HEADERS, X_CODE, X_FORMAT, X_INGRESS_NAME, X_NAMESPACE, X_ORIGINAL_URI,
-    X_SERVICE_NAME, X_SERVICE_PORT,
+    CustomErrors, X_CODE, X_FORMAT, X_INGRESS_NAME, X_NAMESPACE, X_ORIGINAL_URI, X_SERVICE_NAME,
+    X_SERVICE_PORT,
 };
 pub use hash::HashBy;
 pub use rate_limit::{RateLimit, RateLimiters};
