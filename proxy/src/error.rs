@@ -116,7 +116,24 @@ impl ProxyError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Connect { .. })
     }
+
+    /// A connect to `addr` that did not finish within the connect timeout.
+    pub fn connect_timed_out(addr: std::net::SocketAddr) -> Self {
+        Self::Connect {
+            addr,
+            reason: CONNECT_TIMED_OUT.into(),
+        }
+    }
+
+    /// Whether this is a connect that timed out (`proxy_next_upstream`'s `timeout`, where any
+    /// other connect failure is its `error`).
+    pub fn is_connect_timeout(&self) -> bool {
+        matches!(self, Self::Connect { reason, .. } if reason == CONNECT_TIMED_OUT)
+    }
 }
+
+/// The reason of a [`ProxyError::Connect`] that timed out.
+const CONNECT_TIMED_OUT: &str = "timed out";
 
 #[cfg(test)]
 mod tests {

@@ -55,6 +55,17 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Requests answered with an error of the client's making (400, 408, 413, 431, 501), by reason.
     pub rejected_requests: Family<RejectLabels, Counter>,
+    /// Requests sent to another endpoint after a failed attempt, by the `proxy_next_upstream`
+    /// condition that failed (`policy::Condition::label`: a dozen values at most).
+    pub upstream_retries: Family<RetryLabels, Counter>,
+    /// Error pages fetched from an error backend (`custom-http-errors`), by result (`ok`,
+    /// `failed`: the original response was returned, `no_backend`).
+    pub error_pages: Family<ResultLabels, Counter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -138,9 +149,23 @@ impl Metrics {
             "Requests refused as the client's fault, by reason",
             rejected_requests.clone(),
         );
+        let upstream_retries = Family::<RetryLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Requests sent to another endpoint after a failed attempt, by what failed",
+            upstream_retries.clone(),
+        );
+        let error_pages = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "error_pages",
+            "Custom error pages requested from an error backend, by result",
+            error_pages.clone(),
+        );
         Self {
             connections_refused,
             rejected_requests,
+            upstream_retries,
+            error_pages,
             requests,
             request_duration,
             upstream_connect_errors,

@@ -29,7 +29,7 @@ use crate::{
     conn::ConnInfo,
     error::ProxyError,
     headers::{self, X_REQUEST_ID},
-    metrics::{status_class, Label, Metrics, RejectLabels, RequestLabels},
+    metrics::{status_class, Label, Metrics, RejectLabels, RequestLabels, ResultLabels},
     normalize::{normalize_host, normalize_path},
     policy::{self, Affinity, LocalResponse, RateLimiters, StickySession, SERVER},
     routes::{PathMatch, Route},
@@ -75,6 +75,26 @@ pub struct RequestCtx<'c> {
     /// The request's sticky session, when its route has session affinity and the response may
     /// have to set the cookie.
     pub sticky: Option<StickySession>,
+    /// True when the route's backend had no ready endpoint and its `default-backend` serves the
+    /// request instead.
+    pub fallback: bool,
+    /// What the error backend is told about the request, kept only for routes with
+    /// `custom-http-errors`.
+    pub error_page: Option<ErrorPageInfo>,
+}
+
+/// What an error backend is told about the request that failed, captured before the request is
+/// handed on.
+#[derive(Debug)]
+pub struct ErrorPageInfo {
+    /// The client's `Host`, sent as the error request's `Host` (nginx's `$best_http_host`).
+    pub host: HeaderValue,
+    /// `X-Format`: the client's `Accept`.
+    pub accept: Option<HeaderValue>,
+    /// `X-Original-URI`: the request target as the client sent it (nginx's `$request_uri`).
+    pub original_uri: Option<HeaderValue>,
+    /// `X-Request-ID`: the one forwarded (the client's, or the one Gantry made).
+    pub request_id: Option<HeaderValue>,
 }
 
 /// The request target after the parse phase: the normalized host and path, what routing and every
@@ -201,6 +221,8 @@ impl Pipeline {
             origin: None,
             rate_guard: None,
             sticky: None,
+            fallback: false,
+            error_page: None,
         };
         let resp = match self.request_phases(&mut ctx, req).await {
             Ok(resp) => resp,
@@ -229,10 +251,28 @@ impl Pipeline {
         if let Flow::Respond(resp) = request_policies(ctx, &self.rate_limiters, &route, &target, &req) {
             return Ok(resp.map(Either::Right));
         }
+        if route.policies.custom_errors.is_some() {
+            ctx.error_page = Some(ErrorPageInfo {
+                host: target.host_header.clone(),
+                accept: req.headers().get(header::ACCEPT).cloned(),
+                original_uri: req
+                    .uri()
+                    .path_and_query()
+                    .and_then(|pq| HeaderValue::from_str(pq.as_str()).ok()),
+                // Replaced by the forwarded one (which Gantry makes when the client sent none).
+                request_id: req.headers().get(&X_REQUEST_ID).cloned(),
+            });
+        }
         let forwarding = upstream_target(&route, target, &req)?;
         let req = request_body(ctx, &route, req).await?;
-        let first = choose_endpoint(ctx, &route, &req)?;
-        forward(ctx, &self.metrics, &route, first, forwarding, req).await
+        let forwarded = match choose_endpoint(ctx, &route, &req) {
+            Ok(first) => forward(ctx, &self.metrics, &route, first, forwarding, req).await,
+            Err(e) => Err(e),
+        };
+        match &route.policies.custom_errors {
+            None => forwarded,
+            Some(errors) => custom_error_page(ctx, &self.metrics, &route, errors, forwarded).await,
+        }
     }
 
     /// The last phase: metrics and the access log.
@@ -474,6 +514,21 @@ pub fn choose_endpoint<B>(
     } else {
         state::with(|s| s.pick(backend, balancer)).flatten()
     };
+    // `default-backend`: the route's own backend has no ready endpoint (a canary is only chosen
+    // when the main backend has some).
+    let fallback = match (index, &p.default_backend) {
+        (None, Some(default)) => state::with(|s| s.pick(default, balancer))
+            .flatten()
+            .map(|i| (default, i)),
+        _ => None,
+    };
+    if let Some((default, index)) = fallback {
+        ctx.fallback = true;
+        return Ok(Chosen {
+            backend: default.clone(),
+            index,
+        });
+    }
     match index {
         Some(index) => Ok(Chosen {
             backend: backend.clone(),
@@ -518,15 +573,25 @@ pub async fn forward(
     if let Some(rec) = ctx.log.as_mut() {
         rec.set_request_id(req.headers().get(&X_REQUEST_ID));
     }
+    if let Some(info) = ctx.error_page.as_mut() {
+        info.request_id = req.headers().get(&X_REQUEST_ID).cloned();
+    }
+    if ctx.fallback {
+        fallback_headers(route, req.headers_mut());
+    }
     *req.version_mut() = Version::HTTP_11;
 
     let timeouts = Timeouts::resolve(&ctx.snapshot.config, &route.policies.timeouts);
+    let retry = route.policies.retry.unwrap_or_default();
+    // An upgrade cannot be sent twice: only a failed connect (nothing sent) may be retried.
+    let retry = if upgrade { retry.connect_only() } else { retry };
     let (mut resp, addr) = upstream::send(
         &first.backend,
         first.index,
         req,
         timeouts,
         &route.policies.upstream,
+        &retry,
         metrics,
     )
     .await?;
@@ -553,6 +618,149 @@ pub async fn forward(
     }
     headers::rewrite_response_headers(resp.headers_mut());
     Ok(resp.map(Either::Left))
+}
+
+/// The headers ingress-nginx adds to a request its location sends to the custom default backend
+/// because the route's Service has no endpoint (`nginx.tmpl`: `X-Code 503`, and the route's
+/// namespace, Ingress, Service and port). The request is otherwise forwarded as it is, and the
+/// default backend's response is returned as it is (ingress-nginx's e2e test expects its 200).
+fn fallback_headers(route: &Route, headers: &mut http::HeaderMap) {
+    let service = &route.backend.id;
+    headers.insert(&policy::X_CODE, HeaderValue::from_static("503"));
+    if let Some(accept) = headers.get(header::ACCEPT).cloned() {
+        headers.insert(&policy::X_FORMAT, accept);
+    }
+    for (name, value) in [
+        (&policy::X_NAMESPACE, &*route.source.namespace),
+        (&policy::X_INGRESS_NAME, &*route.source.name),
+        (&policy::X_SERVICE_NAME, &*service.service),
+        (&policy::X_SERVICE_PORT, &*service.port),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+}
+
+/// `custom-http-errors`: when the route's answer has a listed status, the error backend's page
+/// under the original status (`policy::CustomErrors` says why the status is kept); otherwise, or
+/// when the error backend cannot give one, the answer as it was.
+///
+/// What counts as the route's answer: the backend's response (unless
+/// `disable-proxy-intercept-errors`), and Gantry's own errors in reaching it (no endpoint 503,
+/// connect or protocol failure 502, timeout 504), which nginx's `error_page` catches too. Errors
+/// of the client's making (400, 408, 413...) and responses of the `default-backend` fallback are
+/// never replaced.
+async fn custom_error_page(
+    ctx: &mut RequestCtx<'_>,
+    metrics: &Metrics,
+    route: &Route,
+    errors: &policy::CustomErrors,
+    forwarded: Result<Response<ProxyBody>, ProxyError>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let status = match &forwarded {
+        Ok(resp) if errors.intercept_upstream && !ctx.fallback => resp.status(),
+        Err(e) if e.side() != crate::error::Side::Downstream => e.status(),
+        _ => return forwarded,
+    };
+    if !errors.contains(status) {
+        return forwarded;
+    }
+    let Some(info) = ctx.error_page.take() else {
+        return forwarded;
+    };
+    // The route's `default-backend` (set only with endpoints), else the global default backend.
+    let backend = route.policies.default_backend.as_ref().or_else(|| {
+        ctx.snapshot
+            .routes
+            .default_route()
+            .map(|r| &r.backend)
+            .filter(|b| !b.endpoints.is_empty())
+    });
+    let Some(backend) = backend else {
+        metrics
+            .error_pages
+            .get_or_create(&ResultLabels { result: "no_backend" })
+            .inc();
+        return forwarded;
+    };
+    let balancer = ctx.snapshot.config.balancer;
+    let Some(index) = state::with(|s| s.pick(backend, balancer)).flatten() else {
+        return forwarded;
+    };
+    let req = error_page_request(ctx, route, status, info);
+    let timeouts = Timeouts::resolve(&ctx.snapshot.config, &route.policies.timeouts);
+    let sent = upstream::send(
+        backend,
+        index,
+        req,
+        timeouts,
+        &policy::UpstreamRequest::default(),
+        &policy::Retry::CONNECT_ONCE,
+        metrics,
+    )
+    .await;
+    match sent {
+        Ok((mut page, _)) => {
+            metrics
+                .error_pages
+                .get_or_create(&ResultLabels { result: "ok" })
+                .inc();
+            *page.status_mut() = status;
+            headers::rewrite_response_headers(page.headers_mut());
+            Ok(page.map(Either::Left))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, backend = %backend.id, "error backend failed; the original answer is returned");
+            metrics
+                .error_pages
+                .get_or_create(&ResultLabels { result: "failed" })
+                .inc();
+            forwarded
+        }
+    }
+}
+
+/// The request to the error backend, as ingress-nginx's `@custom_*` locations send it: `GET /`
+/// (they rewrite every path to `/`), the client's `Host`, `X-Forwarded-For` the client, and the
+/// `X-Code`... headers.
+fn error_page_request(
+    ctx: &RequestCtx<'_>,
+    route: &Route,
+    status: StatusCode,
+    info: ErrorPageInfo,
+) -> Request<RequestBody> {
+    let mut req = Request::new(RequestBody::empty());
+    *req.uri_mut() = Uri::from_static("/");
+    let h = req.headers_mut();
+    h.insert(header::HOST, info.host);
+    h.insert(&policy::X_CODE, HeaderValue::from(status.as_u16()));
+    if let Some(accept) = info.accept {
+        h.insert(&policy::X_FORMAT, accept);
+    }
+    if let Some(uri) = info.original_uri {
+        h.insert(&policy::X_ORIGINAL_URI, uri);
+    }
+    let service = &route.backend.id;
+    for (name, value) in [
+        (&policy::X_NAMESPACE, &*route.source.namespace),
+        (&policy::X_INGRESS_NAME, &*route.source.name),
+        (&policy::X_SERVICE_NAME, &*service.service),
+        (&policy::X_SERVICE_PORT, &*service.port),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    }
+    if let Some(id) = info.request_id {
+        h.insert(&X_REQUEST_ID, id);
+    }
+    h.insert(
+        &headers::X_FORWARDED_FOR,
+        HeaderValue::from_str(&ctx.client.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+    );
+    req
 }
 
 /// Response policies: the route's CORS and custom headers, then HSTS on TLS responses (class-wide,

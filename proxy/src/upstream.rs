@@ -5,8 +5,9 @@
 //! (the default, and the hot path: pooled connections, no task, no allocation per request) or
 //! over TLS (`upstream_tls`, pooled by endpoint and TLS settings); or HTTP/2 on hyper's client
 //! (`upstream_h2`), one multiplexed connection per worker, endpoint, protocol and TLS settings.
-//! Endpoint choice, the connect retry on the next endpoint, the timeouts, the metrics and the
-//! in-flight count are the same for all of them.
+//! Endpoint choice, the retries on the next endpoint (`policy::Retry`), the timeouts, the metrics
+//! and the in-flight count are the same for all of them: one loop ([`send`]) makes the attempts,
+//! and the protocol only decides how one attempt is made.
 
 use std::{
     future::Future,
@@ -20,7 +21,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -34,7 +35,8 @@ use crate::{
     error::ProxyError,
     h1::{self, H1Body, H1Conn, SendError, TlsIo},
     metrics::Metrics,
-    policy::{Alpn, UpstreamProtocol, UpstreamRequest, UpstreamTls},
+    metrics::RetryLabels,
+    policy::{Alpn, Condition, Retry, UpstreamProtocol, UpstreamRequest, UpstreamTls},
     state,
     upstream_h2::{self, Connected, H2Body, H2Stream},
     upstream_tls,
@@ -64,11 +66,14 @@ impl Timeouts {
     }
 }
 
-/// Sends a request to the backend's endpoint `first` and returns the response head with the
-/// address that answered, speaking the route's protocol (`upstream`: `backend-protocol` and
-/// `proxy-ssl-*`). A failed connect (TCP, TLS handshake and certificate check, HTTP/2
-/// handshake) is retried once on the next endpoint (nothing was sent yet); a pooled connection
-/// the backend had closed is replaced transparently.
+/// Sends a request to the backend, first to its endpoint `first`, and returns the response head
+/// with the address that answered, speaking the route's protocol (`upstream`: `backend-protocol`
+/// and `proxy-ssl-*`).
+///
+/// A failed attempt goes to the next endpoint when `retry` allows it (see `policy::Retry` for the
+/// rule; Gantry's default retries a failed connect once). This one loop serves every protocol:
+/// each attempt is one endpoint, and the protocol only decides how that attempt is made. A pooled
+/// connection the backend had closed is replaced transparently within an attempt.
 ///
 /// HTTP/1.1 runs in the caller's task: the request is written and the response read on the
 /// connection directly (`h1`), with no connection task and no channel in between.
@@ -78,22 +83,139 @@ pub async fn send(
     req: Request<RequestBody>,
     timeouts: Timeouts,
     upstream: &UpstreamRequest,
+    retry: &Retry,
     metrics: &Metrics,
 ) -> Result<(Response<UpstreamBody>, SocketAddr), ProxyError> {
-    match upstream.protocol {
-        UpstreamProtocol::Http1 => send_h1(backend, first, req, timeouts, metrics, Plain).await,
-        // Boxed, so that the plain path's future does not grow by the size of these.
-        UpstreamProtocol::Https => {
-            let tls = upstream
+    let endpoints = &backend.endpoints;
+    if endpoints.is_empty() {
+        return Err(ProxyError::NoEndpoint(backend.id.to_string()));
+    }
+    let how = match upstream.protocol {
+        UpstreamProtocol::Http1 => How::Plain,
+        UpstreamProtocol::Https => How::Tls(
+            upstream
                 .tls
                 .as_ref()
-                .unwrap_or_else(|| upstream_tls::default_tls());
-            Box::pin(send_h1(backend, first, req, timeouts, metrics, Tls(tls))).await
-        }
-        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
-            Box::pin(send_h2(backend, first, req, timeouts, upstream, metrics)).await
-        }
+                .unwrap_or_else(|| upstream_tls::default_tls()),
+        ),
+        protocol @ (UpstreamProtocol::H2c | UpstreamProtocol::H2) => How::H2 {
+            protocol,
+            tls: protocol.is_tls().then(|| {
+                upstream
+                    .tls
+                    .as_ref()
+                    .unwrap_or_else(|| upstream_tls::default_tls())
+            }),
+        },
+    };
+    // Done once: a replay copy is made of the request as it goes on the wire.
+    let mut req = match how {
+        How::H2 { tls, .. } => upstream_h2::into_h2(req, tls.is_some()),
+        _ => req,
+    };
+    let n = endpoints.len();
+    let max_attempts = retry.max_attempts(n);
+    let has_body = !req.body().is_end_stream();
+    let method = req.method().clone();
+    // Whether a failure after sending could ever be retried: only then is a copy kept. Gantry's
+    // default and `off` never get here, so their requests are never copied.
+    let may_resend = max_attempts > 1 && retry.may_resend(req.method(), has_body);
+    let started = retry
+        .timeout
+        .filter(|_| max_attempts > 1)
+        .map(|t| (tokio::time::Instant::now(), t));
+    let mut idx = first % n;
+    let mut attempt = 1;
+    loop {
+        let addr = endpoints[idx].addr;
+        let more = attempt < max_attempts && started.is_none_or(|(at, limit)| at.elapsed() < limit);
+        let replay = if more && may_resend {
+            replay_copy(&req)
+        } else {
+            None
+        };
+        let outcome = match how {
+            How::Plain => attempt_h1(&Plain, addr, req, timeouts, metrics).await,
+            // Boxed, so that the plain path's future does not grow by the size of these.
+            How::Tls(tls) => Box::pin(attempt_h1(&Tls(tls), addr, req, timeouts, metrics)).await,
+            How::H2 { protocol, tls } => {
+                Box::pin(attempt_h2(addr, req, timeouts, protocol, tls, metrics)).await
+            }
+        };
+        let condition = match outcome {
+            Attempt::Response(resp) => {
+                let condition = Condition::Status(resp.status());
+                match replay {
+                    Some(copy) if retry.allows(condition, more, &method, has_body, true) => {
+                        // Discarded only now that a retry is certain (an HTTP/1.1 connection
+                        // with an unread body closes).
+                        drop(resp);
+                        req = copy;
+                        condition
+                    }
+                    _ => return Ok((resp, addr)),
+                }
+            }
+            Attempt::NotSent(e, condition, back) => {
+                if !retry.allows(condition, more, &method, has_body, true) {
+                    return Err(e);
+                }
+                tracing::debug!(%addr, error = %e, "upstream connect failed; next endpoint");
+                req = back;
+                condition
+            }
+            Attempt::Failed(e, condition) => match (condition, replay) {
+                (Some(condition), Some(copy)) if retry.allows(condition, more, &method, has_body, true) => {
+                    tracing::debug!(%addr, error = %e, "upstream attempt failed; next endpoint");
+                    req = copy;
+                    condition
+                }
+                _ => return Err(e),
+            },
+        };
+        metrics
+            .upstream_retries
+            .get_or_create(&RetryLabels {
+                reason: condition.label(),
+            })
+            .inc();
+        idx = (idx + 1) % n;
+        attempt += 1;
     }
+}
+
+/// How attempts are made, by the route's protocol.
+#[derive(Clone, Copy)]
+enum How<'a> {
+    Plain,
+    Tls(&'a Arc<UpstreamTls>),
+    H2 {
+        protocol: UpstreamProtocol,
+        tls: Option<&'a Arc<UpstreamTls>>,
+    },
+}
+
+/// What one attempt on one endpoint came to.
+enum Attempt {
+    Response(Response<UpstreamBody>),
+    /// Nothing of the request reached the endpoint (the connect failed or timed out): the request
+    /// comes back untouched.
+    NotSent(ProxyError, Condition, Request<RequestBody>),
+    /// The exchange failed once the request was (at least partly) sent. `None`: a failure that no
+    /// other endpoint can help with (the client's body broke off or was too large).
+    Failed(ProxyError, Option<Condition>),
+}
+
+/// A copy of the request to send again: the same head, and the body if it was read ahead whole.
+/// Extensions are not copied (an upgrade, which lives there, is never resent).
+fn replay_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    let body = req.body().replay()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 /// Where HTTP/1.1 connections come from: the plain pool and TCP, or the TLS pool and a handshake.
@@ -158,10 +280,7 @@ impl H1Connector for Tls<'_> {
         };
         tokio::time::timeout(timeout, connected)
             .await
-            .map_err(|_| ProxyError::Connect {
-                addr,
-                reason: "timed out".into(),
-            })?
+            .map_err(|_| ProxyError::connect_timed_out(addr))?
     }
 
     fn body(&self, body: H1Body<TlsIo>) -> Inner {
@@ -169,46 +288,33 @@ impl H1Connector for Tls<'_> {
     }
 }
 
-/// The HTTP/1.1 exchange, over whichever connector.
-async fn send_h1<C: H1Connector>(
-    backend: &Backend,
-    first: usize,
+/// One HTTP/1.1 attempt on `addr`, over whichever connector.
+async fn attempt_h1<C: H1Connector>(
+    connector: &C,
+    addr: SocketAddr,
     mut req: Request<RequestBody>,
     timeouts: Timeouts,
     metrics: &Metrics,
-    connector: C,
-) -> Result<(Response<UpstreamBody>, SocketAddr), ProxyError> {
-    let endpoints = &backend.endpoints;
-    if endpoints.is_empty() {
-        return Err(ProxyError::NoEndpoint(backend.id.to_string()));
-    }
-    let mut idx = first % endpoints.len();
-    let mut connect_retried = false;
+) -> Attempt {
     let mut stale = 0;
     loop {
-        let addr = endpoints[idx].addr;
-        let pooled = connector.checkout(addr, timeouts.pool_idle);
-        let conn = match pooled {
+        let conn = match connector.checkout(addr, timeouts.pool_idle) {
             Some(conn) => conn,
             None => match connector.connect(addr, timeouts.connect).await {
                 Ok(conn) => conn,
                 Err(e) => {
                     metrics.upstream_connect_errors.inc();
-                    if !connect_retried && endpoints.len() > 1 {
-                        connect_retried = true;
-                        idx = (idx + 1) % endpoints.len();
-                        continue;
-                    }
-                    return Err(e);
+                    let condition = connect_condition(&e);
+                    return Attempt::NotSent(e, condition, req);
                 }
             },
         };
         let in_flight = InFlight::begin(addr);
         let sent = tokio::time::timeout(timeouts.response, conn.send(req)).await;
-        match sent {
+        return match sent {
             Err(_) => {
                 metrics.upstream_timeouts.inc();
-                return Err(ProxyError::UpstreamTimeout);
+                Attempt::Failed(ProxyError::UpstreamTimeout, Some(Condition::Timeout))
             }
             Ok(Ok(resp)) => {
                 let (parts, inner) = resp.into_parts();
@@ -218,54 +324,56 @@ async fn send_h1<C: H1Connector>(
                     read_timeout: ReadTimeout::new(timeouts.response),
                 };
                 body.release();
-                return Ok((Response::from_parts(parts, body), addr));
+                Attempt::Response(Response::from_parts(parts, body))
             }
             // The pooled connection had been closed before the request reached the backend.
             Ok(Err(SendError::Stale(r))) if stale < MAX_STALE_RETRIES => {
                 stale += 1;
                 req = r;
+                continue;
             }
             Ok(Err(SendError::Body(e))) => {
-                return Err(match e.downcast_ref::<BodyError>() {
+                let err = match e.downcast_ref::<BodyError>() {
                     Some(BodyError::TooLarge(max)) => ProxyError::BodyTooLarge(*max),
                     _ => ProxyError::ClientBody(e.to_string()),
-                })
+                };
+                Attempt::Failed(err, None)
             }
-            Ok(Err(e)) => return Err(ProxyError::Upstream(e.to_string())),
-        }
+            Ok(Err(e @ SendError::Protocol(_))) => Attempt::Failed(
+                ProxyError::Upstream(e.to_string()),
+                Some(Condition::InvalidHeader),
+            ),
+            Ok(Err(e)) => Attempt::Failed(ProxyError::Upstream(e.to_string()), Some(Condition::Error)),
+        };
     }
 }
 
-/// The HTTP/2 exchange: a stream on this worker's shared connection to the endpoint (made when
-/// there is none with room), the request sent on it, the response head awaited.
-async fn send_h2(
-    backend: &Backend,
-    first: usize,
+/// `error` or `timeout`, for a failed connect.
+fn connect_condition(e: &ProxyError) -> Condition {
+    if e.is_connect_timeout() {
+        Condition::ConnectTimeout
+    } else {
+        Condition::ConnectError
+    }
+}
+
+/// One HTTP/2 attempt on `addr`: a stream on this worker's shared connection to the endpoint
+/// (made when there is none with room), the request (already in HTTP/2 form) sent on it, the
+/// response head awaited.
+async fn attempt_h2(
+    addr: SocketAddr,
     req: Request<RequestBody>,
     timeouts: Timeouts,
-    upstream: &UpstreamRequest,
+    protocol: UpstreamProtocol,
+    tls: Option<&Arc<UpstreamTls>>,
     metrics: &Metrics,
-) -> Result<(Response<UpstreamBody>, SocketAddr), ProxyError> {
-    let endpoints = &backend.endpoints;
-    if endpoints.is_empty() {
-        return Err(ProxyError::NoEndpoint(backend.id.to_string()));
-    }
-    let protocol = upstream.protocol;
-    let tls = protocol.is_tls().then(|| {
-        upstream
-            .tls
-            .as_ref()
-            .unwrap_or_else(|| upstream_tls::default_tls())
-    });
-    let mut req = upstream_h2::into_h2(req, tls.is_some()).map(H2Body::new);
-    let failure = req.body().failure();
-    let mut idx = first % endpoints.len();
-    let mut connect_retried = false;
+) -> Attempt {
+    let mut req = req.map(H2Body::new);
     let mut gone = 0;
     loop {
-        let addr = endpoints[idx].addr;
-        let stream = state::with(|s| s.h2_stream(addr, protocol, tls))
-            .ok_or_else(|| ProxyError::Upstream("worker state is gone".into()))?;
+        let Some(stream) = state::with(|s| s.h2_stream(addr, protocol, tls)) else {
+            return Attempt::Failed(ProxyError::Upstream("worker state is gone".into()), None);
+        };
         let connected = stream
             .slot()
             .sender(|| connect_h2(addr, tls, timeouts.connect))
@@ -274,20 +382,17 @@ async fn send_h2(
             Ok(sender) => sender,
             Err(e) => {
                 metrics.upstream_connect_errors.inc();
-                if !connect_retried && endpoints.len() > 1 {
-                    connect_retried = true;
-                    idx = (idx + 1) % endpoints.len();
-                    continue;
-                }
-                return Err(e);
+                let condition = connect_condition(&e);
+                return Attempt::NotSent(e, condition, req.map(H2Body::into_inner));
             }
         };
+        let failure = req.body().failure();
         let in_flight = InFlight::begin(addr);
         let sent = tokio::time::timeout(timeouts.response, sender.try_send_request(req)).await;
-        match sent {
+        return match sent {
             Err(_) => {
                 metrics.upstream_timeouts.inc();
-                return Err(ProxyError::UpstreamTimeout);
+                Attempt::Failed(ProxyError::UpstreamTimeout, Some(Condition::Timeout))
             }
             Ok(Ok(resp)) => {
                 let (mut parts, body) = resp.into_parts();
@@ -301,7 +406,7 @@ async fn send_h2(
                     _in_flight: in_flight,
                     read_timeout: ReadTimeout::new(timeouts.response),
                 };
-                return Ok((Response::from_parts(parts, body), addr));
+                Attempt::Response(Response::from_parts(parts, body))
             }
             Ok(Err(mut e)) => {
                 // The connection closed (or got GOAWAY) before it took the request: the request is
@@ -314,11 +419,15 @@ async fn send_h2(
                         continue;
                     }
                 }
-                let body_failed = failure.as_ref().and_then(|f| f.lock().ok()?.take());
-                return Err(body_failed
-                    .unwrap_or_else(|| ProxyError::Upstream(format!("HTTP/2: {}", chain(&e.into_error())))));
+                match failure.as_ref().and_then(|f| f.lock().ok()?.take()) {
+                    Some(body_failed) => Attempt::Failed(body_failed, None),
+                    None => Attempt::Failed(
+                        ProxyError::Upstream(format!("HTTP/2: {}", chain(&e.into_error()))),
+                        Some(Condition::Error),
+                    ),
+                }
             }
-        }
+        };
     }
 }
 
@@ -347,7 +456,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<H1Conn, ProxyErr
     let err = |reason: String| ProxyError::Connect { addr, reason };
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| err("timed out".into()))?
+        .map_err(|_| ProxyError::connect_timed_out(addr))?
         .map_err(|e| err(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     Ok(H1Conn::new(stream))
@@ -376,10 +485,7 @@ async fn connect_h2(
     };
     tokio::time::timeout(timeout, connected)
         .await
-        .map_err(|_| ProxyError::Connect {
-            addr,
-            reason: "timed out".into(),
-        })?
+        .map_err(|_| ProxyError::connect_timed_out(addr))?
 }
 
 /// Counts a request in flight to an endpoint on this worker until dropped.
@@ -597,5 +703,381 @@ impl http_body::Body for UpstreamBody {
             Inner::Tls(body, _) => body.size_hint(),
             Inner::H2 { body, .. } => body.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::{Method, Uri};
+    use http_body_util::BodyExt;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    use super::*;
+    use crate::{
+        backend::{BackendId, Endpoint},
+        policy::RetryOn,
+    };
+
+    /// A loopback backend that answers every request with `status` (and its number as the body),
+    /// counting the requests it read.
+    async fn backend_answering(status: u16) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            // Bounded: a test makes a handful of connections.
+            for _ in 0..32 {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    // One request per connection: head, then the body its Content-Length declares.
+                    loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                break;
+                            }
+                        }
+                    }
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let body = status.to_string();
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// An address nothing listens on.
+    async fn refusing() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    fn backend(addrs: &[SocketAddr]) -> Backend {
+        let id = BackendId {
+            namespace: "default".into(),
+            service: "web".into(),
+            port: "80".into(),
+        };
+        // `Backend::new` sorts endpoints; the tests start at the index of the first address.
+        Backend::new(id, addrs.iter().map(|&addr| Endpoint { addr }).collect())
+    }
+
+    fn index_of(b: &Backend, addr: SocketAddr) -> usize {
+        b.endpoints.iter().position(|e| e.addr == addr).unwrap()
+    }
+
+    fn retry(words: &str, tries: u32) -> Retry {
+        Retry {
+            on: words
+                .split_whitespace()
+                .map(|w| RetryOn::from_word(w).unwrap())
+                .fold(RetryOn::empty(), |a, b| a | b),
+            tries,
+            timeout: None,
+        }
+    }
+
+    fn request(method: Method, body: &'static [u8]) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::complete(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = Uri::from_static("/x");
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("test"));
+        if !body.is_empty() {
+            req.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        }
+        req
+    }
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(5),
+            pool_idle: Duration::from_secs(60),
+        }
+    }
+
+    /// Sends `req` to the backend of `addrs` starting at `first` under `retry`: the status that
+    /// came back (or the error's), and the retries counted.
+    async fn run(
+        addrs: &[SocketAddr],
+        first: SocketAddr,
+        req: Request<RequestBody>,
+        retry: &Retry,
+    ) -> (u16, u64) {
+        let b = backend(addrs);
+        let metrics = Metrics::default();
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            send(
+                &b,
+                index_of(&b, first),
+                req,
+                timeouts(),
+                &UpstreamRequest::default(),
+                retry,
+                &metrics,
+            ),
+        )
+        .await
+        .expect("the exchange took longer than 10 s");
+        let retries: u64 = ["connect_error", "error", "timeout", "http_503", "http_502"]
+            .iter()
+            .map(|r| {
+                metrics
+                    .upstream_retries
+                    .get_or_create(&RetryLabels { reason: r })
+                    .get()
+            })
+            .sum();
+        let status = match sent {
+            Ok((resp, _)) => {
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(
+                    body,
+                    status.to_string().as_bytes(),
+                    "the body of the response returned"
+                );
+                status
+            }
+            Err(e) => e.status().as_u16(),
+        };
+        (status, retries)
+    }
+
+    #[tokio::test]
+    async fn a_listed_status_goes_to_the_next_endpoint() {
+        let (bad, bad_seen) = backend_answering(503).await;
+        let (good, good_seen) = backend_answering(200).await;
+        let r = retry("error timeout http_503", 3);
+        let (status, retries) = run(&[bad, good], bad, request(Method::GET, b""), &r).await;
+        assert_eq!((status, retries), (200, 1));
+        assert_eq!(bad_seen.load(Ordering::SeqCst), 1);
+        assert_eq!(good_seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unlisted_status_or_no_try_left_returns_the_response() {
+        let (bad, _) = backend_answering(502).await;
+        let (good, good_seen) = backend_answering(200).await;
+        let r = retry("error timeout http_503", 3);
+        assert_eq!(
+            run(&[bad, good], bad, request(Method::GET, b""), &r).await,
+            (502, 0)
+        );
+        let (bad, _) = backend_answering(503).await;
+        let r = retry("http_503", 1);
+        assert_eq!(
+            run(&[bad, good], bad, request(Method::GET, b""), &r).await,
+            (503, 0)
+        );
+        assert_eq!(good_seen.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn every_endpoint_is_tried_at_most_once() {
+        let (a, a_seen) = backend_answering(503).await;
+        let (b, b_seen) = backend_answering(503).await;
+        let r = retry("http_503", 0);
+        // The last response is returned as it is.
+        assert_eq!(run(&[a, b], a, request(Method::GET, b""), &r).await, (503, 1));
+        assert_eq!(a_seen.load(Ordering::SeqCst) + b_seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_sent_body_of_a_non_idempotent_request_is_never_resent() {
+        let (bad, bad_seen) = backend_answering(503).await;
+        let (good, good_seen) = backend_answering(200).await;
+        let with_flag = retry("error timeout http_503 non_idempotent", 3);
+        let without = retry("error timeout http_503", 3);
+        let post = || request(Method::POST, b"payload");
+        assert_eq!(run(&[bad, good], bad, post(), &without).await, (503, 0));
+        assert_eq!(run(&[bad, good], bad, post(), &with_flag).await, (503, 0));
+        // A bodiless POST only with non_idempotent.
+        assert_eq!(
+            run(&[bad, good], bad, request(Method::POST, b""), &without).await,
+            (503, 0)
+        );
+        assert_eq!(
+            run(&[bad, good], bad, request(Method::POST, b""), &with_flag).await,
+            (200, 1)
+        );
+        // An idempotent method with a body read ahead whole is resent.
+        assert_eq!(
+            run(&[bad, good], bad, request(Method::PUT, b"payload"), &without).await,
+            (200, 1)
+        );
+        assert_eq!(bad_seen.load(Ordering::SeqCst), 5);
+        assert_eq!(good_seen.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_is_retried_whatever_the_method_unless_off() {
+        let down = refusing().await;
+        let (good, good_seen) = backend_answering(200).await;
+        let post = || request(Method::POST, b"payload");
+        // Gantry's default.
+        assert_eq!(
+            run(&[down, good], down, post(), &Retry::CONNECT_ONCE).await,
+            (200, 1)
+        );
+        assert_eq!(
+            run(&[down, good], down, post(), &retry("error", 3)).await,
+            (200, 1)
+        );
+        assert_eq!(run(&[down, good], down, post(), &retry("off", 3)).await, (502, 0));
+        // `timeout` alone does not cover a refused connection.
+        assert_eq!(
+            run(&[down, good], down, post(), &retry("timeout http_503", 3)).await,
+            (502, 0)
+        );
+        assert_eq!(good_seen.load(Ordering::SeqCst), 2);
+    }
+
+    /// An HTTP/2 (h2c, prior knowledge) backend answering every request with `status`.
+    async fn h2_backend_answering(status: u16) -> (SocketAddr, Arc<AtomicUsize>) {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let count = seen.clone();
+        tokio::spawn(async move {
+            for _ in 0..8 {
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        async move {
+                            let mut resp =
+                                Response::new(http_body_util::Full::new(Bytes::from(status.to_string())));
+                            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn http2_attempts_share_the_same_retry_loop() {
+        let (bad, bad_seen) = h2_backend_answering(503).await;
+        let (good, good_seen) = h2_backend_answering(200).await;
+        let b = backend(&[bad, good]);
+        let h2c = UpstreamRequest {
+            protocol: UpstreamProtocol::H2c,
+            ..UpstreamRequest::default()
+        };
+        let metrics = Metrics::default();
+        let go = |retry: Retry, method: Method, body: &'static [u8]| {
+            let (b, h2c, metrics) = (&b, &h2c, &metrics);
+            async move {
+                let sent = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    send(
+                        b,
+                        index_of(b, bad),
+                        request(method, body),
+                        timeouts(),
+                        h2c,
+                        &retry,
+                        metrics,
+                    ),
+                )
+                .await
+                .expect("the exchange took longer than 10 s");
+                sent.map(|(r, _)| r.status().as_u16())
+                    .unwrap_or_else(|e| e.status().as_u16())
+            }
+        };
+        assert_eq!(go(retry("http_503", 3), Method::GET, b"").await, 200);
+        assert_eq!(go(retry("http_503", 1), Method::GET, b"").await, 503);
+        assert_eq!(
+            go(retry("http_503 non_idempotent", 3), Method::POST, b"x").await,
+            503
+        );
+        assert_eq!(go(Retry::CONNECT_ONCE, Method::GET, b"").await, 503);
+        assert_eq!(bad_seen.load(Ordering::SeqCst), 4);
+        assert_eq!(good_seen.load(Ordering::SeqCst), 1);
+        let retried = metrics
+            .upstream_retries
+            .get_or_create(&RetryLabels { reason: "http_503" })
+            .get();
+        assert_eq!(retried, 1);
+    }
+
+    #[tokio::test]
+    async fn a_broken_response_is_an_error_and_retried_for_get() {
+        // A backend that closes without answering.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closing = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for _ in 0..4 {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 1024];
+                let _ = sock.read(&mut buf).await;
+                drop(sock);
+            }
+        });
+        let (good, _) = backend_answering(200).await;
+        assert_eq!(
+            run(
+                &[closing, good],
+                closing,
+                request(Method::GET, b""),
+                &retry("error", 3)
+            )
+            .await,
+            (200, 1)
+        );
+        assert_eq!(
+            run(
+                &[closing, good],
+                closing,
+                request(Method::GET, b""),
+                &Retry::CONNECT_ONCE
+            )
+            .await,
+            (502, 0)
+        );
     }
 }

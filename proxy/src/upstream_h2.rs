@@ -302,6 +302,11 @@ impl H2Body {
         Self { inner, failure }
     }
 
+    /// The body back, for an attempt on another endpoint before any of it was sent.
+    pub fn into_inner(self) -> RequestBody {
+        self.inner
+    }
+
     /// Where this body's failure will be kept, to be read after the exchange failed.
     pub fn failure(&self) -> Option<Arc<Mutex<Option<ProxyError>>>> {
         self.failure.clone()

@@ -144,6 +144,18 @@ const COOKIE_REWRITE: &str = "rewriting the backend's Set-Cookie headers is not 
 const LOCATION_REWRITE: &str = "rewriting the backend's Location headers is not supported (the value \
     off, ingress-nginx's default, is Gantry's behaviour)";
 
+const NEXT_UPSTREAM: &str = "each endpoint is tried at most once per request; once a request was \
+    sent it is resent only if its body was empty or within the 64 KiB read ahead, and only for an \
+    idempotent method (RFC 9110), or with non_idempotent for a request without body: a body that \
+    reached a backend is never sent twice. Without any proxy-next-upstream annotation a failed \
+    connect goes once to another endpoint";
+const CUSTOM_ERRORS: &str = "the client gets the original status with the error backend's body \
+    (ingress-nginx returns the error backend's own status); the error backend gets GET / with \
+    X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port \
+    and X-Request-ID; without an error backend (default-backend with endpoints, else \
+    spec.defaultBackend), or when it fails, the original response is returned. Only the annotation: \
+    there is no class-wide custom-http-errors";
+
 /// Every annotation, grouped by family.
 pub static CATALOG: &[Entry] = &[
     // --- Redirect ---
@@ -509,23 +521,10 @@ pub static CATALOG: &[Entry] = &[
         "proxy-next-upstream",
         Timeouts,
         false,
-        Ignored(
-            "Gantry retries a failed connection once on another endpoint and never resends a request a \
-         backend has seen",
-        ),
+        HonouredWithDifference(NEXT_UPSTREAM),
     ),
-    e(
-        "proxy-next-upstream-timeout",
-        Timeouts,
-        false,
-        Ignored("Gantry retries a failed connection once on another endpoint, within proxy-connect-timeout"),
-    ),
-    e(
-        "proxy-next-upstream-tries",
-        Timeouts,
-        false,
-        Ignored("Gantry retries a failed connection once on another endpoint"),
-    ),
+    e("proxy-next-upstream-timeout", Timeouts, false, Honoured),
+    e("proxy-next-upstream-tries", Timeouts, false, Honoured),
     // --- Buffering ---
     e("proxy-buffering", Buffering, false, Ignored(BUFFERING)),
     e("proxy-request-buffering", Buffering, false, Ignored(BUFFERING)),
@@ -751,24 +750,14 @@ pub static CATALOG: &[Entry] = &[
     e("canary-weight", Canary, false, Honoured),
     e("canary-weight-total", Canary, false, Honoured),
     // --- Error pages ---
-    e(
-        "default-backend",
-        ErrorPages,
-        false,
-        Refused("not yet supported: use spec.defaultBackend"),
-    ),
+    e("default-backend", ErrorPages, false, Honoured),
     e(
         "custom-http-errors",
         ErrorPages,
         false,
-        Refused("custom error pages are not yet supported: the backend's error responses are passed through"),
+        HonouredWithDifference(CUSTOM_ERRORS),
     ),
-    e(
-        "disable-proxy-intercept-errors",
-        ErrorPages,
-        false,
-        Ignored("Gantry never intercepts a backend's error responses"),
-    ),
+    e("disable-proxy-intercept-errors", ErrorPages, false, Honoured),
     // --- TLS ---
     e(
         "ssl-passthrough",

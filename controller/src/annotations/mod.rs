@@ -32,6 +32,7 @@ mod access;
 mod balancing;
 mod canary;
 mod cors;
+mod error_pages;
 mod rate_limit;
 mod redirect;
 mod rewrite;
@@ -96,6 +97,9 @@ pub struct IngressAnnotations {
     pub not_routed: Option<String>,
     /// `canary: "true"`: what the Ingress's backends ask of the main routes they attach to.
     pub canary: Option<CanarySpec>,
+    /// `default-backend`: a Service of the Ingress's namespace, resolved by translation (its
+    /// first port) into the routes' `Policies::default_backend`.
+    pub default_backend: Option<String>,
     /// One per `nginx.ingress.kubernetes.io/*` annotation present, by name.
     pub reports: Vec<AnnotationReport>,
 }
@@ -112,6 +116,7 @@ impl Default for IngressAnnotations {
             from_to_www_redirect: false,
             not_routed: None,
             canary: None,
+            default_backend: None,
             reports: Vec::new(),
         }
     }
@@ -281,6 +286,7 @@ pub fn parse(
             cors::parse(&mut p);
             rate_limit::parse(&mut p);
             upstream::parse(&mut p);
+            error_pages::parse(&mut p);
             balancing::parse(&mut p, true);
             special::parse(&mut p);
         }

@@ -1904,3 +1904,215 @@ fn proxy_ssl_settings_are_validated_and_need_a_secret_and_a_tls_protocol() {
         assert_eq!(label(&a, "proxy-ssl-verify"), "ignored");
     }
 }
+
+#[test]
+fn proxy_next_upstream_family_becomes_a_retry_policy() {
+    use gantry_proxy::policy::{Retry, RetryOn};
+    let on = |words: &str| {
+        words
+            .split_whitespace()
+            .map(|w| RetryOn::from_word(w).unwrap())
+            .fold(RetryOn::empty(), |a, b| a | b)
+    };
+    // (annotations, retry, outcome of each annotation present)
+    let cases: Vec<(Anns<'_>, Option<Retry>, Anns<'_>)> = vec![
+        (&[], None, &[]),
+        // ingress-nginx's e2e test (test/e2e/annotations/proxy.go).
+        (
+            &[
+                ("proxy-next-upstream", "error timeout http_502"),
+                ("proxy-next-upstream-timeout", "999999"),
+                ("proxy-next-upstream-tries", "888888"),
+            ],
+            Some(Retry {
+                on: on("error timeout http_502"),
+                tries: 888_888,
+                timeout: Some(Duration::from_secs(999_999)),
+            }),
+            &[
+                ("proxy-next-upstream", "difference"),
+                ("proxy-next-upstream-timeout", "honoured"),
+                ("proxy-next-upstream-tries", "honoured"),
+            ],
+        ),
+        // One of them: ingress-nginx's defaults for the others.
+        (
+            &[("proxy-next-upstream-tries", "1")],
+            Some(Retry {
+                tries: 1,
+                ..Retry::INGRESS_NGINX
+            }),
+            &[("proxy-next-upstream-tries", "honoured")],
+        ),
+        (
+            &[("proxy-next-upstream", "error timeout http_503 non_idempotent")],
+            Some(Retry {
+                on: on("error timeout http_503 non_idempotent"),
+                ..Retry::INGRESS_NGINX
+            }),
+            &[("proxy-next-upstream", "difference")],
+        ),
+        // `off` anywhere wins, as in nginx.
+        (
+            &[("proxy-next-upstream", "error off")],
+            Some(Retry {
+                on: RetryOn::empty(),
+                ..Retry::INGRESS_NGINX
+            }),
+            &[("proxy-next-upstream", "honoured")],
+        ),
+        // Invalid values: ingress-nginx's defaults.
+        (
+            &[
+                ("proxy-next-upstream", "error http_501"),
+                ("proxy-next-upstream-tries", "-1"),
+                ("proxy-next-upstream-timeout", "10s"),
+            ],
+            Some(Retry::INGRESS_NGINX),
+            &[
+                ("proxy-next-upstream", "invalid"),
+                ("proxy-next-upstream-tries", "invalid"),
+                ("proxy-next-upstream-timeout", "invalid"),
+            ],
+        ),
+        (
+            &[
+                ("proxy-next-upstream", "5xx"),
+                ("proxy-next-upstream-timeout", "0"),
+            ],
+            Some(Retry::INGRESS_NGINX),
+            &[
+                ("proxy-next-upstream", "invalid"),
+                ("proxy-next-upstream-timeout", "honoured"),
+            ],
+        ),
+    ];
+    for (anns, retry, outcomes) in cases {
+        let a = parse_only(anns);
+        assert_eq!(a.policies.retry, retry, "{anns:?}");
+        for (name, want) in outcomes {
+            assert_eq!(label(&a, name), *want, "{name} in {anns:?}");
+        }
+        assert!(a.fails_closed().is_none());
+    }
+}
+
+#[test]
+fn custom_http_errors_and_default_backend() {
+    // (annotations, codes, intercept upstream, default backend, outcomes)
+    type Case<'a> = (Anns<'a>, Option<Vec<u16>>, bool, Option<&'a str>, Anns<'a>);
+    let cases: Vec<Case<'_>> = vec![
+        // The user guide's example and ingress-nginx's e2e values.
+        (
+            &[("custom-http-errors", "404,415")],
+            Some(vec![404, 415]),
+            true,
+            None,
+            &[("custom-http-errors", "difference")],
+        ),
+        (
+            &[
+                ("custom-http-errors", "404, 503"),
+                ("default-backend", "from-annotation"),
+            ],
+            Some(vec![404, 503]),
+            true,
+            Some("from-annotation"),
+            &[
+                ("custom-http-errors", "difference"),
+                ("default-backend", "honoured"),
+            ],
+        ),
+        (
+            &[
+                ("custom-http-errors", "404"),
+                ("disable-proxy-intercept-errors", "true"),
+                ("default-backend", "echo"),
+            ],
+            Some(vec![404]),
+            false,
+            Some("echo"),
+            &[("disable-proxy-intercept-errors", "honoured")],
+        ),
+        (
+            &[("custom-http-errors", "503,503,500")],
+            Some(vec![500, 503]),
+            true,
+            None,
+            &[],
+        ),
+        // Invalid values.
+        (
+            &[("custom-http-errors", "200,404")],
+            None,
+            true,
+            None,
+            &[("custom-http-errors", "invalid")],
+        ),
+        (
+            &[("custom-http-errors", "4044")],
+            None,
+            true,
+            None,
+            &[("custom-http-errors", "invalid")],
+        ),
+        (
+            &[("custom-http-errors", "abc")],
+            None,
+            true,
+            None,
+            &[("custom-http-errors", "invalid")],
+        ),
+        (
+            &[("custom-http-errors", ",")],
+            None,
+            true,
+            None,
+            &[("custom-http-errors", "invalid")],
+        ),
+        (
+            &[("default-backend", "Bad_Name")],
+            None,
+            true,
+            None,
+            &[("default-backend", "invalid")],
+        ),
+        (
+            &[("default-backend", "ns/svc")],
+            None,
+            true,
+            None,
+            &[("default-backend", "invalid")],
+        ),
+        (
+            &[("disable-proxy-intercept-errors", "true")],
+            None,
+            true,
+            None,
+            &[("disable-proxy-intercept-errors", "ignored")],
+        ),
+        (
+            &[
+                ("custom-http-errors", "404"),
+                ("disable-proxy-intercept-errors", "maybe"),
+            ],
+            Some(vec![404]),
+            true,
+            None,
+            &[("disable-proxy-intercept-errors", "invalid")],
+        ),
+    ];
+    for (anns, codes, intercept, default_backend, outcomes) in cases {
+        let a = parse_only(anns);
+        let errors = a.policies.custom_errors.as_ref();
+        assert_eq!(errors.map(|e| e.codes().to_vec()), codes, "{anns:?}");
+        if let Some(e) = errors {
+            assert_eq!(e.intercept_upstream, intercept, "{anns:?}");
+        }
+        assert_eq!(a.default_backend.as_deref(), default_backend, "{anns:?}");
+        for (name, want) in outcomes {
+            assert_eq!(label(&a, name), *want, "{name} in {anns:?}");
+        }
+        assert!(a.fails_closed().is_none());
+    }
+}

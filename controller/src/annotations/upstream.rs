@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use gantry_proxy::policy::{
-    ResponseHeaders, UpstreamProtocol, UpstreamTls, DEFAULT_SSL_NAME, DEFAULT_VERIFY_DEPTH,
+    ResponseHeaders, Retry, RetryOn, UpstreamProtocol, UpstreamTls, DEFAULT_SSL_NAME, DEFAULT_VERIFY_DEPTH,
 };
 use http::{HeaderName, HeaderValue};
 
@@ -46,10 +46,92 @@ pub(super) fn parse<R: References>(p: &mut Parser<'_, R>) {
             _ => t.send = timeout,
         }
     }
+    next_upstream(p);
     let protocol = backend_protocol(p);
     p.out.policies.upstream.protocol = protocol;
     p.out.policies.upstream.tls = backend_tls(p, protocol);
     custom_headers(p);
+}
+
+/// What differs from ingress-nginx in `proxy-next-upstream` (also in the catalogue).
+pub(super) const NEXT_UPSTREAM_DIFFERENCE: &str = "each endpoint is tried at most once per request; once a request was sent it is resent only if its body was empty or within the 64 KiB read ahead, and only for an idempotent method (RFC 9110), or with non_idempotent for a request without body: a body that reached a backend is never sent twice";
+
+/// `proxy-next-upstream`, `-tries` and `-timeout`: when any is present the route gets a
+/// [`Retry`] with ingress-nginx's defaults (`error timeout`, 3 tries, no time limit) for the
+/// others and for invalid values, as ingress-nginx falls back to its ConfigMap defaults; with
+/// none of them, Gantry's own default applies (a failed connect goes once to another endpoint).
+///
+/// `proxy-next-upstream` is nginx's list (ingress-nginx's `validUpstreamAnnotation`: `error`,
+/// `timeout`, `invalid_header`, `http_500|502|503|504|403|404|429`, `non_idempotent`, `off`,
+/// separated by whitespace); `off` anywhere turns retries off, as nginx's bitmask does. The
+/// numbers are ingress-nginx's `GetIntAnnotation`: whole numbers, 0 meaning no limit (its e2e test
+/// uses 888888 tries and a 999999 s timeout); a negative one is refused here, where nginx would
+/// reject the whole configuration.
+fn next_upstream<R: References>(p: &mut Parser<'_, R>) {
+    const NAMES: [&str; 3] = [
+        "proxy-next-upstream",
+        "proxy-next-upstream-tries",
+        "proxy-next-upstream-timeout",
+    ];
+    if !NAMES.iter().any(|n| p.is_present(n)) {
+        return;
+    }
+    let mut retry = Retry::INGRESS_NGINX;
+    if let Some(v) = p.value("proxy-next-upstream") {
+        let words: Option<Vec<RetryOn>> = v.split_whitespace().map(RetryOn::from_word).collect();
+        match words {
+            Some(words) if !words.is_empty() => {
+                let off = v.split_whitespace().any(|w| w == "off");
+                retry.on = if off {
+                    RetryOn::empty()
+                } else {
+                    words.into_iter().fold(RetryOn::empty(), |a, b| a | b)
+                };
+                let outcome = if off {
+                    Outcome::Honoured
+                } else {
+                    Outcome::Difference(NEXT_UPSTREAM_DIFFERENCE.into())
+                };
+                p.report("proxy-next-upstream", outcome);
+            }
+            _ => p.report(
+                "proxy-next-upstream",
+                Outcome::Invalid(
+                    "expected nginx's conditions separated by spaces: error, timeout, invalid_header, http_500, http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent or off; \"error timeout\" is used, as in ingress-nginx".into(),
+                ),
+            ),
+        }
+    }
+    if let Some(v) = p.value("proxy-next-upstream-tries") {
+        match parse_int(v).filter(|n| *n >= 0) {
+            Some(n) => {
+                retry.tries = u32::try_from(n).unwrap_or(u32::MAX);
+                p.report("proxy-next-upstream-tries", Outcome::Honoured);
+            }
+            None => p.report(
+                "proxy-next-upstream-tries",
+                Outcome::Invalid(
+                    "expected a whole number of tries, 0 for no limit; 3 is used, as in ingress-nginx".into(),
+                ),
+            ),
+        }
+    }
+    if let Some(v) = p.value("proxy-next-upstream-timeout") {
+        match parse_int(v).filter(|n| *n >= 0) {
+            Some(n) => {
+                retry.timeout = (n > 0).then(|| Duration::from_secs(n.unsigned_abs()));
+                p.report("proxy-next-upstream-timeout", Outcome::Honoured);
+            }
+            None => p.report(
+                "proxy-next-upstream-timeout",
+                Outcome::Invalid(
+                    "expected whole seconds (no unit), 0 for no limit; no limit is used, as in ingress-nginx"
+                        .into(),
+                ),
+            ),
+        }
+    }
+    p.out.policies.retry = Some(retry);
 }
 
 /// `proxy-body-size`: an nginx size (`8m`, `1k`, `1000`); `0` is no limit, which overrides any

@@ -127,6 +127,40 @@ pub(super) fn resolve(
     Some(resolved.backend)
 }
 
+/// The backend of an Ingress's `default-backend` annotation: the Service `name` in the Ingress's
+/// namespace on its **first port**, as ingress-nginx takes it (`Spec.Ports[0]`). Problems are not
+/// reported as diagnostics (the annotation's report says them): `Err` when the Service is missing
+/// or has no port; a backend without endpoints is returned as it is (the caller does not use it).
+pub(super) fn resolve_default_backend(
+    b: &mut Build<'_>,
+    ing: &OurIngress<'_>,
+    name: &str,
+) -> Result<Arc<Backend>, String> {
+    let namespace = &ing.key.namespace;
+    let Some(service) = b.store.service(namespace, name) else {
+        return Err(format!("Service {namespace}/{name} not found"));
+    };
+    let first = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .and_then(|p| p.first())
+        .ok_or_else(|| format!("Service {namespace}/{name} has no port"))?;
+    let key = BackendKey {
+        namespace: namespace.clone(),
+        service: name.to_string(),
+        port: PortRef::Number(first.port),
+        mode: ing.backend_mode,
+    };
+    let Backends { cache, node_ips } = &mut b.backends;
+    let store = b.store;
+    Ok(cache
+        .entry(key)
+        .or_insert_with_key(|key| build_backend(store, node_ips, key))
+        .backend
+        .clone())
+}
+
 fn build_backend(store: &ObjectStore, node_ips: &mut Option<Vec<IpAddr>>, key: &BackendKey) -> Resolved {
     let id = BackendId {
         namespace: Arc::from(key.namespace.as_str()),

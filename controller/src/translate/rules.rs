@@ -259,6 +259,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
             .as_ref()
             .and_then(|s| s.rules.as_deref())
             .unwrap_or_default();
+        let default_backend = annotation_default_backend(b, ing, true);
         for rule in rules {
             let host = match parse_host(rule.host.as_deref()) {
                 Ok(host) => host,
@@ -303,6 +304,9 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
                     continue;
                 };
                 let mut policies = route_policies(b, ing, &matcher, ssl_redirect);
+                if policies.refusal.is_none() {
+                    policies.default_backend = default_backend.clone();
+                }
                 let pick = match &parsed {
                     Ok(parsed) => pick_canary(canaries, |c| c.matches(&host, parsed), &backend),
                     Err(_) => CanaryPick::default(),
@@ -329,6 +333,34 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
     }
     server_aliases(b, ours, &added);
     www_redirects(b, ours, &added);
+}
+
+/// The `default-backend` of an Ingress, when it names a Service with ready endpoints (ingress-nginx
+/// uses a custom default backend only then: "valid only if contains at least one endpoint").
+/// A missing Service, or one without ports, makes the annotation's report invalid (`report`: once
+/// per Ingress).
+fn annotation_default_backend(b: &mut Build<'_>, ing: &OurIngress<'_>, report: bool) -> Option<Arc<Backend>> {
+    let name = ing.annotations.default_backend.as_deref()?;
+    match backends::resolve_default_backend(b, ing, name) {
+        Ok(backend) if !backend.endpoints.is_empty() => Some(backend),
+        _ if !report => None,
+        Ok(backend) => {
+            if let Some(report) = b.annotation_report(ing.key, "default-backend") {
+                let why = backend.unavailable.as_deref().unwrap_or("no ready endpoints");
+                report.add_difference(format!(
+                    "{}: {why}; not used until it has ready endpoints, as in ingress-nginx",
+                    backend.id
+                ));
+            }
+            None
+        }
+        Err(why) => {
+            if let Some(report) = b.annotation_report(ing.key, "default-backend") {
+                report.add_invalid(format!("{why}; no default backend is used"));
+            }
+            None
+        }
+    }
 }
 
 /// The policies of one route of `ing`.
@@ -559,6 +591,16 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canari
         let root = PathMatch::Prefix("/".into());
         let pick = pick_canary(canaries, |c| c.matches(&HostMatch::Any, &root), &backend);
         let mut policies = default_policies(ing);
+        if policies.refusal.is_none() {
+            // Reported with the Ingress's rules, when it has some.
+            let report = ing
+                .ingress
+                .spec
+                .as_ref()
+                .and_then(|s| s.rules.as_ref())
+                .is_none_or(|r| r.is_empty());
+            policies.default_backend = annotation_default_backend(b, ing, report);
+        }
         pick.apply(canaries, &mut policies);
         let route = Route {
             path: root,

@@ -19,9 +19,12 @@
 //!    upstream and `X-Forwarded-Prefix` ([`UpstreamRequest`]), and the upstream timeouts
 //!    ([`UpstreamTimeouts`]).
 //!    Then **choosing the endpoint**: the [`Canary`] decision picks the backend, then within it
-//!    [`Affinity`] (the session cookie), else [`HashBy`], else the balancer picks the endpoint.
-//! 5. **response**: CORS response headers, custom response headers ([`ResponseHeaders`]), the
-//!    session cookie of a new [`Affinity`] session.
+//!    [`Affinity`] (the session cookie), else [`HashBy`], else the balancer picks the endpoint;
+//!    a backend without ready endpoints gives way to the route's `default_backend`. Forwarding
+//!    goes to the next endpoint as [`Retry`] allows.
+//! 5. **response**: the error backend's page for a status of [`CustomErrors`], CORS response
+//!    headers, custom response headers ([`ResponseHeaders`]), the session cookie of a new
+//!    [`Affinity`] session.
 //!
 //! Every policy is a plain value: comparing two snapshots compares policies by value, so an
 //! unchanged manifest never causes a swap. Runtime state a policy needs (rate-limit buckets) lives
@@ -32,9 +35,11 @@ mod affinity;
 mod basic_auth;
 mod canary;
 mod cors;
+mod error_pages;
 pub mod hash;
 pub mod rate_limit;
 mod redirect;
+mod retry;
 mod rewrite;
 mod upstream;
 
@@ -51,9 +56,14 @@ pub use affinity::{
 pub use basic_auth::{BasicAuth, Htpasswd, HtpasswdError};
 pub use canary::{Canary, CanaryDecision};
 pub use cors::{Cors, CorsOrigin};
+pub use error_pages::{
+    CustomErrors, X_CODE, X_FORMAT, X_INGRESS_NAME, X_NAMESPACE, X_ORIGINAL_URI, X_SERVICE_NAME,
+    X_SERVICE_PORT,
+};
 pub use hash::HashBy;
 pub use rate_limit::{RateLimit, RateLimiters};
 pub use redirect::{AppRoot, HostRedirect, HttpsRedirect, Redirect};
+pub use retry::{is_idempotent, Condition, Retry, RetryOn};
 pub use rewrite::{Rewrite, RewriteError};
 pub use upstream::{
     Alpn, UpstreamProtocol, UpstreamTls, UpstreamTlsError, DEFAULT_SSL_NAME, DEFAULT_VERIFY_DEPTH,
@@ -105,6 +115,12 @@ pub struct Policies {
     pub upstream: UpstreamRequest,
     /// Per-route upstream timeouts; each `None` falls back to the class-wide setting.
     pub timeouts: UpstreamTimeouts,
+    /// When a request goes to the next endpoint (`proxy-next-upstream*`, see [`Retry`] for the
+    /// rule). `None`: Gantry's default, [`Retry::CONNECT_ONCE`].
+    pub retry: Option<Retry>,
+    /// Served instead of the route's backend when that has no ready endpoint, and the error
+    /// backend of [`CustomErrors`] (`default-backend`). Set only when it has endpoints.
+    pub default_backend: Option<Arc<crate::backend::Backend>>,
 
     // --- choosing the endpoint (canary first, then within the chosen backend: affinity, hash,
     // balancer) ---
@@ -124,6 +140,8 @@ pub struct Policies {
     // --- response ---
     /// Headers added to every response of the route (`custom-headers`).
     pub response_headers: Option<Arc<ResponseHeaders>>,
+    /// Responses with these statuses get the error backend's page (`custom-http-errors`).
+    pub custom_errors: Option<Arc<CustomErrors>>,
 }
 
 impl Policies {
@@ -195,6 +213,26 @@ impl Policies {
                 t.connect, t.read, t.send
             ));
         }
+        if let Some(r) = &self.retry {
+            let timeout = r
+                .timeout
+                .map_or("no time limit".to_string(), |t| format!("within {t:?}"));
+            out.push(format!(
+                "next endpoint on {:?}, {} tries, {timeout}",
+                r.on,
+                if r.tries == 0 {
+                    "unlimited".to_string()
+                } else {
+                    r.tries.to_string()
+                },
+            ));
+        }
+        if let Some(b) = &self.default_backend {
+            out.push(format!(
+                "default backend {} when the route's has no endpoint",
+                b.id
+            ));
+        }
         if let Some(c) = &self.canary {
             out.push(c.describe());
         }
@@ -214,13 +252,24 @@ impl Policies {
         if let Some(h) = &self.response_headers {
             out.push(format!("{} extra response headers", h.headers.len()));
         }
+        if let Some(c) = &self.custom_errors {
+            let what = if c.intercept_upstream {
+                ""
+            } else {
+                " (Gantry's own errors only)"
+            };
+            out.push(format!("custom error pages for {:?}{what}", c.codes()));
+        }
         out
     }
 
     /// The backends besides the route's own that these policies may send requests to (the
-    /// canary's): the route table keeps their endpoints' per-worker state too.
+    /// canary's, the default backend): the route table keeps their endpoints' per-worker state too.
     pub fn other_backends(&self) -> impl Iterator<Item = &Arc<crate::backend::Backend>> {
-        self.canary.iter().map(|c| &c.backend)
+        self.canary
+            .iter()
+            .map(|c| &c.backend)
+            .chain(self.default_backend.iter())
     }
 
     /// Policies with only the HTTPS redirect, when `on`.

@@ -607,3 +607,84 @@ fn every_ingress_of_the_class_has_a_report_and_others_none() {
     assert!(t.annotations[0].annotations.is_empty());
     assert!(t.diagnostics.is_empty());
 }
+
+#[test]
+fn default_backend_is_the_service_s_first_port_when_it_has_endpoints() {
+    // The route's Service has no endpoint; `fallback` has two ports, the first one is used.
+    let objects = |fallback_ready: bool| {
+        let mut objects = objects![
+            ingress("web")
+                .host("a.example")
+                .prefix("/", "web", 80)
+                .annotation(&format!("{P}default-backend"), "fallback")
+                .annotation(&format!("{P}custom-http-errors"), "404,503"),
+            service("web").port("http", 80, 8080),
+            service("fallback")
+                .port("first", 8081, 9001)
+                .port("second", 8082, 9002)
+        ];
+        if fallback_ready {
+            objects.extend(objects![slice("fallback")
+                .port_name("first")
+                .endpoint("10.0.0.9", 9001)]);
+        }
+        objects
+    };
+    let t = build(objects(true));
+    let p = &route(&t, "a.example", "/x").policies;
+    let fallback = p.default_backend.as_ref().expect("the default backend is set");
+    assert_eq!(fallback.id.to_string(), "default/fallback:8081");
+    assert_eq!(fallback.endpoints[0].addr, "10.0.0.9:9001".parse().unwrap());
+    assert_eq!(p.custom_errors.as_ref().unwrap().codes(), &[404, 503]);
+    let report = reports_of(&t, "default/web");
+    let outcome = |name: &str| {
+        report
+            .annotations
+            .iter()
+            .find(|r| r.name() == name)
+            .map(|r| r.outcome.label())
+    };
+    assert_eq!(outcome("default-backend"), Some("honoured"));
+
+    // Without endpoints it is not used (ingress-nginx: valid only with an endpoint), and said so.
+    let t = build(objects(false));
+    assert!(route(&t, "a.example", "/x").policies.default_backend.is_none());
+    let report = reports_of(&t, "default/web");
+    let r = report
+        .annotations
+        .iter()
+        .find(|r| r.name() == "default-backend")
+        .unwrap();
+    assert_eq!(r.outcome.label(), "difference", "{r:?}");
+
+    // A missing Service is an invalid annotation, and the route is still served.
+    let t = web(&[("default-backend", "missing")], vec![]);
+    assert!(route(&t, "a.example", "/x").policies.default_backend.is_none());
+    let report = reports_of(&t, "default/web");
+    let r = report
+        .annotations
+        .iter()
+        .find(|r| r.name() == "default-backend")
+        .unwrap();
+    assert_eq!(r.outcome.label(), "invalid", "{r:?}");
+}
+
+#[test]
+fn retries_land_on_the_route() {
+    let t = web(
+        &[
+            ("proxy-next-upstream", "error timeout http_503"),
+            ("proxy-next-upstream-tries", "2"),
+        ],
+        vec![],
+    );
+    let retry = route(&t, "a.example", "/")
+        .policies
+        .retry
+        .expect("a retry policy");
+    assert_eq!(retry.tries, 2);
+    assert!(retry.on.status(http::StatusCode::SERVICE_UNAVAILABLE));
+    // Without the annotations: Gantry's default, kept as `None`.
+    let t = web(&[], vec![]);
+    assert_eq!(route(&t, "a.example", "/").policies.retry, None);
+}
