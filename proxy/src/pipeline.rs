@@ -642,8 +642,8 @@ fn fallback_headers(route: &Route, headers: &mut http::HeaderMap) {
     }
 }
 
-/// `custom-http-errors`: when the route's answer has a listed status, the error backend's page
-/// under the original status (`policy::CustomErrors` says why the status is kept); otherwise, or
+/// `custom-http-errors`: when the route's answer has a listed status, the error backend's response
+/// as it is, its own status included (as ingress-nginx; see `policy::CustomErrors`); otherwise, or
 /// when the error backend cannot give one, the answer as it was.
 ///
 /// What counts as the route's answer: the backend's response (unless
@@ -706,7 +706,6 @@ async fn custom_error_page(
                 .error_pages
                 .get_or_create(&ResultLabels { result: "ok" })
                 .inc();
-            *page.status_mut() = status;
             headers::rewrite_response_headers(page.headers_mut());
             Ok(page.map(Either::Left))
         }

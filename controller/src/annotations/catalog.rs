@@ -149,8 +149,8 @@ const NEXT_UPSTREAM: &str = "each endpoint is tried at most once per request; on
     idempotent method (RFC 9110), or with non_idempotent for a request without body: a body that \
     reached a backend is never sent twice. Without any proxy-next-upstream annotation a failed \
     connect goes once to another endpoint";
-const CUSTOM_ERRORS: &str = "the client gets the original status with the error backend's body \
-    (ingress-nginx returns the error backend's own status); the error backend gets GET / with \
+const CUSTOM_ERRORS: &str = "the client gets the error backend's response with its own status, as \
+    in ingress-nginx (the error backend should answer with the X-Code it is sent); it gets GET / with \
     X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, X-Service-Name, X-Service-Port \
     and X-Request-ID; without an error backend (default-backend with endpoints, else \
     spec.defaultBackend), or when it fails, the original response is returned. Only the annotation: \

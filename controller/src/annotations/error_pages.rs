@@ -13,7 +13,7 @@ use gantry_proxy::policy::CustomErrors;
 use super::{values::parse_bool, Outcome, Parser, References};
 
 /// What differs from ingress-nginx in `custom-http-errors` (also in the catalogue).
-pub(super) const CUSTOM_ERRORS_DIFFERENCE: &str = "the client gets the original status with the error backend's body and headers (ingress-nginx returns the error backend's own status; its e2e test expects the echo backend's 200); no error backend (no default-backend with endpoints and no spec.defaultBackend) or a failed one returns the original response";
+pub(super) const CUSTOM_ERRORS_DIFFERENCE: &str = "the error backend's response is returned with its own status, as in ingress-nginx (it should answer with the X-Code it is sent); it always gets GET /, where nginx keeps the client's method; no error backend (no default-backend with endpoints and no spec.defaultBackend) or a failed one returns the original response";
 
 pub(super) fn parse<R: References>(p: &mut Parser<'_, R>) {
     default_backend(p);

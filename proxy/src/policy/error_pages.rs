@@ -5,12 +5,12 @@
 //! (the route's `default-backend` when it has endpoints, else the snapshot's default route, i.e.
 //! the oldest `spec.defaultBackend`) with the headers of ingress-nginx's `@custom_*` locations
 //! (`X-Code`, `X-Format`, `X-Original-URI`, `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`,
-//! `X-Service-Port`, `X-Request-ID`) and answers with the error backend's body and headers
-//! **under the original status**. ingress-nginx (`error_page CODE = @custom_...`) returns the error backend's
-//! own status, and its end-to-end test expects 200 from an echo server there; Gantry keeps the
-//! original status so that a 404 or a 503 never turns into a 200 because of the error backend
-//! (its own custom-error-pages image answers with `X-Code` anyway, so the two agree with it). When
-//! there is no error backend, or it cannot be reached, the original response is returned.
+//! `X-Service-Port`, `X-Request-ID`) and answers with the error backend's response **as it is,
+//! status included**: ingress-nginx's documentation says "the custom backend is expected to return
+//! the correct HTTP status code instead of 200; NGINX does not change the response", and its e2e
+//! test expects an echo server's 200 there (its own custom-error-pages image answers with the
+//! `X-Code` it was sent). When there is no error backend, or it cannot be reached, the original
+//! response is returned.
 
 use http::{HeaderName, StatusCode};
 
