@@ -134,7 +134,9 @@ impl ClientCaTable {
     }
 
     /// Adds a routed host as `HostMatch` spells it: `foo.example.com`, `*.example.com`, or `None`
-    /// for the rules without host. The first entry for a host stays.
+    /// for the rules without host, with its CA or `None` (the host requests no certificate). The
+    /// first CA given for a host stays; `None` never replaces one (a host's routes that fail
+    /// closed carry none).
     pub fn insert(&mut self, host: Option<&str>, ca: Option<Arc<ClientCa>>) {
         let Some(host) = host else {
             if self.any.is_none() {
@@ -147,7 +149,10 @@ impl ClientCaTable {
             Some(parent) => (&mut self.wildcard, parent.to_string()),
             None => (&mut self.exact, host),
         };
-        map.entry(key).or_insert(ca);
+        let entry = map.entry(key).or_insert(None);
+        if entry.is_none() {
+            *entry = ca;
+        }
     }
 
     /// Whether any host requests a certificate.

@@ -31,6 +31,7 @@ mod values;
 mod access;
 mod balancing;
 mod canary;
+mod client_cert;
 mod cors;
 mod rate_limit;
 mod redirect;
@@ -274,6 +275,7 @@ pub fn parse(
             redirect::parse(&mut p);
             rewrite::parse(&mut p);
             access::parse(&mut p);
+            client_cert::parse(&mut p);
             cors::parse(&mut p);
             rate_limit::parse(&mut p);
             upstream::parse(&mut p);
