@@ -31,6 +31,8 @@
 //!   different servers and the Host's has `ssl_verify_client`: the client retries on a new
 //!   connection, whose handshake asks for the right certificate. Without SNI there is nothing to
 //!   retry with, and the request is judged as having no certificate (nginx's 400 for `on`).
+//! - hosts whose bundles are equal (the same `ca.crt`, `ca.crl` and depth) share the verification:
+//!   a connection verified for one may ask for another, whose own verify mode and match-cn apply.
 //! - a plain-HTTP request has no certificate: judged as such (400 for `on`), after the HTTPS
 //!   redirect had its chance. nginx checks nothing on plain HTTP and would serve it; Gantry fails
 //!   closed instead.
