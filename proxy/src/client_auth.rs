@@ -526,7 +526,7 @@ fn escape_2253(text: &str, out: &mut String) {
     let last = bytes.len().saturating_sub(1);
     for (i, &b) in bytes.iter().enumerate() {
         match b {
-            b if b >= 0x80 || b < 0x20 || b == 0x7f => out.push_str(&format!("\\{b:02X}")),
+            b if !(0x20..0x7f).contains(&b) => out.push_str(&format!("\\{b:02X}")),
             b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';' => {
                 out.push('\\');
                 out.push(char::from(b));

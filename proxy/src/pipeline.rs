@@ -308,8 +308,9 @@ pub fn route(ctx: &mut RequestCtx<'_>, target: &Target<'_>) -> Result<Arc<Route>
 }
 
 /// Request policies, in the order of nginx's phases (see `policy`): a route that fails closed is
-/// refused first of all; then, on TLS, the client certificate; then the rewrite phase (app root, fixed redirects, the CORS preflight,
-/// the HTTPS redirect), pre-access (rate limits), access (client address, basic auth).
+/// refused first of all; then, on TLS, the client certificate; then the rewrite phase (app root,
+/// fixed redirects, the CORS preflight, the HTTPS redirect), the client certificate of a plain-HTTP
+/// request, pre-access (rate limits), access (client address, basic auth).
 pub fn request_policies<B>(
     ctx: &mut RequestCtx<'_>,
     limiters: &RateLimiters,
