@@ -239,6 +239,26 @@ async fn verify_client_on_optional_and_optional_no_ca_answer_as_ingress_nginx() 
     // Without a certificate, or with another CA's: 400, and the backend is not reached.
     assert_eq!(get(&s, "secure.example", None).await.status(), 400);
     assert_eq!(get(&s, "secure.example", Some(&s.wrong)).await.status(), 400);
+    // The same over HTTP/2 (ALPN h2): the verdict belongs to the connection, not the protocol.
+    for (cert, want) in [(Some(&s.good), 200), (None, 400)] {
+        let mut b = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .resolve("secure.example", s.g.https)
+            .timeout(Duration::from_secs(10))
+            .http2_prior_knowledge();
+        if let Some(cert) = cert {
+            b = b.identity(cert.identity());
+        }
+        let r = b
+            .build()
+            .unwrap()
+            .get("https://secure.example/")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), want);
+    }
 
     // optional: no certificate passes (NONE); another CA's is still refused, as nginx does.
     let h = headers_seen(get(&s, "optional.example", None).await).await;
@@ -482,4 +502,56 @@ async fn only_protected_hosts_ask_for_a_certificate_and_sni_cannot_bypass_the_ch
     assert_eq!((status, asked), (400, false));
     let (status, _) = raw_request(addr, None, "open.example", None).await;
     assert_eq!(status, 200);
+}
+
+/// Client authentication added to a host while a client holds a keep-alive connection to it: that
+/// connection's handshake asked for no certificate, so its next request is misdirected (421), never
+/// served unchecked; a new connection is asked for the certificate.
+#[tokio::test]
+async fn a_connection_from_before_the_host_was_protected_is_not_served_unchecked() {
+    let root = ca("Gantry Test CA");
+    let good = ClientCert::new(&root, "authtls");
+    let backend = TestBackend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        service_yaml("web", 80, None, &[backend.addr]),
+        tls_secret_yaml("tls", &["late.example"]),
+        opaque_secret("ca-secret", &[("ca.crt", &root.pem())]),
+    ];
+    let write = |annotations: &[(&str, &str)]| {
+        let mut all = base.to_vec();
+        all.push(tls_ingress("late", "late.example", annotations));
+        write_manifest(dir.path(), "all.yaml", &all.join("---\n"));
+    };
+    write(&[]);
+    let g = Gantry::start(dir.path(), &[]).await;
+    g.wait_routes("late.example routed", |r| r.to_string().contains("late.example"))
+        .await;
+    let old = client("late.example", g.https, Some(&good));
+    let r = old.get("https://late.example/").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.bytes().await;
+
+    let generation = g.generation().await;
+    write(&[("auth-tls-secret", "default/ca-secret")]);
+    g.wait_routes("the new snapshot", |r| {
+        r["generation"].as_u64().is_some_and(|n| n > generation)
+    })
+    .await;
+
+    // The kept-alive connection: 421 (reqwest reuses its pooled connection).
+    let r = old.get("https://late.example/").send().await.unwrap();
+    assert_eq!(r.status(), 421);
+    // A new connection is asked for the certificate and passes with it, fails without.
+    let h = headers_seen(get_at(g.https, "late.example", Some(&good)).await).await;
+    assert_eq!(h["ssl-client-verify"], "SUCCESS");
+    assert_eq!(get_at(g.https, "late.example", None).await.status(), 400);
+}
+
+async fn get_at(addr: SocketAddr, host: &str, cert: Option<&ClientCert>) -> reqwest::Response {
+    client(host, addr, cert)
+        .get(format!("https://{host}/"))
+        .send()
+        .await
+        .unwrap()
 }
