@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 
 use http::HeaderValue;
 
+use crate::client_auth::ClientCertSession;
+
 /// What a request knows about the connection it came on.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
@@ -18,6 +20,10 @@ pub struct ConnInfo {
     /// slot). A tunnel that outlives the HTTP connection (WebSocket) holds a clone, so the
     /// connection counts until the tunnel ends.
     pub(crate) open: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    /// What the TLS handshake learnt about the client's certificate: set on TLS connections while
+    /// some host of the snapshot has client authentication (`auth-tls-secret`), `None` otherwise
+    /// (and always on plain-text connections, which carry no certificate).
+    pub client_cert: Option<std::sync::Arc<ClientCertSession>>,
 }
 
 impl ConnInfo {
@@ -31,6 +37,7 @@ impl ConnInfo {
             client_ip,
             local_port_value: HeaderValue::from(local_port),
             open: None,
+            client_cert: None,
         }
     }
 

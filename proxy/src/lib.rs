@@ -6,8 +6,9 @@
 //!
 //! Modules import downward only, in these layers (each line may import the lines above it):
 //!
-//! 1. data: `normalize`, `config`, `error`, `backend`, `tls`, `conn`, `metrics`,
-//!    `proxy_protocol`, `body` (error), `policy` (backend, config), and the upstream codecs: `h1`
+//! 1. data: `normalize`, `config`, `error`, `backend`, `client_auth`, `tls` (client_auth),
+//!    `conn` (client_auth), `metrics`,
+//!    `proxy_protocol`, `body` (error), `policy` (backend, client_auth, config, conn), and the upstream codecs: `h1`
 //!    (HTTP/1.1, imports nothing of the crate), `upstream_h2` (body, error: HTTP/2 on hyper's
 //!    client), `upstream_tls` (error, policy: the TLS handshake to backends)
 //! 2. compiled data: `routes` (backend, normalize, policy), `snapshot` (config, routes, tls),
@@ -27,6 +28,7 @@ pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod body;
+pub mod client_auth;
 pub mod config;
 pub mod conn;
 pub mod dataplane;

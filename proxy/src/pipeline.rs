@@ -348,8 +348,9 @@ pub fn route(ctx: &mut RequestCtx<'_>, target: &Target<'_>) -> Result<Arc<Route>
 }
 
 /// Request policies, in the order of nginx's phases (see `policy`): a route that fails closed is
-/// refused first of all; then the rewrite phase (app root, fixed redirects, the CORS preflight,
-/// the HTTPS redirect), pre-access (rate limits), access (client address, basic auth).
+/// refused first of all; then, on TLS, the client certificate; then the rewrite phase (app root,
+/// fixed redirects, the CORS preflight, the HTTPS redirect), the client certificate of a plain-HTTP
+/// request, pre-access (rate limits), access (client address, basic auth).
 pub fn request_policies<B>(
     ctx: &mut RequestCtx<'_>,
     limiters: &RateLimiters,
@@ -360,6 +361,15 @@ pub fn request_policies<B>(
     let p = &route.policies;
     if let Some(refusal) = &p.refusal {
         return Flow::Respond(refusal.apply());
+    }
+    // The client certificate, before any phase on TLS (see `policy`).
+    if let Some(resp) = p
+        .client_cert
+        .as_ref()
+        .filter(|_| ctx.conn.tls)
+        .and_then(|c| c.apply(ctx.conn))
+    {
+        return Flow::Respond(resp);
     }
     // rewrite phase: a from/to-www alias host is a server of its own in ingress-nginx, whose only
     // directive is the redirect.
@@ -386,6 +396,16 @@ pub fn request_policies<B>(
         if let Some(resp) = redirect.apply(ctx.conn.tls, &target.host, &target.path, req.uri().query()) {
             return Flow::Respond(resp);
         }
+    }
+    // Plain HTTP carries no certificate: a protected route that did not redirect to HTTPS judges
+    // it as such.
+    if let Some(resp) = p
+        .client_cert
+        .as_ref()
+        .filter(|_| !ctx.conn.tls)
+        .and_then(|c| c.apply(ctx.conn))
+    {
+        return Flow::Respond(resp);
     }
     // pre-access
     let client = ctx.client;
@@ -565,6 +585,9 @@ pub async fn forward(
     // `X-Forwarded-Host` keeps the client's host; `upstream-vhost` changes only `Host`.
     if let Some(vhost) = &route.policies.upstream.host {
         req.headers_mut().insert(header::HOST, vhost.clone());
+    }
+    if let Some(client_cert) = &route.policies.client_cert {
+        client_cert.upstream_headers(ctx.conn, req.headers_mut());
     }
     if let Some(prefix) = &route.policies.upstream.forwarded_prefix {
         req.headers_mut()

@@ -7,7 +7,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     task::{Context, Poll},
     time::Duration,
@@ -24,7 +24,7 @@ use tokio::{
     sync::watch,
     time::{Instant, Sleep},
 };
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{server::TlsStream, LazyConfigAcceptor, TlsAcceptor};
 
 use rustls::{
     server::{ClientHello, ResolvesServerCert},
@@ -32,6 +32,7 @@ use rustls::{
 };
 
 use crate::{
+    client_auth::{ClientCa, ClientCertSession},
     config::{ProxyConfig, TlsVersion},
     conn::ConnInfo,
     metrics::{ListenerLabels, ResultLabels},
@@ -57,43 +58,118 @@ impl ListenerKind {
 
 /// The rustls server configurations, one per minimum TLS version: TLS 1.2 and 1.3 (or 1.3 only),
 /// ALPN `h2` then `http/1.1`, certificates chosen per handshake from the current snapshot.
+///
+/// Hosts with client certificate authentication get configurations of their own, one per CA
+/// bundle ([`ClientCa`]), that request a certificate: built on the first handshake that needs
+/// them and cached here (a handful of bundles in practice; the cache is emptied when it reaches
+/// [`MAX_CLIENT_AUTH_CONFIGS`], so bundles of past snapshots do not pile up). Each has its own
+/// session cache, so a session resumed under one CA was verified under that CA.
 #[derive(Clone, Debug)]
 pub struct TlsConfigs {
     tls12: Arc<rustls::ServerConfig>,
     tls13: Arc<rustls::ServerConfig>,
+    snapshots: SnapshotHandle,
+    resumption: bool,
+    client_auth: Arc<Mutex<Vec<ClientAuthConfigs>>>,
 }
+
+/// The two configurations that request a certificate for one CA bundle.
+#[derive(Debug)]
+struct ClientAuthConfigs {
+    ca: Arc<ClientCa>,
+    tls12: Arc<rustls::ServerConfig>,
+    tls13: Arc<rustls::ServerConfig>,
+}
+
+/// Client-authentication configurations kept at most (see [`TlsConfigs`]).
+const MAX_CLIENT_AUTH_CONFIGS: usize = 32;
+
+const ALL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
+const TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
 
 impl TlsConfigs {
     /// `resumption`: a session cache and TLS 1.3 tickets (read once at start).
     pub fn new(snapshots: &SnapshotHandle, resumption: bool) -> Result<Self, rustls::Error> {
-        let build = |versions: &[&'static rustls::SupportedProtocolVersion]| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ServerConfig::builder_with_provider(provider)
-                .with_protocol_versions(versions)?
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::new(SnapshotCertResolver {
-                    snapshots: snapshots.clone(),
-                }));
-            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-            if !resumption {
-                // No session cache and no TLS 1.3 tickets: every connection does a full handshake.
-                config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-                config.send_tls13_tickets = 0;
-            }
-            Ok::<_, rustls::Error>(Arc::new(config))
-        };
         Ok(Self {
-            tls12: build(&[&rustls::version::TLS13, &rustls::version::TLS12])?,
-            tls13: build(&[&rustls::version::TLS13])?,
+            tls12: server_config(snapshots, resumption, ALL_VERSIONS, None)?,
+            tls13: server_config(snapshots, resumption, TLS13_ONLY, None)?,
+            snapshots: snapshots.clone(),
+            resumption,
+            client_auth: Arc::default(),
         })
     }
 
     fn acceptor(&self, min: TlsVersion) -> TlsAcceptor {
+        TlsAcceptor::from(self.base(min))
+    }
+
+    fn base(&self, min: TlsVersion) -> Arc<rustls::ServerConfig> {
         match min {
-            TlsVersion::Tls12 => TlsAcceptor::from(self.tls12.clone()),
-            TlsVersion::Tls13 => TlsAcceptor::from(self.tls13.clone()),
+            TlsVersion::Tls12 => self.tls12.clone(),
+            TlsVersion::Tls13 => self.tls13.clone(),
         }
     }
+
+    /// The configuration that requests a certificate for `ca`.
+    fn with_client_auth(
+        &self,
+        ca: &Arc<ClientCa>,
+        min: TlsVersion,
+    ) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+        let pick = |c: &ClientAuthConfigs| match min {
+            TlsVersion::Tls12 => c.tls12.clone(),
+            TlsVersion::Tls13 => c.tls13.clone(),
+        };
+        // A poisoned lock only means another handshake panicked while holding it; the cache is
+        // still a list of complete entries.
+        let mut cache = self.client_auth.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache
+            .iter()
+            .find(|c| Arc::ptr_eq(&c.ca, ca) || (c.ca.key() == ca.key() && c.ca == *ca))
+        {
+            return Ok(pick(c));
+        }
+        let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        let verifier = || Some(ca.handshake_verifier(algorithms));
+        let entry = ClientAuthConfigs {
+            ca: ca.clone(),
+            tls12: server_config(&self.snapshots, self.resumption, ALL_VERSIONS, verifier())?,
+            tls13: server_config(&self.snapshots, self.resumption, TLS13_ONLY, verifier())?,
+        };
+        let config = pick(&entry);
+        if cache.len() >= MAX_CLIENT_AUTH_CONFIGS {
+            cache.clear();
+        }
+        cache.push(entry);
+        Ok(config)
+    }
+}
+
+/// One server configuration: these versions, ALPN `h2` then `http/1.1`, certificates from the
+/// snapshot, and a client certificate requested through `client_auth` when given.
+fn server_config(
+    snapshots: &SnapshotHandle,
+    resumption: bool,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    client_auth: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider).with_protocol_versions(versions)?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SnapshotCertResolver {
+        snapshots: snapshots.clone(),
+    }));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if !resumption {
+        // No session cache and no TLS 1.3 tickets: every connection does a full handshake.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
+    Ok(Arc::new(config))
 }
 
 /// Picks the certificate for each handshake from the snapshot current at that moment.
@@ -200,7 +276,12 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let config = pipeline.snapshots.load().config.clone();
+        let snapshot = pipeline.snapshots.load();
+        let config = snapshot.config.clone();
+        // Only while some host has client authentication does a handshake look at its
+        // ClientHello first (to request a certificate for those names only).
+        let client_auth = snapshot.certs.client_auth_active();
+        drop(snapshot);
         let builder = match &current {
             Some((c, b)) if Arc::ptr_eq(c, &config) || **c == *config => b.clone(),
             _ => {
@@ -212,7 +293,11 @@ pub async fn serve(
         let conn = Connection {
             pipeline: pipeline.clone(),
             builders: builder,
-            acceptor: tls.as_ref().map(|t| t.acceptor(config.tls_min_version)),
+            tls: tls.as_ref().map(|t| Handshake {
+                configs: t.clone(),
+                min: config.tls_min_version,
+                client_auth,
+            }),
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
             proxy_protocol: config.proxy_protocol,
@@ -239,10 +324,56 @@ pub async fn serve(
     }
 }
 
+/// How a TLS connection's handshake is made.
+struct Handshake {
+    configs: TlsConfigs,
+    min: TlsVersion,
+    /// Some host of the snapshot has client authentication: read the ClientHello first.
+    client_auth: bool,
+}
+
+impl Handshake {
+    /// The TLS handshake, and, while some host has client authentication, what it learnt about the
+    /// client's certificate.
+    async fn run(
+        &self,
+        stream: TcpStream,
+        snapshots: &SnapshotHandle,
+    ) -> io::Result<(TlsStream<TcpStream>, Option<ClientCertSession>)> {
+        if !self.client_auth {
+            let tls = self.configs.acceptor(self.min).accept(stream).await?;
+            return Ok((tls, None));
+        }
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let sni = start
+            .client_hello()
+            .server_name()
+            .map(|s| s.trim_end_matches('.').to_ascii_lowercase());
+        // The snapshot current now, as the certificate resolver reads it.
+        let ca = snapshots.load().certs.client_ca(sni.as_deref()).cloned();
+        let config = match &ca {
+            Some(ca) => self
+                .configs
+                .with_client_auth(ca, self.min)
+                .map_err(io::Error::other)?,
+            None => self.configs.base(self.min),
+        };
+        let tls = start.into_stream(config).await?;
+        let session = match ca {
+            Some(ca) => {
+                let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+                ClientCertSession::verified(ca, sni.is_some(), chain)
+            }
+            None => ClientCertSession::none(sni.is_some()),
+        };
+        Ok((tls, Some(session)))
+    }
+}
+
 struct Connection {
     pipeline: Arc<Pipeline>,
     builders: Arc<Builders>,
-    acceptor: Option<TlsAcceptor>,
+    tls: Option<Handshake>,
     header_read_timeout: Duration,
     idle_timeout: Duration,
     /// Read a PROXY protocol header first; its source address becomes the client's.
@@ -298,11 +429,18 @@ impl Connection {
         self.info = self.info.clone().counted_by(Arc::new(open));
         let counts = Arc::new(RequestCounts::default());
         let timeouts = (self.idle_timeout, self.header_read_timeout);
-        match &self.acceptor {
-            Some(acceptor) => {
-                let handshake = tokio::time::timeout(self.header_read_timeout, acceptor.accept(stream)).await;
+        match self.tls.take() {
+            Some(handshake) => {
+                let handshake = tokio::time::timeout(
+                    self.header_read_timeout,
+                    handshake.run(stream, &self.pipeline.snapshots),
+                )
+                .await;
                 match handshake {
-                    Ok(Ok(tls)) => {
+                    Ok(Ok((tls, session))) => {
+                        if let Some(session) = session {
+                            self.info.client_cert = Some(Arc::new(session));
+                        }
                         metrics
                             .tls_handshakes
                             .get_or_create(&ResultLabels { result: "ok" })

@@ -4,6 +4,8 @@
 use std::{collections::HashMap, fmt, sync::Arc};
 
 use rustls::{crypto::ring::sign::any_supported_type, sign::CertifiedKey};
+
+use crate::client_auth::ClientCa;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
 /// Why a certificate could not be used.
@@ -97,6 +99,87 @@ pub struct CertTable {
     /// `*.example.com` stored under `example.com`.
     wildcard: HashMap<String, TlsCert>,
     default: Option<TlsCert>,
+    /// Which handshakes request a client certificate, and for which CA.
+    client_cas: ClientCaTable,
+}
+
+/// SNI name → the CA bundle a client certificate is requested for (`auth-tls-secret`), per host as
+/// in ingress-nginx (its `ssl_verify_client` is a directive of the nginx server, one per host).
+///
+/// Empty unless some host has client authentication: then the listeners never look at it and every
+/// handshake is exactly what it is without the feature. When some host has it, the table mirrors
+/// the route table's hosts, each with its CA or `None`, and is looked up the way a request's host
+/// is routed (exact name, then the wildcard for its parent domain, then the rules without host):
+/// so an exact host without client authentication below a wildcard with it never asks for a
+/// certificate. A handshake without SNI is judged by the rules without host.
+///
+/// The table only decides what the handshake asks for. Whether a request may pass is decided per
+/// request by the route's `ClientCertAuth`, which also refuses a request whose connection was
+/// verified for another CA (see `policy::client_cert`), so a mistake here can cost a
+/// CertificateRequest, never a check.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientCaTable {
+    exact: HashMap<String, Option<Arc<ClientCa>>>,
+    wildcard: HashMap<String, Option<Arc<ClientCa>>>,
+    any: Option<Arc<ClientCa>>,
+}
+
+// === impl ClientCaTable ===
+
+impl ClientCaTable {
+    /// [`CertTable::set_client_cas`] stores only active tables, so a non-empty one is active.
+    #[inline]
+    fn is_active_fast(&self) -> bool {
+        self.any.is_some() || !self.exact.is_empty() || !self.wildcard.is_empty()
+    }
+
+    /// Adds a routed host as `HostMatch` spells it: `foo.example.com`, `*.example.com`, or `None`
+    /// for the rules without host, with its CA or `None` (the host requests no certificate). The
+    /// first CA given for a host stays; `None` never replaces one (a host's routes that fail
+    /// closed carry none).
+    pub fn insert(&mut self, host: Option<&str>, ca: Option<Arc<ClientCa>>) {
+        let Some(host) = host else {
+            if self.any.is_none() {
+                self.any = ca;
+            }
+            return;
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let (map, key) = match host.strip_prefix("*.") {
+            Some(parent) => (&mut self.wildcard, parent.to_string()),
+            None => (&mut self.exact, host),
+        };
+        let entry = map.entry(key).or_insert(None);
+        if entry.is_none() {
+            *entry = ca;
+        }
+    }
+
+    /// Whether any host requests a certificate.
+    pub fn is_active(&self) -> bool {
+        self.any.is_some()
+            || self.exact.values().any(Option::is_some)
+            || self.wildcard.values().any(Option::is_some)
+    }
+
+    /// The CA a handshake with this SNI (lowercase, without trailing dot) requests a certificate
+    /// for, if any.
+    pub fn lookup(&self, sni: Option<&str>) -> Option<&Arc<ClientCa>> {
+        let Some(name) = sni else {
+            return self.any.as_ref();
+        };
+        if let Some(entry) = self.exact.get(name) {
+            return entry.as_ref();
+        }
+        if let Some((label, parent)) = name.split_once('.') {
+            if !label.is_empty() {
+                if let Some(entry) = self.wildcard.get(parent) {
+                    return entry.as_ref();
+                }
+            }
+        }
+        self.any.as_ref()
+    }
 }
 
 // === impl CertTable ===
@@ -166,7 +249,74 @@ impl CertTable {
         self.exact.len() + self.wildcard.len()
     }
 
+    /// Sets which handshakes request a client certificate. A table with no CA is stored empty, so
+    /// that [`CertTable::client_auth_active`] is false.
+    pub fn set_client_cas(&mut self, table: ClientCaTable) {
+        self.client_cas = if table.is_active() {
+            table
+        } else {
+            ClientCaTable::default()
+        };
+    }
+
+    /// Whether any host requests a client certificate: when not, the listeners accept TLS exactly
+    /// as without the feature.
+    #[inline]
+    pub fn client_auth_active(&self) -> bool {
+        self.client_cas.is_active_fast()
+    }
+
+    /// The CA a handshake with this SNI requests a client certificate for (see [`ClientCaTable`]).
+    pub fn client_ca(&self, sni: Option<&str>) -> Option<&Arc<ClientCa>> {
+        self.client_cas.lookup(sni)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca(name: &str) -> Arc<ClientCa> {
+        let root = crate::client_auth::tests::ca(name);
+        Arc::new(ClientCa::from_pem(root.pem().as_bytes(), None, 1).unwrap())
+    }
+
+    #[test]
+    fn client_cas_are_looked_up_as_hosts_are_routed() {
+        let (wild, exact, any) = (ca("wild"), ca("exact"), ca("any"));
+        let mut t = ClientCaTable::default();
+        t.insert(Some("*.example.com"), Some(wild.clone()));
+        t.insert(Some("Secure.Example.org"), Some(exact.clone()));
+        // An exact host without client authentication below the wildcard with it.
+        t.insert(Some("open.example.com"), None);
+        let mut certs = CertTable::default();
+        certs.set_client_cas(t.clone());
+        assert!(certs.client_auth_active());
+        assert_eq!(certs.client_ca(Some("a.example.com")), Some(&wild));
+        assert_eq!(certs.client_ca(Some("secure.example.org")), Some(&exact));
+        assert_eq!(certs.client_ca(Some("open.example.com")), None);
+        assert_eq!(certs.client_ca(Some("example.com")), None);
+        assert_eq!(certs.client_ca(None), None);
+        // Rules without host: SNI-less handshakes and unknown names.
+        t.insert(None, Some(any.clone()));
+        certs.set_client_cas(t);
+        assert_eq!(certs.client_ca(None), Some(&any));
+        assert_eq!(certs.client_ca(Some("unknown.test")), Some(&any));
+        assert_eq!(certs.client_ca(Some("open.example.com")), None);
+    }
+
+    #[test]
+    fn a_table_without_any_ca_is_not_active() {
+        let mut t = ClientCaTable::default();
+        t.insert(Some("a.example"), None);
+        t.insert(None, None);
+        let mut certs = CertTable::default();
+        certs.set_client_cas(t);
+        assert!(!certs.client_auth_active());
+        assert_eq!(certs, CertTable::default());
     }
 }

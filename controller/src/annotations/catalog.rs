@@ -119,8 +119,6 @@ const BUFFERING: &str = "Gantry streams request and response bodies and buffers 
 const EXTERNAL_AUTH: &str = "external authentication (auth-url) is not yet supported; the Ingress \
     fails closed (its paths answer 503). Use auth-type: basic, or put the authentication in the \
     application";
-const CLIENT_CERTS: &str = "client certificate authentication is not yet supported; the Ingress fails \
-    closed (its paths answer 503)";
 const SUBSET: &str = "subset hashing is not supported: each key goes to one endpoint, as without it";
 const PROXY_SSL_OFF: &str = "needs proxy-ssl-secret and backend-protocol HTTPS or GRPCS (otherwise \
     ignored, as in ingress-nginx)";
@@ -397,36 +395,66 @@ pub static CATALOG: &[Entry] = &[
         ),
     ),
     // --- Client certificates ---
-    e("auth-tls-secret", ClientCertificates, true, Refused(CLIENT_CERTS)),
+    e(
+        "auth-tls-secret",
+        ClientCertificates,
+        true,
+        HonouredWithDifference(
+            "per host, as in ingress-nginx: the oldest Ingress of a host with auth-tls-secret decides for \
+             every path of the host (another Ingress's differing auth-tls-* are reported and ignored there). \
+             namespace/name in the Ingress's own namespace, with ca.crt and an optional ca.crl; a missing \
+             Secret, or one without a usable ca.crt (ingress-nginx then serves without client \
+             authentication), makes the Ingress fail closed, and with it every path of the host (ingress-nginx \
+             answers 403 for the host). A request whose TLS connection was opened for another host (SNI) \
+             answers 421, as from nginx",
+        ),
+    ),
     e(
         "auth-tls-verify-client",
         ClientCertificates,
         true,
-        Refused(CLIENT_CERTS),
+        HonouredWithDifference(
+            "optional answers 400 to a certificate that is not of the CA, as nginx does (the user guide says \
+             it passes); a plain-HTTP request that the HTTPS redirect does not take is judged as carrying no \
+             certificate (nginx does not check it); an invalid value makes the Ingress fail closed \
+             (ingress-nginx uses on)",
+        ),
     ),
     e(
         "auth-tls-verify-depth",
         ClientCertificates,
         true,
-        Refused(CLIENT_CERTS),
+        HonouredWithDifference(
+            "the most intermediate certificates between the client's certificate and a CA of ca.crt (as \
+             proxy-ssl-verify-depth); 0 is the default 1, as in ingress-nginx; a value that is not a whole \
+             number of 0 or more makes the Ingress fail closed (ingress-nginx uses 1)",
+        ),
     ),
     e(
         "auth-tls-error-page",
         ClientCertificates,
         true,
-        Refused(CLIENT_CERTS),
+        HonouredWithDifference(
+            "a URL gets a 302 to it, as in ingress-nginx; a local path (/...) or named location (@...) is not \
+             served in place of the error (no internal redirects): the client gets the 400, and this is \
+             reported",
+        ),
     ),
     e(
         "auth-tls-pass-certificate-to-upstream",
         ClientCertificates,
         true,
-        Refused(CLIENT_CERTS),
+        Honoured,
     ),
     e(
         "auth-tls-match-cn",
         ClientCertificates,
         true,
-        Refused(CLIENT_CERTS),
+        HonouredWithDifference(
+            "matched against the whole subject DN in RFC 2253 form (CN=client,O=Org,C=US), unanchored, as \
+             nginx's template does (the user guide says the CN); Rust regex syntax (no look-around or \
+             back-references); no match, or no certificate, is 403",
+        ),
     ),
     // --- Access control ---
     e("allowlist-source-range", AccessControl, true, Honoured),

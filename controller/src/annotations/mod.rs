@@ -31,6 +31,7 @@ mod values;
 mod access;
 mod balancing;
 mod canary;
+mod client_cert;
 mod cors;
 mod error_pages;
 mod rate_limit;
@@ -283,6 +284,7 @@ pub fn parse(
             redirect::parse(&mut p);
             rewrite::parse(&mut p);
             access::parse(&mut p);
+            client_cert::parse(&mut p);
             cors::parse(&mut p);
             rate_limit::parse(&mut p);
             upstream::parse(&mut p);

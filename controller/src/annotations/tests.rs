@@ -2116,3 +2116,311 @@ fn custom_http_errors_and_default_backend() {
         assert!(a.fails_closed().is_none());
     }
 }
+
+/// A CA certificate (PEM) for `auth-tls-secret`, the same for the whole test run.
+pub(crate) fn client_ca_pem() -> &'static str {
+    static PEM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PEM.get_or_init(|| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "authtls CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem()
+    })
+}
+
+/// The `auth-tls-secret` Secret `default/ca-secret` of ingress-nginx's client-certs example.
+pub(crate) fn client_ca_secret() -> Object {
+    opaque_secret("default", "ca-secret", &[("ca.crt", client_ca_pem())])
+}
+
+#[test]
+fn auth_tls_defaults_are_ingress_nginx_s() {
+    let s = store(vec![client_ca_secret()]);
+    let a = parse_in(&s, &[("auth-tls-secret", "default/ca-secret")]);
+    assert_eq!(label(&a, "auth-tls-secret"), "honoured");
+    assert!(a.fails_closed().is_none());
+    let c = a
+        .policies
+        .client_cert
+        .as_ref()
+        .expect("client certificate authentication");
+    assert_eq!(c.verify, gantry_proxy::policy::VerifyClient::On);
+    assert_eq!(c.ca.depth(), 1);
+    assert_eq!(c.ca.ca_len(), 1);
+    assert!(c.error_page.is_none());
+    assert!(!c.pass_certificate);
+    assert!(c.match_dn.is_none());
+    // An empty namespace is the Ingress's own, as k8s.ParseNameNS reads "/name".
+    let a = parse_in(&s, &[("auth-tls-secret", "/ca-secret")]);
+    assert!(a.policies.client_cert.is_some());
+}
+
+#[test]
+fn auth_tls_values_from_ingress_nginx_s_tests_are_honoured() {
+    use gantry_proxy::policy::VerifyClient;
+    let s = store(vec![client_ca_secret()]);
+    let a = parse_in(
+        &s,
+        &[
+            ("auth-tls-secret", "default/ca-secret"),
+            ("auth-tls-verify-client", "off"),
+            ("auth-tls-verify-depth", "2"),
+            ("auth-tls-error-page", "ok.com/error"),
+            ("auth-tls-pass-certificate-to-upstream", "true"),
+            ("auth-tls-match-cn", "CN=(hello-app|ok|goodbye)"),
+        ],
+    );
+    assert!(a.fails_closed().is_none(), "{:#?}", a.reports);
+    for name in [
+        "auth-tls-secret",
+        "auth-tls-verify-client",
+        "auth-tls-verify-depth",
+        "auth-tls-error-page",
+        "auth-tls-pass-certificate-to-upstream",
+        "auth-tls-match-cn",
+    ] {
+        assert_eq!(label(&a, name), "honoured", "{name}");
+    }
+    let c = a.policies.client_cert.as_ref().unwrap();
+    assert_eq!(c.verify, VerifyClient::Off);
+    assert_eq!(c.ca.depth(), 2);
+    assert_eq!(c.error_page.as_ref().unwrap(), "ok.com/error");
+    assert!(c.pass_certificate);
+    assert_eq!(c.match_dn.as_ref().unwrap().as_str(), "CN=(hello-app|ok|goodbye)");
+
+    // (verify-client, verify-depth, error page, expected mode, depth, page kept, error-page label)
+    let cases: &[(&str, &str, &str, VerifyClient, u32, bool, &str)] = &[
+        (
+            "on",
+            "1",
+            "http://errors.example/error",
+            VerifyClient::On,
+            1,
+            true,
+            "honoured",
+        ),
+        (
+            "optional",
+            "0",
+            "https://errors.example:8443/",
+            VerifyClient::Optional,
+            1,
+            true,
+            "honoured",
+        ),
+        (
+            "optional_no_ca",
+            "3",
+            "@401",
+            VerifyClient::OptionalNoCa,
+            3,
+            false,
+            "difference",
+        ),
+        (
+            "on",
+            "1",
+            "@four_oh_one",
+            VerifyClient::On,
+            1,
+            false,
+            "difference",
+        ),
+        ("on", "1", "/error", VerifyClient::On, 1, false, "difference"),
+    ];
+    for &(verify, depth, page, mode, want_depth, kept, page_label) in cases {
+        let a = parse_in(
+            &s,
+            &[
+                ("auth-tls-secret", "default/ca-secret"),
+                ("auth-tls-verify-client", verify),
+                ("auth-tls-verify-depth", depth),
+                ("auth-tls-error-page", page),
+            ],
+        );
+        assert!(
+            a.fails_closed().is_none(),
+            "{verify} {depth} {page}: {:#?}",
+            a.reports
+        );
+        let c = a.policies.client_cert.as_ref().unwrap();
+        assert_eq!(c.verify, mode, "{verify}");
+        assert_eq!(c.ca.depth(), want_depth, "{depth}");
+        assert_eq!(c.error_page.is_some(), kept, "{page}");
+        assert_eq!(label(&a, "auth-tls-error-page"), page_label, "{page}");
+    }
+}
+
+#[test]
+fn invalid_auth_tls_values_and_secrets_fail_closed() {
+    let garbage = opaque_secret("default", "garbage", &[("ca.crt", "not a certificate")]);
+    let no_ca = opaque_secret("default", "no-ca", &[("tls.crt", client_ca_pem())]);
+    let bad_crl = opaque_secret(
+        "default",
+        "bad-crl",
+        &[("ca.crt", client_ca_pem()), ("ca.crl", "not a CRL")],
+    );
+    let s = store(vec![client_ca_secret(), garbage, no_ca, bad_crl]);
+    let ok = ("auth-tls-secret", "default/ca-secret");
+    // (annotations, the annotation at fault, its label), from ingress-nginx's TestInvalidAnnotations
+    // and its validators.
+    let cases: &[(Anns<'_>, &str, &str)] = &[
+        (&[("auth-tls-secret", "ca-secret")], "auth-tls-secret", "invalid"),
+        (&[("auth-tls-secret", "a/b/c")], "auth-tls-secret", "invalid"),
+        (
+            &[("auth-tls-secret", "default/Bad_Name")],
+            "auth-tls-secret",
+            "invalid",
+        ),
+        (
+            &[("auth-tls-secret", "nondefault/ca-secret")],
+            "auth-tls-secret",
+            "refused",
+        ),
+        (
+            &[("auth-tls-secret", "default/missing")],
+            "auth-tls-secret",
+            "invalid",
+        ),
+        (
+            &[("auth-tls-secret", "default/garbage")],
+            "auth-tls-secret",
+            "invalid",
+        ),
+        (
+            &[("auth-tls-secret", "default/no-ca")],
+            "auth-tls-secret",
+            "invalid",
+        ),
+        (
+            &[("auth-tls-secret", "default/bad-crl")],
+            "auth-tls-secret",
+            "invalid",
+        ),
+        (
+            &[ok, ("auth-tls-verify-client", "w00t")],
+            "auth-tls-verify-client",
+            "invalid",
+        ),
+        (
+            &[ok, ("auth-tls-verify-client", "ON")],
+            "auth-tls-verify-client",
+            "invalid",
+        ),
+        (
+            &[ok, ("auth-tls-verify-depth", "abcd")],
+            "auth-tls-verify-depth",
+            "invalid",
+        ),
+        (
+            &[ok, ("auth-tls-verify-depth", "-1")],
+            "auth-tls-verify-depth",
+            "invalid",
+        ),
+        (
+            &[ok, ("auth-tls-verify-depth", "99999999999")],
+            "auth-tls-verify-depth",
+            "invalid",
+        ),
+        (
+            &[ok, ("auth-tls-pass-certificate-to-upstream", "nahh")],
+            "auth-tls-pass-certificate-to-upstream",
+            "invalid",
+        ),
+        (
+            &[ok, ("auth-tls-match-cn", "<script>nope</script>")],
+            "auth-tls-match-cn",
+            "invalid",
+        ),
+        (
+            &[ok, ("auth-tls-match-cn", "CN=(unclosed")],
+            "auth-tls-match-cn",
+            "invalid",
+        ),
+        (
+            &[ok, ("auth-tls-error-page", "javascript:alert(1)")],
+            "auth-tls-error-page",
+            "invalid",
+        ),
+        (
+            &[ok, ("auth-tls-error-page", "http://a.example/x?y=1")],
+            "auth-tls-error-page",
+            "invalid",
+        ),
+        // Without the CA, a request for client certificates is not served unchecked.
+        (
+            &[("auth-tls-verify-client", "on")],
+            "auth-tls-verify-client",
+            "invalid",
+        ),
+        (
+            &[("auth-tls-match-cn", "CN=client")],
+            "auth-tls-match-cn",
+            "invalid",
+        ),
+        (
+            &[("auth-tls-pass-certificate-to-upstream", "true")],
+            "auth-tls-pass-certificate-to-upstream",
+            "invalid",
+        ),
+    ];
+    for (pairs, at_fault, want) in cases {
+        let a = parse_in(&s, pairs);
+        assert_eq!(label(&a, at_fault), *want, "{pairs:?}");
+        let why = a
+            .fails_closed()
+            .unwrap_or_else(|| panic!("{pairs:?} must fail closed"));
+        assert!(why.contains(at_fault), "{pairs:?}: {why}");
+        assert!(a.policies.client_cert.is_none(), "{pairs:?}");
+    }
+    // The missing Secret is a reference problem (a diagnostic naming the Secret, watched in a
+    // cluster).
+    let a = parse_in(&s, &[("auth-tls-secret", "default/missing")]);
+    let r = a.report("auth-tls-secret").unwrap().reference.as_ref().unwrap();
+    assert!(r.missing);
+    assert_eq!(r.object, "default/missing");
+}
+
+#[test]
+fn harmless_auth_tls_values_without_a_secret_are_ignored() {
+    let a = parse_only(&[
+        ("auth-tls-verify-client", "off"),
+        ("auth-tls-verify-depth", "2"),
+        ("auth-tls-error-page", "http://errors.example/"),
+        ("auth-tls-pass-certificate-to-upstream", "false"),
+    ]);
+    assert!(a.fails_closed().is_none());
+    for name in [
+        "auth-tls-verify-client",
+        "auth-tls-verify-depth",
+        "auth-tls-error-page",
+        "auth-tls-pass-certificate-to-upstream",
+    ] {
+        assert_eq!(label(&a, name), "ignored", "{name}");
+    }
+    assert!(a.policies.client_cert.is_none());
+}
+
+#[test]
+fn the_auth_tls_secret_is_a_reference_whatever_the_other_values() {
+    let key = ObjectKey::new("default", "web");
+    for pairs in [
+        vec![("auth-tls-secret", "default/ca-secret")],
+        vec![
+            ("auth-tls-secret", "default/ca-secret"),
+            ("auth-tls-verify-client", "w00t"),
+            ("auth-tls-match-cn", "nope"),
+        ],
+    ] {
+        let refs = references::references_of(&key, Some(&annotations(&pairs)));
+        assert_eq!(
+            refs,
+            vec![(crate::store::Kind::Secret, ObjectKey::new("default", "ca-secret"))],
+            "{pairs:?}"
+        );
+    }
+}

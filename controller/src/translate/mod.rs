@@ -13,7 +13,9 @@
 //! 3. **backends** (`backends`): Service → port → EndpointSlices (or nodes' node ports), one
 //!    shared `Arc<Backend>` per distinct backend.
 //! 4. **TLS** (`tls`): `spec.tls` Secrets → the SNI certificate table, carrying a host's last good
-//!    certificate over when its Secret goes missing or breaks, plus the default certificate.
+//!    certificate over when its Secret goes missing or breaks, plus the default certificate; and,
+//!    once the routes are built, which SNI names request a client certificate (`tls::client_cas`,
+//!    from the hosts' `auth-tls-*`).
 //! 5. **default backend** (`rules::default_backend`): the oldest `spec.defaultBackend` wins.
 //!
 //! Canary Ingresses (`canary: "true"`) are read before the rules (`rules::canaries`): each of
@@ -214,6 +216,10 @@ pub enum Problem {
     /// `from-to-www-redirect` names a twin host that a rule or an alias already serves.
     #[error("from-to-www-redirect: {from} is not redirected: {why}")]
     WwwRedirectSkipped { from: String, why: String },
+    /// The host's client certificate authentication (`auth-tls-*`, one per host as in
+    /// ingress-nginx) comes from an older Ingress, and this one's differs.
+    #[error("host {host}: {why}")]
+    ClientCertConflict { host: String, why: String },
     /// A Gantry annotation has a value it does not understand; the default applies.
     #[error("annotation {annotation}: unknown value {value:?} ({expected}); using {fallback}")]
     InvalidAnnotation {
@@ -269,6 +275,7 @@ impl Problem {
             Problem::AnnotationReferenceInvalid { .. } => "AnnotationConfigMapInvalid",
             Problem::ServerAliasConflict { .. } => "ServerAliasConflict",
             Problem::WwwRedirectSkipped { .. } => "WwwRedirectSkipped",
+            Problem::ClientCertConflict { .. } => "ClientCertConflict",
             Problem::CanaryWithoutMainRoute { .. } => "CanaryWithoutMainRoute",
             Problem::CanaryConflict { .. } => "CanaryConflict",
             Problem::CanarySameBackend { .. } => "CanarySameBackend",
@@ -433,11 +440,13 @@ impl<'a> Build<'a> {
         // to one missing Service are one problem.
         self.diagnostics.sort();
         self.diagnostics.dedup();
+        let routes = self.routes.build();
+        self.certs.set_client_cas(tls::client_cas(&routes));
         Translation {
             snapshot: Snapshot {
                 // Assigned when published.
                 generation: 0,
-                routes: self.routes.build(),
+                routes,
                 certs: self.certs,
                 config: self.settings.config,
             },

@@ -40,7 +40,7 @@ use std::{
 };
 
 use gantry_proxy::{
-    policy::{HostRedirect, HttpsRedirect, Refusal, Rewrite},
+    policy::{ClientCertAuth, HostRedirect, HttpsRedirect, Refusal, Rewrite},
     Backend, HostMatch, PathMatch, Policies, Route, RouteError, RouteSource,
 };
 
@@ -246,6 +246,7 @@ type Added = HashMap<HostMatch, Vec<Route>>;
 pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut [CanaryClaim]) {
     let tls_hosts = tls_hosts(ours);
     let regex_hosts = regex_hosts(ours);
+    let client_auth = host_client_auth(b, ours);
     let mut added = Added::new();
     for ing in ours {
         if ing.annotations.not_routed.is_some() {
@@ -304,6 +305,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
                     continue;
                 };
                 let mut policies = route_policies(b, ing, &matcher, ssl_redirect);
+                apply_client_auth(&mut policies, client_auth.get(&host));
                 if policies.refusal.is_none() {
                     policies.default_backend = default_backend.clone();
                 }
@@ -360,6 +362,105 @@ fn annotation_default_backend(b: &mut Build<'_>, ing: &OurIngress<'_>, report: b
             }
             None
         }
+    }
+}
+
+/// A host's client certificate authentication (`auth-tls-*`), decided once for all its routes.
+enum HostClientAuth {
+    /// From the oldest Ingress of the host that has `auth-tls-secret`.
+    Protected(Arc<ClientCertAuth>),
+    /// That Ingress's `auth-tls-*` cannot be honoured: every route of the host answers 503 (for
+    /// ingress-nginx, whose server then answers 403, an `auth-tls` error of any of the host's
+    /// Ingresses denies the whole host).
+    Broken { owner: String },
+}
+
+/// What one Ingress asks of its hosts' client authentication, if anything.
+fn ingress_client_auth(ing: &OurIngress<'_>) -> Option<Result<Arc<ClientCertAuth>, ()>> {
+    let broken = ing
+        .annotations
+        .reports
+        .iter()
+        .any(|r| r.name().starts_with("auth-tls-") && r.fails_closed);
+    if broken {
+        return Some(Err(()));
+    }
+    ing.annotations.policies.client_cert.clone().map(Ok)
+}
+
+/// Client certificate authentication per host, as ingress-nginx merges servers: the oldest of our
+/// Ingresses with `auth-tls-secret` for a host decides for every route of that host, whichever
+/// Ingress the route comes from (`ssl_verify_client` is a directive of the nginx server). A newer
+/// Ingress whose `auth-tls-*` differ, or that has none on a host whose client authentication is
+/// broken, gets a diagnostic.
+fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostMatch, HostClientAuth> {
+    let mut hosts: HashMap<HostMatch, (HostClientAuth, &str)> = HashMap::new();
+    // Pass 1, oldest first: the owner of each host.
+    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
+        let Some(asked) = ingress_client_auth(ing) else {
+            continue;
+        };
+        for host in rule_hosts(ing) {
+            hosts.entry(host).or_insert_with(|| {
+                let auth = match &asked {
+                    Ok(auth) => HostClientAuth::Protected(auth.clone()),
+                    Err(()) => HostClientAuth::Broken {
+                        owner: ing.key.to_string(),
+                    },
+                };
+                (auth, ing.label.as_str())
+            });
+        }
+    }
+    // Pass 2: every other Ingress of those hosts that asks for something else.
+    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
+        let asked = ingress_client_auth(ing);
+        for host in rule_hosts(ing) {
+            let Some((auth, owner)) = hosts.get(&host) else {
+                continue;
+            };
+            if *owner == ing.label {
+                continue;
+            }
+            let why = match (auth, &asked) {
+                (HostClientAuth::Protected(a), Some(Ok(mine))) if a == mine => continue,
+                // Its own problem is reported with its annotations, and its paths answer 503.
+                (_, Some(Err(()))) => continue,
+                (HostClientAuth::Protected(_), Some(Ok(_))) => format!(
+                    "client certificate authentication is per host and comes from {owner} (older); this Ingress's auth-tls-* differ and do not apply to the host"
+                ),
+                (HostClientAuth::Protected(_), None) => continue,
+                (HostClientAuth::Broken { .. }, _) => format!(
+                    "the client certificate authentication of {owner} (older) cannot be honoured, and it applies to every path of the host: this Ingress's paths there answer 503"
+                ),
+            };
+            b.report(
+                &ing.label,
+                Problem::ClientCertConflict {
+                    host: host_label(&host),
+                    why,
+                },
+            );
+        }
+    }
+    hosts.into_iter().map(|(host, (auth, _))| (host, auth)).collect()
+}
+
+/// Puts the host's client authentication into a route's policies (a route that fails closed keeps
+/// only its refusal).
+fn apply_client_auth(policies: &mut Policies, auth: Option<&HostClientAuth>) {
+    if policies.refusal.is_some() {
+        return;
+    }
+    match auth {
+        Some(HostClientAuth::Protected(auth)) => policies.client_cert = Some(auth.clone()),
+        Some(HostClientAuth::Broken { owner }) => {
+            *policies = refused(Refusal::new(format!(
+                "the host's client certificate authentication (auth-tls-* of Ingress {owner}) cannot be honoured"
+            )));
+        }
+        // No Ingress of the host has auth-tls-secret.
+        None => policies.client_cert = None,
     }
 }
 
@@ -639,6 +740,9 @@ fn default_policies(ing: &OurIngress<'_>) -> Policies {
         redirect: None,
         app_root: None,
         https_redirect: None,
+        // Client authentication is per host (see `host_client_auth`); the default route serves
+        // requests for no host of ours, whose handshakes requested no certificate.
+        client_cert: None,
         ..ann.policies.clone()
     }
 }

@@ -7,10 +7,13 @@
 
 use std::collections::HashMap;
 
-use gantry_proxy::{HostMatch, TlsCert};
+use gantry_proxy::{tls::ClientCaTable, HostMatch, RouteTable, TlsCert};
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{hosts::parse_host, Build, OurIngress, Problem};
+use super::{
+    hosts::{host_spelling, parse_host},
+    Build, OurIngress, Problem,
+};
 use crate::{
     manifests::TLS_SECRET_TYPE,
     store::{ObjectKey, ObjectStore},
@@ -198,4 +201,23 @@ fn field<'s>(secret: &'s Secret, name: &str) -> Option<&'s [u8]> {
         .and_then(|d| d.get(name))
         .map(|b| b.0.as_slice());
     string.or(data).filter(|v| !v.is_empty())
+}
+
+/// Which SNI names request a client certificate, and for which CA: every host of the route table
+/// (aliases included) with the CA of its routes' client certificate authentication, when it asks
+/// for a certificate (`auth-tls-verify-client` other than `off`), else none. Every route of a host
+/// carries the same (`rules` applies it per host), except routes that fail closed, which carry
+/// none and answer 503 anyway. The data plane keeps the table only when some host has a CA.
+pub(super) fn client_cas(routes: &RouteTable) -> ClientCaTable {
+    let mut table = ClientCaTable::default();
+    for (host, route) in routes.iter() {
+        let ca = route
+            .policies
+            .client_cert
+            .as_ref()
+            .filter(|c| c.verify.requests_certificate())
+            .map(|c| c.ca.clone());
+        table.insert(host_spelling(host).as_deref(), ca);
+    }
+    table
 }

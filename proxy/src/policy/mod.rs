@@ -8,6 +8,11 @@
 //! Phases, in the order the pipeline applies them (the order of nginx's own phases, so that an
 //! Ingress written for ingress-nginx behaves the same):
 //!
+//! 0. **client certificate** ([`ClientCertAuth`], `auth-tls-*`): on TLS connections, before
+//!    everything else, as nginx judges the certificate (400, 421) when it reads the request head,
+//!    before any phase, and matches `auth-tls-match-cn` (403) in the server's rewrite phase. On
+//!    plain HTTP (no certificate), right after the HTTPS redirect, so a protected host still
+//!    redirects to HTTPS first.
 //! 1. **rewrite phase**, answered before any access check, as nginx's `return` and `rewrite` are:
 //!    [`HostRedirect`] (from/to www), [`HttpsRedirect`], [`Redirect`] (permanent and temporal),
 //!    [`AppRoot`], the CORS preflight
@@ -34,6 +39,7 @@ mod access;
 mod affinity;
 mod basic_auth;
 mod canary;
+mod client_cert;
 mod cors;
 mod error_pages;
 pub mod hash;
@@ -55,6 +61,10 @@ pub use affinity::{
 };
 pub use basic_auth::{BasicAuth, Htpasswd, HtpasswdError};
 pub use canary::{Canary, CanaryDecision};
+pub use client_cert::{
+    ClientCertAuth, MatchDn, VerifyClient, SSL_CLIENT_CERT, SSL_CLIENT_ISSUER_DN, SSL_CLIENT_SUBJECT_DN,
+    SSL_CLIENT_VERIFY,
+};
 pub use cors::{Cors, CorsOrigin};
 pub use error_pages::{
     CustomErrors, X_CODE, X_FORMAT, X_INGRESS_NAME, X_NAMESPACE, X_ORIGINAL_URI, X_SERVICE_NAME,
@@ -97,6 +107,11 @@ pub struct Policies {
     // --- pre-access ---
     /// Per-client request rate and connection limits (`limit-rps`, `limit-rpm`, ...).
     pub rate_limit: Option<Arc<RateLimit>>,
+
+    // --- client certificate (before the rewrite phase on TLS, see above) ---
+    /// Client certificate authentication of the route's host (`auth-tls-*`): the same for every
+    /// route of a host, as ingress-nginx applies it per nginx server.
+    pub client_cert: Option<Arc<ClientCertAuth>>,
 
     // --- access ---
     /// The route cannot be served as its author meant (an access or auth policy that is invalid
@@ -150,6 +165,9 @@ impl Policies {
         let mut out = Vec::new();
         if let Some(r) = &self.refusal {
             out.push(format!("refused ({}): {}", r.status.as_u16(), r.reason));
+        }
+        if let Some(c) = &self.client_cert {
+            out.push(c.describe());
         }
         if let Some(r) = &self.host_redirect {
             out.push(format!("redirect ({}) to host {}", r.status.as_u16(), r.to));

@@ -421,9 +421,9 @@ fn fail_closed_ingresses_are_routed_and_answer_503() {
             "AnnotationRefused",
         ),
         (
-            "client certificates",
+            "client certificates: CA Secret missing",
             &[("auth-tls-secret", "default/ca")],
-            "AnnotationRefused",
+            "AnnotationSecretNotFound",
         ),
         (
             "custom-headers ConfigMap missing",
@@ -687,4 +687,177 @@ fn retries_land_on_the_route() {
     // Without the annotations: Gantry's default, kept as `None`.
     let t = web(&[], vec![]);
     assert_eq!(route(&t, "a.example", "/").policies.retry, None);
+}
+
+/// ingress-nginx's client-certs example: `auth-tls-*` apply per host, from the oldest Ingress of
+/// the host that has `auth-tls-secret`, to every route of the host; the handshake table requests a
+/// certificate for exactly those hosts.
+#[test]
+fn client_certificate_authentication_is_per_host_and_the_oldest_ingress_decides() {
+    use crate::annotations::tests::{client_ca_pem, client_ca_secret};
+    let other_ca = {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem()
+    };
+    let other = opaque_secret("default", "other-ca", &[("ca.crt", &other_ca)]);
+    let ing = |name: &str, at: &str, host: &str, path: &str, anns: Anns<'_>| {
+        let mut i = ingress(name).created(at).host(host).prefix(path, "web", 80);
+        for (k, v) in anns {
+            i = i.annotation(&format!("{P}{k}"), v);
+        }
+        Object::Ingress(i.build())
+    };
+    let mut objects = vec![
+        // The owner of secure.example: client certificates required, with a CN to match.
+        ing(
+            "owner",
+            "2024-01-01T00:00:00Z",
+            "secure.example",
+            "/",
+            &[
+                ("auth-tls-secret", "default/ca-secret"),
+                ("auth-tls-match-cn", "CN=authtls"),
+            ],
+        ),
+        // A newer Ingress of the same host without auth-tls: its path is protected too.
+        ing("plain", "2024-02-01T00:00:00Z", "secure.example", "/api", &[]),
+        // A newer one that disagrees: reported, the owner's applies.
+        ing(
+            "rival",
+            "2024-03-01T00:00:00Z",
+            "secure.example",
+            "/rival",
+            &[("auth-tls-secret", "default/other-ca")],
+        ),
+        // Another host: no client authentication.
+        ing("open", "2024-01-01T00:00:00Z", "open.example", "/", &[]),
+        // verify-client off: headers only, no certificate requested.
+        ing(
+            "off",
+            "2024-01-01T00:00:00Z",
+            "off.example",
+            "/",
+            &[
+                ("auth-tls-secret", "default/ca-secret"),
+                ("auth-tls-verify-client", "off"),
+            ],
+        ),
+        client_ca_secret(),
+        other,
+    ];
+    objects.extend(backend("web", "10.0.0.1"));
+    let t = build(objects);
+
+    let owner = route(&t, "secure.example", "/")
+        .policies
+        .client_cert
+        .clone()
+        .unwrap();
+    assert_eq!(owner.match_dn.as_ref().unwrap().as_str(), "CN=authtls");
+    for path in ["/api", "/rival"] {
+        let r = route(&t, "secure.example", path);
+        assert_eq!(r.policies.client_cert.as_ref(), Some(&owner), "{path}");
+        assert!(r.policies.refusal.is_none(), "{path}");
+    }
+    assert!(route(&t, "open.example", "/").policies.client_cert.is_none());
+    let d = the_diagnostic(&t, "ClientCertConflict");
+    assert_eq!(d.object, "Ingress default/rival");
+    assert!(d.message.contains("default/owner"), "{}", d.message);
+
+    // The handshake table: secure.example requests a certificate for the owner's CA.
+    assert!(t.certs.client_auth_active());
+    assert_eq!(t.certs.client_ca(Some("secure.example")), Some(&owner.ca));
+    assert_eq!(t.certs.client_ca(Some("open.example")), None);
+    assert_eq!(t.certs.client_ca(Some("off.example")), None);
+    assert_eq!(t.certs.client_ca(None), None);
+    assert_eq!(owner.ca.ca_len(), 1);
+    assert!(client_ca_pem().contains("BEGIN CERTIFICATE"));
+    let off = route(&t, "off.example", "/")
+        .policies
+        .client_cert
+        .clone()
+        .unwrap();
+    assert_eq!(off.verify, gantry_proxy::policy::VerifyClient::Off);
+}
+
+#[test]
+fn a_broken_auth_tls_of_the_host_s_oldest_ingress_refuses_the_whole_host() {
+    let ing = |name: &str, at: &str, path: &str, anns: Anns<'_>| {
+        let mut i = ingress(name)
+            .created(at)
+            .host("secure.example")
+            .prefix(path, "web", 80);
+        for (k, v) in anns {
+            i = i.annotation(&format!("{P}{k}"), v);
+        }
+        Object::Ingress(i.build())
+    };
+    let mut objects = vec![
+        ing(
+            "owner",
+            "2024-01-01T00:00:00Z",
+            "/",
+            &[("auth-tls-secret", "default/missing")],
+        ),
+        ing("plain", "2024-02-01T00:00:00Z", "/api", &[]),
+    ];
+    objects.extend(backend("web", "10.0.0.1"));
+    let t = build(objects);
+    for path in ["/", "/api"] {
+        let r = route(&t, "secure.example", path);
+        assert_eq!(
+            r.policies.refusal.as_ref().map(|r| r.status.as_u16()),
+            Some(503),
+            "{path} answers 503"
+        );
+        assert!(r.policies.client_cert.is_none());
+    }
+    let d = the_diagnostic(&t, "ClientCertConflict");
+    assert_eq!(d.object, "Ingress default/plain");
+    // No host requests a certificate: the listeners are as without the feature.
+    assert!(!t.certs.client_auth_active());
+}
+
+#[test]
+fn aliases_and_hostless_rules_carry_the_client_ca() {
+    use crate::annotations::tests::client_ca_secret;
+    let mut objects = vec![
+        Object::Ingress(
+            ingress("aliased")
+                .host("secure.example")
+                .prefix("/", "web", 80)
+                .annotation(&format!("{P}auth-tls-secret"), "default/ca-secret")
+                .annotation(&format!("{P}server-alias"), "alias.example")
+                .build(),
+        ),
+        client_ca_secret(),
+    ];
+    objects.extend(backend("web", "10.0.0.1"));
+    let t = build(objects);
+    let ca = route(&t, "secure.example", "/")
+        .policies
+        .client_cert
+        .clone()
+        .unwrap()
+        .ca
+        .clone();
+    assert_eq!(t.certs.client_ca(Some("alias.example")), Some(&ca));
+    assert_eq!(t.certs.client_ca(Some("unknown.example")), None);
+
+    let mut objects = vec![
+        Object::Ingress(
+            ingress("hostless")
+                .any_host()
+                .prefix("/", "web", 80)
+                .annotation(&format!("{P}auth-tls-secret"), "default/ca-secret")
+                .build(),
+        ),
+        client_ca_secret(),
+    ];
+    objects.extend(backend("web", "10.0.0.1"));
+    let t = build(objects);
+    assert!(t.certs.client_ca(None).is_some(), "SNI-less handshakes ask");
+    assert!(t.certs.client_ca(Some("anything.example")).is_some());
 }
