@@ -32,6 +32,7 @@ mod access;
 mod balancing;
 mod canary;
 mod cors;
+mod ext_auth;
 mod rate_limit;
 mod redirect;
 mod rewrite;
@@ -274,6 +275,7 @@ pub fn parse(
             redirect::parse(&mut p);
             rewrite::parse(&mut p);
             access::parse(&mut p);
+            ext_auth::parse(&mut p);
             cors::parse(&mut p);
             rate_limit::parse(&mut p);
             upstream::parse(&mut p);
