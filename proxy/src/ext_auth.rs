@@ -33,6 +33,10 @@ const CACHE_ENTRIES: usize = 10_000;
 /// longer body closes the connection instead.
 const MAX_DRAIN: usize = 64 * 1024;
 
+/// Header bytes of one cached result at most: the cache's memory stays bounded by
+/// `CACHE_ENTRIES` times this; a larger answer is used but not cached.
+const MAX_CACHED_BYTES: usize = 16 * 1024;
+
 type AuthClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 /// The clients (one per keep-alive setting, each with its pool) and the result cache.
@@ -171,7 +175,10 @@ impl ExtAuthRuntime {
             }
         };
         let verdict = auth.verdict(parts.status, &parts.headers);
-        if let (Some(key), Some(ttl)) = (key, auth.cache_ttl(parts.status, &parts.headers)) {
+        let ttl = auth
+            .cache_ttl(parts.status, &parts.headers)
+            .filter(|_| verdict.decision.size() <= MAX_CACHED_BYTES);
+        if let (Some(key), Some(ttl)) = (key, ttl) {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             cache.put(
                 key,

@@ -180,8 +180,12 @@ impl AuthUrl {
     }
 }
 
-/// `host[:port]` with a port that fits 16 bits (`http::uri::Authority` takes any digits).
+/// `host[:port]` with a port that fits 16 bits (`http::uri::Authority` takes any digits), and no
+/// user information: a variable's value (`$http_x`) cannot smuggle `user@other-host` in.
 fn parse_authority(text: &str) -> Option<http::uri::Authority> {
+    if text.contains('@') {
+        return None;
+    }
     let authority: http::uri::Authority = text.parse().ok()?;
     if authority.host().is_empty() {
         return None;
@@ -893,6 +897,16 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// Bytes of the header names and values it holds.
+    pub fn size(&self) -> usize {
+        let values = |v: &[HeaderValue]| v.iter().map(HeaderValue::len).sum::<usize>();
+        match self {
+            Decision::Allow(copy) => copy.iter().map(|(n, v)| n.as_str().len() + values(v)).sum(),
+            Decision::Unauthorized(challenges) => values(challenges),
+            Decision::Forbidden | Decision::Error => 0,
+        }
+    }
+
     /// Sets the copied headers on the request sent upstream.
     pub fn apply(&self, headers: &mut HeaderMap) {
         if let Decision::Allow(copy) = self {
@@ -973,6 +987,18 @@ mod tests {
         );
         let v = AuthUrl::parse("https://$host/oauth2/auth").unwrap();
         assert!(v.authority.has_variables());
+        // A variable's value is checked once rendered: no user information, a valid port.
+        let u = AuthUrl::parse("http://$http_x_auth_host/check").unwrap();
+        let mut h = HeaderMap::new();
+        let hh = HeaderValue::from_static("app.example");
+        h.insert("x-auth-host", HeaderValue::from_static("auth.internal:8080"));
+        let (uri, host) = u.render(&vars(&h, &hh, "/")).unwrap();
+        assert_eq!(uri, "http://auth.internal:8080/check");
+        assert_eq!(host, "auth.internal");
+        for evil in ["me@evil.example", "auth:70000", "", "a b"] {
+            h.insert("x-auth-host", HeaderValue::from_str(evil).unwrap());
+            assert!(u.render(&vars(&h, &hh, "/")).is_none(), "{evil}");
+        }
         for (bad, err) in [
             ("https://invalid..auth.url", ExtAuthError::BadHost),
             ("ftp://auth/x", ExtAuthError::Scheme),
