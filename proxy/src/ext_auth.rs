@@ -70,10 +70,14 @@ struct Cached {
 
 impl ExtAuthRuntime {
     pub fn new() -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = rustls::RootCertStore {
+        Self::with_roots(rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
+        })
+    }
+
+    /// With these trust anchors for HTTPS auth services instead of the Mozilla roots (tests).
+    pub(crate) fn with_roots(roots: rustls::RootCertStore) -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = match rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
         {
@@ -263,6 +267,72 @@ mod tests {
             .await;
         assert_eq!(v.decision, Decision::Error);
         assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    /// An HTTPS auth service on 127.0.0.1 with a certificate for `localhost`, answering `status`
+    /// to every request; returns its port.
+    async fn https_service(status: u16) -> (u16, rustls::pki_types::CertificateDer<'static>) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der()));
+        let config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![der.clone()], key)
+                .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            // At most a few connections per test; each answers one request and closes.
+            for _ in 0..8 {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let resp =
+                        format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let _ = tls.write_all(resp.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        (port, der)
+    }
+
+    #[tokio::test]
+    async fn https_auth_services_must_present_a_trusted_certificate() {
+        let (h, hh) = (HeaderMap::new(), HeaderValue::from_static("app.example"));
+        let id = HeaderValue::from_static("id");
+        let deadline = Duration::from_secs(5);
+        let (port, cert) = https_service(200).await;
+        let a = auth(&format!("https://localhost:{port}/auth"));
+        // Trusted: allowed.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let trusting = ExtAuthRuntime::with_roots(roots);
+        let v = trusting.check(&a, &vars(&h, &hh), "/", &id, deadline).await;
+        assert_eq!(v.decision, Decision::Allow(vec![]));
+        // The Mozilla roots do not know a self-signed certificate: 500, never forwarded.
+        let v = ExtAuthRuntime::new()
+            .check(&a, &vars(&h, &hh), "/", &id, deadline)
+            .await;
+        assert_eq!(v.decision, Decision::Error);
+        // The certificate is for localhost, not 127.0.0.1.
+        let a = auth(&format!("https://127.0.0.1:{port}/auth"));
+        let v = trusting.check(&a, &vars(&h, &hh), "/", &id, deadline).await;
+        assert_eq!(v.decision, Decision::Error);
     }
 
     #[tokio::test]
