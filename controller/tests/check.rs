@@ -50,6 +50,7 @@ metadata:
   creationTimestamp: "2024-02-01T00:00:00Z"
   annotations:
     nginx.ingress.kubernetes.io/auth-url: http://oauth2-proxy.auth.svc/oauth2/auth
+    nginx.ingress.kubernetes.io/auth-snippet: "proxy_set_header X-Team shop;"
     nginx.ingress.kubernetes.io/configuration-snippet: |
       more_set_headers "X-Frame-Options: DENY";
 spec:
@@ -155,16 +156,27 @@ fn refused_annotations_exit_1_and_name_what_fails_closed() {
         .collect();
     assert_eq!(names, ["shop/app", "shop/admin"], "oldest first");
     let admin = &doc["ingresses"][1];
-    assert!(admin["fails_closed"].as_str().unwrap().contains("auth-url"));
-    let auth_url = admin["annotations"]
-        .as_array()
+    assert!(admin["fails_closed"].as_str().unwrap().contains("auth-snippet"));
+    let find = |name: &str| {
+        admin["annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["annotation"] == format!("nginx.ingress.kubernetes.io/{name}"))
+            .unwrap()
+            .clone()
+    };
+    // auth-url itself is honoured; the auth snippet beside it is what fails closed.
+    let auth_url = find("auth-url");
+    assert_eq!(auth_url["outcome"], "difference");
+    assert_eq!(auth_url["fails_closed"], false);
+    let auth_snippet = find("auth-snippet");
+    assert_eq!(auth_snippet["outcome"], "refused");
+    assert_eq!(auth_snippet["fails_closed"], true);
+    assert!(auth_snippet["detail"]
+        .as_str()
         .unwrap()
-        .iter()
-        .find(|a| a["annotation"] == "nginx.ingress.kubernetes.io/auth-url")
-        .unwrap();
-    assert_eq!(auth_url["outcome"], "refused");
-    assert_eq!(auth_url["fails_closed"], true);
-    assert!(auth_url["detail"].as_str().unwrap().contains("not yet supported"));
+        .contains("never executed"));
     let snippet = admin["annotations"]
         .as_array()
         .unwrap()
@@ -195,7 +207,7 @@ fn refused_annotations_exit_1_and_name_what_fails_closed() {
     assert!(text.contains("FAILS CLOSED"), "{text}");
     assert!(
         text.contains(
-            "nginx.ingress.kubernetes.io/auth-url = \"http://oauth2-proxy.auth.svc/oauth2/auth\": refused:"
+            "nginx.ingress.kubernetes.io/auth-snippet = \"proxy_set_header X-Team shop;\": refused:"
         ),
         "{text}"
     );

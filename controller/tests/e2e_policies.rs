@@ -153,12 +153,13 @@ async fn broken_auth_and_access_annotations_fail_closed_while_other_ingresses_ke
                 )],
                 &[("b.example", "/", "Prefix", "app", 80)],
             ),
-            // External auth is not something Gantry can honour today.
+            // An auth URL that is not one (ingress-nginx's e2e test: "with invalid auth-url should
+            // deny whole location").
             ingress_yaml(
                 "ext-auth",
                 &[(
                     "nginx.ingress.kubernetes.io/auth-url",
-                    "http://auth.example/check",
+                    "https://invalid..auth.url",
                 )],
                 &[("c.example", "/", "Prefix", "app", 80)],
             ),

@@ -268,7 +268,7 @@ pub fn rewrite_response_headers(headers: &mut HeaderMap) {
 }
 
 /// 32 lowercase hex digits of randomness.
-fn new_request_id() -> HeaderValue {
+pub(crate) fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = fastrand::u128(..);
     let mut buf = [0u8; 32];

@@ -14,8 +14,9 @@
 //! 2. compiled data: `routes` (backend, normalize, policy), `snapshot` (config, routes, tls),
 //!    `headers` (conn, error, policy), `access_log` (config, conn)
 //! 3. runtime state: `state` (backend, config, h1, metrics, policy, routes, snapshot, upstream_h2)
-//! 4. upstream client: `upstream` (backend, body, config, error, h1, metrics, policy, state,
-//!    upstream_h2, upstream_tls)
+//! 4. upstream clients: `upstream` (backend, body, config, error, h1, metrics, policy, state,
+//!    upstream_h2, upstream_tls), `ext_auth` (policy: the external authentication subrequest and
+//!    its cache)
 //! 5. request pipeline: `pipeline` (every module above)
 //! 6. listeners: `server` (config, conn, metrics, pipeline, proxy_protocol, snapshot), `admin`
 //!    (metrics, normalize, routes, snapshot)
@@ -33,6 +34,7 @@ pub mod config;
 pub mod conn;
 pub mod dataplane;
 pub mod error;
+pub mod ext_auth;
 pub mod h1;
 pub mod headers;
 pub mod metrics;

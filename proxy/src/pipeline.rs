@@ -1,9 +1,13 @@
 //! The request pipeline: a fixed list of named phases over one per-request context.
 //!
 //! ```text
-//! parse ─▶ route ─▶ request policies ─▶ request body ─▶ choose endpoint ─▶ forward
-//!       ─▶ response policies ─▶ log
+//! parse ─▶ route ─▶ request policies ─▶ external auth ─▶ request body ─▶ choose endpoint
+//!       ─▶ forward ─▶ response policies ─▶ log
 //! ```
+//!
+//! External authentication is the one asynchronous access step: it runs only for routes that
+//! have it (a route without costs one `Option` check), after the synchronous policies and before
+//! the body is read.
 //!
 //! Accepting the connection and TLS happen before (`server`). Each phase is a small function that
 //! takes the [`RequestCtx`] and returns a typed outcome: `Ok(value)` to continue,
@@ -28,10 +32,15 @@ use crate::{
     body::RequestBody,
     conn::ConnInfo,
     error::ProxyError,
+    ext_auth::ExtAuthRuntime,
     headers::{self, X_REQUEST_ID},
     metrics::{status_class, Label, Metrics, RejectLabels, RequestLabels, ResultLabels},
     normalize::{normalize_host, normalize_path},
-    policy::{self, Affinity, LocalResponse, RateLimiters, StickySession, SERVER},
+    policy::{
+        self,
+        ext_auth::{Decision, Vars},
+        Affinity, AuthCookies, ExternalAuth, LocalResponse, RateLimiters, StickySession, SERVER,
+    },
     routes::{PathMatch, Route},
     snapshot::{Snapshot, SnapshotHandle},
     state,
@@ -75,6 +84,8 @@ pub struct RequestCtx<'c> {
     /// The request's sticky session, when its route has session affinity and the response may
     /// have to set the cookie.
     pub sticky: Option<StickySession>,
+    /// The cookies the external auth service set, for the response.
+    pub auth_cookies: Option<AuthCookies>,
     /// True when the route's backend had no ready endpoint and its `default-backend` serves the
     /// request instead.
     pub fallback: bool,
@@ -139,6 +150,9 @@ pub struct Pipeline {
     pub connections: ConnectionLimit,
     /// Rate-limit state, shared by the workers and kept across snapshot swaps.
     pub rate_limiters: RateLimiters,
+    /// External authentication's clients and result cache, shared by the workers and kept
+    /// across snapshot swaps.
+    pub ext_auth: ExtAuthRuntime,
     access_log: AccessLog,
 }
 
@@ -195,6 +209,7 @@ impl Pipeline {
             metrics,
             connections: ConnectionLimit::new(max_connections),
             rate_limiters: RateLimiters::new(),
+            ext_auth: ExtAuthRuntime::new(),
             access_log: AccessLog::stdout(),
         }
     }
@@ -221,6 +236,7 @@ impl Pipeline {
             origin: None,
             rate_guard: None,
             sticky: None,
+            auth_cookies: None,
             fallback: false,
             error_page: None,
         };
@@ -251,6 +267,16 @@ impl Pipeline {
         if let Flow::Respond(resp) = request_policies(ctx, &self.rate_limiters, &route, &target, &req) {
             return Ok(resp.map(Either::Right));
         }
+        let granted = match &route.policies.external_auth {
+            None => None,
+            // Boxed: the subrequest's state is not part of every request's future.
+            Some(auth) => {
+                match Box::pin(external_auth(ctx, &self.ext_auth, &route, auth, &target, &req)).await {
+                    Flow::Continue(granted) => Some(granted),
+                    Flow::Respond(resp) => return Ok(resp.map(Either::Right)),
+                }
+            }
+        };
         if route.policies.custom_errors.is_some() {
             ctx.error_page = Some(ErrorPageInfo {
                 host: target.host_header.clone(),
@@ -264,6 +290,10 @@ impl Pipeline {
             });
         }
         let forwarding = upstream_target(&route, target, &req)?;
+        let mut req = req;
+        if let Some(granted) = granted {
+            granted.apply(req.headers_mut());
+        }
         let req = request_body(ctx, &route, req).await?;
         let forwarded = match choose_endpoint(ctx, &route, &req) {
             Ok(first) => forward(ctx, &self.metrics, &route, first, forwarding, req).await,
@@ -423,6 +453,77 @@ pub fn request_policies<B>(
         return Flow::Respond(resp);
     }
     Flow::Continue(())
+}
+
+/// What a request that passed external authentication carries upstream: the headers of
+/// `auth-response-headers`, and the `X-Request-ID` the auth service saw.
+#[derive(Debug)]
+pub struct Granted {
+    decision: Decision,
+    request_id: Option<HeaderValue>,
+}
+
+impl Granted {
+    pub fn apply(self, headers: &mut http::HeaderMap) {
+        self.decision.apply(headers);
+        if let Some(id) = self.request_id {
+            headers.insert(&X_REQUEST_ID, id);
+        }
+    }
+}
+
+/// External authentication (`auth-url`): the auth service's answer decides (see
+/// `policy::ext_auth`). The subrequest has the route's upstream timeouts (connect plus response,
+/// the auth location's `proxy_*_timeout` in ingress-nginx) as its deadline, so a request never
+/// waits on it unboundedly. The auth service and the backend see the same `X-Request-ID`.
+pub async fn external_auth<B>(
+    ctx: &mut RequestCtx<'_>,
+    runtime: &ExtAuthRuntime,
+    route: &Route,
+    auth: &ExternalAuth,
+    target: &Target<'_>,
+    req: &Request<B>,
+) -> Flow<Granted> {
+    let (request_id, new_id) = match req.headers().get(&X_REQUEST_ID) {
+        Some(id) => (id.clone(), false),
+        None => (headers::new_request_id(), true),
+    };
+    let request_uri = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path(), |pq| pq.as_str());
+    let vars = Vars {
+        headers: req.headers(),
+        method: req.method(),
+        request_uri,
+        host: &target.host,
+        http_host: &target.host_header,
+        path: &target.path,
+        tls: ctx.conn.tls,
+        client: ctx.client,
+        via_trusted_proxy: ctx.via_trusted_proxy,
+    };
+    let timeouts = Timeouts::resolve(&ctx.snapshot.config, &route.policies.timeouts);
+    let deadline = timeouts.connect.saturating_add(timeouts.response);
+    // The location's keyspace of the cache, only computed when the route caches.
+    let location = match &auth.cache {
+        Some(_) => format!("{:?}", route.path),
+        None => String::new(),
+    };
+    let verdict = runtime.check(auth, &vars, &location, &request_id, deadline).await;
+    if !verdict.cookies.is_empty() {
+        ctx.auth_cookies = Some(AuthCookies {
+            values: verdict.cookies,
+            always: auth.always_set_cookie,
+        });
+    }
+    if let Some(resp) = auth.respond(&verdict.decision, &vars) {
+        return Flow::Respond(resp);
+    }
+    Flow::Continue(Granted {
+        decision: verdict.decision,
+        request_id: new_id.then_some(request_id),
+    })
 }
 
 /// The `Host` (the client's, for the forwarding headers) and the request target sent upstream:
@@ -796,6 +897,10 @@ pub fn response_policies(ctx: &RequestCtx<'_>, mut resp: Response<ProxyBody>) ->
         }
         if let Some(extra) = &p.response_headers {
             extra.apply(resp.headers_mut());
+        }
+        if let Some(cookies) = &ctx.auth_cookies {
+            let status = resp.status();
+            cookies.apply(status, resp.headers_mut());
         }
         if let Some(sticky) = &ctx.sticky {
             let location = match &route.path {

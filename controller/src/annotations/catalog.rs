@@ -116,9 +116,6 @@ const fn e(name: &'static str, family: Family, security: bool, support: Support)
 
 const BUFFERING: &str = "Gantry streams request and response bodies and buffers at most 64 KiB of a \
     request body before choosing an endpoint; nginx's buffers and temporary files do not exist";
-const EXTERNAL_AUTH: &str = "external authentication (auth-url) is not yet supported; the Ingress \
-    fails closed (its paths answer 503). Use auth-type: basic, or put the authentication in the \
-    application";
 const SUBSET: &str = "subset hashing is not supported: each key goes to one endpoint, as without it";
 const PROXY_SSL_OFF: &str = "needs proxy-ssl-secret and backend-protocol HTTPS or GRPCS (otherwise \
     ignored, as in ingress-nginx)";
@@ -306,92 +303,117 @@ pub static CATALOG: &[Entry] = &[
         ),
     ),
     // --- External authentication ---
-    e("auth-url", ExternalAuthentication, true, Refused(EXTERNAL_AUTH)),
     e(
-        "auth-method",
+        "auth-url",
         ExternalAuthentication,
         true,
-        Refused(EXTERNAL_AUTH),
+        HonouredWithDifference(
+            "nginx variables are read once into the ones Gantry knows ($host, $http_host, $scheme, \
+         $request_uri, $escaped_request_uri, $uri, $args, $remote_addr, $remote_user, $http_*, \
+         $cookie_*, $arg_*, ...; any other makes the Ingress fail closed); a URL without a path asks \
+         for /; an https:// auth service must present a certificate for its host from the Mozilla \
+         roots (nginx does not verify it); the subrequest must finish within the route's connect \
+         plus read timeout, else 500. An invalid URL makes the Ingress fail closed (503), as in \
+         ingress-nginx",
+        ),
     ),
+    e("auth-method", ExternalAuthentication, true, Honoured),
     e(
         "auth-signin",
         ExternalAuthentication,
         true,
-        Refused(EXTERNAL_AUTH),
+        HonouredWithDifference(
+            "a 401 from the auth service becomes a 302 to it with rd=<scheme>://<host><escaped URI>, \
+         as in ingress-nginx; an invalid value makes the Ingress fail closed (ingress-nginx \
+         answers 401 without the redirect)",
+        ),
     ),
     e(
         "auth-signin-redirect-param",
         ExternalAuthentication,
         true,
-        Refused(EXTERNAL_AUTH),
+        HonouredWithDifference(
+            "a parameter name of letters, digits and -._~ (ingress-nginx also takes /:,?&=)",
+        ),
     ),
     e(
         "auth-response-headers",
         ExternalAuthentication,
         true,
-        Refused(EXTERNAL_AUTH),
+        HonouredWithDifference(
+            "each header is removed from the request and set to every value the auth service sent \
+         (nginx joins them); Content-Length, Transfer-Encoding and hop-by-hop headers are \
+         refused",
+        ),
     ),
     e(
         "auth-proxy-set-headers",
         ExternalAuthentication,
         true,
-        Refused(EXTERNAL_AUTH),
+        HonouredWithDifference(
+            "the ConfigMap must be in the Ingress's namespace; values may use the variables auth-url \
+         knows; framing and hop-by-hop headers are refused. A missing or invalid ConfigMap makes \
+         the Ingress fail closed, as in ingress-nginx",
+        ),
     ),
-    e(
-        "auth-request-redirect",
-        ExternalAuthentication,
-        true,
-        Refused(EXTERNAL_AUTH),
-    ),
+    e("auth-request-redirect", ExternalAuthentication, true, Honoured),
     e(
         "auth-cache-key",
         ExternalAuthentication,
         true,
-        Refused(EXTERNAL_AUTH),
+        HonouredWithDifference(
+            "results are kept per request host, route path, auth URL and key (ingress-nginx: server \
+         name, location and key), at most 10,000 across all routes; an invalid key makes the \
+         Ingress fail closed (ingress-nginx does not cache)",
+        ),
     ),
     e(
         "auth-cache-duration",
         ExternalAuthentication,
         true,
-        Refused(EXTERNAL_AUTH),
+        HonouredWithDifference(
+            "as proxy_cache_valid: an answer with Set-Cookie or Cache-Control no-cache, no-store or \
+         private is not cached, but its own max-age or Expires does not change the time; several \
+         times in one rule are added up; a word that is neither a status nor a time is invalid",
+        ),
     ),
     e(
         "auth-keepalive",
         ExternalAuthentication,
         true,
-        Refused(EXTERNAL_AUTH),
+        HonouredWithDifference(
+            "connections to the auth service are pooled even without it (32 idle per host; \
+         ingress-nginx keeps none), with HTTP/2 clients and variables in the host too; 0 or less \
+         keeps none",
+        ),
     ),
     e(
         "auth-keepalive-share-vars",
         ExternalAuthentication,
         true,
-        Refused(EXTERNAL_AUTH),
+        HonouredWithDifference(
+            "Gantry always sends the auth service and the backend the same X-Request-ID (what \
+         sharing variables is used for); there are no other nginx variables to share",
+        ),
     ),
     e(
         "auth-keepalive-requests",
         ExternalAuthentication,
         true,
-        Refused(EXTERNAL_AUTH),
+        HonouredWithDifference(
+            "0 or less keeps no connection, as in ingress-nginx; otherwise a connection is not retired \
+         after a number of requests (hyper's pool has no such limit), only when idle or closed",
+        ),
     ),
-    e(
-        "auth-keepalive-timeout",
-        ExternalAuthentication,
-        true,
-        Refused(EXTERNAL_AUTH),
-    ),
-    e(
-        "auth-always-set-cookie",
-        ExternalAuthentication,
-        true,
-        Refused(EXTERNAL_AUTH),
-    ),
+    e("auth-keepalive-timeout", ExternalAuthentication, true, Honoured),
+    e("auth-always-set-cookie", ExternalAuthentication, true, Honoured),
     e(
         "auth-snippet",
         ExternalAuthentication,
         true,
         Refused(
             "never executed, and an auth snippet always makes the Ingress fail closed (its paths answer \
-         503): use auth-type: basic with auth-secret",
+         503): use auth-proxy-set-headers for headers to the auth service, or auth-type: basic",
         ),
     ),
     // --- Client certificates ---

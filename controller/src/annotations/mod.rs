@@ -34,6 +34,7 @@ mod canary;
 mod client_cert;
 mod cors;
 mod error_pages;
+mod ext_auth;
 mod rate_limit;
 mod redirect;
 mod rewrite;
@@ -285,6 +286,7 @@ pub fn parse(
             rewrite::parse(&mut p);
             access::parse(&mut p);
             client_cert::parse(&mut p);
+            ext_auth::parse(&mut p);
             cors::parse(&mut p);
             rate_limit::parse(&mut p);
             upstream::parse(&mut p);

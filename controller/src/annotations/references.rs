@@ -188,6 +188,30 @@ mod tests {
             ),
             (vec![("custom-headers", "other/headers")], vec![]),
             (vec![("custom-headers", "")], vec![]),
+            // auth-proxy-set-headers: a ConfigMap of the Ingress's namespace, read with auth-url
+            // (even an invalid one: every problem is reported at once), not without.
+            (
+                vec![
+                    ("auth-url", "http://auth.team.svc/check"),
+                    ("auth-proxy-set-headers", "auth-headers"),
+                ],
+                vec![config_map("team", "auth-headers")],
+            ),
+            (
+                vec![
+                    ("auth-url", "http://bad..host/check"),
+                    ("auth-proxy-set-headers", "team/auth-headers"),
+                ],
+                vec![config_map("team", "auth-headers")],
+            ),
+            (vec![("auth-proxy-set-headers", "auth-headers")], vec![]),
+            (
+                vec![
+                    ("auth-url", "http://auth.team.svc/check"),
+                    ("auth-proxy-set-headers", "other/auth-headers"),
+                ],
+                vec![],
+            ),
             // proxy-ssl-secret: namespace/name only, the Ingress's namespace, for an HTTPS backend.
             (
                 vec![

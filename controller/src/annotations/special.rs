@@ -29,7 +29,7 @@ const ACCESS_DIRECTIVES: [&str; 10] = [
 ];
 
 /// Directives and the typed annotation that does the same.
-const REPLACEMENTS: [(&str, &str); 16] = [
+const REPLACEMENTS: [(&str, &str); 17] = [
     ("more_set_headers", "custom-headers"),
     ("add_header", "custom-headers"),
     (
@@ -46,6 +46,7 @@ const REPLACEMENTS: [(&str, &str); 16] = [
     ("deny", "denylist-source-range"),
     ("auth_basic", "auth-type: basic with auth-secret"),
     ("auth_basic_user_file", "auth-type: basic with auth-secret"),
+    ("auth_request", "auth-url"),
     ("limit_req", "limit-rps or limit-rpm"),
     ("limit_conn", "limit-connections"),
     ("proxy_buffering", "nothing (Gantry streams)"),

@@ -844,9 +844,9 @@ fn backend_protocols_map_to_upstream_protocols_and_are_served_either_way() {
 
 #[test]
 fn refused_security_annotations_fail_closed_and_others_do_not() {
-    let a = parse_only(&[("auth-url", "http://auth.example/verify")]);
-    assert_eq!(label(&a, "auth-url"), "refused");
-    assert!(a.fails_closed().unwrap().contains("auth-url"));
+    let a = parse_only(&[("auth-snippet", "proxy_set_header X 1;")]);
+    assert_eq!(label(&a, "auth-snippet"), "refused");
+    assert!(a.fails_closed().unwrap().contains("auth-snippet"));
     let a = parse_only(&[
         ("auth-tls-secret", "default/ca"),
         ("auth-tls-verify-client", "on"),
@@ -956,16 +956,16 @@ fn every_honoured_annotation_has_a_parser() {
 
 #[test]
 fn reports_serialize_with_a_stable_shape() {
-    let a = parse_only(&[("ssl-redirect", "false"), ("auth-url", "http://x")]);
+    let a = parse_only(&[("ssl-redirect", "false"), ("auth-snippet", "x")]);
     let json = serde_json::to_value(&a.reports).unwrap();
     assert_eq!(
         json,
         serde_json::json!([
             {
-                "annotation": "nginx.ingress.kubernetes.io/auth-url",
-                "value": "http://x",
+                "annotation": "nginx.ingress.kubernetes.io/auth-snippet",
+                "value": "x",
                 "outcome": "refused",
-                "detail": crate::annotations::catalog::lookup("auth-url").map(|e| match e.support {
+                "detail": crate::annotations::catalog::lookup("auth-snippet").map(|e| match e.support {
                     Support::Refused(w) => w,
                     _ => "",
                 }),
@@ -2422,5 +2422,357 @@ fn the_auth_tls_secret_is_a_reference_whatever_the_other_values() {
             vec![(crate::store::Kind::Secret, ObjectKey::new("default", "ca-secret"))],
             "{pairs:?}"
         );
+    }
+}
+
+// === external authentication (auth-url) ===
+
+/// The annotation sets of ingress-nginx's docs and e2e tests (`test/e2e/annotations/auth.go`),
+/// valid, invalid and conflicting: whether the Ingress fails closed, and each annotation's outcome.
+#[test]
+fn external_auth_annotations_are_validated_as_ingress_nginx_does() {
+    const URL: (&str, &str) = ("auth-url", "http://foo.bar/basic-auth/user/password");
+    let cases: &[(Anns<'_>, bool, Anns<'_>)] = &[
+        // Valid.
+        (&[URL], false, &[("auth-url", "difference")]),
+        (
+            &[
+                URL,
+                ("auth-signin", "http://$host/auth/start"),
+                ("auth-signin-redirect-param", "orig"),
+                ("auth-method", "POST"),
+            ],
+            false,
+            &[
+                ("auth-signin", "difference"),
+                ("auth-signin-redirect-param", "difference"),
+                ("auth-method", "honoured"),
+            ],
+        ),
+        (
+            &[
+                URL,
+                ("auth-cache-key", "foo"),
+                ("auth-cache-duration", "200 202 401 30m"),
+            ],
+            false,
+            &[
+                ("auth-cache-key", "difference"),
+                ("auth-cache-duration", "difference"),
+            ],
+        ),
+        (
+            &[
+                URL,
+                ("auth-keepalive", "123"),
+                ("auth-keepalive-requests", "456"),
+                ("auth-keepalive-timeout", "789"),
+                ("auth-keepalive-share-vars", "true"),
+                ("auth-always-set-cookie", "true"),
+                ("auth-request-redirect", "http://foo.com/redirect"),
+                ("auth-response-headers", "X-User, X-Email,"),
+            ],
+            false,
+            &[
+                ("auth-keepalive", "difference"),
+                ("auth-keepalive-requests", "difference"),
+                ("auth-keepalive-timeout", "honoured"),
+                ("auth-keepalive-share-vars", "difference"),
+                ("auth-always-set-cookie", "honoured"),
+                ("auth-request-redirect", "honoured"),
+                ("auth-response-headers", "difference"),
+            ],
+        ),
+        // Out of range keep-alive values: ingress-nginx turns keep-alive off and serves (its e2e
+        // test "auth-keepalive is negative"); a variable in the host pools anyway.
+        (
+            &[URL, ("auth-keepalive", "-1")],
+            false,
+            &[("auth-keepalive", "difference")],
+        ),
+        (
+            &[URL, ("auth-keepalive-requests", "0")],
+            false,
+            &[("auth-keepalive-requests", "difference")],
+        ),
+        (
+            &[URL, ("auth-keepalive-timeout", "-5")],
+            false,
+            &[("auth-keepalive-timeout", "difference")],
+        ),
+        (
+            &[("auth-url", "http://$host/path"), ("auth-keepalive", "123")],
+            false,
+            &[("auth-url", "difference"), ("auth-keepalive", "difference")],
+        ),
+        // Without auth-url, the family has no effect (as in ingress-nginx) and does not fail.
+        (
+            &[
+                ("auth-signin", "http://$host/start"),
+                ("auth-method", "nonsense"),
+                ("auth-keepalive", "x"),
+            ],
+            false,
+            &[
+                ("auth-signin", "ignored"),
+                ("auth-method", "ignored"),
+                ("auth-keepalive", "ignored"),
+            ],
+        ),
+        (&[("auth-url", "")], false, &[("auth-url", "ignored")]),
+        // Needs a companion: ignored without it.
+        (
+            &[URL, ("auth-signin-redirect-param", "orig")],
+            false,
+            &[("auth-signin-redirect-param", "ignored")],
+        ),
+        (
+            &[URL, ("auth-cache-duration", "200 5m")],
+            false,
+            &[("auth-cache-duration", "ignored")],
+        ),
+        // Invalid: the Ingress fails closed.
+        (
+            &[("auth-url", "https://invalid..auth.url")],
+            true,
+            &[("auth-url", "invalid")],
+        ),
+        (
+            &[("auth-url", "ftp://foo.bar/x")],
+            true,
+            &[("auth-url", "invalid")],
+        ),
+        (&[("auth-url", "foo.bar/x")], true, &[("auth-url", "invalid")]),
+        (&[("auth-url", "http://$foo/x")], true, &[("auth-url", "invalid")]),
+        (
+            &[("auth-url", "http://foo.bar/<script>")],
+            true,
+            &[("auth-url", "invalid")],
+        ),
+        (
+            &[("auth-url", "http://user@foo.bar/")],
+            true,
+            &[("auth-url", "invalid")],
+        ),
+        (
+            &[URL, ("auth-method", "get")],
+            true,
+            &[("auth-method", "invalid")],
+        ),
+        (
+            &[URL, ("auth-method", "FOO")],
+            true,
+            &[("auth-method", "invalid")],
+        ),
+        (
+            &[URL, ("auth-signin", "http://$nope/start")],
+            true,
+            &[("auth-signin", "invalid")],
+        ),
+        (
+            &[URL, ("auth-signin", "javascript:alert(1)")],
+            true,
+            &[("auth-signin", "invalid")],
+        ),
+        (
+            &[
+                URL,
+                ("auth-signin", "http://$host/start"),
+                ("auth-signin-redirect-param", "a&b"),
+            ],
+            true,
+            &[("auth-signin-redirect-param", "invalid")],
+        ),
+        (
+            &[URL, ("auth-response-headers", "X-User, Bad Header!")],
+            true,
+            &[("auth-response-headers", "invalid")],
+        ),
+        (
+            &[URL, ("auth-response-headers", "Content-Length")],
+            true,
+            &[("auth-response-headers", "invalid")],
+        ),
+        (
+            &[URL, ("auth-cache-key", "$request_body")],
+            true,
+            &[("auth-cache-key", "invalid")],
+        ),
+        (
+            &[URL, ("auth-cache-key", "a b")],
+            true,
+            &[("auth-cache-key", "invalid")],
+        ),
+        // ingress-nginx checks the duration with or without a key.
+        (
+            &[URL, ("auth-cache-duration", "200 soon")],
+            true,
+            &[("auth-cache-duration", "invalid")],
+        ),
+        (
+            &[URL, ("auth-cache-key", "k"), ("auth-cache-duration", "5m 200")],
+            true,
+            &[("auth-cache-duration", "invalid")],
+        ),
+        (
+            &[URL, ("auth-keepalive", "many")],
+            true,
+            &[("auth-keepalive", "invalid")],
+        ),
+        (
+            &[URL, ("auth-always-set-cookie", "yes")],
+            true,
+            &[("auth-always-set-cookie", "invalid")],
+        ),
+        (
+            &[URL, ("auth-keepalive-share-vars", "maybe")],
+            true,
+            &[("auth-keepalive-share-vars", "invalid")],
+        ),
+        (
+            &[URL, ("auth-request-redirect", "http://x/<a>")],
+            true,
+            &[("auth-request-redirect", "invalid")],
+        ),
+        (
+            &[URL, ("auth-proxy-set-headers", "missing")],
+            true,
+            &[("auth-proxy-set-headers", "invalid")],
+        ),
+        (
+            &[URL, ("auth-proxy-set-headers", "other/headers")],
+            true,
+            &[("auth-proxy-set-headers", "refused")],
+        ),
+        (
+            &[URL, ("auth-proxy-set-headers", "a/b/c")],
+            true,
+            &[("auth-proxy-set-headers", "invalid")],
+        ),
+        // auth-snippet is never run: it fails closed beside a valid auth-url.
+        (
+            &[URL, ("auth-snippet", "proxy_set_header Foo-Header 42;")],
+            true,
+            &[("auth-url", "difference"), ("auth-snippet", "refused")],
+        ),
+    ];
+    for (annotations, fails, labels) in cases {
+        let a = parse_only(annotations);
+        assert_eq!(
+            a.fails_closed().is_some(),
+            *fails,
+            "{annotations:?}: {:#?}",
+            a.reports
+        );
+        for (name, want) in *labels {
+            assert_eq!(
+                label(&a, name),
+                *want,
+                "{annotations:?}: {name}: {:?}",
+                outcome(&a, name)
+            );
+        }
+        let has_policy = a.policies.external_auth.is_some();
+        let url_ok = annotations.iter().any(|(k, v)| *k == "auth-url" && !v.is_empty());
+        if !*fails {
+            assert_eq!(has_policy, url_ok, "{annotations:?}");
+        }
+    }
+}
+
+#[test]
+fn external_auth_values_become_the_typed_policy() {
+    use gantry_proxy::policy::ext_auth::CacheRule;
+    let a = parse_only(&[
+        ("auth-url", "https://auth.example:8443/verify?scope=web"),
+        ("auth-method", "POST"),
+        ("auth-signin", "https://login.example/start"),
+        ("auth-response-headers", "X-User, x-email"),
+        ("auth-request-redirect", "https://app.example/home"),
+        ("auth-cache-key", "$remote_user$http_authorization"),
+        ("auth-cache-duration", "200 202 10m, 401 5m"),
+        ("auth-keepalive", "10"),
+        ("auth-keepalive-timeout", "30"),
+        ("auth-always-set-cookie", "true"),
+    ]);
+    assert!(a.fails_closed().is_none(), "{:#?}", a.reports);
+    let e = a.policies.external_auth.as_deref().unwrap();
+    assert!(e.url.https);
+    assert_eq!(e.url.authority.as_literal(), Some("auth.example:8443"));
+    assert_eq!(e.url.path_and_query.as_literal(), Some("/verify?scope=web"));
+    assert_eq!(e.method, Some(http::Method::POST));
+    let s = e.signin.as_ref().unwrap();
+    assert_eq!(&*s.param, "rd");
+    assert_eq!(e.response_headers, ["x-user", "x-email"]);
+    assert_eq!(
+        e.request_redirect.as_ref().and_then(|t| t.as_literal()),
+        Some("https://app.example/home")
+    );
+    let c = e.cache.as_ref().unwrap();
+    assert_eq!(c.key.to_string(), "${remote_user}${http_authorization}");
+    assert_eq!(
+        c.rules,
+        [
+            CacheRule {
+                statuses: vec![200, 202],
+                ttl: Duration::from_secs(600)
+            },
+            CacheRule {
+                statuses: vec![401],
+                ttl: Duration::from_secs(300)
+            },
+        ]
+    );
+    assert_eq!(e.keepalive.max_idle, 10);
+    assert_eq!(e.keepalive.idle_timeout, Duration::from_secs(30));
+    assert!(e.always_set_cookie);
+    // Defaults: GET, no cache, the default pool, cookies only on 2xx/3xx.
+    let d = parse_only(&[("auth-url", "http://auth")]);
+    let d = d.policies.external_auth.as_deref().unwrap();
+    assert_eq!(
+        (d.method.clone(), d.cache.clone(), d.always_set_cookie),
+        (None, None, false)
+    );
+    assert_eq!(d.keepalive, gantry_proxy::policy::Keepalive::default());
+    // Negative keep-alive: none kept, as ingress-nginx's 0.
+    let n = parse_only(&[("auth-url", "http://auth"), ("auth-keepalive", "-1")]);
+    assert_eq!(n.policies.external_auth.as_deref().unwrap().keepalive.max_idle, 0);
+}
+
+#[test]
+fn auth_proxy_set_headers_come_from_a_config_map_of_the_namespace() {
+    let s = store(vec![
+        config_map(
+            "default",
+            "auth-headers",
+            &[("My-Custom-Header", "42"), ("X-Client", "$remote_addr")],
+        ),
+        config_map("default", "bad-name", &[("Bad Header", "1")]),
+        config_map("default", "bad-var", &[("X-A", "$request_body")]),
+        config_map("default", "framing", &[("Content-Length", "0")]),
+    ]);
+    let url = ("auth-url", "http://foo.bar/basic-auth/user/password");
+    let a = parse_in(&s, &[url, ("auth-proxy-set-headers", "default/auth-headers")]);
+    assert_eq!(label(&a, "auth-proxy-set-headers"), "difference");
+    let e = a.policies.external_auth.as_deref().unwrap();
+    let set: Vec<(String, String)> = e
+        .proxy_set_headers
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    assert_eq!(
+        set,
+        [
+            ("my-custom-header".to_string(), "42".to_string()),
+            ("x-client".to_string(), "${remote_addr}".to_string())
+        ]
+    );
+    for bad in ["bad-name", "bad-var", "framing"] {
+        let a = parse_in(&s, &[url, ("auth-proxy-set-headers", bad)]);
+        assert_eq!(label(&a, "auth-proxy-set-headers"), "invalid", "{bad}");
+        assert!(a.fails_closed().is_some(), "{bad}");
+        assert!(a.policies.external_auth.is_none(), "{bad}");
+        let r = a.report("auth-proxy-set-headers").unwrap();
+        assert_eq!(r.reference.as_ref().map(|p| p.missing), Some(false), "{bad}");
     }
 }

@@ -152,6 +152,12 @@ impl BasicAuth {
     }
 }
 
+/// The user of a request's `Authorization: Basic` credentials, whether or not they are valid
+/// (nginx's `$remote_user`, for external authentication's cache key).
+pub(super) fn basic_user(headers: &HeaderMap) -> Option<String> {
+    Credentials::from_headers(headers).and_then(|c| c.user().map(str::to_string))
+}
+
 /// Base64 as clients send it in `Authorization: Basic`: the standard alphabet, padding optional
 /// (nginx's decoder does not insist on it either).
 const BASIC_BASE64: GeneralPurpose = GeneralPurpose::new(

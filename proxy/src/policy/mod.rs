@@ -19,7 +19,8 @@
 //!    ([`Cors`]).
 //! 2. **pre-access**: [`RateLimit`] (per client address, 503 by default).
 //! 3. **access**: [`Refusal`] (a policy that could not be honoured: the route fails closed),
-//!    [`SourceRanges`] (403), [`BasicAuth`] (401).
+//!    [`SourceRanges`] (403), [`BasicAuth`] (401), then [`ExternalAuth`] (the one asynchronous
+//!    access step: a subrequest to an authentication service, see `crate::ext_auth`).
 //! 4. **request**: the body limit (413), [`Rewrite`] of the path sent upstream, the `Host` sent
 //!    upstream and `X-Forwarded-Prefix` ([`UpstreamRequest`]), and the upstream timeouts
 //!    ([`UpstreamTimeouts`]).
@@ -42,6 +43,7 @@ mod canary;
 mod client_cert;
 mod cors;
 mod error_pages;
+pub mod ext_auth;
 pub mod hash;
 pub mod rate_limit;
 mod redirect;
@@ -69,6 +71,9 @@ pub use cors::{Cors, CorsOrigin};
 pub use error_pages::{
     CustomErrors, X_CODE, X_FORMAT, X_INGRESS_NAME, X_NAMESPACE, X_ORIGINAL_URI, X_SERVICE_NAME,
     X_SERVICE_PORT,
+};
+pub use ext_auth::{
+    AuthCache, AuthCookies, AuthUrl, ExtAuthError, ExternalAuth, Keepalive, Signin, Template,
 };
 pub use hash::HashBy;
 pub use rate_limit::{RateLimit, RateLimiters};
@@ -121,6 +126,8 @@ pub struct Policies {
     pub source_ranges: Option<Arc<SourceRanges>>,
     /// HTTP basic authentication against an htpasswd list (`auth-type: basic`).
     pub basic_auth: Option<Arc<BasicAuth>>,
+    /// External authentication (`auth-url`): a subrequest decides, after the checks above.
+    pub external_auth: Option<Arc<ExternalAuth>>,
 
     // --- request ---
     /// Largest request body in bytes (`proxy-body-size`); a larger one gets 413. `None`: the
@@ -211,6 +218,23 @@ impl Policies {
         }
         if let Some(a) = &self.basic_auth {
             out.push(format!("basic auth ({} users)", a.users.len()));
+        }
+        if let Some(a) = &self.external_auth {
+            let u = &a.url;
+            let scheme = if u.https { "https" } else { "http" };
+            let mut line = format!(
+                "external auth: {} {scheme}://{}{}",
+                a.method(),
+                u.authority,
+                u.path_and_query
+            );
+            if let Some(s) = &a.signin {
+                line.push_str(&format!(", 401 redirects to {} ({})", s.url, s.param));
+            }
+            if let Some(c) = &a.cache {
+                line.push_str(&format!(", cached by {}", c.key));
+            }
+            out.push(line);
         }
         if let Some(max) = self.max_body_bytes {
             out.push(format!("request body at most {max} bytes"));

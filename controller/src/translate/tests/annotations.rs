@@ -406,9 +406,17 @@ fn fail_closed_ingresses_are_routed_and_answer_503() {
             "AnnotationSecretNotFound",
         ),
         (
-            "auth-url",
-            &[("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth")],
-            "AnnotationRefused",
+            "auth-url that is not a URL",
+            &[("auth-url", "https://invalid..auth.url")],
+            "AnnotationInvalid",
+        ),
+        (
+            "auth-proxy-set-headers ConfigMap missing",
+            &[
+                ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth"),
+                ("auth-proxy-set-headers", "nope"),
+            ],
+            "AnnotationConfigMapNotFound",
         ),
         (
             "snippet with deny all",
@@ -584,6 +592,13 @@ fn the_default_backend_keeps_the_ingress_access_policies() {
     );
     let mut objects = objects![ingress("catch-all")
         .annotation(&format!("{P}auth-url"), "http://auth.example")
+        .default_backend("web", 80)];
+    objects.extend(backend("web", "10.0.0.1"));
+    let t = build(objects);
+    let p = &t.routes.default_route().unwrap().policies;
+    assert!(p.refusal.is_none() && p.external_auth.is_some());
+    let mut objects = objects![ingress("catch-all")
+        .annotation(&format!("{P}auth-url"), "http://bad..auth")
         .default_backend("web", 80)];
     objects.extend(backend("web", "10.0.0.1"));
     let t = build(objects);

@@ -333,7 +333,7 @@ fn a_canary_uses_the_main_route_s_policies_and_its_own_hash_and_balancer() {
     );
     let p = &t.routes.lookup("foo", "/").unwrap().policies;
     assert!(
-        p.refusal.is_none(),
+        p.refusal.is_none() && p.external_auth.is_none(),
         "the canary's auth-url is ignored, as in ingress-nginx"
     );
     assert!(p.source_ranges.is_some());
@@ -354,7 +354,7 @@ fn a_failing_main_route_keeps_no_canary_and_canaries_in_regex_hosts_attach() {
         vec![
             with_annotations(
                 ingress("main").host("foo").prefix("/", "main", 80),
-                &[("auth-url", "http://auth.example")],
+                &[("auth-url", "https://invalid..auth.url")],
             ),
             canary("c", "2024-01-01T00:00:00Z", &[("canary-weight", "100")])
                 .host("foo")
