@@ -474,6 +474,46 @@ async fn from_to_www_redirect_sends_the_twin_host_to_the_ingress_s_own_over_http
 }
 
 #[tokio::test]
+async fn service_upstream_sends_to_the_service_s_cluster_ip_instead_of_its_endpoints() {
+    // The "ClusterIP" is a loopback address where a backend of its own listens (kube-proxy's part);
+    // the EndpointSlice names another backend, which only the Ingress without the annotation uses.
+    let via_ip = TestBackend::start("cluster-ip").await;
+    let pods = TestBackend::start("pods").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = service_yaml("app", via_ip.addr.port(), None, &[pods.addr]);
+    service = service.replacen(
+        "  type: NodePort\n",
+        "  type: ClusterIP\n  clusterIP: 127.0.0.1\n",
+        1,
+    );
+    let g = serve(
+        dir.path(),
+        &[
+            service,
+            ingress_yaml(
+                "via-ip",
+                &[("nginx.ingress.kubernetes.io/service-upstream", "true")],
+                &[("ip.example", "/", "Prefix", "app", via_ip.addr.port())],
+            ),
+            ingress_yaml(
+                "via-pods",
+                &[],
+                &[("pods.example", "/", "Prefix", "app", via_ip.addr.port())],
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(
+        json_of(get(&g, "ip.example", "/").await).await["service"],
+        "cluster-ip"
+    );
+    assert_eq!(
+        json_of(get(&g, "pods.example", "/").await).await["service"],
+        "pods"
+    );
+}
+
+#[tokio::test]
 async fn proxy_body_size_refuses_larger_bodies_with_413_declared_or_streamed() {
     let backend = TestBackend::start("app").await;
     let dir = tempfile::tempdir().unwrap();

@@ -605,10 +605,7 @@ pub static CATALOG: &[Entry] = &[
         "service-upstream",
         Backend,
         false,
-        Ignored(
-            "Gantry sends to the endpoints directly and follows endpoint changes without reloads; the \
-         Service's ClusterIP is not needed",
-        ),
+        Honoured,
     ),
     e("proxy-cookie-domain", Backend, false, Refused(COOKIE_REWRITE)),
     e("proxy-cookie-path", Backend, false, Refused(COOKIE_REWRITE)),

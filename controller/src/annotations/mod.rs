@@ -95,6 +95,8 @@ pub struct IngressAnnotations {
     /// `from-to-www-redirect`: each rule's host gets its `www.` twin (or the name without `www.`)
     /// as a host that redirects to it.
     pub from_to_www_redirect: bool,
+    /// `service-upstream`: the backends are the Services' ClusterIPs, not their endpoints.
+    pub service_upstream: bool,
     /// Why the Ingress's rules are not routed at all (`canary: "true"`), if so.
     pub not_routed: Option<String>,
     /// `canary: "true"`: what the Ingress's backends ask of the main routes they attach to.
@@ -116,6 +118,7 @@ impl Default for IngressAnnotations {
             rewrite_target: None,
             server_alias: Vec::new(),
             from_to_www_redirect: false,
+            service_upstream: false,
             not_routed: None,
             canary: None,
             default_backend: None,

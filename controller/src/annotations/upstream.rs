@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::{
     access::secret_entries,
-    values::{is_basic_chars, parse_int, parse_size, split_key},
+    values::{is_basic_chars, parse_bool, parse_int, parse_size, split_key},
     Outcome, Parser, ReferenceKind, ReferenceProblem, References,
 };
 
@@ -47,6 +47,18 @@ pub(super) fn parse<R: References>(p: &mut Parser<'_, R>) {
         }
     }
     next_upstream(p);
+    if let Some(v) = p.value("service-upstream") {
+        match parse_bool(v) {
+            Some(on) => {
+                p.out.service_upstream = on;
+                p.report("service-upstream", Outcome::Honoured);
+            }
+            None => p.report(
+                "service-upstream",
+                Outcome::Invalid("expected \"true\" or \"false\"; using false (the endpoints)".into()),
+            ),
+        }
+    }
     let protocol = backend_protocol(p);
     p.out.policies.upstream.protocol = protocol;
     p.out.policies.upstream.tls = backend_tls(p, protocol);

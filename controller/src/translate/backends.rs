@@ -211,6 +211,32 @@ fn build_backend(store: &ObjectStore, node_ips: &mut Option<Vec<IpAddr>>, key: &
 
     let endpoints = match key.mode {
         BackendMode::Endpoints => slice_endpoints(store, &key.namespace, &key.service, port),
+        BackendMode::ClusterIp => {
+            let ip = service
+                .spec
+                .as_ref()
+                .and_then(|s| s.cluster_ip.as_deref())
+                .and_then(|ip| ip.parse::<IpAddr>().ok());
+            match (ip, valid_port(port.port)) {
+                (Some(ip), Some(p)) => Ok(vec![Endpoint {
+                    addr: SocketAddr::new(ip, p),
+                }]),
+                // Headless (`None`) or no address yet: the endpoints, as ingress-nginx falls back.
+                _ => {
+                    let fallback = slice_endpoints(store, &key.namespace, &key.service, port);
+                    if let Ok(endpoints) = fallback {
+                        return Resolved {
+                            backend: Arc::new(Backend::new(id, endpoints)),
+                            problem: Some(Problem::NoClusterIp {
+                                backend,
+                                service: service_name,
+                            }),
+                        };
+                    }
+                    fallback
+                }
+            }
+        }
         BackendMode::NodePort => {
             let Some(node_port) = port.node_port.and_then(valid_port) else {
                 return unavailable(

@@ -38,6 +38,12 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
             }
         };
         let annotations = crate::annotations::parse(key, ingress.metadata.annotations.as_ref(), b.store);
+        // ingress-nginx's `service-upstream` names the mode for the Ingress's own backends.
+        let backend_mode = if annotations.service_upstream {
+            BackendMode::ClusterIp
+        } else {
+            backend_mode
+        };
         b.annotation_reports.push((
             key.clone(),
             IngressReport {

@@ -84,6 +84,10 @@ pub enum BackendMode {
     /// Every usable Node's address with the Service port's `nodePort`, for a proxy that cannot reach
     /// pod IPs (outside the cluster network).
     NodePort,
+    /// The Service's ClusterIP and port, one endpoint that kube-proxy balances (ingress-nginx's
+    /// `service-upstream`). A Service without a ClusterIP (headless) falls back to its endpoints,
+    /// as in ingress-nginx.
+    ClusterIp,
 }
 
 /// How a store is translated. Fixed for the life of the process.
@@ -220,6 +224,11 @@ pub enum Problem {
     /// ingress-nginx) comes from an older Ingress, and this one's differs.
     #[error("host {host}: {why}")]
     ClientCertConflict { host: String, why: String },
+    /// `service-upstream` on a Service without a ClusterIP (headless): its endpoints are used.
+    #[error(
+        "backend {backend}: service-upstream, but Service {service} has no ClusterIP; using its endpoints"
+    )]
+    NoClusterIp { backend: String, service: String },
     /// A Gantry annotation has a value it does not understand; the default applies.
     #[error("annotation {annotation}: unknown value {value:?} ({expected}); using {fallback}")]
     InvalidAnnotation {
@@ -274,6 +283,7 @@ impl Problem {
             Problem::AnnotationReferenceInvalid { kind: "Secret", .. } => "AnnotationSecretInvalid",
             Problem::AnnotationReferenceInvalid { .. } => "AnnotationConfigMapInvalid",
             Problem::ServerAliasConflict { .. } => "ServerAliasConflict",
+            Problem::NoClusterIp { .. } => "NoClusterIp",
             Problem::WwwRedirectSkipped { .. } => "WwwRedirectSkipped",
             Problem::ClientCertConflict { .. } => "ClientCertConflict",
             Problem::CanaryWithoutMainRoute { .. } => "CanaryWithoutMainRoute",

@@ -624,6 +624,64 @@ fn every_ingress_of_the_class_has_a_report_and_others_none() {
 }
 
 #[test]
+fn service_upstream_sends_to_the_cluster_ip_and_a_headless_service_falls_back_to_its_endpoints() {
+    // ingress-nginx's serviceupstream.go: one upstream server, the Service's ClusterIP and port
+    // (a named port resolved to its number).
+    let objects = objects![
+        ingress("ip")
+            .host("ip.example")
+            .prefix("/", "web", "http")
+            .annotation(&format!("{P}service-upstream"), "true"),
+        ingress("plain").host("plain.example").prefix("/", "web", 80),
+        ingress("headless")
+            .host("headless.example")
+            .prefix("/", "none", 80)
+            .annotation(&format!("{P}service-upstream"), "true"),
+        service("web").cluster_ip("10.96.0.10").port("http", 80, 8080),
+        slice("web").port_name("http").endpoint("10.0.0.1", 8080),
+        service("none").cluster_ip("None").port("", 80, 8080),
+        slice("none").endpoint("10.0.0.2", 8080)
+    ];
+    let t = build(objects);
+    let addrs = |host: &str| -> Vec<String> {
+        route(&t, host, "/")
+            .backend
+            .endpoints
+            .iter()
+            .map(|e| e.addr.to_string())
+            .collect()
+    };
+    assert_eq!(addrs("ip.example"), ["10.96.0.10:80"]);
+    assert_eq!(
+        addrs("plain.example"),
+        ["10.0.0.1:8080"],
+        "other Ingresses keep the endpoints"
+    );
+    assert_eq!(addrs("headless.example"), ["10.0.0.2:8080"]);
+    let d = the_diagnostic(&t, "NoClusterIp");
+    assert_eq!(d.object, "Ingress default/headless");
+    let r = reports_of(&t, "default/ip")
+        .annotations
+        .iter()
+        .find(|r| r.name() == "service-upstream")
+        .unwrap();
+    assert_eq!(r.outcome.label(), "honoured");
+    let invalid = web(&[("service-upstream", "sure")], vec![]);
+    let r = reports_of(&invalid, "default/web")
+        .annotations
+        .iter()
+        .find(|r| r.name() == "service-upstream")
+        .unwrap();
+    assert_eq!(r.outcome.label(), "invalid");
+    assert_eq!(
+        route(&invalid, "a.example", "/").backend.endpoints[0]
+            .addr
+            .to_string(),
+        "10.0.0.1:8080"
+    );
+}
+
+#[test]
 fn default_backend_is_the_service_s_first_port_when_it_has_endpoints() {
     // The route's Service has no endpoint; `fallback` has two ports, the first one is used.
     let objects = |fallback_ready: bool| {

@@ -429,6 +429,12 @@ impl ServiceBuilder {
         self
     }
 
+    /// `spec.clusterIP` (`None` for a headless Service).
+    pub fn cluster_ip(mut self, ip: &str) -> Self {
+        self.0.spec.get_or_insert_with(Default::default).cluster_ip = Some(ip.into());
+        self
+    }
+
     /// A port; `name` may be `""` for an unnamed port.
     pub fn port(self, name: &str, port: i32, target: i32) -> Self {
         self.push(name, port, target, None)
