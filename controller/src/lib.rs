@@ -6,6 +6,7 @@
 pub mod annotations;
 pub mod crd;
 pub mod diagnostic;
+pub mod gateway;
 pub mod manifests;
 pub mod metrics;
 pub mod store;
