@@ -64,6 +64,7 @@ fn host(i: usize) -> HostMatch {
 fn route(path: PathMatch, backend: &Arc<Backend>, source: &RouteSource) -> Route {
     Route {
         path,
+        conditions: None,
         backend: backend.clone(),
         source: source.clone(),
         policies: Default::default(),
@@ -79,6 +80,7 @@ fn routes() -> Vec<(HostMatch, Route)> {
     };
     let backend = Arc::new(Backend::new(id, vec![]));
     let source = RouteSource {
+        kind: gantry_proxy::SourceKind::Ingress,
         namespace: "bench".into(),
         name: "ingress".into(),
     };
@@ -102,6 +104,7 @@ fn table() -> RouteTable {
     };
     let backend = Arc::new(Backend::new(id, vec![]));
     let source = RouteSource {
+        kind: gantry_proxy::SourceKind::Ingress,
         namespace: "bench".into(),
         name: "default".into(),
     };

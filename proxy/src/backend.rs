@@ -57,6 +57,9 @@ pub struct Backend {
     pub endpoints: Arc<[Endpoint]>,
     /// Why there are no endpoints (missing Service, port, endpoints), when there are none.
     pub unavailable: Option<Arc<str>>,
+    /// The reference itself is invalid (the Gateway API's `ResolvedRefs: False`): requests get 500
+    /// rather than 503, as the Gateway API requires for a backendRef that cannot be resolved.
+    pub invalid: bool,
     key: BackendKey,
 }
 
@@ -71,6 +74,7 @@ impl Backend {
             id,
             endpoints: endpoints.into(),
             unavailable: None,
+            invalid: false,
         }
     }
 
@@ -81,6 +85,16 @@ impl Backend {
             id,
             endpoints: Arc::from([]),
             unavailable: Some(reason.into()),
+            invalid: false,
+        }
+    }
+
+    /// A backend reference that cannot be resolved (the Gateway API's invalid backendRef): its
+    /// share of requests gets 500.
+    pub fn invalid(id: BackendId, reason: impl Into<Arc<str>>) -> Self {
+        Self {
+            invalid: true,
+            ..Self::unavailable(id, reason)
         }
     }
 

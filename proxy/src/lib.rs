@@ -57,7 +57,9 @@ pub use config::{Balancer, ProxyConfig};
 pub use dataplane::{Dataplane, DataplaneBuilder};
 pub use error::ProxyError;
 pub use policy::{HttpsRedirect, Policies};
-pub use routes::{HostMatch, PathMatch, Route, RouteError, RouteSource, RouteTable, RouteTableBuilder};
+pub use routes::{
+    HostMatch, PathMatch, Route, RouteError, RouteSource, RouteTable, RouteTableBuilder, SourceKind,
+};
 pub use snapshot::{Snapshot, SnapshotHandle};
 pub use tls::{CertTable, TlsCert, TlsError};
 

@@ -38,7 +38,11 @@ use std::{
     sync::Arc,
 };
 
-use crate::{backend::Backend, normalize::normalize_path, policy::Policies};
+use crate::{
+    backend::Backend,
+    normalize::normalize_path,
+    policy::{Policies, RequestConditions},
+};
 
 /// Which `Host` values a set of rules applies to. Built by the controller; hosts are lowercase.
 ///
@@ -69,14 +73,46 @@ pub enum PathMatch {
 /// Where a route came from: the Ingress (or other object) that declared it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteSource {
+    pub kind: SourceKind,
     pub namespace: Arc<str>,
     pub name: Arc<str>,
+}
+
+/// The kind of object a route came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SourceKind {
+    #[default]
+    Ingress,
+    HttpRoute,
+    GrpcRoute,
+}
+
+impl SourceKind {
+    /// The Kubernetes kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingress => "Ingress",
+            Self::HttpRoute => "HTTPRoute",
+            Self::GrpcRoute => "GRPCRoute",
+        }
+    }
+}
+
+impl fmt::Display for RouteSource {
+    /// `Kind namespace/name`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
 }
 
 /// What a matched request does. Pure data: equal routes compare equal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     pub path: PathMatch,
+    /// What else a request must meet to take this route (Gateway API matches); `None`: nothing.
+    /// Routes on the same host and path are tried in the precedence of
+    /// [`RequestConditions::rank`], then in the order they were added.
+    pub conditions: Option<Arc<RequestConditions>>,
     pub backend: Arc<Backend>,
     pub source: RouteSource,
     /// What the pipeline does to a request and its response besides forwarding it.
@@ -716,6 +752,7 @@ mod tests {
 
     fn source(name: &str) -> RouteSource {
         RouteSource {
+            kind: crate::routes::SourceKind::Ingress,
             namespace: "default".into(),
             name: name.into(),
         }
@@ -729,6 +766,7 @@ mod tests {
         };
         Route {
             path,
+            conditions: None,
             backend: Arc::new(Backend::new(id, vec![])),
             source: source(name),
             policies: Policies::default(),

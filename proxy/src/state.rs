@@ -392,8 +392,10 @@ mod tests {
             HostMatch::Any,
             Route {
                 path: PathMatch::Prefix("/".into()),
+                conditions: None,
                 backend: Arc::new(Backend::new(id, endpoints)),
                 source: RouteSource {
+                    kind: crate::routes::SourceKind::Ingress,
                     namespace: "default".into(),
                     name: "web".into(),
                 },

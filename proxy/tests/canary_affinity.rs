@@ -58,6 +58,7 @@ fn backend(service: &str, addrs: &[SocketAddr]) -> Arc<Backend> {
 /// another path, to make an otherwise equal snapshot different.
 fn snapshot(main: &Arc<Backend>, policies: Policies, extra: bool) -> Snapshot {
     let source = RouteSource {
+        kind: gantry_proxy::SourceKind::Ingress,
         namespace: "default".into(),
         name: "web".into(),
     };
@@ -66,6 +67,7 @@ fn snapshot(main: &Arc<Backend>, policies: Policies, extra: bool) -> Snapshot {
         HostMatch::Any,
         Route {
             path: PathMatch::Prefix("/".into()),
+            conditions: None,
             backend: main.clone(),
             source: source.clone(),
             policies,
@@ -77,6 +79,7 @@ fn snapshot(main: &Arc<Backend>, policies: Policies, extra: bool) -> Snapshot {
             HostMatch::Any,
             Route {
                 path: PathMatch::Prefix("/other".into()),
+                conditions: None,
                 backend: main.clone(),
                 source,
                 policies: Policies::default(),

@@ -61,11 +61,13 @@ fn route_with(endpoints: &[SocketAddr], policies: Policies) -> Route {
     };
     Route {
         path: PathMatch::Prefix("/".into()),
+        conditions: None,
         backend: Arc::new(Backend::new(
             id,
             endpoints.iter().map(|&addr| Endpoint { addr }).collect(),
         )),
         source: RouteSource {
+            kind: gantry_proxy::SourceKind::Ingress,
             namespace: "default".into(),
             name: "test".into(),
         },

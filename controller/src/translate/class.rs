@@ -57,6 +57,7 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
             key,
             ingress,
             source: RouteSource {
+                kind: gantry_proxy::SourceKind::Ingress,
                 namespace: Arc::from(key.namespace.as_str()),
                 name: Arc::from(key.name.as_str()),
             },

@@ -316,6 +316,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
                 pick.apply(canaries, &mut policies);
                 let route = Route {
                     path: matcher,
+                    conditions: None,
                     backend,
                     source: ing.source.clone(),
                     policies,
@@ -647,6 +648,7 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
             };
             let route = Route {
                 path: PathMatch::Prefix("/".into()),
+                conditions: None,
                 backend: template.backend.clone(),
                 source: ing.source.clone(),
                 policies: Policies {
@@ -705,6 +707,7 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canari
         pick.apply(canaries, &mut policies);
         let route = Route {
             path: root,
+            conditions: None,
             backend,
             source: ing.source.clone(),
             policies,

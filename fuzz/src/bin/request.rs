@@ -46,8 +46,10 @@ fn backend_id(service: &str) -> BackendId {
 fn route(path: PathMatch, backend: &Arc<Backend>, policies: Policies) -> Route {
     Route {
         path,
+        conditions: None,
         backend: backend.clone(),
         source: RouteSource {
+            kind: gantry_proxy::SourceKind::Ingress,
             namespace: "default".into(),
             name: "fuzz".into(),
         },

@@ -41,14 +41,17 @@ mod affinity;
 mod basic_auth;
 mod canary;
 mod client_cert;
+mod conditions;
 mod cors;
 mod error_pages;
 pub mod ext_auth;
 pub mod hash;
+mod header_modifier;
 pub mod rate_limit;
 mod redirect;
 mod retry;
 mod rewrite;
+mod split;
 mod upstream;
 
 use std::{sync::Arc, time::Duration};
@@ -67,6 +70,7 @@ pub use client_cert::{
     ClientCertAuth, MatchDn, VerifyClient, SSL_CLIENT_CERT, SSL_CLIENT_ISSUER_DN, SSL_CLIENT_SUBJECT_DN,
     SSL_CLIENT_VERIFY,
 };
+pub use conditions::{RequestConditions, ValueMatch};
 pub use cors::{Cors, CorsOrigin};
 pub use error_pages::{
     CustomErrors, X_CODE, X_FORMAT, X_INGRESS_NAME, X_NAMESPACE, X_ORIGINAL_URI, X_SERVICE_NAME,
@@ -76,10 +80,12 @@ pub use ext_auth::{
     AuthCache, AuthCookies, AuthUrl, ExtAuthError, ExternalAuth, Keepalive, Signin, Template,
 };
 pub use hash::HashBy;
+pub use header_modifier::HeaderModifier;
 pub use rate_limit::{RateLimit, RateLimiters};
-pub use redirect::{AppRoot, HostRedirect, HttpsRedirect, Redirect};
+pub use redirect::{AppRoot, HostRedirect, HttpsRedirect, Redirect, RedirectScheme, RequestRedirect};
 pub use retry::{is_idempotent, Condition, Retry, RetryOn};
-pub use rewrite::{Rewrite, RewriteError};
+pub use rewrite::{PathModifier, Rewrite, RewriteError, UrlRewrite};
+pub use split::{Mirror, WeightedBackends};
 pub use upstream::{
     Alpn, UpstreamProtocol, UpstreamTls, UpstreamTlsError, DEFAULT_SSL_NAME, DEFAULT_VERIFY_DEPTH,
 };
@@ -108,6 +114,8 @@ pub struct Policies {
     pub host_redirect: Option<HostRedirect>,
     /// CORS: preflights answered here, headers added to responses (`enable-cors`, `cors-*`).
     pub cors: Option<Arc<Cors>>,
+    /// A redirect built from the request (the Gateway API's `RequestRedirect` filter).
+    pub request_redirect: Option<Arc<RequestRedirect>>,
 
     // --- pre-access ---
     /// Per-client request rate and connection limits (`limit-rps`, `limit-rpm`, ...).
@@ -149,6 +157,11 @@ pub struct Policies {
     /// A canary backend that some requests go to instead of the route's (`canary-*` of a canary
     /// Ingress on the same host and path).
     pub canary: Option<Arc<Canary>>,
+    /// Weighted backends (the Gateway API's `backendRefs`): each request draws one; the route's
+    /// `backend` is the first of them.
+    pub split: Option<Arc<WeightedBackends>>,
+    /// Copies of each request sent to other backends (`RequestMirror`).
+    pub mirrors: Option<Arc<[Mirror]>>,
     /// Cookie session affinity (`affinity: cookie`, `session-cookie-*`).
     pub affinity: Option<Arc<Affinity>>,
     /// Consistent hashing on a request variable (`upstream-hash-by`); affinity wins over it.
@@ -164,6 +177,8 @@ pub struct Policies {
     pub response_headers: Option<Arc<ResponseHeaders>>,
     /// Responses with these statuses get the error backend's page (`custom-http-errors`).
     pub custom_errors: Option<Arc<CustomErrors>>,
+    /// Response headers set, added and removed (`ResponseHeaderModifier`).
+    pub response_header_modifier: Option<Arc<HeaderModifier>>,
 }
 
 impl Policies {
@@ -312,6 +327,8 @@ impl Policies {
             .iter()
             .map(|c| &c.backend)
             .chain(self.default_backend.iter())
+            .chain(self.split.iter().flat_map(|s| s.backends.iter().map(|(_, b)| b)))
+            .chain(self.mirrors.iter().flat_map(|m| m.iter().map(|m| &m.backend)))
     }
 
     /// Policies with only the HTTPS redirect, when `on`.
@@ -338,6 +355,11 @@ pub struct UpstreamRequest {
     /// TLS to the backend (`proxy-ssl-*`), for the TLS protocols; `None` is nginx's defaults
     /// (no verification, no SNI). Ignored by the plain-text protocols.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// Request headers set, added and removed (`RequestHeaderModifier`), after the forwarding
+    /// headers are written.
+    pub headers: Option<Arc<HeaderModifier>>,
+    /// The host and path sent upstream (`URLRewrite`).
+    pub url_rewrite: Option<Arc<UrlRewrite>>,
 }
 
 /// Upstream timeouts of one route (`proxy-connect-timeout`, `proxy-read-timeout`,
@@ -351,6 +373,11 @@ pub struct UpstreamTimeouts {
     pub read: Option<Duration>,
     /// The longest the upstream may take to accept two successive pieces of the request body.
     pub send: Option<Duration>,
+    /// The whole exchange, from the request's arrival to the end of the response head, retries
+    /// included (the Gateway API's `timeouts.request`); past it the client gets 504.
+    pub request: Option<Duration>,
+    /// One attempt at one endpoint, to the end of the response head (`timeouts.backendRequest`).
+    pub backend_request: Option<Duration>,
 }
 
 /// Headers added to every response of a route, unless the response already has them.

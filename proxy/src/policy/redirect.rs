@@ -61,6 +61,32 @@ impl Redirect {
     }
 }
 
+/// The Gateway API's `RequestRedirect` filter: a redirect built from the request, with the parts
+/// the filter names replaced. Every part is a validated value; nothing of the request is
+/// interpreted beyond its scheme, host, port and path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestRedirect {
+    /// `http` or `https`; `None` keeps the request's.
+    pub scheme: Option<RedirectScheme>,
+    /// `None` keeps the request's host (without its port).
+    pub hostname: Option<String>,
+    /// `None` keeps the request's path.
+    pub path: Option<super::PathModifier>,
+    /// `None`: the Gateway API's rule: the scheme's default port when `scheme` is set (and then
+    /// left out of `Location`), else the port the request came in on (left out when it is its
+    /// scheme's default).
+    pub port: Option<u16>,
+    /// 301 or 302 (the standard channel), 303, 307 or 308.
+    pub status: StatusCode,
+}
+
+/// The scheme a [`RequestRedirect`] sends to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedirectScheme {
+    Http,
+    Https,
+}
+
 /// Redirects every request of an alias host to the canonical one (`from-to-www-redirect`: the
 /// Ingress's host with `www.` added or removed), keeping the request's scheme, port and target.
 ///

@@ -210,3 +210,22 @@ mod tests {
         );
     }
 }
+
+/// How the Gateway API's `RequestRedirect` and `URLRewrite` filters change a path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathModifier {
+    /// `ReplaceFullPath`: the whole path becomes this.
+    Full(String),
+    /// `ReplacePrefixMatch`: the part of the path that the route's `PathPrefix` match matched
+    /// (`matched`, as written in the match, without trailing slash) is replaced by `replacement`,
+    /// on segment boundaries (`/foo` → `/bar` turns `/foo/x` into `/bar/x`, `/foo` into `/bar`).
+    Prefix { matched: String, replacement: String },
+}
+
+/// The Gateway API's `URLRewrite` filter: the host and path sent upstream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UrlRewrite {
+    /// The `Host` sent upstream.
+    pub hostname: Option<http::HeaderValue>,
+    pub path: Option<PathModifier>,
+}
