@@ -52,6 +52,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         default_ssl_certificate: args.default_ssl_certificate.clone(),
         fallback_certificate: TlsCert::self_signed(&["gantry.invalid"])?,
         proxy_config: Arc::new(config.clone()),
+        gateway: args.gateway_options(),
     });
     let mut registry = Registry::with_prefix("gantry");
     let metrics = Metrics::register(&mut registry);
@@ -137,6 +138,7 @@ fn start_cluster(
         namespaces: args.watch_namespaces.clone(),
         nodes: opts.backend_mode == BackendMode::NodePort,
         proxy_configs: true,
+        gateway_api: opts.gateway.is_some(),
         references: Some(opts.clone()),
     };
     let identity = args.identity();
@@ -156,10 +158,23 @@ fn start_cluster(
         (None, list) if !list.is_empty() => Some(status::PublishSource::Addresses(list.clone())),
         _ => None,
     };
-    if let Some(source) = source {
+    let addresses = source.map(|source| status::addresses(&client, source, shutdown));
+    if opts.gateway.is_some() {
+        tasks.push(crate::gateway::status::run(
+            client.clone(),
+            addresses.clone(),
+            shared.clone(),
+            opts.clone(),
+            leadership.clone(),
+            published.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(addresses) = addresses {
         tasks.push(status::run(
             client.clone(),
-            source,
+            addresses,
             shared.clone(),
             opts.clone(),
             leadership.clone(),

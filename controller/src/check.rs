@@ -313,6 +313,7 @@ fn translate_options(args: &Args, class: &str) -> Result<TranslateOptions, Strin
         default_ssl_certificate: args.default_ssl_certificate.clone(),
         fallback_certificate,
         proxy_config: Arc::new(config),
+        gateway: Some(crate::translate::gateway::GatewayOptions::default()),
     })
 }
 

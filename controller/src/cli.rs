@@ -50,6 +50,27 @@ pub struct Args {
     )]
     pub controller_name: String,
 
+    /// The Gateway API: the `spec.controllerName` of GatewayClasses this controller serves. Their
+    /// Gateways, HTTPRoutes and ReferenceGrants are read (cluster mode: when the Gateway API CRDs
+    /// are installed) and compiled into the same routes as the Ingresses. `off` ignores the
+    /// Gateway API.
+    #[arg(
+        long,
+        env = "GANTRY_GATEWAY_CONTROLLER_NAME",
+        default_value = "gantry.dev/gateway-controller"
+    )]
+    pub gateway_controller_name: String,
+
+    /// The Gateway API: the port clients reach Gantry's plain HTTP listener on (the port of the
+    /// Service in front of it). A Gateway's `HTTP` listeners must use it.
+    #[arg(long, env = "GANTRY_GATEWAY_HTTP_PORT", default_value_t = 80)]
+    pub gateway_http_port: u16,
+
+    /// The Gateway API: the port clients reach Gantry's TLS listener on. A Gateway's `HTTPS`
+    /// listeners must use it.
+    #[arg(long, env = "GANTRY_GATEWAY_HTTPS_PORT", default_value_t = 443)]
+    pub gateway_https_port: u16,
+
     /// Where to forward: pod IPs from EndpointSlices (`endpoints`), or the Service's nodePort on
     /// every ready Node (`node-port`). An Ingress may override it with the annotation
     /// `gantry.dev/backend-mode`.
@@ -304,6 +325,15 @@ fn parse_object_key(s: &str) -> Result<ObjectKey, String> {
 }
 
 impl Args {
+    /// How Gantry takes part in the Gateway API; `None` with `--gateway-controller-name off`.
+    pub fn gateway_options(&self) -> Option<crate::translate::gateway::GatewayOptions> {
+        (self.gateway_controller_name != "off").then(|| crate::translate::gateway::GatewayOptions {
+            controller_name: self.gateway_controller_name.clone(),
+            http_port: self.gateway_http_port,
+            https_port: self.gateway_https_port,
+        })
+    }
+
     /// The namespace of the election Lease: the flag, else `POD_NAMESPACE`, else `default`.
     pub fn election_namespace(&self) -> String {
         self.election_namespace

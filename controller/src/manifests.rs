@@ -12,7 +12,7 @@
 
 use crate::diagnostic::Diagnostic;
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, Node, Secret, Service},
+    core::v1::{ConfigMap, Namespace, Node, Secret, Service},
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, IngressClass},
 };
@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::{
     crd::{self, ProxyConfig},
+    gateway::api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
     store::{Kind, Object, ObjectKey, DEFAULT_NAMESPACE},
 };
 
@@ -161,7 +162,15 @@ fn collect(source: &str, place: &str, value: Value, parsed: &mut ParsedFile) {
         ("v1", "Secret") => Kind::Secret,
         ("v1", "ConfigMap") => Kind::ConfigMap,
         ("v1", "Node") => Kind::Node,
+        ("v1", "Namespace") => Kind::Namespace,
         (crd::API_VERSION, crd::KIND) => Kind::ProxyConfig,
+        ("gateway.networking.k8s.io/v1", "GatewayClass") => Kind::GatewayClass,
+        ("gateway.networking.k8s.io/v1", "Gateway") => Kind::Gateway,
+        ("gateway.networking.k8s.io/v1", "HTTPRoute") => Kind::HttpRoute,
+        ("gateway.networking.k8s.io/v1", "GRPCRoute") => Kind::GrpcRoute,
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", "ReferenceGrant") => {
+            Kind::ReferenceGrant
+        }
         _ => return,
     };
 
@@ -175,6 +184,12 @@ fn collect(source: &str, place: &str, value: Value, parsed: &mut ParsedFile) {
         Kind::Node => typed::<Node>(value).map(Object::Node),
         Kind::ProxyConfig => typed::<ProxyConfig>(value).map(Object::ProxyConfig),
         Kind::ConfigMap => typed::<ConfigMap>(value).map(Object::ConfigMap),
+        Kind::GatewayClass => typed::<GatewayClass>(value).map(Object::GatewayClass),
+        Kind::Gateway => typed::<Gateway>(value).map(Object::Gateway),
+        Kind::HttpRoute => typed::<HttpRoute>(value).map(Object::HttpRoute),
+        Kind::GrpcRoute => typed::<GrpcRoute>(value).map(Object::GrpcRoute),
+        Kind::ReferenceGrant => typed::<ReferenceGrant>(value).map(Object::ReferenceGrant),
+        Kind::Namespace => typed::<Namespace>(value).map(Object::Namespace),
     };
     let problem = match object {
         Ok(object) if object.metadata().name.as_deref().is_some_and(|n| !n.is_empty()) => {

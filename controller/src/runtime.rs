@@ -13,7 +13,7 @@ use crate::{
     diagnostic::Diagnostic,
     metrics::{Metrics, ReasonLabels, ResultLabels},
     store::ObjectStore,
-    translate::{translate, IngressReport, TranslateOptions},
+    translate::{gateway::GatewayApiStatus, translate, IngressReport, TranslateOptions},
 };
 
 /// Wait this long after a change for more changes before rebuilding...
@@ -39,6 +39,8 @@ pub struct Published {
     pub diagnostics: Arc<[Diagnostic]>,
     /// What the ingress-nginx annotations of each Ingress served did (`/debug/routes`).
     pub annotations: Arc<[IngressReport]>,
+    /// The status of the Gateway API objects of Gantry's classes, as this build decided it.
+    pub gateway: Arc<GatewayApiStatus>,
 }
 
 /// What one rebuild found: its diagnostics and the annotation reports.
@@ -46,6 +48,7 @@ pub struct Published {
 pub struct Rebuilt {
     pub diagnostics: Vec<Diagnostic>,
     pub annotations: Vec<IngressReport>,
+    pub gateway: GatewayApiStatus,
 }
 
 /// The store shared between sources and the rebuild loop.
@@ -114,6 +117,7 @@ pub fn rebuild(
     translation.diagnostics.dedup();
     let diagnostics = std::mem::take(&mut translation.diagnostics);
     let annotations = std::mem::take(&mut translation.annotations);
+    let gateway = std::mem::take(&mut translation.gateway);
     let routes = translation.snapshot.routes.len();
     let published = dataplane.publish(translation.snapshot);
     let result = if published { "ok" } else { "unchanged" };
@@ -148,6 +152,7 @@ pub fn rebuild(
     Rebuilt {
         diagnostics,
         annotations,
+        gateway,
     }
 }
 
@@ -178,12 +183,14 @@ pub async fn rebuild_loop(
             Ok(Rebuilt {
                 diagnostics,
                 annotations,
+                gateway,
             }) => {
                 log_new_diagnostics(&reported, &diagnostics);
                 published.send_replace(Published {
                     generation: dataplane.current().generation,
                     diagnostics: Arc::from(diagnostics.as_slice()),
                     annotations: Arc::from(annotations),
+                    gateway: Arc::new(gateway),
                 });
                 reported = diagnostics;
             }

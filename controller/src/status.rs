@@ -211,7 +211,7 @@ pub fn plan(
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     client: Client,
-    source: PublishSource,
+    mut addresses: watch::Receiver<Option<Vec<Address>>>,
     shared: Arc<SharedStore>,
     opts: Arc<TranslateOptions>,
     mut leadership: Leadership,
@@ -219,17 +219,6 @@ pub fn run(
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let mut addresses = match source {
-        PublishSource::Addresses(list) => {
-            let list = normalize(list.iter().map(|a| Address::parse(a)).collect());
-            tracing::info!(addresses = ?list, "publishing fixed status addresses");
-            let (tx, rx) = watch::channel(Some(list));
-            // The sender must outlive the loop so that `changed()` keeps waiting.
-            tokio::spawn(async move { tx.closed().await });
-            rx
-        }
-        PublishSource::Service(key) => track_service(client.clone(), key, shutdown.clone()),
-    };
     tokio::spawn(async move {
         let mut pending: HashMap<ObjectKey, (String, Vec<Address>)> = HashMap::new();
         let mut retry_at: Option<Instant> = None;
@@ -277,6 +266,26 @@ pub fn run(
             }
         }
     })
+}
+
+/// The addresses Gantry is reached at, as they become known (`None` until then): for the Ingress
+/// status and the Gateway API's `status.addresses`.
+pub fn addresses(
+    client: &Client,
+    source: PublishSource,
+    shutdown: &watch::Receiver<bool>,
+) -> watch::Receiver<Option<Vec<Address>>> {
+    match source {
+        PublishSource::Addresses(list) => {
+            let list = normalize(list.iter().map(|a| Address::parse(a)).collect());
+            tracing::info!(addresses = ?list, "publishing fixed status addresses");
+            let (tx, rx) = watch::channel(Some(list));
+            // The sender must outlive the readers so that `changed()` keeps waiting.
+            tokio::spawn(async move { tx.closed().await });
+            rx
+        }
+        PublishSource::Service(key) => track_service(client.clone(), key, shutdown.clone()),
+    }
 }
 
 /// Makes the writes while still leading and not shutting down. Returns those made and how many
@@ -455,6 +464,7 @@ mod tests {
             default_ssl_certificate: None,
             fallback_certificate: gantry_proxy::TlsCert::self_signed(&["gantry.invalid"]).unwrap(),
             proxy_config: Default::default(),
+            gateway: None,
         }
     }
 

@@ -11,14 +11,17 @@ use std::{
 
 use k8s_openapi::{
     api::{
-        core::v1::{ConfigMap, Node, Secret, Service},
+        core::v1::{ConfigMap, Namespace, Node, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 
-use crate::crd::ProxyConfig;
+use crate::{
+    crd::ProxyConfig,
+    gateway::api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
+};
 
 /// The label an EndpointSlice carries to name the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -28,7 +31,7 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Names one object of a kind. Cluster-scoped objects (IngressClass, Node, ProxyConfig) use the
 /// namespace `""`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub struct ObjectKey {
     pub namespace: String,
     pub name: String,
@@ -47,6 +50,14 @@ pub enum Kind {
     ProxyConfig,
     /// ConfigMaps that annotations refer to (`custom-headers`).
     ConfigMap,
+    /// `gateway.networking.k8s.io` (cluster-scoped).
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    GrpcRoute,
+    ReferenceGrant,
+    /// Namespaces, for the labels a Gateway listener's `allowedRoutes` selector reads.
+    Namespace,
 }
 
 /// One object of a kind the store holds.
@@ -63,6 +74,12 @@ pub enum Object {
     Node(Node),
     ProxyConfig(ProxyConfig),
     ConfigMap(ConfigMap),
+    GatewayClass(GatewayClass),
+    Gateway(Gateway),
+    HttpRoute(HttpRoute),
+    GrpcRoute(GrpcRoute),
+    ReferenceGrant(ReferenceGrant),
+    Namespace(Namespace),
 }
 
 /// Every object Gantry reads, by kind and key, with EndpointSlices also indexed by the Service they
@@ -80,6 +97,12 @@ pub struct ObjectStore {
     nodes: BTreeMap<ObjectKey, Node>,
     proxy_configs: BTreeMap<ObjectKey, ProxyConfig>,
     config_maps: BTreeMap<ObjectKey, ConfigMap>,
+    gateway_classes: BTreeMap<ObjectKey, GatewayClass>,
+    gateways: BTreeMap<ObjectKey, Gateway>,
+    http_routes: BTreeMap<ObjectKey, HttpRoute>,
+    grpc_routes: BTreeMap<ObjectKey, GrpcRoute>,
+    reference_grants: BTreeMap<ObjectKey, ReferenceGrant>,
+    namespaces: BTreeMap<ObjectKey, Namespace>,
     /// `(namespace, service name)` → the keys of the slices labelled with that service. Slices without
     /// the label are stored but not indexed: no Service claims them.
     slices_by_service: BTreeMap<(String, String), BTreeSet<ObjectKey>>,
@@ -125,7 +148,7 @@ impl fmt::Display for ObjectKey {
 // === impl Kind ===
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,
@@ -134,11 +157,20 @@ impl Kind {
         Kind::Node,
         Kind::ProxyConfig,
         Kind::ConfigMap,
+        Kind::GatewayClass,
+        Kind::Gateway,
+        Kind::HttpRoute,
+        Kind::GrpcRoute,
+        Kind::ReferenceGrant,
+        Kind::Namespace,
     ];
 
     /// Whether objects of this kind live in a namespace (IngressClass, Node and ProxyConfig do not).
     pub fn is_namespaced(self) -> bool {
-        !matches!(self, Kind::IngressClass | Kind::Node | Kind::ProxyConfig)
+        !matches!(
+            self,
+            Kind::IngressClass | Kind::Node | Kind::ProxyConfig | Kind::GatewayClass | Kind::Namespace
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -151,6 +183,12 @@ impl Kind {
             Kind::Node => "Node",
             Kind::ProxyConfig => "ProxyConfig",
             Kind::ConfigMap => "ConfigMap",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Namespace => "Namespace",
         }
     }
 }
@@ -174,6 +212,12 @@ impl Object {
             Object::Node(_) => Kind::Node,
             Object::ProxyConfig(_) => Kind::ProxyConfig,
             Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::GatewayClass(_) => Kind::GatewayClass,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::HttpRoute(_) => Kind::HttpRoute,
+            Object::GrpcRoute(_) => Kind::GrpcRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -187,6 +231,12 @@ impl Object {
             Object::Node(o) => &o.metadata,
             Object::ProxyConfig(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
+            Object::GatewayClass(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
         }
     }
 
@@ -200,6 +250,12 @@ impl Object {
             Object::Node(o) => &mut o.metadata,
             Object::ProxyConfig(o) => &mut o.metadata,
             Object::ConfigMap(o) => &mut o.metadata,
+            Object::GatewayClass(o) => &mut o.metadata,
+            Object::Gateway(o) => &mut o.metadata,
+            Object::HttpRoute(o) => &mut o.metadata,
+            Object::GrpcRoute(o) => &mut o.metadata,
+            Object::ReferenceGrant(o) => &mut o.metadata,
+            Object::Namespace(o) => &mut o.metadata,
         }
     }
 
@@ -264,6 +320,42 @@ impl From<ProxyConfig> for Object {
 impl From<ConfigMap> for Object {
     fn from(o: ConfigMap) -> Self {
         Object::ConfigMap(o)
+    }
+}
+
+impl From<GatewayClass> for Object {
+    fn from(o: GatewayClass) -> Self {
+        Object::GatewayClass(o)
+    }
+}
+
+impl From<Gateway> for Object {
+    fn from(o: Gateway) -> Self {
+        Object::Gateway(o)
+    }
+}
+
+impl From<HttpRoute> for Object {
+    fn from(o: HttpRoute) -> Self {
+        Object::HttpRoute(o)
+    }
+}
+
+impl From<GrpcRoute> for Object {
+    fn from(o: GrpcRoute) -> Self {
+        Object::GrpcRoute(o)
+    }
+}
+
+impl From<Namespace> for Object {
+    fn from(o: Namespace) -> Self {
+        Object::Namespace(o)
+    }
+}
+
+impl From<ReferenceGrant> for Object {
+    fn from(o: ReferenceGrant) -> Self {
+        Object::ReferenceGrant(o)
     }
 }
 
@@ -339,6 +431,24 @@ impl ObjectStore {
             Object::ConfigMap(o) => {
                 self.config_maps.insert(key, o);
             }
+            Object::GatewayClass(o) => {
+                self.gateway_classes.insert(key, o);
+            }
+            Object::Gateway(o) => {
+                self.gateways.insert(key, o);
+            }
+            Object::HttpRoute(o) => {
+                self.http_routes.insert(key, o);
+            }
+            Object::GrpcRoute(o) => {
+                self.grpc_routes.insert(key, o);
+            }
+            Object::ReferenceGrant(o) => {
+                self.reference_grants.insert(key, o);
+            }
+            Object::Namespace(o) => {
+                self.namespaces.insert(key, o);
+            }
         }
     }
 
@@ -374,6 +484,24 @@ impl ObjectStore {
             Kind::ConfigMap => {
                 self.config_maps.remove(&key);
             }
+            Kind::GatewayClass => {
+                self.gateway_classes.remove(&key);
+            }
+            Kind::Gateway => {
+                self.gateways.remove(&key);
+            }
+            Kind::HttpRoute => {
+                self.http_routes.remove(&key);
+            }
+            Kind::GrpcRoute => {
+                self.grpc_routes.remove(&key);
+            }
+            Kind::ReferenceGrant => {
+                self.reference_grants.remove(&key);
+            }
+            Kind::Namespace => {
+                self.namespaces.remove(&key);
+            }
         }
     }
 
@@ -401,6 +529,12 @@ impl ObjectStore {
             + self.nodes.len()
             + self.proxy_configs.len()
             + self.config_maps.len()
+            + self.gateway_classes.len()
+            + self.gateways.len()
+            + self.http_routes.len()
+            + self.grpc_routes.len()
+            + self.reference_grants.len()
+            + self.namespaces.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -418,6 +552,12 @@ impl ObjectStore {
             Kind::Node => self.nodes.len(),
             Kind::ProxyConfig => self.proxy_configs.len(),
             Kind::ConfigMap => self.config_maps.len(),
+            Kind::GatewayClass => self.gateway_classes.len(),
+            Kind::Gateway => self.gateways.len(),
+            Kind::HttpRoute => self.http_routes.len(),
+            Kind::GrpcRoute => self.grpc_routes.len(),
+            Kind::ReferenceGrant => self.reference_grants.len(),
+            Kind::Namespace => self.namespaces.len(),
         }
     }
 
@@ -451,6 +591,30 @@ impl ObjectStore {
 
     pub fn config_maps(&self) -> &BTreeMap<ObjectKey, ConfigMap> {
         &self.config_maps
+    }
+
+    pub fn gateway_classes(&self) -> &BTreeMap<ObjectKey, GatewayClass> {
+        &self.gateway_classes
+    }
+
+    pub fn gateways(&self) -> &BTreeMap<ObjectKey, Gateway> {
+        &self.gateways
+    }
+
+    pub fn http_routes(&self) -> &BTreeMap<ObjectKey, HttpRoute> {
+        &self.http_routes
+    }
+
+    pub fn grpc_routes(&self) -> &BTreeMap<ObjectKey, GrpcRoute> {
+        &self.grpc_routes
+    }
+
+    pub fn reference_grants(&self) -> &BTreeMap<ObjectKey, ReferenceGrant> {
+        &self.reference_grants
+    }
+
+    pub fn namespaces(&self) -> &BTreeMap<ObjectKey, Namespace> {
+        &self.namespaces
     }
 
     pub fn config_map(&self, namespace: &str, name: &str) -> Option<&ConfigMap> {

@@ -43,7 +43,7 @@ use crate::metrics::{KindLabels, Metrics};
 use futures_util::StreamExt;
 use k8s_openapi::{
     api::{
-        core::v1::{ConfigMap, Node, NodeStatus, Secret, Service},
+        core::v1::{ConfigMap, Namespace, Node, NodeStatus, Secret, Service},
         discovery::v1::EndpointSlice,
         networking::v1::{Ingress, IngressClass},
     },
@@ -59,10 +59,12 @@ use tokio::{
     task::JoinHandle,
 };
 
+use super::lenient::Lenient;
 use crate::{
     annotations::references::references_of,
     crd::ProxyConfig,
     diagnostic::Diagnostic,
+    gateway::api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
     runtime::{SharedStore, SourceState},
     store::{Kind, Object, ObjectKey, ObjectStore, SERVICE_NAME_LABEL},
     translate::{
@@ -132,6 +134,9 @@ pub struct Settings {
     pub nodes: bool,
     /// Watch `gantry.dev` ProxyConfigs too, when the CRD is installed (see [`watch_proxy_configs`]).
     pub proxy_configs: bool,
+    /// Watch the Gateway API kinds (those whose CRDs are installed) and Namespaces (for the
+    /// listeners' route namespace selectors).
+    pub gateway_api: bool,
     /// Watch the Secrets and ConfigMaps that the annotations of our Ingresses (chosen by these
     /// options' class) refer to ([`watch_references`]); `None`: none are read.
     pub references: Option<Arc<TranslateOptions>>,
@@ -292,6 +297,29 @@ pub fn run(
             first_list,
         )));
     }
+    if settings.gateway_api {
+        for ns in &scopes {
+            watches.add_if_served(namespaced::<Lenient<Gateway>>(&client, ns), ns, Kind::Gateway);
+            watches.add_if_served(namespaced::<Lenient<HttpRoute>>(&client, ns), ns, Kind::HttpRoute);
+            watches.add_if_served(namespaced::<Lenient<GrpcRoute>>(&client, ns), ns, Kind::GrpcRoute);
+            watches.add_if_served(
+                namespaced::<Lenient<ReferenceGrant>>(&client, ns),
+                ns,
+                Kind::ReferenceGrant,
+            );
+        }
+        watches.add_if_served(
+            Api::<Lenient<GatewayClass>>::all(client.clone()),
+            &cluster,
+            Kind::GatewayClass,
+        );
+        watches.add(
+            Api::<Namespace>::all(client.clone()),
+            &cluster,
+            watcher::Config::default(),
+            Kind::Namespace,
+        );
+    }
     let references = settings.references.is_some();
     if let Some(opts) = settings.references {
         let first_list = watches.first_list();
@@ -339,7 +367,7 @@ impl Watches {
     fn add<K>(&mut self, api: Api<K>, namespace: &Option<String>, config: watcher::Config, kind: Kind)
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
-        Object: From<K>,
+        K: IntoObject,
     {
         let first_list = self.first_list();
         self.futures.push(Box::pin(watch_kind(
@@ -350,6 +378,40 @@ impl Watches {
             self.shutdown.clone(),
             first_list,
         )));
+    }
+
+    /// [`Watches::add`] for a kind whose CRD may not be installed (the Gateway API): without it the
+    /// watcher counts as synced with nothing listed; installing the CRDs later takes a restart.
+    fn add_if_served<K>(&mut self, api: Api<K>, namespace: &Option<String>, kind: Kind)
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
+        K: IntoObject,
+    {
+        let first_list = self.first_list();
+        let scope = Scope::new(kind, namespace.clone());
+        let (ctx, mut shutdown) = (self.ctx.clone(), self.shutdown.clone());
+        self.futures.push(Box::pin(async move {
+            let mut backoff = Duration::from_millis(800);
+            loop {
+                match api.list_metadata(&kube::api::ListParams::default().limit(1)).await {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        tracing::info!(kind = %kind, "not served by the API server (CRD not installed); not watched");
+                        ctx.first_list_done();
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(kind = %kind, error = %e, "checking whether the kind is served failed; retrying");
+                        tokio::select! {
+                            _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            watch_kind(api, watcher::Config::default(), scope, ctx, shutdown, first_list).await;
+        }));
     }
 
     /// Counts one more watcher that the initial sync waits for.
@@ -409,6 +471,54 @@ enum Step {
     Applied(Object),
     /// An object was deleted.
     Deleted(ObjectKey),
+    /// An object that cannot be decoded (see [`Lenient`]), from a (re)list or a change.
+    Invalid { bad: InvalidObject, listed: bool },
+}
+
+/// An object the watcher could not decode: its key and why.
+pub struct InvalidObject {
+    key: ObjectKey,
+    error: String,
+}
+
+/// What a watcher stores for one item it received.
+pub trait IntoObject {
+    fn into_object(self) -> Result<Object, InvalidObject>;
+}
+
+impl<K> IntoObject for K
+where
+    Object: From<K>,
+{
+    fn into_object(self) -> Result<Object, InvalidObject> {
+        Ok(Object::from(self))
+    }
+}
+
+impl<K> IntoObject for Lenient<K>
+where
+    Object: From<K>,
+{
+    fn into_object(self) -> Result<Object, InvalidObject> {
+        match self {
+            Lenient::Valid(k) => Ok(Object::from(k)),
+            Lenient::Invalid { metadata, error } => Err(InvalidObject {
+                key: ObjectKey::of(&metadata),
+                error,
+            }),
+        }
+    }
+}
+
+/// Drops the `InvalidObject` diagnostic of an object (it was fixed, or deleted).
+fn forget_invalid(diagnostics: &mut Vec<Diagnostic>, kind: Kind, key: &ObjectKey) {
+    if diagnostics
+        .iter()
+        .any(|d| d.reason == crate::manifests::INVALID_OBJECT)
+    {
+        let label = format!("{kind} {key}");
+        diagnostics.retain(|d| d.reason != crate::manifests::INVALID_OBJECT || d.object != label);
+    }
 }
 
 /// Runs one watcher until shutdown.
@@ -421,7 +531,7 @@ async fn watch_kind<K>(
     first_list: FirstList,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + 'static,
-    Object: From<K>,
+    K: IntoObject,
 {
     let kind = scope.kind;
     // Objects watched by name are kept whole; the rest is slimmed to what translation reads.
@@ -447,10 +557,19 @@ async fn watch_kind<K>(
         for event in batch {
             match event {
                 Ok(watcher::Event::Init) => steps.push(Step::Init),
-                Ok(watcher::Event::InitApply(o)) => steps.push(Step::Listed(slim_one(Object::from(o)))),
+                Ok(watcher::Event::InitApply(o)) => steps.push(match o.into_object() {
+                    Ok(obj) => Step::Listed(slim_one(obj)),
+                    Err(bad) => Step::Invalid { bad, listed: true },
+                }),
                 Ok(watcher::Event::InitDone) => steps.push(Step::InitDone),
-                Ok(watcher::Event::Apply(o)) => steps.push(Step::Applied(slim_one(Object::from(o)))),
-                Ok(watcher::Event::Delete(o)) => steps.push(Step::Deleted(Object::from(o).key())),
+                Ok(watcher::Event::Apply(o)) => steps.push(match o.into_object() {
+                    Ok(obj) => Step::Applied(slim_one(obj)),
+                    Err(bad) => Step::Invalid { bad, listed: false },
+                }),
+                Ok(watcher::Event::Delete(o)) => steps.push(Step::Deleted(match o.into_object() {
+                    Ok(obj) => obj.key(),
+                    Err(bad) => bad.key,
+                })),
                 Err(e) => {
                     ctx.metrics
                         .kube_watch_errors
@@ -476,6 +595,7 @@ async fn watch_kind<K>(
                     Step::Init => listed = Some(HashSet::new()),
                     Step::Listed(obj) => {
                         listed.get_or_insert_with(HashSet::new).insert(obj.key());
+                        forget_invalid(&mut s.diagnostics, kind, &obj.key());
                         target.apply(obj);
                     }
                     Step::InitDone => {
@@ -487,8 +607,30 @@ async fn watch_kind<K>(
                         tracing::debug!(kind = %kind, namespace = ?scope.namespace, name = ?scope.name, objects = listed.len(), "listed");
                         first_sync |= first_list.is_some();
                     }
-                    Step::Applied(obj) => target.apply(obj),
-                    Step::Deleted(key) => target.delete(kind, &key),
+                    Step::Applied(obj) => {
+                        forget_invalid(&mut s.diagnostics, kind, &obj.key());
+                        target.apply(obj)
+                    }
+                    Step::Deleted(key) => {
+                        forget_invalid(&mut s.diagnostics, kind, &key);
+                        target.delete(kind, &key)
+                    }
+                    Step::Invalid { bad, listed: in_list } => {
+                        if in_list {
+                            listed.get_or_insert_with(HashSet::new).insert(bad.key.clone());
+                        }
+                        tracing::warn!(kind = %kind, object = %bad.key, error = %bad.error, "object cannot be read; it is not served");
+                        forget_invalid(&mut s.diagnostics, kind, &bad.key);
+                        s.diagnostics.push(Diagnostic {
+                            object: format!("{kind} {}", bad.key),
+                            reason: crate::manifests::INVALID_OBJECT.into(),
+                            message: format!(
+                                "{kind} {} cannot be read by Gantry ({}); it is not served until it is fixed",
+                                bad.key, bad.error
+                            ),
+                        });
+                        target.delete(kind, &bad.key);
+                    }
                 }
             }
         });
@@ -959,6 +1101,12 @@ fn stale_keys(store: &ObjectStore, scope: &Scope, listed: &HashSet<ObjectKey>) -
         Kind::Node => pick(store.nodes()),
         Kind::ProxyConfig => pick(store.proxy_configs()),
         Kind::ConfigMap => pick(store.config_maps()),
+        Kind::GatewayClass => pick(store.gateway_classes()),
+        Kind::Gateway => pick(store.gateways()),
+        Kind::HttpRoute => pick(store.http_routes()),
+        Kind::GrpcRoute => pick(store.grpc_routes()),
+        Kind::ReferenceGrant => pick(store.reference_grants()),
+        Kind::Namespace => pick(store.namespaces()),
     };
     keys.filter(|k| scope.contains(k))
         .filter(|k| !listed.contains(*k))
@@ -1001,6 +1149,20 @@ pub fn slim(mut obj: Object) -> Object {
             // Annotations read `data` (custom-headers: header name → value) only.
             slim_meta(&mut o.metadata, None);
             o.binary_data = None;
+        }
+        // Status is kept: the status writer compares what it would write with it and skips
+        // writes that change nothing.
+        Object::GatewayClass(o) => slim_meta(&mut o.metadata, None),
+        Object::Gateway(o) => slim_meta(&mut o.metadata, None),
+        Object::HttpRoute(o) => slim_meta(&mut o.metadata, None),
+        Object::GrpcRoute(o) => slim_meta(&mut o.metadata, None),
+        Object::ReferenceGrant(o) => slim_meta(&mut o.metadata, None),
+        // Labels are what the listeners' selectors read.
+        Object::Namespace(o) => {
+            o.metadata.managed_fields = None;
+            o.metadata.annotations = None;
+            o.spec = None;
+            o.status = None;
         }
     }
     obj

@@ -127,6 +127,31 @@ pub(super) fn resolve(
     Some(resolved.backend)
 }
 
+/// A Service port by number in a namespace (a Gateway API `backendRef`), resolved like an Ingress
+/// backend: the backend (which answers 503 when it cannot be resolved) and the problem, if any,
+/// for the caller to report on its object.
+pub(super) fn resolve_service_port(
+    b: &mut Build<'_>,
+    namespace: &str,
+    service: &str,
+    port: i32,
+    mode: BackendMode,
+) -> (Arc<Backend>, Option<Problem>) {
+    let key = BackendKey {
+        namespace: namespace.to_owned(),
+        service: service.to_owned(),
+        port: PortRef::Number(port),
+        mode,
+    };
+    let Backends { cache, node_ips } = &mut b.backends;
+    let store = b.store;
+    let resolved = cache
+        .entry(key)
+        .or_insert_with_key(|key| build_backend(store, node_ips, key))
+        .clone();
+    (resolved.backend, resolved.problem)
+}
+
 /// The backend of an Ingress's `default-backend` annotation: the Service `name` in the Ingress's
 /// namespace on its **first port**, as ingress-nginx takes it (`Spec.Ports[0]`). Problems are not
 /// reported as diagnostics (the annotation's report says them): `Err` when the Service is missing

@@ -45,6 +45,7 @@
 
 mod backends;
 mod class;
+pub mod gateway;
 pub(crate) mod hosts;
 mod rules;
 mod settings;
@@ -109,6 +110,8 @@ pub struct TranslateOptions {
     /// The data path's settings from the flags; a `ProxyConfig` referenced by our IngressClass
     /// overrides them per snapshot.
     pub proxy_config: std::sync::Arc<gantry_proxy::ProxyConfig>,
+    /// The Gateway API: `None` leaves every Gateway API object alone.
+    pub gateway: Option<gateway::GatewayOptions>,
 }
 
 /// What can be wrong with one object; each becomes one [`Diagnostic`] whose `reason` is
@@ -254,6 +257,10 @@ pub enum Problem {
         error: String,
         kept: String,
     },
+    /// A Gateway API object (or part of one) that is not served as written; `reason` is the
+    /// Gateway API's condition reason where there is one.
+    #[error("{message}")]
+    GatewayApi { reason: &'static str, message: String },
 }
 
 // === impl Problem ===
@@ -293,6 +300,7 @@ impl Problem {
             Problem::ProxyConfigNotFound { .. } => "ProxyConfigNotFound",
             Problem::ParametersIgnored { .. } => "ParametersIgnored",
             Problem::InvalidProxyConfig { .. } => "InvalidProxyConfig",
+            Problem::GatewayApi { reason, .. } => reason,
         }
     }
 }
@@ -462,6 +470,7 @@ impl<'a> Build<'a> {
             },
             diagnostics: self.diagnostics,
             annotations: reports.into_iter().map(|(_, r)| r).collect(),
+            gateway: gateway::GatewayApiStatus::default(),
         }
     }
 }
@@ -477,6 +486,8 @@ pub struct Translation {
     /// What the ingress-nginx annotations of each of our Ingresses did, oldest Ingress first (the
     /// order in which they claim hosts and paths).
     pub annotations: Vec<IngressReport>,
+    /// The status of every Gateway API object of Gantry's classes.
+    pub gateway: gateway::GatewayApiStatus,
 }
 
 impl std::ops::Deref for Translation {
@@ -499,7 +510,10 @@ pub fn translate(store: &ObjectStore, opts: &TranslateOptions, previous: &Snapsh
     tls::certificates(&mut build, &ours);
     rules::default_backend(&mut build, &ours, &mut canaries);
     rules::report_canaries(&mut build, canaries);
-    build.finish()
+    let gateway = gateway::gateway_api(&mut build);
+    let mut t = build.finish();
+    t.gateway = gateway;
+    t
 }
 
 /// The Ingresses that are ours (by class), oldest first: the ones whose status Gantry writes.

@@ -21,7 +21,7 @@ use crate::{
 
 /// Why a Secret gave no certificate.
 #[derive(Clone, Debug)]
-enum SecretError {
+pub(super) enum SecretError {
     NotFound,
     Invalid(String),
 }
@@ -174,7 +174,7 @@ fn default_certificate(b: &mut Build<'_>) {
 
 /// The certificate in a `kubernetes.io/tls` Secret. Reads `data`, and `stringData` as the API
 /// server would have merged it (hand-written files use it; it wins over `data`).
-fn load(store: &ObjectStore, key: &ObjectKey) -> Result<TlsCert, SecretError> {
+pub(super) fn load(store: &ObjectStore, key: &ObjectKey) -> Result<TlsCert, SecretError> {
     let secret = store
         .secret(&key.namespace, &key.name)
         .ok_or(SecretError::NotFound)?;

@@ -59,6 +59,7 @@ pub fn opts() -> TranslateOptions {
             .get_or_init(|| TlsCert::self_signed(&["gantry.invalid"]).expect("fallback certificate"))
             .clone(),
         proxy_config: Default::default(),
+        gateway: Some(crate::translate::gateway::GatewayOptions::default()),
     }
 }
 

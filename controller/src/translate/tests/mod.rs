@@ -8,6 +8,7 @@ mod backends;
 mod canary;
 mod class;
 mod conformance;
+mod gateway;
 mod robustness;
 mod rules;
 mod settings;

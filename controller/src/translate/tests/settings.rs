@@ -27,6 +27,7 @@ fn flag_opts() -> TranslateOptions {
     };
     TranslateOptions {
         proxy_config: Arc::new(config),
+        gateway: None,
         ..opts()
     }
 }

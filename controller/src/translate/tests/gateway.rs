@@ -1,0 +1,634 @@
+//! The Gateway API: GatewayClass, Gateway, HTTPRoute and ReferenceGrant manifests in → routes and
+//! the status Gantry writes out, with every condition reason Gantry can write.
+
+use gantry_proxy::{HostMatch, PathMatch, Route, SourceKind};
+
+use super::fixtures::*;
+use crate::translate::{
+    gateway::{Condition, GatewayApiStatus, ListenerStatus, ParentStatus},
+    Translation,
+};
+
+const BASE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: gantry}
+spec: {controllerName: gantry.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: someone-else}
+spec: {controllerName: example.com/other}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: infra, labels: {team: infra}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: apps, labels: {team: apps}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: infra}
+spec: {ports: [{name: http, port: 8080, targetPort: 3000}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: infra, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 3000}]
+endpoints: [{addresses: [10.0.0.1], conditions: {ready: true}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: apps}
+spec: {ports: [{name: http, port: 80, targetPort: 8000}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-1, namespace: apps, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+ports: [{name: http, port: 8000}]
+endpoints: [{addresses: [10.0.0.2], conditions: {ready: true}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - {name: http, protocol: HTTP, port: 80}
+  - name: from-apps
+    protocol: HTTP
+    port: 80
+    hostname: "*.apps.example"
+    allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {team: apps}}}}
+"#;
+
+fn with(extra: &str) -> Translation {
+    build(yaml(&format!("{BASE}\n---\n{extra}")))
+}
+
+/// Every route of the table: (host, path, conditions described, backend service, source kind).
+fn routes(t: &Translation) -> Vec<(HostMatch, PathMatch, Option<String>, String, SourceKind)> {
+    t.routes
+        .iter()
+        .map(|(h, r): (&HostMatch, &std::sync::Arc<Route>)| {
+            (
+                h.clone(),
+                r.path.clone(),
+                r.conditions.as_ref().map(|c| format!("{c:?}")),
+                r.backend.id.service.to_string(),
+                r.source.kind,
+            )
+        })
+        .collect()
+}
+
+fn route_of<'t>(t: &'t Translation, host: &HostMatch, path: &PathMatch) -> &'t Route {
+    t.routes
+        .iter()
+        .find(|(h, r)| *h == host && r.path == *path)
+        .map(|(_, r)| r.as_ref())
+        .unwrap_or_else(|| panic!("no route for {host} {path:?} in {:#?}", routes(t)))
+}
+
+fn cond<'s>(conditions: &'s [Condition], type_: &str) -> &'s Condition {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {conditions:#?}"))
+}
+
+fn parent<'s>(status: &'s GatewayApiStatus, route: &str) -> &'s ParentStatus {
+    let r = status
+        .routes
+        .iter()
+        .find(|r| r.key.to_string() == route)
+        .unwrap_or_else(|| panic!("no status for {route} in {status:#?}"));
+    assert_eq!(r.parents.len(), 1, "{r:#?}");
+    &r.parents[0]
+}
+
+fn listener<'s>(status: &'s GatewayApiStatus, gateway: &str, name: &str) -> &'s ListenerStatus {
+    status
+        .gateways
+        .iter()
+        .find(|g| g.key.to_string() == gateway)
+        .and_then(|g| g.listeners.iter().find(|l| l.name == name))
+        .unwrap_or_else(|| panic!("no listener {name} of {gateway} in {status:#?}"))
+}
+
+fn exact(h: &str) -> HostMatch {
+    HostMatch::Exact(h.into())
+}
+
+fn prefix(p: &str) -> PathMatch {
+    PathMatch::Prefix(p.into())
+}
+
+#[test]
+fn our_classes_are_accepted_and_others_left_alone() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: broken-params}
+spec:
+  controllerName: gantry.dev/gateway-controller
+  parametersRef: {group: gantry.dev, kind: ProxyConfig, name: missing}
+"#,
+    );
+    let names: Vec<_> = t.gateway.classes.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["broken-params", "gantry"],
+        "someone-else's class gets no status"
+    );
+    let gantry = &t.gateway.classes[1];
+    assert!(cond(&gantry.conditions, "Accepted").status);
+    let broken = cond(&t.gateway.classes[0].conditions, "Accepted");
+    assert_eq!((broken.status, broken.reason), (false, "InvalidParameters"));
+}
+
+#[test]
+fn an_http_route_becomes_routes_with_its_matches_and_status() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: infra, generation: 3}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [web.example]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /app}
+      headers: [{name: version, value: two}]
+      queryParams: [{name: animal, type: RegularExpression, value: "wh.*"}]
+      method: POST
+    - path: {type: Exact, value: /exact}
+    backendRefs: [{name: web, port: 8080}]
+"#,
+    );
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+    let r = route_of(&t, &exact("web.example"), &prefix("/app"));
+    let c = r.conditions.as_ref().expect("conditions");
+    assert_eq!(c.method, Some(http::Method::POST));
+    assert_eq!(c.headers.len(), 1);
+    assert_eq!(c.query.len(), 1);
+    assert_eq!(c.tls, Some(false), "attached to an HTTP listener only");
+    assert_eq!(r.source.kind, SourceKind::HttpRoute);
+    assert_eq!(r.backend.id.to_string(), "infra/web:8080");
+    assert_eq!(r.backend.endpoints[0].addr.to_string(), "10.0.0.1:3000");
+    let e = route_of(&t, &exact("web.example"), &PathMatch::Exact("/exact".into()));
+    assert!(e.conditions.as_ref().is_some_and(|c| c.headers.is_empty()));
+
+    let p = parent(&t.gateway, "infra/web");
+    assert_eq!(p.section_name.as_deref(), Some("http"));
+    let accepted = cond(&p.conditions, "Accepted");
+    assert_eq!((accepted.status, accepted.reason), (true, "Accepted"));
+    assert_eq!(cond(&p.conditions, "ResolvedRefs").reason, "ResolvedRefs");
+    assert_eq!(t.gateway.routes[0].generation, 3);
+    assert_eq!(listener(&t.gateway, "infra/gw", "http").attached_routes, 1);
+    assert_eq!(listener(&t.gateway, "infra/gw", "from-apps").attached_routes, 0);
+}
+
+#[test]
+fn listeners_admit_routes_by_namespace_and_hostname() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: infra}]
+  hostnames: [api.apps.example, api.elsewhere.example]
+  rules: [{backendRefs: [{name: api, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: other-host, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: infra, sectionName: from-apps}]
+  hostnames: [api.other.example]
+  rules: [{backendRefs: [{name: api, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wrong-section, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: infra, sectionName: nope}]
+  rules: [{backendRefs: [{name: api, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: not-allowed, namespace: apps}
+spec:
+  parentRefs: [{name: gw, namespace: infra, sectionName: http}]
+  rules: [{backendRefs: [{name: api, port: 80}]}]
+"#,
+    );
+    // `http` allows only its own namespace (Same, the default); `from-apps` the apps namespace,
+    // for its hostname only.
+    let hosts: Vec<_> = routes(&t).into_iter().map(|r| r.0).collect();
+    assert_eq!(hosts, [exact("api.apps.example")]);
+    assert_eq!(
+        cond(&parent(&t.gateway, "apps/api").conditions, "Accepted").reason,
+        "Accepted"
+    );
+    let reason = |route: &str| cond(&parent(&t.gateway, route).conditions, "Accepted").reason;
+    assert_eq!(reason("apps/other-host"), "NoMatchingListenerHostname");
+    assert_eq!(reason("apps/wrong-section"), "NoMatchingParent");
+    assert_eq!(reason("apps/not-allowed"), "NotAllowedByListeners");
+    assert_eq!(listener(&t.gateway, "infra/gw", "from-apps").attached_routes, 1);
+}
+
+#[test]
+fn listeners_are_judged_with_the_spec_s_reasons() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: odd, namespace: infra}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - {name: tcp, protocol: TCP, port: 9000}
+  - {name: port, protocol: HTTP, port: 8080}
+  - {name: kinds, protocol: HTTP, port: 80, hostname: kinds.example, allowedRoutes: {kinds: [{kind: TCPRoute}]}}
+  - {name: no-cert, protocol: HTTPS, port: 443, hostname: a.example}
+  - name: missing-cert
+    protocol: HTTPS
+    port: 443
+    hostname: b.example
+    tls: {certificateRefs: [{name: nothing-here}]}
+  - name: cross-ns-cert
+    protocol: HTTPS
+    port: 443
+    hostname: c.example
+    tls: {certificateRefs: [{name: cert, namespace: apps}]}
+  - {name: dup-1, protocol: HTTP, port: 80, hostname: dup.example}
+  - {name: dup-2, protocol: HTTP, port: 80, hostname: dup.example}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: not-ours, namespace: infra}
+spec:
+  gatewayClassName: someone-else
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+"#,
+    );
+    let reasons = |name: &str| {
+        let l = listener(&t.gateway, "infra/odd", name);
+        l.conditions
+            .iter()
+            .filter(|c| {
+                if c.type_ == "Conflicted" {
+                    c.status
+                } else {
+                    !c.status
+                }
+            })
+            .map(|c| (c.type_, c.reason))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        reasons("tcp"),
+        [("Accepted", "UnsupportedProtocol"), ("Programmed", "Invalid")]
+    );
+    assert_eq!(
+        reasons("port"),
+        [("Accepted", "PortUnavailable"), ("Programmed", "Invalid")]
+    );
+    assert_eq!(
+        reasons("kinds"),
+        [("ResolvedRefs", "InvalidRouteKinds"), ("Programmed", "Invalid")]
+    );
+    assert!(listener(&t.gateway, "infra/odd", "kinds")
+        .supported_kinds
+        .is_empty());
+    assert_eq!(
+        reasons("no-cert"),
+        [
+            ("ResolvedRefs", "InvalidCertificateRef"),
+            ("Programmed", "Invalid")
+        ]
+    );
+    assert_eq!(
+        reasons("missing-cert"),
+        [
+            ("ResolvedRefs", "InvalidCertificateRef"),
+            ("Programmed", "Invalid")
+        ]
+    );
+    assert_eq!(
+        reasons("cross-ns-cert"),
+        [("ResolvedRefs", "RefNotPermitted"), ("Programmed", "Invalid")]
+    );
+    assert_eq!(
+        reasons("dup-1"),
+        [("Conflicted", "HostnameConflict"), ("Programmed", "Invalid")]
+    );
+    let gw = t.gateway.gateways.iter().find(|g| g.key.name == "odd").unwrap();
+    assert_eq!(cond(&gw.conditions, "Accepted").reason, "ListenersNotValid");
+    assert!(!cond(&gw.conditions, "Accepted").status, "no listener is valid");
+    assert!(t.gateway.gateways.iter().all(|g| g.key.name != "not-ours"));
+}
+
+#[test]
+fn a_certificate_in_another_namespace_needs_a_reference_grant() {
+    let cert = test_cert(&["secure.example"]);
+    let gateway = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls, namespace: infra}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - name: https
+    protocol: HTTPS
+    port: 443
+    hostname: secure.example
+    tls: {certificateRefs: [{name: cert, namespace: apps}]}
+"#;
+    let grant = r#"
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: gateways-may-read-certs, namespace: apps}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: "", kind: Secret}]
+"#;
+    for (extra, granted) in [
+        (gateway.to_string(), false),
+        (format!("{gateway}\n---\n{grant}"), true),
+    ] {
+        let mut objects = yaml(&format!("{BASE}\n---\n{extra}"));
+        objects.push(secret("cert").cert(&cert).ns("apps").into());
+        let t = build(objects);
+        let l = listener(&t.gateway, "infra/tls", "https");
+        let resolved = cond(&l.conditions, "ResolvedRefs");
+        assert_eq!(resolved.status, granted, "{l:#?}");
+        if granted {
+            assert!(t.certs.has_host("secure.example"));
+            assert!(cond(&l.conditions, "Programmed").status);
+        } else {
+            assert_eq!(resolved.reason, "RefNotPermitted");
+            assert!(!t.certs.has_host("secure.example"));
+        }
+    }
+}
+
+#[test]
+fn backend_references_are_resolved_or_answer_500_with_the_spec_s_reason() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: refs, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {value: /missing}}]
+    backendRefs: [{name: nothing, port: 80}]
+  - matches: [{path: {value: /kind}}]
+    backendRefs: [{group: example.com, kind: Bucket, name: b}]
+  - matches: [{path: {value: /cross}}]
+    backendRefs: [{name: api, namespace: apps, port: 80}]
+  - matches: [{path: {value: /none}}]
+  - matches: [{path: {value: /split}}]
+    backendRefs: [{name: web, port: 8080, weight: 3}, {name: nothing, port: 80, weight: 1}]
+"#,
+    );
+    let any = HostMatch::Any;
+    for path in ["/missing", "/kind", "/cross", "/none"] {
+        assert!(route_of(&t, &any, &prefix(path)).backend.invalid, "{path}");
+    }
+    let split = route_of(&t, &any, &prefix("/split"));
+    let weights: Vec<_> = split
+        .policies
+        .split
+        .as_ref()
+        .expect("split")
+        .backends
+        .iter()
+        .map(|(w, b)| (*w, b.id.service.to_string(), b.invalid))
+        .collect();
+    assert_eq!(weights, [(3, "web".into(), false), (1, "nothing".into(), true)]);
+    let resolved = cond(&parent(&t.gateway, "infra/refs").conditions, "ResolvedRefs").clone();
+    assert_eq!(
+        (resolved.status, resolved.reason),
+        (false, "BackendNotFound"),
+        "the first problem is reported"
+    );
+    assert!(cond(&parent(&t.gateway, "infra/refs").conditions, "Accepted").status);
+}
+
+#[test]
+fn a_reference_grant_opens_a_service_in_another_namespace() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cross, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: api, namespace: apps, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: infra-routes, namespace: apps}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]
+  to: [{group: "", kind: Service, name: api}]
+"#,
+    );
+    let r = route_of(&t, &HostMatch::Any, &prefix("/"));
+    assert!(!r.backend.invalid);
+    assert_eq!(r.backend.id.to_string(), "apps/api:80");
+    assert!(cond(&parent(&t.gateway, "infra/cross").conditions, "ResolvedRefs").status);
+}
+
+#[test]
+fn filters_become_policies() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: filters, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  rules:
+  - matches: [{path: {value: /headers}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: X-Set, value: "1"}], add: [{name: x-add, value: a}], remove: [x-gone]}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: x-resp, value: r}]}
+    backendRefs: [{name: web, port: 8080}]
+  - matches: [{path: {value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, hostname: new.example, statusCode: 301, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+  - matches: [{path: {value: /rewrite/}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: internal.example, path: {type: ReplaceFullPath, replaceFullPath: /full}}
+    backendRefs: [{name: web, port: 8080}]
+    timeouts: {request: 10s, backendRequest: 500ms}
+  - matches: [{path: {value: /mirror}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: web, port: 8080}, percent: 25}
+    backendRefs: [{name: web, port: 8080}]
+  - matches: [{path: {value: /ext}}]
+    filters:
+    - type: ExtensionRef
+      extensionRef: {group: example.com, kind: Magic, name: m}
+    backendRefs: [{name: web, port: 8080}]
+"#,
+    );
+    use gantry_proxy::policy::{PathModifier, RedirectScheme};
+    let any = HostMatch::Any;
+    let h = route_of(&t, &any, &prefix("/headers"));
+    let req = h.policies.upstream.headers.as_ref().expect("request headers");
+    assert_eq!(req.set[0].0.as_str(), "x-set", "header names are lowercase");
+    assert_eq!(req.remove[0].as_str(), "x-gone");
+    assert!(h.policies.response_header_modifier.is_some());
+
+    let r = route_of(&t, &any, &prefix("/old"));
+    let redirect = r.policies.request_redirect.as_ref().expect("redirect");
+    assert_eq!(redirect.status, 301);
+    assert_eq!(redirect.scheme, Some(RedirectScheme::Https));
+    assert_eq!(redirect.hostname.as_deref(), Some("new.example"));
+    assert_eq!(
+        redirect.path,
+        Some(PathModifier::Prefix {
+            matched: "/old".into(),
+            replacement: "/new".into()
+        })
+    );
+
+    let w = route_of(&t, &any, &prefix("/rewrite/"));
+    let rewrite = w.policies.upstream.url_rewrite.as_ref().expect("rewrite");
+    assert_eq!(rewrite.hostname.as_ref().unwrap(), "internal.example");
+    assert_eq!(rewrite.path, Some(PathModifier::Full("/full".into())));
+    assert_eq!(
+        w.policies.timeouts.request,
+        Some(std::time::Duration::from_secs(10))
+    );
+    assert_eq!(
+        w.policies.timeouts.backend_request,
+        Some(std::time::Duration::from_millis(500))
+    );
+
+    let m = route_of(&t, &any, &prefix("/mirror"));
+    let mirrors = m.policies.mirrors.as_ref().expect("mirrors");
+    assert_eq!(mirrors[0].per_million, 250_000);
+
+    // A filter Gantry cannot honour: the rule answers 500 rather than skip it.
+    let e = route_of(&t, &any, &prefix("/ext"));
+    assert!(e.backend.invalid);
+    assert_eq!(e.policies, gantry_proxy::Policies::default());
+    assert!(t
+        .diagnostics
+        .iter()
+        .any(|d| d.reason == "UnsupportedValue" && d.message.contains("ExtensionRef")));
+}
+
+#[test]
+fn an_ingress_keeps_a_host_and_path_an_http_route_also_claims() {
+    let ingress_yaml = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: legacy, namespace: apps}
+spec:
+  ingressClassName: gantry
+  rules:
+  - host: shared.example
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: gantry}
+spec: {controller: gantry.dev/ingress-controller}
+"#;
+    let t = with(&format!(
+        r#"{ingress_yaml}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: new, namespace: infra, creationTimestamp: "2020-01-01T00:00:00Z"}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [shared.example]
+  rules:
+  - backendRefs: [{{name: web, port: 8080}}]
+  - matches: [{{path: {{value: /}}, headers: [{{name: x-canary, value: "yes"}}]}}]
+    backendRefs: [{{name: web, port: 8080}}]
+"#
+    ));
+    let all = routes(&t);
+    let on_root: Vec<_> = all
+        .iter()
+        .filter(|r| r.0 == exact("shared.example") && r.1 == prefix("/"))
+        .map(|r| (r.3.as_str(), r.4))
+        .collect();
+    // The HTTPRoute is older, but the Ingress keeps the plain claim (Ingress first); the header
+    // match is more specific and is served.
+    assert!(on_root.contains(&("api", SourceKind::Ingress)), "{all:#?}");
+    assert!(on_root.contains(&("web", SourceKind::HttpRoute)), "{all:#?}");
+    assert_eq!(on_root.len(), 2, "{all:#?}");
+    let conflict = t
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == "RouteConflict")
+        .expect("the HTTPRoute is told");
+    assert_eq!(conflict.object, "HTTPRoute infra/new");
+    assert!(
+        conflict.message.contains("Ingress apps/legacy"),
+        "{}",
+        conflict.message
+    );
+}
+
+#[test]
+fn routes_without_our_gateway_are_left_alone() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: theirs, namespace: infra}
+spec:
+  parentRefs: [{name: elsewhere}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+"#,
+    );
+    assert!(t.gateway.routes.is_empty());
+    assert!(t.routes.is_empty());
+}
+
+#[test]
+fn gateway_api_off_reads_nothing() {
+    let mut opts = opts();
+    opts.gateway = None;
+    let t = build_with(
+        yaml(&format!(
+            "{BASE}\n---\n{}",
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+"#
+        )),
+        &opts,
+    );
+    assert_eq!(t.gateway, GatewayApiStatus::default());
+    assert!(t.routes.is_empty());
+}
