@@ -384,6 +384,27 @@ fn rbac_is_least_privilege_with_secrets_cluster_wide_only_without_watch_namespac
         g("*", "", "configmaps", "watch"),
         g("*", "events.k8s.io", "events", "create"),
         g("*", "events.k8s.io", "events", "patch"),
+        // The Gateway API (gatewayAPI.enabled, the default).
+        g("*", "gateway.networking.k8s.io", "gatewayclasses", "list"),
+        g("*", "gateway.networking.k8s.io", "gatewayclasses", "watch"),
+        g("*", "gateway.networking.k8s.io", "gatewayclasses/status", "update"),
+        g("*", "gateway.networking.k8s.io", "gatewayclasses/status", "patch"),
+        g("*", "", "namespaces", "list"),
+        g("*", "", "namespaces", "watch"),
+        g("*", "gateway.networking.k8s.io", "gateways", "list"),
+        g("*", "gateway.networking.k8s.io", "gateways", "watch"),
+        g("*", "gateway.networking.k8s.io", "httproutes", "list"),
+        g("*", "gateway.networking.k8s.io", "httproutes", "watch"),
+        g("*", "gateway.networking.k8s.io", "grpcroutes", "list"),
+        g("*", "gateway.networking.k8s.io", "grpcroutes", "watch"),
+        g("*", "gateway.networking.k8s.io", "referencegrants", "list"),
+        g("*", "gateway.networking.k8s.io", "referencegrants", "watch"),
+        g("*", "gateway.networking.k8s.io", "gateways/status", "update"),
+        g("*", "gateway.networking.k8s.io", "gateways/status", "patch"),
+        g("*", "gateway.networking.k8s.io", "httproutes/status", "update"),
+        g("*", "gateway.networking.k8s.io", "httproutes/status", "patch"),
+        g("*", "gateway.networking.k8s.io", "grpcroutes/status", "update"),
+        g("*", "gateway.networking.k8s.io", "grpcroutes/status", "patch"),
         g(NAMESPACE, "coordination.k8s.io", "leases", "create"),
         g(NAMESPACE, "coordination.k8s.io", "leases", "get"),
         g(NAMESPACE, "coordination.k8s.io", "leases", "update"),
@@ -681,6 +702,8 @@ async fn every_rendered_manifest_is_accepted_by_the_api_server() {
         let (ok, out) = kubectl(&["apply", "-f", crd.to_str().unwrap()], None);
         assert!(ok, "{out}");
     }
+    // The Gateway API's, for the optional GatewayClass.
+    env.install_gateway_api_crds().expect("Gateway API CRDs");
     let (ok, out) = kubectl(
         &[
             "wait",

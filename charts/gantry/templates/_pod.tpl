@@ -116,6 +116,9 @@ spec:
 {{- define "gantry.args" -}}
 - --ingress-class={{ .Values.ingressClass.name }}
 - --controller-name={{ .Values.controller.controllerName }}
+- --gateway-controller-name={{ if .Values.gatewayAPI.enabled }}{{ .Values.gatewayAPI.controllerName }}{{ else }}off{{ end }}
+- --gateway-http-port={{ .Values.service.ports.http }}
+- --gateway-https-port={{ .Values.service.ports.https }}
 - --backend-mode={{ include "gantry.backendMode" . }}
 - --load-balance={{ .Values.controller.loadBalance }}
 - --http-addr=0.0.0.0:{{ .Values.controller.ports.http }}

@@ -166,6 +166,44 @@ impl TestEnv {
         cmd
     }
 
+    /// Installs the standard-channel CRDs of the Gateway API version Gantry implements (from its Go
+    /// module, which `controller/testenv/gateway-api-module.sh` finds or downloads) and waits until
+    /// they are served.
+    pub fn install_gateway_api_crds(&self) -> Result<()> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testenv/gateway-api-module.sh");
+        let out = Command::new(&script)
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !out.status.success() {
+            bail!("{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+        }
+        let module = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let crds = Path::new(&module).join("config/crd/standard");
+        let run = |args: &[&str]| -> Result<()> {
+            let out = self.kubectl().args(args).output().context("kubectl")?;
+            if !out.status.success() {
+                bail!(
+                    "kubectl {}: {}{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(())
+        };
+        run(&["apply", "--server-side", "-f", crds.to_str().context("module path")?])?;
+        run(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/gatewayclasses.gateway.networking.k8s.io",
+            "crd/gateways.gateway.networking.k8s.io",
+            "crd/httproutes.gateway.networking.k8s.io",
+            "crd/grpcroutes.gateway.networking.k8s.io",
+            "crd/referencegrants.gateway.networking.k8s.io",
+        ])
+    }
+
     /// A new administrator client. Panics if the kubeconfig cannot be loaded.
     pub async fn client(&self) -> kube::Client {
         let kubeconfig =
