@@ -21,7 +21,12 @@ fn from_yaml<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
 }
 
 /// A GET with extra request headers; the status and the JSON body.
-async fn get_with(g: &common::Gantry, host: &str, path: &str, headers: &[(&str, &str)]) -> Result<(u16, serde_json::Value), String> {
+async fn get_with(
+    g: &common::Gantry,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, serde_json::Value), String> {
     let mut req = common::plain_client().get(g.url(path)).header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -29,7 +34,10 @@ async fn get_with(g: &common::Gantry, host: &str, path: &str, headers: &[(&str, 
     let r = req.send().await.map_err(|e| format!("request failed: {e}"))?;
     let status = r.status().as_u16();
     let body = r.bytes().await.map_err(|e| format!("body: {e}"))?;
-    Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
+    Ok((
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    ))
 }
 
 /// `(type, status, reason)` of each condition in a JSON list.
@@ -119,7 +127,11 @@ spec:
     .await;
     // An Ingress on one of the route's hosts, for the path the route's last rule also claims.
     let ing = ingress(&ns, "legacy", CLASS, &[("shared.example", "/", "legacy", 80)]);
-    apply(&c.cluster_api::<k8s_openapi::api::networking::v1::IngressClass>(), &ingress_class()).await;
+    apply(
+        &c.cluster_api::<k8s_openapi::api::networking::v1::IngressClass>(),
+        &ingress_class(),
+    )
+    .await;
     apply(&c.api::<Ingress>(), &ing).await;
 
     wait_served_by(&g, WAIT, "gw.example", "/app/x", "web").await;
@@ -127,19 +139,33 @@ spec:
     // The header match is more specific than a plain path: it takes its requests, on the route's
     // own hosts and on the Ingress's host alike.
     for host in ["gw.example", "shared.example"] {
-        let (status, body) = get_with(&g, host, "/other", &[("x-canary", "yes")]).await.unwrap();
-        assert_eq!((status, body["service"].as_str()), (200, Some("canary")), "{host}");
+        let (status, body) = get_with(&g, host, "/other", &[("x-canary", "yes")])
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, body["service"].as_str()),
+            (200, Some("canary")),
+            "{host}"
+        );
     }
     // Ingress first: the Ingress keeps the host and path it shares with the route.
     wait_served_by(&g, WAIT, "shared.example", "/other", "legacy").await;
     let (status, body) = get_with(&g, "shared.example", "/app/x", &[]).await.unwrap();
-    assert_eq!((status, body["service"].as_str()), (200, Some("web")), "a longer path of the route");
+    assert_eq!(
+        (status, body["service"].as_str()),
+        (200, Some("web")),
+        "a longer path of the route"
+    );
 
     // Status: class accepted; the Gateway accepted with one listener not valid (its port is not
     // Gantry's), reached at the published address; the route accepted and resolved.
     let class_name = format!("gantry-{ns}");
     let class = eventually(&g, WAIT, "GatewayClass Accepted", || async {
-        let gc = c.cluster_api::<GatewayClass>().get(&class_name).await.map_err(|e| e.to_string())?;
+        let gc = c
+            .cluster_api::<GatewayClass>()
+            .get(&class_name)
+            .await
+            .map_err(|e| e.to_string())?;
         let s = serde_json::to_value(&gc.status).unwrap();
         if has(&s["conditions"], "Accepted", "True", "Accepted") {
             Ok(s)
@@ -153,21 +179,39 @@ spec:
     let gw = eventually(&g, WAIT, "Gateway status", || async {
         let gw = c.api::<Gateway>().get("gw").await.map_err(|e| e.to_string())?;
         let s = serde_json::to_value(&gw.status).unwrap();
-        let http = s["listeners"].as_array().and_then(|l| l.iter().find(|l| l["name"] == "http")).cloned();
+        let http = s["listeners"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == "http"))
+            .cloned();
         match http {
             Some(l) if l["attachedRoutes"] == 1 => Ok(s),
             _ => Err(format!("{s}")),
         }
     })
     .await;
-    assert!(has(&gw["conditions"], "Accepted", "True", "ListenersNotValid"), "{gw:#}");
-    assert!(has(&gw["conditions"], "Programmed", "True", "Programmed"), "{gw:#}");
-    assert_eq!(gw["addresses"], serde_json::json!([{"type": "IPAddress", "value": address}]));
+    assert!(
+        has(&gw["conditions"], "Accepted", "True", "ListenersNotValid"),
+        "{gw:#}"
+    );
+    assert!(
+        has(&gw["conditions"], "Programmed", "True", "Programmed"),
+        "{gw:#}"
+    );
+    assert_eq!(
+        gw["addresses"],
+        serde_json::json!([{"type": "IPAddress", "value": address}])
+    );
     let listeners = gw["listeners"].as_array().unwrap();
     let http = listeners.iter().find(|l| l["name"] == "http").unwrap();
-    assert!(has(&http["conditions"], "Programmed", "True", "Programmed"), "{http:#}");
+    assert!(
+        has(&http["conditions"], "Programmed", "True", "Programmed"),
+        "{http:#}"
+    );
     let elsewhere = listeners.iter().find(|l| l["name"] == "elsewhere").unwrap();
-    assert!(has(&elsewhere["conditions"], "Accepted", "False", "PortUnavailable"), "{elsewhere:#}");
+    assert!(
+        has(&elsewhere["conditions"], "Accepted", "False", "PortUnavailable"),
+        "{elsewhere:#}"
+    );
     assert_eq!(elsewhere["attachedRoutes"], 0);
 
     let route = eventually(&g, WAIT, "HTTPRoute status", || async {
@@ -183,8 +227,14 @@ spec:
     let parent = &route["parents"][0];
     assert_eq!(parent["controllerName"], "gantry.dev/gateway-controller");
     assert_eq!(parent["parentRef"]["sectionName"], "http");
-    assert!(has(&parent["conditions"], "Accepted", "True", "Accepted"), "{parent:#}");
-    assert!(has(&parent["conditions"], "ResolvedRefs", "True", "ResolvedRefs"), "{parent:#}");
+    assert!(
+        has(&parent["conditions"], "Accepted", "True", "Accepted"),
+        "{parent:#}"
+    );
+    assert!(
+        has(&parent["conditions"], "ResolvedRefs", "True", "ResolvedRefs"),
+        "{parent:#}"
+    );
 
     // A backend that does not exist: the route stays accepted, its rule answers 500, and the
     // status says why.
@@ -198,7 +248,12 @@ spec:
     eventually(&g, WAIT, "ResolvedRefs False BackendNotFound", || async {
         let r = c.api::<HttpRoute>().get("web").await.map_err(|e| e.to_string())?;
         let s = serde_json::to_value(&r.status).unwrap();
-        if has(&s["parents"][0]["conditions"], "ResolvedRefs", "False", "BackendNotFound") {
+        if has(
+            &s["parents"][0]["conditions"],
+            "ResolvedRefs",
+            "False",
+            "BackendNotFound",
+        ) {
             Ok(())
         } else {
             Err(format!("{s}"))

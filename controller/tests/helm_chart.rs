@@ -387,7 +387,12 @@ fn rbac_is_least_privilege_with_secrets_cluster_wide_only_without_watch_namespac
         // The Gateway API (gatewayAPI.enabled, the default).
         g("*", "gateway.networking.k8s.io", "gatewayclasses", "list"),
         g("*", "gateway.networking.k8s.io", "gatewayclasses", "watch"),
-        g("*", "gateway.networking.k8s.io", "gatewayclasses/status", "update"),
+        g(
+            "*",
+            "gateway.networking.k8s.io",
+            "gatewayclasses/status",
+            "update",
+        ),
         g("*", "gateway.networking.k8s.io", "gatewayclasses/status", "patch"),
         g("*", "", "namespaces", "list"),
         g("*", "", "namespaces", "watch"),

@@ -42,7 +42,7 @@ use crate::{
             GatewayStatusListenersSupportedKinds,
         },
         httproutes::{HttpRouteStatus, HttpRouteStatusParents, HttpRouteStatusParentsParentRef},
-        Gateway, GatewayClass, HttpRoute,
+        Gateway, GatewayClass, GrpcRoute, HttpRoute,
     },
     leader::Leadership,
     metrics::{Metrics, ResultLabels},
@@ -186,6 +186,10 @@ async fn patch(client: &Client, w: &Write) -> Result<(), String> {
                 .patch_status(&w.key.name, &params, &patch)
                 .await
                 .map(|_| ()),
+            "GRPCRoute" => Api::<GrpcRoute>::namespaced(client.clone(), &w.key.namespace)
+                .patch_status(&w.key.name, &params, &patch)
+                .await
+                .map(|_| ()),
             _ => Api::<HttpRoute>::namespaced(client.clone(), &w.key.namespace)
                 .patch_status(&w.key.name, &params, &patch)
                 .await
@@ -253,6 +257,10 @@ fn truncate(s: &str) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+fn rv(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.resource_version.clone().unwrap_or_default()
 }
 
 /// The writes that bring the store's objects in line with `status`.
@@ -360,82 +368,65 @@ pub fn plan(
             });
         }
     }
-    for r in &status.routes {
-        if r.kind != "HTTPRoute" {
-            continue;
-        }
-        let Some(obj) = store.http_routes().get(&r.key) else {
-            continue;
-        };
+    // Routes: HTTPRoute and GRPCRoute statuses have the same shape.
+    let mut routes: Vec<(&'static str, &ObjectKey, Option<HttpRouteStatus>, String)> = Vec::new();
+    for (key, obj) in store.http_routes() {
+        routes.push(("HTTPRoute", key, obj.status.clone(), rv(&obj.metadata)));
+    }
+    for (key, obj) in store.grpc_routes() {
         let current = obj
             .status
-            .clone()
-            .unwrap_or(HttpRouteStatus { parents: Vec::new() });
-        // Other controllers' entries stay as they are, first; ours follow in parentRef order.
+            .as_ref()
+            .and_then(|s| serde_json::to_value(s).ok())
+            .and_then(|v| serde_json::from_value(v).ok());
+        routes.push(("GRPCRoute", key, current, rv(&obj.metadata)));
+    }
+    for (kind, key, current, resource_version) in routes {
+        let ours = status.routes.iter().find(|r| r.kind == kind && &r.key == key);
+        let current = current.unwrap_or(HttpRouteStatus { parents: Vec::new() });
+        if ours.is_none() && current.parents.iter().all(|p| p.controller_name != controller) {
+            continue;
+        }
+        // Other controllers' entries stay as they are, first; ours follow in parentRef order. A
+        // route whose parents no longer include one of our Gateways keeps no entry of ours.
         let mut parents: Vec<HttpRouteStatusParents> = current
             .parents
             .iter()
             .filter(|p| p.controller_name != controller)
             .cloned()
             .collect();
-        for p in &r.parents {
-            let parent_ref = HttpRouteStatusParentsParentRef {
-                group: p.group.clone(),
-                kind: p.kind.clone(),
-                name: p.name.clone(),
-                namespace: p.namespace.clone(),
-                port: p.port,
-                section_name: p.section_name.clone(),
-            };
-            let before = current
-                .parents
-                .iter()
-                .find(|c| c.controller_name == controller && c.parent_ref == parent_ref)
-                .map(|c| c.conditions.as_slice())
-                .unwrap_or_default();
-            parents.push(HttpRouteStatusParents {
-                conditions: conditions(&p.conditions, before, r.generation, now),
-                controller_name: controller.to_owned(),
-                parent_ref,
-            });
+        for r in ours.into_iter() {
+            for p in &r.parents {
+                let parent_ref = HttpRouteStatusParentsParentRef {
+                    group: p.group.clone(),
+                    kind: p.kind.clone(),
+                    name: p.name.clone(),
+                    namespace: p.namespace.clone(),
+                    port: p.port,
+                    section_name: p.section_name.clone(),
+                };
+                let before = current
+                    .parents
+                    .iter()
+                    .find(|c| c.controller_name == controller && c.parent_ref == parent_ref)
+                    .map(|c| c.conditions.as_slice())
+                    .unwrap_or_default();
+                parents.push(HttpRouteStatusParents {
+                    conditions: conditions(&p.conditions, before, r.generation, now),
+                    controller_name: controller.to_owned(),
+                    parent_ref,
+                });
+            }
         }
         let desired = HttpRouteStatus { parents };
         if desired != current {
             writes.push(Write {
-                kind: "HTTPRoute",
-                key: r.key.clone(),
+                kind,
+                key: key.clone(),
                 status: serde_json::to_value(&desired).unwrap_or_default(),
-                resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
+                resource_version,
             });
         }
-    }
-    // Routes whose parents no longer include one of our Gateways keep no entry of ours.
-    for (key, obj) in store.http_routes() {
-        if status
-            .routes
-            .iter()
-            .any(|r| r.kind == "HTTPRoute" && &r.key == key)
-        {
-            continue;
-        }
-        let Some(current) = &obj.status else { continue };
-        if current.parents.iter().all(|p| p.controller_name != controller) {
-            continue;
-        }
-        let desired = HttpRouteStatus {
-            parents: current
-                .parents
-                .iter()
-                .filter(|p| p.controller_name != controller)
-                .cloned()
-                .collect(),
-        };
-        writes.push(Write {
-            kind: "HTTPRoute",
-            key: key.clone(),
-            status: serde_json::to_value(&desired).unwrap_or_default(),
-            resource_version: obj.metadata.resource_version.clone().unwrap_or_default(),
-        });
     }
     writes
 }

@@ -59,7 +59,7 @@ use crate::{
             HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
             HttpRouteRulesMatchesQueryParamsType,
         },
-        Gateway, HttpRoute,
+        Gateway, GrpcRoute, HttpRoute,
     },
     store::ObjectKey,
 };
@@ -219,8 +219,26 @@ pub(super) fn gateway_api(b: &mut Build<'_>) -> GatewayApiStatus {
     let mut routes: Vec<(&ObjectKey, &HttpRoute)> = b.store.http_routes().iter().collect();
     routes.sort_by(|a, b| age(&a.1.metadata, a.0).cmp(&age(&b.1.metadata, b.0)));
     for (key, route) in routes {
-        if let Some(status) = http_route(b, &mut gateways, key, route) {
+        if let Some(status) = http_route(b, &mut gateways, key, route, SourceKind::HttpRoute) {
             out.routes.push(status);
+        }
+    }
+    let mut grpc: Vec<(&ObjectKey, &GrpcRoute)> = b.store.grpc_routes().iter().collect();
+    grpc.sort_by(|a, b| age(&a.1.metadata, a.0).cmp(&age(&b.1.metadata, b.0)));
+    for (key, route) in grpc {
+        match grpc_as_http(route) {
+            Ok(route) => {
+                if let Some(status) = http_route(b, &mut gateways, key, &route, SourceKind::GrpcRoute) {
+                    out.routes.push(status);
+                }
+            }
+            Err(why) => b.report(
+                &format!("GRPCRoute {key}"),
+                Problem::GatewayApi {
+                    reason: "UnsupportedValue",
+                    message: why,
+                },
+            ),
         }
     }
 
@@ -781,8 +799,9 @@ fn http_route(
     gateways: &mut BTreeMap<ObjectKey, OurGateway>,
     key: &ObjectKey,
     route: &HttpRoute,
+    kind: SourceKind,
 ) -> Option<RouteStatus> {
-    let label = format!("HTTPRoute {key}");
+    let label = format!("{} {key}", kind.as_str());
     let mut hostnames = Vec::new();
     let mut bad_hostname = None;
     for h in route.spec.hostnames.as_deref().unwrap_or_default() {
@@ -810,6 +829,7 @@ fn http_route(
             b,
             gw,
             key,
+            kind.as_str(),
             &hostnames,
             p.section_name.as_deref(),
             p.port,
@@ -833,7 +853,7 @@ fn http_route(
         return None;
     }
     let source = RouteSource {
-        kind: SourceKind::HttpRoute,
+        kind,
         namespace: Arc::from(key.namespace.as_str()),
         name: Arc::from(key.name.as_str()),
     };
@@ -844,7 +864,7 @@ fn http_route(
             Some(name) => format!("rule {name}"),
             None => format!("rule {}", i + 1),
         };
-        let compiled = compile_rule(b, key, rule, &place, &mut unresolved);
+        let compiled = compile_rule(b, key, kind, rule, &place, &mut unresolved);
         if !accepted {
             continue;
         }
@@ -926,7 +946,7 @@ fn http_route(
         }
     }
     Some(RouteStatus {
-        kind: "HTTPRoute",
+        kind: kind.as_str(),
         key: key.clone(),
         generation: route.metadata.generation.unwrap_or_default(),
         parents,
@@ -935,10 +955,12 @@ fn http_route(
 
 /// Attaches a route to the listeners of one Gateway that a parentRef selects; the `Accepted`
 /// condition for that parentRef.
+#[allow(clippy::too_many_arguments)]
 fn attach(
     b: &Build<'_>,
     gw: &mut OurGateway,
     route_key: &ObjectKey,
+    route_kind: &str,
     hostnames: &[HostMatch],
     section: Option<&str>,
     port: Option<i32>,
@@ -952,7 +974,7 @@ fn attach(
             continue;
         }
         selected += 1;
-        if !l.valid || !l.kinds.contains(&"HTTPRoute") {
+        if !l.valid || !l.kinds.contains(&route_kind) {
             continue;
         }
         let ns_ok = match l.from {
@@ -1048,11 +1070,12 @@ impl CompiledRule {
 fn compile_rule(
     b: &mut Build<'_>,
     route_key: &ObjectKey,
+    kind: SourceKind,
     rule: &HttpRouteRules,
     place: &str,
     unresolved: &mut Option<Condition>,
 ) -> CompiledRule {
-    let label = format!("HTTPRoute {route_key}");
+    let label = format!("{} {route_key}", kind.as_str());
     let mut policies = Policies::default();
     let mut prefix_replacement = None;
     let mut broken: Option<String> = None;
@@ -1119,6 +1142,10 @@ fn compile_rule(
         // Nothing of a rule that cannot be honoured is applied: it answers 500, closed.
         policies = Policies::default();
         prefix_replacement = None;
+    }
+    if kind == SourceKind::GrpcRoute {
+        // gRPC backends speak HTTP/2; without TLS (BackendTLSPolicy) that is h2c.
+        policies.upstream.protocol = gantry_proxy::policy::UpstreamProtocol::H2c;
     }
     CompiledRule {
         backend,
@@ -1426,6 +1453,71 @@ fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
         rest = &rest[len..];
     }
     Ok((!total.is_zero()).then_some(total))
+}
+
+/// A GRPCRoute as the HTTPRoute that routes the same requests: a method match is the path
+/// `/service/method` (Exact) or `/service` (PathPrefix, every method of the service); header
+/// matches, filters and backendRefs have the same shape in both kinds. A match Gantry cannot
+/// express (a method without service, a regular expression) becomes a RegularExpression path,
+/// which the match reader refuses with a diagnostic.
+fn grpc_as_http(route: &GrpcRoute) -> Result<HttpRoute, String> {
+    let mut rules = Vec::new();
+    for rule in route.spec.rules.as_deref().unwrap_or_default() {
+        let mut matches = Vec::new();
+        for m in rule.matches.as_deref().unwrap_or_default() {
+            let path = match &m.method {
+                None => serde_json::json!({"type": "PathPrefix", "value": "/"}),
+                Some(method) => {
+                    let regex = method
+                        .r#type
+                        .as_ref()
+                        .is_some_and(|t| serde_json::to_value(t).ok() == Some("RegularExpression".into()));
+                    match (regex, method.service.as_deref(), method.method.as_deref()) {
+                        (false, Some(svc), Some(m)) => {
+                            serde_json::json!({"type": "Exact", "value": format!("/{svc}/{m}")})
+                        }
+                        (false, Some(svc), None) => {
+                            serde_json::json!({"type": "PathPrefix", "value": format!("/{svc}")})
+                        }
+                        _ => serde_json::json!({"type": "RegularExpression", "value": "(gRPC method match)"}),
+                    }
+                }
+            };
+            matches.push(serde_json::json!({"path": path, "headers": m.headers}));
+        }
+        rules.push(serde_json::json!({
+            "name": rule.name,
+            "matches": matches,
+            "filters": rule.filters,
+            "backendRefs": rule.backend_refs,
+        }));
+    }
+    let value = serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": route.metadata,
+        "spec": {
+            "hostnames": route.spec.hostnames,
+            "parentRefs": route.spec.parent_refs,
+            "rules": rules,
+        },
+    });
+    serde_json::from_value(strip_nulls(value)).map_err(|e| format!("cannot read the GRPCRoute: {e}"))
+}
+
+/// JSON without `null` members (the generated types treat a missing field and `null` alike, but
+/// not every enum does).
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, strip_nulls(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        serde_json::Value::Array(a) => a.into_iter().map(strip_nulls).collect(),
+        other => other,
+    }
 }
 
 /// One `HTTPRouteMatch` → its path and conditions.

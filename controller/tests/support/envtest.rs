@@ -191,7 +191,12 @@ impl TestEnv {
             }
             Ok(())
         };
-        run(&["apply", "--server-side", "-f", crds.to_str().context("module path")?])?;
+        run(&[
+            "apply",
+            "--server-side",
+            "-f",
+            crds.to_str().context("module path")?,
+        ])?;
         run(&[
             "wait",
             "--for=condition=Established",

@@ -632,3 +632,42 @@ spec:
     assert_eq!(t.gateway, GatewayApiStatus::default());
     assert!(t.routes.is_empty());
 }
+
+#[test]
+fn a_grpc_route_routes_services_and_methods_over_h2c() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.example]
+  rules:
+  - matches: [{method: {service: echo.Echo, method: Say}, headers: [{name: x-tenant, value: a}]}]
+    backendRefs: [{name: web, port: 8080}]
+  - matches: [{method: {service: echo.Other}}]
+    backendRefs: [{name: web, port: 8080}]
+  - matches: [{method: {method: Anything}}]
+    backendRefs: [{name: web, port: 8080}]
+"#,
+    );
+    let host = exact("grpc.example");
+    let say = route_of(&t, &host, &PathMatch::Exact("/echo.Echo/Say".into()));
+    assert_eq!(say.source.kind, SourceKind::GrpcRoute);
+    assert_eq!(say.conditions.as_ref().unwrap().headers.len(), 1);
+    assert_eq!(
+        say.policies.upstream.protocol,
+        gantry_proxy::policy::UpstreamProtocol::H2c
+    );
+    route_of(&t, &host, &prefix("/echo.Other"));
+    // A method without service cannot be expressed: a diagnostic, the other matches are served.
+    assert_eq!(routes(&t).len(), 2, "{:#?}", routes(&t));
+    assert!(t
+        .diagnostics
+        .iter()
+        .any(|d| d.object == "GRPCRoute infra/grpc" && d.reason == "UnsupportedValue"));
+    let p = parent(&t.gateway, "infra/grpc");
+    assert!(cond(&p.conditions, "Accepted").status);
+    assert_eq!(t.gateway.routes[0].kind, "GRPCRoute");
+}
