@@ -1,5 +1,6 @@
-//! Kubernetes Events (events.k8s.io/v1) for the diagnostics about Ingresses, so that
-//! `kubectl describe ingress` tells why a path is missing or answers 503.
+//! Kubernetes Events (events.k8s.io/v1) for the diagnostics about Ingresses and Gateway API objects
+//! (Gateways, GatewayClasses, HTTPRoutes, GRPCRoutes), so that `kubectl describe ingress` tells why
+//! a path is missing or answers 503.
 //!
 //! After every published snapshot the leader looks at its diagnostics. One about an Ingress
 //! (`Ingress namespace/name`) that was not there before becomes a `Warning` Event on that Ingress,
@@ -55,6 +56,43 @@ pub fn ingress_of(d: &Diagnostic) -> Option<ObjectKey> {
     (!namespace.is_empty() && !name.is_empty()).then(|| ObjectKey::new(namespace, name))
 }
 
+/// The object a diagnostic is about (`Ingress ns/name`, `HTTPRoute ns/name`, `GRPCRoute ns/name`,
+/// `Gateway ns/name`, `GatewayClass name`), as a reference with its uid (which is how
+/// `kubectl describe` finds Events), if it is in the store.
+fn reference(store: &crate::store::ObjectStore, d: &Diagnostic) -> Option<ObjectReference> {
+    const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
+    let (kind, rest) = d.object.split_once(' ')?;
+    let key = match rest.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
+            ObjectKey::new(namespace, name)
+        }
+        None if kind == "GatewayClass" && !rest.is_empty() => ObjectKey::cluster(rest),
+        _ => return None,
+    };
+    let (api_version, uid) = match kind {
+        "Ingress" => (
+            "networking.k8s.io/v1",
+            store.ingresses().get(&key)?.metadata.uid.clone(),
+        ),
+        "HTTPRoute" => (GATEWAY_API, store.http_routes().get(&key)?.metadata.uid.clone()),
+        "GRPCRoute" => (GATEWAY_API, store.grpc_routes().get(&key)?.metadata.uid.clone()),
+        "Gateway" => (GATEWAY_API, store.gateways().get(&key)?.metadata.uid.clone()),
+        "GatewayClass" => (
+            GATEWAY_API,
+            store.gateway_classes().get(&key)?.metadata.uid.clone(),
+        ),
+        _ => return None,
+    };
+    Some(ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        namespace: (!key.namespace.is_empty()).then(|| key.namespace.clone()),
+        name: Some(key.name),
+        uid,
+        ..ObjectReference::default()
+    })
+}
+
 /// What was sent for one diagnostic.
 struct Sent {
     recorder: Recorder,
@@ -103,21 +141,7 @@ pub fn run(
                 diagnostics
                     .iter()
                     .filter(|d| sent.get(*d).is_none_or(|s| s.at.elapsed() >= REFRESH))
-                    .filter_map(|d| {
-                        let key = ingress_of(d)?;
-                        let ing = s.store.ingresses().get(&key)?;
-                        Some((
-                            d.clone(),
-                            ObjectReference {
-                                api_version: Some("networking.k8s.io/v1".into()),
-                                kind: Some("Ingress".into()),
-                                namespace: Some(key.namespace.clone()),
-                                name: Some(key.name.clone()),
-                                uid: ing.metadata.uid.clone(),
-                                ..ObjectReference::default()
-                            },
-                        ))
-                    })
+                    .filter_map(|d| Some((d.clone(), reference(&s.store, d)?)))
                     .collect()
             });
             if due.is_empty() {

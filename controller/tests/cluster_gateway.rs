@@ -236,6 +236,33 @@ spec:
         "{parent:#}"
     );
 
+    // Problems are Events on the objects they are about.
+    let events = c.api::<k8s_openapi::api::events::v1::Event>();
+    for (kind, name, reason) in [
+        ("HTTPRoute", "web", "RouteConflict"),
+        ("Gateway", "gw", "PortUnavailable"),
+    ] {
+        eventually(&g, WAIT, &format!("{reason} Event on {kind} {name}"), || async {
+            let list = events
+                .list(&Default::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().is_some_and(|r| {
+                            r.kind.as_deref() == Some(kind)
+                                && r.name.as_deref() == Some(name)
+                                && r.uid.is_some()
+                        })
+                })
+                .then_some(())
+                .ok_or_else(|| format!("{} events, none matching", list.items.len()))
+        })
+        .await;
+    }
+
     // A backend that does not exist: the route stays accepted, its rule answers 500, and the
     // status says why.
     let mut broken: HttpRoute = c.api::<HttpRoute>().get("web").await.unwrap();
