@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use crate::{
     crd::{self, ProxyConfig},
-    gateway::api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
+    gateway::api::{BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
     store::{Kind, Object, ObjectKey, DEFAULT_NAMESPACE},
 };
 
@@ -163,6 +163,7 @@ fn collect(source: &str, place: &str, value: Value, parsed: &mut ParsedFile) {
         ("v1", "ConfigMap") => Kind::ConfigMap,
         ("v1", "Node") => Kind::Node,
         ("v1", "Namespace") => Kind::Namespace,
+        ("gateway.networking.k8s.io/v1", "BackendTLSPolicy") => Kind::BackendTlsPolicy,
         (crd::API_VERSION, crd::KIND) => Kind::ProxyConfig,
         ("gateway.networking.k8s.io/v1", "GatewayClass") => Kind::GatewayClass,
         ("gateway.networking.k8s.io/v1", "Gateway") => Kind::Gateway,
@@ -190,6 +191,7 @@ fn collect(source: &str, place: &str, value: Value, parsed: &mut ParsedFile) {
         Kind::GrpcRoute => typed::<GrpcRoute>(value).map(Object::GrpcRoute),
         Kind::ReferenceGrant => typed::<ReferenceGrant>(value).map(Object::ReferenceGrant),
         Kind::Namespace => typed::<Namespace>(value).map(Object::Namespace),
+        Kind::BackendTlsPolicy => typed::<BackendTlsPolicy>(value).map(Object::BackendTlsPolicy),
     };
     let problem = match object {
         Ok(object) if object.metadata().name.as_deref().is_some_and(|n| !n.is_empty()) => {

@@ -20,7 +20,7 @@ use k8s_openapi::{
 
 use crate::{
     crd::ProxyConfig,
-    gateway::api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
+    gateway::api::{BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
 };
 
 /// The label an EndpointSlice carries to name the Service it belongs to.
@@ -58,6 +58,7 @@ pub enum Kind {
     ReferenceGrant,
     /// Namespaces, for the labels a Gateway listener's `allowedRoutes` selector reads.
     Namespace,
+    BackendTlsPolicy,
 }
 
 /// One object of a kind the store holds.
@@ -80,6 +81,7 @@ pub enum Object {
     GrpcRoute(GrpcRoute),
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
+    BackendTlsPolicy(BackendTlsPolicy),
 }
 
 /// Every object Gantry reads, by kind and key, with EndpointSlices also indexed by the Service they
@@ -103,6 +105,7 @@ pub struct ObjectStore {
     grpc_routes: BTreeMap<ObjectKey, GrpcRoute>,
     reference_grants: BTreeMap<ObjectKey, ReferenceGrant>,
     namespaces: BTreeMap<ObjectKey, Namespace>,
+    backend_tls_policies: BTreeMap<ObjectKey, BackendTlsPolicy>,
     /// `(namespace, service name)` → the keys of the slices labelled with that service. Slices without
     /// the label are stored but not indexed: no Service claims them.
     slices_by_service: BTreeMap<(String, String), BTreeSet<ObjectKey>>,
@@ -148,7 +151,7 @@ impl fmt::Display for ObjectKey {
 // === impl Kind ===
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,
@@ -163,6 +166,7 @@ impl Kind {
         Kind::GrpcRoute,
         Kind::ReferenceGrant,
         Kind::Namespace,
+        Kind::BackendTlsPolicy,
     ];
 
     /// Whether objects of this kind live in a namespace (IngressClass, Node and ProxyConfig do not).
@@ -189,6 +193,7 @@ impl Kind {
             Kind::GrpcRoute => "GRPCRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Namespace => "Namespace",
+            Kind::BackendTlsPolicy => "BackendTLSPolicy",
         }
     }
 }
@@ -218,6 +223,7 @@ impl Object {
             Object::GrpcRoute(_) => Kind::GrpcRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::Namespace(_) => Kind::Namespace,
+            Object::BackendTlsPolicy(_) => Kind::BackendTlsPolicy,
         }
     }
 
@@ -237,6 +243,7 @@ impl Object {
             Object::GrpcRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::BackendTlsPolicy(o) => &o.metadata,
         }
     }
 
@@ -256,6 +263,7 @@ impl Object {
             Object::GrpcRoute(o) => &mut o.metadata,
             Object::ReferenceGrant(o) => &mut o.metadata,
             Object::Namespace(o) => &mut o.metadata,
+            Object::BackendTlsPolicy(o) => &mut o.metadata,
         }
     }
 
@@ -344,6 +352,12 @@ impl From<HttpRoute> for Object {
 impl From<GrpcRoute> for Object {
     fn from(o: GrpcRoute) -> Self {
         Object::GrpcRoute(o)
+    }
+}
+
+impl From<BackendTlsPolicy> for Object {
+    fn from(o: BackendTlsPolicy) -> Self {
+        Object::BackendTlsPolicy(o)
     }
 }
 
@@ -449,6 +463,9 @@ impl ObjectStore {
             Object::Namespace(o) => {
                 self.namespaces.insert(key, o);
             }
+            Object::BackendTlsPolicy(o) => {
+                self.backend_tls_policies.insert(key, o);
+            }
         }
     }
 
@@ -502,6 +519,9 @@ impl ObjectStore {
             Kind::Namespace => {
                 self.namespaces.remove(&key);
             }
+            Kind::BackendTlsPolicy => {
+                self.backend_tls_policies.remove(&key);
+            }
         }
     }
 
@@ -535,6 +555,7 @@ impl ObjectStore {
             + self.grpc_routes.len()
             + self.reference_grants.len()
             + self.namespaces.len()
+            + self.backend_tls_policies.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -558,6 +579,7 @@ impl ObjectStore {
             Kind::GrpcRoute => self.grpc_routes.len(),
             Kind::ReferenceGrant => self.reference_grants.len(),
             Kind::Namespace => self.namespaces.len(),
+            Kind::BackendTlsPolicy => self.backend_tls_policies.len(),
         }
     }
 
@@ -615,6 +637,10 @@ impl ObjectStore {
 
     pub fn namespaces(&self) -> &BTreeMap<ObjectKey, Namespace> {
         &self.namespaces
+    }
+
+    pub fn backend_tls_policies(&self) -> &BTreeMap<ObjectKey, BackendTlsPolicy> {
+        &self.backend_tls_policies
     }
 
     pub fn config_map(&self, namespace: &str, name: &str) -> Option<&ConfigMap> {

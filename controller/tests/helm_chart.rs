@@ -404,6 +404,8 @@ fn rbac_is_least_privilege_with_secrets_cluster_wide_only_without_watch_namespac
         g("*", "gateway.networking.k8s.io", "grpcroutes", "watch"),
         g("*", "gateway.networking.k8s.io", "referencegrants", "list"),
         g("*", "gateway.networking.k8s.io", "referencegrants", "watch"),
+        g("*", "gateway.networking.k8s.io", "backendtlspolicies", "list"),
+        g("*", "gateway.networking.k8s.io", "backendtlspolicies", "watch"),
         g("*", "gateway.networking.k8s.io", "gateways/status", "update"),
         g("*", "gateway.networking.k8s.io", "gateways/status", "patch"),
         g("*", "gateway.networking.k8s.io", "httproutes/status", "update"),

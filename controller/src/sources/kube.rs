@@ -64,7 +64,7 @@ use crate::{
     annotations::references::references_of,
     crd::ProxyConfig,
     diagnostic::Diagnostic,
-    gateway::api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
+    gateway::api::{BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
     runtime::{SharedStore, SourceState},
     store::{Kind, Object, ObjectKey, ObjectStore, SERVICE_NAME_LABEL},
     translate::{
@@ -306,6 +306,11 @@ pub fn run(
                 namespaced::<Lenient<ReferenceGrant>>(&client, ns),
                 ns,
                 Kind::ReferenceGrant,
+            );
+            watches.add_if_served(
+                namespaced::<Lenient<BackendTlsPolicy>>(&client, ns),
+                ns,
+                Kind::BackendTlsPolicy,
             );
         }
         watches.add_if_served(
@@ -638,7 +643,7 @@ async fn watch_kind<K>(
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         ctx.metrics.kube_last_sync.set(now.as_secs_f64());
-        if matches!(kind, Kind::Ingress | Kind::IngressClass) {
+        if matches!(kind, Kind::Ingress | Kind::IngressClass | Kind::BackendTlsPolicy) {
             ctx.ingresses_changed.notify_one();
         }
         if first_sync {
@@ -782,7 +787,7 @@ struct Plan {
     /// References to start watching.
     start: Vec<Reference>,
     /// References not watched, why, and the Ingresses that make them.
-    unwatched: Vec<(Reference, Unwatched, Vec<ObjectKey>)>,
+    unwatched: Vec<(Reference, Unwatched, Vec<String>)>,
 }
 
 /// Why a reference is not watched.
@@ -817,8 +822,8 @@ impl ReferenceWatches {
     }
 
     /// The references of our Ingresses now, each with the Ingresses that make it.
-    fn wanted(&mut self) -> BTreeMap<Reference, Vec<ObjectKey>> {
-        let mut wanted: BTreeMap<Reference, Vec<ObjectKey>> = BTreeMap::new();
+    fn wanted(&mut self) -> BTreeMap<Reference, Vec<String>> {
+        let mut wanted: BTreeMap<Reference, Vec<String>> = BTreeMap::new();
         let mut by_ingress = HashMap::new();
         let previous = &mut self.by_ingress;
         self.ctx.shared.with_state(|s| {
@@ -832,9 +837,28 @@ impl ReferenceWatches {
                     _ => references_of(&key, ingress.metadata.annotations.as_ref()),
                 };
                 for r in &refs {
-                    wanted.entry(r.clone()).or_default().push(key.clone());
+                    wanted
+                        .entry(r.clone())
+                        .or_default()
+                        .push(format!("Ingress {key}"));
                 }
                 by_ingress.insert(key, (version, refs));
+            }
+            // The CA ConfigMaps of BackendTLSPolicies.
+            if self.opts.gateway.is_some() {
+                for (key, policy) in s.store.backend_tls_policies() {
+                    for r in policy.spec.validation.ca_certificate_refs.iter().flatten() {
+                        if r.group.is_empty() && r.kind == "ConfigMap" {
+                            wanted
+                                .entry((
+                                    Kind::ConfigMap,
+                                    ObjectKey::new(key.namespace.as_str(), r.name.as_str()),
+                                ))
+                                .or_default()
+                                .push(format!("BackendTLSPolicy {key}"));
+                        }
+                    }
+                }
             }
         });
         self.by_ingress = by_ingress;
@@ -929,7 +953,7 @@ impl ReferenceWatches {
     }
 
     /// Puts the diagnostics about unwatched references in the store, when they changed.
-    fn report(&mut self, unwatched: &[(Reference, Unwatched, Vec<ObjectKey>)]) {
+    fn report(&mut self, unwatched: &[(Reference, Unwatched, Vec<String>)]) {
         let mut diagnostics: Vec<Diagnostic> = unwatched
             .iter()
             .flat_map(|((kind, key), why, ingresses)| {
@@ -945,8 +969,8 @@ impl ReferenceWatches {
                          fails closed"
                     ),
                 };
-                ingresses.iter().map(move |ing| Diagnostic {
-                    object: format!("Ingress {ing}"),
+                ingresses.iter().map(move |owner| Diagnostic {
+                    object: owner.clone(),
                     reason: REFERENCE_NOT_WATCHED.to_string(),
                     message: message.clone(),
                 })
@@ -986,7 +1010,7 @@ impl ReferenceWatches {
 fn plan<T>(
     running: &BTreeMap<Reference, T>,
     namespaces: &[String],
-    wanted: BTreeMap<Reference, Vec<ObjectKey>>,
+    wanted: BTreeMap<Reference, Vec<String>>,
     limit: usize,
 ) -> Plan {
     let mut plan = Plan {
@@ -1107,6 +1131,7 @@ fn stale_keys(store: &ObjectStore, scope: &Scope, listed: &HashSet<ObjectKey>) -
         Kind::GrpcRoute => pick(store.grpc_routes()),
         Kind::ReferenceGrant => pick(store.reference_grants()),
         Kind::Namespace => pick(store.namespaces()),
+        Kind::BackendTlsPolicy => pick(store.backend_tls_policies()),
     };
     keys.filter(|k| scope.contains(k))
         .filter(|k| !listed.contains(*k))
@@ -1157,6 +1182,7 @@ pub fn slim(mut obj: Object) -> Object {
         Object::HttpRoute(o) => slim_meta(&mut o.metadata, None),
         Object::GrpcRoute(o) => slim_meta(&mut o.metadata, None),
         Object::ReferenceGrant(o) => slim_meta(&mut o.metadata, None),
+        Object::BackendTlsPolicy(o) => slim_meta(&mut o.metadata, None),
         // Labels are what the listeners' selectors read.
         Object::Namespace(o) => {
             o.metadata.managed_fields = None;
@@ -1496,9 +1522,9 @@ mod tests {
         (kind, ObjectKey::new(ns, name))
     }
 
-    fn wanted(refs: &[Reference]) -> BTreeMap<Reference, Vec<ObjectKey>> {
+    fn wanted(refs: &[Reference]) -> BTreeMap<Reference, Vec<String>> {
         refs.iter()
-            .map(|r| (r.clone(), vec![ObjectKey::new(&r.1.namespace, "web")]))
+            .map(|r| (r.clone(), vec![format!("Ingress {}/web", r.1.namespace)]))
             .collect()
     }
 
@@ -1538,7 +1564,7 @@ mod tests {
             [(
                 outside.clone(),
                 Unwatched::OutsideNamespaces,
-                vec![ObjectKey::new("other", "web")]
+                vec!["Ingress other/web".to_string()]
             )]
         );
 

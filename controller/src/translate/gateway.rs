@@ -38,7 +38,7 @@ use std::{
 use gantry_proxy::{
     policy::{
         Cors, CorsOrigin, HeaderModifier, Mirror, PathModifier, RedirectScheme, RequestConditions,
-        RequestRedirect, UrlRewrite, ValueMatch, WeightedBackends,
+        RequestRedirect, UpstreamTls, UrlRewrite, ValueMatch, WeightedBackends,
     },
     Backend, BackendId, HostMatch, PathMatch, Policies, Route, RouteError, RouteSource, SourceKind, TlsCert,
 };
@@ -1105,13 +1105,42 @@ fn compile_rule(
     }
     let refs = rule.backend_refs.as_deref().unwrap_or_default();
     let mut weighted: Vec<(u32, Arc<Backend>)> = Vec::new();
+    // The BackendTLSPolicy of each resolved backend (`None`: plain text).
+    let mut tls: Vec<Option<Arc<UpstreamTls>>> = Vec::new();
     for r in refs {
         let weight = r.weight.unwrap_or(1).max(0) as u32;
         let backend = backend_ref(b, route_key, r, unresolved);
         if r.filters.as_ref().is_some_and(|f| !f.is_empty()) {
             broken.get_or_insert("filters on a backendRef are not supported yet".into());
         }
+        if !backend.invalid {
+            let namespace = r.namespace.as_deref().unwrap_or(&route_key.namespace);
+            match backend_tls(b, namespace, &r.name, r.port.unwrap_or_default()) {
+                Ok(t) => tls.push(t),
+                Err(why) => {
+                    broken.get_or_insert(why);
+                }
+            }
+        }
         weighted.push((weight, backend));
+    }
+    tls.dedup();
+    match tls.as_slice() {
+        [] | [None] => {}
+        [Some(t)] => {
+            policies.upstream.protocol = if kind == SourceKind::GrpcRoute {
+                gantry_proxy::policy::UpstreamProtocol::H2
+            } else {
+                gantry_proxy::policy::UpstreamProtocol::Https
+            };
+            policies.upstream.tls = Some(t.clone());
+        }
+        _ => {
+            broken.get_or_insert(
+                "the backends of this rule differ in their BackendTLSPolicy (one rule speaks one protocol to its backends)"
+                    .into(),
+            );
+        }
     }
     let id = BackendId {
         namespace: Arc::from(route_key.namespace.as_str()),
@@ -1143,7 +1172,7 @@ fn compile_rule(
         policies = Policies::default();
         prefix_replacement = None;
     }
-    if kind == SourceKind::GrpcRoute {
+    if kind == SourceKind::GrpcRoute && policies.upstream.tls.is_none() {
         // gRPC backends speak HTTP/2; without TLS (BackendTLSPolicy) that is h2c.
         policies.upstream.protocol = gantry_proxy::policy::UpstreamProtocol::H2c;
     }
@@ -1217,6 +1246,96 @@ fn backend_ref(
         b.report(&format!("HTTPRoute {route_key}"), problem);
     }
     backend
+}
+
+/// The upstream TLS that a BackendTLSPolicy asks for a Service port: `Ok(None)` when no policy
+/// targets it, `Err` when the policy cannot be honoured (the rule then answers 500: a backend that
+/// asked for verified TLS is never reached in plain text or unverified).
+///
+/// A policy targets a Service (group `""`, kind `Service`), optionally one port by name
+/// (`sectionName`); one naming the port wins over one for the whole Service, then the oldest.
+/// The CA comes from `ca.crt` of each ConfigMap in `caCertificateRefs`; `validation.hostname` is
+/// both the SNI and the name the certificate must carry.
+fn backend_tls(
+    b: &mut Build<'_>,
+    namespace: &str,
+    service: &str,
+    port: i32,
+) -> Result<Option<Arc<UpstreamTls>>, String> {
+    let port_name = b
+        .store
+        .service(namespace, service)
+        .and_then(|s| s.spec.as_ref())
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|ports| ports.iter().find(|p| p.port == port))
+        .and_then(|p| p.name.clone());
+    let mut candidates: Vec<(
+        bool,
+        (Option<&Time>, &ObjectKey),
+        &crate::gateway::api::BackendTlsPolicy,
+    )> = b
+        .store
+        .backend_tls_policies()
+        .iter()
+        .filter(|(k, _)| k.namespace == namespace)
+        .filter_map(|(k, p)| {
+            let target = p.spec.target_refs.iter().find(|t| {
+                t.group.is_empty()
+                    && t.kind == "Service"
+                    && t.name == service
+                    && t.section_name
+                        .as_ref()
+                        .is_none_or(|s| Some(s) == port_name.as_ref())
+            })?;
+            Some((target.section_name.is_none(), age(&p.metadata, k), p))
+        })
+        .collect();
+    candidates.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let Some((_, (_, key), policy)) = candidates.first() else {
+        return Ok(None);
+    };
+    let key = (*key).clone();
+    let v = &policy.spec.validation;
+    let fail = |why: String| Err(format!("BackendTLSPolicy {key}: {why}"));
+    if v.well_known_ca_certificates.is_some() {
+        return fail("wellKnownCACertificates is not supported; name the CA in caCertificateRefs".into());
+    }
+    if v.subject_alt_names.as_ref().is_some_and(|s| !s.is_empty()) {
+        return fail(
+            "subjectAltNames is not supported yet; the certificate is checked against validation.hostname"
+                .into(),
+        );
+    }
+    let refs = v.ca_certificate_refs.as_deref().unwrap_or_default();
+    if refs.is_empty() {
+        return fail("no caCertificateRefs".into());
+    }
+    let mut pem = Vec::new();
+    for r in refs {
+        if !r.group.is_empty() || r.kind != "ConfigMap" {
+            return fail(format!(
+                "caCertificateRef {}/{} {} is not a ConfigMap",
+                r.group, r.kind, r.name
+            ));
+        }
+        let Some(cm) = b.store.config_map(namespace, &r.name) else {
+            return fail(format!("ConfigMap {namespace}/{} not found", r.name));
+        };
+        let Some(ca) = cm.data.as_ref().and_then(|d| d.get("ca.crt")) else {
+            return fail(format!("ConfigMap {namespace}/{} has no ca.crt", r.name));
+        };
+        pem.extend_from_slice(ca.as_bytes());
+        pem.push(b'\n');
+    }
+    let tls = UpstreamTls::new()
+        .with_verify(true)
+        .with_ca_pem(&pem)
+        .and_then(|t| t.with_name(&v.hostname))
+        .map(|t| t.with_sni(true));
+    match tls {
+        Ok(t) => Ok(Some(Arc::new(t))),
+        Err(e) => fail(e.to_string()),
+    }
 }
 
 /// One filter into the rule's policies. `Err` is why the filter cannot be honoured.

@@ -671,3 +671,61 @@ spec:
     assert!(cond(&p.conditions, "Accepted").status);
     assert_eq!(t.gateway.routes[0].kind, "GRPCRoute");
 }
+
+#[test]
+fn a_backend_tls_policy_makes_the_backend_https_with_its_ca_and_hostname_or_fails_closed() {
+    let ca = test_cert(&["web.internal"]);
+    let indent = |pem: &str| pem.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let route = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: web-tls, namespace: infra}
+spec:
+  targetRefs: [{group: "", kind: Service, name: web, sectionName: http}]
+  validation:
+    hostname: web.internal
+    caCertificateRefs: [{group: "", kind: ConfigMap, name: web-ca}]
+"#;
+    let with_ca = format!(
+        "{route}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-ca, namespace: infra}}\ndata:\n  ca.crt: |\n{}",
+        indent(&ca.cert_pem)
+    );
+    let t = with(&with_ca);
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+    let r = route_of(&t, &HostMatch::Any, &prefix("/"));
+    assert_eq!(
+        r.policies.upstream.protocol,
+        gantry_proxy::policy::UpstreamProtocol::Https
+    );
+    let tls = r.policies.upstream.tls.as_ref().expect("upstream TLS");
+    assert!(tls.verify() && tls.sni());
+    assert_eq!(tls.ca_len(), 1);
+    assert!(
+        format!("{:?}", tls.name()).contains("web.internal"),
+        "{:?}",
+        tls.name()
+    );
+
+    // Without its CA the backend is not reached at all: 500, and the route's author is told.
+    let t = with(route);
+    let r = route_of(&t, &HostMatch::Any, &prefix("/"));
+    assert!(r.backend.invalid);
+    assert!(r.policies.upstream.tls.is_none());
+    let d = t
+        .diagnostics
+        .iter()
+        .find(|d| d.object == "HTTPRoute infra/web")
+        .expect("a diagnostic");
+    assert!(
+        d.message.contains("ConfigMap infra/web-ca not found"),
+        "{}",
+        d.message
+    );
+}
