@@ -288,3 +288,218 @@ spec:
     })
     .await;
 }
+
+/// Applies a GatewayClass for this test's namespace (cluster-scoped, so named after it).
+async fn gateway_class(c: &Cluster) -> String {
+    let name = format!("gantry-{}", c.ns);
+    apply(
+        &c.cluster_api::<GatewayClass>(),
+        &from_yaml(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {name}}}\nspec: {{controllerName: gantry.dev/gateway-controller}}\n"
+        )),
+    )
+    .await;
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_in_another_namespace_is_served_only_once_a_reference_grant_allows_it() {
+    let env = TestEnv::start_async().await.expect("control plane");
+    env.install_gateway_api_crds().expect("Gateway API CRDs");
+    let c = Cluster::new(&env, "gw-tls").await;
+    let certs_ns = env.new_namespace("gw-certs").await;
+    let ns = c.ns.clone();
+    let g = start_gantry(&env, &["--gateway-https-port", "443"]).await;
+    let web = Pod::start("web").await;
+    c.backend("web", &[web.addr]).await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(c.client.clone(), &certs_ns);
+    apply(
+        &secrets,
+        &tls_secret(&certs_ns, "secure-cert", &["secure.example"]),
+    )
+    .await;
+    let class = gateway_class(&c).await;
+    apply(
+        &c.api::<Gateway>(),
+        &from_yaml(&format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: tls, namespace: {ns}}}
+spec:
+  gatewayClassName: {class}
+  listeners:
+  - name: https
+    protocol: HTTPS
+    port: 443
+    hostname: secure.example
+    tls: {{certificateRefs: [{{name: secure-cert, namespace: {certs_ns}}}]}}
+"#
+        )),
+    )
+    .await;
+    apply(
+        &c.api::<HttpRoute>(),
+        &from_yaml(&format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: secure, namespace: {ns}}}
+spec:
+  parentRefs: [{{name: tls}}]
+  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
+"#
+        )),
+    )
+    .await;
+
+    // Without a grant: the listener says why, and nothing is served with that certificate.
+    let listener = |want: &'static str| {
+        let api = c.api::<Gateway>();
+        async move {
+            let gw = api.get("tls").await.map_err(|e| e.to_string())?;
+            let s = serde_json::to_value(&gw.status).unwrap();
+            let l = s["listeners"][0].clone();
+            if conditions(&l["conditions"])
+                .iter()
+                .any(|(t, _, r)| t == "ResolvedRefs" && r == want)
+            {
+                Ok(l)
+            } else {
+                Err(format!("{s}"))
+            }
+        }
+    };
+    let l = eventually(&g, WAIT, "RefNotPermitted", || listener("RefNotPermitted")).await;
+    assert!(has(&l["conditions"], "Programmed", "False", "Invalid"), "{l:#}");
+    let client = common::tls_client("secure.example", g.https, false);
+    let r = client
+        .get("https://secure.example/")
+        .send()
+        .await
+        .expect("TLS still answers");
+    assert!(!common::served_cert_names(&r).contains(&"secure.example".to_string()));
+    assert_eq!(r.status(), 404, "the route has no valid listener to attach to");
+
+    // The grant in the Secret's namespace: the certificate is served and so is the route.
+    apply(
+        &kube::Api::<gantry::gateway::api::ReferenceGrant>::namespaced(c.client.clone(), &certs_ns),
+        &from_yaml(&format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {{name: gateways-in-{ns}, namespace: {certs_ns}}}
+spec:
+  from: [{{group: gateway.networking.k8s.io, kind: Gateway, namespace: {ns}}}]
+  to: [{{group: "", kind: Secret, name: secure-cert}}]
+"#
+        )),
+    )
+    .await;
+    let l = eventually(&g, WAIT, "ResolvedRefs", || listener("ResolvedRefs")).await;
+    assert!(has(&l["conditions"], "Programmed", "True", "Programmed"), "{l:#}");
+    eventually(&g, WAIT, "secure.example served with its certificate", || async {
+        let client = common::tls_client("secure.example", g.https, false);
+        let r = client
+            .get("https://secure.example/")
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let names = common::served_cert_names(&r);
+        match (r.status().as_u16(), names.contains(&"secure.example".to_string())) {
+            (200, true) => Ok(()),
+            other => Err(format!("{other:?} {names:?}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_route_changed_under_load_fails_no_request() {
+    let env = TestEnv::start_async().await.expect("control plane");
+    env.install_gateway_api_crds().expect("Gateway API CRDs");
+    let c = Cluster::new(&env, "gw-load").await;
+    let ns = c.ns.clone();
+    let g = start_gantry(&env, &["--gateway-http-port", "80"]).await;
+    let blue = Pod::start("blue").await;
+    let green = Pod::start("green").await;
+    c.backend("blue", &[blue.addr]).await;
+    c.backend("green", &[green.addr]).await;
+    let class = gateway_class(&c).await;
+    apply(
+        &c.api::<Gateway>(),
+        &from_yaml(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: {ns}}}\nspec:\n  gatewayClassName: {class}\n  listeners: [{{name: http, protocol: HTTP, port: 80}}]\n"
+        )),
+    )
+    .await;
+    let route = |blue: i32, green: i32| -> HttpRoute {
+        from_yaml(&format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [app.example]
+  rules:
+  - backendRefs: [{{name: blue, port: 80, weight: {blue}}}, {{name: green, port: 80, weight: {green}}}]
+"#
+        ))
+    };
+    apply(&c.api::<HttpRoute>(), &route(1, 0)).await;
+    wait_served_by(&g, WAIT, "app.example", "/", "blue").await;
+
+    // Four clients keep requesting while the split moves from blue to green and back, ten times.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, url) = (stop.clone(), g.url("/"));
+        clients.push(tokio::spawn(async move {
+            let client = common::plain_client();
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let started = std::time::Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(60)
+            {
+                match client.get(&url).header("host", "app.example").send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(format!("status {}", r.status())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for i in 0..10 {
+        let (b, gr) = if i % 2 == 0 { (0, 1) } else { (1, 1) };
+        apply(&c.api::<HttpRoute>(), &route(b, gr)).await;
+        let want = if i % 2 == 0 { "green" } else { "blue" };
+        if want == "green" {
+            wait_served_by(&g, WAIT, "app.example", "/", "green").await;
+        } else {
+            // 1:1 — wait until blue is seen again.
+            wait_served_by(&g, WAIT, "app.example", "/", "blue").await;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for c in clients {
+        let (o, f) = c.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "the clients kept sending ({ok} requests)");
+    assert!(
+        blue.hits.load(std::sync::atomic::Ordering::Relaxed) > 0
+            && green.hits.load(std::sync::atomic::Ordering::Relaxed) > 0
+    );
+}

@@ -90,7 +90,9 @@ pub fn run(
     let Some(controller) = opts.gateway.as_ref().map(|g| g.controller_name.clone()) else {
         return tokio::spawn(async {});
     };
-    let (_fixed, mut addresses) = match addresses {
+    // Without a publish source the Gateways have no addresses; the sender lives as long as the
+    // writer, so that `changed()` keeps waiting instead of ending the loop.
+    let (fixed, mut addresses) = match addresses {
         Some(rx) => (None, rx),
         None => {
             let (tx, rx) = watch::channel(Some(Vec::new()));
@@ -98,6 +100,7 @@ pub fn run(
         }
     };
     tokio::spawn(async move {
+        let _fixed = fixed;
         let mut written: HashMap<(&'static str, ObjectKey), (serde_json::Value, Instant)> = HashMap::new();
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
