@@ -63,7 +63,7 @@ impl Settings {
 pub(super) fn resolve(b: &mut Build<'_>) -> Settings {
     let flags = Settings::from_flags(b.opts);
     let Some((class_name, deciding)) = deciding_class(b.store, b.opts) else {
-        return flags;
+        return gateway_class_settings(b, flags);
     };
     let class_label = format!("IngressClass {class_name}");
     let params = deciding
@@ -125,6 +125,38 @@ pub(super) fn resolve(b: &mut Build<'_>) -> Settings {
     let settings = apply(&pc.spec, &flags, &last, &mut bad);
     for problem in bad {
         b.report(&label, problem);
+    }
+    settings
+}
+
+/// Without an IngressClass of ours that names parameters, the class-wide settings may come from a
+/// GatewayClass of ours whose `parametersRef` names an existing ProxyConfig (the first by name):
+/// there is one data path, so one ProxyConfig decides. A GatewayClass whose parameters are invalid
+/// is reported by the Gateway API processor (`InvalidParameters`).
+fn gateway_class_settings(b: &mut Build<'_>, flags: Settings) -> Settings {
+    let Some(gateway) = &b.opts.gateway else {
+        return flags;
+    };
+    let chosen = b
+        .store
+        .gateway_classes()
+        .values()
+        .filter(|c| c.spec.controller_name == gateway.controller_name)
+        .filter_map(|c| c.spec.parameters_ref.as_ref())
+        .filter(|p| p.group == crd::GROUP && p.kind == crd::KIND)
+        .find_map(|p| b.store.proxy_config(&p.name).map(|pc| (p.name.clone(), pc)));
+    let Some((name, pc)) = chosen else {
+        return flags;
+    };
+    let last = if b.previous.generation == 0 {
+        b.opts.proxy_config.clone()
+    } else {
+        b.previous.config.clone()
+    };
+    let mut bad = Vec::new();
+    let settings = apply(&pc.spec, &flags, &last, &mut bad);
+    for problem in bad {
+        b.report(&format!("ProxyConfig {name}"), problem);
     }
     settings
 }

@@ -729,3 +729,32 @@ spec:
         d.message
     );
 }
+
+#[test]
+fn a_gateway_class_s_proxy_config_sets_the_class_wide_settings_when_no_ingress_class_does() {
+    let pc = proxy_config("edge", "upstreamResponseTimeout: 7s\n");
+    let mut objects = yaml(&format!(
+        "{BASE}\n---\n{}",
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: with-params}
+spec:
+  controllerName: gantry.dev/gateway-controller
+  parametersRef: {group: gantry.dev, kind: ProxyConfig, name: edge}
+"#
+    ));
+    objects.push(pc);
+    let t = build(objects);
+    assert_eq!(
+        t.config.upstream_response_timeout,
+        std::time::Duration::from_secs(7)
+    );
+    let class = t
+        .gateway
+        .classes
+        .iter()
+        .find(|c| c.name == "with-params")
+        .unwrap();
+    assert!(cond(&class.conditions, "Accepted").status);
+}
