@@ -15,6 +15,9 @@ use kube::Resource;
 use serde::{de::DeserializeOwned, Deserialize, Deserializer};
 
 /// An object of kind `K`, or the metadata of one that could not be decoded as `K`.
+// Not boxed: a `Lenient` only travels from the decoder to the store, where it is unpacked at once
+// (as `store::Object` does).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Lenient<K> {
     Valid(K),

@@ -1248,6 +1248,14 @@ fn backend_ref(
     backend
 }
 
+/// A BackendTLSPolicy that targets a Service: whether it targets the whole Service (a port's wins),
+/// its age, and the policy.
+type Candidate<'a> = (
+    bool,
+    (Option<&'a Time>, &'a ObjectKey),
+    &'a crate::gateway::api::BackendTlsPolicy,
+);
+
 /// The upstream TLS that a BackendTLSPolicy asks for a Service port: `Ok(None)` when no policy
 /// targets it, `Err` when the policy cannot be honoured (the rule then answers 500: a backend that
 /// asked for verified TLS is never reached in plain text or unverified).
@@ -1269,11 +1277,7 @@ fn backend_tls(
         .and_then(|s| s.ports.as_ref())
         .and_then(|ports| ports.iter().find(|p| p.port == port))
         .and_then(|p| p.name.clone());
-    let mut candidates: Vec<(
-        bool,
-        (Option<&Time>, &ObjectKey),
-        &crate::gateway::api::BackendTlsPolicy,
-    )> = b
+    let mut candidates: Vec<Candidate<'_>> = b
         .store
         .backend_tls_policies()
         .iter()
