@@ -163,6 +163,10 @@ pub struct RouteEntry {
     pub endpoints: Vec<String>,
     pub unavailable: Option<String>,
     pub ingress: String,
+    /// `Kind namespace/name` of the object the route came from.
+    pub source: String,
+    /// What else a request must meet (`GET, header version=two`), for Gateway API routes.
+    pub conditions: Option<String>,
     pub ssl_redirect: bool,
 }
 
@@ -182,6 +186,8 @@ impl From<&Snapshot> for RouteDump {
                 endpoints: r.backend.endpoints.iter().map(|e| e.addr.to_string()).collect(),
                 unavailable: r.backend.unavailable.as_deref().map(str::to_string),
                 ingress: format!("{}/{}", r.source.namespace, r.source.name),
+                source: r.source.to_string(),
+                conditions: r.conditions.as_ref().map(|c| c.describe()),
                 ssl_redirect: r.policies.https_redirect.is_some(),
             }
         };
@@ -249,13 +255,21 @@ pub fn explain_url(snapshot: &Snapshot, url: &str) -> Result<serde_json::Value, 
     }
     let host = crate::normalize::normalize_host(host).map_err(|_| "invalid host".to_string())?;
     let path = crate::normalize::normalize_path(uri.path()).map_err(|e| format!("invalid path: {e}"))?;
-    let e = snapshot.routes.explain(&host, &path);
+    let headers = http::HeaderMap::new();
+    let facts = crate::policy::RequestFacts {
+        query: uri.query(),
+        tls: uri.scheme_str() == Some("https"),
+        ..crate::policy::RequestFacts::get(&headers)
+    };
+    let e = snapshot.routes.explain(&host, &path, &facts);
     let describe = |host: Option<&HostMatch>, r: &crate::Route| {
         serde_json::json!({
             "host": host.map(|h| h.to_string()),
             "path": path_text(&r.path).0,
             "pathType": path_text(&r.path).1,
             "ingress": format!("{}/{}", r.source.namespace, r.source.name),
+            "source": r.source.to_string(),
+            "conditions": r.conditions.as_ref().map(|c| c.describe()),
             "backend": r.backend.id.to_string(),
             "endpoints": r.backend.endpoints.len(),
             "policies": r.policies.describe(),

@@ -263,7 +263,7 @@ impl Pipeline {
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = parse(ctx, &req)?;
-        let route = route(ctx, &target)?;
+        let route = route(ctx, &target, &req)?;
         if let Flow::Respond(resp) = request_policies(ctx, &self.rate_limiters, &route, &target, &req) {
             return Ok(resp.map(Either::Right));
         }
@@ -365,12 +365,23 @@ pub fn parse<'r, B>(ctx: &mut RequestCtx<'_>, req: &'r Request<B>) -> Result<Tar
     })
 }
 
-/// Route: host, then path, in the snapshot the request runs on.
-pub fn route(ctx: &mut RequestCtx<'_>, target: &Target<'_>) -> Result<Arc<Route>, ProxyError> {
+/// Route: host, then path, then the route's conditions (method, headers, query, listener), in the
+/// snapshot the request runs on.
+pub fn route<B>(
+    ctx: &mut RequestCtx<'_>,
+    target: &Target<'_>,
+    req: &Request<B>,
+) -> Result<Arc<Route>, ProxyError> {
+    let facts = policy::RequestFacts {
+        method: req.method(),
+        headers: req.headers(),
+        query: req.uri().query(),
+        tls: ctx.conn.tls,
+    };
     let route = ctx
         .snapshot
         .routes
-        .lookup(&target.host, &target.path)
+        .lookup_request(&target.host, &target.path, &facts)
         .cloned()
         .ok_or(ProxyError::NoRoute)?;
     ctx.route = Some(route.clone());

@@ -70,7 +70,7 @@ pub use client_cert::{
     ClientCertAuth, MatchDn, VerifyClient, SSL_CLIENT_CERT, SSL_CLIENT_ISSUER_DN, SSL_CLIENT_SUBJECT_DN,
     SSL_CLIENT_VERIFY,
 };
-pub use conditions::{RequestConditions, ValueMatch};
+pub use conditions::{RequestConditions, RequestFacts, ValueMatch};
 pub use cors::{Cors, CorsOrigin};
 pub use error_pages::{
     CustomErrors, X_CODE, X_FORMAT, X_INGRESS_NAME, X_NAMESPACE, X_ORIGINAL_URI, X_SERVICE_NAME,
