@@ -61,6 +61,11 @@ pub struct Metrics {
     /// Error pages fetched from an error backend (`custom-http-errors`), by result (`ok`,
     /// `failed`: the original response was returned, `no_backend`).
     pub error_pages: Family<ResultLabels, Counter>,
+    /// Copies of requests for the mirror backends (`RequestMirror`), by result: `sent` (handed to
+    /// the mirror; its answer or failure is not counted here), `dropped_in_flight` (this worker
+    /// already had its most mirror requests in flight), `dropped_streaming` (the body was still
+    /// streaming, so there was nothing to copy), `no_endpoint`.
+    pub mirrored_requests: Family<ResultLabels, Counter>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -161,7 +166,14 @@ impl Metrics {
             "Custom error pages requested from an error backend, by result",
             error_pages.clone(),
         );
+        let mirrored_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "mirrored_requests",
+            "Copies of requests for mirror backends, by result (sent or why dropped)",
+            mirrored_requests.clone(),
+        );
         Self {
+            mirrored_requests,
             connections_refused,
             rejected_requests,
             upstream_retries,
