@@ -279,6 +279,8 @@ fn counter(text: &str, line_start: &str) -> u64 {
 
 // === tests ===
 
+type RoutingCase<'a> = (Method, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[tokio::test]
 async fn method_header_and_query_matches_pick_the_route_and_fall_through_to_a_shorter_prefix() {
     within(async {
@@ -318,7 +320,8 @@ async fn method_header_and_query_matches_pick_the_route_and_fall_through_to_a_sh
         ])
         .await;
         let mut client = Client::new(dp.http_addr()).await;
-        let cases: &[(Method, &str, &[(&str, &str)], &str)] = &[
+        // (method, target, headers, the backend that must answer)
+        let cases: &[RoutingCase<'_>] = &[
             (Method::GET, "/api/x", &[("version", "two")], "b"),
             // The method match outranks the header match on the same path.
             (Method::POST, "/api/x", &[("version", "two")], "c"),
