@@ -63,6 +63,11 @@ struct EchoBackend {
 }
 
 async fn echo_backend(name: &'static str) -> EchoBackend {
+    echo_backend_hanging_on(name, "/hang").await
+}
+
+/// [`echo_backend`] that holds every request whose path starts with `hang_prefix` until released.
+async fn echo_backend_hanging_on(name: &'static str, hang_prefix: &'static str) -> EchoBackend {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, seen) = mpsc::unbounded_channel();
@@ -97,7 +102,7 @@ async fn echo_backend(name: &'static str) -> EchoBackend {
                             body: String::from_utf8_lossy(&body).into_owned(),
                         };
                         let _ = tx.send(seen.clone());
-                        if parts.uri.path().starts_with("/hang") {
+                        if parts.uri.path().starts_with(hang_prefix) {
                             hang.notified().await;
                         }
                         let json = serde_json::json!({
@@ -678,6 +683,57 @@ async fn a_mirrored_request_reaches_the_mirror_while_the_client_gets_the_primary
             counter(&text, r#"mirrored_requests_total{result="sent"}"#),
             1,
             "{text}"
+        );
+        m.release.notify_waiters();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_mirror_that_never_answers_does_not_hold_up_the_client_and_streaming_bodies_are_not_mirrored() {
+    within(async {
+        let a = echo_backend("a").await;
+        let mut m = echo_backend_hanging_on("mirror", "/").await;
+        let (ba, bm) = (backend("a", &[a.addr]), backend("mirror", &[m.addr]));
+        let policies = Policies {
+            mirrors: Some(Arc::from([Mirror {
+                backend: bm,
+                per_million: 1_000_000,
+            }])),
+            ..Policies::default()
+        };
+        let dp = dataplane(vec![("mirror.test", httproute(prefix("/"), &ba, policies))]).await;
+        let mut client = Client::new(dp.http_addr()).await;
+        for _ in 0..3 {
+            let answer = client.send(request(Method::GET, "mirror.test", "/x", &[])).await;
+            assert_eq!(answer.status, 200);
+            assert_eq!(answer.seen().backend, "a");
+        }
+        // The mirror has them all, and is still holding them.
+        for _ in 0..3 {
+            assert_eq!(m.seen.recv().await.unwrap().target, "/x");
+        }
+        // A body larger than what is read ahead is still streaming when the request is forwarded:
+        // the primary gets it whole, the mirror nothing.
+        let big = Bytes::from(vec![b'x'; 256 * 1024]);
+        let req = Request::post("/big")
+            .header("host", "mirror.test")
+            .body(Full::new(big.clone()))
+            .unwrap();
+        let answer = client.send(req).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.seen().body.len(), big.len());
+        let text = metrics(&dp).await;
+        assert_eq!(
+            counter(&text, r#"mirrored_requests_total{result="sent"}"#),
+            3,
+            "{text}"
+        );
+        let streaming = r#"mirrored_requests_total{result="dropped_streaming"}"#;
+        assert_eq!(counter(&text, streaming), 1, "{text}");
+        assert!(
+            m.seen.try_recv().is_err(),
+            "the streaming request was not mirrored"
         );
         m.release.notify_waiters();
     })
