@@ -478,6 +478,73 @@ mod tests {
     }
 
     #[test]
+    fn describe_names_each_gateway_api_policy() {
+        let backend = |name: &str, invalid: bool| {
+            let id = crate::backend::BackendId {
+                namespace: "gw".into(),
+                service: name.into(),
+                port: "80".into(),
+            };
+            Arc::new(if invalid {
+                crate::backend::Backend::invalid(id, "missing")
+            } else {
+                crate::backend::Backend::new(id, vec![])
+            })
+        };
+        let h = HeaderModifier {
+            set: vec![(HeaderName::from_static("x-a"), HeaderValue::from_static("1"))],
+            ..HeaderModifier::default()
+        };
+        let p = Policies {
+            request_redirect: Some(Arc::new(RequestRedirect {
+                scheme: Some(RedirectScheme::Https),
+                hostname: None,
+                path: Some(PathModifier::Full("/new".into())),
+                port: None,
+                status: http::StatusCode::MOVED_PERMANENTLY,
+            })),
+            upstream: UpstreamRequest {
+                headers: Some(Arc::new(h.clone())),
+                url_rewrite: Some(Arc::new(UrlRewrite {
+                    hostname: Some(HeaderValue::from_static("up.example")),
+                    path: Some(PathModifier::Prefix {
+                        matched: "/a".into(),
+                        replacement: "/b".into(),
+                    }),
+                })),
+                ..UpstreamRequest::default()
+            },
+            timeouts: UpstreamTimeouts {
+                request: Some(Duration::from_secs(1)),
+                backend_request: Some(Duration::from_millis(500)),
+                ..UpstreamTimeouts::default()
+            },
+            split: Some(Arc::new(WeightedBackends {
+                backends: vec![(3, backend("a", false)), (1, backend("b", true))],
+            })),
+            mirrors: Some(Arc::from([Mirror {
+                backend: backend("m", false),
+                per_million: 500_000,
+            }])),
+            response_header_modifier: Some(Arc::new(h)),
+            ..Policies::default()
+        };
+        let lines = p.describe();
+        let want = [
+            "redirect (301) to scheme https, path replaced by /new",
+            "Host upstream: up.example",
+            "upstream path prefix /a replaced by /b",
+            "request headers: set x-a=1",
+            "request timeout 1s to the response head (504)",
+            "each upstream attempt within 500ms to the response head",
+            "weighted backends: gw/a:80 (3), gw/b:80 (1, invalid: 500)",
+            "mirror to gw/m:80 (50% of requests)",
+            "response headers: set x-a=1",
+        ];
+        assert_eq!(lines, want);
+    }
+
+    #[test]
     fn local_responses_name_their_status() {
         let r = local_response(http::StatusCode::FORBIDDEN);
         assert_eq!(r.status(), 403);
