@@ -21,6 +21,17 @@
 //! - Rule paths go through [`normalize_path`] like request paths do, so `/%7Euser` and `/~user`
 //!   are the same rule and the same request.
 //!
+//! Conditions (the Gateway API's method, header and query matches, and the listener):
+//! - Several routes may claim the same host and path when their [`Route::conditions`] differ
+//!   (equal conditions conflict, as equal paths always did). Within one path they are tried by
+//!   [`RequestConditions::rank`], greatest first, a route without conditions last, then in the
+//!   order they were added (oldest first, which is the Gateway API's tie-break).
+//! - A path counts only when one of its routes accepts the request: Exact at the full path, then
+//!   the regexes, then the deepest Prefix with an accepting route, a shallower one when the
+//!   deeper one's routes all refuse, and the default route last.
+//! - Ingress routes have no conditions: a trie slot holding one such route is the route itself,
+//!   so their lookups cost what they did before conditions existed.
+//!
 //! Why a segment trie and not `matchit`: the design suggested a `matchit::Router` per host,
 //! with a Prefix `/a/b` inserted as `/a/b`, `/a/b/` and `/a/b/{*rest}`. That gives the right
 //! answers (checked against a naive reading of the spec on 400k random cases), but matchit 0.9's
