@@ -240,29 +240,26 @@ struct PathTrie {
     lists: Box<[RouteList]>,
 }
 
-/// A node's Exact or Prefix rule. The common case, one route without conditions (every Ingress
-/// route), is the route itself, so that looking it up reads nothing but the node; the others are
-/// a list in [`PathTrie::lists`].
-#[derive(Debug)]
-struct Slot {
-    /// The one route without conditions, when that is all the slot holds.
-    plain: Option<Arc<Route>>,
-    /// Index into `PathTrie::lists`, or [`NO_LIST`].
-    list: u32,
-}
-
 /// Routes in the order they are tried.
 type RouteList = Box<[Arc<Route>]>;
 
-/// [`Slot::list`] of a slot without a list.
+/// The `*_list` of a node slot without a list.
 const NO_LIST: u32 = u32::MAX;
 
+/// One trie node, 32 bytes: two to a cache line.
+///
+/// Each of its Exact and Prefix slots is, in the common case of one route without conditions
+/// (every Ingress route), the route itself, so that looking it up reads nothing but the node;
+/// otherwise the slot's route is `None` and its routes are a list in [`PathTrie::lists`].
 #[derive(Debug)]
 struct Node {
     /// `start..end` into `PathTrie::edges`.
     edges: (u32, u32),
-    exact: Slot,
-    prefix: Slot,
+    exact: Option<Arc<Route>>,
+    prefix: Option<Arc<Route>>,
+    /// Index into `PathTrie::lists`, or [`NO_LIST`].
+    exact_list: u32,
+    prefix_list: u32,
 }
 
 #[derive(Debug)]
@@ -743,20 +740,11 @@ impl PathTrie {
         }
         let (mut nodes, mut edges, mut labels, mut lists) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut slot = |routes: &[Arc<Route>]| match routes {
-            [] => Slot {
-                plain: None,
-                list: NO_LIST,
-            },
-            [one] if one.conditions.is_none() => Slot {
-                plain: Some(one.clone()),
-                list: NO_LIST,
-            },
+            [] => (None, NO_LIST),
+            [one] if one.conditions.is_none() => (Some(one.clone()), NO_LIST),
             many => {
-                lists.push(Box::<[Arc<Route>]>::from(many));
-                Slot {
-                    plain: None,
-                    list: index(lists.len() - 1),
-                }
+                lists.push(RouteList::from(many));
+                (None, index(lists.len() - 1))
             }
         };
         let mut queue = VecDeque::from([root]);
@@ -774,10 +762,14 @@ impl PathTrie {
                 queue.push_back(child);
             }
             let edge_range = (first_edge, index(edges.len()));
+            let (exact, exact_list) = slot(node.exact);
+            let (prefix, prefix_list) = slot(node.prefix);
             nodes.push(Node {
                 edges: edge_range,
-                exact: slot(node.exact),
-                prefix: slot(node.prefix),
+                exact,
+                prefix,
+                exact_list,
+                prefix_list,
             });
         }
         Self {
@@ -798,8 +790,8 @@ impl PathTrie {
     /// nginx tries `location =`, then regex locations in order, then the longest prefix.
     #[inline]
     fn lookup(&self, path: &str, facts: &RequestFacts<'_>) -> Option<&Arc<Route>> {
-        let (exact, prefix) = self.walk(path, facts)?;
-        if let Some(exact) = exact.and_then(|slot| self.accepting(slot, facts)) {
+        let (last, prefix) = self.walk(path, facts)?;
+        if let Some(exact) = last.and_then(|node| self.accepting(&node.exact, node.exact_list, facts)) {
             return Some(exact);
         }
         if !self.regexes.is_empty() {
@@ -815,36 +807,41 @@ impl PathTrie {
         prefix
     }
 
-    /// The Exact slot of the whole path, and the deepest Prefix route on the way that accepts
-    /// the request. Prefix slots are judged as they are passed: for Ingress routes that is one
+    /// The node of the whole path (for its Exact slot), and the deepest Prefix route on the way
+    /// that accepts the request. Prefix slots are judged as they are passed: for Ingress routes that is one
     /// `Option` check, as before conditions existed.
     #[inline]
     #[allow(clippy::type_complexity)]
-    fn walk(&self, path: &str, facts: &RequestFacts<'_>) -> Option<(Option<&Slot>, Option<&Arc<Route>>)> {
+    fn walk(&self, path: &str, facts: &RequestFacts<'_>) -> Option<(Option<&Node>, Option<&Arc<Route>>)> {
         let mut node = self.nodes.first()?;
-        let mut best = self.accepting(&node.prefix, facts);
+        let mut best = self.accepting(&node.prefix, node.prefix_list, facts);
         for segment in path.strip_prefix('/')?.split('/') {
             let Some(next) = self.child(node, segment.as_bytes()) else {
                 return Some((None, best));
             };
             node = next;
-            if let Some(route) = self.accepting(&node.prefix, facts) {
+            if let Some(route) = self.accepting(&node.prefix, node.prefix_list, facts) {
                 best = Some(route);
             }
         }
-        Some((Some(&node.exact), best))
+        Some((Some(node), best))
     }
 
-    /// The first route of a slot that accepts the request.
+    /// The first route of a node's slot (its route, or its list) that accepts the request.
     #[inline]
-    fn accepting<'s>(&'s self, slot: &'s Slot, facts: &RequestFacts<'_>) -> Option<&'s Arc<Route>> {
-        if slot.plain.is_some() {
-            return slot.plain.as_ref();
+    fn accepting<'s>(
+        &'s self,
+        plain: &'s Option<Arc<Route>>,
+        list: u32,
+        facts: &RequestFacts<'_>,
+    ) -> Option<&'s Arc<Route>> {
+        if plain.is_some() {
+            return plain.as_ref();
         }
-        if slot.list == NO_LIST {
+        if list == NO_LIST {
             return None;
         }
-        accepting(self.lists.get(slot.list as usize)?, facts)
+        accepting(self.lists.get(list as usize)?, facts)
     }
 
     #[inline]
@@ -1509,6 +1506,12 @@ mod tests {
             b.add(exact("h"), r).unwrap();
         }
         b.build()
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn trie_nodes_stay_two_to_a_cache_line() {
+        assert_eq!(std::mem::size_of::<Node>(), 32);
     }
 
     #[test]
