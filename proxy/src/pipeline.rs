@@ -299,9 +299,16 @@ impl Pipeline {
             // `timeouts.request`: the whole exchange, from the request's arrival to the response
             // head, retries included. Boxed, so that routes without it keep a smaller future.
             Some(limit) => {
-                let deadline = tokio::time::Instant::from_std(ctx.start) + limit;
+                // A limit too large to add to an instant (years) is no limit: never a panic.
+                let deadline = ctx.start.checked_add(limit).map(tokio::time::Instant::from_std);
                 let exchange = self.exchange(ctx, &route, forwarding, req);
-                match Box::pin(tokio::time::timeout_at(deadline, exchange)).await {
+                let bounded = async {
+                    match deadline {
+                        Some(deadline) => tokio::time::timeout_at(deadline, exchange).await,
+                        None => Ok(exchange.await),
+                    }
+                };
+                match Box::pin(bounded).await {
                     Ok(forwarded) => forwarded,
                     Err(_) => {
                         self.metrics.upstream_timeouts.inc();
