@@ -883,29 +883,24 @@ fn mirror(
     timeouts: Timeouts,
 ) {
     let balancer = route.policies.balancer.unwrap_or(ctx.snapshot.config.balancer);
-    let count = |result: &'static str| {
-        metrics
-            .mirrored_requests
-            .get_or_create(&ResultLabels { result })
-            .inc();
-    };
+    let counters = &metrics.mirrors;
     for m in mirrors {
         if m.per_million < 1_000_000 && fastrand::u32(..1_000_000) >= m.per_million {
             continue;
         }
         let Some(index) = state::with(|s| s.pick(&m.backend, balancer)).flatten() else {
-            count("no_endpoint");
+            counters.no_endpoint.inc();
             continue;
         };
         let Some(copy) = upstream::replay_copy(req) else {
-            count("dropped_streaming");
+            counters.dropped_streaming.inc();
             continue;
         };
         let Some(slot) = MirrorSlot::take() else {
-            count("dropped_in_flight");
+            counters.dropped_in_flight.inc();
             continue;
         };
-        count("sent");
+        counters.sent.inc();
         let backend = m.backend.clone();
         let upstream = route.policies.upstream.clone();
         let metrics = metrics.clone();
