@@ -364,8 +364,9 @@ impl RouteTableBuilder {
     }
 
     /// Adds a route for a host. Sources must be added oldest first: when the same host, path and
-    /// path type is already present with equal [`Route::conditions`], the route is refused with
-    /// [`RouteError::Conflict`] naming the source that keeps it. Routes whose conditions differ
+    /// path type is already present with the same [`Route::conditions`] (equal method, header and
+    /// query conditions on an overlapping listener: no listener condition overlaps both), the
+    /// route is refused with [`RouteError::Conflict`] naming the source that keeps it. Routes whose conditions differ
     /// share the path: they are tried by [`RequestConditions::rank`] (greatest first, a route
     /// without conditions last), then in the order they were added.
     ///
@@ -397,7 +398,10 @@ impl RouteTableBuilder {
             }
             btree_map::Entry::Occupied(mut entry) => {
                 let routes = entry.get_mut();
-                if let Some(existing) = routes.iter().find(|r| r.conditions == route.conditions) {
+                if let Some(existing) = routes
+                    .iter()
+                    .find(|r| same_claim(&r.conditions, &route.conditions))
+                {
                     return Err(RouteError::Conflict {
                         host: host.to_string(),
                         path: route.path,
@@ -638,6 +642,21 @@ pub struct NotChosen {
     pub host: HostMatch,
     pub route: Arc<Route>,
     pub why: String,
+}
+
+/// Whether two routes on the same host and path claim the same requests: the same method, header
+/// and query conditions, on listeners that overlap (no listener condition overlaps both). Equal
+/// conditions always do; so does an Ingress route (no conditions) and an HTTPRoute match without
+/// method, headers or query on the plain-HTTP listener, which must conflict so that the older
+/// claim keeps its requests rather than the newer one taking the plain-HTTP half of them.
+fn same_claim(a: &Option<Arc<RequestConditions>>, b: &Option<Arc<RequestConditions>>) -> bool {
+    let none = RequestConditions::default();
+    let (a, b) = (a.as_deref().unwrap_or(&none), b.as_deref().unwrap_or(&none));
+    let listeners_overlap = match (a.tls, b.tls) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    a.method == b.method && a.headers == b.headers && a.query == b.query && listeners_overlap
 }
 
 /// The first of `routes` that accepts the request.
@@ -1691,5 +1710,36 @@ mod tests {
         assert_eq!(&*e.chosen.unwrap().source.name, "plain");
         let why = &e.not_chosen[0].why;
         assert!(why.contains("header version=two"), "{why}");
+    }
+
+    #[test]
+    fn a_listener_condition_alone_conflicts_with_a_route_on_every_listener_but_not_with_the_other_listener() {
+        let listener = |tls: bool| {
+            Some(RequestConditions {
+                tls: Some(tls),
+                ..RequestConditions::default()
+            })
+        };
+        // An Ingress route (every listener) first: a plain-HTTP-only route of the same path would
+        // take its plain-HTTP requests, so it is refused.
+        let mut b = RouteTableBuilder::new();
+        b.add(exact("h"), conditional(P("/").path(), "ingress", None))
+            .unwrap();
+        let got = b.add(exact("h"), conditional(P("/").path(), "plain", listener(false)));
+        assert!(matches!(got, Err(RouteError::Conflict { existing, .. }) if &*existing.name == "ingress"));
+        // The same match on the two listeners: two claims, each served on its own.
+        let mut b = RouteTableBuilder::new();
+        b.add(exact("h"), conditional(P("/").path(), "plain", listener(false)))
+            .unwrap();
+        b.add(exact("h"), conditional(P("/").path(), "tls", listener(true)))
+            .unwrap();
+        let got = b.add(exact("h"), conditional(P("/").path(), "everywhere", None));
+        assert!(matches!(got, Err(RouteError::Conflict { .. })), "{got:?}");
+        let t = b.build();
+        let headers = HeaderMap::new();
+        let mut facts = RequestFacts::get(&headers);
+        assert_eq!(&*t.lookup_request("h", "/", &facts).unwrap().source.name, "plain");
+        facts.tls = true;
+        assert_eq!(&*t.lookup_request("h", "/", &facts).unwrap().source.name, "tls");
     }
 }
