@@ -163,6 +163,10 @@ pub struct RouteEntry {
     pub endpoints: Vec<String>,
     pub unavailable: Option<String>,
     pub ingress: String,
+    /// `Kind namespace/name` of the object the route came from.
+    pub source: String,
+    /// What else a request must meet (`GET, header version=two`), for Gateway API routes.
+    pub conditions: Option<String>,
     pub ssl_redirect: bool,
 }
 
@@ -182,6 +186,8 @@ impl From<&Snapshot> for RouteDump {
                 endpoints: r.backend.endpoints.iter().map(|e| e.addr.to_string()).collect(),
                 unavailable: r.backend.unavailable.as_deref().map(str::to_string),
                 ingress: format!("{}/{}", r.source.namespace, r.source.name),
+                source: r.source.to_string(),
+                conditions: r.conditions.as_ref().map(|c| c.describe()),
                 ssl_redirect: r.policies.https_redirect.is_some(),
             }
         };
@@ -200,7 +206,9 @@ impl From<&Snapshot> for RouteDump {
 }
 
 /// `/debug/explain?url=http://host/path` (or `?host=..&path=..`): which route serves that URL and
-/// why each other rule of the host did not.
+/// why each other rule of the host did not. `method=POST` and `header=name:value` (repeated) give
+/// the request's method and headers, for routes with conditions; by default a `GET` without
+/// headers.
 fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
     let param = |name: &str| {
         query.split('&').find_map(|kv| {
@@ -218,7 +226,30 @@ fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
             )
         }
     };
-    match explain_url(&admin.snapshots.load(), &url) {
+    let method = match param("method").map(|m| http::Method::from_bytes(m.as_bytes())) {
+        None => http::Method::GET,
+        Some(Ok(m)) => m,
+        Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "invalid method\n"),
+    };
+    let mut headers = http::HeaderMap::new();
+    for kv in query.split('&') {
+        let Some(("header", v)) = kv.split_once('=') else {
+            continue;
+        };
+        let v = percent_decode(v);
+        let parsed = v.split_once(':').and_then(|(n, v)| {
+            let name = http::HeaderName::from_bytes(n.trim().as_bytes()).ok()?;
+            let value = http::HeaderValue::from_str(v.trim()).ok()?;
+            Some((name, value))
+        });
+        match parsed {
+            Some((name, value)) => {
+                headers.append(name, value);
+            }
+            None => return text(StatusCode::BAD_REQUEST, "give header=name:value\n"),
+        }
+    }
+    match explain_request(&admin.snapshots.load(), &url, &method, &headers) {
         Ok(body) => {
             let mut r = text(StatusCode::OK, format!("{body:#}\n"));
             r.headers_mut().insert(
@@ -235,6 +266,17 @@ fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
 /// the route with its policies, and every other rule of the host with the reason it lost. The host
 /// and path are normalized as a request's are. For `/debug/explain` and `gantry explain`.
 pub fn explain_url(snapshot: &Snapshot, url: &str) -> Result<serde_json::Value, String> {
+    explain_request(snapshot, url, &http::Method::GET, &http::HeaderMap::new())
+}
+
+/// [`explain_url`] for a request with this method and these headers (the query is the URL's, and
+/// an `https://` URL stands for a request over TLS), as routes with conditions judge them.
+pub fn explain_request(
+    snapshot: &Snapshot,
+    url: &str,
+    method: &http::Method,
+    headers: &http::HeaderMap,
+) -> Result<serde_json::Value, String> {
     let with_scheme = if url.contains("://") {
         url.to_owned()
     } else {
@@ -249,13 +291,21 @@ pub fn explain_url(snapshot: &Snapshot, url: &str) -> Result<serde_json::Value, 
     }
     let host = crate::normalize::normalize_host(host).map_err(|_| "invalid host".to_string())?;
     let path = crate::normalize::normalize_path(uri.path()).map_err(|e| format!("invalid path: {e}"))?;
-    let e = snapshot.routes.explain(&host, &path);
+    let facts = crate::policy::RequestFacts {
+        method,
+        headers,
+        query: uri.query(),
+        tls: uri.scheme_str() == Some("https"),
+    };
+    let e = snapshot.routes.explain(&host, &path, &facts);
     let describe = |host: Option<&HostMatch>, r: &crate::Route| {
         serde_json::json!({
             "host": host.map(|h| h.to_string()),
             "path": path_text(&r.path).0,
             "pathType": path_text(&r.path).1,
             "ingress": format!("{}/{}", r.source.namespace, r.source.name),
+            "source": r.source.to_string(),
+            "conditions": r.conditions.as_ref().map(|c| c.describe()),
             "backend": r.backend.id.to_string(),
             "endpoints": r.backend.endpoints.len(),
             "policies": r.policies.describe(),
@@ -293,4 +343,62 @@ fn percent_decode(s: &str) -> String {
     percent_encoding::percent_decode_str(&s.replace('+', " "))
         .decode_utf8_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        policy::{RequestConditions, ValueMatch},
+        Backend, BackendId, HostMatch, Route, RouteSource, RouteTableBuilder,
+    };
+
+    fn route(name: &str, conditions: Option<RequestConditions>) -> Route {
+        let id = BackendId {
+            namespace: "gw".into(),
+            service: name.into(),
+            port: "80".into(),
+        };
+        Route {
+            path: PathMatch::Prefix("/".into()),
+            conditions: conditions.map(Arc::new),
+            backend: Arc::new(Backend::new(id, vec![])),
+            source: RouteSource {
+                kind: crate::SourceKind::HttpRoute,
+                namespace: "gw".into(),
+                name: name.into(),
+            },
+            policies: Default::default(),
+        }
+    }
+
+    #[test]
+    fn explain_judges_conditions_on_the_given_method_and_headers() {
+        let v2 = RequestConditions {
+            headers: vec![(
+                http::HeaderName::from_static("version"),
+                ValueMatch::Exact("two".into()),
+            )],
+            ..RequestConditions::default()
+        };
+        let mut b = RouteTableBuilder::new();
+        let host = || HostMatch::Exact("a.test".into());
+        b.add(host(), route("plain", None)).unwrap();
+        b.add(host(), route("v2", Some(v2))).unwrap();
+        let snapshot = Snapshot {
+            routes: b.build(),
+            ..Snapshot::default()
+        };
+        let plain = explain_url(&snapshot, "a.test/x").unwrap();
+        assert_eq!(plain["route"]["source"], "HTTPRoute gw/plain");
+        let why = plain["notChosen"][0]["why"].as_str().unwrap();
+        assert!(why.contains("header version=two"), "{why}");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("version", http::HeaderValue::from_static("two"));
+        let v2 = explain_request(&snapshot, "a.test/x", &http::Method::GET, &headers).unwrap();
+        assert_eq!(v2["route"]["source"], "HTTPRoute gw/v2");
+        assert_eq!(v2["route"]["conditions"], "header version=two");
+    }
 }

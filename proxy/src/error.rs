@@ -31,6 +31,10 @@ pub enum ProxyError {
     /// The backend has no ready endpoint.
     #[error("no ready endpoint: {0}")]
     NoEndpoint(String),
+    /// The route's backend reference could not be resolved, or every backend of its weighted
+    /// split has weight 0: the Gateway API requires 500 (not 503) for these.
+    #[error("invalid backend: {0}")]
+    InvalidBackend(String),
     /// Connecting to every endpoint tried failed or timed out. Safe to retry: nothing was sent.
     #[error("upstream connect to {addr}: {reason}")]
     Connect {
@@ -73,6 +77,7 @@ impl ProxyError {
             Self::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::InvalidBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Connect { .. } | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -88,7 +93,7 @@ impl ProxyError {
             | Self::UnsupportedTransferCoding
             | Self::BodyTooLarge(_)
             | Self::RequestTimeout => Side::Downstream,
-            Self::NoRoute | Self::NoEndpoint(_) => Side::Internal,
+            Self::NoRoute | Self::NoEndpoint(_) | Self::InvalidBackend(_) => Side::Internal,
             Self::Connect { .. } | Self::Upstream(_) | Self::UpstreamTimeout => Side::Upstream,
         }
     }
@@ -106,6 +111,7 @@ impl ProxyError {
             Self::BodyTooLarge(_) => "body_too_large",
             Self::NoRoute => "no_route",
             Self::NoEndpoint(_) => "no_endpoint",
+            Self::InvalidBackend(_) => "invalid_backend",
             Self::Connect { .. } => "connect",
             Self::Upstream(_) => "upstream",
             Self::UpstreamTimeout => "upstream_timeout",

@@ -61,6 +61,23 @@ pub struct Metrics {
     /// Error pages fetched from an error backend (`custom-http-errors`), by result (`ok`,
     /// `failed`: the original response was returned, `no_backend`).
     pub error_pages: Family<ResultLabels, Counter>,
+    /// Copies of requests for the mirror backends (`RequestMirror`), by result: `sent` (handed to
+    /// the mirror; its answer or failure is not counted here), `dropped_in_flight` (this worker
+    /// already had its most mirror requests in flight), `dropped_streaming` (the body was still
+    /// streaming, so there was nothing to copy), `no_endpoint`.
+    pub mirrored_requests: Family<ResultLabels, Counter>,
+    /// The counters of `mirrored_requests`, looked up once, so that counting a mirror request is
+    /// one atomic increment.
+    pub mirrors: MirrorCounters,
+}
+
+/// One counter per result of `mirrored_requests`.
+#[derive(Clone, Debug)]
+pub struct MirrorCounters {
+    pub sent: Counter,
+    pub dropped_in_flight: Counter,
+    pub dropped_streaming: Counter,
+    pub no_endpoint: Counter,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -161,7 +178,22 @@ impl Metrics {
             "Custom error pages requested from an error backend, by result",
             error_pages.clone(),
         );
+        let mirrored_requests = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "mirrored_requests",
+            "Copies of requests for mirror backends, by result (sent or why dropped)",
+            mirrored_requests.clone(),
+        );
+        let mirror = |result| mirrored_requests.get_or_create(&ResultLabels { result }).clone();
+        let mirrors = MirrorCounters {
+            sent: mirror("sent"),
+            dropped_in_flight: mirror("dropped_in_flight"),
+            dropped_streaming: mirror("dropped_streaming"),
+            no_endpoint: mirror("no_endpoint"),
+        };
         Self {
+            mirrors,
+            mirrored_requests,
             connections_refused,
             rejected_requests,
             upstream_retries,

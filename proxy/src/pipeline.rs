@@ -263,7 +263,7 @@ impl Pipeline {
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = parse(ctx, &req)?;
-        let route = route(ctx, &target)?;
+        let route = route(ctx, &target, &req)?;
         if let Flow::Respond(resp) = request_policies(ctx, &self.rate_limiters, &route, &target, &req) {
             return Ok(resp.map(Either::Right));
         }
@@ -294,15 +294,46 @@ impl Pipeline {
         if let Some(granted) = granted {
             granted.apply(req.headers_mut());
         }
-        let req = request_body(ctx, &route, req).await?;
-        let forwarded = match choose_endpoint(ctx, &route, &req) {
-            Ok(first) => forward(ctx, &self.metrics, &route, first, forwarding, req).await,
-            Err(e) => Err(e),
+        let forwarded = match route.policies.timeouts.request {
+            None => self.exchange(ctx, &route, forwarding, req).await,
+            // `timeouts.request`: the whole exchange, from the request's arrival to the response
+            // head, retries included. Boxed, so that routes without it keep a smaller future.
+            Some(limit) => {
+                // A limit too large to add to an instant (years) is no limit: never a panic.
+                let deadline = ctx.start.checked_add(limit).map(tokio::time::Instant::from_std);
+                let exchange = self.exchange(ctx, &route, forwarding, req);
+                let bounded = async {
+                    match deadline {
+                        Some(deadline) => tokio::time::timeout_at(deadline, exchange).await,
+                        None => Ok(exchange.await),
+                    }
+                };
+                match Box::pin(bounded).await {
+                    Ok(forwarded) => forwarded,
+                    Err(_) => {
+                        self.metrics.upstream_timeouts.inc();
+                        Err(ProxyError::UpstreamTimeout)
+                    }
+                }
+            }
         };
         match &route.policies.custom_errors {
             None => forwarded,
             Some(errors) => custom_error_page(ctx, &self.metrics, &route, errors, forwarded).await,
         }
+    }
+
+    /// The request body, the choice of endpoint and forwarding: what `timeouts.request` bounds.
+    async fn exchange(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        route: &Route,
+        forwarding: (HeaderValue, Option<Uri>),
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let req = request_body(ctx, route, req).await?;
+        let first = choose_endpoint(ctx, route, &req)?;
+        forward(ctx, &self.metrics, route, first, forwarding, req).await
     }
 
     /// The last phase: metrics and the access log.
@@ -365,12 +396,23 @@ pub fn parse<'r, B>(ctx: &mut RequestCtx<'_>, req: &'r Request<B>) -> Result<Tar
     })
 }
 
-/// Route: host, then path, in the snapshot the request runs on.
-pub fn route(ctx: &mut RequestCtx<'_>, target: &Target<'_>) -> Result<Arc<Route>, ProxyError> {
+/// Route: host, then path, then the route's conditions (method, headers, query, listener), in the
+/// snapshot the request runs on.
+pub fn route<B>(
+    ctx: &mut RequestCtx<'_>,
+    target: &Target<'_>,
+    req: &Request<B>,
+) -> Result<Arc<Route>, ProxyError> {
+    let facts = policy::RequestFacts {
+        method: req.method(),
+        headers: req.headers(),
+        query: req.uri().query(),
+        tls: ctx.conn.tls,
+    };
     let route = ctx
         .snapshot
         .routes
-        .lookup(&target.host, &target.path)
+        .lookup_request(&target.host, &target.path, &facts)
         .cloned()
         .ok_or(ProxyError::NoRoute)?;
     ctx.route = Some(route.clone());
@@ -415,6 +457,16 @@ pub fn request_policies<B>(
     }
     if let Some(redirect) = &p.redirect {
         return Flow::Respond(redirect.apply());
+    }
+    if let Some(r) = &p.request_redirect {
+        let query = req.uri().query();
+        return Flow::Respond(r.apply(
+            ctx.conn.tls,
+            &target.host,
+            &target.host_header,
+            &target.path,
+            query,
+        ));
     }
     if let Some(cors) = &p.cors {
         ctx.origin = req.headers().get(header::ORIGIN).cloned();
@@ -534,9 +586,17 @@ pub fn upstream_target<B>(
     req: &Request<B>,
 ) -> Result<(HeaderValue, Option<Uri>), ProxyError> {
     let up = &route.policies.upstream;
-    let rewritten = match &up.rewrite {
-        Some(rewrite) => rewrite.apply(&target.path, req.uri().query()),
-        None => None,
+    let rewritten = match (&up.rewrite, up.url_rewrite.as_ref().and_then(|u| u.path.as_ref())) {
+        // `URLRewrite`'s path: the query is kept as the client sent it.
+        (_, Some(modifier)) => {
+            let path = modifier.apply(&target.path);
+            Some(match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.into_owned(),
+            })
+        }
+        (Some(rewrite), None) => rewrite.apply(&target.path, req.uri().query()),
+        (None, None) => None,
     };
     match rewritten {
         Some(path_and_query) => {
@@ -596,9 +656,24 @@ pub fn choose_endpoint<B>(
     let class_balancer = ctx.snapshot.config.balancer;
     let (mut backend, mut affinity, mut hash_by) = (&route.backend, p.affinity.as_ref(), p.hash_by.as_ref());
     let mut balancer = p.balancer.unwrap_or(class_balancer);
+    // Weighted backends (`backendRefs`): each request draws one.
+    if let Some(split) = &p.split {
+        let total = split.total();
+        let drawn = (total > 0).then(|| split.pick(fastrand::u64(..total))).flatten();
+        backend = drawn.ok_or_else(|| ProxyError::InvalidBackend("every backend has weight 0".into()))?;
+    }
+    // A reference that could not be resolved is the route's fault, not the backend's: 500.
+    if backend.invalid {
+        let why = backend
+            .unavailable
+            .as_deref()
+            .unwrap_or("unresolved backend reference");
+        return Err(ProxyError::InvalidBackend(why.to_string()));
+    }
     // As in ingress-nginx, a main backend without endpoints answers 503 whatever the canary would
     // say: there is no balancer to ask for the canary decision.
-    if let Some(canary) = p.canary.as_ref().filter(|_| !route.backend.endpoints.is_empty()) {
+    let canary = p.canary.as_ref().filter(|_| p.split.is_none());
+    if let Some(canary) = canary.filter(|_| !route.backend.endpoints.is_empty()) {
         let to_canary = state::with(|s| {
             let mut affinitized = |b: &Backend, a: Option<&Arc<Affinity>>| {
                 a.is_some_and(|a| a.is_affinitized(headers, || s.sticky(b)))
@@ -684,8 +759,17 @@ pub async fn forward(
     let real_client = ctx.via_trusted_proxy.then_some(ctx.client);
     headers::rewrite_request_headers(req.headers_mut(), ctx.conn, host_header, upgrade, real_client);
     // `X-Forwarded-Host` keeps the client's host; `upstream-vhost` changes only `Host`.
-    if let Some(vhost) = &route.policies.upstream.host {
+    let up = &route.policies.upstream;
+    if let Some(vhost) = &up.host {
         req.headers_mut().insert(header::HOST, vhost.clone());
+    }
+    // `URLRewrite`'s hostname: the `Host` upstream (`:authority` for HTTP/2, made from it).
+    if let Some(host) = up.url_rewrite.as_ref().and_then(|u| u.hostname.as_ref()) {
+        req.headers_mut().insert(header::HOST, host.clone());
+    }
+    // `RequestHeaderModifier`, after Gantry's own forwarding headers, so that it may change them.
+    if let Some(modifier) = &up.headers {
+        modifier.apply(req.headers_mut());
     }
     if let Some(client_cert) = &route.policies.client_cert {
         client_cert.upstream_headers(ctx.conn, req.headers_mut());
@@ -706,6 +790,9 @@ pub async fn forward(
     *req.version_mut() = Version::HTTP_11;
 
     let timeouts = Timeouts::resolve(&ctx.snapshot.config, &route.policies.timeouts);
+    if let Some(mirrors) = &route.policies.mirrors {
+        mirror(ctx, metrics, route, mirrors, &req, timeouts);
+    }
     let retry = route.policies.retry.unwrap_or_default();
     // An upgrade cannot be sent twice: only a failed connect (nothing sent) may be retried.
     let retry = if upgrade { retry.connect_only() } else { retry };
@@ -742,6 +829,98 @@ pub async fn forward(
     }
     headers::rewrite_response_headers(resp.headers_mut());
     Ok(resp.map(Either::Left))
+}
+
+/// The most mirror requests one worker keeps in flight; beyond it copies are dropped (and counted),
+/// so that a slow mirror backend cannot pile up tasks and memory.
+pub const MAX_MIRRORS_IN_FLIGHT: usize = 256;
+
+/// The longest a mirror request may take, its response body included.
+pub const MIRROR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+thread_local! {
+    /// Mirror requests in flight on this worker (each worker is one thread with its own runtime).
+    static MIRRORS_IN_FLIGHT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One mirror request in flight on this worker, counted until dropped.
+struct MirrorSlot;
+
+impl MirrorSlot {
+    fn take() -> Option<Self> {
+        MIRRORS_IN_FLIGHT
+            .try_with(|n| {
+                (n.get() < MAX_MIRRORS_IN_FLIGHT).then(|| {
+                    n.set(n.get() + 1);
+                    MirrorSlot
+                })
+            })
+            .ok()
+            .flatten()
+    }
+}
+
+impl Drop for MirrorSlot {
+    fn drop(&mut self) {
+        let _ = MIRRORS_IN_FLIGHT.try_with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+/// `RequestMirror`: a copy of the request as it goes upstream (head, and a body only when it was
+/// read ahead whole or is empty) to one endpoint of each mirror backend, for its share of
+/// requests. Fire and forget: the copy runs on a task of its own, bounded by [`MIRROR_TIMEOUT`] and
+/// [`MAX_MIRRORS_IN_FLIGHT`]; its answer is read and discarded, and the client never waits for it.
+///
+/// A body still streaming from the client is not mirrored (counted as `dropped_streaming`):
+/// copying it would mean holding the client's stream to the pace of the mirror, or buffering
+/// without bound.
+fn mirror(
+    ctx: &RequestCtx<'_>,
+    metrics: &Metrics,
+    route: &Route,
+    mirrors: &[policy::Mirror],
+    req: &Request<RequestBody>,
+    timeouts: Timeouts,
+) {
+    let balancer = route.policies.balancer.unwrap_or(ctx.snapshot.config.balancer);
+    let counters = &metrics.mirrors;
+    for m in mirrors {
+        if m.per_million < 1_000_000 && fastrand::u32(..1_000_000) >= m.per_million {
+            continue;
+        }
+        let Some(index) = state::with(|s| s.pick(&m.backend, balancer)).flatten() else {
+            counters.no_endpoint.inc();
+            continue;
+        };
+        let Some(copy) = upstream::replay_copy(req) else {
+            counters.dropped_streaming.inc();
+            continue;
+        };
+        let Some(slot) = MirrorSlot::take() else {
+            counters.dropped_in_flight.inc();
+            continue;
+        };
+        counters.sent.inc();
+        let backend = m.backend.clone();
+        let upstream = route.policies.upstream.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let exchange = async {
+                let retry = policy::Retry::CONNECT_ONCE;
+                match upstream::send(&backend, index, copy, timeouts, &upstream, &retry, &metrics).await {
+                    Ok((resp, _)) => {
+                        // Read to the end, so that the connection can go back to the pool.
+                        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, backend = %backend.id, "mirror request failed"),
+                }
+            };
+            if tokio::time::timeout(MIRROR_TIMEOUT, exchange).await.is_err() {
+                tracing::debug!(backend = %backend.id, "mirror request timed out");
+            }
+        });
+    }
 }
 
 /// The headers ingress-nginx adds to a request its location sends to the custom default backend
@@ -886,7 +1065,8 @@ fn error_page_request(
     req
 }
 
-/// Response policies: the route's CORS and custom headers, then HSTS on TLS responses (class-wide,
+/// Response policies: the route's CORS and custom headers, the `ResponseHeaderModifier` of a
+/// backend's response, then HSTS on TLS responses (class-wide,
 /// from the snapshot's settings). They apply to every response of the route, Gantry's own
 /// included, as ingress-nginx's `add_header ... always` does.
 pub fn response_policies(ctx: &RequestCtx<'_>, mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
@@ -897,6 +1077,15 @@ pub fn response_policies(ctx: &RequestCtx<'_>, mut resp: Response<ProxyBody>) ->
         }
         if let Some(extra) = &p.response_headers {
             extra.apply(resp.headers_mut());
+        }
+        // `ResponseHeaderModifier` changes the backend's responses (the Gateway API's filter is on
+        // what the backend sent), not Gantry's own answers.
+        if let Some(modifier) = p
+            .response_header_modifier
+            .as_ref()
+            .filter(|_| ctx.upstream.is_some())
+        {
+            modifier.apply(resp.headers_mut());
         }
         if let Some(cookies) = &ctx.auth_cookies {
             let status = resp.status();

@@ -21,6 +21,17 @@
 //! - Rule paths go through [`normalize_path`] like request paths do, so `/%7Euser` and `/~user`
 //!   are the same rule and the same request.
 //!
+//! Conditions (the Gateway API's method, header and query matches, and the listener):
+//! - Several routes may claim the same host and path when their [`Route::conditions`] differ
+//!   (equal conditions conflict, as equal paths always did). Within one path they are tried by
+//!   [`RequestConditions::rank`], greatest first, a route without conditions last, then in the
+//!   order they were added (oldest first, which is the Gateway API's tie-break).
+//! - A path counts only when one of its routes accepts the request: Exact at the full path, then
+//!   the regexes, then the deepest Prefix with an accepting route, a shallower one when the
+//!   deeper one's routes all refuse, and the default route last.
+//! - Ingress routes have no conditions: a trie slot holding one such route is the route itself,
+//!   so their lookups cost what they did before conditions existed.
+//!
 //! Why a segment trie and not `matchit`: the design suggested a `matchit::Router` per host,
 //! with a Prefix `/a/b` inserted as `/a/b`, `/a/b/` and `/a/b/{*rest}`. That gives the right
 //! answers (checked against a naive reading of the spec on 400k random cases), but matchit 0.9's
@@ -41,7 +52,7 @@ use std::{
 use crate::{
     backend::Backend,
     normalize::normalize_path,
-    policy::{Policies, RequestConditions},
+    policy::{Policies, RequestConditions, RequestFacts},
 };
 
 /// Which `Host` values a set of rules applies to. Built by the controller; hosts are lowercase.
@@ -122,7 +133,8 @@ pub struct Route {
 /// Why a route was not added.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
-    /// The same host, path and path type is already claimed by an earlier (older) source.
+    /// The same host, path and path type is already claimed by an earlier (older) source with
+    /// the same conditions (routes whose conditions differ share a path).
     ///
     /// `host` is the [`HostMatch`] as displayed (`*.example.com`, `*` for rules without host,
     /// `(default)` for a second default route); `path` is the refused route's path as given.
@@ -171,16 +183,21 @@ impl Eq for RouteTable {}
 /// One host of [`RouteTable::iter`]: the host and its routes in precedence order.
 type HostRoutes = (HostMatch, Box<[Arc<Route>]>);
 
-/// Collects routes in precedence order (the first source to claim a host+path+type keeps it).
+/// The routes of one claim, in the order they are tried: by [`RequestConditions::rank`],
+/// greatest first (no conditions last), then in the order they were added.
+type Claimants = Vec<Arc<Route>>;
+
+/// Collects routes in precedence order (the first source to claim a host+path+type with given
+/// conditions keeps it).
 #[derive(Debug, Default)]
 pub struct RouteTableBuilder {
-    hosts: HashMap<HostMatch, BTreeMap<Claim, Arc<Route>>>,
+    hosts: HashMap<HostMatch, BTreeMap<Claim, Claimants>>,
     default: Option<Arc<Route>>,
 }
 
-/// What a path rule claims, in canonical form. It is the key for conflicts and, because it
-/// derives `Ord` in this field order, also the precedence: the longest path first, then Exact
-/// before Prefix.
+/// What a path rule claims, in canonical form. It is the key for conflicts (together with the
+/// route's conditions) and, because it derives `Ord` in this field order, also the precedence:
+/// the longest path first, then Exact before Prefix.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Claim {
     len: Reverse<usize>,
@@ -214,17 +231,35 @@ struct PathTrie {
     /// The text of every edge label, one after the other. Normalized paths are ASCII, but
     /// labels are compared as bytes anyway.
     labels: Box<[u8]>,
-    /// Regex paths in the order they are tried (longest as written first). Empty for hosts
-    /// without `use-regex`, which then pay nothing for them.
-    regexes: Box<[(regex::Regex, Arc<Route>)]>,
+    /// Regex paths in the order they are tried (longest as written first), each with its routes
+    /// in the order they are tried. Empty for hosts without `use-regex`, which then pay nothing
+    /// for them.
+    regexes: Box<[(regex::Regex, RouteList)]>,
+    /// The routes of the slots that hold routes with conditions (or more than one route), in the
+    /// order they are tried. Empty for hosts of Ingress routes only.
+    lists: Box<[RouteList]>,
 }
 
+/// Routes in the order they are tried.
+type RouteList = Box<[Arc<Route>]>;
+
+/// The `*_list` of a node slot without a list.
+const NO_LIST: u32 = u32::MAX;
+
+/// One trie node, 32 bytes: two to a cache line.
+///
+/// Each of its Exact and Prefix slots is, in the common case of one route without conditions
+/// (every Ingress route), the route itself, so that looking it up reads nothing but the node;
+/// otherwise the slot's route is `None` and its routes are a list in [`PathTrie::lists`].
 #[derive(Debug)]
 struct Node {
     /// `start..end` into `PathTrie::edges`.
     edges: (u32, u32),
     exact: Option<Arc<Route>>,
     prefix: Option<Arc<Route>>,
+    /// Index into `PathTrie::lists`, or [`NO_LIST`].
+    exact_list: u32,
+    prefix_list: u32,
 }
 
 #[derive(Debug)]
@@ -239,8 +274,8 @@ struct Edge {
 #[derive(Default)]
 struct NodeBuilder<'a> {
     children: BTreeMap<&'a str, NodeBuilder<'a>>,
-    exact: Option<Arc<Route>>,
-    prefix: Option<Arc<Route>>,
+    exact: &'a [Arc<Route>],
+    prefix: &'a [Arc<Route>],
 }
 
 // === impl HostMatch ===
@@ -329,8 +364,11 @@ impl RouteTableBuilder {
     }
 
     /// Adds a route for a host. Sources must be added oldest first: when the same host, path and
-    /// path type is already present, the route is refused with [`RouteError::Conflict`] naming the
-    /// source that keeps it.
+    /// path type is already present with the same [`Route::conditions`] (equal method, header and
+    /// query conditions on an overlapping listener: no listener condition overlaps both), the
+    /// route is refused with [`RouteError::Conflict`] naming the source that keeps it. Routes whose conditions differ
+    /// share the path: they are tried by [`RequestConditions::rank`] (greatest first, a route
+    /// without conditions last), then in the order they were added.
     ///
     /// Hosts are lowercased and lose a trailing dot. Paths are compared after [`normalize_path`],
     /// and Prefix paths also without trailing slashes, so Prefix `/foo` and `/foo/` are the same
@@ -348,21 +386,34 @@ impl RouteTableBuilder {
     }
 
     fn claim(
-        claims: &mut BTreeMap<Claim, Arc<Route>>,
+        claims: &mut BTreeMap<Claim, Claimants>,
         host: &HostMatch,
         claim: Claim,
         route: Route,
     ) -> Result<(), RouteError> {
         match claims.entry(claim) {
             btree_map::Entry::Vacant(entry) => {
-                entry.insert(Arc::new(route));
+                entry.insert(vec![Arc::new(route)]);
                 Ok(())
             }
-            btree_map::Entry::Occupied(entry) => Err(RouteError::Conflict {
-                host: host.to_string(),
-                path: route.path,
-                existing: entry.get().source.clone(),
-            }),
+            btree_map::Entry::Occupied(mut entry) => {
+                let routes = entry.get_mut();
+                if let Some(existing) = routes
+                    .iter()
+                    .find(|r| same_claim(&r.conditions, &route.conditions))
+                {
+                    return Err(RouteError::Conflict {
+                        host: host.to_string(),
+                        path: route.path,
+                        existing: existing.source.clone(),
+                    });
+                }
+                // After every route of greater or equal rank: equal ranks keep the order added.
+                let rank = route.rank();
+                let at = routes.partition_point(|r| r.rank() >= rank);
+                routes.insert(at, Arc::new(route));
+                Ok(())
+            }
         }
     }
 
@@ -388,9 +439,10 @@ impl RouteTableBuilder {
         let mut listing = Vec::with_capacity(self.hosts.len());
         for (host, claims) in self.hosts {
             let trie = PathTrie::new(&claims);
-            table.len += claims.len();
             // `claims` is a BTreeMap over `Claim`, so its values are already in precedence order.
-            listing.push((host.clone(), claims.into_values().collect()));
+            let routes: Box<[Arc<Route>]> = claims.into_values().flatten().collect();
+            table.len += routes.len();
+            listing.push((host.clone(), routes));
             match host {
                 HostMatch::Exact(host) => {
                     table.exact.insert(host.into(), trie);
@@ -431,14 +483,27 @@ impl RouteTableBuilder {
 
 impl RouteTable {
     /// The route for a request. `host` is lowercase without port (see `normalize::normalize_host`),
-    /// `path` is normalized (see `normalize::normalize_path`). Falls back to the default backend.
+    /// `path` is normalized (see `normalize::normalize_path`); `facts` are what
+    /// [`Route::conditions`] are judged on. Falls back to the default backend.
+    ///
+    /// A path rule counts only when one of its routes accepts the request: Exact at the full
+    /// path, then the regexes, then the deepest Prefix with an accepting route (a shorter one
+    /// when the longer one's routes all refuse the request).
     ///
     /// Does not allocate or lock. A path that does not start with `/` matches no rule.
     #[inline]
-    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+    pub fn lookup_request(&self, host: &str, path: &str, facts: &RequestFacts<'_>) -> Option<&Arc<Route>> {
         self.paths_for(host)
-            .and_then(|paths| paths.lookup(path))
+            .and_then(|paths| paths.lookup(path, facts))
             .or(self.default.as_ref())
+    }
+
+    /// [`Self::lookup_request`] for a plain-HTTP `GET` without headers or query: the answer for
+    /// routes without conditions (every Ingress route), for tests and tools.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let headers = http::HeaderMap::new();
+        let facts = RequestFacts::get(&headers);
+        self.lookup_request(host, path, &facts)
     }
 
     /// The paths of the most specific host entry that matches `host`.
@@ -460,9 +525,10 @@ impl RouteTable {
     /// Why a request goes where it goes: the host entry that applies, the route chosen, and for
     /// every other rule of that host (and every less specific host entry that also matches) why
     /// it was not chosen. For `/debug/explain` and `gantry explain`; not on the request path.
-    pub fn explain(&self, host: &str, path: &str) -> Explanation {
-        let chosen = self.lookup(host, path).cloned();
-        let by_default = chosen.is_some() && self.paths_for(host).and_then(|p| p.lookup(path)).is_none();
+    pub fn explain(&self, host: &str, path: &str, facts: &RequestFacts<'_>) -> Explanation {
+        let chosen = self.lookup_request(host, path, facts).cloned();
+        let by_default =
+            chosen.is_some() && self.paths_for(host).and_then(|p| p.lookup(path, facts)).is_none();
         let mut applicable: Vec<HostMatch> = Vec::new();
         if self.exact.contains_key(host) {
             applicable.push(HostMatch::Exact(host.to_owned()));
@@ -490,10 +556,15 @@ impl RouteTable {
                         "host {entry} is less specific than {}; only the most specific host's rules apply",
                         applicable[0]
                     )
-                } else if path_matches(&route.path, path) {
-                    "matches, but a rule tried earlier matched first (longer path, Exact before regex before Prefix)".to_owned()
-                } else {
+                } else if !path_matches(&route.path, path) {
                     path_mismatch(&route.path).to_owned()
+                } else if let Some(c) = route.conditions.as_ref().filter(|c| !c.accepts(facts)) {
+                    format!(
+                        "the path matches, but the request does not meet: {}",
+                        c.describe()
+                    )
+                } else {
+                    "matches, but a rule tried earlier matched first (longer path, Exact before regex before Prefix, then conditions by precedence)".to_owned()
                 };
                 not_chosen.push(NotChosen {
                     host: entry.clone(),
@@ -573,6 +644,43 @@ pub struct NotChosen {
     pub why: String,
 }
 
+/// Whether two routes on the same host and path claim the same requests: the same method, header
+/// and query conditions, on listeners that overlap (no listener condition overlaps both). Equal
+/// conditions always do; so does an Ingress route (no conditions) and an HTTPRoute match without
+/// method, headers or query on the plain-HTTP listener, which must conflict so that the older
+/// claim keeps its requests rather than the newer one taking the plain-HTTP half of them.
+fn same_claim(a: &Option<Arc<RequestConditions>>, b: &Option<Arc<RequestConditions>>) -> bool {
+    let none = RequestConditions::default();
+    let (a, b) = (a.as_deref().unwrap_or(&none), b.as_deref().unwrap_or(&none));
+    let listeners_overlap = match (a.tls, b.tls) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    };
+    a.method == b.method && a.headers == b.headers && a.query == b.query && listeners_overlap
+}
+
+/// The first of `routes` that accepts the request.
+#[inline]
+fn accepting<'r>(routes: &'r [Arc<Route>], facts: &RequestFacts<'_>) -> Option<&'r Arc<Route>> {
+    routes.iter().find(|r| r.accepts(facts))
+}
+
+// === impl Route ===
+
+impl Route {
+    /// Whether the request meets the route's conditions (a route without any takes every request
+    /// of its host and path).
+    #[inline]
+    pub fn accepts(&self, facts: &RequestFacts<'_>) -> bool {
+        self.conditions.as_ref().is_none_or(|c| c.accepts(facts))
+    }
+
+    /// The route's precedence among the routes of its host and path: no conditions rank lowest.
+    fn rank(&self) -> Option<(bool, usize, usize)> {
+        self.conditions.as_ref().map(|c| c.rank())
+    }
+}
+
 /// Whether one rule matches `path` on its own (precedence aside).
 fn path_matches(rule: &PathMatch, path: &str) -> bool {
     match rule {
@@ -616,15 +724,15 @@ fn compile_regex(path: &str) -> Result<regex::Regex, RouteError> {
 // === impl PathTrie ===
 
 impl PathTrie {
-    fn new(claims: &BTreeMap<Claim, Arc<Route>>) -> Self {
+    fn new(claims: &BTreeMap<Claim, Claimants>) -> Self {
         let mut root = NodeBuilder::default();
         let mut regexes = Vec::new();
-        for (claim, route) in claims {
+        for (claim, routes) in claims {
             if claim.kind == Kind::Regex {
                 // Claims sort longest first, so pushing in order is trying order. `add` refused
                 // regexes that do not compile.
                 if let Ok(re) = compile_regex(&claim.path) {
-                    regexes.push((re, route.clone()));
+                    regexes.push((re, routes.clone().into_boxed_slice()));
                 }
                 continue;
             }
@@ -636,7 +744,7 @@ impl PathTrie {
                 Kind::Exact => &mut node.exact,
                 Kind::Prefix | Kind::Regex => &mut node.prefix,
             };
-            *slot = Some(route.clone());
+            *slot = routes.as_slice();
         }
         let mut trie = Self::flatten(root);
         trie.regexes = regexes.into();
@@ -649,7 +757,15 @@ impl PathTrie {
         fn index(n: usize) -> u32 {
             u32::try_from(n).expect("a host's path table stays below 4 GiB")
         }
-        let (mut nodes, mut edges, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut nodes, mut edges, mut labels, mut lists) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut slot = |routes: &[Arc<Route>]| match routes {
+            [] => (None, NO_LIST),
+            [one] if one.conditions.is_none() => (Some(one.clone()), NO_LIST),
+            many => {
+                lists.push(RouteList::from(many));
+                (None, index(lists.len() - 1))
+            }
+        };
         let mut queue = VecDeque::from([root]);
         while let Some(node) = queue.pop_front() {
             let first_edge = index(edges.len());
@@ -665,10 +781,14 @@ impl PathTrie {
                 queue.push_back(child);
             }
             let edge_range = (first_edge, index(edges.len()));
+            let (exact, exact_list) = slot(node.exact);
+            let (prefix, prefix_list) = slot(node.prefix);
             nodes.push(Node {
                 edges: edge_range,
-                exact: node.exact,
-                prefix: node.prefix,
+                exact,
+                prefix,
+                exact_list,
+                prefix_list,
             });
         }
         Self {
@@ -676,45 +796,71 @@ impl PathTrie {
             edges: edges.into(),
             labels: labels.into(),
             regexes: Box::default(),
+            lists: lists.into(),
         }
     }
 
-    /// Walks the request's segments once, remembering the deepest Prefix rule passed: a deeper
-    /// node is a longer path. An Exact rule on the last node is the whole path, which no Prefix
-    /// rule can be longer than, and wins a tie with the Prefix rule on the same node.
+    /// Walks the request's segments once, remembering the deepest Prefix rule passed that
+    /// accepts the request: a deeper node is a longer path. An Exact rule on the last node is the
+    /// whole path, which no Prefix rule can be longer than, and wins a tie with the Prefix rule on
+    /// the same node.
     ///
     /// A host with regex paths tries them after an Exact match and before the Prefix one, as
     /// nginx tries `location =`, then regex locations in order, then the longest prefix.
     #[inline]
-    fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
-        let (exact, prefix) = self.walk(path)?;
-        if exact.is_some() {
-            return exact;
+    fn lookup(&self, path: &str, facts: &RequestFacts<'_>) -> Option<&Arc<Route>> {
+        let (last, prefix) = self.walk(path, facts)?;
+        if let Some(exact) = last.and_then(|node| self.accepting(&node.exact, node.exact_list, facts)) {
+            return Some(exact);
         }
         if !self.regexes.is_empty() {
-            if let Some((_, route)) = self.regexes.iter().find(|(re, _)| re.is_match(path)) {
-                return Some(route);
+            let found = self
+                .regexes
+                .iter()
+                .filter(|(re, _)| re.is_match(path))
+                .find_map(|(_, routes)| accepting(routes, facts));
+            if found.is_some() {
+                return found;
             }
         }
         prefix
     }
 
-    /// The Exact rule for the whole path and the deepest Prefix rule on the way.
+    /// The node of the whole path (for its Exact slot), and the deepest Prefix route on the way
+    /// that accepts the request. Prefix slots are judged as they are passed: for Ingress routes that is one
+    /// `Option` check, as before conditions existed.
     #[inline]
     #[allow(clippy::type_complexity)]
-    fn walk(&self, path: &str) -> Option<(Option<&Arc<Route>>, Option<&Arc<Route>>)> {
+    fn walk(&self, path: &str, facts: &RequestFacts<'_>) -> Option<(Option<&Node>, Option<&Arc<Route>>)> {
         let mut node = self.nodes.first()?;
-        let mut best = node.prefix.as_ref();
+        let mut best = self.accepting(&node.prefix, node.prefix_list, facts);
         for segment in path.strip_prefix('/')?.split('/') {
             let Some(next) = self.child(node, segment.as_bytes()) else {
                 return Some((None, best));
             };
             node = next;
-            if node.prefix.is_some() {
-                best = node.prefix.as_ref();
+            if let Some(route) = self.accepting(&node.prefix, node.prefix_list, facts) {
+                best = Some(route);
             }
         }
-        Some((node.exact.as_ref(), best))
+        Some((Some(node), best))
+    }
+
+    /// The first route of a node's slot (its route, or its list) that accepts the request.
+    #[inline]
+    fn accepting<'s>(
+        &'s self,
+        plain: &'s Option<Arc<Route>>,
+        list: u32,
+        facts: &RequestFacts<'_>,
+    ) -> Option<&'s Arc<Route>> {
+        if plain.is_some() {
+            return plain.as_ref();
+        }
+        if list == NO_LIST {
+            return None;
+        }
+        accepting(self.lists.get(list as usize)?, facts)
     }
 
     #[inline]
@@ -1301,7 +1447,9 @@ mod tests {
         b.add(wildcard("example"), route(PathMatch::Prefix("/".into()), "wild"))
             .unwrap();
         let t = b.build();
-        let e = t.explain("shop.example", "/api/users");
+        let headers = http::HeaderMap::new();
+        let get = RequestFacts::get(&headers);
+        let e = t.explain("shop.example", "/api/users", &get);
         assert_eq!(e.host_entry, Some(exact("shop.example")));
         assert_eq!(&*e.chosen.unwrap().backend.id.service, "api");
         assert!(!e.by_default);
@@ -1315,7 +1463,283 @@ mod tests {
         assert!(why("web").contains("matched first"), "{}", why("web"));
         assert!(why("v1").starts_with("Exact"), "{}", why("v1"));
         assert!(why("wild").contains("less specific"), "{}", why("wild"));
-        let none = t.explain("other.test", "/");
+        let none = t.explain("other.test", "/", &get);
         assert!(none.host_entry.is_none() && none.chosen.is_none());
+    }
+
+    // --- routes with conditions (Gateway API matches) ---
+
+    use crate::policy::{RequestConditions, ValueMatch};
+    use http::{HeaderMap, HeaderName, Method};
+
+    fn when(
+        method: Option<Method>,
+        headers: &[(&'static str, &str)],
+        query: &[(&str, &str)],
+    ) -> RequestConditions {
+        RequestConditions {
+            method,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (HeaderName::from_static(k), ValueMatch::Exact((*v).into())))
+                .collect(),
+            query: query
+                .iter()
+                .map(|(k, v)| ((*k).into(), ValueMatch::Exact((*v).into())))
+                .collect(),
+            tls: None,
+        }
+    }
+
+    fn conditional(path: PathMatch, name: &str, c: Option<RequestConditions>) -> Route {
+        Route {
+            conditions: c.map(Arc::new),
+            ..route(path, name)
+        }
+    }
+
+    /// The name of the route a request takes on host `h`.
+    fn served<'t>(
+        t: &'t RouteTable,
+        method: Method,
+        path: &str,
+        headers: &[(&'static str, &str)],
+        query: Option<&str>,
+    ) -> Option<&'t str> {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(*k, v.parse().unwrap());
+        }
+        let facts = RequestFacts {
+            method: &method,
+            headers: &h,
+            query,
+            tls: false,
+        };
+        t.lookup_request("h", path, &facts).map(|r| &*r.source.name)
+    }
+
+    fn table_with(routes: Vec<Route>) -> RouteTable {
+        let mut b = RouteTableBuilder::new();
+        for r in routes {
+            b.add(exact("h"), r).unwrap();
+        }
+        b.build()
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn trie_nodes_stay_two_to_a_cache_line() {
+        assert_eq!(std::mem::size_of::<Node>(), 32);
+    }
+
+    #[test]
+    fn a_longer_prefix_whose_header_match_fails_falls_through_to_a_shorter_prefix() {
+        let t = table_with(vec![
+            conditional(P("/").path(), "root", None),
+            conditional(
+                P("/api").path(),
+                "api-v2",
+                Some(when(None, &[("version", "two")], &[])),
+            ),
+            conditional(
+                P("/api/v1").path(),
+                "v1-beta",
+                Some(when(None, &[("beta", "yes")], &[])),
+            ),
+        ]);
+        let get = Method::GET;
+        assert_eq!(
+            served(&t, get.clone(), "/api/v1/x", &[("beta", "yes")], None),
+            Some("v1-beta")
+        );
+        assert_eq!(
+            served(&t, get.clone(), "/api/v1/x", &[("version", "two")], None),
+            Some("api-v2")
+        );
+        assert_eq!(served(&t, get.clone(), "/api/v1/x", &[], None), Some("root"));
+        assert_eq!(
+            served(&t, get, "/other", &[("version", "two")], None),
+            Some("root")
+        );
+    }
+
+    #[test]
+    fn without_an_accepting_route_the_request_goes_to_the_default_route() {
+        let mut b = RouteTableBuilder::new();
+        b.add(
+            exact("h"),
+            conditional(P("/").path(), "post", Some(when(Some(Method::POST), &[], &[]))),
+        )
+        .unwrap();
+        b.set_default(route(P("/").path(), "default")).unwrap();
+        let t = b.build();
+        assert_eq!(served(&t, Method::POST, "/x", &[], None), Some("post"));
+        assert_eq!(served(&t, Method::GET, "/x", &[], None), Some("default"));
+    }
+
+    #[test]
+    fn a_method_match_beats_header_matches_on_the_same_path() {
+        // Added headers-first: precedence, not order, decides.
+        let t = table_with(vec![
+            conditional(
+                P("/").path(),
+                "headers",
+                Some(when(None, &[("a", "1"), ("b", "1")], &[])),
+            ),
+            conditional(P("/").path(), "method", Some(when(Some(Method::GET), &[], &[]))),
+        ]);
+        let both = [("a", "1"), ("b", "1")];
+        assert_eq!(served(&t, Method::GET, "/", &both, None), Some("method"));
+        assert_eq!(served(&t, Method::POST, "/", &both, None), Some("headers"));
+    }
+
+    #[test]
+    fn more_header_matches_beat_fewer_and_headers_beat_query_parameters() {
+        let t = table_with(vec![
+            conditional(
+                P("/").path(),
+                "query",
+                Some(when(None, &[], &[("q", "1"), ("r", "1")])),
+            ),
+            conditional(P("/").path(), "one", Some(when(None, &[("a", "1")], &[]))),
+            conditional(
+                P("/").path(),
+                "two",
+                Some(when(None, &[("a", "1"), ("b", "1")], &[])),
+            ),
+            conditional(P("/").path(), "plain", None),
+        ]);
+        let get = || Method::GET;
+        assert_eq!(
+            served(&t, get(), "/", &[("a", "1"), ("b", "1")], Some("q=1&r=1")),
+            Some("two")
+        );
+        assert_eq!(
+            served(&t, get(), "/", &[("a", "1")], Some("q=1&r=1")),
+            Some("one")
+        );
+        assert_eq!(served(&t, get(), "/", &[], Some("q=1&r=1")), Some("query"));
+        assert_eq!(served(&t, get(), "/", &[], Some("q=1")), Some("plain"));
+    }
+
+    #[test]
+    fn routes_of_equal_rank_are_tried_in_the_order_they_were_added() {
+        let t = table_with(vec![
+            conditional(P("/").path(), "older", Some(when(None, &[("a", "1")], &[]))),
+            conditional(P("/").path(), "newer", Some(when(None, &[("b", "1")], &[]))),
+        ]);
+        assert_eq!(
+            served(&t, Method::GET, "/", &[("a", "1"), ("b", "1")], None),
+            Some("older")
+        );
+        assert_eq!(served(&t, Method::GET, "/", &[("b", "1")], None), Some("newer"));
+        let names: Vec<_> = t.iter().map(|(_, r)| &*r.source.name).collect();
+        assert_eq!(names, ["older", "newer"]);
+    }
+
+    #[test]
+    fn an_exact_path_beats_a_prefix_whatever_their_conditions() {
+        let t = table_with(vec![
+            conditional(
+                P("/x").path(),
+                "prefix",
+                Some(when(Some(Method::GET), &[("a", "1")], &[])),
+            ),
+            conditional(E("/x").path(), "exact", None),
+        ]);
+        assert_eq!(served(&t, Method::GET, "/x", &[("a", "1")], None), Some("exact"));
+        assert_eq!(
+            served(&t, Method::GET, "/x/y", &[("a", "1")], None),
+            Some("prefix")
+        );
+        // An Exact route that refuses the request gives way to the Prefix one.
+        let t = table_with(vec![
+            conditional(P("/x").path(), "prefix", None),
+            conditional(E("/x").path(), "exact", Some(when(Some(Method::POST), &[], &[]))),
+        ]);
+        assert_eq!(served(&t, Method::GET, "/x", &[], None), Some("prefix"));
+        assert_eq!(served(&t, Method::POST, "/x", &[], None), Some("exact"));
+    }
+
+    #[test]
+    fn equal_conditions_on_the_same_host_and_path_conflict() {
+        let mut b = RouteTableBuilder::new();
+        let c = || Some(when(Some(Method::GET), &[("a", "1")], &[]));
+        b.add(exact("h"), conditional(P("/x").path(), "older", c()))
+            .unwrap();
+        b.add(exact("h"), conditional(P("/x").path(), "other", None))
+            .unwrap();
+        let got = b.add(exact("h"), conditional(P("/x/").path(), "newer", c()));
+        assert_eq!(
+            got,
+            Err(RouteError::Conflict {
+                host: "h".into(),
+                path: P("/x/").path(),
+                existing: source("older"),
+            })
+        );
+        let got = b.add(exact("h"), conditional(P("/x").path(), "newer", None));
+        assert!(matches!(got, Err(RouteError::Conflict { existing, .. }) if &*existing.name == "other"));
+        let t = b.build();
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn regex_paths_with_conditions_fall_through_to_the_next_regex() {
+        let t = table_with(vec![
+            conditional(
+                PathMatch::Regex("/a/.*".into()),
+                "long",
+                Some(when(Some(Method::PUT), &[], &[])),
+            ),
+            conditional(PathMatch::Regex("/a".into()), "short", None),
+        ]);
+        assert_eq!(served(&t, Method::PUT, "/a/b", &[], None), Some("long"));
+        assert_eq!(served(&t, Method::GET, "/a/b", &[], None), Some("short"));
+    }
+
+    #[test]
+    fn explain_says_which_conditions_a_route_refused() {
+        let t = table_with(vec![
+            conditional(P("/").path(), "plain", None),
+            conditional(P("/").path(), "v2", Some(when(None, &[("version", "two")], &[]))),
+        ]);
+        let headers = HeaderMap::new();
+        let e = t.explain("h", "/x", &RequestFacts::get(&headers));
+        assert_eq!(&*e.chosen.unwrap().source.name, "plain");
+        let why = &e.not_chosen[0].why;
+        assert!(why.contains("header version=two"), "{why}");
+    }
+
+    #[test]
+    fn a_listener_condition_alone_conflicts_with_a_route_on_every_listener_but_not_with_the_other_listener() {
+        let listener = |tls: bool| {
+            Some(RequestConditions {
+                tls: Some(tls),
+                ..RequestConditions::default()
+            })
+        };
+        // An Ingress route (every listener) first: a plain-HTTP-only route of the same path would
+        // take its plain-HTTP requests, so it is refused.
+        let mut b = RouteTableBuilder::new();
+        b.add(exact("h"), conditional(P("/").path(), "ingress", None))
+            .unwrap();
+        let got = b.add(exact("h"), conditional(P("/").path(), "plain", listener(false)));
+        assert!(matches!(got, Err(RouteError::Conflict { existing, .. }) if &*existing.name == "ingress"));
+        // The same match on the two listeners: two claims, each served on its own.
+        let mut b = RouteTableBuilder::new();
+        b.add(exact("h"), conditional(P("/").path(), "plain", listener(false)))
+            .unwrap();
+        b.add(exact("h"), conditional(P("/").path(), "tls", listener(true)))
+            .unwrap();
+        let got = b.add(exact("h"), conditional(P("/").path(), "everywhere", None));
+        assert!(matches!(got, Err(RouteError::Conflict { .. })), "{got:?}");
+        let t = b.build();
+        let headers = HeaderMap::new();
+        let mut facts = RequestFacts::get(&headers);
+        assert_eq!(&*t.lookup_request("h", "/", &facts).unwrap().source.name, "plain");
+        facts.tls = true;
+        assert_eq!(&*t.lookup_request("h", "/", &facts).unwrap().source.name, "tls");
     }
 }

@@ -54,6 +54,10 @@ pub struct Timeouts {
     pub response: Duration,
     /// How long a pooled connection may have been idle and still be used.
     pub pool_idle: Duration,
+    /// One attempt at one endpoint, connect to response head (the Gateway API's
+    /// `timeouts.backendRequest`); past it the attempt fails as a timeout (504, or the next
+    /// endpoint when the retry policy allows). `None`: only `connect` and `response` bound it.
+    pub attempt: Option<Duration>,
 }
 
 impl Timeouts {
@@ -62,6 +66,7 @@ impl Timeouts {
             connect: route.connect.unwrap_or(config.upstream_connect_timeout),
             response: route.read.unwrap_or(config.upstream_response_timeout),
             pool_idle: config.upstream_idle_timeout,
+            attempt: route.backend_request,
         }
     }
 }
@@ -134,11 +139,21 @@ pub async fn send(
         } else {
             None
         };
-        let outcome = match how {
-            How::Plain => attempt_h1(&Plain, addr, req, timeouts, metrics).await,
+        let outcome = match (how, timeouts.attempt) {
+            // Bounded and boxed only for routes with a per-attempt timeout, so that the plain
+            // path's future keeps its size.
+            (how, Some(limit)) => {
+                Box::pin(bounded(
+                    limit,
+                    metrics,
+                    attempt_any(how, addr, req, timeouts, metrics),
+                ))
+                .await
+            }
+            (How::Plain, None) => attempt_h1(&Plain, addr, req, timeouts, metrics).await,
             // Boxed, so that the plain path's future does not grow by the size of these.
-            How::Tls(tls) => Box::pin(attempt_h1(&Tls(tls), addr, req, timeouts, metrics)).await,
-            How::H2 { protocol, tls } => {
+            (How::Tls(tls), None) => Box::pin(attempt_h1(&Tls(tls), addr, req, timeouts, metrics)).await,
+            (How::H2 { protocol, tls }, None) => {
                 Box::pin(attempt_h2(addr, req, timeouts, protocol, tls, metrics)).await
             }
         };
@@ -184,6 +199,37 @@ pub async fn send(
     }
 }
 
+/// One attempt by whichever protocol.
+async fn attempt_any(
+    how: How<'_>,
+    addr: SocketAddr,
+    req: Request<RequestBody>,
+    timeouts: Timeouts,
+    metrics: &Metrics,
+) -> Attempt {
+    match how {
+        How::Plain => attempt_h1(&Plain, addr, req, timeouts, metrics).await,
+        How::Tls(tls) => attempt_h1(&Tls(tls), addr, req, timeouts, metrics).await,
+        How::H2 { protocol, tls } => attempt_h2(addr, req, timeouts, protocol, tls, metrics).await,
+    }
+}
+
+/// An attempt that must reach its response head within `limit` (`timeouts.backendRequest`). The
+/// request is lost with the attempt: only a replay copy can go to the next endpoint.
+async fn bounded(
+    limit: Duration,
+    metrics: &Metrics,
+    attempt: impl std::future::Future<Output = Attempt>,
+) -> Attempt {
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            metrics.upstream_timeouts.inc();
+            Attempt::Failed(ProxyError::UpstreamTimeout, Some(Condition::Timeout))
+        }
+    }
+}
+
 /// How attempts are made, by the route's protocol.
 #[derive(Clone, Copy)]
 enum How<'a> {
@@ -208,7 +254,7 @@ enum Attempt {
 
 /// A copy of the request to send again: the same head, and the body if it was read ahead whole.
 /// Extensions are not copied (an upgrade, which lives there, is never resent).
-fn replay_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+pub(crate) fn replay_copy(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
     let body = req.body().replay()?;
     let mut copy = Request::new(body);
     *copy.method_mut() = req.method().clone();
@@ -823,6 +869,7 @@ mod tests {
             connect: Duration::from_secs(2),
             response: Duration::from_secs(5),
             pool_idle: Duration::from_secs(60),
+            attempt: None,
         }
     }
 

@@ -64,7 +64,66 @@ pub struct RequestConditions {
     pub tls: Option<bool>,
 }
 
+/// What [`RequestConditions`] are judged on: borrowed from the request, nothing copied.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts<'r> {
+    pub method: &'r Method,
+    pub headers: &'r HeaderMap,
+    /// The raw query string, without `?`.
+    pub query: Option<&'r str>,
+    /// Whether the request came over TLS.
+    pub tls: bool,
+}
+
+impl<'r> RequestFacts<'r> {
+    /// A plain-HTTP `GET` with these headers and no query.
+    pub fn get(headers: &'r HeaderMap) -> Self {
+        Self {
+            method: &Method::GET,
+            headers,
+            query: None,
+            tls: false,
+        }
+    }
+}
+
 impl RequestConditions {
+    /// [`Self::matches`] on the facts of a request.
+    #[inline]
+    pub fn accepts(&self, facts: &RequestFacts<'_>) -> bool {
+        self.matches(facts.method, facts.headers, facts.query, facts.tls)
+    }
+
+    /// The conditions in a short form for `/debug/routes` and explain: `GET, header version=two,
+    /// query animal~wh.*, TLS only` (`=` an exact value, `~` a regular expression).
+    pub fn describe(&self) -> String {
+        fn value(v: &ValueMatch) -> String {
+            match v {
+                ValueMatch::Exact(s) => format!("={s}"),
+                ValueMatch::Regex { source, .. } => format!("~{source}"),
+            }
+        }
+        let mut parts = Vec::new();
+        if let Some(m) = &self.method {
+            parts.push(m.to_string());
+        }
+        for (name, v) in &self.headers {
+            parts.push(format!("header {name}{}", value(v)));
+        }
+        for (name, v) in &self.query {
+            parts.push(format!("query {name}{}", value(v)));
+        }
+        match self.tls {
+            Some(true) => parts.push("TLS only".into()),
+            Some(false) => parts.push("plain HTTP only".into()),
+            None => {}
+        }
+        if parts.is_empty() {
+            return "any request".into();
+        }
+        parts.join(", ")
+    }
+
     /// The Gateway API's precedence among matches on the same path, greatest first: a method
     /// match, then more header matches, then more query parameter matches.
     pub fn rank(&self) -> (bool, usize, usize) {
@@ -146,6 +205,24 @@ mod tests {
         assert!(!c.matches(&Method::POST, &h, Some("animal=awhale"), false));
         assert!(!c.matches(&Method::POST, &h, None, false));
         assert!(c.matches(&Method::POST, &h, Some("x=1&animal=wh%61le"), false));
+    }
+
+    #[test]
+    fn describe_is_short_and_in_a_fixed_order() {
+        let c = RequestConditions {
+            method: Some(Method::GET),
+            headers: vec![(
+                HeaderName::from_static("version"),
+                ValueMatch::Exact("two".into()),
+            )],
+            query: vec![("animal".into(), ValueMatch::regex("wh.*").unwrap())],
+            tls: Some(true),
+        };
+        assert_eq!(
+            c.describe(),
+            "GET, header version=two, query animal~wh.*, TLS only"
+        );
+        assert_eq!(RequestConditions::default().describe(), "any request");
     }
 
     #[test]

@@ -26,6 +26,19 @@ impl HeaderModifier {
         }
     }
 
+    /// `set a=1, add b=2, remove c`.
+    pub fn describe(&self) -> String {
+        let value = |v: &HeaderValue| v.to_str().unwrap_or("?").to_owned();
+        let parts: Vec<String> = self
+            .set
+            .iter()
+            .map(|(n, v)| format!("set {n}={}", value(v)))
+            .chain(self.add.iter().map(|(n, v)| format!("add {n}={}", value(v))))
+            .chain(self.remove.iter().map(|n| format!("remove {n}")))
+            .collect();
+        parts.join(", ")
+    }
+
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
@@ -51,5 +64,6 @@ mod tests {
         assert_eq!(h.get_all("x-set").iter().collect::<Vec<_>>(), ["new"]);
         assert_eq!(h.get_all("x-add").iter().collect::<Vec<_>>(), ["one", "two"]);
         assert!(!h.contains_key("x-gone"));
+        assert_eq!(m.describe(), "set x-set=new, add x-add=two, remove x-gone");
     }
 }

@@ -14,23 +14,27 @@
 //!    plain HTTP (no certificate), right after the HTTPS redirect, so a protected host still
 //!    redirects to HTTPS first.
 //! 1. **rewrite phase**, answered before any access check, as nginx's `return` and `rewrite` are:
-//!    [`HostRedirect`] (from/to www), [`HttpsRedirect`], [`Redirect`] (permanent and temporal),
-//!    [`AppRoot`], the CORS preflight
-//!    ([`Cors`]).
+//!    [`HostRedirect`] (from/to www), [`AppRoot`], [`Redirect`] (permanent and temporal), the
+//!    Gateway API's [`RequestRedirect`], the CORS preflight ([`Cors`]), [`HttpsRedirect`].
 //! 2. **pre-access**: [`RateLimit`] (per client address, 503 by default).
 //! 3. **access**: [`Refusal`] (a policy that could not be honoured: the route fails closed),
 //!    [`SourceRanges`] (403), [`BasicAuth`] (401), then [`ExternalAuth`] (the one asynchronous
 //!    access step: a subrequest to an authentication service, see `crate::ext_auth`).
-//! 4. **request**: the body limit (413), [`Rewrite`] of the path sent upstream, the `Host` sent
-//!    upstream and `X-Forwarded-Prefix` ([`UpstreamRequest`]), and the upstream timeouts
-//!    ([`UpstreamTimeouts`]).
-//!    Then **choosing the endpoint**: the [`Canary`] decision picks the backend, then within it
-//!    [`Affinity`] (the session cookie), else [`HashBy`], else the balancer picks the endpoint;
-//!    a backend without ready endpoints gives way to the route's `default_backend`. Forwarding
-//!    goes to the next endpoint as [`Retry`] allows.
+//! 4. **request**: the body limit (413), the path sent upstream ([`Rewrite`], or the Gateway
+//!    API's [`UrlRewrite`] path, query kept), the `Host` sent upstream (`upstream-vhost`, or the
+//!    [`UrlRewrite`] hostname) and `X-Forwarded-Prefix` ([`UpstreamRequest`]), then the request
+//!    [`HeaderModifier`] (after Gantry's forwarding headers), and the upstream timeouts
+//!    ([`UpstreamTimeouts`]: `request` bounds everything from here to the response head, 504).
+//!    Then **choosing the endpoint**: the backend is drawn from [`WeightedBackends`] by weight
+//!    (all weights 0, or a drawn backend that is `invalid`: 500), or the [`Canary`] decision
+//!    picks it; then within it [`Affinity`] (the session cookie), else [`HashBy`], else the
+//!    balancer picks the endpoint; a backend without ready endpoints gives way to the route's
+//!    `default_backend` (else 503). A copy of the request goes to each [`Mirror`] (fire and
+//!    forget). Forwarding goes to the next endpoint as [`Retry`] allows, each attempt bounded by
+//!    `backend_request`.
 //! 5. **response**: the error backend's page for a status of [`CustomErrors`], CORS response
-//!    headers, custom response headers ([`ResponseHeaders`]), the session cookie of a new
-//!    [`Affinity`] session.
+//!    headers, custom response headers ([`ResponseHeaders`]), the response [`HeaderModifier`]
+//!    (backend responses only), the session cookie of a new [`Affinity`] session.
 //!
 //! Every policy is a plain value: comparing two snapshots compares policies by value, so an
 //! unchanged manifest never causes a swap. Runtime state a policy needs (rate-limit buckets) lives
@@ -70,7 +74,7 @@ pub use client_cert::{
     ClientCertAuth, MatchDn, VerifyClient, SSL_CLIENT_CERT, SSL_CLIENT_ISSUER_DN, SSL_CLIENT_SUBJECT_DN,
     SSL_CLIENT_VERIFY,
 };
-pub use conditions::{RequestConditions, ValueMatch};
+pub use conditions::{RequestConditions, RequestFacts, ValueMatch};
 pub use cors::{Cors, CorsOrigin};
 pub use error_pages::{
     CustomErrors, X_CODE, X_FORMAT, X_INGRESS_NAME, X_NAMESPACE, X_ORIGINAL_URI, X_SERVICE_NAME,
@@ -201,6 +205,9 @@ impl Policies {
             let to = r.location.to_str().unwrap_or("?");
             out.push(format!("redirect ({}) to {to}", r.status.as_u16()));
         }
+        if let Some(r) = &self.request_redirect {
+            out.push(r.describe());
+        }
         if self.cors.is_some() {
             out.push("CORS (preflight answered here)".into());
         }
@@ -263,7 +270,24 @@ impl Policies {
         if let Some(p) = &self.upstream.forwarded_prefix {
             out.push(format!("X-Forwarded-Prefix: {}", p.to_str().unwrap_or("?")));
         }
+        if let Some(u) = &self.upstream.url_rewrite {
+            if let Some(h) = &u.hostname {
+                out.push(format!("Host upstream: {}", h.to_str().unwrap_or("?")));
+            }
+            if let Some(p) = &u.path {
+                out.push(format!("upstream {}", p.describe()));
+            }
+        }
+        if let Some(h) = &self.upstream.headers {
+            out.push(format!("request headers: {}", h.describe()));
+        }
         let t = &self.timeouts;
+        if let Some(r) = t.request {
+            out.push(format!("request timeout {r:?} to the response head (504)"));
+        }
+        if let Some(b) = t.backend_request {
+            out.push(format!("each upstream attempt within {b:?} to the response head"));
+        }
         if t.connect.is_some() || t.read.is_some() || t.send.is_some() {
             out.push(format!(
                 "upstream timeouts: connect {:?}, read {:?}, send {:?}",
@@ -293,6 +317,14 @@ impl Policies {
         if let Some(c) = &self.canary {
             out.push(c.describe());
         }
+        if let Some(s) = &self.split {
+            out.push(s.describe());
+        }
+        if let Some(mirrors) = &self.mirrors {
+            for m in mirrors.iter() {
+                out.push(m.describe());
+            }
+        }
         if let Some(a) = &self.affinity {
             out.push(format!(
                 "session affinity: cookie {} ({})",
@@ -316,6 +348,9 @@ impl Policies {
                 " (Gantry's own errors only)"
             };
             out.push(format!("custom error pages for {:?}{what}", c.codes()));
+        }
+        if let Some(h) = &self.response_header_modifier {
+            out.push(format!("response headers: {}", h.describe()));
         }
         out
     }
@@ -440,6 +475,73 @@ mod tests {
         rh.apply(&mut h);
         assert_eq!(h["x-a"], "backend");
         assert_eq!(h["x-b"], "2");
+    }
+
+    #[test]
+    fn describe_names_each_gateway_api_policy() {
+        let backend = |name: &str, invalid: bool| {
+            let id = crate::backend::BackendId {
+                namespace: "gw".into(),
+                service: name.into(),
+                port: "80".into(),
+            };
+            Arc::new(if invalid {
+                crate::backend::Backend::invalid(id, "missing")
+            } else {
+                crate::backend::Backend::new(id, vec![])
+            })
+        };
+        let h = HeaderModifier {
+            set: vec![(HeaderName::from_static("x-a"), HeaderValue::from_static("1"))],
+            ..HeaderModifier::default()
+        };
+        let p = Policies {
+            request_redirect: Some(Arc::new(RequestRedirect {
+                scheme: Some(RedirectScheme::Https),
+                hostname: None,
+                path: Some(PathModifier::Full("/new".into())),
+                port: None,
+                status: http::StatusCode::MOVED_PERMANENTLY,
+            })),
+            upstream: UpstreamRequest {
+                headers: Some(Arc::new(h.clone())),
+                url_rewrite: Some(Arc::new(UrlRewrite {
+                    hostname: Some(HeaderValue::from_static("up.example")),
+                    path: Some(PathModifier::Prefix {
+                        matched: "/a".into(),
+                        replacement: "/b".into(),
+                    }),
+                })),
+                ..UpstreamRequest::default()
+            },
+            timeouts: UpstreamTimeouts {
+                request: Some(Duration::from_secs(1)),
+                backend_request: Some(Duration::from_millis(500)),
+                ..UpstreamTimeouts::default()
+            },
+            split: Some(Arc::new(WeightedBackends {
+                backends: vec![(3, backend("a", false)), (1, backend("b", true))],
+            })),
+            mirrors: Some(Arc::from([Mirror {
+                backend: backend("m", false),
+                per_million: 500_000,
+            }])),
+            response_header_modifier: Some(Arc::new(h)),
+            ..Policies::default()
+        };
+        let lines = p.describe();
+        let want = [
+            "redirect (301) to scheme https, path replaced by /new",
+            "Host upstream: up.example",
+            "upstream path prefix /a replaced by /b",
+            "request headers: set x-a=1",
+            "request timeout 1s to the response head (504)",
+            "each upstream attempt within 500ms to the response head",
+            "weighted backends: gw/a:80 (3), gw/b:80 (1, invalid: 500)",
+            "mirror to gw/m:80 (50% of requests)",
+            "response headers: set x-a=1",
+        ];
+        assert_eq!(lines, want);
     }
 
     #[test]

@@ -87,6 +87,108 @@ pub enum RedirectScheme {
     Https,
 }
 
+impl RedirectScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+
+    /// 80 or 443.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+        }
+    }
+}
+
+impl RequestRedirect {
+    /// The redirect of a request that came over TLS or not, with `host` (normalized, without
+    /// port), `host_header` (as sent: its port is the one the client addressed), the normalized
+    /// `path` and the raw `query` (kept as it is).
+    ///
+    /// The port, as the Gateway API's conformance tests expect: the filter's `port`; else, when
+    /// the filter sets `scheme`, that scheme's default port; else the port the client addressed
+    /// (its `Host` header's, or the default of the scheme it came over). A port that is the default
+    /// of the redirect's scheme is left out of `Location`.
+    pub fn apply(
+        &self,
+        tls: bool,
+        host: &str,
+        host_header: &HeaderValue,
+        path: &str,
+        query: Option<&str>,
+    ) -> LocalResponse {
+        let came_over = if tls {
+            RedirectScheme::Https
+        } else {
+            RedirectScheme::Http
+        };
+        let scheme = self.scheme.unwrap_or(came_over);
+        let port = match (self.port, self.scheme) {
+            (Some(port), _) => port,
+            (None, Some(scheme)) => scheme.default_port(),
+            (None, None) => host_port(host_header).unwrap_or(came_over.default_port()),
+        };
+        let host = self.hostname.as_deref().unwrap_or(host);
+        let path = match &self.path {
+            Some(modifier) => modifier.apply(path),
+            None => std::borrow::Cow::Borrowed(path),
+        };
+        let mut location = format!("{}://{host}", scheme.as_str());
+        if port != scheme.default_port() {
+            location.push_str(&format!(":{port}"));
+        }
+        location.push_str(&path);
+        if let Some(q) = query {
+            location.push('?');
+            location.push_str(q);
+        }
+        // The hostname and path passed the controller's validation and the request's parts the
+        // request parser's; should the value still not be a header value, the client gets the
+        // status without a Location rather than a forged one.
+        match HeaderValue::from_str(&location) {
+            Ok(v) => redirect(self.status, v),
+            Err(_) => {
+                let mut resp = Response::new(Full::default());
+                *resp.status_mut() = self.status;
+                resp.headers_mut().insert(header::SERVER, SERVER.clone());
+                resp
+            }
+        }
+    }
+
+    /// One line for `/debug/explain`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = self.scheme {
+            parts.push(format!("scheme {}", s.as_str()));
+        }
+        if let Some(h) = &self.hostname {
+            parts.push(format!("host {h}"));
+        }
+        if let Some(p) = self.port {
+            parts.push(format!("port {p}"));
+        }
+        if let Some(p) = &self.path {
+            parts.push(p.describe());
+        }
+        if parts.is_empty() {
+            parts.push("the same URL".into());
+        }
+        format!("redirect ({}) to {}", self.status.as_u16(), parts.join(", "))
+    }
+}
+
+/// The port of a `Host` header value (`a.example:8080`, `[::1]:8080`), if it names one.
+fn host_port(host_header: &HeaderValue) -> Option<u16> {
+    let h = host_header.to_str().ok()?;
+    let (_, port) = h.rsplit_once(':').filter(|(_, p)| !p.contains(']'))?;
+    port.parse().ok()
+}
+
 /// Redirects every request of an alias host to the canonical one (`from-to-www-redirect`: the
 /// Ingress's host with `www.` added or removed), keeping the request's scheme, port and target.
 ///
@@ -259,5 +361,134 @@ mod tests {
             "https://approot.bar.com:8080/foo"
         );
         assert!(a.apply(false, &host, "/foo").is_none());
+    }
+
+    mod request_redirect {
+        use super::super::*;
+        use crate::policy::PathModifier;
+
+        fn rr() -> RequestRedirect {
+            RequestRedirect {
+                scheme: None,
+                hostname: None,
+                path: None,
+                port: None,
+                status: StatusCode::FOUND,
+            }
+        }
+
+        /// The Location of a request to `host_header` + `path` (query `q=1`), over TLS or not.
+        fn location(r: &RequestRedirect, tls: bool, host_header: &'static str, path: &str) -> String {
+            let host = host_header.split(':').next().unwrap();
+            let resp = r.apply(
+                tls,
+                host,
+                &HeaderValue::from_static(host_header),
+                path,
+                Some("q=1"),
+            );
+            assert_eq!(resp.status(), r.status);
+            resp.headers()["location"].to_str().unwrap().to_owned()
+        }
+
+        #[test]
+        fn without_scheme_or_port_the_addressed_port_is_kept_unless_it_is_the_default() {
+            // httproute-redirect-port-and-scheme.go, "scheme-nil-and-port-nil" on each listener.
+            let r = RequestRedirect {
+                hostname: Some("example.org".into()),
+                ..rr()
+            };
+            assert_eq!(location(&r, false, "a.test", "/x"), "http://example.org/x?q=1");
+            assert_eq!(location(&r, false, "a.test:80", "/x"), "http://example.org/x?q=1");
+            assert_eq!(
+                location(&r, false, "a.test:8080", "/x"),
+                "http://example.org:8080/x?q=1"
+            );
+            assert_eq!(location(&r, true, "a.test", "/x"), "https://example.org/x?q=1");
+            assert_eq!(
+                location(&r, true, "a.test:8443", "/x"),
+                "https://example.org:8443/x?q=1"
+            );
+        }
+
+        #[test]
+        fn a_scheme_without_port_goes_to_the_scheme_s_default_port() {
+            let https = RequestRedirect {
+                scheme: Some(RedirectScheme::Https),
+                ..rr()
+            };
+            assert_eq!(
+                location(&https, false, "a.test:8080", "/x"),
+                "https://a.test/x?q=1"
+            );
+            let http = RequestRedirect {
+                scheme: Some(RedirectScheme::Http),
+                ..rr()
+            };
+            assert_eq!(location(&http, true, "a.test:8443", "/x"), "http://a.test/x?q=1");
+        }
+
+        #[test]
+        fn a_port_is_written_unless_it_is_the_scheme_s_default() {
+            let cases = [
+                (None, 80, false, "http://example.org/p?q=1"),
+                (None, 8080, false, "http://example.org:8080/p?q=1"),
+                (None, 443, true, "https://example.org/p?q=1"),
+                (
+                    Some(RedirectScheme::Https),
+                    443,
+                    false,
+                    "https://example.org/p?q=1",
+                ),
+                (
+                    Some(RedirectScheme::Https),
+                    8443,
+                    false,
+                    "https://example.org:8443/p?q=1",
+                ),
+                (Some(RedirectScheme::Http), 80, true, "http://example.org/p?q=1"),
+                (
+                    Some(RedirectScheme::Http),
+                    8080,
+                    true,
+                    "http://example.org:8080/p?q=1",
+                ),
+                (None, 8083, false, "http://example.org:8083/p?q=1"),
+            ];
+            for (scheme, port, tls, want) in cases {
+                let r = RequestRedirect {
+                    scheme,
+                    port: Some(port),
+                    hostname: Some("example.org".into()),
+                    ..rr()
+                };
+                assert_eq!(location(&r, tls, "a.test:9999", "/p"), want, "{scheme:?} {port}");
+            }
+        }
+
+        #[test]
+        fn paths_are_replaced_in_full_or_by_prefix_and_the_status_is_the_filter_s() {
+            // httproute-redirect-path.go.
+            let prefix = RequestRedirect {
+                path: Some(PathModifier::Prefix {
+                    matched: "/original-prefix".into(),
+                    replacement: "/replacement-prefix".into(),
+                }),
+                status: StatusCode::MOVED_PERMANENTLY,
+                ..rr()
+            };
+            assert_eq!(
+                location(&prefix, false, "a.test", "/original-prefix/lemon"),
+                "http://a.test/replacement-prefix/lemon?q=1"
+            );
+            let full = RequestRedirect {
+                path: Some(PathModifier::Full("/full-path-replacement".into())),
+                ..rr()
+            };
+            assert_eq!(
+                location(&full, false, "a.test", "/full/path/original"),
+                "http://a.test/full-path-replacement?q=1"
+            );
+        }
     }
 }

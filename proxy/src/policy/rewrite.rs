@@ -8,6 +8,8 @@
 //! Only numbered captures are substituted. The target is parsed once, by the controller, into
 //! literal text and capture numbers; nothing else in it is interpreted.
 
+use std::borrow::Cow;
+
 use regex::Regex;
 
 /// One compiled `rewrite-target`.
@@ -222,10 +224,114 @@ pub enum PathModifier {
     Prefix { matched: String, replacement: String },
 }
 
+impl PathModifier {
+    /// The path that `path` (normalized, without query) becomes.
+    ///
+    /// `Prefix`, as the Gateway API's conformance tests expect (httproute-rewrite-path.go,
+    /// httproute-redirect-path.go): the matched prefix is removed on a segment boundary and the
+    /// replacement put in its place without doubling or losing the `/` between them:
+    /// `/prefix/one` → `/one` turns `/prefix/one/two` into `/one/two`; `/strip-prefix` → `/`
+    /// turns `/strip-prefix/three` into `/three` and `/strip-prefix` into `/`. A path that does not
+    /// start with the matched prefix (it cannot, for the route's own requests) is left as it is.
+    pub fn apply<'p>(&self, path: &'p str) -> Cow<'p, str> {
+        match self {
+            Self::Full(full) => Cow::Owned(full.clone()),
+            Self::Prefix { matched, replacement } => {
+                let matched = matched.trim_end_matches('/');
+                let Some(rest) = path.strip_prefix(matched) else {
+                    return Cow::Borrowed(path);
+                };
+                // `rest` is empty or starts with `/` when the prefix matched whole segments.
+                if !(rest.is_empty() || rest.starts_with('/')) {
+                    return Cow::Borrowed(path);
+                }
+                let replacement = replacement.trim_end_matches('/');
+                let mut out = String::with_capacity(replacement.len() + rest.len() + 1);
+                out.push_str(replacement);
+                out.push_str(rest);
+                if !out.starts_with('/') {
+                    out.insert(0, '/');
+                }
+                Cow::Owned(out)
+            }
+        }
+    }
+
+    /// `path replaced by /x` or `path prefix /a replaced by /b`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Full(p) => format!("path replaced by {p}"),
+            Self::Prefix { matched, replacement } => {
+                format!("path prefix {matched} replaced by {replacement}")
+            }
+        }
+    }
+}
+
 /// The Gateway API's `URLRewrite` filter: the host and path sent upstream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UrlRewrite {
     /// The `Host` sent upstream.
     pub hostname: Option<http::HeaderValue>,
     pub path: Option<PathModifier>,
+}
+
+#[cfg(test)]
+mod path_modifier_tests {
+    use super::PathModifier;
+
+    fn prefix(matched: &str, replacement: &str) -> PathModifier {
+        PathModifier::Prefix {
+            matched: matched.into(),
+            replacement: replacement.into(),
+        }
+    }
+
+    #[test]
+    fn prefixes_are_replaced_as_the_conformance_tests_expect() {
+        // (matched, replacement, request path, path sent upstream): httproute-rewrite-path.go
+        // first, then the trailing-slash corners.
+        let cases = [
+            ("/prefix/one", "/one", "/prefix/one/two", "/one/two"),
+            ("/strip-prefix", "/", "/strip-prefix/three", "/three"),
+            ("/strip-prefix", "/", "/strip-prefix", "/"),
+            ("/strip-prefix", "/", "/strip-prefix/", "/"),
+            (
+                "/prefix/rewrite-path-and-modify-headers",
+                "/prefix",
+                "/prefix/rewrite-path-and-modify-headers/one",
+                "/prefix/one",
+            ),
+            ("/foo/", "/bar", "/foo/x", "/bar/x"),
+            ("/foo", "/bar/", "/foo/x", "/bar/x"),
+            ("/foo", "/bar", "/foo", "/bar"),
+            ("/foo", "/bar", "/foo/", "/bar/"),
+            // The table of `HTTPPathModifier.ReplacePrefixMatch` in the API's documentation.
+            ("/foo", "/xyz/", "/foo/bar", "/xyz/bar"),
+            ("/foo/", "/xyz/", "/foo/bar", "/xyz/bar"),
+            ("/foo", "/xyz", "/foo/", "/xyz/"),
+            ("/foo", "", "/foo/bar", "/bar"),
+            ("/foo", "", "/foo/", "/"),
+            ("/foo", "", "/foo", "/"),
+            ("/foo", "/", "/foo/", "/"),
+            ("/foo", "/", "/foo", "/"),
+            ("/", "/api", "/x/y", "/api/x/y"),
+            ("/", "/api", "/", "/api/"),
+            // Not on a segment boundary, or another prefix: untouched.
+            ("/foo", "/bar", "/foobar", "/foobar"),
+            ("/foo", "/bar", "/other", "/other"),
+        ];
+        for (matched, replacement, path, want) in cases {
+            assert_eq!(
+                prefix(matched, replacement).apply(path),
+                want,
+                "{matched} -> {replacement} on {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_path_replaces_everything() {
+        assert_eq!(PathModifier::Full("/one".into()).apply("/full/one/two"), "/one");
+    }
 }

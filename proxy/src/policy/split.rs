@@ -20,6 +20,19 @@ impl WeightedBackends {
         self.backends.iter().map(|(w, _)| u64::from(*w)).sum()
     }
 
+    /// `split: ns/a:80 (1), ns/b:80 (3, invalid)`.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .backends
+            .iter()
+            .map(|(w, b)| {
+                let invalid = if b.invalid { ", invalid: 500" } else { "" };
+                format!("{} ({w}{invalid})", b.id)
+            })
+            .collect();
+        format!("weighted backends: {}", parts.join(", "))
+    }
+
     /// The backend of a draw in `0..total()`; `None` when every weight is 0.
     pub fn pick(&self, mut draw: u64) -> Option<&Arc<Backend>> {
         for (w, b) in &self.backends {
@@ -40,6 +53,14 @@ pub struct Mirror {
     pub backend: Arc<Backend>,
     /// The share of requests mirrored, in parts per million (1_000_000 is every request).
     pub per_million: u32,
+}
+
+impl Mirror {
+    /// `mirror to ns/a:80 (50%)`.
+    pub fn describe(&self) -> String {
+        let share = f64::from(self.per_million) / 10_000.0;
+        format!("mirror to {} ({share}% of requests)", self.backend.id)
+    }
 }
 
 #[cfg(test)]
