@@ -406,3 +406,86 @@ async fn h2c_backend_from_an_http1_client() {
     assert_eq!(resp.status(), 200, "{}", g.log_text());
     assert_eq!(resp.text().await.unwrap(), "HTTP/2.0 h2c.example /hello");
 }
+
+/// A GatewayClass, a Gateway with a plain HTTP listener, and `routes` (YAML documents).
+fn gateway_yaml() -> String {
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: { name: gantry }\nspec: { controllerName: gantry.dev/gateway-controller }\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: { name: gw, namespace: default }\nspec:\n  gatewayClassName: gantry\n  listeners: [{ name: http, protocol: HTTP, port: 80 }]\n".to_string()
+}
+
+#[tokio::test]
+async fn a_grpc_route_routes_by_method_to_h2c_and_to_a_verified_tls_backend() {
+    let (plain, _r1) = grpc_backend(None).await;
+    let backend_ca = new_ca("backend ca");
+    let (backend_cert, backend_key) = issue(&backend_ca, &["grpc.internal"]);
+    let (tls, _r2) = grpc_backend(Some((&backend_cert, &backend_key))).await;
+    let indented_ca: String = backend_ca.pem().lines().map(|l| format!("    {l}\n")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let g = serve(
+        dir.path(),
+        &[
+            service_yaml("grpc", 80, None, &[plain]),
+            service_yaml("grpcs", 80, None, &[tls]),
+            gateway_yaml(),
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: health, namespace: default }
+spec:
+  parentRefs: [{ name: gw }]
+  hostnames: [grpc.example]
+  rules:
+    - matches: [{ method: { service: grpc.health.v1.Health, method: Check } }]
+      backendRefs: [{ name: grpc, port: 80 }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: secure, namespace: default }
+spec:
+  parentRefs: [{ name: gw }]
+  hostnames: [secure.example]
+  rules:
+    - matches: [{ method: { service: grpc.health.v1.Health } }]
+      backendRefs: [{ name: grpcs, port: 80 }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: { name: grpcs, namespace: default }
+spec:
+  targetRefs: [{ group: "", kind: Service, name: grpcs }]
+  validation:
+    hostname: grpc.internal
+    caCertificateRefs: [{ group: "", kind: ConfigMap, name: grpcs-ca }]
+"#
+            .to_string(),
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: grpcs-ca, namespace: default }}\ndata:\n  ca.crt: |\n{indented_ca}"),
+        ],
+    )
+    .await;
+
+    // The exact method is routed over h2c; another method of the service is not (404, which gRPC
+    // clients read as Unimplemented).
+    let mut client = HealthClient::new(h2c_channel(&g, "grpc.example").await);
+    let resp = client
+        .check(check(""))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", g.log_text()));
+    assert_eq!(resp.into_inner().status(), ServingStatus::Serving);
+    // A streaming call learns it at its first message (the answer is a plain HTTP 404 head).
+    let err = match client.watch(check("")).await {
+        Err(e) => e,
+        Ok(stream) => stream.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(err.code(), tonic::Code::Unimplemented, "{err}");
+
+    // Every method of the service, over TLS verified against the policy's CA and hostname.
+    let mut client = HealthClient::new(h2c_channel(&g, "secure.example").await);
+    let resp = client
+        .check(check(""))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", g.log_text()));
+    assert_eq!(resp.into_inner().status(), ServingStatus::Serving);
+    let mut watch = client.watch(check("")).await.unwrap().into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+}

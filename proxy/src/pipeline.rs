@@ -240,8 +240,10 @@ impl Pipeline {
             fallback: false,
             error_page: None,
         };
+        let grpc = is_grpc(req.headers());
         let resp = match self.request_phases(&mut ctx, req).await {
             Ok(resp) => resp,
+            Err(err) if grpc => grpc_error_response(&err).map(Either::Right),
             Err(err) => {
                 if err.status().is_server_error() {
                     tracing::debug!(error = %err, "request failed");
@@ -1109,6 +1111,39 @@ pub fn response_policies(ctx: &RequestCtx<'_>, mut resp: Response<ProxyBody>) ->
             }
         }
     }
+    resp
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc`, `application/grpc+proto`, ...).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Gantry's own error for a gRPC request: a trailers-only response (HTTP 200, no body) whose
+/// `grpc-status` is the gRPC code for the HTTP status, as gRPC's HTTP-to-gRPC mapping and Envoy
+/// give it, so that a gRPC client reads `UNIMPLEMENTED` for an unrouted method or `UNAVAILABLE`
+/// for a backend without endpoints instead of failing to parse a text body.
+pub fn grpc_error_response(err: &ProxyError) -> LocalResponse {
+    let status = err.status();
+    let code: &'static str = match status.as_u16() {
+        400 => "13",
+        401 => "16",
+        403 => "7",
+        404 => "12",
+        429 | 502 | 503 | 504 => "14",
+        _ => "2",
+    };
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert("grpc-status", HeaderValue::from_static(code));
+    let message = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    if let Ok(v) = HeaderValue::from_str(&message) {
+        h.insert("grpc-message", v);
+    }
+    h.insert(header::SERVER, SERVER.clone());
     resp
 }
 
