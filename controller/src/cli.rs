@@ -247,6 +247,15 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "CLASS")]
     pub ingress_class: Option<String>,
 
+    /// The request's method, for routes that match on it (Gateway API).
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+
+    /// A request header `NAME:VALUE`, for routes that match on headers (Gateway API); repeat for
+    /// several.
+    #[arg(long = "header", value_name = "NAME:VALUE")]
+    pub headers: Vec<String>,
+
     /// `text` for people, `json` for programs (the `/debug/explain` document).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

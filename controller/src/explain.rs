@@ -19,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use gantry_proxy::admin::explain_url;
+use gantry_proxy::admin::explain_request;
 use serde_json::Value;
 
 use crate::{
@@ -36,12 +36,20 @@ pub const EXIT_ERROR: i32 = 2;
 
 /// Runs `gantry explain`; returns the exit status.
 pub fn run(args: &Args, explain: &ExplainArgs, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let request = match request_of(explain) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "gantry explain: {e}");
+            return EXIT_ERROR;
+        }
+    };
     let answer = match (&explain.manifests, explain.admin) {
         (Some(dir), _) => {
             let class = explain.ingress_class.as_deref().unwrap_or(&args.ingress_class);
-            translate_dir(args, class, dir).and_then(|t| explain_url(&t.snapshot, &explain.url))
+            translate_dir(args, class, dir)
+                .and_then(|t| explain_request(&t.snapshot, &explain.url, &request.0, &request.1))
         }
-        (None, Some(admin)) => ask(admin, &explain.url),
+        (None, Some(admin)) => ask(admin, explain),
         (None, None) => Err("give --manifests DIR, or --admin HOST:PORT of a running Gantry".into()),
     };
     let answer = match answer {
@@ -66,10 +74,34 @@ pub fn run(args: &Args, explain: &ExplainArgs, out: &mut dyn Write, err: &mut dy
     }
 }
 
-/// `GET /debug/explain?url=...` on a running Gantry's admin listener.
-fn ask(admin: SocketAddr, url: &str) -> Result<Value, String> {
-    let query = percent_encoding::utf8_percent_encode(url, percent_encoding::NON_ALPHANUMERIC);
-    let request = format!("GET /debug/explain?url={query} HTTP/1.0\r\nHost: {admin}\r\n\r\n");
+/// The method and headers `--method` and `--header` give.
+fn request_of(explain: &ExplainArgs) -> Result<(http::Method, http::HeaderMap), String> {
+    let method = http::Method::from_bytes(explain.method.as_bytes())
+        .map_err(|_| format!("--method {:?} is not a method", explain.method))?;
+    let mut headers = http::HeaderMap::new();
+    for h in &explain.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: expected NAME:VALUE"))?;
+        let name = http::HeaderName::from_bytes(name.trim().as_bytes())
+            .map_err(|_| format!("--header {h:?}: invalid name"))?;
+        let value = http::HeaderValue::from_str(value.trim())
+            .map_err(|_| format!("--header {h:?}: invalid value"))?;
+        headers.append(name, value);
+    }
+    Ok((method, headers))
+}
+
+/// `GET /debug/explain?url=...` (with `method=` and `header=` as given) on a running Gantry's
+/// admin listener.
+fn ask(admin: SocketAddr, explain: &ExplainArgs) -> Result<Value, String> {
+    let enc =
+        |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let mut query = format!("url={}&method={}", enc(&explain.url), enc(&explain.method));
+    for h in &explain.headers {
+        query.push_str(&format!("&header={}", enc(h)));
+    }
+    let request = format!("GET /debug/explain?{query} HTTP/1.0\r\nHost: {admin}\r\n\r\n");
     let timeout = Duration::from_secs(5);
     let io = |e: io::Error| format!("admin {admin}: {e}");
     let mut s = TcpStream::connect_timeout(&admin, timeout).map_err(io)?;
@@ -98,11 +130,18 @@ pub fn write_text(a: &Value, out: &mut dyn Write) -> io::Result<()> {
         None => writeln!(out, "  host rule: none matches this host")?,
     }
     let rule = |r: &Value| {
+        let source = match r["source"].as_str() {
+            Some(source) => source.to_string(),
+            None => format!("Ingress {}", s(&r["ingress"])),
+        };
+        let conditions = match r["conditions"].as_str() {
+            Some(c) if !c.is_empty() => format!(" when {c}"),
+            _ => String::new(),
+        };
         format!(
-            "{} {} (Ingress {}) -> {} ({} endpoints)",
+            "{} {}{conditions} ({source}) -> {} ({} endpoints)",
             s(&r["pathType"]),
             s(&r["path"]),
-            s(&r["ingress"]),
             s(&r["backend"]),
             r["endpoints"].as_u64().unwrap_or(0)
         )

@@ -81,6 +81,67 @@ fn explain_names_the_route_its_policies_and_why_the_others_lost() {
     assert!(err.contains("--manifests"), "{err}");
 }
 
+#[test]
+fn explain_weighs_an_http_route_s_header_match_with_the_headers_given() {
+    let dir = tempfile::tempdir().unwrap();
+    manifests(dir.path());
+    write_manifest(
+        dir.path(),
+        "gateway.yaml",
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: { name: gantry }
+spec: { controllerName: gantry.dev/gateway-controller }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: { name: gw, namespace: default }
+spec:
+  gatewayClassName: gantry
+  listeners: [{ name: http, protocol: HTTP, port: 80 }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: beta, namespace: default }
+spec:
+  parentRefs: [{ name: gw }]
+  hostnames: [shop.example]
+  rules:
+    - matches: [{ path: { value: / }, headers: [{ name: x-beta, value: "yes" }], method: POST }]
+      backendRefs: [{ name: api, port: 80 }]
+"#,
+    );
+    let d = dir.path().to_str().unwrap();
+    let (code, text, err) = explain(&[
+        "http://shop.example/home",
+        "--manifests",
+        d,
+        "--method",
+        "POST",
+        "--header",
+        "x-beta: yes",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        text.contains(
+            "served by: Prefix / when POST, header x-beta=yes, plain HTTP only (HTTPRoute default/beta)"
+        ),
+        "{text}"
+    );
+    // Without the header, the Ingress's path serves it and the route says why it lost.
+    let (code, text, _) = explain(&["http://shop.example/home", "--manifests", d, "--method", "POST"]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("served by: Prefix / (Ingress default/web)"),
+        "{text}"
+    );
+    assert!(text.contains("HTTPRoute default/beta"), "{text}");
+
+    let (code, _, err) = explain(&["http://shop.example/", "--manifests", d, "--header", "nocolon"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("NAME:VALUE"), "{err}");
+}
+
 #[tokio::test]
 async fn explain_asks_a_running_gantry_and_its_debug_endpoint_agrees() {
     let dir = tempfile::tempdir().unwrap();
