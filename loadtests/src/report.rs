@@ -489,7 +489,9 @@ pub fn gateway_vs_ingress_line(s: &ScenarioReport, unit: Unit) -> Option<String>
     };
     let ratio = s.ratios.first().and_then(|r| r.gateway_vs_ingress);
     let (a, b) = (range(ing)?, range(gw)?);
-    let verdict = if a.0 <= b.1 && b.0 <= a.1 {
+    let verdict = if ing.rounds.len() < 2 || gw.rounds.len() < 2 {
+        "one round: no estimate of the noise"
+    } else if a.0 <= b.1 && b.0 <= a.1 {
         "rounds overlap: the same within this run's noise"
     } else if (b.0 > a.1) == unit_higher_is_better(unit) {
         "rounds do not overlap: Gateway API better"
@@ -942,6 +944,10 @@ mod tests {
             ProxyResult::from_rounds(ProxyKind::GantryGateway, rounds(&[80_000.0, 81_000.0])).unwrap();
         let l = gateway_vs_ingress_line(&report.scenarios[0], Unit::Rps).unwrap();
         assert!(l.ends_with("rounds do not overlap: Gateway API worse)"), "{l}");
+        report.scenarios[0].results[1] =
+            ProxyResult::from_rounds(ProxyKind::GantryGateway, rounds(&[80_000.0])).unwrap();
+        let l = gateway_vs_ingress_line(&report.scenarios[0], Unit::Rps).unwrap();
+        assert!(l.ends_with("one round: no estimate of the noise)"), "{l}");
         // The default report keeps its shape.
         let (plain, units) = sample_report();
         assert!(!markdown(&plain, &units).contains("Gateway API"));

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::churn;
 use crate::cli::{ProxyKind, RunArgs};
-use crate::config::{churn_hosts, CertFiles, Endpoint, Topology, LARGE_BODY};
+use crate::config::{churn_hosts, CertFiles, Endpoint, Routes, Topology, LARGE_BODY};
 use crate::idle;
 use crate::loadgen::{self, Measured, WrkScript};
 use crate::net::{free_port, local};
@@ -271,6 +271,17 @@ fn run_scenario(ctx: &Ctx, id: ScenarioId) -> (ScenarioReport, Unit) {
         notes: plan.notes.clone(),
         ratios: Vec::new(),
     };
+    if ctx.proxies.contains(&ProxyKind::GantryGateway) && !plan.policy_mix {
+        sr.notes.push(match plan.routes {
+            Routes::Many { hosts, paths } => format!(
+                "Gantry (Gateway API): the same routes as {hosts} HTTPRoutes (one per host, {paths} \
+                 PathPrefix rules each) attached to one Gateway."
+            ),
+            Routes::Single => "Gantry (Gateway API): the same routes as HTTPRoutes attached to one Gateway \
+                               (HTTP listener 80, HTTPS listener 443)."
+                .into(),
+        });
+    }
     eprintln!("\nloadtests: {} …", id.name());
     if let (Load::Oha { .. }, Err(e)) = (&plan.load, &ctx.oha) {
         sr.skipped = Some(format!("oha is not available ({e})"));
