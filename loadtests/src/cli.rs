@@ -43,17 +43,25 @@ pub enum Command {
 #[serde(rename_all = "lowercase")]
 pub enum ProxyKind {
     Gantry,
+    /// Gantry again, with the same routes written as Gateway API objects (GatewayClass, Gateway,
+    /// HTTPRoutes) instead of Ingresses. Not in the default set; ask for it with
+    /// `--proxies gantry,gantry-gateway`.
+    #[serde(rename = "gantry-gateway")]
+    #[value(name = "gantry-gateway")]
+    GantryGateway,
     Nginx,
     Haproxy,
 }
 
 impl ProxyKind {
+    /// The default comparison (`--proxies` unset).
     pub const ALL: [ProxyKind; 3] = [ProxyKind::Gantry, ProxyKind::Nginx, ProxyKind::Haproxy];
 
-    /// The name used in the report (`"gantry"`, `"nginx"`, `"haproxy"`).
+    /// The name used in the report (`"gantry"`, `"gantry-gateway"`, `"nginx"`, `"haproxy"`).
     pub fn name(self) -> &'static str {
         match self {
             ProxyKind::Gantry => "gantry",
+            ProxyKind::GantryGateway => "gantry-gateway",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Haproxy => "haproxy",
         }
@@ -63,9 +71,15 @@ impl ProxyKind {
     pub fn display(self) -> &'static str {
         match self {
             ProxyKind::Gantry => "Gantry",
+            ProxyKind::GantryGateway => "Gantry (Gateway API)",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Haproxy => "HAProxy",
         }
+    }
+
+    /// Either rendering of Gantry: the same binary, started the same way.
+    pub fn is_gantry(self) -> bool {
+        matches!(self, ProxyKind::Gantry | ProxyKind::GantryGateway)
     }
 }
 
@@ -255,6 +269,22 @@ mod tests {
         assert_eq!(args.duration, Some(Duration::from_secs(5)));
         assert_eq!(args.proxies, ProxyKind::ALL);
         assert!(Cli::try_parse_from(["loadtests", "run", "--proxy-cpus", "3"]).is_err());
+    }
+
+    #[test]
+    fn gantry_gateway_is_selectable_by_its_report_name() {
+        let cli = Cli::try_parse_from(["loadtests", "run", "--proxies", "gantry,gantry-gateway"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.proxies, [ProxyKind::Gantry, ProxyKind::GantryGateway]);
+        assert_eq!(ProxyKind::GantryGateway.name(), "gantry-gateway");
+        assert_eq!(
+            serde_json::to_string(&ProxyKind::GantryGateway).unwrap(),
+            "\"gantry-gateway\""
+        );
+        assert!(ProxyKind::GantryGateway.is_gantry() && !ProxyKind::Nginx.is_gantry());
+        assert!(!ProxyKind::ALL.contains(&ProxyKind::GantryGateway));
     }
 
     fn soak(args: &[&str]) -> Result<SoakArgs, clap::Error> {

@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 
 use crate::cli::ProxyKind;
-use crate::config::{self, backend, gantry, haproxy, nginx, Endpoint, File, Routes, Topology, MAIN_HOST};
+use crate::config::{
+    self, backend, gantry, gantry_gateway, haproxy, nginx, Endpoint, File, Routes, Topology, MAIN_HOST,
+};
 use crate::net::{fatal, http_get, local, wait_for, ws_probe};
 use crate::procs::{pinned, run_bounded_with_input, signal, Pinning, Service};
 use crate::scenarios::BackendKind;
@@ -45,6 +47,11 @@ pub struct ProxyInstance {
 impl ProxyInstance {
     /// Renders `topo`, writes it under `dir`, starts the proxy pinned to the proxy CPUs.
     pub fn start(kind: ProxyKind, topo: Topology, dir: &Path, env: &Env<'_>) -> Result<ProxyInstance> {
+        if kind == ProxyKind::GantryGateway {
+            if let Some(why) = gantry_gateway::unsupported(&topo) {
+                bail!("not offered for this scenario: {why}");
+            }
+        }
         fs::create_dir_all(dir.join("tmp/body"))?;
         fs::create_dir_all(dir.join("tmp/proxy"))?;
         fs::create_dir_all(dir.join("staging"))?;
@@ -74,7 +81,8 @@ impl ProxyInstance {
                     .arg(dir.join(haproxy::MASTER_SOCK));
                 c
             }
-            ProxyKind::Gantry => {
+            // The same binary and flags for both renderings of Gantry's routes.
+            ProxyKind::Gantry | ProxyKind::GantryGateway => {
                 let bin = env.gantry.context("gantry is not available")?;
                 let mut c = pinned(cpus, &bin.path);
                 // Every gantry flag also reads GANTRY_<FLAG>: nothing from the caller's environment
@@ -140,10 +148,10 @@ impl ProxyInstance {
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let step = Duration::from_millis(50);
         let t = Duration::from_secs(2);
-        if self.kind == ProxyKind::Gantry {
+        if self.kind.is_gantry() {
             let admin = self.topo.admin;
             let svc = &mut self.service;
-            wait_for("gantry /readyz", timeout, step, || {
+            wait_for(&format!("{} /readyz", self.kind), timeout, step, || {
                 svc.check_alive().map_err(fatal)?;
                 Ok(http_get(admin, "localhost", "/readyz", t)?.0 == 200)
             })?;
@@ -207,7 +215,7 @@ impl ProxyInstance {
     pub fn apply_routes(&mut self) -> Result<()> {
         self.write_files()?;
         match self.kind {
-            ProxyKind::Gantry => Ok(()),
+            ProxyKind::Gantry | ProxyKind::GantryGateway => Ok(()),
             ProxyKind::Nginx => signal(self.pid(), "HUP"),
             ProxyKind::Haproxy => self.haproxy_reload(),
         }
@@ -217,7 +225,7 @@ impl ProxyInstance {
     pub fn apply_endpoints(&mut self, before: &[Endpoint]) -> Result<()> {
         self.write_files()?;
         match self.kind {
-            ProxyKind::Gantry => Ok(()),
+            ProxyKind::Gantry | ProxyKind::GantryGateway => Ok(()),
             ProxyKind::Nginx => signal(self.pid(), "HUP"),
             ProxyKind::Haproxy => {
                 let cmds: Vec<String> = self
@@ -315,16 +323,17 @@ pub fn tls13_resumes(openssl: &Path, https: SocketAddr, dir: &Path) -> Result<bo
 /// Where the proxy reads its configuration (Gantry: the manifest directory).
 fn config_dir(kind: ProxyKind, dir: &Path) -> PathBuf {
     match kind {
-        ProxyKind::Gantry => dir.join("manifests"),
+        ProxyKind::Gantry | ProxyKind::GantryGateway => dir.join("manifests"),
         _ => dir.to_path_buf(),
     }
 }
 
-fn render(kind: ProxyKind, topo: &Topology, dir: &Path, cert_pem: &str, key_pem: &str) -> Vec<File> {
+pub fn render(kind: ProxyKind, topo: &Topology, dir: &Path, cert_pem: &str, key_pem: &str) -> Vec<File> {
     match kind {
         ProxyKind::Nginx => nginx::files(topo, dir),
         ProxyKind::Haproxy => haproxy::files(topo, dir),
         ProxyKind::Gantry => gantry::files(topo, cert_pem, key_pem),
+        ProxyKind::GantryGateway => gantry_gateway::files(topo, cert_pem, key_pem),
     }
 }
 

@@ -155,6 +155,10 @@ pub struct Ratio {
     pub gantry_vs_nginx: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gantry_vs_haproxy: Option<f64>,
+    /// Gantry with its routes as Gateway API objects ÷ Gantry with Ingresses (`gantry-gateway`
+    /// runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_vs_ingress: Option<f64>,
 }
 
 pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
@@ -218,6 +222,17 @@ impl ProxyResult {
     }
 }
 
+impl RoundResult {
+    /// The scenario's headline figure in this round.
+    pub fn headline(&self, unit: Unit) -> Option<f64> {
+        match unit {
+            Unit::Rps | Unit::MsgsPerSec => Some(self.rps),
+            Unit::MBps { .. } => self.mb_s,
+            Unit::KibPerConn => self.mem_per_conn_kb,
+        }
+    }
+}
+
 pub fn unit_label(unit: Unit) -> &'static str {
     match unit {
         Unit::Rps => "req/s",
@@ -264,6 +279,7 @@ pub fn ratios(results: &[ProxyResult], unit: Unit) -> Vec<Ratio> {
             better,
             gantry_vs_nginx: div(f(g, unit), get(ProxyKind::Nginx).and_then(|r| f(r, unit))),
             gantry_vs_haproxy: div(f(g, unit), get(ProxyKind::Haproxy).and_then(|r| f(r, unit))),
+            gateway_vs_ingress: div(get(ProxyKind::GantryGateway).and_then(|r| f(r, unit)), f(g, unit)),
         })
         .collect()
 }
@@ -443,12 +459,54 @@ pub fn console_table(s: &ScenarioReport, unit: Unit) -> String {
             .collect();
         let _ = writeln!(out, "   Gantry/nginx / Gantry/HAProxy: {}", parts.join("; "));
     }
+    if let Some(line) = gateway_vs_ingress_line(s, unit) {
+        let _ = writeln!(out, "   {line}");
+    }
     for r in &s.results {
         if let Some(line) = churn_line(r) {
             let _ = writeln!(out, "   {}", line);
         }
     }
     out
+}
+
+/// Gantry's routes as Gateway API objects against the same routes as Ingresses: the headline ratio
+/// of the medians, each side's range over its rounds, and whether the ranges overlap (the same
+/// figure within the run's noise). `None` unless both were measured.
+pub fn gateway_vs_ingress_line(s: &ScenarioReport, unit: Unit) -> Option<String> {
+    let get = |k: ProxyKind| s.results.iter().find(|r| r.proxy == k);
+    let (ing, gw) = (get(ProxyKind::Gantry)?, get(ProxyKind::GantryGateway)?);
+    let range = |r: &ProxyResult| -> Option<(f64, f64)> {
+        let v: Vec<f64> = r
+            .rounds
+            .iter()
+            .filter_map(|x| x.headline(unit))
+            .filter(|x| x.is_finite())
+            .collect();
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (!v.is_empty()).then_some((lo, hi))
+    };
+    let ratio = s.ratios.first().and_then(|r| r.gateway_vs_ingress);
+    let (a, b) = (range(ing)?, range(gw)?);
+    let verdict = if ing.rounds.len() < 2 || gw.rounds.len() < 2 {
+        "one round: no estimate of the noise"
+    } else if a.0 <= b.1 && b.0 <= a.1 {
+        "rounds overlap: the same within this run's noise"
+    } else if (b.0 > a.1) == unit_higher_is_better(unit) {
+        "rounds do not overlap: Gateway API better"
+    } else {
+        "rounds do not overlap: Gateway API worse"
+    };
+    Some(format!(
+        "Gateway API/Ingress: {} {} (Ingress rounds {}-{}, Gateway API rounds {}-{}; {verdict})",
+        unit_label(unit),
+        fmt_ratio(ratio),
+        fmt_num(a.0),
+        fmt_num(a.1),
+        fmt_num(b.0),
+        fmt_num(b.1),
+    ))
 }
 
 /// "Gantry: 8.0 changes/s applied, 0 failed, a new route served after 113 ms (median)".
@@ -540,11 +598,20 @@ pub fn markdown(r: &Report, units: &[(String, Unit)]) -> String {
         r.settings.duration_s,
         r.generated_at,
     );
+    // Gateway API columns only when `gantry-gateway` ran: other reports keep their shape.
+    let gw = r.settings.proxies.contains(&ProxyKind::GantryGateway);
     let _ = writeln!(
         md,
-        "| scenario | unit | Gantry | nginx | HAProxy | Gantry/nginx | Gantry/HAProxy |"
+        "| scenario | unit | Gantry |{} nginx | HAProxy | Gantry/nginx | Gantry/HAProxy |{}",
+        if gw { " Gantry (Gateway API) |" } else { "" },
+        if gw { " Gateway API/Ingress |" } else { "" },
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "|---|---|---:|{}---:|---:|---:|---:|{}",
+        if gw { "---:|" } else { "" },
+        if gw { "---:|" } else { "" },
+    );
     for s in &r.scenarios {
         let unit = unit_of(&s.name);
         let cell = |k: ProxyKind| {
@@ -564,15 +631,25 @@ pub fn markdown(r: &Report, units: &[(String, Unit)]) -> String {
         };
         let _ = writeln!(
             md,
-            "| {} | {}{} | {} | {} | {} | {} | {} |",
+            "| {} | {}{} | {} |{} {} | {} | {} | {} |{}",
             s.name,
             unit_label(unit),
             better,
             cell(ProxyKind::Gantry),
+            if gw {
+                format!(" {} |", cell(ProxyKind::GantryGateway))
+            } else {
+                String::new()
+            },
             cell(ProxyKind::Nginx),
             cell(ProxyKind::Haproxy),
             fmt_ratio(head.and_then(|h| h.gantry_vs_nginx)),
             fmt_ratio(head.and_then(|h| h.gantry_vs_haproxy)),
+            if gw {
+                format!(" {} |", fmt_ratio(head.and_then(|h| h.gateway_vs_ingress)))
+            } else {
+                String::new()
+            },
         );
     }
     for s in &r.scenarios {
@@ -599,6 +676,9 @@ pub fn markdown(r: &Report, units: &[(String, Unit)]) -> String {
                 f.proxy.display(),
                 short_line(&f.error).replace('|', "\\|")
             );
+        }
+        if let Some(line) = gateway_vs_ingress_line(s, unit) {
+            let _ = writeln!(md, "- {}", md_escape(&line));
         }
         for r in &s.results {
             if let Some(line) = churn_line(r) {
@@ -809,6 +889,69 @@ mod tests {
             console.contains("Gantry/nginx / Gantry/HAProxy: req/s 1.50x / 2.00x"),
             "{console}"
         );
+    }
+
+    #[test]
+    fn gantry_gateway_gets_its_columns_its_ratio_and_a_noise_verdict() {
+        let rounds = |v: &[f64]| -> Vec<RoundResult> {
+            v.iter()
+                .map(|&rps| round(rps, 1.0, 9.0, (rps * 10.0) as u64))
+                .collect()
+        };
+        let results = vec![
+            ProxyResult::from_rounds(ProxyKind::Gantry, rounds(&[100_000.0, 96_000.0, 104_000.0])).unwrap(),
+            ProxyResult::from_rounds(ProxyKind::GantryGateway, rounds(&[98_000.0, 99_000.0, 101_000.0]))
+                .unwrap(),
+            result(ProxyKind::Nginx, 50_000.0),
+        ];
+        let r = ratios(&results, Unit::Rps);
+        assert_eq!(r[0].gateway_vs_ingress, Some(0.99));
+        assert_eq!(
+            r[0].gantry_vs_nginx,
+            Some(2.0),
+            "peers still divide by Ingress Gantry"
+        );
+        let (mut report, units) = sample_report();
+        report.scenarios[0].results = results;
+        report.scenarios[0].ratios = r;
+        report.scenarios[1].failures.push(Failure {
+            proxy: ProxyKind::GantryGateway,
+            error: "not offered: no Gateway API form".into(),
+        });
+        report.settings.proxies = vec![ProxyKind::Gantry, ProxyKind::GantryGateway, ProxyKind::Nginx];
+        let md = markdown(&report, &units);
+        assert!(md.contains(
+            "| scenario | unit | Gantry | Gantry (Gateway API) | nginx | HAProxy | Gantry/nginx | Gantry/HAProxy | Gateway API/Ingress |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        ), "{md}");
+        assert!(
+            md.contains("| http1-keepalive | req/s | 100,000 | 99,000 | 50,000 | - | 2.00x | - | 0.99x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| h2-tls | req/s | n/a | n/a | 30,000 | - | - | - | - |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("- Gantry (Gateway API): not measured: not offered"),
+            "{md}"
+        );
+        let line = "Gateway API/Ingress: req/s 0.99x (Ingress rounds 96,000-104,000, Gateway API rounds \
+                    98,000-101,000; rounds overlap: the same within this run's noise)";
+        assert!(md.contains(line), "{md}");
+        assert!(console_table(&report.scenarios[0], Unit::Rps).contains(line));
+        // Rounds apart: said which way.
+        report.scenarios[0].results[1] =
+            ProxyResult::from_rounds(ProxyKind::GantryGateway, rounds(&[80_000.0, 81_000.0])).unwrap();
+        let l = gateway_vs_ingress_line(&report.scenarios[0], Unit::Rps).unwrap();
+        assert!(l.ends_with("rounds do not overlap: Gateway API worse)"), "{l}");
+        report.scenarios[0].results[1] =
+            ProxyResult::from_rounds(ProxyKind::GantryGateway, rounds(&[80_000.0])).unwrap();
+        let l = gateway_vs_ingress_line(&report.scenarios[0], Unit::Rps).unwrap();
+        assert!(l.ends_with("one round: no estimate of the noise)"), "{l}");
+        // The default report keeps its shape.
+        let (plain, units) = sample_report();
+        assert!(!markdown(&plain, &units).contains("Gateway API"));
+        assert!(gateway_vs_ingress_line(&plain.scenarios[0], Unit::Rps).is_none());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::churn;
 use crate::cli::{ProxyKind, RunArgs};
-use crate::config::{churn_hosts, CertFiles, Endpoint, Topology, LARGE_BODY};
+use crate::config::{churn_hosts, CertFiles, Endpoint, Routes, Topology, LARGE_BODY};
 use crate::idle;
 use crate::loadgen::{self, Measured, WrkScript};
 use crate::net::{free_port, local};
@@ -133,7 +133,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let (true, Err(e)) = (needs_oha, &oha) {
         eprintln!("loadtests: oha unavailable, handshake scenarios will be skipped: {e}");
     }
-    let gantry = if proxies.contains(&ProxyKind::Gantry) {
+    let gantry = if proxies.iter().any(|p| p.is_gantry()) {
         setup::gantry(
             &root,
             &target,
@@ -149,7 +149,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             eprintln!("loadtests: gantry has no --access-log flag; its access log stays on")
         }
         Ok(_) => {}
-        Err(e) if proxies.contains(&ProxyKind::Gantry) => eprintln!("loadtests: gantry not available: {e}"),
+        Err(e) if proxies.iter().any(|p| p.is_gantry()) => eprintln!("loadtests: gantry not available: {e}"),
         Err(_) => {}
     }
     let cert = setup::ensure_cert(&tools.openssl, &out.join("certs"))?;
@@ -271,6 +271,17 @@ fn run_scenario(ctx: &Ctx, id: ScenarioId) -> (ScenarioReport, Unit) {
         notes: plan.notes.clone(),
         ratios: Vec::new(),
     };
+    if ctx.proxies.contains(&ProxyKind::GantryGateway) && !plan.policy_mix {
+        sr.notes.push(match plan.routes {
+            Routes::Many { hosts, paths } => format!(
+                "Gantry (Gateway API): the same routes as {hosts} HTTPRoutes (one per host, {paths} \
+                 PathPrefix rules each) attached to one Gateway."
+            ),
+            Routes::Single => "Gantry (Gateway API): the same routes as HTTPRoutes attached to one Gateway \
+                               (HTTP listener 80, HTTPS listener 443)."
+                .into(),
+        });
+    }
     eprintln!("\nloadtests: {} …", id.name());
     if let (Load::Oha { .. }, Err(e)) = (&plan.load, &ctx.oha) {
         sr.skipped = Some(format!("oha is not available ({e})"));
@@ -298,7 +309,19 @@ fn run_scenario(ctx: &Ctx, id: ScenarioId) -> (ScenarioReport, Unit) {
             // the same annotations' nginx equivalents.
             continue;
         }
-        if kind == ProxyKind::Gantry {
+        if kind == ProxyKind::GantryGateway && plan.policy_mix {
+            // Said in the report rather than dropped silently: the annotations have no Gateway
+            // API form, so there is nothing equivalent to measure.
+            sr.failures.push(Failure {
+                proxy: kind,
+                error: "not offered: the policy mix is ingress-nginx annotations (regex path with \
+                        rewrite-target, CORS, whitelist-source-range, limit-rps) that have no Gateway \
+                        API form"
+                    .into(),
+            });
+            continue;
+        }
+        if kind.is_gantry() {
             if let Err(why) = &ctx.gantry {
                 sr.failures.push(Failure {
                     proxy: kind,
@@ -429,12 +452,14 @@ fn resumption_notes(
             Ok(false) => "does not resume".to_string(),
             Err(e) => format!("check failed ({e:#})"),
         };
-        if inst.kind == ProxyKind::Gantry && !plan.tls_resumption && verdict == "resumes" {
-            notes.push(
-                "Gantry resumed a TLS 1.3 session although resumption is off on nginx and HAProxy: its \
-                 figure here counts resumed handshakes."
-                    .into(),
-            );
+        let note = "Gantry resumed a TLS 1.3 session although resumption is off on nginx and HAProxy: its \
+                    figure here counts resumed handshakes.";
+        if inst.kind.is_gantry()
+            && !plan.tls_resumption
+            && verdict == "resumes"
+            && !notes.iter().any(|n| n == note)
+        {
+            notes.push(note.into());
         }
         parts.push(format!("{} {verdict}", inst.kind.display()));
     }

@@ -17,6 +17,7 @@ pub struct Group {
 fn color(p: ProxyKind) -> &'static str {
     match p {
         ProxyKind::Gantry => "#1f77b4",
+        ProxyKind::GantryGateway => "#9467bd",
         ProxyKind::Nginx => "#2ca02c",
         ProxyKind::Haproxy => "#ff7f0e",
     }
@@ -61,7 +62,14 @@ pub fn grouped_bars(title: &str, subtitle: &str, groups: &[Group]) -> String {
     );
     // Legend.
     let mut lx = 10.0;
-    for p in ProxyKind::ALL {
+    let mut legend = ProxyKind::ALL.to_vec();
+    if groups
+        .iter()
+        .any(|g| g.bars.iter().any(|b| b.0 == ProxyKind::GantryGateway))
+    {
+        legend.insert(1, ProxyKind::GantryGateway);
+    }
+    for p in legend {
         let _ = writeln!(
             s,
             r#"<rect x="{lx}" y="46" width="10" height="10" fill="{}"/><text x="{}" y="55">{}</text>"#,
@@ -69,7 +77,11 @@ pub fn grouped_bars(title: &str, subtitle: &str, groups: &[Group]) -> String {
             lx + 14.0,
             p.display()
         );
-        lx += 90.0;
+        lx += if p == ProxyKind::GantryGateway {
+            160.0
+        } else {
+            90.0
+        };
     }
     let mut y = TOP;
     for g in groups {

@@ -17,10 +17,10 @@ pub const SECRET: &str = "30-secret.yaml";
 pub const INGRESS: &str = "40-ingress.yaml";
 pub const CHURN: &str = "60-churn.yaml";
 pub const WS: &str = "70-ws.yaml";
-const BACKEND: &str = "backend";
-const WS_SERVICE: &str = "ws-echo";
+pub(crate) const BACKEND: &str = "backend";
+pub(crate) const WS_SERVICE: &str = "ws-echo";
 /// Many-routes Ingresses per file.
-const ROUTES_PER_FILE: usize = 1000;
+pub(crate) const ROUTES_PER_FILE: usize = 1000;
 
 /// All manifests for `t`. `cert_pem`/`key_pem` are the PEM texts of the shared certificate.
 pub fn files(t: &Topology, cert_pem: &str, key_pem: &str) -> Vec<File> {
@@ -57,12 +57,12 @@ spec:
     .to_string()
 }
 
-fn service(t: &Topology) -> String {
+pub(crate) fn service(t: &Topology) -> String {
     let port = t.endpoints.first().map(|e| e.addr.port()).unwrap_or(80);
     service_named(BACKEND, port)
 }
 
-fn service_named(name: &str, target_port: u16) -> String {
+pub(crate) fn service_named(name: &str, target_port: u16) -> String {
     format!(
         "apiVersion: v1
 kind: Service
@@ -80,13 +80,17 @@ spec:
     )
 }
 
-fn endpoint_slice(t: &Topology) -> String {
+pub(crate) fn endpoint_slice(t: &Topology) -> String {
     // One slice, one port; the endpoints differ by IP (127.0.0.1, .2, .3), like pods.
     let port = t.endpoints.first().map(|e| e.addr.port()).unwrap_or(80);
     slice_named(BACKEND, port, t.active_endpoints().map(|e| e.addr.ip()))
 }
 
-fn slice_named(service: &str, port: u16, addresses: impl Iterator<Item = std::net::IpAddr>) -> String {
+pub(crate) fn slice_named(
+    service: &str,
+    port: u16,
+    addresses: impl Iterator<Item = std::net::IpAddr>,
+) -> String {
     let mut y = format!(
         "apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -127,7 +131,7 @@ fn ws_route(addr: std::net::SocketAddr) -> String {
     y
 }
 
-fn secret(cert_pem: &str, key_pem: &str) -> String {
+pub(crate) fn secret(cert_pem: &str, key_pem: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Secret

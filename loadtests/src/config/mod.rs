@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod gantry;
+pub mod gantry_gateway;
 pub mod haproxy;
 pub mod nginx;
 
