@@ -240,7 +240,9 @@ impl Pipeline {
             fallback: false,
             error_page: None,
         };
-        let grpc = is_grpc(req.headers());
+        // gRPC runs over HTTP/2, where a trailers-only answer is possible; an HTTP/1.1 client
+        // sending gRPC content gets the plain HTTP error.
+        let grpc = req.version() == http::Version::HTTP_2 && is_grpc(req.headers());
         let resp = match self.request_phases(&mut ctx, req).await {
             Ok(resp) => resp,
             Err(err) if grpc => grpc_error_response(&err).map(Either::Right),
