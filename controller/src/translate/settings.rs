@@ -114,13 +114,7 @@ pub(super) fn resolve(b: &mut Build<'_>) -> Settings {
         return flags;
     };
     let label = format!("ProxyConfig {}", params.name);
-    // The value each field has now: the snapshot being replaced, or the flags before the first build
-    // (the empty snapshot's settings are not necessarily the flags').
-    let last = if b.previous.generation == 0 {
-        b.opts.proxy_config.clone()
-    } else {
-        b.previous.config.clone()
-    };
+    let last = last_config(b);
     let mut bad = Vec::new();
     let settings = apply(&pc.spec, &flags, &last, &mut bad);
     for problem in bad {
@@ -148,17 +142,23 @@ fn gateway_class_settings(b: &mut Build<'_>, flags: Settings) -> Settings {
     let Some((name, pc)) = chosen else {
         return flags;
     };
-    let last = if b.previous.generation == 0 {
-        b.opts.proxy_config.clone()
-    } else {
-        b.previous.config.clone()
-    };
+    let last = last_config(b);
     let mut bad = Vec::new();
     let settings = apply(&pc.spec, &flags, &last, &mut bad);
     for problem in bad {
         b.report(&format!("ProxyConfig {name}"), problem);
     }
     settings
+}
+
+/// The value each field has now: the snapshot being replaced, or the flags before the first build
+/// (the empty snapshot's settings are not necessarily the flags').
+fn last_config(b: &Build<'_>) -> std::sync::Arc<gantry_proxy::ProxyConfig> {
+    if b.previous.generation == 0 {
+        b.opts.proxy_config.clone()
+    } else {
+        b.previous.config.clone()
+    }
 }
 
 /// `spec` over the flags' settings; a field that does not validate keeps its value in `last` and
