@@ -19,8 +19,9 @@
 #   Progress on stderr; the folder on stdout as the LAST line.
 #
 # Cost
-#   See conformance/README.md for measured cold/warm times. Warm runs (folder
-#   present) need no network.
+#   Cold GOCACHE, on 2 shared cores: about 16 minutes (973 s measured;
+#   kube-controller-manager is 949 s of it), 2.7 GB of GOCACHE, 102 MB of
+#   binaries. Warm runs (folder present) are instant and need no network.
 #
 # Knobs: GANTRY_CACHE_DIR, GANTRY_RIG_BUILD_TIMEOUT (seconds per `go` step,
 # default 3600), GANTRY_RIG_LOCK_TIMEOUT (default 5400), GOPROXY/GOCACHE/GOMODCACHE.

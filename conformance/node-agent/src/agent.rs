@@ -48,6 +48,8 @@ pub struct Agent {
     cfg: Config,
     pods: Mutex<HashMap<String, LocalPod>>,
     wake: Notify,
+    /// The Node's Ready condition has been True since then (heartbeats only move lastHeartbeatTime).
+    ready_since: Timestamp,
 }
 
 struct LocalPod {
@@ -84,6 +86,7 @@ impl Agent {
             cfg,
             pods: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            ready_since: Timestamp::now(),
         })
     }
 
@@ -158,8 +161,8 @@ impl Agent {
                 status: "True".into(),
                 reason: Some("KubeletReady".into()),
                 message: Some("gantry-node-agent is running pods as local processes".into()),
-                last_heartbeat_time: Some(now.clone()),
-                last_transition_time: Some(now),
+                last_heartbeat_time: Some(now),
+                last_transition_time: Some(Time(self.ready_since)),
             }]),
             node_info: Some(NodeSystemInfo {
                 architecture: std::env::consts::ARCH.into(),
