@@ -17,6 +17,9 @@
 #                         (default /tmp/gantry-rig)
 #   GANTRY_RIG_NETNS      network namespace name (default gantry-rig)
 #   GANTRY_RIG_POD_CIDR   pod addresses (default 10.124.0.0/16; the first is the node's)
+#   GANTRY_RIG_LB_CIDR    the load balancer's addresses (default 10.125.0.0/24): routed to the
+#                         namespace's loopback, so a process listening on 0.0.0.0 there receives
+#                         connections to any of them (gantry --gateway-address-pool)
 #   GANTRY_RIG_LIFETIME   if set, every rig process is SIGKILLed after this many seconds
 #                         (tests set it, so a killed test leaves nothing running for long)
 #   GANTRY_RIG_TIMEOUT    seconds to wait for each start-up step (default 90)
@@ -29,6 +32,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${GANTRY_RIG_DIR:-/tmp/gantry-rig}
 ns=${GANTRY_RIG_NETNS:-gantry-rig}
 pod_cidr=${GANTRY_RIG_POD_CIDR:-10.124.0.0/16}
+lb_cidr=${GANTRY_RIG_LB_CIDR:-10.125.0.0/24}
 timeout_s=${GANTRY_RIG_TIMEOUT:-90}
 lifetime=${GANTRY_RIG_LIFETIME:-}
 node=gantry-node
@@ -45,6 +49,7 @@ export GANTRY_RIG_NETNS=$ns
 export GANTRY_RIG_DIR=$dir
 export KUBECONFIG=$dir/kubeconfig
 export KUBEBUILDER_ASSETS=$(cat "$dir/assets" 2>/dev/null || true)
+export GANTRY_RIG_LB_CIDR=$lb_cidr
 EOF
 }
 
@@ -181,6 +186,7 @@ start_rig() {
     # From here on, a failure undoes the start.
     trap 'log "start failed; stopping"; stop_rig' ERR
     in_ns ip link set lo up
+    in_ns ip route add local "$lb_cidr" dev lo
 
     log "starting etcd"
     start_proc etcd "$assets/etcd" --data-dir "$dir/etcd-data" \

@@ -71,6 +71,15 @@ pub struct Args {
     #[arg(long, env = "GANTRY_GATEWAY_HTTPS_PORT", default_value_t = 443)]
     pub gateway_https_port: u16,
 
+    /// The Gateway API: give every Gateway an address of its own from this CIDR (IPv4 or IPv6),
+    /// published in its status, and serve its routes only to connections made to that address
+    /// (a Gateway's `spec.addresses` may ask for one in the pool). Gantry's listeners must receive
+    /// traffic for the pool's addresses: a local route on the node (`ip route add local CIDR dev
+    /// lo`) or a load balancer that keeps the destination address. Without it, every Gateway is
+    /// served on every address, with the Ingresses, and publishes Gantry's addresses.
+    #[arg(long, env = "GANTRY_GATEWAY_ADDRESS_POOL", value_name = "CIDR")]
+    pub gateway_address_pool: Option<ipnet::IpNet>,
+
     /// Where to forward: pod IPs from EndpointSlices (`endpoints`), or the Service's nodePort on
     /// every ready Node (`node-port`). An Ingress may override it with the annotation
     /// `gantry.dev/backend-mode`.
@@ -340,6 +349,7 @@ impl Args {
             controller_name: self.gateway_controller_name.clone(),
             http_port: self.gateway_http_port,
             https_port: self.gateway_https_port,
+            address_pool: self.gateway_address_pool,
         })
     }
 

@@ -168,11 +168,15 @@ pub struct RouteEntry {
     /// What else a request must meet (`GET, header version=two`), for Gateway API routes.
     pub conditions: Option<String>,
     pub ssl_redirect: bool,
+    /// The local address whose connections this route serves (a Gateway with an address of its
+    /// own); absent for the shared table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl From<&Snapshot> for RouteDump {
     fn from(s: &Snapshot) -> Self {
-        let entry = |host: String, r: &crate::Route| {
+        let entry = |address: Option<std::net::IpAddr>, host: String, r: &crate::Route| {
             let (path, path_type) = match &r.path {
                 PathMatch::Exact(p) => (p.clone(), "Exact"),
                 PathMatch::Prefix(p) => (p.clone(), "Prefix"),
@@ -189,6 +193,7 @@ impl From<&Snapshot> for RouteDump {
                 source: r.source.to_string(),
                 conditions: r.conditions.as_ref().map(|c| c.describe()),
                 ssl_redirect: r.policies.https_redirect.is_some(),
+                address: address.map(|a| a.to_string()),
             }
         };
         let host_name = |h: &HostMatch| match h {
@@ -198,8 +203,18 @@ impl From<&Snapshot> for RouteDump {
         };
         Self {
             generation: s.generation,
-            routes: s.routes.iter().map(|(h, r)| entry(host_name(h), r)).collect(),
-            default_backend: s.routes.default_route().map(|r| entry("*".into(), r)),
+            routes: s
+                .tables()
+                .flat_map(|(a, t)| {
+                    let default = t
+                        .default_route()
+                        .filter(|_| a.is_some())
+                        .map(move |r| (a, HostMatch::Any, r));
+                    t.iter().map(move |(h, r)| (a, h.clone(), r)).chain(default)
+                })
+                .map(|(a, h, r)| entry(a, host_name(&h), r))
+                .collect(),
+            default_backend: s.routes.default_route().map(|r| entry(None, "*".into(), r)),
             tls_hosts: s.certs.names(),
         }
     }
@@ -249,7 +264,12 @@ fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
             None => return text(StatusCode::BAD_REQUEST, "give header=name:value\n"),
         }
     }
-    match explain_request(&admin.snapshots.load(), &url, &method, &headers) {
+    let address = match param("address").map(|a| a.parse::<std::net::IpAddr>()) {
+        None => None,
+        Some(Ok(a)) => Some(a),
+        Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "invalid address\n"),
+    };
+    match explain_request_at(&admin.snapshots.load(), &url, &method, &headers, address) {
         Ok(body) => {
             let mut r = text(StatusCode::OK, format!("{body:#}\n"));
             r.headers_mut().insert(
@@ -277,6 +297,18 @@ pub fn explain_request(
     method: &http::Method,
     headers: &http::HeaderMap,
 ) -> Result<serde_json::Value, String> {
+    explain_request_at(snapshot, url, method, headers, None)
+}
+
+/// [`explain_request`] for a connection to local address `address` (a Gateway's own address);
+/// `None` is the shared table.
+pub fn explain_request_at(
+    snapshot: &Snapshot,
+    url: &str,
+    method: &http::Method,
+    headers: &http::HeaderMap,
+    address: Option<std::net::IpAddr>,
+) -> Result<serde_json::Value, String> {
     let with_scheme = if url.contains("://") {
         url.to_owned()
     } else {
@@ -297,7 +329,11 @@ pub fn explain_request(
         query: uri.query(),
         tls: uri.scheme_str() == Some("https"),
     };
-    let e = snapshot.routes.explain(&host, &path, &facts);
+    let table = match address {
+        Some(a) => snapshot.routes_for(a.to_canonical()),
+        None => &snapshot.routes,
+    };
+    let e = table.explain(&host, &path, &facts);
     let describe = |host: Option<&HostMatch>, r: &crate::Route| {
         serde_json::json!({
             "host": host.map(|h| h.to_string()),
@@ -389,6 +425,7 @@ mod tests {
         b.add(host(), route("v2", Some(v2))).unwrap();
         let snapshot = Snapshot {
             routes: b.build(),
+            address_routes: Vec::new(),
             ..Snapshot::default()
         };
         let plain = explain_url(&snapshot, "a.test/x").unwrap();

@@ -1,6 +1,6 @@
 //! What the data path knows about one client connection.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use http::HeaderValue;
 
@@ -12,6 +12,10 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     /// The port the client connected to (for `X-Forwarded-Port`).
     pub local_port: u16,
+    /// The address the client connected to (the socket's local address, IPv4-mapped addresses
+    /// as IPv4): it chooses the route table when the snapshot has tables of their own for some
+    /// addresses (Gateways with an address of their own). Unspecified until [`Self::at`].
+    pub local_ip: IpAddr,
     pub tls: bool,
     /// `client`'s IP and `local_port` as header values, formatted once per connection.
     pub(crate) client_ip: HeaderValue,
@@ -33,12 +37,19 @@ impl ConnInfo {
         Self {
             client,
             local_port,
+            local_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             tls,
             client_ip,
             local_port_value: HeaderValue::from(local_port),
             open: None,
             client_cert: None,
         }
+    }
+
+    /// The same connection, reached at local address `ip`.
+    pub fn at(mut self, ip: IpAddr) -> Self {
+        self.local_ip = ip.to_canonical();
+        self
     }
 
     /// The same connection, counted as open while `guard` (or a clone of it) lives.

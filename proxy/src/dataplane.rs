@@ -172,10 +172,8 @@ async fn sweep_rate_limits(pipeline: Arc<Pipeline>, mut shutdown: watch::Receive
         }
         let snapshot = pipeline.snapshots.load();
         let in_use: std::collections::HashSet<&crate::policy::RateLimit> = snapshot
-            .routes
-            .iter()
-            .map(|(_, r)| r)
-            .chain(snapshot.routes.default_route())
+            .tables()
+            .flat_map(|(_, t)| t.iter().map(|(_, r)| r).chain(t.default_route()))
             .filter_map(|r| r.policies.rate_limit.as_deref())
             .collect();
         pipeline.rate_limiters.retain(|limit| in_use.contains(limit));
@@ -207,10 +205,12 @@ impl Dataplane {
         let published = self.snapshots.publish(snapshot);
         if published {
             let current = self.snapshots.load();
-            self.metrics.routes.set(current.routes.len() as i64);
-            self.metrics
-                .endpoints
-                .set(current.routes.addresses().len() as i64);
+            let routes: usize = current.tables().map(|(_, t)| t.len()).sum();
+            self.metrics.routes.set(routes as i64);
+            let mut endpoints: Vec<_> = current.tables().flat_map(|(_, t)| t.addresses()).collect();
+            endpoints.sort_unstable();
+            endpoints.dedup();
+            self.metrics.endpoints.set(endpoints.len() as i64);
             self.metrics.snapshot_generation.set(current.generation as i64);
         }
         self.readiness.set_ready();

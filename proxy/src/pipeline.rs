@@ -415,7 +415,7 @@ pub fn route<B>(
     };
     let route = ctx
         .snapshot
-        .routes
+        .routes_for(ctx.conn.local_ip)
         .lookup_request(&target.host, &target.path, &facts)
         .cloned()
         .ok_or(ProxyError::NoRoute)?;
@@ -979,7 +979,7 @@ async fn custom_error_page(
     // The route's `default-backend` (set only with endpoints), else the global default backend.
     let backend = route.policies.default_backend.as_ref().or_else(|| {
         ctx.snapshot
-            .routes
+            .routes_for(ctx.conn.local_ip)
             .default_route()
             .map(|r| &r.backend)
             .filter(|b| !b.endpoints.is_empty())

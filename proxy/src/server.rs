@@ -276,6 +276,12 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // One getsockname per connection: the listeners are bound to a wildcard address, and the
+        // address the client dialled chooses the route table (a Gateway with its own address).
+        let local_ip = stream
+            .local_addr()
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         let snapshot = pipeline.snapshots.load();
         let config = snapshot.config.clone();
         // Only while some host has client authentication does a handshake look at its
@@ -301,7 +307,7 @@ pub async fn serve(
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
             proxy_protocol: config.proxy_protocol,
-            info: ConnInfo::new(client, local_port, tls.is_some()),
+            info: ConnInfo::new(client, local_port, tls.is_some()).at(local_ip),
             kind,
             watcher: graceful.watcher(),
             _slot: Some(slot),
@@ -403,7 +409,8 @@ impl Connection {
         if self.proxy_protocol {
             match crate::proxy_protocol::read_header(&mut stream, self.header_read_timeout).await {
                 Ok(Some(client)) => {
-                    self.info = ConnInfo::new(client, self.info.local_port, self.info.tls);
+                    self.info =
+                        ConnInfo::new(client, self.info.local_port, self.info.tls).at(self.info.local_ip);
                 }
                 Ok(None) => {}
                 Err(e) => {

@@ -5,7 +5,7 @@
 //! per worker beside it (`state`), so two snapshots can be compared and an identical rebuild is
 //! never published.
 
-use std::sync::Arc;
+use std::{net::IpAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
 
@@ -17,7 +17,12 @@ pub struct Snapshot {
     /// Increases by one with every published snapshot; 0 is the empty snapshot before the first
     /// build. Not part of equality: it numbers snapshots, it does not describe them.
     pub generation: u64,
+    /// The routes of every connection whose local address has no table in `address_routes`.
     pub routes: RouteTable,
+    /// Route tables of their own for connections to one local address, sorted by address: the
+    /// Gateways that have an address of their own (`--gateway-address-pool`). Usually empty, and
+    /// then a lookup costs nothing more.
+    pub address_routes: Vec<(IpAddr, RouteTable)>,
     /// SNI → certificate, with the default certificate.
     pub certs: CertTable,
     /// The data path's settings for this snapshot.
@@ -27,11 +32,33 @@ pub struct Snapshot {
 /// Equal when they would serve every request the same way; `generation` is ignored.
 impl PartialEq for Snapshot {
     fn eq(&self, other: &Self) -> bool {
-        self.config == other.config && self.certs == other.certs && self.routes == other.routes
+        self.config == other.config
+            && self.certs == other.certs
+            && self.routes == other.routes
+            && self.address_routes == other.address_routes
     }
 }
 
 impl Eq for Snapshot {}
+
+impl Snapshot {
+    /// The route table for a connection to local address `local`.
+    #[inline]
+    pub fn routes_for(&self, local: IpAddr) -> &RouteTable {
+        if self.address_routes.is_empty() {
+            return &self.routes;
+        }
+        match self.address_routes.binary_search_by(|(a, _)| a.cmp(&local)) {
+            Ok(i) => &self.address_routes[i].1,
+            Err(_) => &self.routes,
+        }
+    }
+
+    /// Every route table: the shared one, then those of the addresses.
+    pub fn tables(&self) -> impl Iterator<Item = (Option<IpAddr>, &RouteTable)> {
+        std::iter::once((None, &self.routes)).chain(self.address_routes.iter().map(|(a, t)| (Some(*a), t)))
+    }
+}
 
 /// The one place a snapshot is published. Cheap to clone; every clone sees the same snapshot.
 #[derive(Clone, Debug)]
@@ -120,6 +147,7 @@ mod tests {
         Snapshot {
             generation: 0,
             routes: b.build(),
+            address_routes: Vec::new(),
             certs: CertTable::default(),
             config: Arc::new(ProxyConfig {
                 idle_timeout: Duration::from_secs(timeout),

@@ -126,17 +126,23 @@ impl WorkerState {
             return;
         }
         self.generation = snapshot.generation;
-        let addresses = snapshot.routes.addresses();
-        self.endpoints
-            .retain(|addr, ep| ep.in_flight > 0 || addresses.binary_search(addr).is_ok());
-        self.tls_idle
-            .retain(|(addr, _), _| addresses.binary_search(addr).is_ok());
+        // Kept when any route table has them (the shared one, or a Gateway address's).
+        let known = |addr: &std::net::SocketAddr| {
+            snapshot
+                .tables()
+                .any(|(_, t)| t.addresses().binary_search(addr).is_ok())
+        };
+        let used = |key: &crate::backend::BackendKey| {
+            snapshot
+                .tables()
+                .any(|(_, t)| t.backend_keys().binary_search(key).is_ok())
+        };
+        self.endpoints.retain(|addr, ep| ep.in_flight > 0 || known(addr));
+        self.tls_idle.retain(|(addr, _), _| known(addr));
         // Requests still streaming on a dropped HTTP/2 connection keep it open until they end.
-        self.h2
-            .retain(|key, _| addresses.binary_search(&key.addr).is_ok());
-        let keys = snapshot.routes.backend_keys();
-        self.cursors.retain(|key, _| keys.binary_search(key).is_ok());
-        self.sticky.retain(|key, _| keys.binary_search(key).is_ok());
+        self.h2.retain(|key, _| known(&key.addr));
+        self.cursors.retain(|key, _| used(key));
+        self.sticky.retain(|key, _| used(key));
         self.counters.clear();
     }
 
@@ -406,6 +412,7 @@ mod tests {
         Snapshot {
             generation,
             routes: b.build(),
+            address_routes: Vec::new(),
             ..Default::default()
         }
     }

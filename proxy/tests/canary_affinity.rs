@@ -89,6 +89,7 @@ fn snapshot(main: &Arc<Backend>, policies: Policies, extra: bool) -> Snapshot {
     }
     Snapshot {
         routes: b.build(),
+        address_routes: Vec::new(),
         config: Arc::new(config()),
         ..Default::default()
     }

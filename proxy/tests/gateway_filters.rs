@@ -202,6 +202,7 @@ async fn dataplane(routes: Vec<(&str, Route)>) -> Dataplane {
     }
     dp.publish(Snapshot {
         routes: b.build(),
+        address_routes: Vec::new(),
         config: Arc::new(config),
         ..Snapshot::default()
     });
@@ -778,4 +779,77 @@ async fn a_request_timeout_answers_504_while_the_backend_still_hangs() {
         a.release.notify_waiters();
     })
     .await
+}
+
+/// A Gateway with an address of its own: connections to that local address get its table, every
+/// other connection the shared one (the Ingresses'), with no leaking between them. The data
+/// plane listens on 127.0.0.1, so the address table for 127.0.0.1 is the one this client reaches.
+#[tokio::test]
+async fn the_local_address_a_client_dialled_chooses_the_route_table() {
+    within(async {
+        let shared = echo_backend("shared").await;
+        let own = echo_backend("own").await;
+        let other = echo_backend("other").await;
+        let (bs, bo, bx) = (
+            backend("shared", &[shared.addr]),
+            backend("own", &[own.addr]),
+            backend("other", &[other.addr]),
+        );
+        let config = ProxyConfig {
+            access_log: false,
+            ..ProxyConfig::default()
+        };
+        let dp = Dataplane::builder(config.clone())
+            .workers(1)
+            .start()
+            .await
+            .unwrap();
+        assert_eq!(dp.http_addr().ip(), std::net::IpAddr::from([127, 0, 0, 1]));
+        let table = |host: &str, path: &str, b: &Arc<Backend>| {
+            let mut t = RouteTableBuilder::new();
+            t.add(
+                HostMatch::Exact(host.into()),
+                httproute(prefix(path), b, Policies::default()),
+            )
+            .unwrap();
+            t.build()
+        };
+        let snapshot = |address_routes| Snapshot {
+            routes: table("site.test", "/", &bs),
+            address_routes,
+            config: Arc::new(config.clone()),
+            ..Snapshot::default()
+        };
+        dp.publish(snapshot(vec![
+            ([127, 0, 0, 1].into(), table("site.test", "/gw", &bo)),
+            ([127, 0, 0, 9].into(), table("site.test", "/", &bx)),
+        ]));
+        assert_eq!(get(&dp, "site.test", "/gw/x").await.seen().backend, "own");
+        // Only the address's table: `/` of the shared table does not leak into it.
+        assert_eq!(
+            get(&dp, "site.test", "/elsewhere").await.status,
+            StatusCode::NOT_FOUND
+        );
+
+        // Without a table of its own, 127.0.0.1 gets the shared table.
+        dp.publish(snapshot(vec![(
+            [127, 0, 0, 9].into(),
+            table("site.test", "/", &bx),
+        )]));
+        let a = get(&dp, "site.test", "/gw/x").await;
+        assert_eq!(a.seen().backend, "shared");
+        let dump = Client::new(dp.admin_addr())
+            .await
+            .send(request(Method::GET, "admin", "/debug/routes", &[]))
+            .await;
+        let dump: serde_json::Value = serde_json::from_slice(&dump.body).unwrap();
+        let addresses: Vec<_> = dump["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["address"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(addresses, vec![None, Some("127.0.0.9".to_owned())]);
+    })
+    .await;
 }

@@ -96,6 +96,7 @@ async fn dataplane(routes: Vec<(&str, Route)>, certs: CertTable) -> Dataplane {
     }
     dp.publish(Snapshot {
         routes: b.build(),
+        address_routes: Vec::new(),
         certs,
         config: Arc::new(config),
         ..Snapshot::default()

@@ -312,9 +312,15 @@ pub fn plan(
             listeners: None,
         });
         let current_listeners = current.listeners.as_deref().unwrap_or_default();
+        // A Gateway with addresses of its own (`--gateway-address-pool`) publishes those.
+        let own: Option<Vec<Address>> = g
+            .addresses
+            .as_ref()
+            .map(|a| a.iter().map(|ip| Address::Ip(ip.to_string())).collect());
         let desired = GatewayStatus {
             addresses: Some(
-                addresses
+                own.as_deref()
+                    .unwrap_or(addresses)
                     .iter()
                     .map(|a| match a {
                         Address::Ip(ip) => GatewayStatusAddresses {

@@ -31,6 +31,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
     sync::Arc,
     time::Duration,
 };
@@ -77,6 +78,8 @@ pub struct GatewayOptions {
     pub http_port: u16,
     /// The port clients reach Gantry's TLS listener on: the port an `HTTPS` listener must use.
     pub https_port: u16,
+    /// `--gateway-address-pool`: every Gateway gets an address of its own from it.
+    pub address_pool: Option<ipnet::IpNet>,
 }
 
 impl Default for GatewayOptions {
@@ -85,6 +88,7 @@ impl Default for GatewayOptions {
             controller_name: "gantry.dev/gateway-controller".into(),
             http_port: 80,
             https_port: 443,
+            address_pool: None,
         }
     }
 }
@@ -130,6 +134,8 @@ pub struct ClassStatus {
 pub struct GatewayStatus {
     pub key: ObjectKey,
     pub generation: i64,
+    /// The Gateway's own addresses (`--gateway-address-pool`); `None`: Gantry's published ones.
+    pub addresses: Option<Vec<IpAddr>>,
     pub conditions: Vec<Condition>,
     pub listeners: Vec<ListenerStatus>,
 }
@@ -182,7 +188,11 @@ struct Listener {
     /// `matchLabels` of a `Selector` (`matchExpressions` are refused by `valid`).
     selector: BTreeMap<String, String>,
     kinds: Vec<&'static str>,
-    /// Routes may attach (the listener is accepted and programmed).
+    /// Routes may attach (the listener is accepted: a protocol Gantry serves, no conflict). They
+    /// count in `attachedRoutes` even when the listener cannot be served (a missing certificate),
+    /// as the spec says attachment depends only on `allowedRoutes` and the `parentRefs`.
+    attachable: bool,
+    /// The listener is served (attachable, its references resolved, the Gateway has an address).
     valid: bool,
     attached: i32,
     conditions: Vec<Condition>,
@@ -191,6 +201,8 @@ struct Listener {
 struct OurGateway {
     key: ObjectKey,
     generation: i64,
+    /// Its own addresses (`--gateway-address-pool`), or `None`: Gantry's shared listeners.
+    addresses: Option<Vec<IpAddr>>,
     listeners: Vec<Listener>,
     conditions: Vec<Condition>,
 }
@@ -211,8 +223,11 @@ pub(super) fn gateway_api(b: &mut Build<'_>) -> GatewayApiStatus {
         .filter(|(_, g)| classes.contains(&g.spec.gateway_class_name))
         .collect();
     ordered.sort_by(|a, b| age(&a.1.metadata, a.0).cmp(&age(&b.1.metadata, b.0)));
+    // Addresses of the pool held or given: first those in the Gateways' status, so that an
+    // address stays with its Gateway when an older one appears.
+    let mut taken = held_addresses(&opts, &ordered);
     for (key, gw) in ordered {
-        let g = judge_gateway(b, &opts, key, gw);
+        let g = judge_gateway(b, &opts, key, gw, &mut taken);
         gateways.insert(key.clone(), g);
     }
 
@@ -246,6 +261,7 @@ pub(super) fn gateway_api(b: &mut Build<'_>) -> GatewayApiStatus {
         out.gateways.push(GatewayStatus {
             key: g.key,
             generation: g.generation,
+            addresses: g.addresses,
             conditions: g.conditions,
             listeners: g
                 .listeners
@@ -335,7 +351,13 @@ fn classes(b: &mut Build<'_>, opts: &GatewayOptions, out: &mut GatewayApiStatus)
     accepted
 }
 
-fn judge_gateway(b: &mut Build<'_>, opts: &GatewayOptions, key: &ObjectKey, gw: &Gateway) -> OurGateway {
+fn judge_gateway(
+    b: &mut Build<'_>,
+    opts: &GatewayOptions,
+    key: &ObjectKey,
+    gw: &Gateway,
+    taken: &mut BTreeMap<IpAddr, ObjectKey>,
+) -> OurGateway {
     let label = format!("Gateway {key}");
     let mut listeners: Vec<Listener> = gw
         .spec
@@ -348,7 +370,8 @@ fn judge_gateway(b: &mut Build<'_>, opts: &GatewayOptions, key: &ObjectKey, gw: 
         let accepted = l.conditions.iter().all(|c| c.type_ != "Accepted" || c.status)
             && l.conditions.iter().all(|c| c.type_ != "Conflicted" || !c.status);
         let resolved = l.conditions.iter().all(|c| c.type_ != "ResolvedRefs" || c.status);
-        l.valid = accepted && resolved && l.protocol.is_some();
+        l.attachable = accepted && l.protocol.is_some();
+        l.valid = l.attachable && resolved;
         l.conditions.push(if l.valid {
             Condition::new("Programmed", true, "Programmed", "served on Gantry's listener")
         } else {
@@ -362,23 +385,49 @@ fn judge_gateway(b: &mut Build<'_>, opts: &GatewayOptions, key: &ObjectKey, gw: 
     }
     let valid = listeners.iter().filter(|l| l.valid).count();
     let mut conditions = Vec::new();
-    let addresses = gw.spec.addresses.as_deref().unwrap_or_default();
-    if !addresses.is_empty() {
-        conditions.push(Condition::new(
-            "Accepted",
-            false,
-            "UnsupportedAddress",
-            "spec.addresses cannot be honoured: Gantry's Gateways are reached at Gantry's own addresses",
-        ));
-        conditions.push(Condition::new(
-            "Programmed",
-            false,
-            "AddressNotAssigned",
-            "the requested addresses are not Gantry's",
-        ));
-        for l in &mut listeners {
-            l.valid = false;
+    let addresses = assign_addresses(opts, key, gw, taken);
+    let own = match &addresses {
+        Addresses::Unsupported(why) => {
+            conditions.push(Condition::new(
+                "Accepted",
+                false,
+                "UnsupportedAddress",
+                why.clone(),
+            ));
+            conditions.push(Condition::new(
+                "Programmed",
+                false,
+                "AddressNotAssigned",
+                why.clone(),
+            ));
+            for l in &mut listeners {
+                l.valid = false;
+                l.attachable = false;
+            }
+            None
         }
+        Addresses::NotUsable(why) | Addresses::NotAssigned(why) => {
+            let reason = match addresses {
+                Addresses::NotUsable(_) => "AddressNotUsable",
+                _ => "AddressNotAssigned",
+            };
+            conditions.push(if valid > 0 {
+                Condition::new("Accepted", true, "Accepted", "the Gateway is valid")
+            } else {
+                Condition::new("Accepted", false, "ListenersNotValid", "no listener is valid")
+            });
+            conditions.push(Condition::new("Programmed", false, reason, why.clone()));
+            // Routes still attach (and count); nothing is served without an address.
+            for l in &mut listeners {
+                l.valid = false;
+            }
+            None
+        }
+        Addresses::Shared => None,
+        Addresses::Own(a) => Some(a.clone()),
+    };
+    if !conditions.is_empty() {
+        // The addresses decided.
     } else if valid == listeners.len() {
         conditions.push(Condition::new(
             "Accepted",
@@ -436,7 +485,124 @@ fn judge_gateway(b: &mut Build<'_>, opts: &GatewayOptions, key: &ObjectKey, gw: 
         key: key.clone(),
         generation: gw.metadata.generation.unwrap_or_default(),
         listeners,
+        addresses: own,
         conditions,
+    }
+}
+
+/// What a Gateway's addresses come to.
+enum Addresses {
+    /// No pool and no `spec.addresses`: Gantry's shared listeners and published addresses.
+    Shared,
+    /// Its own, from the pool.
+    Own(Vec<IpAddr>),
+    /// `spec.addresses` that Gantry cannot honour at all (a type other than `IPAddress`, or any
+    /// address without a pool): `Accepted=False/UnsupportedAddress`.
+    Unsupported(String),
+    /// A requested address outside the pool, or held by an older Gateway:
+    /// `Programmed=False/AddressNotUsable`.
+    NotUsable(String),
+    /// The pool has no free address: `Programmed=False/AddressNotAssigned`.
+    NotAssigned(String),
+}
+
+/// The pool addresses in the status of Gateways that ask for none (oldest first, the first holder
+/// of an address keeping it): the status is where an assignment is remembered, across restarts
+/// and by every replica, since all read the same status.
+fn held_addresses(opts: &GatewayOptions, ordered: &[(&ObjectKey, &Gateway)]) -> BTreeMap<IpAddr, ObjectKey> {
+    let mut held = BTreeMap::new();
+    let Some(pool) = opts.address_pool else {
+        return held;
+    };
+    for (key, gw) in ordered {
+        if gw.spec.addresses.as_deref().is_some_and(|a| !a.is_empty()) {
+            continue;
+        }
+        let first = gw
+            .status
+            .as_ref()
+            .and_then(|s| s.addresses.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .filter(|a| a.r#type.as_deref().is_none_or(|t| t == "IPAddress"))
+            .filter_map(|a| a.value.parse::<IpAddr>().ok())
+            .find(|ip| pool.contains(ip) && !held.contains_key(ip));
+        if let Some(ip) = first {
+            held.insert(ip, (*key).clone());
+        }
+    }
+    held
+}
+
+/// The addresses of one Gateway, judged oldest first. With a pool: the requested
+/// `spec.addresses` (each must be in the pool and not another Gateway's), else the pool address
+/// its status holds (see [`held_addresses`]), else the lowest free one.
+fn assign_addresses(
+    opts: &GatewayOptions,
+    key: &ObjectKey,
+    gw: &Gateway,
+    taken: &mut BTreeMap<IpAddr, ObjectKey>,
+) -> Addresses {
+    let requested = gw.spec.addresses.as_deref().unwrap_or_default();
+    let Some(pool) = opts.address_pool else {
+        if requested.is_empty() {
+            return Addresses::Shared;
+        }
+        return Addresses::Unsupported(
+            "spec.addresses needs --gateway-address-pool: without it, Gateways are reached at Gantry's own addresses"
+                .into(),
+        );
+    };
+    // `hosts()` leaves out the network and broadcast addresses of an IPv4 pool; so does this.
+    let in_pool = |ip: &IpAddr| {
+        pool.contains(ip)
+            && match pool {
+                ipnet::IpNet::V4(n) if n.prefix_len() < 31 => {
+                    *ip != IpAddr::V4(n.network()) && *ip != IpAddr::V4(n.broadcast())
+                }
+                _ => true,
+            }
+    };
+    if !requested.is_empty() {
+        let mut wanted = Vec::new();
+        for a in requested {
+            if a.r#type.as_deref().is_some_and(|t| t != "IPAddress") {
+                return Addresses::Unsupported(format!(
+                    "address type {:?} is not supported: only IPAddress",
+                    a.r#type.as_deref().unwrap_or_default()
+                ));
+            }
+            let value = a.value.as_deref().unwrap_or_default();
+            let Ok(ip) = value.parse::<IpAddr>() else {
+                // An IPAddress that is not one is invalid input, not an unusable address.
+                return Addresses::Unsupported(format!("{value:?} is not an IP address"));
+            };
+            wanted.push(ip);
+        }
+        for ip in &wanted {
+            if !in_pool(ip) {
+                return Addresses::NotUsable(format!("{ip} is not in the address pool {pool}"));
+            }
+            if let Some(holder) = taken.get(ip).filter(|holder| *holder != key) {
+                return Addresses::NotUsable(format!("{ip} is Gateway {holder}'s"));
+            }
+        }
+        for ip in &wanted {
+            taken.insert(*ip, key.clone());
+        }
+        return Addresses::Own(wanted);
+    }
+    let held = taken
+        .iter()
+        .find(|(ip, holder)| *holder == key && in_pool(ip))
+        .map(|(ip, _)| *ip);
+    let chosen = held.or_else(|| pool.hosts().find(|ip| !taken.contains_key(ip)));
+    match chosen {
+        Some(ip) => {
+            taken.insert(ip, key.clone());
+            Addresses::Own(vec![ip])
+        }
+        None => Addresses::NotAssigned(format!("the address pool {pool} has no free address")),
     }
 }
 
@@ -581,6 +747,7 @@ fn judge_listener(
         from,
         selector,
         kinds,
+        attachable: false,
         valid: false,
         attached: 0,
         conditions,
@@ -787,11 +954,11 @@ fn intersect(listener: &HostMatch, route: &[HostMatch]) -> Vec<HostMatch> {
     out
 }
 
-/// Where an accepted route is served: each host with the listener kinds that take it.
+/// Where an accepted route is served: each (address, host) with the listener kinds that take it.
 #[derive(Default)]
 struct Placement {
-    /// Host → (plain HTTP, TLS).
-    hosts: BTreeMap<HostMatch, (bool, bool)>,
+    /// (A Gateway's own address, or `None` for the shared table; host) → (plain HTTP, TLS).
+    hosts: BTreeMap<(Option<IpAddr>, HostMatch), (bool, bool)>,
 }
 
 fn http_route(
@@ -892,7 +1059,7 @@ fn http_route(
                 }
             };
             let policies = compiled.policies_for(&path);
-            for (host, (plain, tls)) in &placement.hosts {
+            for ((address, host), (plain, tls)) in &placement.hosts {
                 let mut conditions = conditions.clone();
                 conditions.tls = match (plain, tls) {
                     (true, false) => Some(false),
@@ -907,7 +1074,7 @@ fn http_route(
                     source: source.clone(),
                     policies: policies.clone(),
                 };
-                if let Err(e) = b.routes.add(host.clone(), r) {
+                if let Err(e) = b.routes_at(*address).add(host.clone(), r) {
                     let message = match e {
                         RouteError::Conflict { host, path, existing } => format!(
                             "{place}: {host} {path:?} with the same conditions is already routed by {existing}; this match is not served there"
@@ -974,7 +1141,7 @@ fn attach(
             continue;
         }
         selected += 1;
-        if !l.valid || !l.kinds.contains(&route_kind) {
+        if !l.attachable || !l.kinds.contains(&route_kind) {
             continue;
         }
         let ns_ok = match l.from {
@@ -992,11 +1159,21 @@ fn attach(
         }
         attached += 1;
         l.attached += 1;
+        if !l.valid {
+            // Attached (and counted), but the listener is not served.
+            continue;
+        }
+        let addresses: Vec<Option<IpAddr>> = match &gw.addresses {
+            Some(own) => own.iter().copied().map(Some).collect(),
+            None => vec![None],
+        };
         for h in hosts {
-            let e = placement.hosts.entry(h).or_default();
-            match l.protocol {
-                Some(Protocol::Https) => e.1 = true,
-                _ => e.0 = true,
+            for address in &addresses {
+                let e = placement.hosts.entry((*address, h.clone())).or_default();
+                match l.protocol {
+                    Some(Protocol::Https) => e.1 = true,
+                    _ => e.0 = true,
+                }
             }
         }
     }

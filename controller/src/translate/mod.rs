@@ -54,6 +54,8 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
+use std::{collections::BTreeMap, net::IpAddr};
+
 use gantry_proxy::{CertTable, RouteSource, RouteTableBuilder, Snapshot, TlsCert};
 use k8s_openapi::api::networking::v1::Ingress;
 use serde::Serialize;
@@ -401,6 +403,8 @@ struct Build<'a> {
     /// The flags' until processor 0 resolves them.
     settings: settings::Settings,
     routes: RouteTableBuilder,
+    /// The tables of Gateways with addresses of their own (`--gateway-address-pool`).
+    address_routes: BTreeMap<IpAddr, RouteTableBuilder>,
     certs: CertTable,
     backends: backends::Backends,
     diagnostics: Vec<Diagnostic>,
@@ -419,6 +423,7 @@ impl<'a> Build<'a> {
             previous,
             settings: settings::Settings::from_flags(opts),
             routes: RouteTableBuilder::new(),
+            address_routes: BTreeMap::new(),
             certs: CertTable::default(),
             backends: backends::Backends::default(),
             diagnostics: Vec::new(),
@@ -435,6 +440,14 @@ impl<'a> Build<'a> {
             .annotations
             .iter_mut()
             .find(|r| r.name() == name)
+    }
+
+    /// The table for connections to `address` (a Gateway's own), or the shared one for `None`.
+    fn routes_at(&mut self, address: Option<IpAddr>) -> &mut RouteTableBuilder {
+        match address {
+            None => &mut self.routes,
+            Some(a) => self.address_routes.entry(a).or_default(),
+        }
     }
 
     /// Records a problem with one object (`Kind namespace/name`).
@@ -465,6 +478,11 @@ impl<'a> Build<'a> {
                 // Assigned when published.
                 generation: 0,
                 routes,
+                address_routes: self
+                    .address_routes
+                    .into_iter()
+                    .map(|(a, t)| (a, t.build()))
+                    .collect(),
                 certs: self.certs,
                 config: self.settings.config,
             },

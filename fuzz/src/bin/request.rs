@@ -90,6 +90,7 @@ fn snapshot(backend_addr: SocketAddr) -> Snapshot {
     Snapshot {
         generation: 1,
         routes: b.build(),
+        address_routes: Vec::new(),
         ..Snapshot::default()
     }
 }

@@ -758,3 +758,169 @@ spec:
         .unwrap();
     assert!(cond(&class.conditions, "Accepted").status);
 }
+
+/// `--gateway-address-pool`: each Gateway gets an address of its own, oldest first, and its routes
+/// live in that address's table only; `spec.addresses` asks for one, with the spec's reasons when
+/// it cannot be had.
+#[test]
+fn with_an_address_pool_each_gateway_has_its_own_address_and_table() {
+    let mut opts = opts();
+    opts.gateway.as_mut().unwrap().address_pool = Some("10.125.0.0/30".parse().unwrap());
+    let gateway = |name: &str, created: &str, addresses: &str| {
+        format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: infra, creationTimestamp: "{created}"}}
+spec:
+  gatewayClassName: gantry
+  addresses: {addresses}
+  listeners: [{{name: http, protocol: HTTP, port: 80}}]
+"#
+        )
+    };
+    let route = |name: &str, gw: &str, path: &str| {
+        format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: infra}}
+spec:
+  parentRefs: [{{name: {gw}}}]
+  rules: [{{matches: [{{path: {{type: PathPrefix, value: {path}}}}}], backendRefs: [{{name: web, port: 8080}}]}}]
+"#
+        )
+    };
+    let manifests = [
+        // BASE's `gw` (2026-01-01) is the oldest: it takes 10.125.0.1.
+        gateway("b", "2026-01-02T00:00:00Z", "[]"),
+        gateway(
+            "asks",
+            "2026-01-03T00:00:00Z",
+            "[{type: IPAddress, value: 10.125.0.1}]",
+        ),
+        gateway("outside", "2026-01-04T00:00:00Z", "[{value: 192.0.2.1}]"),
+        gateway(
+            "hostname",
+            "2026-01-05T00:00:00Z",
+            "[{type: Hostname, value: lb.example}]",
+        ),
+        gateway("full", "2026-01-06T00:00:00Z", "[]"),
+        route("on-gw", "gw", "/"),
+        route("on-b", "b", "/"),
+        route("on-outside", "outside", "/outside"),
+    ];
+    let t = build_with(
+        yaml(&format!("{BASE}\n---\n{}", manifests.join("\n---\n"))),
+        &opts,
+    );
+    let status = |name: &str| {
+        t.gateway
+            .gateways
+            .iter()
+            .find(|g| g.key.name == name)
+            .unwrap_or_else(|| panic!("no status for Gateway {name}"))
+    };
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert_eq!(status("gw").addresses, Some(vec![ip("10.125.0.1")]));
+    assert_eq!(status("b").addresses, Some(vec![ip("10.125.0.2")]));
+    // Asked for an address an older Gateway holds: accepted, not programmed.
+    let asks = status("asks");
+    assert_eq!(asks.addresses, None);
+    assert!(cond(&asks.conditions, "Accepted").status);
+    assert_eq!(cond(&asks.conditions, "Programmed").reason, "AddressNotUsable");
+    // Outside the pool: the same; its route still attaches (Accepted) but is served nowhere.
+    assert_eq!(
+        cond(&status("outside").conditions, "Programmed").reason,
+        "AddressNotUsable"
+    );
+    assert!(cond(&parent(&t.gateway, "infra/on-outside").conditions, "Accepted").status);
+    assert_eq!(listener(&t.gateway, "infra/outside", "http").attached_routes, 1);
+    // A Hostname address is not one Gantry can give.
+    let hostname = status("hostname");
+    assert!(!cond(&hostname.conditions, "Accepted").status);
+    assert_eq!(
+        cond(&hostname.conditions, "Accepted").reason,
+        "UnsupportedAddress"
+    );
+    // A /30 has two usable addresses, both taken.
+    assert_eq!(
+        cond(&status("full").conditions, "Programmed").reason,
+        "AddressNotAssigned"
+    );
+
+    // Two Gateways' routes on `/` do not conflict: each is in its own address's table, and the
+    // shared table (the Ingresses') has neither.
+    assert!(t.routes.is_empty());
+    let source_at = |addr: &str, path: &str| {
+        t.routes_for(ip(addr))
+            .lookup("any.example", path)
+            .map(|r| r.source.name.to_string())
+    };
+    assert_eq!(source_at("10.125.0.1", "/").as_deref(), Some("on-gw"));
+    assert_eq!(source_at("10.125.0.2", "/").as_deref(), Some("on-b"));
+    assert_eq!(source_at("10.125.0.2", "/outside").as_deref(), Some("on-b"));
+    assert_eq!(t.address_routes.len(), 2);
+    assert!(
+        t.diagnostics.iter().all(|d| d.reason != "RouteConflict"),
+        "{:?}",
+        t.diagnostics
+    );
+
+    // The next build keeps each Gateway's address, even when an older Gateway without one in its
+    // status appears (the status is where an address is remembered).
+    let mut with_status = format!("{BASE}\n---\n{}", manifests.join("\n---\n"));
+    with_status = with_status.replacen(
+        "metadata: {name: b, namespace: infra, creationTimestamp: \"2026-01-02T00:00:00Z\"}",
+        "metadata: {name: b, namespace: infra, creationTimestamp: \"2026-01-02T00:00:00Z\"}\nstatus: {addresses: [{type: IPAddress, value: 10.125.0.2}]}",
+        1,
+    );
+    let older = gateway("older", "2025-01-01T00:00:00Z", "[]");
+    let t = build_with(yaml(&format!("{with_status}\n---\n{older}")), &opts);
+    let status = |name: &str| {
+        t.gateway
+            .gateways
+            .iter()
+            .find(|g| g.key.name == name)
+            .unwrap()
+            .addresses
+            .clone()
+    };
+    assert_eq!(status("older"), Some(vec![ip("10.125.0.1")]));
+    assert_eq!(status("b"), Some(vec![ip("10.125.0.2")]));
+    assert_eq!(status("gw"), None, "the pool is full");
+}
+
+/// A listener whose certificate is missing is not served, but routes still attach to it and
+/// count in `attachedRoutes` (the spec: attachment depends only on allowedRoutes and parentRefs).
+#[test]
+fn routes_attach_to_a_listener_with_unresolved_references() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: broken-tls, namespace: infra}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - name: tls
+    protocol: HTTPS
+    port: 443
+    tls: {certificateRefs: [{name: does-not-exist}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: on-broken, namespace: infra}
+spec:
+  parentRefs: [{name: broken-tls, sectionName: tls}]
+  hostnames: [broken.example]
+  rules: [{backendRefs: [{name: web, port: 8080}]}]
+"#,
+    );
+    let l = listener(&t.gateway, "infra/broken-tls", "tls");
+    assert_eq!(l.attached_routes, 1);
+    assert!(!cond(&l.conditions, "ResolvedRefs").status);
+    assert!(!cond(&l.conditions, "Programmed").status);
+    assert!(cond(&parent(&t.gateway, "infra/on-broken").conditions, "Accepted").status);
+    assert!(t.routes.lookup("broken.example", "/").is_none(), "not served");
+}
