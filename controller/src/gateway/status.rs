@@ -36,7 +36,7 @@ use tokio::sync::watch;
 
 use crate::{
     gateway::api::{
-        gatewayclasses::GatewayClassStatus,
+        gatewayclasses::{GatewayClassStatus, GatewayClassStatusSupportedFeatures},
         gateways::{
             GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
             GatewayStatusListenersSupportedKinds,
@@ -290,7 +290,12 @@ pub fn plan(
                 c.generation,
                 now,
             )),
-            supported_features: current.supported_features.clone(),
+            supported_features: (!c.supported_features.is_empty()).then(|| {
+                c.supported_features
+                    .iter()
+                    .map(|f| GatewayClassStatusSupportedFeatures { name: (*f).into() })
+                    .collect()
+            }),
         };
         if desired != current {
             writes.push(Write {

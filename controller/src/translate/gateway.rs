@@ -128,7 +128,21 @@ pub struct ClassStatus {
     pub name: String,
     pub generation: i64,
     pub conditions: Vec<Condition>,
+    /// `status.supportedFeatures`: [`SUPPORTED_FEATURES`] for an accepted class, else none.
+    pub supported_features: Vec<&'static str>,
 }
+
+/// The Gateway API features Gantry implements, as the conformance suite names them
+/// (`sigs.k8s.io/gateway-api/pkg/features`), in the alphabetical order the spec asks for. Published
+/// in the `status.supportedFeatures` of every accepted GatewayClass; the conformance suite runs
+/// the tests of exactly these (conformance/README.md has the report). A feature is listed only
+/// when its conformance tests pass on the rig.
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "GRPCRoute",
+    "Gateway",
+    "HTTPRoute",
+    "ReferenceGrant",
+];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GatewayStatus {
@@ -345,6 +359,11 @@ fn classes(b: &mut Build<'_>, opts: &GatewayOptions, out: &mut GatewayApiStatus)
         out.classes.push(ClassStatus {
             name: key.name.clone(),
             generation: class.metadata.generation.unwrap_or_default(),
+            supported_features: if condition.status {
+                SUPPORTED_FEATURES.to_vec()
+            } else {
+                Vec::new()
+            },
             conditions: vec![condition],
         });
     }
