@@ -191,11 +191,9 @@ impl From<&Snapshot> for RouteDump {
                 ssl_redirect: r.policies.https_redirect.is_some(),
             }
         };
-        let host_name = |h: &HostMatch| match h {
-            HostMatch::Exact(h) => h.clone(),
-            HostMatch::Wildcard(p) => format!("*.{p}"),
-            HostMatch::Any => "*".to_string(),
-        };
+        // As `HostMatch` displays: `a.example`, `*.example` (Ingress, one label), `**.example`
+        // (Gateway API, any depth), `*` for rules without host.
+        let host_name = |h: &HostMatch| h.to_string();
         Self {
             generation: s.generation,
             routes: s.routes.iter().map(|(h, r)| entry(host_name(h), r)).collect(),
