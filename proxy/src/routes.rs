@@ -150,7 +150,8 @@ pub enum RouteError {
     /// The same host, path and path type is already claimed by an earlier (older) source with
     /// the same conditions (routes whose conditions differ share a path).
     ///
-    /// `host` is the [`HostMatch`] as displayed (`*.example.com`, `*` for rules without host,
+    /// `host` is the [`HostMatch`] as displayed (`*.example.com`, `**.example.com` for the
+    /// Gateway API's any-depth wildcard, `*` for rules without host,
     /// `(default)` for a second default route); `path` is the refused route's path as given.
     #[error("{host} {path:?} is already routed by {}/{}", existing.namespace, existing.name)]
     Conflict {

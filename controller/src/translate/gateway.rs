@@ -942,8 +942,11 @@ fn http_route(
                 };
                 if let Err(e) = b.routes.add(host.clone(), r) {
                     let message = match e {
-                        RouteError::Conflict { host, path, existing } => format!(
-                            "{place}: {host} {path:?} with the same conditions is already routed by {existing}; this match is not served there"
+                        // The host as the route spells it (`*.example.com`, not the table's
+                        // `**.example.com`); `*` for a route without hostnames.
+                        RouteError::Conflict { path, existing, .. } => format!(
+                            "{place}: {} {path:?} with the same conditions is already routed by {existing}; this match is not served there",
+                            host_spelling(host).unwrap_or_else(|| host.to_string())
                         ),
                         RouteError::InvalidPath { path, reason } => {
                             format!("{place}: path {path:?} {reason}; the match is skipped")

@@ -1249,3 +1249,34 @@ spec:
         [2, 1, 1]
     );
 }
+
+#[test]
+fn a_conflict_on_a_wildcard_hostname_names_it_as_the_route_writes_it() {
+    let route = |name: &str, time: &str| {
+        format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: apps, creationTimestamp: "{time}"}}
+spec:
+  parentRefs: [{{name: gw, namespace: infra, sectionName: from-apps}}]
+  hostnames: ["*.apps.example"]
+  rules: [{{backendRefs: [{{name: api, port: 80}}]}}]
+"#
+        )
+    };
+    let t = with(&format!(
+        "{}---\n{}",
+        route("older", "2026-01-01T00:00:00Z"),
+        route("newer", "2026-01-02T00:00:00Z")
+    ));
+    let wild = HostMatch::WildcardAnyDepth("apps.example".into());
+    assert_eq!(route_of(&t, &wild, &prefix("/")).source.name.as_ref(), "older");
+    let d = t
+        .diagnostics
+        .iter()
+        .find(|d| d.object == "HTTPRoute apps/newer" && d.reason == "RouteConflict")
+        .unwrap_or_else(|| panic!("{:#?}", t.diagnostics));
+    assert!(d.message.contains(": *.apps.example Prefix"), "{}", d.message);
+    assert_eq!(routed(&t, "a.b.apps.example", "/x").as_deref(), Some("api"));
+}
