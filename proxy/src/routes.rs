@@ -560,6 +560,7 @@ impl RouteTable {
     /// (`b.example.com` for `a.b.example.com`), from the longest parent to the shortest, each
     /// with the parent it is keyed by. A suffix is only tried at a label boundary, and a host
     /// with an empty label matches none beyond it.
+    #[inline]
     fn any_depth_entries<'t, 'h>(
         &'t self,
         parent: &'h str,
@@ -647,8 +648,8 @@ impl RouteTable {
     /// `/debug/routes`. The default route is not included.
     ///
     /// Hosts sort as [`HostMatch`] derives it: exact hosts, then one-label wildcards, then
-    /// any-depth wildcards, then `Any`, each alphabetically. Paths sort longest first (without a Prefix's trailing slash), then Exact
-    /// before Prefix, then alphabetically.
+    /// any-depth wildcards, then `Any`, each alphabetically. Paths sort longest first (without a
+    /// Prefix's trailing slash), then Exact before Prefix, then alphabetically.
     pub fn iter(&self) -> impl Iterator<Item = (&HostMatch, &Arc<Route>)> + '_ {
         self.listing
             .iter()
