@@ -196,11 +196,9 @@ impl From<&Snapshot> for RouteDump {
                 address: address.map(|a| a.to_string()),
             }
         };
-        let host_name = |h: &HostMatch| match h {
-            HostMatch::Exact(h) => h.clone(),
-            HostMatch::Wildcard(p) => format!("*.{p}"),
-            HostMatch::Any => "*".to_string(),
-        };
+        // As `HostMatch` displays: `a.example`, `*.example` (Ingress, one label), `**.example`
+        // (Gateway API, any depth), `*` for rules without host.
+        let host_name = |h: &HostMatch| h.to_string();
         Self {
             generation: s.generation,
             routes: s

@@ -3,11 +3,17 @@
 //! Hosts:
 //! - [`HostMatch::Exact`] hosts live in a hash map, [`HostMatch::Wildcard`] `*.example.com` in a
 //!   second map keyed by the parent domain (it matches exactly one extra label: `a.example.com`,
-//!   not `example.com`, not `a.b.example.com`), and rules without host ([`HostMatch::Any`]) on
-//!   their own.
-//! - Lookup takes the most specific host that matches (exact, then wildcard, then `Any`) and
-//!   considers **only its paths**. If none of them matches, the answer is the default route;
-//!   there is no fall-through to a less specific host.
+//!   not `example.com`, not `a.b.example.com`, as Ingress v1 says), the Gateway API's
+//!   [`HostMatch::WildcardAnyDepth`] `*.example.com` in a third one, also keyed by the parent
+//!   domain (it matches one or more extra labels: `a.example.com` and `a.b.example.com`, never
+//!   `example.com`), and rules without host ([`HostMatch::Any`]) on their own.
+//! - Lookup takes the most specific host that matches and considers **only its paths**: the exact
+//!   host; then, walking the host's parent domains from the longest to the shortest, at the first
+//!   parent (`example.com` for `a.example.com`) the one-label wildcard, then the any-depth one with
+//!   the same parent, and at each further parent only any-depth wildcards (the longer the parent,
+//!   the more specific, as the Gateway API's "most characters in a matching hostname" says); then
+//!   `Any`. If none of the chosen host's paths matches, the answer is the default route; there is
+//!   no fall-through to a less specific host.
 //!
 //! Paths (one trie per host):
 //! - `Exact(p)` matches the request path `p` and nothing else (case-sensitive; `/foo/` does not
@@ -57,13 +63,21 @@ use crate::{
 
 /// Which `Host` values a set of rules applies to. Built by the controller; hosts are lowercase.
 ///
-/// Displays as the Ingress spells it: `foo.example.com`, `*.example.com`, and `*` for `Any`.
+/// Displays as the Ingress spells it: `foo.example.com`, `*.example.com`, and `*` for `Any`. The
+/// Gateway API's any-depth wildcard, written `*.example.com` in the object like the Ingress one,
+/// displays as `**.example.com` so that `/debug/routes` and `gantry explain` tell the two apart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostMatch {
     /// `foo.example.com`
     Exact(String),
-    /// `*.example.com`, stored as the parent domain `example.com`: matches one extra label.
+    /// Ingress `*.example.com`, stored as the parent domain `example.com`: matches exactly one
+    /// extra label (`a.example.com`, not `a.b.example.com`, not `example.com`).
     Wildcard(String),
+    /// Gateway API `*.example.com` (listener `hostname`, route `hostnames`), stored as the parent
+    /// domain `example.com` like [`Self::Wildcard`]: a suffix match on whole labels, so it matches
+    /// one or more extra labels (`a.example.com`, `a.b.example.com`), never `example.com` itself.
+    /// Displays as `**.example.com`.
+    WildcardAnyDepth(String),
     /// A rule without host: applies to every host that has no match of its own.
     Any,
 }
@@ -136,7 +150,8 @@ pub enum RouteError {
     /// The same host, path and path type is already claimed by an earlier (older) source with
     /// the same conditions (routes whose conditions differ share a path).
     ///
-    /// `host` is the [`HostMatch`] as displayed (`*.example.com`, `*` for rules without host,
+    /// `host` is the [`HostMatch`] as displayed (`*.example.com`, `**.example.com` for the
+    /// Gateway API's any-depth wildcard, `*` for rules without host,
     /// `(default)` for a second default route); `path` is the refused route's path as given.
     #[error("{host} {path:?} is already routed by {}/{}", existing.namespace, existing.name)]
     Conflict {
@@ -159,8 +174,11 @@ const DEFAULT_HOST: &str = "(default)";
 #[derive(Debug, Default)]
 pub struct RouteTable {
     exact: HashMap<Box<str>, PathTrie>,
-    /// Keyed by parent domain: `*.example.com` is under `example.com`.
+    /// One-label wildcards, keyed by parent domain: `*.example.com` is under `example.com`.
     wildcard: HashMap<Box<str>, PathTrie>,
+    /// Any-depth (Gateway API) wildcards, keyed by parent domain like `wildcard`. Empty for
+    /// tables without Gateway API wildcards, whose lookups then never walk the host's suffixes.
+    any_depth: HashMap<Box<str>, PathTrie>,
     any: Option<PathTrie>,
     default: Option<Arc<Route>>,
     /// Hosts in `HostMatch` order, each with its routes in precedence order, for `iter()`.
@@ -285,14 +303,16 @@ impl fmt::Display for HostMatch {
         match self {
             Self::Exact(host) => f.write_str(host),
             Self::Wildcard(parent) => write!(f, "*.{parent}"),
+            Self::WildcardAnyDepth(parent) => write!(f, "**.{parent}"),
             Self::Any => f.write_str("*"),
         }
     }
 }
 
 impl HostMatch {
-    /// Lowercase, without a trailing dot; a wildcard given as `*.example.com` is taken as
-    /// `example.com`. Lookups compare against hosts normalized the same way.
+    /// Lowercase, without a trailing dot; a wildcard given as `*.example.com` (or an any-depth
+    /// one as `**.example.com`, as it displays) is taken as `example.com`. Lookups compare
+    /// against hosts normalized the same way.
     fn canonical(self) -> Self {
         fn clean(mut host: String) -> String {
             host.make_ascii_lowercase();
@@ -301,15 +321,17 @@ impl HostMatch {
             }
             host
         }
+        fn parent(parent: String, prefixes: &[&str]) -> String {
+            let parent = match prefixes.iter().find_map(|p| parent.strip_prefix(p)) {
+                Some(stripped) => stripped.to_owned(),
+                None => parent,
+            };
+            clean(parent)
+        }
         match self {
             Self::Exact(host) => Self::Exact(clean(host)),
-            Self::Wildcard(parent) => {
-                let parent = match parent.strip_prefix("*.") {
-                    Some(stripped) => stripped.to_owned(),
-                    None => parent,
-                };
-                Self::Wildcard(clean(parent))
-            }
+            Self::Wildcard(p) => Self::Wildcard(parent(p, &["*."])),
+            Self::WildcardAnyDepth(p) => Self::WildcardAnyDepth(parent(p, &["**.", "*."])),
             Self::Any => Self::Any,
         }
     }
@@ -450,6 +472,9 @@ impl RouteTableBuilder {
                 HostMatch::Wildcard(parent) => {
                     table.wildcard.insert(parent.into(), trie);
                 }
+                HostMatch::WildcardAnyDepth(parent) => {
+                    table.any_depth.insert(parent.into(), trie);
+                }
                 HostMatch::Any => table.any = Some(trie),
             }
         }
@@ -506,7 +531,11 @@ impl RouteTable {
         self.lookup_request(host, path, &facts)
     }
 
-    /// The paths of the most specific host entry that matches `host`.
+    /// The paths of the most specific host entry that matches `host`: exact, then the one-label
+    /// wildcard of the first parent, then the any-depth wildcards from the longest parent to the
+    /// shortest, then `Any`. Without any-depth wildcards this is what it was before they existed
+    /// (one more emptiness check on a wildcard miss); with them it walks the suffixes in place,
+    /// without allocating.
     #[inline]
     fn paths_for(&self, host: &str) -> Option<&PathTrie> {
         if let Some(paths) = self.exact.get(host) {
@@ -517,9 +546,33 @@ impl RouteTable {
                 if let Some(paths) = self.wildcard.get(parent) {
                     return Some(paths);
                 }
+                if !self.any_depth.is_empty() {
+                    if let Some((_, paths)) = self.any_depth_entries(parent).next() {
+                        return Some(paths);
+                    }
+                }
             }
         }
         self.any.as_ref()
+    }
+
+    /// The any-depth wildcard entries matching a host whose first parent domain is `parent`
+    /// (`b.example.com` for `a.b.example.com`), from the longest parent to the shortest, each
+    /// with the parent it is keyed by. A suffix is only tried at a label boundary, and a host
+    /// with an empty label matches none beyond it.
+    #[inline]
+    fn any_depth_entries<'t, 'h>(
+        &'t self,
+        parent: &'h str,
+    ) -> impl Iterator<Item = (&'h str, &'t PathTrie)> + use<'t, 'h> {
+        let suffixes = std::iter::successors(Some(parent), |p| {
+            p.split_once('.')
+                .filter(|(label, _)| !label.is_empty())
+                .map(|(_, rest)| rest)
+        });
+        suffixes
+            .take_while(|p| !p.is_empty())
+            .filter_map(|p| self.any_depth.get(p).map(|paths| (p, paths)))
     }
 
     /// Why a request goes where it goes: the host entry that applies, the route chosen, and for
@@ -534,8 +587,13 @@ impl RouteTable {
             applicable.push(HostMatch::Exact(host.to_owned()));
         }
         if let Some((label, parent)) = host.split_once('.') {
-            if !label.is_empty() && self.wildcard.contains_key(parent) {
-                applicable.push(HostMatch::Wildcard(parent.to_owned()));
+            if !label.is_empty() {
+                if self.wildcard.contains_key(parent) {
+                    applicable.push(HostMatch::Wildcard(parent.to_owned()));
+                }
+                for (parent, _) in self.any_depth_entries(parent) {
+                    applicable.push(HostMatch::WildcardAnyDepth(parent.to_owned()));
+                }
             }
         }
         if self.any.is_some() {
@@ -589,9 +647,9 @@ impl RouteTable {
     /// Every route with its host, in a stable order (hosts sorted, then path precedence), for
     /// `/debug/routes`. The default route is not included.
     ///
-    /// Hosts sort as [`HostMatch`] derives it: exact hosts, then wildcards, then `Any`, each
-    /// alphabetically. Paths sort longest first (without a Prefix's trailing slash), then Exact
-    /// before Prefix, then alphabetically.
+    /// Hosts sort as [`HostMatch`] derives it: exact hosts, then one-label wildcards, then
+    /// any-depth wildcards, then `Any`, each alphabetically. Paths sort longest first (without a
+    /// Prefix's trailing slash), then Exact before Prefix, then alphabetically.
     pub fn iter(&self) -> impl Iterator<Item = (&HostMatch, &Arc<Route>)> + '_ {
         self.listing
             .iter()
@@ -617,7 +675,8 @@ impl RouteTable {
         &self.backend_keys
     }
 
-    /// Number of distinct host entries (exact hosts, wildcards, and `Any` if present).
+    /// Number of distinct host entries (exact hosts, wildcards of both kinds, and `Any` if
+    /// present).
     pub fn host_count(&self) -> usize {
         self.listing.len()
     }
@@ -1465,6 +1524,261 @@ mod tests {
         assert!(why("wild").contains("less specific"), "{}", why("wild"));
         let none = t.explain("other.test", "/", &get);
         assert!(none.host_entry.is_none() && none.chosen.is_none());
+    }
+
+    // --- Gateway API (any-depth) wildcards ---
+
+    fn any_depth(parent: &str) -> HostMatch {
+        HostMatch::WildcardAnyDepth(parent.to_owned())
+    }
+
+    /// A table with one `Prefix /` route per host entry, each named after its entry.
+    fn hosts_table(hosts: &[HostMatch]) -> RouteTable {
+        let mut b = RouteTableBuilder::new();
+        for h in hosts {
+            b.add(h.clone(), route(P("/").path(), &h.to_string())).unwrap();
+        }
+        b.build()
+    }
+
+    /// The name of the host entry whose route answers `host` (`None`: no entry, no default).
+    fn entry_for<'t>(t: &'t RouteTable, host: &str) -> Option<&'t str> {
+        t.lookup(host, "/").map(|r| &*r.source.name)
+    }
+
+    #[test]
+    fn a_gateway_wildcard_matches_any_number_of_labels_but_never_its_parent() {
+        let t = hosts_table(&[any_depth("example.com")]);
+        for host in ["a.example.com", "a.b.example.com", "x.y.z.example.com"] {
+            assert_eq!(entry_for(&t, host), Some("**.example.com"), "{host}");
+        }
+        for host in [
+            "example.com",
+            "com",
+            "aexample.com",
+            "a.example.org",
+            "a.example.com.evil",
+            ".example.com",
+            "a..example.com",
+        ] {
+            assert_eq!(entry_for(&t, host), None, "{host}");
+        }
+    }
+
+    #[test]
+    fn an_ingress_wildcard_still_matches_exactly_one_label() {
+        let t = hosts_table(&[wildcard("example.com")]);
+        assert_eq!(entry_for(&t, "a.example.com"), Some("*.example.com"));
+        assert_eq!(entry_for(&t, "a.b.example.com"), None);
+        assert_eq!(entry_for(&t, "example.com"), None);
+    }
+
+    #[test]
+    fn the_most_specific_host_entry_wins_between_exact_one_label_and_any_depth_entries() {
+        // (host entries, request host, the entry that must answer)
+        let cases: &[(&[HostMatch], &str, Option<&str>)] = &[
+            // Exact beats both wildcards of its parent.
+            (
+                &[exact("a.b.com"), wildcard("b.com"), any_depth("b.com")],
+                "a.b.com",
+                Some("a.b.com"),
+            ),
+            // Same parent: the one-label wildcard first, the any-depth one for deeper hosts.
+            (
+                &[wildcard("b.com"), any_depth("b.com")],
+                "a.b.com",
+                Some("*.b.com"),
+            ),
+            (
+                &[wildcard("b.com"), any_depth("b.com")],
+                "x.a.b.com",
+                Some("**.b.com"),
+            ),
+            (
+                &[any_depth("b.com"), wildcard("b.com")],
+                "a.b.com",
+                Some("*.b.com"),
+            ),
+            // A longer parent beats a shorter one, whichever kind either is.
+            (
+                &[any_depth("com"), any_depth("b.com"), any_depth("a.b.com")],
+                "x.a.b.com",
+                Some("**.a.b.com"),
+            ),
+            (
+                &[any_depth("com"), any_depth("b.com")],
+                "x.a.b.com",
+                Some("**.b.com"),
+            ),
+            (
+                &[wildcard("a.b.com"), any_depth("b.com")],
+                "x.a.b.com",
+                Some("*.a.b.com"),
+            ),
+            (
+                &[any_depth("a.b.com"), wildcard("b.com")],
+                "x.a.b.com",
+                Some("**.a.b.com"),
+            ),
+            // A one-label wildcard of a further parent never matches; the any-depth one does.
+            (
+                &[wildcard("b.com"), any_depth("com")],
+                "x.a.b.com",
+                Some("**.com"),
+            ),
+            // Exact of another host, the parent itself: neither matches; `Any` answers.
+            (
+                &[exact("b.com"), any_depth("b.com"), HostMatch::Any],
+                "b.com",
+                Some("b.com"),
+            ),
+            (&[any_depth("b.com"), HostMatch::Any], "b.com", Some("*")),
+            (&[any_depth("b.com"), HostMatch::Any], "x.c.com", Some("*")),
+            (
+                &[any_depth("b.com"), HostMatch::Any],
+                "x.y.b.com",
+                Some("**.b.com"),
+            ),
+        ];
+        for (hosts, host, want) in cases {
+            let t = hosts_table(hosts);
+            assert_eq!(entry_for(&t, host), *want, "{host} among {hosts:?}");
+        }
+    }
+
+    #[test]
+    fn a_matching_any_depth_entry_without_the_path_does_not_fall_through_to_a_shorter_parent() {
+        let mut b = RouteTableBuilder::new();
+        b.add(any_depth("b.com"), route(P("/api").path(), "api")).unwrap();
+        b.add(any_depth("com"), route(P("/").path(), "root")).unwrap();
+        b.set_default(route(P("/").path(), "default")).unwrap();
+        let t = b.build();
+        let name = |host: &str, path: &str| t.lookup(host, path).map(|r| &*r.source.name);
+        assert_eq!(name("x.y.b.com", "/api/v1"), Some("api"));
+        assert_eq!(name("x.y.b.com", "/other"), Some("default"));
+        assert_eq!(name("x.y.c.com", "/other"), Some("root"));
+    }
+
+    /// A literal reading of both specs: the entries that match `host`, the most specific first
+    /// (exact, then the most characters in the matching hostname, which for suffixes of one host
+    /// is the longest parent, the one-label wildcard before the any-depth one of the same
+    /// parent), `Any` last.
+    fn naive_host_entry(entries: &[HostMatch], host: &str) -> Option<HostMatch> {
+        let labels = |h: &str| h.split('.').count();
+        let matches = |e: &HostMatch| match e {
+            HostMatch::Exact(h) => h == host,
+            HostMatch::Wildcard(p) => host
+                .strip_suffix(p.as_str())
+                .and_then(|l| l.strip_suffix('.'))
+                .is_some_and(|l| !l.is_empty() && !l.contains('.')),
+            HostMatch::WildcardAnyDepth(p) => labels(host) > labels(p) && host.ends_with(&format!(".{p}")),
+            HostMatch::Any => true,
+        };
+        let rank = |e: &HostMatch| match e {
+            HostMatch::Exact(_) => (3, 0, 1),
+            HostMatch::Wildcard(p) => (2, p.len(), 1),
+            HostMatch::WildcardAnyDepth(p) => (2, p.len(), 0),
+            HostMatch::Any => (1, 0, 0),
+        };
+        entries
+            .iter()
+            .filter(|e| matches(e))
+            .max_by_key(|e| rank(e))
+            .cloned()
+    }
+
+    #[test]
+    fn host_lookup_agrees_with_a_literal_reading_of_both_specs_on_random_tables() {
+        let labels = ["a", "b", "ab"];
+        let mut rng = fastrand::Rng::with_seed(0x40f7);
+        let random_name = |rng: &mut fastrand::Rng, min: usize| {
+            let n = rng.usize(min..5);
+            (0..n)
+                .map(|_| labels[rng.usize(..labels.len())])
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        for _ in 0..3_000 {
+            let mut entries = Vec::new();
+            for _ in 0..rng.usize(1..8) {
+                let name = random_name(&mut rng, 1);
+                entries.push(match rng.u8(..7) {
+                    0 | 1 => HostMatch::Exact(name),
+                    2 | 3 => HostMatch::Wildcard(name),
+                    4 | 5 => HostMatch::WildcardAnyDepth(name),
+                    _ => HostMatch::Any,
+                });
+            }
+            entries.sort();
+            entries.dedup();
+            let table = hosts_table(&entries);
+            for _ in 0..20 {
+                let host = random_name(&mut rng, 1);
+                let want = naive_host_entry(&entries, &host).map(|e| e.to_string());
+                assert_eq!(
+                    entry_for(&table, &host),
+                    want.as_deref(),
+                    "host {host:?} among {entries:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn any_depth_entries_display_apart_and_list_after_the_one_label_ones() {
+        let mut b = RouteTableBuilder::new();
+        // Spelled as written in the object, or as displayed: the same entry.
+        b.add(
+            HostMatch::WildcardAnyDepth("*.Example.COM.".into()),
+            route(P("/").path(), "gateway"),
+        )
+        .unwrap();
+        let again = b.add(
+            HostMatch::WildcardAnyDepth("**.example.com".into()),
+            route(P("/").path(), "again"),
+        );
+        assert_eq!(
+            again,
+            Err(RouteError::Conflict {
+                host: "**.example.com".into(),
+                path: P("/").path(),
+                existing: source("gateway"),
+            })
+        );
+        b.add(wildcard("*.example.com"), route(P("/").path(), "ingress"))
+            .unwrap();
+        b.add(HostMatch::Any, route(P("/").path(), "any")).unwrap();
+        b.add(exact("z.example.com"), route(P("/").path(), "exact"))
+            .unwrap();
+        let t = b.build();
+        let hosts: Vec<String> = t.iter().map(|(h, _)| h.to_string()).collect();
+        assert_eq!(hosts, ["z.example.com", "*.example.com", "**.example.com", "*"]);
+        assert_eq!(t.host_count(), 4);
+        assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn explain_lists_every_matching_wildcard_from_the_most_specific() {
+        let t = hosts_table(&[
+            any_depth("com"),
+            any_depth("b.com"),
+            wildcard("a.b.com"),
+            any_depth("a.b.com"),
+            any_depth("c.com"),
+            HostMatch::Any,
+        ]);
+        let headers = http::HeaderMap::new();
+        let get = RequestFacts::get(&headers);
+        let e = t.explain("x.a.b.com", "/", &get);
+        assert_eq!(e.host_entry, Some(wildcard("a.b.com")));
+        assert_eq!(&*e.chosen.unwrap().source.name, "*.a.b.com");
+        let others: Vec<String> = e.not_chosen.iter().map(|n| n.host.to_string()).collect();
+        assert_eq!(others, ["**.a.b.com", "**.b.com", "**.com", "*"]);
+        assert!(e.not_chosen.iter().all(|n| n.why.contains("less specific")));
+        let e = t.explain("y.x.a.b.com", "/", &get);
+        assert_eq!(e.host_entry, Some(any_depth("a.b.com")));
+        let e = t.explain("com", "/", &get);
+        assert_eq!(e.host_entry, Some(HostMatch::Any));
     }
 
     // --- routes with conditions (Gateway API matches) ---

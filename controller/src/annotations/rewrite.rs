@@ -110,7 +110,7 @@ fn server_alias<R: References>(p: &mut Parser<'_, R>) {
     let mut bad: Vec<String> = Vec::new();
     for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         match parse_host(Some(item)) {
-            Ok(host @ (HostMatch::Exact(_) | HostMatch::Wildcard(_))) => {
+            Ok(host @ (HostMatch::Exact(_) | HostMatch::Wildcard(_) | HostMatch::WildcardAnyDepth(_))) => {
                 if let Some(spelling) = host_spelling(&host) {
                     if !aliases.contains(&spelling) {
                         aliases.push(spelling);

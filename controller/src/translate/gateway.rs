@@ -23,9 +23,13 @@
 //! with headers, query parameters or a method is more specific than an Ingress path and takes the
 //! requests it matches, as the Gateway API's precedence says.
 //!
+//! **Hostnames.** A wildcard listener `hostname` or route `hostnames` entry, `*.example.com`, is a
+//! suffix match as the Gateway API says: it matches `a.example.com` and `a.b.example.com`, never
+//! `example.com` ([`HostMatch::WildcardAnyDepth`]; an Ingress's `*.example.com` matches one label,
+//! as Ingress v1 says). A route serves on a listener the intersection of their hostnames
+//! ([`intersect`]).
+//!
 //! Differences from the specification, stated where they apply:
-//! - A wildcard hostname matches one extra label, as Ingress hosts do (the Gateway API matches any
-//!   number of labels).
 //! - Every Gateway of Gantry's classes shares Gantry's listeners: two Gateways whose routes claim
 //!   the same host and path share one table, and the older route keeps the claim.
 
@@ -137,12 +141,7 @@ pub struct ClassStatus {
 /// in the `status.supportedFeatures` of every accepted GatewayClass; the conformance suite runs
 /// the tests of exactly these (conformance/README.md has the report). A feature is listed only
 /// when its conformance tests pass on the rig.
-pub const SUPPORTED_FEATURES: &[&str] = &[
-    "GRPCRoute",
-    "Gateway",
-    "HTTPRoute",
-    "ReferenceGrant",
-];
+pub const SUPPORTED_FEATURES: &[&str] = &["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GatewayStatus {
@@ -639,7 +638,7 @@ fn judge_listener(
         "HTTPS" => Some(Protocol::Https),
         _ => None,
     };
-    let hostname = match parse_host(l.hostname.as_deref()) {
+    let hostname = match gateway_host(l.hostname.as_deref()) {
         Ok(h) => h,
         Err(why) => {
             problems.push(("UnsupportedValue", format!("hostname {:?} {why}", l.hostname)));
@@ -941,36 +940,65 @@ fn namespace_selected(b: &Build<'_>, namespace: &str, selector: &BTreeMap<String
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// A Gateway API hostname (listener `hostname`, route `hostnames` entry): read and checked as an
+/// Ingress host is, but a wildcard `*.example.com` is the Gateway API's suffix match, one or more
+/// labels ([`HostMatch::WildcardAnyDepth`]), not the Ingress's one label.
+fn gateway_host(host: Option<&str>) -> Result<HostMatch, &'static str> {
+    parse_host(host).map(|h| match h {
+        HostMatch::Wildcard(parent) => HostMatch::WildcardAnyDepth(parent),
+        h => h,
+    })
+}
+
+/// Whether `name` is under `parent` on a label boundary with at least one label more:
+/// `a.b.example.com` is under `example.com`; `example.com` and `aexample.com` are not.
+fn is_under(name: &str, parent: &str) -> bool {
+    name.strip_suffix(parent)
+        .and_then(|rest| rest.strip_suffix('.'))
+        .is_some_and(|labels| !labels.is_empty())
+}
+
 /// The hostnames a route serves on a listener: the intersection of the listener's hostname and
-/// the route's. Empty when they do not intersect.
+/// the route's, as `HTTPRoute.spec.hostnames` defines it (both are [`gateway_host`]s, wildcards
+/// any depth). Empty when they do not intersect.
+///
+/// - A listener without hostname takes the route's hostnames; a route without hostnames takes
+///   the listener's.
+/// - An exact hostname intersects an equal one, and a wildcard it is under (any depth):
+///   listener `*.bar.com` ∩ route `a.b.bar.com` and listener `foo.bar.com` ∩ route `*.bar.com`
+///   are both the exact hostname.
+/// - Two wildcards intersect when one's parent is the other's or under it: the more specific
+///   (`*.bar.com` ∩ `*.foo.bar.com` is `*.foo.bar.com`). `example.com` is never under
+///   `*.example.com`.
 fn intersect(listener: &HostMatch, route: &[HostMatch]) -> Vec<HostMatch> {
     if route.is_empty() {
         return vec![listener.clone()];
     }
     let mut out = Vec::new();
     for h in route {
-        let both = match (listener, h) {
-            (HostMatch::Any, h) => Some(h.clone()),
-            (l, r) if l == r => Some(r.clone()),
-            (HostMatch::Wildcard(parent), HostMatch::Exact(name)) => name
-                .strip_suffix(parent.as_str())
-                .and_then(|label| label.strip_suffix('.'))
-                .filter(|label| !label.is_empty() && !label.contains('.'))
-                .map(|_| h.clone()),
-            (HostMatch::Exact(name), HostMatch::Wildcard(parent)) => name
-                .strip_suffix(parent.as_str())
-                .and_then(|label| label.strip_suffix('.'))
-                .filter(|label| !label.is_empty() && !label.contains('.'))
-                .map(|_| listener.clone()),
-            _ => None,
-        };
-        if let Some(both) = both {
+        if let Some(both) = intersect_one(listener, h) {
             if !out.contains(&both) {
                 out.push(both);
             }
         }
     }
     out
+}
+
+/// The intersection of one listener hostname and one route hostname (see [`intersect`]).
+fn intersect_one(listener: &HostMatch, route: &HostMatch) -> Option<HostMatch> {
+    use HostMatch::{Any, Exact, WildcardAnyDepth as Wild};
+    match (listener, route) {
+        (Any, h) | (h, Any) => Some(h.clone()),
+        (Exact(l), Exact(r)) => (l == r).then(|| route.clone()),
+        (Wild(parent), Exact(name)) | (Exact(name), Wild(parent)) => {
+            is_under(name, parent).then(|| Exact(name.clone()))
+        }
+        (Wild(l), Wild(r)) if l == r || is_under(r, l) => Some(route.clone()),
+        (Wild(l), Wild(r)) if is_under(l, r) => Some(listener.clone()),
+        // Two wildcards on unrelated parents; Ingress wildcards are never Gateway API hostnames.
+        _ => None,
+    }
 }
 
 /// Where an accepted route is served: each (address, host) with the listener kinds that take it.
@@ -991,7 +1019,7 @@ fn http_route(
     let mut hostnames = Vec::new();
     let mut bad_hostname = None;
     for h in route.spec.hostnames.as_deref().unwrap_or_default() {
-        match parse_host(Some(h)) {
+        match gateway_host(Some(h)) {
             Ok(HostMatch::Any) => {}
             Ok(h) => hostnames.push(h),
             Err(why) => bad_hostname = Some(format!("hostname {h:?} {why}")),
@@ -1095,8 +1123,11 @@ fn http_route(
                 };
                 if let Err(e) = b.routes_at(*address).add(host.clone(), r) {
                     let message = match e {
-                        RouteError::Conflict { host, path, existing } => format!(
-                            "{place}: {host} {path:?} with the same conditions is already routed by {existing}; this match is not served there"
+                        // The host as the route spells it (`*.example.com`, not the table's
+                        // `**.example.com`); `*` for a route without hostnames.
+                        RouteError::Conflict { path, existing, .. } => format!(
+                            "{place}: {} {path:?} with the same conditions is already routed by {existing}; this match is not served there",
+                            host_spelling(host).unwrap_or_else(|| host.to_string())
                         ),
                         RouteError::InvalidPath { path, reason } => {
                             format!("{place}: path {path:?} {reason}; the match is skipped")
@@ -1930,24 +1961,85 @@ mod unit {
     fn hostnames_intersect_as_the_spec_says() {
         let any = HostMatch::Any;
         let exact = |h: &str| HostMatch::Exact(h.into());
-        let wild = |h: &str| HostMatch::Wildcard(h.into());
+        let wild = |h: &str| HostMatch::WildcardAnyDepth(h.into());
         assert_eq!(intersect(&any, &[]), vec![any.clone()]);
         assert_eq!(
             intersect(&exact("a.example.com"), &[]),
             vec![exact("a.example.com")]
         );
+        assert_eq!(intersect(&wild("example.com"), &[]), vec![wild("example.com")]);
         assert_eq!(intersect(&any, &[exact("a.b")]), vec![exact("a.b")]);
+        assert_eq!(intersect(&any, &[wild("b.com")]), vec![wild("b.com")]);
+        // A wildcard listener: exact route hostnames under it, at any depth; never its parent.
         assert_eq!(
             intersect(
                 &wild("example.com"),
-                &[exact("a.example.com"), exact("a.other.com")]
+                &[
+                    exact("a.example.com"),
+                    exact("a.other.com"),
+                    exact("a.b.example.com"),
+                    exact("example.com"),
+                    exact("aexample.com"),
+                ]
             ),
-            vec![exact("a.example.com")]
+            vec![exact("a.example.com"), exact("a.b.example.com")]
         );
+        // An exact listener: route wildcards it is under, at any depth.
         assert_eq!(
             intersect(&exact("a.example.com"), &[wild("example.com")]),
             vec![exact("a.example.com")]
         );
+        assert_eq!(
+            intersect(&exact("foo.bar.com"), &[wild("bar.com")]),
+            vec![exact("foo.bar.com")]
+        );
+        assert_eq!(
+            intersect(
+                &exact("very.specific.com"),
+                &[exact("non.matching.com"), wild("specific.com")]
+            ),
+            vec![exact("very.specific.com")]
+        );
+        assert!(intersect(&exact("bar.com"), &[wild("bar.com")]).is_empty());
         assert!(intersect(&exact("a.example.com"), &[exact("b.example.com")]).is_empty());
+        // Two wildcards: the more specific when one is under the other, else none.
+        assert_eq!(
+            intersect(&wild("bar.com"), &[wild("bar.com")]),
+            vec![wild("bar.com")]
+        );
+        assert_eq!(
+            intersect(&wild("bar.com"), &[wild("foo.bar.com")]),
+            vec![wild("foo.bar.com")]
+        );
+        assert_eq!(
+            intersect(&wild("foo.bar.com"), &[wild("bar.com")]),
+            vec![wild("foo.bar.com")]
+        );
+        assert!(intersect(&wild("bar.com"), &[wild("foobar.com"), wild("baz.com")]).is_empty());
+        assert!(intersect(&wild("wildcard.io"), &[wild("nonmatchingwildcard.io")]).is_empty());
+        // Duplicates collapse.
+        assert_eq!(
+            intersect(&wild("bar.com"), &[exact("a.bar.com"), exact("a.bar.com")]),
+            vec![exact("a.bar.com")]
+        );
+    }
+
+    #[test]
+    fn gateway_hostnames_are_any_depth_wildcards() {
+        assert_eq!(
+            gateway_host(Some("*.Bar.com")),
+            Ok(HostMatch::WildcardAnyDepth("bar.com".into()))
+        );
+        assert_eq!(
+            gateway_host(Some("foo.bar.com")),
+            Ok(HostMatch::Exact("foo.bar.com".into()))
+        );
+        assert_eq!(gateway_host(None), Ok(HostMatch::Any));
+        assert!(gateway_host(Some("a.*.com")).is_err());
+        // The Ingress reading stays one label.
+        assert_eq!(
+            parse_host(Some("*.bar.com")),
+            Ok(HostMatch::Wildcard("bar.com".into()))
+        );
     }
 }

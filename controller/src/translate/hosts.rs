@@ -37,11 +37,12 @@ pub(crate) fn parse_host(host: Option<&str>) -> Result<HostMatch, &'static str> 
 }
 
 /// The host as an Ingress spells it (`a.example`, `*.example`), `None` for `Any`. This is the form
-/// `spec.tls[].hosts` uses, so it is also what decides `ssl_redirect`.
+/// `spec.tls[].hosts` uses, so it is also what decides `ssl_redirect`. A Gateway API wildcard
+/// (any depth) is spelled as its object writes it, `*.example`.
 pub(crate) fn host_spelling(host: &HostMatch) -> Option<String> {
     match host {
         HostMatch::Exact(h) => Some(h.clone()),
-        HostMatch::Wildcard(parent) => Some(format!("*.{parent}")),
+        HostMatch::Wildcard(parent) | HostMatch::WildcardAnyDepth(parent) => Some(format!("*.{parent}")),
         HostMatch::Any => None,
     }
 }

@@ -924,3 +924,525 @@ spec:
     assert!(cond(&parent(&t.gateway, "infra/on-broken").conditions, "Accepted").status);
     assert!(t.routes.lookup("broken.example", "/").is_none(), "not served");
 }
+
+// --- Gateway API wildcard hostnames: the conformance suite's cases (v1.6.3) ---
+
+/// The conformance suite's namespace and backends, each a Service with one ready endpoint.
+fn conformance_backends() -> String {
+    let mut out =
+        String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: gateway-conformance-infra}\n");
+    for (i, name) in [
+        "infra-backend-v1",
+        "infra-backend-v2",
+        "infra-backend-v3",
+        "grpc-infra-backend-v1",
+        "grpc-infra-backend-v2",
+        "grpc-infra-backend-v3",
+    ]
+    .iter()
+    .enumerate()
+    {
+        out.push_str(&format!(
+            r#"---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: gateway-conformance-infra}}
+spec: {{ports: [{{name: http, port: 8080, targetPort: 3000}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, namespace: gateway-conformance-infra, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: 3000}}]
+endpoints: [{{addresses: [10.1.0.{}], conditions: {{ready: true}}}}]
+"#,
+            i + 1
+        ));
+    }
+    out
+}
+
+/// The conformance manifests (`{GATEWAY_CLASS_NAME}` is Gantry's class) with the backends; every
+/// diagnostic must be for one of the routes in `refused`.
+fn conformance(manifests: &str, refused: &[&str]) -> Translation {
+    let t = with(&format!(
+        "{}---\n{}",
+        conformance_backends(),
+        manifests.replace("{GATEWAY_CLASS_NAME}", "gantry")
+    ));
+    let expected = |object: &str| {
+        refused
+            .iter()
+            .any(|r| object == format!("HTTPRoute gateway-conformance-infra/{r}"))
+    };
+    assert!(
+        t.diagnostics.iter().all(|d| expected(&d.object)),
+        "{:#?}",
+        t.diagnostics
+    );
+    t
+}
+
+/// `routed` for several requests: `(host, path, the backend or None for a 404)`.
+fn check_requests(t: &Translation, cases: &[(&str, &str, Option<&str>)]) {
+    for (host, path, want) in cases {
+        assert_eq!(
+            routed(t, host, path).as_deref(),
+            *want,
+            "{host}{path} in {:#?}",
+            routes(t)
+        );
+    }
+}
+
+/// `conformance/tests/httproute-listener-hostname-matching.yaml`.
+const LISTENER_HOSTNAME_MATCHING: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: httproute-listener-hostname-matching
+  namespace: gateway-conformance-infra
+spec:
+  gatewayClassName: "{GATEWAY_CLASS_NAME}"
+  listeners:
+  - name: listener-1
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Same
+    hostname: bar.com
+  - name: listener-2
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Same
+    hostname: foo.bar.com
+  - name: listener-3
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Same
+    hostname: "*.bar.com"
+  - name: listener-4
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Same
+    hostname: "*.foo.com"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: backend-v1
+  namespace: gateway-conformance-infra
+spec:
+  parentRefs:
+  - name: httproute-listener-hostname-matching
+    namespace: gateway-conformance-infra
+    sectionName: listener-1
+  rules:
+  - backendRefs:
+    - name: infra-backend-v1
+      port: 8080
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: backend-v2
+  namespace: gateway-conformance-infra
+spec:
+  parentRefs:
+  - name: httproute-listener-hostname-matching
+    namespace: gateway-conformance-infra
+    sectionName: listener-2
+  rules:
+  - backendRefs:
+    - name: infra-backend-v2
+      port: 8080
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: backend-v3
+  namespace: gateway-conformance-infra
+spec:
+  parentRefs:
+  - name: httproute-listener-hostname-matching
+    namespace: gateway-conformance-infra
+    sectionName: listener-3
+  - name: httproute-listener-hostname-matching
+    namespace: gateway-conformance-infra
+    sectionName: listener-4
+  rules:
+  - backendRefs:
+    - name: infra-backend-v3
+      port: 8080
+"#;
+
+#[test]
+fn http_route_listener_hostname_matching_conformance_wildcard_listeners_match_any_depth() {
+    let t = conformance(LISTENER_HOSTNAME_MATCHING, &[]);
+    let wild = |p: &str| HostMatch::WildcardAnyDepth(p.into());
+    let hosts: Vec<_> = routes(&t).into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        hosts,
+        [
+            exact("bar.com"),
+            exact("foo.bar.com"),
+            wild("bar.com"),
+            wild("foo.com")
+        ]
+    );
+    for route in ["backend-v1", "backend-v2", "backend-v3"] {
+        let p = &t
+            .gateway
+            .routes
+            .iter()
+            .find(|r| r.key.to_string() == format!("gateway-conformance-infra/{route}"))
+            .unwrap()
+            .parents;
+        assert!(
+            p.iter().all(|p| cond(&p.conditions, "Accepted").status),
+            "{route}: {p:#?}"
+        );
+    }
+    check_requests(
+        &t,
+        &[
+            ("bar.com", "/", Some("infra-backend-v1")),
+            ("foo.bar.com", "/", Some("infra-backend-v2")),
+            ("baz.bar.com", "/", Some("infra-backend-v3")),
+            ("boo.bar.com", "/", Some("infra-backend-v3")),
+            ("multiple.prefixes.bar.com", "/", Some("infra-backend-v3")),
+            ("multiple.prefixes.foo.com", "/", Some("infra-backend-v3")),
+            ("foo.com", "/", None),
+            ("no.matching.host", "/", None),
+        ],
+    );
+}
+
+#[test]
+fn grpc_route_listener_hostname_matching_conformance_wildcard_listeners_match_any_depth() {
+    // `conformance/tests/grpcroute-listener-hostname-matching.yaml`: the same Gateway and routes
+    // as GRPCRoutes to the gRPC backends.
+    let manifests = LISTENER_HOSTNAME_MATCHING
+        .replace(
+            "httproute-listener-hostname-matching",
+            "grpcroute-listener-hostname-matching",
+        )
+        .replace("kind: HTTPRoute", "kind: GRPCRoute")
+        .replace("name: infra-backend", "name: grpc-infra-backend");
+    let t = conformance(&manifests, &[]);
+    assert!(routes(&t).iter().all(|r| r.4 == SourceKind::GrpcRoute));
+    let method = "/gateway_api_conformance.echo_basic.grpcecho.GrpcEcho/Echo";
+    check_requests(
+        &t,
+        &[
+            ("bar.com", method, Some("grpc-infra-backend-v1")),
+            ("foo.bar.com", method, Some("grpc-infra-backend-v2")),
+            ("baz.bar.com", method, Some("grpc-infra-backend-v3")),
+            ("boo.bar.com", method, Some("grpc-infra-backend-v3")),
+            ("multiple.prefixes.bar.com", method, Some("grpc-infra-backend-v3")),
+            ("multiple.prefixes.foo.com", method, Some("grpc-infra-backend-v3")),
+            ("foo.com", method, None),
+            ("no.matching.host", method, None),
+        ],
+    );
+}
+
+#[test]
+fn http_route_hostname_intersection_conformance_intersects_wildcards_at_any_depth() {
+    // `conformance/tests/httproute-hostname-intersection.yaml`.
+    let t = conformance(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: httproute-hostname-intersection
+  namespace: gateway-conformance-infra
+spec:
+  gatewayClassName: "{GATEWAY_CLASS_NAME}"
+  listeners:
+  - name: listener-1
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Same
+    hostname: very.specific.com
+  - name: listener-2
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Same
+    hostname: "*.wildcard.io"
+  - name: listener-3
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Same
+    hostname: "*.anotherwildcard.io"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: httproute-hostname-intersection-all
+  namespace: gateway-conformance-infra
+spec:
+  gatewayClassName: "{GATEWAY_CLASS_NAME}"
+  listeners:
+  - name: listener-1
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Same
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: specific-host-matches-listener-specific-host
+  namespace: gateway-conformance-infra
+spec:
+  parentRefs:
+  - name: httproute-hostname-intersection
+    namespace: gateway-conformance-infra
+  hostnames:
+  - non.matching.com
+  - "*.nonmatchingwildcard.io"
+  - very.specific.com  #  matches listener-1's specific host
+  rules:
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /s1
+    backendRefs:
+    - name: infra-backend-v1
+      port: 8080
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: specific-host-matches-listener-wildcard-host
+  namespace: gateway-conformance-infra
+spec:
+  parentRefs:
+  - name: httproute-hostname-intersection
+    namespace: gateway-conformance-infra
+  hostnames:
+  - non.matching.com
+  - wildcard.io
+  - foo.wildcard.io  #  matches listener-2's wildcard host
+  - bar.wildcard.io  #  matches listener-2's wildcard host
+  - foo.bar.wildcard.io  #  matches listener-2's wildcard host
+  rules:
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /s2
+    backendRefs:
+    - name: infra-backend-v2
+      port: 8080
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: wildcard-host-matches-listener-specific-host
+  namespace: gateway-conformance-infra
+spec:
+  parentRefs:
+  - name: httproute-hostname-intersection
+    namespace: gateway-conformance-infra
+  hostnames:
+  - non.matching.com
+  - "*.specific.com"  # matches listener-1's specific host
+  rules:
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /s3
+    backendRefs:
+    - name: infra-backend-v3
+      port: 8080
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: wildcard-host-matches-listener-wildcard-host
+  namespace: gateway-conformance-infra
+spec:
+  parentRefs:
+  - name: httproute-hostname-intersection
+    namespace: gateway-conformance-infra
+  hostnames:
+  - "*.anotherwildcard.io"  # matches listener-3's wildcard host
+  rules:
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /s4
+    backendRefs:
+    - name: infra-backend-v1
+      port: 8080
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: no-intersecting-hosts
+  namespace: gateway-conformance-infra
+spec:
+  parentRefs:
+  - name: httproute-hostname-intersection
+    namespace: gateway-conformance-infra
+  hostnames:
+  - specific.but.wrong.com
+  - wildcard.io
+  rules:
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /s5
+    backendRefs:
+    - name: infra-backend-v2
+      port: 8080
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: httproute-hostname-intersection-all
+  namespace: gateway-conformance-infra
+spec:
+  parentRefs:
+  - name: httproute-hostname-intersection-all
+    namespace: gateway-conformance-infra
+  hostnames:
+  - first.com
+  - sub.first.com
+  - second.com
+  - sub.second.com
+  rules:
+  - backendRefs:
+    - name: infra-backend-v2
+      port: 8080
+"#,
+        &["no-intersecting-hosts"],
+    );
+    let (v1, v2, v3) = (
+        Some("infra-backend-v1"),
+        Some("infra-backend-v2"),
+        Some("infra-backend-v3"),
+    );
+    check_requests(
+        &t,
+        &[
+            // specific-host-matches-listener-specific-host
+            ("very.specific.com", "/s1", v1),
+            ("non.matching.com", "/s1", None),
+            ("foo.nonmatchingwildcard.io", "/s1", None),
+            ("foo.wildcard.io", "/s1", None),
+            ("very.specific.com", "/non-matching-prefix", None),
+            // specific-host-matches-listener-wildcard-host
+            ("foo.wildcard.io", "/s2", v2),
+            ("bar.wildcard.io", "/s2", v2),
+            ("foo.bar.wildcard.io", "/s2", v2),
+            ("non.matching.com", "/s2", None),
+            ("wildcard.io", "/s2", None),
+            ("very.specific.com", "/s2", None),
+            ("foo.wildcard.io", "/non-matching-prefix", None),
+            // wildcard-host-matches-listener-specific-host
+            ("very.specific.com", "/s3", v3),
+            ("non.matching.com", "/s3", None),
+            ("foo.specific.com", "/s3", None),
+            ("foo.wildcard.io", "/s3", None),
+            ("very.specific.com", "/non-matching-prefix", None),
+            // wildcard-host-matches-listener-wildcard-host
+            ("foo.anotherwildcard.io", "/s4", v1),
+            ("bar.anotherwildcard.io", "/s4", v1),
+            ("foo.bar.anotherwildcard.io", "/s4", v1),
+            ("anotherwildcard.io", "/s4", None),
+            ("foo.wildcard.io", "/s4", None),
+            ("very.specific.com", "/s4", None),
+            ("foo.anotherwildcard.io", "/non-matching-prefix", None),
+            // no-intersecting-hosts
+            ("specific.but.wrong.com", "/s5", None),
+            ("wildcard.io", "/s5", None),
+            // httproute-hostname-intersection-all: a listener without hostname
+            ("first.com", "/", v2),
+            ("sub.first.com", "/", v2),
+            ("second.com", "/", v2),
+            ("sub.second.com", "/", v2),
+            ("third.com", "/", None),
+            ("sub.third.com", "/", None),
+        ],
+    );
+    let reason = |route: &str| {
+        cond(
+            &parent(&t.gateway, &format!("gateway-conformance-infra/{route}")).conditions,
+            "Accepted",
+        )
+        .reason
+    };
+    for route in [
+        "specific-host-matches-listener-specific-host",
+        "specific-host-matches-listener-wildcard-host",
+        "wildcard-host-matches-listener-specific-host",
+        "wildcard-host-matches-listener-wildcard-host",
+        "httproute-hostname-intersection-all",
+    ] {
+        assert_eq!(reason(route), "Accepted", "{route}");
+    }
+    assert_eq!(reason("no-intersecting-hosts"), "NoMatchingListenerHostname");
+    let attached = |name: &str| {
+        listener(
+            &t.gateway,
+            "gateway-conformance-infra/httproute-hostname-intersection",
+            name,
+        )
+        .attached_routes
+    };
+    assert_eq!(
+        [
+            attached("listener-1"),
+            attached("listener-2"),
+            attached("listener-3")
+        ],
+        [2, 1, 1]
+    );
+}
+
+#[test]
+fn a_conflict_on_a_wildcard_hostname_names_it_as_the_route_writes_it() {
+    let route = |name: &str, time: &str| {
+        format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: apps, creationTimestamp: "{time}"}}
+spec:
+  parentRefs: [{{name: gw, namespace: infra, sectionName: from-apps}}]
+  hostnames: ["*.apps.example"]
+  rules: [{{backendRefs: [{{name: api, port: 80}}]}}]
+"#
+        )
+    };
+    let t = with(&format!(
+        "{}---\n{}",
+        route("older", "2026-01-01T00:00:00Z"),
+        route("newer", "2026-01-02T00:00:00Z")
+    ));
+    let wild = HostMatch::WildcardAnyDepth("apps.example".into());
+    assert_eq!(route_of(&t, &wild, &prefix("/")).source.name.as_ref(), "older");
+    let d = t
+        .diagnostics
+        .iter()
+        .find(|d| d.object == "HTTPRoute apps/newer" && d.reason == "RouteConflict")
+        .unwrap_or_else(|| panic!("{:#?}", t.diagnostics));
+    assert!(d.message.contains(": *.apps.example Prefix"), "{}", d.message);
+    assert_eq!(routed(&t, "a.b.apps.example", "/x").as_deref(), Some("api"));
+}
