@@ -42,7 +42,7 @@ use std::{
 
 use gantry_proxy::{
     policy::{
-        Cors, CorsOrigin, HeaderModifier, Mirror, PathModifier, RedirectScheme, RequestConditions,
+        Cors, CorsMode, CorsOrigin, HeaderModifier, Mirror, PathModifier, RedirectScheme, RequestConditions,
         RequestRedirect, UpstreamTls, UrlRewrite, ValueMatch, WeightedBackends,
     },
     Backend, BackendId, HostMatch, PathMatch, Policies, Route, RouteError, RouteSource, SourceKind, TlsCert,
@@ -1719,16 +1719,20 @@ fn filter(
         }
         HttpRouteRulesFiltersType::Cors => {
             let c = f.cors.as_ref().ok_or("CORS without its field")?;
-            let mut cors = Cors::default();
+            let mut cors = Cors {
+                mode: CorsMode::GatewayApi,
+                ..Cors::default()
+            };
             let origins: Vec<CorsOrigin> = c
                 .allow_origins
                 .iter()
                 .flatten()
                 .filter_map(|o| CorsOrigin::parse(o).ok())
+                .map(CorsOrigin::any_depth)
                 .collect();
-            if !origins.is_empty() {
-                cors.origins = origins;
-            }
+            // Only the valid origins; none (all invalid, or none listed) allows no origin at all,
+            // so a filter Gantry cannot read never opens a route to every site.
+            cors.origins = origins;
             let join = |v: &Option<Vec<String>>| {
                 v.as_ref()
                     .filter(|v| !v.is_empty())

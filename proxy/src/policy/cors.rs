@@ -33,8 +33,8 @@
 use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, CONTENT_TYPE, ORIGIN,
-    SERVER, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
+    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, CONTENT_TYPE, ORIGIN, SERVER, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
@@ -56,6 +56,44 @@ pub enum CorsOrigin {
         domain: String,
         port: Option<u16>,
     },
+    /// `https://*.example.com` as the Gateway API's CORS filter reads it: any origin one or more
+    /// labels below `example.com` (`https://a.example.com`, `https://b.a.example.com`), not
+    /// `example.com` itself.
+    SubdomainsAnyDepth {
+        scheme: String,
+        domain: String,
+        port: Option<u16>,
+    },
+}
+
+impl CorsOrigin {
+    /// The same origin, with a wildcard matching any number of labels (the Gateway API's).
+    pub fn any_depth(self) -> Self {
+        match self {
+            CorsOrigin::Subdomains { scheme, domain, port } => {
+                CorsOrigin::SubdomainsAnyDepth { scheme, domain, port }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Whose CORS semantics a route follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CorsMode {
+    /// ingress-nginx's `enable-cors` (the module documentation above).
+    #[default]
+    IngressNginx,
+    /// The Gateway API's CORS filter (HTTPRoute `CORS`, tested by its conformance suite):
+    /// - only a request with an `Origin` gets CORS headers, and an allowed origin is always
+    ///   echoed (also for `*`, so that credentials can be allowed with it);
+    /// - a preflight is an `OPTIONS` request with `Origin` and `Access-Control-Request-Method`;
+    ///   Gantry answers every preflight itself (204), with the CORS headers only when the origin
+    ///   is allowed, and never forwards one;
+    /// - `allowMethods: ["*"]` and `allowHeaders: ["*"]` answer a preflight with the method and
+    ///   headers it asked for;
+    /// - `https://*.example.com` matches any number of labels.
+    GatewayApi,
 }
 
 /// The CORS policy of a route, with ingress-nginx's defaults.
@@ -76,6 +114,7 @@ pub struct Cors {
     pub allow_credentials: bool,
     /// `Access-Control-Max-Age` in seconds, default 1728000 (20 days).
     pub max_age: u32,
+    pub mode: CorsMode,
 }
 
 impl Default for Cors {
@@ -89,6 +128,7 @@ impl Default for Cors {
             expose_headers: None,
             allow_credentials: true,
             max_age: 1_728_000,
+            mode: CorsMode::IngressNginx,
         }
     }
 }
@@ -111,6 +151,9 @@ impl Cors {
         if method != Method::OPTIONS {
             return None;
         }
+        if self.mode == CorsMode::GatewayApi {
+            return self.gateway_preflight(headers);
+        }
         let allow_origin = match self.verdict(headers.get(ORIGIN)) {
             Verdict::Any => HeaderValue::from_static("*"),
             Verdict::Echo(origin) => origin.clone(),
@@ -125,6 +168,31 @@ impl Cors {
         }
         h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain charset=UTF-8"));
         // No Content-Length: a 204 must not carry one (RFC 9110 8.6); nginx sends `0`.
+        h.insert(SERVER, super::SERVER.clone());
+        Some(resp)
+    }
+
+    /// [`CorsMode::GatewayApi`]'s preflight: `None` (not a preflight) without `Origin` or
+    /// `Access-Control-Request-Method`; otherwise always answered here.
+    fn gateway_preflight(&self, headers: &HeaderMap) -> Option<LocalResponse> {
+        let origin = headers.get(ORIGIN)?;
+        let requested_method = headers.get(ACCESS_CONTROL_REQUEST_METHOD)?;
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::NO_CONTENT;
+        let h = resp.headers_mut();
+        if self.allows_origin(origin.as_bytes()) {
+            self.set_headers(origin.clone(), h);
+            if self.allow_methods.as_bytes() == b"*" {
+                h.insert(ACCESS_CONTROL_ALLOW_METHODS, requested_method.clone());
+            }
+            if self.allow_headers.as_bytes() == b"*" {
+                match headers.get(ACCESS_CONTROL_REQUEST_HEADERS) {
+                    Some(asked) => h.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked.clone()),
+                    None => h.remove(ACCESS_CONTROL_ALLOW_HEADERS),
+                };
+            }
+        }
+        add_vary_origin(h);
         h.insert(SERVER, super::SERVER.clone());
         Some(resp)
     }
@@ -155,10 +223,16 @@ impl Cors {
     }
 
     fn depends_on_origin(&self) -> bool {
-        !self.allows_any_origin()
+        self.mode == CorsMode::GatewayApi || !self.allows_any_origin()
     }
 
     fn verdict<'a>(&self, origin: Option<&'a HeaderValue>) -> Verdict<'a> {
+        if self.mode == CorsMode::GatewayApi {
+            return match origin {
+                Some(o) if self.allows_origin(o.as_bytes()) => Verdict::Echo(o),
+                _ => Verdict::Refused,
+            };
+        }
         if self.allows_any_origin() {
             return Verdict::Any;
         }
@@ -309,7 +383,10 @@ impl CorsOrigin {
             CorsOrigin::Any => true,
             CorsOrigin::Exact(exact) => origin.eq_ignore_ascii_case(exact.as_bytes()),
             CorsOrigin::Subdomains { scheme, domain, port } => {
-                matches_subdomain(origin, scheme, domain, *port)
+                matches_subdomain(origin, scheme, domain, *port, false)
+            }
+            CorsOrigin::SubdomainsAnyDepth { scheme, domain, port } => {
+                matches_subdomain(origin, scheme, domain, *port, true)
             }
         }
     }
@@ -375,7 +452,7 @@ fn split_host_port(rest: &str) -> Result<(&str, Option<u16>), String> {
 }
 
 /// `origin` is `scheme://<one label>.domain[:port]`, scheme and host in any case.
-fn matches_subdomain(origin: &[u8], scheme: &str, domain: &str, port: Option<u16>) -> bool {
+fn matches_subdomain(origin: &[u8], scheme: &str, domain: &str, port: Option<u16>, any_depth: bool) -> bool {
     let Some(rest) = strip_prefix_ignore_case(origin, scheme.as_bytes()).and_then(|r| r.strip_prefix(b"://"))
     else {
         return false;
@@ -396,9 +473,13 @@ fn matches_subdomain(origin: &[u8], scheme: &str, domain: &str, port: Option<u16
     let Some((&b'.', tail)) = dot_domain.split_first() else {
         return false;
     };
+    let valid_label = |l: &[u8]| !l.is_empty() && l.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-');
     tail.eq_ignore_ascii_case(domain.as_bytes())
-        && !label.is_empty()
-        && label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-')
+        && if any_depth {
+            label.split(|&b| b == b'.').all(valid_label)
+        } else {
+            valid_label(label)
+        }
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
@@ -882,5 +963,122 @@ mod tests {
         let mut h = HeaderMap::new();
         c.apply_response(Some(&odd), &mut h);
         assert!(!h.contains_key(ACCESS_CONTROL_ALLOW_ORIGIN));
+    }
+
+    /// The Gateway API's CORS filter, as its conformance test `HTTPRouteCORS` expects.
+    mod gateway_api {
+        use super::*;
+
+        fn filter(origins: &[&str], methods: &str, headers: &str, credentials: bool) -> Cors {
+            Cors {
+                origins: origins
+                    .iter()
+                    .map(|o| CorsOrigin::parse(o).unwrap().any_depth())
+                    .collect(),
+                allow_methods: HeaderValue::from_str(methods).unwrap(),
+                allow_headers: HeaderValue::from_str(headers).unwrap(),
+                allow_credentials: credentials,
+                mode: CorsMode::GatewayApi,
+                ..Cors::default()
+            }
+        }
+
+        fn preflight(
+            c: &Cors,
+            origin: &str,
+            method: &str,
+            asked_headers: Option<&str>,
+        ) -> Option<LocalResponse> {
+            let mut h = HeaderMap::new();
+            h.insert(ORIGIN, HeaderValue::from_str(origin).unwrap());
+            h.insert(
+                ACCESS_CONTROL_REQUEST_METHOD,
+                HeaderValue::from_str(method).unwrap(),
+            );
+            if let Some(a) = asked_headers {
+                h.insert(ACCESS_CONTROL_REQUEST_HEADERS, HeaderValue::from_str(a).unwrap());
+            }
+            c.preflight(&Method::OPTIONS, &h)
+        }
+
+        #[test]
+        fn every_preflight_is_answered_here_and_only_allowed_origins_get_headers() {
+            let c = filter(
+                &["https://www.foo.com", "https://*.bar.com"],
+                "GET, OPTIONS",
+                "x-header-1",
+                true,
+            );
+            for origin in [
+                "https://www.foo.com",
+                "https://www.bar.com",
+                "https://xpto.www.bar.com",
+            ] {
+                let r = preflight(&c, origin, "GET", None).expect("answered");
+                assert_eq!(r.status(), StatusCode::NO_CONTENT);
+                assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], origin, "{origin}");
+                assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+            }
+            for origin in ["https://foobar.com", "https://bar.com", "http://www.bar.com"] {
+                let r = preflight(&c, origin, "GET", None).expect("answered, not forwarded");
+                assert!(r.headers().get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none(), "{origin}");
+                assert_eq!(r.headers()[VARY], "Origin");
+            }
+            // Not a preflight: no Access-Control-Request-Method, or not OPTIONS.
+            let mut h = HeaderMap::new();
+            h.insert(ORIGIN, HeaderValue::from_static("https://www.foo.com"));
+            assert!(c.preflight(&Method::OPTIONS, &h).is_none());
+            assert!(c.preflight(&Method::GET, &h).is_none());
+        }
+
+        #[test]
+        fn a_wildcard_origin_is_echoed_and_wildcard_methods_and_headers_answer_what_was_asked() {
+            let c = filter(&["*"], "*", "*", true);
+            let r = preflight(&c, "https://other.foo.com", "PUT", Some("x-header-1, x-header-2")).unwrap();
+            assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], "https://other.foo.com");
+            assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_METHODS], "PUT");
+            assert_eq!(
+                r.headers()[ACCESS_CONTROL_ALLOW_HEADERS],
+                "x-header-1, x-header-2"
+            );
+            assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+
+            let c = filter(&["*"], "*", "*", false);
+            let r = preflight(&c, "https://foobar.com:12345", "PUT", None).unwrap();
+            assert_eq!(
+                r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN],
+                "https://foobar.com:12345"
+            );
+            assert!(r.headers().get(ACCESS_CONTROL_ALLOW_CREDENTIALS).is_none());
+            assert!(r.headers().get(ACCESS_CONTROL_ALLOW_HEADERS).is_none());
+        }
+
+        #[test]
+        fn simple_requests_get_headers_only_with_an_allowed_origin() {
+            let c = filter(&["https://www.foo.com"], "GET", "x", false);
+            let mut h = HeaderMap::new();
+            c.apply_response(Some(&HeaderValue::from_static("https://www.foo.com")), &mut h);
+            assert_eq!(h[ACCESS_CONTROL_ALLOW_ORIGIN], "https://www.foo.com");
+            for origin in [Some("https://foobar.com"), None] {
+                let mut h = HeaderMap::new();
+                c.apply_response(origin.map(HeaderValue::from_static).as_ref(), &mut h);
+                assert!(h.get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none(), "{origin:?}");
+            }
+            // `*` with no Origin: not a CORS request, so nothing.
+            let c = filter(&["*"], "GET", "x", false);
+            let mut h = HeaderMap::new();
+            c.apply_response(None, &mut h);
+            assert!(h.get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+        }
+
+        #[test]
+        fn no_valid_origin_allows_none() {
+            let c = filter(&[], "GET", "x", false);
+            assert!(preflight(&c, "https://a.example", "GET", None)
+                .unwrap()
+                .headers()
+                .get(ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none());
+        }
     }
 }

@@ -75,7 +75,7 @@ pub use client_cert::{
     SSL_CLIENT_VERIFY,
 };
 pub use conditions::{RequestConditions, RequestFacts, ValueMatch};
-pub use cors::{Cors, CorsOrigin};
+pub use cors::{Cors, CorsMode, CorsOrigin};
 pub use error_pages::{
     CustomErrors, X_CODE, X_FORMAT, X_INGRESS_NAME, X_NAMESPACE, X_ORIGINAL_URI, X_SERVICE_NAME,
     X_SERVICE_PORT,
