@@ -60,6 +60,9 @@ pub struct Backend {
     /// The reference itself is invalid (the Gateway API's `ResolvedRefs: False`): requests get 500
     /// rather than 503, as the Gateway API requires for a backendRef that cannot be resolved.
     pub invalid: bool,
+    /// The Gateway API's `RequestHeaderModifier` on this `backendRef`: applied to the requests
+    /// sent here, after the route's own.
+    pub request_headers: Option<Arc<crate::policy::HeaderModifier>>,
     key: BackendKey,
 }
 
@@ -75,6 +78,7 @@ impl Backend {
             endpoints: endpoints.into(),
             unavailable: None,
             invalid: false,
+            request_headers: None,
         }
     }
 
@@ -86,6 +90,7 @@ impl Backend {
             endpoints: Arc::from([]),
             unavailable: Some(reason.into()),
             invalid: false,
+            request_headers: None,
         }
     }
 

@@ -775,6 +775,10 @@ pub async fn forward(
     if let Some(modifier) = &up.headers {
         modifier.apply(req.headers_mut());
     }
+    // The chosen `backendRef`'s own `RequestHeaderModifier`, after the rule's.
+    if let Some(modifier) = &first.backend.request_headers {
+        modifier.apply(req.headers_mut());
+    }
     if let Some(client_cert) = &route.policies.client_cert {
         client_cert.upstream_headers(ctx.conn, req.headers_mut());
     }

@@ -853,3 +853,60 @@ async fn the_local_address_a_client_dialled_chooses_the_route_table() {
     })
     .await;
 }
+
+/// A `RequestHeaderModifier` on a `backendRef` applies to the requests sent to that backend only,
+/// after the rule's own (HTTPRouteBackendRequestHeaderModifier).
+#[tokio::test]
+async fn each_weighted_backend_gets_its_own_request_headers_after_the_rule_s() {
+    within(async {
+        let (a, b) = (echo_backend("a").await, echo_backend("b").await);
+        let h = |n: &'static str| HeaderName::from_static(n);
+        let v = HeaderValue::from_static;
+        let with_headers = |backend: Arc<Backend>, value: &'static str| {
+            let mut with = (*backend).clone();
+            with.request_headers = Some(Arc::new(HeaderModifier {
+                set: vec![(h("x-backend"), v(value)), (h("x-rule"), v("overridden"))],
+                add: vec![],
+                remove: vec![],
+            }));
+            Arc::new(with)
+        };
+        let (ba, bb) = (
+            with_headers(backend("a", &[a.addr]), "for-a"),
+            with_headers(backend("b", &[b.addr]), "for-b"),
+        );
+        let policies = Policies {
+            upstream: UpstreamRequest {
+                headers: Some(Arc::new(HeaderModifier {
+                    set: vec![(h("x-rule"), v("rule")), (h("x-rule-only"), v("yes"))],
+                    add: vec![],
+                    remove: vec![],
+                })),
+                ..UpstreamRequest::default()
+            },
+            split: Some(Arc::new(WeightedBackends {
+                backends: vec![(1, ba.clone()), (1, bb)],
+            })),
+            ..Policies::default()
+        };
+        let dp = dataplane(vec![("split.test", httproute(prefix("/"), &ba, policies))]).await;
+        let mut client = Client::new(dp.http_addr()).await;
+        let mut seen_by = std::collections::BTreeMap::new();
+        for _ in 0..40 {
+            let seen = client
+                .send(request(Method::GET, "split.test", "/", &[]))
+                .await
+                .seen();
+            assert_eq!(seen.header("x-backend"), [format!("for-{}", seen.backend)]);
+            assert_eq!(
+                seen.header("x-rule"),
+                ["overridden"],
+                "the backendRef's after the rule's"
+            );
+            assert_eq!(seen.header("x-rule-only"), ["yes"]);
+            *seen_by.entry(seen.backend).or_insert(0) += 1;
+        }
+        assert_eq!(seen_by.len(), 2, "both backends were drawn: {seen_by:?}");
+    })
+    .await
+}

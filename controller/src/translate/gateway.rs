@@ -1336,9 +1336,17 @@ fn compile_rule(
     let mut tls: Vec<Option<Arc<UpstreamTls>>> = Vec::new();
     for r in refs {
         let weight = r.weight.unwrap_or(1).max(0) as u32;
-        let backend = backend_ref(b, route_key, r, unresolved);
-        if r.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-            broken.get_or_insert("filters on a backendRef are not supported yet".into());
+        let mut backend = backend_ref(b, route_key, r, unresolved);
+        match backend_ref_headers(r) {
+            Ok(None) => {}
+            Ok(Some(m)) => {
+                let mut with = (*backend).clone();
+                with.request_headers = Some(Arc::new(m));
+                backend = Arc::new(with);
+            }
+            Err(why) => {
+                broken.get_or_insert(why);
+            }
         }
         if !backend.invalid {
             let namespace = r.namespace.as_deref().unwrap_or(&route_key.namespace);
@@ -1473,6 +1481,44 @@ fn backend_ref(
         b.report(&format!("HTTPRoute {route_key}"), problem);
     }
     backend
+}
+
+/// The filters of one `backendRef`: its `RequestHeaderModifier` (applied to the requests sent to
+/// it, after the rule's). `Err` for the filters Gantry cannot apply per backend; the rule then
+/// answers 500 (a filter is never silently dropped).
+fn backend_ref_headers(r: &HttpRouteRulesBackendRefs) -> Result<Option<HeaderModifier>, String> {
+    use crate::gateway::api::httproutes::HttpRouteRulesBackendRefsFiltersType as T;
+    let mut out = None;
+    for f in r.filters.as_deref().unwrap_or_default() {
+        match f.r#type {
+            T::RequestHeaderModifier => {
+                let m = f
+                    .request_header_modifier
+                    .as_ref()
+                    .ok_or("RequestHeaderModifier without its field")?;
+                let set = m
+                    .set
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.as_str(), h.value.as_str()));
+                let add = m
+                    .add
+                    .iter()
+                    .flatten()
+                    .map(|h| (h.name.as_str(), h.value.as_str()));
+                if out.is_some() {
+                    return Err("a backendRef may have one RequestHeaderModifier".into());
+                }
+                out = Some(header_modifier(set, add, m.remove.iter().flatten())?);
+            }
+            ref other => {
+                return Err(format!(
+                    "the {other:?} filter on a backendRef is not supported (only RequestHeaderModifier)"
+                ))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A BackendTLSPolicy that targets a Service: whether it targets the whole Service (a port's wins),
