@@ -125,6 +125,17 @@ pub struct GatewayApiStatus {
     pub classes: Vec<ClassStatus>,
     pub gateways: Vec<GatewayStatus>,
     pub routes: Vec<RouteStatus>,
+    pub policies: Vec<PolicyStatus>,
+}
+
+/// A BackendTLSPolicy's status: one entry per Gateway of ours whose accepted routes send traffic
+/// to a Service the policy targets (its "ancestors"), each with the same conditions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyStatus {
+    pub key: ObjectKey,
+    pub generation: i64,
+    pub ancestors: Vec<ObjectKey>,
+    pub conditions: Vec<Condition>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -269,6 +280,8 @@ pub(super) fn gateway_api(b: &mut Build<'_>) -> GatewayApiStatus {
             ),
         }
     }
+
+    out.policies = backend_tls_policy_status(b, &out.routes);
 
     for g in gateways.into_values() {
         out.gateways.push(GatewayStatus {
@@ -1519,6 +1532,161 @@ fn backend_ref_headers(r: &HttpRouteRulesBackendRefs) -> Result<Option<HeaderMod
         }
     }
     Ok(out)
+}
+
+/// The status of every BackendTLSPolicy that applies behind one of our Gateways.
+///
+/// - Ancestors: the Gateways that accepted a route with a backendRef to a Service the policy
+///   targets.
+/// - `ResolvedRefs`: every `caCertificateRef` is a ConfigMap (else `InvalidKind`) with a `ca.crt`
+///   (else `InvalidCACertificateRef`).
+/// - `Accepted`: `False/NoValidCACertificate` when no reference is usable; `False/Conflicted` when
+///   an older policy targets the same Service and `sectionName` (the older one applies, as
+///   [`backend_tls`] chooses); else `True`.
+fn backend_tls_policy_status(b: &mut Build<'_>, routes: &[RouteStatus]) -> Vec<PolicyStatus> {
+    // Service (namespace, name) → the Gateways whose accepted routes reach it.
+    let mut reached: BTreeMap<(String, String), BTreeSet<ObjectKey>> = BTreeMap::new();
+    for r in routes {
+        let gateways: Vec<ObjectKey> = r
+            .parents
+            .iter()
+            .filter(|p| p.conditions.iter().any(|c| c.type_ == "Accepted" && c.status))
+            .map(|p| ObjectKey::new(p.namespace.clone().unwrap_or_else(|| r.key.namespace.clone()), p.name.as_str()))
+            .collect();
+        if gateways.is_empty() {
+            continue;
+        }
+        let refs: Vec<(Option<String>, String)> = match r.kind {
+            "GRPCRoute" => b
+                .store
+                .grpc_routes()
+                .get(&r.key)
+                .and_then(|g| grpc_as_http(g).ok())
+                .map(|h| backend_names(&h.spec))
+                .unwrap_or_default(),
+            _ => b
+                .store
+                .http_routes()
+                .get(&r.key)
+                .map(|h| backend_names(&h.spec))
+                .unwrap_or_default(),
+        };
+        for (namespace, name) in refs {
+            let namespace = namespace.unwrap_or_else(|| r.key.namespace.clone());
+            reached
+                .entry((namespace, name))
+                .or_default()
+                .extend(gateways.iter().cloned());
+        }
+    }
+    let mut policies: Vec<(&ObjectKey, &crate::gateway::api::BackendTlsPolicy)> =
+        b.store.backend_tls_policies().iter().collect();
+    policies.sort_by(|a, b| age(&a.1.metadata, a.0).cmp(&age(&b.1.metadata, b.0)));
+    let mut claimed: BTreeMap<(String, String, Option<String>), ObjectKey> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (key, policy) in policies {
+        let services: Vec<_> = policy
+            .spec
+            .target_refs
+            .iter()
+            .filter(|t| t.group.is_empty() && t.kind == "Service")
+            .collect();
+        let ancestors: BTreeSet<ObjectKey> = services
+            .iter()
+            .filter_map(|t| reached.get(&(key.namespace.clone(), t.name.clone())))
+            .flatten()
+            .cloned()
+            .collect();
+        let mut conflicted_with = None;
+        for t in &services {
+            let target = (key.namespace.clone(), t.name.clone(), t.section_name.clone());
+            match claimed.get(&target) {
+                Some(older) => {
+                    conflicted_with.get_or_insert_with(|| older.clone());
+                }
+                None => {
+                    claimed.insert(target, key.clone());
+                }
+            }
+        }
+        if ancestors.is_empty() {
+            continue;
+        }
+        let refs = policy.spec.validation.ca_certificate_refs.as_deref().unwrap_or_default();
+        let mut bad_kind = None;
+        let mut bad_ref = None;
+        let mut usable = 0;
+        for r in refs {
+            if !r.group.is_empty() || r.kind != "ConfigMap" {
+                bad_kind.get_or_insert(format!("caCertificateRef {}/{} {} is not a ConfigMap", r.group, r.kind, r.name));
+                continue;
+            }
+            match b
+                .store
+                .config_map(&key.namespace, &r.name)
+                .and_then(|cm| cm.data.as_ref())
+                .and_then(|d| d.get("ca.crt"))
+            {
+                Some(_) => usable += 1,
+                None => {
+                    bad_ref.get_or_insert(format!(
+                        "ConfigMap {}/{} does not exist or has no ca.crt",
+                        key.namespace, r.name
+                    ));
+                }
+            }
+        }
+        let resolved = match (&bad_kind, &bad_ref) {
+            (Some(why), _) => Condition::new("ResolvedRefs", false, "InvalidKind", why.clone()),
+            (None, Some(why)) => Condition::new("ResolvedRefs", false, "InvalidCACertificateRef", why.clone()),
+            (None, None) => Condition::new("ResolvedRefs", true, "ResolvedRefs", "every CA certificate reference is resolved"),
+        };
+        let accepted = if usable == 0 && policy.spec.validation.well_known_ca_certificates.is_none() {
+            Condition::new(
+                "Accepted",
+                false,
+                "NoValidCACertificate",
+                "no caCertificateRef is usable; requests to the targeted Services answer 500",
+            )
+        } else if let Some(older) = conflicted_with {
+            Condition::new(
+                "Accepted",
+                false,
+                "Conflicted",
+                format!("BackendTLSPolicy {older} is older and targets the same Service and sectionName"),
+            )
+        } else {
+            Condition::new("Accepted", true, "Accepted", "applied to the targeted Services")
+        };
+        for c in [&accepted, &resolved].into_iter().filter(|c| !c.status) {
+            b.report(
+                &format!("BackendTLSPolicy {key}"),
+                Problem::GatewayApi {
+                    reason: c.reason,
+                    message: c.message.clone(),
+                },
+            );
+        }
+        out.push(PolicyStatus {
+            key: key.clone(),
+            generation: policy.metadata.generation.unwrap_or_default(),
+            ancestors: ancestors.into_iter().collect(),
+            conditions: vec![accepted, resolved],
+        });
+    }
+    out
+}
+
+/// The Services (namespace as written, name) a route's rules send to: `backendRefs` of kind
+/// Service in the core group.
+fn backend_names(spec: &crate::gateway::api::httproutes::HttpRouteSpec) -> Vec<(Option<String>, String)> {
+    spec.rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.backend_refs.iter().flatten())
+        .filter(|r| r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Service") == "Service")
+        .map(|r| (r.namespace.clone(), r.name.clone()))
+        .collect()
 }
 
 /// A BackendTLSPolicy that targets a Service: whether it targets the whole Service (a port's wins),
