@@ -8,6 +8,7 @@
 //! Kubernetes binary would cost minutes of build time for nothing. See conformance/README.md.
 
 mod agent;
+mod logs;
 mod pod;
 mod runtime;
 
