@@ -197,7 +197,11 @@ start_rig() {
     log "starting kube-apiserver"
     # As controller/tests/support/envtest.rs, except that the ServiceAccount admission plugin
     # stays enabled: kube-controller-manager runs the service account controllers here, and the
-    # suite's pods then look like a real cluster's.
+    # suite's pods then look like a real cluster's. `pods/log` (kubectl logs) is served by the
+    # node agent's kubelet API at the Node's InternalIP (its Hostname address does not resolve);
+    # without --kubelet-certificate-authority the API server does not verify the agent's
+    # self-signed certificate, and without --kubelet-client-certificate it presents none (the
+    # agent does not ask: it listens only inside this namespace).
     start_proc kube-apiserver "$assets/kube-apiserver" \
         --etcd-servers=http://127.0.0.1:2379 --secure-port=6443 --bind-address=127.0.0.1 \
         --advertise-address=127.0.0.1 --cert-dir="$dir/apiserver-certs" \
@@ -206,7 +210,7 @@ start_rig() {
         --service-account-issuer=https://kubernetes.default.svc \
         --service-account-key-file="$dir/sa.pub" --service-account-signing-key-file="$dir/sa.key" \
         --authorization-mode=RBAC --allow-privileged=true --profiling=false \
-        --endpoint-reconciler-type=none
+        --endpoint-reconciler-type=none --kubelet-preferred-address-types=InternalIP
     wait_for kube-apiserver kctl get --raw /readyz
 
     log "starting kube-controller-manager"
@@ -238,7 +242,8 @@ start_rig() {
 
     eval "\$($0 env)"
     ip netns exec \$GANTRY_RIG_NETNS \$KUBEBUILDER_ASSETS/kubectl get nodes,pods -A
-    (pod logs: $dir/agent/pods/<uid>/<container>.log; component logs: $dir/*.log)
+    (pod logs: kubectl logs, or $dir/agent/pods/<uid>/<container>.log in CRI format;
+     component logs: $dir/*.log)
     $0 stop
 
 EOF

@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     Binding, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, ObjectReference, Pod,
-    PodCondition, PodIP, PodStatus,
+    ContainerStatus, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo, ObjectReference, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -23,6 +23,7 @@ use kube::{Api, Client};
 use tokio::process::Child;
 use tokio::sync::{Mutex, Notify};
 
+use crate::kubelet::{self, LogIndex};
 use crate::pod::{self, PodFacts};
 use crate::runtime::{self, ImageTable, Launch, Network};
 
@@ -41,6 +42,8 @@ pub struct Config {
     pub network: Network,
     pub images: ImageTable,
     pub state_dir: PathBuf,
+    /// The kubelet API's port (container logs), on the node address.
+    pub kubelet_port: u16,
 }
 
 pub struct Agent {
@@ -48,6 +51,8 @@ pub struct Agent {
     cfg: Config,
     pods: Mutex<HashMap<String, LocalPod>>,
     wake: Notify,
+    /// The running Pods' log files, for the kubelet API.
+    logs: Arc<LogIndex>,
     /// The Node's Ready condition has been True since then (heartbeats only move lastHeartbeatTime).
     ready_since: Timestamp,
 }
@@ -86,6 +91,7 @@ impl Agent {
             cfg,
             pods: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            logs: Arc::new(LogIndex::default()),
             ready_since: Timestamp::now(),
         })
     }
@@ -98,6 +104,16 @@ impl Agent {
             .await
             .context("setting up the node bridge")?;
         std::fs::create_dir_all(self.cfg.state_dir.join("pods"))?;
+        // The node address exists once the bridge holds it.
+        let kubelet_addr = std::net::SocketAddr::from((self.cfg.network.gateway(), self.cfg.kubelet_port));
+        kubelet::serve(
+            kubelet_addr,
+            vec![self.cfg.network.gateway().to_string(), self.cfg.node_name.clone()],
+            Arc::clone(&self.logs),
+        )
+        .await
+        .context("starting the kubelet API")?;
+        tracing::info!(addr = %kubelet_addr, "kubelet API (container logs) listening");
         self.register_node().await.context("registering the Node")?;
         tracing::info!(node = %self.cfg.node_name, ip = %self.cfg.network.gateway(), "node registered");
 
@@ -164,6 +180,12 @@ impl Agent {
                 last_heartbeat_time: Some(now),
                 last_transition_time: Some(Time(self.ready_since)),
             }]),
+            // Where the API server reaches this agent for `pods/log`.
+            daemon_endpoints: Some(NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: i32::from(self.cfg.kubelet_port),
+                }),
+            }),
             node_info: Some(NodeSystemInfo {
                 architecture: std::env::consts::ARCH.into(),
                 operating_system: "linux".into(),
@@ -310,6 +332,13 @@ impl Agent {
             .collect();
         let dir = self.cfg.state_dir.join("pods").join(pod::sanitize(&uid));
         tracing::info!(pod = %format!("{ns}/{name}"), "accepted");
+        self.logs.insert(
+            &ns,
+            &name,
+            &uid,
+            dir.clone(),
+            spec.containers.iter().map(|c| c.name.clone()).collect(),
+        );
         pods.insert(
             uid,
             LocalPod {
@@ -646,6 +675,12 @@ impl Agent {
 
     /// Kills the Pod's processes and removes its network namespace and files.
     async fn teardown(&self, p: &mut LocalPod) {
+        let meta = &p.pod.metadata;
+        self.logs.remove(
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+            meta.uid.as_deref().unwrap_or_default(),
+        );
         for c in &mut p.containers {
             if let Some(mut child) = c.child.take() {
                 runtime::kill(&mut child).await;

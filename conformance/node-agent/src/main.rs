@@ -8,6 +8,8 @@
 //! Kubernetes binary would cost minutes of build time for nothing. See conformance/README.md.
 
 mod agent;
+mod kubelet;
+mod logs;
 mod pod;
 mod runtime;
 
@@ -43,6 +45,10 @@ struct Args {
     /// Image to local binary: NAME=PATH matches images whose repository is NAME or ends in /NAME.
     #[arg(long = "image", value_name = "NAME=PATH")]
     images: Vec<String>,
+    /// Port of the kubelet API (HTTPS, container logs for `kubectl logs`) on the node address;
+    /// published in the Node's `status.daemonEndpoints.kubeletEndpoint.port`.
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
 }
 
 #[tokio::main]
@@ -74,6 +80,7 @@ async fn main() -> Result<()> {
         },
         images,
         state_dir: args.state_dir,
+        kubelet_port: args.kubelet_port,
     };
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};

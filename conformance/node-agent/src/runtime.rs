@@ -12,6 +12,8 @@ use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use tokio::process::{Child, Command};
 
+use crate::logs;
+
 /// Bound on every `ip` invocation: they return in milliseconds unless the kernel is wedged.
 const IP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -188,14 +190,14 @@ pub struct Launch {
 /// (the pod's network namespace; ip also gives it a private mount namespace), and, when there are
 /// volumes, a `sh` that bind-mounts them there before exec'ing the binary. The process leads its
 /// own process group so that `kill` reaches anything it forks. Each step execs the next, so the
-/// returned child's pid is the container's.
+/// returned child's pid is the container's. Its stdout and stderr are pipes, read by a task of
+/// their own ([`logs::capture`]) that appends CRI log entries to `launch.log`.
 pub fn spawn(launch: &Launch) -> Result<Child> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&launch.log)
         .with_context(|| format!("opening {}", launch.log.display()))?;
-    let log_err = log.try_clone()?;
     let mut cmd = Command::new("setpriv");
     cmd.args(["--pdeathsig", "KILL", "--", "ip", "netns", "exec", &launch.netns]);
     if !launch.mounts.is_empty() {
@@ -222,12 +224,19 @@ pub fn spawn(launch: &Launch) -> Result<Child> {
         .envs(&launch.env)
         .current_dir(&launch.workdir)
         .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    cmd.spawn()
-        .with_context(|| format!("starting {}", launch.binary.display()))
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", launch.binary.display()))?;
+    // Both were requested as pipes; on an error the dropped child is killed.
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    // Ends when both pipes close: the process group is gone (or closed them).
+    tokio::spawn(logs::capture(stdout, stderr, tokio::fs::File::from_std(log)));
+    Ok(child)
 }
 
 /// SIGKILLs the process group led by `child` and reaps the child, bounded in time.

@@ -2,9 +2,9 @@
 //! kube-controller-manager and gantry-node-agent in a network namespace of their own), then a
 //! Deployment of echo-basic with a Service, as the Gateway API conformance suite deploys them.
 //!
-//! Needs root (network namespaces) and the cached binaries of
-//! `controller/testenv/build-control-plane.sh` and `conformance/build-rig.sh`; it fails with a
-//! message naming the script to run when they are missing. Everything it starts is bounded by
+//! Needs root (network namespaces), curl (to call the agent's kubelet API directly) and the
+//! cached binaries of `controller/testenv/build-control-plane.sh` and `conformance/build-rig.sh`;
+//! it fails with a message naming the script to run when they are missing. Everything it starts is bounded by
 //! `GANTRY_RIG_LIFETIME` and stopped by `rig.sh stop` when the test ends.
 
 use std::collections::BTreeSet;
@@ -98,6 +98,8 @@ struct Rig {
     dir: tempfile::TempDir,
     netns: String,
     env: Vec<(String, String)>,
+    /// The control plane folder (kubectl).
+    assets: PathBuf,
 }
 
 impl Rig {
@@ -121,7 +123,12 @@ impl Rig {
             ("KUBEBUILDER_ASSETS".into(), assets.display().to_string()),
             ("GANTRY_RIG_BIN".into(), bin.display().to_string()),
         ];
-        let rig = Rig { dir, netns, env };
+        let rig = Rig {
+            dir,
+            netns,
+            env,
+            assets,
+        };
         let status = rig
             .script("start")
             .status()
@@ -163,6 +170,10 @@ fn echo_basic_deployment_runs_as_local_processes() {
     );
     let rig = Rig::start().unwrap_or_else(|e| panic!("{e:#}"));
     let kubeconfig = rig.kubeconfig();
+    let kubectl = Kubectl {
+        bin: rig.assets.join("kubectl"),
+        kubeconfig: kubeconfig.clone(),
+    };
     let netns = rig.netns.clone();
     // The API server and the pods are only reachable inside the rig's network namespace, so the
     // checks run on a thread moved into it, with a single-threaded runtime: every socket is
@@ -176,7 +187,7 @@ fn echo_basic_deployment_runs_as_local_processes() {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
-            .block_on(run_checks(&kubeconfig))
+            .block_on(run_checks(&kubeconfig, &kubectl))
     });
     let result = checks
         .join()
@@ -196,7 +207,7 @@ fn echo_basic_deployment_runs_as_local_processes() {
     }
 }
 
-async fn run_checks(kubeconfig: &Path) -> Result<()> {
+async fn run_checks(kubeconfig: &Path, kubectl: &Kubectl) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let kc = Kubeconfig::read_from(kubeconfig)?;
     let client =
@@ -297,12 +308,16 @@ async fn run_checks(kubeconfig: &Path) -> Result<()> {
 
     // 3. Each pod's echo-basic answers on its own IP, naming itself.
     for (name, ip, _) in &ready {
-        let body = http_get_json(SocketAddr::from((*ip, 3000))).await?;
+        let body = http_get_json(SocketAddr::from((*ip, 3000)), "/").await?;
         assert_eq!(body["pod"], json!(name), "echo-basic at {ip}: {body}");
         assert_eq!(body["namespace"], json!(NS), "echo-basic at {ip}: {body}");
     }
 
-    // 4. An image the agent cannot map shows why in the Pod's status, and the agent goes on.
+    // 4. Pod logs through the API server, which reads them from the agent's kubelet API.
+    let (name, ip, _) = &ready[0];
+    check_logs(&pods, kubectl, name, SocketAddr::from((*ip, 3000))).await?;
+
+    // 5. An image the agent cannot map shows why in the Pod's status, and the agent goes on.
     let bad: Pod = serde_json::from_value(json!({
         "metadata": { "name": "unknown-image", "namespace": NS },
         "spec": { "containers": [{ "name": "c", "image": "example.invalid/not-mapped:1" }] }
@@ -321,7 +336,7 @@ async fn run_checks(kubeconfig: &Path) -> Result<()> {
     })
     .await?;
 
-    // 5. Deleting the Deployment removes the pods, their processes and their namespaces.
+    // 6. Deleting the Deployment removes the pods, their processes and their namespaces.
     deployments.delete("echo", &DeleteParams::background()).await?;
     pods.delete("unknown-image", &DeleteParams::default()).await?;
     wait("all pods gone", || async {
@@ -376,11 +391,11 @@ where
     )
 }
 
-/// A plain HTTP/1.1 GET of `/` with a body that is one JSON object (echo-basic's answer).
-async fn http_get_json(addr: SocketAddr) -> Result<serde_json::Value> {
+/// A plain HTTP/1.1 GET of `path` with a body that is one JSON object (echo-basic's answer).
+async fn http_get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value> {
     let work = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
             .await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
@@ -401,4 +416,169 @@ async fn http_get_json(addr: SocketAddr) -> Result<serde_json::Value> {
     tokio::time::timeout(Duration::from_secs(10), work)
         .await
         .map_err(|_| anyhow!("GET {addr} timed out"))?
+}
+
+/// kubectl from the control plane folder, run on the calling thread (so inside the rig's
+/// network namespace, like the API server it talks to).
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// Runs `kubectl -n NS ARGS`; stdout on success, an error with stderr otherwise.
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["--request-timeout=20s", "-n", NS])
+            .args(args)
+            .output()
+            .with_context(|| format!("running {}", self.bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// echo-basic prints this line for every request it answers (conformance/echo-basic), and the
+/// suite's mirror tests look for it in the backends' logs (utils/http/mirror.go).
+fn echo_log_line(path: &str) -> String {
+    format!("Echoing back request made to {path} to client")
+}
+
+/// `kubectl logs` of `pod` (its echo-basic at `addr`): the API server's `pods/log`, served from
+/// the agent's kubelet API. Checks the options the suite and people use.
+async fn check_logs(pods: &Api<Pod>, kubectl: &Kubectl, pod: &str, addr: SocketAddr) -> Result<()> {
+    let first = "/logs-probe-before";
+    http_get_json(addr, first).await?;
+    let all = wait("the first request in kubectl logs", || async {
+        let out = kubectl.run(&["logs", pod])?;
+        Ok(out.contains(&echo_log_line(first)).then_some(out))
+    })
+    .await?;
+    assert!(
+        all.contains("Starting server, listening on port"),
+        "echo-basic's start-up lines: {all}"
+    );
+
+    // --since-time has a resolution of seconds: take a whole second strictly after the request.
+    std::thread::sleep(Duration::from_millis(1100));
+    let since = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())?;
+    let second = "/logs-probe-after";
+    http_get_json(addr, second).await?;
+    let since_arg = format!("--since-time={since}");
+    let recent = wait("the second request in kubectl logs --since-time", || async {
+        let out = kubectl.run(&["logs", pod, &since_arg])?;
+        Ok(out.contains(&echo_log_line(second)).then_some(out))
+    })
+    .await?;
+    assert!(
+        !recent.contains(&echo_log_line(first)),
+        "{since_arg} must leave out the earlier request: {recent}"
+    );
+    assert!(
+        !recent.contains("Starting server"),
+        "{since_arg} must leave out the start-up lines: {recent}"
+    );
+
+    // --timestamps: every line starts with an RFC 3339 time, at or after --since-time.
+    let stamped = kubectl.run(&["logs", pod, "--timestamps", &since_arg])?;
+    assert!(!stamped.trim().is_empty(), "no lines with --timestamps");
+    for line in stamped.lines() {
+        let (time, rest) = line
+            .split_once(' ')
+            .ok_or_else(|| anyhow!("no timestamp in {line:?}"))?;
+        let time: jiff::Timestamp = time.parse().with_context(|| format!("timestamp of {line:?}"))?;
+        assert!(time >= since, "{line:?} is before {since}");
+        assert!(!rest.is_empty(), "{line:?}");
+    }
+
+    // --tail=1: the last line only.
+    let tail = kubectl.run(&["logs", pod, "--tail=1"])?;
+    assert_eq!(tail.lines().count(), 1, "--tail=1 gave {tail:?}");
+    assert!(tail.contains(&echo_log_line(second)), "--tail=1 gave {tail:?}");
+
+    // --limit-bytes cuts the output.
+    let limited = kubectl.run(&["logs", pod, "--limit-bytes=10"])?;
+    assert_eq!(limited.len(), 10, "--limit-bytes=10 gave {limited:?}");
+
+    // A container the Pod does not have is an error (the API server checks the name itself).
+    let err = kubectl
+        .run(&["logs", pod, "-c", "no-such-container"])
+        .expect_err("logs of a missing container");
+    assert!(
+        format!("{err:#}").contains("no-such-container"),
+        "unexpected error: {err:#}"
+    );
+    // previous=true is refused by the agent, and its message reaches the client.
+    let err = pods
+        .logs(
+            pod,
+            &kube::api::LogParams {
+                previous: true,
+                ..kube::api::LogParams::default()
+            },
+        )
+        .await
+        .expect_err("previous=true");
+    assert!(
+        format!("{err:#}").contains("previous=true is not supported"),
+        "unexpected error: {err:#}"
+    );
+
+    // follow=true streams what comes later.
+    let third = "/logs-probe-followed";
+    let stream = pods
+        .log_stream(
+            pod,
+            &kube::api::LogParams {
+                follow: true,
+                since_seconds: Some(1),
+                ..kube::api::LogParams::default()
+            },
+        )
+        .await?;
+    let mut lines = futures_util::AsyncBufReadExt::lines(stream);
+    // The stream is open: the agent answers at once, before new entries exist.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    http_get_json(addr, third).await?;
+    let followed = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = futures_util::StreamExt::next(&mut lines).await {
+            if line?.contains(&echo_log_line(third)) {
+                return Ok(());
+            }
+        }
+        bail!("the followed log ended before the third request showed")
+    })
+    .await;
+    followed.map_err(|_| anyhow!("the followed log did not show the third request within 20 s"))??;
+    drop(lines);
+
+    // The kubelet API itself: unknown pods and containers are 404 with a message.
+    for (path, want) in [
+        (format!("/containerLogs/{NS}/no-such-pod/echo"), "not found"),
+        (
+            format!("/containerLogs/{NS}/{pod}/no-such-container"),
+            "container \"no-such-container\" not found",
+        ),
+    ] {
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
+            .arg(format!("https://10.124.0.1:10250{path}"))
+            .output()
+            .context("running curl")?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            text.ends_with("\n404") && text.contains(want),
+            "GET {path}: {text:?} (stderr {})",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
 }
