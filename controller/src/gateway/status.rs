@@ -36,13 +36,17 @@ use tokio::sync::watch;
 
 use crate::{
     gateway::api::{
+        backendtlspolicies::{
+            BackendTlsPolicyStatus, BackendTlsPolicyStatusAncestors,
+            BackendTlsPolicyStatusAncestorsAncestorRef,
+        },
         gatewayclasses::{GatewayClassStatus, GatewayClassStatusSupportedFeatures},
         gateways::{
             GatewayStatus, GatewayStatusAddresses, GatewayStatusListeners,
             GatewayStatusListenersSupportedKinds,
         },
         httproutes::{HttpRouteStatus, HttpRouteStatusParents, HttpRouteStatusParentsParentRef},
-        Gateway, GatewayClass, GrpcRoute, HttpRoute,
+        BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute,
     },
     leader::Leadership,
     metrics::{Metrics, ResultLabels},
@@ -186,6 +190,10 @@ async fn patch(client: &Client, w: &Write) -> Result<(), String> {
                 .await
                 .map(|_| ()),
             "Gateway" => Api::<Gateway>::namespaced(client.clone(), &w.key.namespace)
+                .patch_status(&w.key.name, &params, &patch)
+                .await
+                .map(|_| ()),
+            "BackendTLSPolicy" => Api::<BackendTlsPolicy>::namespaced(client.clone(), &w.key.namespace)
                 .patch_status(&w.key.name, &params, &patch)
                 .await
                 .map(|_| ()),
@@ -439,6 +447,55 @@ pub fn plan(
                 key: key.clone(),
                 status: serde_json::to_value(&desired).unwrap_or_default(),
                 resource_version,
+            });
+        }
+    }
+    // BackendTLSPolicies: one ancestor entry per Gateway of ours that reaches a targeted Service;
+    // other controllers' entries are kept as they are.
+    for (key, obj) in store.backend_tls_policies() {
+        let ours = status.policies.iter().find(|p| &p.key == key);
+        let current = obj.status.clone().unwrap_or(BackendTlsPolicyStatus {
+            ancestors: Vec::new(),
+        });
+        if ours.is_none() && current.ancestors.iter().all(|a| a.controller_name != controller) {
+            continue;
+        }
+        let mut ancestors: Vec<BackendTlsPolicyStatusAncestors> = current
+            .ancestors
+            .iter()
+            .filter(|a| a.controller_name != controller)
+            .cloned()
+            .collect();
+        for p in ours.into_iter() {
+            for gw in &p.ancestors {
+                let ancestor_ref = BackendTlsPolicyStatusAncestorsAncestorRef {
+                    group: Some(GROUP.into()),
+                    kind: Some("Gateway".into()),
+                    name: gw.name.clone(),
+                    namespace: Some(gw.namespace.clone()),
+                    port: None,
+                    section_name: None,
+                };
+                let before = current
+                    .ancestors
+                    .iter()
+                    .find(|a| a.controller_name == controller && a.ancestor_ref == ancestor_ref)
+                    .map(|a| a.conditions.as_slice())
+                    .unwrap_or_default();
+                ancestors.push(BackendTlsPolicyStatusAncestors {
+                    ancestor_ref,
+                    conditions: conditions(&p.conditions, before, p.generation, now),
+                    controller_name: controller.to_owned(),
+                });
+            }
+        }
+        let desired = BackendTlsPolicyStatus { ancestors };
+        if desired != current {
+            writes.push(Write {
+                kind: "BackendTLSPolicy",
+                key: key.clone(),
+                status: serde_json::to_value(&desired).unwrap_or_default(),
+                resource_version: rv(&obj.metadata),
             });
         }
     }

@@ -1551,7 +1551,12 @@ fn backend_tls_policy_status(b: &mut Build<'_>, routes: &[RouteStatus]) -> Vec<P
             .parents
             .iter()
             .filter(|p| p.conditions.iter().any(|c| c.type_ == "Accepted" && c.status))
-            .map(|p| ObjectKey::new(p.namespace.clone().unwrap_or_else(|| r.key.namespace.clone()), p.name.as_str()))
+            .map(|p| {
+                ObjectKey::new(
+                    p.namespace.clone().unwrap_or_else(|| r.key.namespace.clone()),
+                    p.name.as_str(),
+                )
+            })
             .collect();
         if gateways.is_empty() {
             continue;
@@ -1612,13 +1617,21 @@ fn backend_tls_policy_status(b: &mut Build<'_>, routes: &[RouteStatus]) -> Vec<P
         if ancestors.is_empty() {
             continue;
         }
-        let refs = policy.spec.validation.ca_certificate_refs.as_deref().unwrap_or_default();
+        let refs = policy
+            .spec
+            .validation
+            .ca_certificate_refs
+            .as_deref()
+            .unwrap_or_default();
         let mut bad_kind = None;
         let mut bad_ref = None;
         let mut usable = 0;
         for r in refs {
             if !r.group.is_empty() || r.kind != "ConfigMap" {
-                bad_kind.get_or_insert(format!("caCertificateRef {}/{} {} is not a ConfigMap", r.group, r.kind, r.name));
+                bad_kind.get_or_insert(format!(
+                    "caCertificateRef {}/{} {} is not a ConfigMap",
+                    r.group, r.kind, r.name
+                ));
                 continue;
             }
             match b
@@ -1638,8 +1651,15 @@ fn backend_tls_policy_status(b: &mut Build<'_>, routes: &[RouteStatus]) -> Vec<P
         }
         let resolved = match (&bad_kind, &bad_ref) {
             (Some(why), _) => Condition::new("ResolvedRefs", false, "InvalidKind", why.clone()),
-            (None, Some(why)) => Condition::new("ResolvedRefs", false, "InvalidCACertificateRef", why.clone()),
-            (None, None) => Condition::new("ResolvedRefs", true, "ResolvedRefs", "every CA certificate reference is resolved"),
+            (None, Some(why)) => {
+                Condition::new("ResolvedRefs", false, "InvalidCACertificateRef", why.clone())
+            }
+            (None, None) => Condition::new(
+                "ResolvedRefs",
+                true,
+                "ResolvedRefs",
+                "every CA certificate reference is resolved",
+            ),
         };
         let accepted = if usable == 0 && policy.spec.validation.well_known_ca_certificates.is_none() {
             Condition::new(
@@ -1684,7 +1704,9 @@ fn backend_names(spec: &crate::gateway::api::httproutes::HttpRouteSpec) -> Vec<(
         .iter()
         .flatten()
         .flat_map(|r| r.backend_refs.iter().flatten())
-        .filter(|r| r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Service") == "Service")
+        .filter(|r| {
+            r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Service") == "Service"
+        })
         .map(|r| (r.namespace.clone(), r.name.clone()))
         .collect()
 }

@@ -707,6 +707,31 @@ spec:
     let tls = r.policies.upstream.tls.as_ref().expect("upstream TLS");
     assert!(tls.verify() && tls.sni());
     assert_eq!(tls.ca_len(), 1);
+    // Its status: the Gateway that reaches the Service is its ancestor, and it is accepted.
+    let [p] = t.gateway.policies.as_slice() else {
+        panic!("{:#?}", t.gateway.policies)
+    };
+    assert_eq!(p.ancestors, vec![crate::store::ObjectKey::new("infra", "gw")]);
+    assert!(cond(&p.conditions, "Accepted").status);
+    assert!(cond(&p.conditions, "ResolvedRefs").status);
+    // A second, newer policy for the same Service port is conflicted, and the older one applies.
+    let newer = with_ca.clone()
+        + "\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {name: newer, namespace: infra, creationTimestamp: \"2030-01-01T00:00:00Z\"}\nspec:\n  targetRefs: [{group: \"\", kind: Service, name: web, sectionName: http}]\n  validation: {hostname: other.internal, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: web-ca}]}\n";
+    let t2 = with(&newer);
+    let newer = t2
+        .gateway
+        .policies
+        .iter()
+        .find(|p| p.key.name == "newer")
+        .unwrap();
+    assert_eq!(cond(&newer.conditions, "Accepted").reason, "Conflicted");
+    let tls = route_of(&t2, &HostMatch::Any, &prefix("/"))
+        .policies
+        .upstream
+        .tls
+        .clone()
+        .unwrap();
+    assert!(format!("{:?}", tls.name()).contains("web.internal"));
     assert!(
         format!("{:?}", tls.name()).contains("web.internal"),
         "{:?}",
@@ -727,6 +752,18 @@ spec:
         d.message.contains("ConfigMap infra/web-ca not found"),
         "{}",
         d.message
+    );
+    let p = &t.gateway.policies[0];
+    assert_eq!(cond(&p.conditions, "Accepted").reason, "NoValidCACertificate");
+    assert_eq!(
+        cond(&p.conditions, "ResolvedRefs").reason,
+        "InvalidCACertificateRef"
+    );
+    // A reference that is not a ConfigMap: InvalidKind.
+    let t = with(&route.replace("kind: ConfigMap, name: web-ca", "kind: Secret, name: web-ca"));
+    assert_eq!(
+        cond(&t.gateway.policies[0].conditions, "ResolvedRefs").reason,
+        "InvalidKind"
     );
 }
 
