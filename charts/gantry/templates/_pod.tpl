@@ -117,6 +117,9 @@ spec:
 - --ingress-class={{ .Values.ingressClass.name }}
 - --controller-name={{ .Values.controller.controllerName }}
 - --gateway-controller-name={{ if .Values.gatewayAPI.enabled }}{{ .Values.gatewayAPI.controllerName }}{{ else }}off{{ end }}
+{{- with .Values.gatewayAPI.addressPool }}
+- --gateway-address-pool={{ . }}
+{{- end }}
 - --gateway-http-port={{ .Values.service.ports.http }}
 - --gateway-https-port={{ .Values.service.ports.https }}
 - --backend-mode={{ include "gantry.backendMode" . }}
