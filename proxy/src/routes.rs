@@ -407,6 +407,13 @@ impl RouteTableBuilder {
         Self::claim(claims, &host, claim, route)
     }
 
+    /// A host entry, with no routes unless some are added: requests for its hosts get the default
+    /// (or 404) rather than the routes of a less specific entry. For the Gateway API's listener
+    /// isolation: the hosts of a listener's hostname belong to that listener alone.
+    pub fn reserve_host(&mut self, host: HostMatch) {
+        self.hosts.entry(host.canonical()).or_default();
+    }
+
     fn claim(
         claims: &mut BTreeMap<Claim, Claimants>,
         host: &HostMatch,

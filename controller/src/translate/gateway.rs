@@ -152,7 +152,35 @@ pub struct ClassStatus {
 /// in the `status.supportedFeatures` of every accepted GatewayClass; the conformance suite runs
 /// the tests of exactly these (conformance/README.md has the report). A feature is listed only
 /// when its conformance tests pass on the rig.
-pub const SUPPORTED_FEATURES: &[&str] = &["GRPCRoute", "Gateway", "HTTPRoute", "ReferenceGrant"];
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
+    "Gateway",
+    "GatewayHTTPListenerIsolation",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteCORS",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GatewayStatus {
@@ -252,6 +280,17 @@ pub(super) fn gateway_api(b: &mut Build<'_>) -> GatewayApiStatus {
     let mut taken = held_addresses(&opts, &ordered);
     for (key, gw) in ordered {
         let g = judge_gateway(b, &opts, key, gw, &mut taken);
+        // Listener isolation in a Gateway's own table: each listener hostname is a host entry
+        // even without routes, so its hosts never reach a broader listener's routes.
+        for address in g.addresses.iter().flatten() {
+            for l in g
+                .listeners
+                .iter()
+                .filter(|l| l.valid && l.hostname != HostMatch::Any)
+            {
+                b.routes_at(Some(*address)).reserve_host(l.hostname.clone());
+            }
+        }
         gateways.insert(key.clone(), g);
     }
 
@@ -998,6 +1037,11 @@ fn intersect(listener: &HostMatch, route: &[HostMatch]) -> Vec<HostMatch> {
     out
 }
 
+/// Whether every host `inner` matches is also matched by `outer`.
+fn within(inner: &HostMatch, outer: &HostMatch) -> bool {
+    intersect_one(outer, inner).as_ref() == Some(inner)
+}
+
 /// The intersection of one listener hostname and one route hostname (see [`intersect`]).
 fn intersect_one(listener: &HostMatch, route: &HostMatch) -> Option<HostMatch> {
     use HostMatch::{Any, Exact, WildcardAnyDepth as Wild};
@@ -1199,6 +1243,14 @@ fn attach(
     let mut selected = 0;
     let mut allowed = 0;
     let mut attached = 0;
+    // Listener isolation: a host belongs to the most specific listener (of the same port) whose
+    // hostname matches it, so a route attached to a broader listener does not serve it.
+    let siblings: Vec<(i32, HostMatch)> = gw
+        .listeners
+        .iter()
+        .filter(|l| l.valid)
+        .map(|l| (l.port, l.hostname.clone()))
+        .collect();
     for l in &mut gw.listeners {
         if section.is_some_and(|s| s != l.name) || port.is_some_and(|p| p != l.port) {
             continue;
@@ -1230,7 +1282,16 @@ fn attach(
             Some(own) => own.iter().copied().map(Some).collect(),
             None => vec![None],
         };
+        let narrower: Vec<&HostMatch> = siblings
+            .iter()
+            .filter(|(port, h)| *port == l.port && *h != l.hostname && within(h, &l.hostname))
+            .map(|(_, h)| h)
+            .collect();
         for h in hosts {
+            if narrower.iter().any(|n| within(&h, n)) {
+                // These hosts are a more specific listener's.
+                continue;
+            }
             for address in &addresses {
                 let e = placement.hosts.entry((*address, h.clone())).or_default();
                 match l.protocol {
@@ -1347,6 +1408,8 @@ fn compile_rule(
     let mut weighted: Vec<(u32, Arc<Backend>)> = Vec::new();
     // The BackendTLSPolicy of each resolved backend (`None`: plain text).
     let mut tls: Vec<Option<Arc<UpstreamTls>>> = Vec::new();
+    // The `appProtocol` of each resolved backend's Service port.
+    let mut app_protocols: Vec<Option<String>> = Vec::new();
     for r in refs {
         let weight = r.weight.unwrap_or(1).max(0) as u32;
         let mut backend = backend_ref(b, route_key, r, unresolved);
@@ -1363,6 +1426,14 @@ fn compile_rule(
         }
         if !backend.invalid {
             let namespace = r.namespace.as_deref().unwrap_or(&route_key.namespace);
+            app_protocols.push(
+                b.store
+                    .service(namespace, &r.name)
+                    .and_then(|s| s.spec.as_ref())
+                    .and_then(|s| s.ports.as_ref())
+                    .and_then(|ports| ports.iter().find(|p| Some(p.port) == r.port))
+                    .and_then(|p| p.app_protocol.clone()),
+            );
             match backend_tls(b, namespace, &r.name, r.port.unwrap_or_default()) {
                 Ok(t) => tls.push(t),
                 Err(why) => {
@@ -1371,6 +1442,32 @@ fn compile_rule(
             }
         }
         weighted.push((weight, backend));
+    }
+    // `appProtocol: kubernetes.io/h2c` (KEP-3726): the backends speak HTTP/2 in clear text. One rule
+    // speaks one protocol to its backends, so all of them must say it.
+    app_protocols.dedup();
+    let h2c = match app_protocols.as_slice() {
+        [Some(p)] => p == "kubernetes.io/h2c",
+        [] | [_] => false,
+        _ if app_protocols
+            .iter()
+            .any(|p| p.as_deref() == Some("kubernetes.io/h2c")) =>
+        {
+            b.report(
+                &label,
+                Problem::GatewayApi {
+                    reason: "UnsupportedValue",
+                    message: format!(
+                        "{place}: only some backends have appProtocol kubernetes.io/h2c; HTTP/1.1 is spoken to all of them"
+                    ),
+                },
+            );
+            false
+        }
+        _ => false,
+    };
+    if h2c && kind == SourceKind::HttpRoute {
+        policies.upstream.protocol = gantry_proxy::policy::UpstreamProtocol::H2c;
     }
     tls.dedup();
     match tls.as_slice() {
@@ -1634,13 +1731,20 @@ fn backend_tls_policy_status(b: &mut Build<'_>, routes: &[RouteStatus]) -> Vec<P
                 ));
                 continue;
             }
-            match b
+            let ca = b
                 .store
                 .config_map(&key.namespace, &r.name)
                 .and_then(|cm| cm.data.as_ref())
-                .and_then(|d| d.get("ca.crt"))
-            {
-                Some(_) => usable += 1,
+                .and_then(|d| d.get("ca.crt"));
+            // Usable when it holds a certificate the upstream TLS accepts (as `backend_tls` reads it).
+            match ca.map(|pem| UpstreamTls::new().with_ca_pem(pem.as_bytes())) {
+                Some(Ok(_)) => usable += 1,
+                Some(Err(e)) => {
+                    bad_ref.get_or_insert(format!(
+                        "ca.crt of ConfigMap {}/{} is not a usable certificate: {e}",
+                        key.namespace, r.name
+                    ));
+                }
                 None => {
                     bad_ref.get_or_insert(format!(
                         "ConfigMap {}/{} does not exist or has no ca.crt",

@@ -201,6 +201,22 @@ impl Cors {
     /// They replace any the response has; a response to an origin not allowed is left as it is
     /// (but for `Vary: Origin`).
     pub fn apply_response(&self, origin: Option<&HeaderValue>, headers: &mut HeaderMap) {
+        if self.mode == CorsMode::GatewayApi {
+            // Methods, headers and max age belong to the preflight's answer (which already has
+            // them, and passes here too, as all of Gantry's own answers do): an actual response
+            // carries only the origin, credentials and exposed headers.
+            if let Verdict::Echo(origin) = self.verdict(origin) {
+                headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                if self.allow_credentials {
+                    headers.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+                }
+                if let Some(expose) = &self.expose_headers {
+                    headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+                }
+            }
+            add_vary_origin(headers);
+            return;
+        }
         match self.verdict(origin) {
             Verdict::Any => self.set_headers(HeaderValue::from_static("*"), headers),
             Verdict::Echo(origin) => self.set_headers(origin.clone(), headers),
@@ -1034,7 +1050,13 @@ mod tests {
         #[test]
         fn a_wildcard_origin_is_echoed_and_wildcard_methods_and_headers_answer_what_was_asked() {
             let c = filter(&["*"], "*", "*", true);
-            let r = preflight(&c, "https://other.foo.com", "PUT", Some("x-header-1, x-header-2")).unwrap();
+            let mut r =
+                preflight(&c, "https://other.foo.com", "PUT", Some("x-header-1, x-header-2")).unwrap();
+            // Gantry's own answers pass the response phase too: it must not undo the preflight's.
+            c.apply_response(
+                Some(&HeaderValue::from_static("https://other.foo.com")),
+                r.headers_mut(),
+            );
             assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], "https://other.foo.com");
             assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_METHODS], "PUT");
             assert_eq!(

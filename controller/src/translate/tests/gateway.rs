@@ -1483,3 +1483,105 @@ spec:
     assert!(d.message.contains(": *.apps.example Prefix"), "{}", d.message);
     assert_eq!(routed(&t, "a.b.apps.example", "/x").as_deref(), Some("api"));
 }
+
+/// Listener isolation (GatewayHTTPListenerIsolation): a host belongs to the most specific listener
+/// whose hostname matches it, so a route attached to a broader listener does not serve it, even
+/// when the route's own hostnames would match.
+#[test]
+fn a_host_is_served_only_by_the_routes_of_its_most_specific_listener() {
+    let mut opts = opts();
+    opts.gateway.as_mut().unwrap().address_pool = Some("10.125.0.0/24".parse().unwrap());
+    let route = |name: &str, section: &str, path: &str| {
+        format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: infra}}
+spec:
+  parentRefs: [{{name: isolated, sectionName: {section}}}]
+  hostnames: [bar.com, "*.example.com", "*.foo.example.com"]
+  rules: [{{matches: [{{path: {{type: PathPrefix, value: {path}}}}}], backendRefs: [{{name: web, port: 8080}}]}}]
+"#
+        )
+    };
+    let gateway = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: isolated, namespace: infra}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - {name: empty, protocol: HTTP, port: 80}
+  - {name: wild, protocol: HTTP, port: 80, hostname: "*.example.com"}
+  - {name: wild-foo, protocol: HTTP, port: 80, hostname: "*.foo.example.com"}
+  - {name: abc, protocol: HTTP, port: 80, hostname: abc.foo.example.com}
+"#;
+    let manifests = [
+        gateway.to_string(),
+        route("on-empty", "empty", "/empty"),
+        route("on-wild", "wild", "/wild"),
+        route("on-wild-foo", "wild-foo", "/wild-foo"),
+        route("on-abc", "abc", "/abc"),
+    ];
+    let t = build_with(
+        yaml(&format!("{BASE}\n---\n{}", manifests.join("\n---\n"))),
+        &opts,
+    );
+    let address = t
+        .gateway
+        .gateways
+        .iter()
+        .find(|g| g.key.name == "isolated")
+        .and_then(|g| g.addresses.clone())
+        .expect("an address")[0];
+    let served = |host: &str, path: &str| {
+        t.routes_for(address)
+            .lookup(host, path)
+            .map(|r| r.source.name.to_string())
+    };
+    // (host, path, the route that serves it or None for 404), as the conformance test expects.
+    let cases = [
+        ("bar.com", "/empty", Some("on-empty")),
+        ("bar.com", "/wild", None),
+        ("bar.example.com", "/empty", None),
+        ("bar.example.com", "/wild", Some("on-wild")),
+        ("bar.foo.example.com", "/empty", None),
+        ("bar.foo.example.com", "/wild", None),
+        ("bar.foo.example.com", "/wild-foo", Some("on-wild-foo")),
+        ("abc.foo.example.com", "/wild-foo", None),
+        ("abc.foo.example.com", "/abc", Some("on-abc")),
+    ];
+    for (host, path, want) in cases {
+        assert_eq!(served(host, path).as_deref(), want, "{host}{path}");
+    }
+}
+
+/// A Service port with `appProtocol: kubernetes.io/h2c` is spoken to in HTTP/2 without TLS.
+#[test]
+fn an_h2c_app_protocol_makes_the_backend_http2() {
+    let t = with(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: grpcish, namespace: infra}
+spec: {ports: [{name: h2c, port: 8081, targetPort: 3001, appProtocol: kubernetes.io/h2c}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: h2c, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  rules: [{backendRefs: [{name: grpcish, port: 8081}]}, {matches: [{path: {type: PathPrefix, value: /plain}}], backendRefs: [{name: web, port: 8080}]}]
+"#,
+    );
+    let r = route_of(&t, &HostMatch::Any, &prefix("/"));
+    assert_eq!(
+        r.policies.upstream.protocol,
+        gantry_proxy::policy::UpstreamProtocol::H2c
+    );
+    let r = route_of(&t, &HostMatch::Any, &prefix("/plain"));
+    assert_eq!(
+        r.policies.upstream.protocol,
+        gantry_proxy::policy::UpstreamProtocol::default()
+    );
+}
