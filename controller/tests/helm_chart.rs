@@ -412,6 +412,18 @@ fn rbac_is_least_privilege_with_secrets_cluster_wide_only_without_watch_namespac
         g("*", "gateway.networking.k8s.io", "httproutes/status", "patch"),
         g("*", "gateway.networking.k8s.io", "grpcroutes/status", "update"),
         g("*", "gateway.networking.k8s.io", "grpcroutes/status", "patch"),
+        g(
+            "*",
+            "gateway.networking.k8s.io",
+            "backendtlspolicies/status",
+            "update",
+        ),
+        g(
+            "*",
+            "gateway.networking.k8s.io",
+            "backendtlspolicies/status",
+            "patch",
+        ),
         g(NAMESPACE, "coordination.k8s.io", "leases", "create"),
         g(NAMESPACE, "coordination.k8s.io", "leases", "get"),
         g(NAMESPACE, "coordination.k8s.io", "leases", "update"),
