@@ -44,10 +44,40 @@ pub struct Gantry {
 
 impl Gantry {
     /// Starts gantry on `dir` with extra flags and waits until `/readyz` is 200 (at most 20 s).
+    ///
+    /// The ports are free when chosen but not reserved, so a test running beside this one may take
+    /// one first: a gantry that exits because an address is in use is started again on new ports
+    /// (at most 3 times).
     pub async fn start(dir: &Path, extra: &[&str]) -> Gantry {
-        let g = Self::spawn(dir, extra);
-        g.wait_ready().await;
-        g
+        for _ in 0..3 {
+            let mut g = Self::spawn(dir, extra);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if g.is_ready().await {
+                    return g;
+                }
+                let exited = g
+                    .child
+                    .as_mut()
+                    .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+                if exited && g.log_text().contains("Address already in use") {
+                    break;
+                }
+                if exited || Instant::now() >= deadline {
+                    panic!("gantry not ready within 20 s; log:\n{}", g.log_text());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("gantry found its ports taken three times in a row");
+    }
+
+    async fn is_ready(&self) -> bool {
+        plain_client()
+            .get(format!("http://{}/readyz", self.admin))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     }
 
     pub fn spawn(dir: &Path, extra: &[&str]) -> Gantry {
