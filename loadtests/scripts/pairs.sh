@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# pairs.sh — the rate of configuration B as a share of configuration A, measured in alternating
-# pairs (A then B, back to back, one round each on a fresh proxy), so that the VM's drift lands on
-# both sides of each ratio instead of on one.
+# pairs.sh — the rate of configuration B as a share of configuration A, measured in pairs (A and B
+# back to back, one round each on a fresh proxy, the order alternating from pair to pair), so that
+# the VM's drift lands on both sides of each ratio instead of on one.
 #
 # Usage: loadtests/scripts/pairs.sh OUT_DIR PAIRS DURATION PROXY_A:SCENARIO_A PROXY_B:SCENARIO_B
 #        (LOADTESTS=path/to/loadtests, GANTRY_BIN=... as for `loadtests run`)
@@ -30,8 +30,15 @@ run() { # run NAME PROXY:SCENARIO PAIR
 }
 : >"$out/pairs.tsv"
 for i in $(seq 1 "$pairs"); do
-  ra=$(run a "$a" "$i")
-  rb=$(run b "$b" "$i")
+  # The order alternates (A B, B A, ...): whatever the second run of a pair gains or loses from
+  # the first lands on A and on B equally often.
+  if ((i % 2)); then
+    ra=$(run a "$a" "$i")
+    rb=$(run b "$b" "$i")
+  else
+    rb=$(run b "$b" "$i")
+    ra=$(run a "$a" "$i")
+  fi
   printf '%s\t%.0f\t%.0f\t%.3f\n' "$i" "$ra" "$rb" "$(python3 -c "print($rb/$ra)")" | tee -a "$out/pairs.tsv"
 done
 python3 - "$out/pairs.tsv" "$a" "$b" "$duration" >"$out/summary.md" <<'EOF'

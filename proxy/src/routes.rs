@@ -263,19 +263,24 @@ type RouteList = Box<[Arc<Route>]>;
 
 /// The `*_list` of a node slot without a list.
 const NO_LIST: u32 = u32::MAX;
+/// The `*_list` of a node slot whose one route has conditions: the route is in the slot, and its
+/// conditions are judged there (no list to fetch). A Gateway API route without matches besides
+/// its path still has one, the listener's (`tls`), so this is the common Gateway API case.
+const CHECK: u32 = u32::MAX - 1;
 
 /// One trie node, 32 bytes: two to a cache line.
 ///
 /// Each of its Exact and Prefix slots is, in the common case of one route without conditions
-/// (every Ingress route), the route itself, so that looking it up reads nothing but the node;
-/// otherwise the slot's route is `None` and its routes are a list in [`PathTrie::lists`].
+/// (every Ingress route), the route itself, so that looking it up reads nothing but the node.
+/// One route with conditions is in the slot too, marked [`CHECK`]; otherwise the slot's route is
+/// `None` and its routes are a list in [`PathTrie::lists`].
 #[derive(Debug)]
 struct Node {
     /// `start..end` into `PathTrie::edges`.
     edges: (u32, u32),
     exact: Option<Arc<Route>>,
     prefix: Option<Arc<Route>>,
-    /// Index into `PathTrie::lists`, or [`NO_LIST`].
+    /// Index into `PathTrie::lists`, or [`NO_LIST`], or [`CHECK`].
     exact_list: u32,
     prefix_list: u32,
 }
@@ -827,6 +832,7 @@ impl PathTrie {
         let mut slot = |routes: &[Arc<Route>]| match routes {
             [] => (None, NO_LIST),
             [one] if one.conditions.is_none() => (Some(one.clone()), NO_LIST),
+            [one] => (Some(one.clone()), CHECK),
             many => {
                 lists.push(RouteList::from(many));
                 (None, index(lists.len() - 1))
@@ -920,8 +926,9 @@ impl PathTrie {
         list: u32,
         facts: &RequestFacts<'_>,
     ) -> Option<&'s Arc<Route>> {
-        if plain.is_some() {
-            return plain.as_ref();
+        if let Some(route) = plain {
+            // Ingress routes (`NO_LIST`) are taken without reading the route.
+            return (list != CHECK || route.accepts(facts)).then_some(route);
         }
         if list == NO_LIST {
             return None;
@@ -2062,5 +2069,39 @@ mod tests {
         assert_eq!(&*t.lookup_request("h", "/", &facts).unwrap().source.name, "plain");
         facts.tls = true;
         assert_eq!(&*t.lookup_request("h", "/", &facts).unwrap().source.name, "tls");
+    }
+
+    #[test]
+    fn a_lone_route_with_conditions_is_judged_in_its_slot() {
+        // One route per slot, each with conditions: the slot holds the route itself (no list),
+        // and a request that fails its conditions falls through as if it were in a list.
+        let tls_only = Some(RequestConditions {
+            tls: Some(true),
+            ..RequestConditions::default()
+        });
+        let t = table_with(vec![
+            conditional(P("/").path(), "root", None),
+            conditional(P("/a").path(), "a-tls", tls_only.clone()),
+            conditional(
+                E("/a/b").path(),
+                "ab-put",
+                Some(when(Some(Method::PUT), &[], &[])),
+            ),
+        ]);
+        assert!(t.exact.get("h").is_some_and(|trie| trie.lists.is_empty()));
+        assert_eq!(served(&t, Method::GET, "/a/x", &[], None), Some("root"));
+        assert_eq!(served(&t, Method::PUT, "/a/b", &[], None), Some("ab-put"));
+        assert_eq!(served(&t, Method::GET, "/a/b", &[], None), Some("root"));
+        let headers = HeaderMap::new();
+        let mut facts = RequestFacts::get(&headers);
+        facts.tls = true;
+        assert_eq!(
+            &*t.lookup_request("h", "/a/x", &facts).unwrap().source.name,
+            "a-tls"
+        );
+        assert_eq!(
+            &*t.lookup_request("h", "/a/b", &facts).unwrap().source.name,
+            "a-tls"
+        );
     }
 }

@@ -1171,7 +1171,7 @@ fn http_route(
                     (false, true) => Some(true),
                     _ => None,
                 };
-                let conditions = (conditions != RequestConditions::default()).then(|| Arc::new(conditions));
+                let conditions = shared_conditions(conditions);
                 let r = Route {
                     path: path.clone(),
                     conditions,
@@ -1526,6 +1526,29 @@ fn compile_rule(
         backend,
         policies,
         prefix_replacement,
+    }
+}
+
+/// A match's conditions as a route holds them: `None` for none, and one `Arc` shared by every
+/// route whose only condition is its listener's (`tls`), the common case: a table of 100,000
+/// such routes then holds two sets of conditions, not 100,000.
+fn shared_conditions(conditions: RequestConditions) -> Option<Arc<RequestConditions>> {
+    static LISTENER_ONLY: std::sync::LazyLock<[Arc<RequestConditions>; 2]> = std::sync::LazyLock::new(|| {
+        [false, true].map(|tls| {
+            Arc::new(RequestConditions {
+                tls: Some(tls),
+                ..RequestConditions::default()
+            })
+        })
+    });
+    let listener_only = RequestConditions {
+        tls: conditions.tls,
+        ..RequestConditions::default()
+    };
+    match conditions.tls {
+        None if conditions == RequestConditions::default() => None,
+        Some(tls) if conditions == listener_only => Some(LISTENER_ONLY[usize::from(tls)].clone()),
+        _ => Some(Arc::new(conditions)),
     }
 }
 
@@ -2386,5 +2409,29 @@ mod unit {
             parse_host(Some("*.bar.com")),
             Ok(HostMatch::Wildcard("bar.com".into()))
         );
+    }
+
+    #[test]
+    fn listener_only_conditions_are_shared_and_others_are_kept() {
+        let listener = |tls| RequestConditions {
+            tls,
+            ..RequestConditions::default()
+        };
+        assert_eq!(shared_conditions(listener(None)), None);
+        let (a, b) = (
+            shared_conditions(listener(Some(false))).unwrap(),
+            shared_conditions(listener(Some(false))).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(*a, listener(Some(false)));
+        assert_eq!(
+            *shared_conditions(listener(Some(true))).unwrap(),
+            listener(Some(true))
+        );
+        let put = RequestConditions {
+            method: Some(http::Method::PUT),
+            ..listener(Some(true))
+        };
+        assert_eq!(*shared_conditions(put.clone()).unwrap(), put);
     }
 }
