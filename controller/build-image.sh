@@ -19,7 +19,7 @@
 # the one to publish; this image proves the packaging (scratch, non-root, one static file).
 #
 # Output: the image ID on the last line of stdout. Knobs: GANTRY_IMAGE (tag, default
-# localhost/gantry:<crate version>), GANTRY_IMAGE_ARCHIVE (also write an OCI archive there),
+# the chart's image: <image.repository>:<appVersion>), GANTRY_IMAGE_ARCHIVE (also write an OCI archive there),
 # GANTRY_BUILDAH_ROOT (storage, default ${GANTRY_CACHE_DIR:-~/.cache/gantry}/buildah).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,7 +32,13 @@ die() {
 
 command -v buildah >/dev/null || die "buildah is not installed (Debian: apt-get install buildah)"
 version=$(sed -nE 's/^version = "(.*)"/\1/p' controller/Cargo.toml | head -1)
-image=${GANTRY_IMAGE:-localhost/gantry:$version}
+# The tag is the image the chart runs (its image.repository at its appVersion), so what CI builds
+# is what `helm install` pulls; a chart whose appVersion is not this crate's version is an error.
+app_version=$(sed -nE 's/^appVersion: "?([^"]*)"?$/\1/p' charts/gantry/Chart.yaml | head -1)
+repository=$(sed -nE '/^image:/,/^[^ ]/ s/^  repository: *"?([^"]*)"?$/\1/p' charts/gantry/values.yaml | head -1)
+[[ $app_version == "$version" ]] || die "charts/gantry/Chart.yaml appVersion $app_version is not the crate version $version"
+[[ -n $repository ]] || die "no image.repository in charts/gantry/values.yaml"
+image=${GANTRY_IMAGE:-$repository:$version}
 cache=${GANTRY_CACHE_DIR:-${HOME:?}/.cache/gantry}
 root=${GANTRY_BUILDAH_ROOT:-$cache/buildah}
 buildah=(buildah --root "$root/storage" --runroot "$root/run" --storage-driver vfs)

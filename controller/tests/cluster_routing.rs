@@ -178,9 +178,21 @@ async fn an_ingress_of_another_class_is_ignored_and_gets_no_status_until_it_swit
 
     let g = start_gantry(&env, &["--publish-status-address", "192.0.2.10"]).await;
     wait_served_by(&g, WAIT, "mine.example", "/", "web").await;
-    // Once our own Ingress has its status, the status pass has run over every Ingress.
     eventually(&g, WAIT, "status of our Ingress", || async {
         let s = c.ingress_status("mine").await;
+        (s == ["192.0.2.10"]).then_some(()).ok_or(format!("{s:?}"))
+    })
+    .await;
+    // The writes of one status pass run concurrently, but passes run one after another: once an
+    // Ingress created now has its status, the pass that wrote "mine" (and would have written
+    // "theirs") is over.
+    apply(
+        &c.api::<Ingress>(),
+        &ingress(&c.ns, "later", CLASS, &[("later.example", "/", "web", 80)]),
+    )
+    .await;
+    eventually(&g, WAIT, "status of an Ingress created later", || async {
+        let s = c.ingress_status("later").await;
         (s == ["192.0.2.10"]).then_some(()).ok_or(format!("{s:?}"))
     })
     .await;

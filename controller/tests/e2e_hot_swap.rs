@@ -97,9 +97,11 @@ async fn rewriting_routes_endpoints_and_certificates_under_load_fails_no_request
         TestBackend::start("svc-b").await,
         TestBackend::start("svc-c").await,
     );
+    // Two different certificates for s.example, told apart by a second name: the rotation is
+    // seen by what the listener serves, not assumed.
     let certs = [
-        tls_secret_yaml("s-cert", &["s.example"]),
-        tls_secret_yaml("s-cert", &["s.example"]),
+        tls_secret_yaml("s-cert", &["s.example", "even.s.example"]),
+        tls_secret_yaml("s-cert", &["s.example", "odd.s.example"]),
     ];
     let ws_backend = TestBackend::start("ws").await;
     let dir = tempfile::tempdir().unwrap();
@@ -113,6 +115,10 @@ async fn rewriting_routes_endpoints_and_certificates_under_load_fails_no_request
     );
     let g = Gantry::start(dir.path(), &["--access-log=false"]).await;
     let gen0 = g.generation().await;
+    assert!(
+        serves_cert(g.https, "even.s.example").await,
+        "the first certificate is served"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -170,6 +176,13 @@ async fn rewriting_routes_endpoints_and_certificates_under_load_fails_no_request
             "all.yaml",
             &manifests(round, &a1, &a2, &b, &c, &certs),
         );
+        if round == 1 {
+            // The certificate really rotates (each later round swaps it again).
+            assert!(
+                serves_cert(g.https, "odd.s.example").await,
+                "the rotated certificate is served"
+            );
+        }
         ws.send(tokio_tungstenite::tungstenite::Message::text(format!("r{round}")))
             .await
             .unwrap();
@@ -216,4 +229,28 @@ async fn rewriting_routes_endpoints_and_certificates_under_load_fails_no_request
         .unwrap();
     let expected = if REWRITES % 2 == 0 { "svc-b" } else { "svc-c" };
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["service"], expected);
+    let marker = if REWRITES % 2 == 0 {
+        "even.s.example"
+    } else {
+        "odd.s.example"
+    };
+    assert!(
+        serves_cert(g.https, marker).await,
+        "the last certificate is served"
+    );
+}
+
+/// Whether a new TLS connection to `https` for s.example is soon (within 5 s) served the
+/// certificate that also names `marker`.
+async fn serves_cert(https: std::net::SocketAddr, marker: &str) -> bool {
+    for _ in 0..100 {
+        let c = tls_client("s.example", https, false);
+        if let Ok(r) = c.get("https://s.example/").send().await {
+            if served_cert_names(&r).iter().any(|n| n == marker) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }

@@ -305,9 +305,25 @@ async fn upstream_failures_map_to_502_503_and_504() {
         .unwrap();
     assert!(metrics.contains("gantry_upstream_timeouts_total 1"), "{metrics}");
     assert!(
-        metrics.contains("gantry_upstream_connect_errors_total"),
-        "{metrics}"
+        g.metric("gantry_upstream_connect_errors_total").await >= 1.0,
+        "the refused connection to /dead is counted: {metrics}"
     );
+    let errors = |path: &'static str| {
+        let c = c.clone();
+        let url = g.url(path);
+        async move {
+            c.get(url)
+                .header("host", "e.example")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // A positive control: the count moves with one more failure.
+    let before = g.metric("gantry_upstream_connect_errors_total").await;
+    assert_eq!(errors("/dead").await, 502);
+    assert!(g.metric("gantry_upstream_connect_errors_total").await > before);
     assert!(metrics.contains("status_class=\"5xx\""), "{metrics}");
 }
 
@@ -338,6 +354,14 @@ async fn a_connect_failure_is_retried_on_another_endpoint() {
             "round-robin hits the dead endpoint half the time; the retry saves it"
         );
     }
+    // The dead endpoint was really tried, and every request ended at the live one.
+    assert!(
+        g.metric("gantry_upstream_retries_total{reason=\"connect_error\"}")
+            .await
+            >= 1.0,
+        "no connect_error retry was counted"
+    );
+    assert_eq!(live.hits.load(std::sync::atomic::Ordering::Relaxed), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -556,8 +580,7 @@ async fn file_changes_apply_without_restart_and_a_broken_file_keeps_its_last_goo
     };
     assert_eq!(service("one.example").await, "svc-a");
 
-    // A new file is picked up within a second.
-    let started = std::time::Instant::now();
+    // A new file is picked up (how fast is the load tests' figure, not this test's).
     write_manifest(
         dir.path(),
         "two.yaml",
@@ -571,11 +594,6 @@ async fn file_changes_apply_without_restart_and_a_broken_file_keeps_its_last_goo
             .any(|x| x["host"] == "two.example")
     })
     .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "applied in {:?}",
-        started.elapsed()
-    );
     assert_eq!(service("two.example").await, "svc-b");
 
     // A half-written file is reported and its last good objects stay in force.
@@ -759,7 +777,16 @@ async fn idle_connections_are_closed_but_slow_requests_are_not_idle() {
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let started = std::time::Instant::now();
+    // Kept alive between requests: a second request on it is answered...
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: i.example\r\n\r\n")
+        .await
+        .unwrap();
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "the connection stays open after a response"
+    );
+    // ...and once it goes quiet, the server closes it.
     let eof = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             match s.read(&mut buf).await {
@@ -770,11 +797,6 @@ async fn idle_connections_are_closed_but_slow_requests_are_not_idle() {
     })
     .await;
     assert!(eof.is_ok(), "the idle connection was never closed");
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(350),
-        "closed too early: {waited:?}"
-    );
 
     // A request that waits 1.2 s on its backend (three idle timeouts) is not idle.
     let raw = raw_http(

@@ -145,6 +145,23 @@ impl Gantry {
             .unwrap()
     }
 
+    /// The value of one metric sample, `name` with its labels exactly as exposed
+    /// (`gantry_upstream_retries_total{reason="connect_error"}`); 0 when it is not there.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = plain_client()
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub async fn generation(&self) -> u64 {
         self.routes().await["generation"].as_u64().unwrap()
     }
