@@ -1,17 +1,24 @@
 //! Cluster-mode benchmark: the real `gantry` binary (release) against a real kube-apiserver and
-//! etcd (envtest) holding 5,000 Ingresses (one host, two paths each), their 5,000 (headless)
-//! Services and EndpointSlices, and 500 TLS Secrets. Prints a Markdown table with
+//! etcd (envtest) holding 10,000 Ingresses (one host, two paths each), their 10,000 (headless)
+//! Services and EndpointSlices, and 1,000 TLS Secrets. Prints a Markdown table with
 //!
 //! - how long loading the objects into the API server took (32 requests in flight),
 //! - time from process start to `/readyz` 200 (every watch listed, first snapshot published),
 //! - resident memory (VmRSS, and the peak VmHWM, from `/proc/PID/status`) at ready and once settled,
-//! - time from ready until all 5,000 Ingress statuses are written (`--publish-status-address`),
+//! - time from ready until every Ingress status is written (`--publish-status-address`),
 //! - latency from an Ingress update (the API call starting) to the new route serving, p50/p99 over
-//!   100 sequential updates, measured by polling the proxy every millisecond.
+//!   200 sequential updates, measured by polling the proxy every millisecond,
+//! - latency from an EndpointSlice update to traffic reaching the new endpoint, p50/p99 over 100,
+//! - the time of each rebuild during the Ingress updates (one Ingress changed each), from Gantry's
+//!   own `gantry_snapshot_build_duration_seconds` and its "snapshot built" log lines.
+//!
+//! The figures are also written as JSON to `target/bench/cluster.json` (or `BENCH_JSON`):
+//! `{"ingresses", "secrets", "ready_ms", "rss_mib_ready", "rss_mib_peak", "update_p50_ms",
+//! "update_p99_ms", "endpoint_update_p99_ms", "rebuild_cpu_ms_p50", ...}`.
 //!
 //! Run: `cargo run --release -p gantry --example cluster_bench` (it builds the release `gantry`
-//! binary first). Knobs: `BENCH_INGRESSES` (5000), `BENCH_SECRETS` (500), `BENCH_UPDATES` (100),
-//! and envtest's `KUBEBUILDER_ASSETS`.
+//! binary first). Knobs: `BENCH_INGRESSES` (10000), `BENCH_SECRETS` (1000), `BENCH_UPDATES` (200),
+//! `BENCH_ENDPOINT_UPDATES` (100), `BENCH_JSON`, and envtest's `KUBEBUILDER_ASSETS`.
 
 #[path = "../tests/support/envtest.rs"]
 mod envtest;
@@ -114,7 +121,7 @@ fn ingress(i: usize, second: &str, secrets: usize) -> Ingress {
     }
 }
 
-/// Headless: envtest's Service range is a /24, far too small for 5,000 cluster IPs, and Gantry
+/// Headless: envtest's Service range is a /24, far too small for thousands of cluster IPs, and Gantry
 /// forwards to the EndpointSlices' addresses either way.
 fn service(i: usize, target: u16) -> Service {
     Service {
@@ -203,8 +210,8 @@ fn host_ip() -> IpAddr {
         .expect("set GANTRY_TEST_POD_IP to an address in a network namespace of your own (see README)")
 }
 
-/// One backend for every Service: answers 200 with the request path.
-async fn start_backend(ip: IpAddr) -> SocketAddr {
+/// One backend for every Service: answers 200 with `prefix` and the request path.
+async fn start_backend(ip: IpAddr, prefix: &'static str) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("backend");
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -213,10 +220,11 @@ async fn start_backend(ip: IpAddr) -> SocketAddr {
                 continue;
             };
             tokio::spawn(async move {
-                let svc = service_fn(|req: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
-                        req.uri().path().to_string(),
-                    ))))
+                let svc = service_fn(move |req: Request<Incoming>| async move {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                        "{prefix}{}",
+                        req.uri().path()
+                    )))))
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .http1()
@@ -286,9 +294,10 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let n = env_usize("BENCH_INGRESSES", 5000);
-    let secrets = env_usize("BENCH_SECRETS", 500).min(n.div_ceil(10));
-    let updates = env_usize("BENCH_UPDATES", 100).min(n);
+    let n = env_usize("BENCH_INGRESSES", 10_000);
+    let secrets = env_usize("BENCH_SECRETS", 1000).min(n.div_ceil(10));
+    let updates = env_usize("BENCH_UPDATES", 200).min(n);
+    let endpoint_updates = env_usize("BENCH_ENDPOINT_UPDATES", 100).min(n);
     let binary = gantry_binary();
 
     eprintln!("starting etcd + kube-apiserver ...");
@@ -319,7 +328,10 @@ async fn main() {
         .create(&PostParams::default(), &class)
         .await
         .expect("ingress class");
-    let backend = start_backend(host_ip()).await;
+    let backend = start_backend(host_ip(), "").await;
+    // Where the endpoint updates move Services to: it answers with a prefix, so the moment traffic
+    // reaches it is seen in the response.
+    let moved = start_backend(host_ip(), "moved:").await;
 
     eprintln!("loading {n} Ingresses, Services and EndpointSlices and {secrets} TLS Secrets ...");
     let load_started = Instant::now();
@@ -422,6 +434,9 @@ async fn main() {
 
     // Update latency: change the second path of one Ingress, poll until the new path is served.
     let url = format!("http://127.0.0.1:{http}");
+    let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
+    let builds_before = build_histogram(&http_client, &metrics_url).await;
+    let log_before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let mut latencies = Vec::with_capacity(updates);
     for k in 0..updates {
         let i = (k * n / updates.max(1) + 1) % n;
@@ -458,6 +473,58 @@ async fn main() {
         latencies.push(t0.elapsed());
     }
     latencies.sort();
+    let builds_after = build_histogram(&http_client, &metrics_url).await;
+    let rebuilds = builds_after.1 - builds_before.1;
+    let rebuild_mean_ms = if rebuilds > 0.0 {
+        (builds_after.0 - builds_before.0) / rebuilds * 1000.0
+    } else {
+        f64::NAN
+    };
+    let mut build_ms = snapshot_build_times(&log, log_before);
+    build_ms.sort_by(f64::total_cmp);
+    let rebuild_p50_ms = build_ms.get(build_ms.len() / 2).copied().unwrap_or(f64::NAN);
+
+    // Endpoint latency: move one Service's EndpointSlice to the other backend, poll until its
+    // traffic arrives there.
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
+    let mut endpoint_latencies = Vec::with_capacity(endpoint_updates);
+    for k in 0..endpoint_updates {
+        // Hosts the Ingress updates did not touch, without TLS (no redirect to follow).
+        let i = (k * n / endpoint_updates.max(1) + 3) % n;
+        let i = if i % 10 == 0 { (i + 1) % n } else { i };
+        let t0 = Instant::now();
+        slices
+            .replace(&format!("svc-{i}-1"), &PostParams::default(), &{
+                let mut s = slice(i, moved);
+                s.metadata.resource_version = slices
+                    .get(&format!("svc-{i}-1"))
+                    .await
+                    .expect("get slice")
+                    .metadata
+                    .resource_version;
+                s
+            })
+            .await
+            .expect("update endpoint slice");
+        let target = format!("{url}/a/x");
+        loop {
+            let r = http_client.get(&target).header("host", host(i)).send().await;
+            let body = match r {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if body.starts_with("moved:") {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "endpoint update {k} (svc-{i}) not in effect in 60 s: last answer {body:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        endpoint_latencies.push(t0.elapsed());
+    }
+    endpoint_latencies.sort();
     let (rss_end, hwm_end) = memory(pid);
 
     println!();
@@ -488,5 +555,95 @@ async fn main() {
         ms(percentile(&latencies, 0.99)),
         ms(*latencies.last().unwrap())
     );
+    if !endpoint_latencies.is_empty() {
+        println!(
+            "| EndpointSlice update → traffic at the new endpoint, p50 / p99 / max ({} updates) | {} / {} / {} |",
+            endpoint_latencies.len(),
+            ms(percentile(&endpoint_latencies, 0.5)),
+            ms(percentile(&endpoint_latencies, 0.99)),
+            ms(*endpoint_latencies.last().unwrap())
+        );
+    }
+    println!(
+        "| Rebuild after one Ingress changed: median / mean ({rebuilds:.0} rebuilds) | {rebuild_p50_ms:.0} ms / {rebuild_mean_ms:.1} ms |"
+    );
+    let ms_f = |d: Duration| d.as_secs_f64() * 1000.0;
+    let json = serde_json::json!({
+        "ingresses": n,
+        "secrets": secrets,
+        "ready_ms": ms_f(ready),
+        "rss_mib_ready": rss_ready,
+        "rss_mib_peak": hwm_end.max(hwm_settled).max(hwm_ready),
+        "rss_mib_end": rss_end,
+        "status_all_written_ms": ms_f(status_time),
+        "update_p50_ms": ms_f(percentile(&latencies, 0.5)),
+        "update_p99_ms": ms_f(percentile(&latencies, 0.99)),
+        "endpoint_update_p50_ms": endpoint_latencies.first().map(|_| ms_f(percentile(&endpoint_latencies, 0.5))),
+        "endpoint_update_p99_ms": endpoint_latencies.first().map(|_| ms_f(percentile(&endpoint_latencies, 0.99))),
+        // The wall time of a rebuild on its own blocking thread: translation is single-threaded
+        // CPU work, so on an idle machine this is its CPU time.
+        "rebuild_cpu_ms_p50": rebuild_p50_ms,
+        "rebuild_ms_mean": rebuild_mean_ms,
+        "rebuilds_during_updates": rebuilds,
+        "updates": latencies.len(),
+        "endpoint_updates": endpoint_latencies.len(),
+    });
+    let out = std::env::var_os("BENCH_JSON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("bench/cluster.json"));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).expect("bench output directory");
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap() + "\n").expect("write the JSON");
+    eprintln!("wrote {}", out.display());
     drop(gantry);
+}
+
+/// `(sum in seconds, count)` of `gantry_snapshot_build_duration_seconds`.
+async fn build_histogram(client: &reqwest::Client, url: &str) -> (f64, f64) {
+    let text = client
+        .get(url)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("gantry_snapshot_build_duration_seconds_sum"),
+        value("gantry_snapshot_build_duration_seconds_count"),
+    )
+}
+
+/// The `elapsed_ms` of every "snapshot built" line logged after byte `from` of the log.
+fn snapshot_build_times(log: &std::path::Path, from: u64) -> Vec<f64> {
+    let text = std::fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    text.lines()
+        .filter(|l| l.contains("snapshot built"))
+        .filter_map(|l| {
+            let rest = &l[l.find("elapsed_ms")? + "elapsed_ms".len()..];
+            let digits: String = rest
+                .trim_start_matches(['=', '"', ':', ' '])
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// The cargo target directory this example runs from (`target/release/examples/cluster_bench`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .nth(3)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
 }
