@@ -291,7 +291,9 @@ pub async fn load_cluster(args: &Args, class: &str) -> Result<ObjectStore, Strin
             _ => continue,
         };
         match got {
-            Ok(Some(obj)) => store.apply(crate::sources::kube::slim_referenced(obj)),
+            Ok(Some(obj)) => {
+                store.apply(crate::sources::kube::slim_referenced(obj));
+            }
             // Missing: translation reports it, as serving would.
             Ok(None) => {}
             Err(e) => return Err(format!("reading {kind} {}/{}: {e}", key.namespace, key.name)),

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use crate::{
     manifests::parse_manifests,
     runtime::{SharedStore, SourceState},
-    store::ObjectStore,
+    store::{Change, ObjectStore},
 };
 
 /// The demo manifests, compiled into the binary so `gantry --demo` works from anywhere.
@@ -61,7 +61,8 @@ pub async fn start(shared: &SharedStore) -> Result<(), Error> {
         *s = SourceState {
             store,
             diagnostics: parsed.diagnostics,
-        }
+        };
+        Change::Read
     });
     shared.mark_synced();
     Ok(())

@@ -20,6 +20,15 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// A store event's kind and what it did: `changed` (translation reads something that changed, so the
+/// snapshot is built again) or `ignored` (nothing it reads: a status Gantry wrote, a
+/// `resourceVersion` bump, a label it drops).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct StoreEventLabels {
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
 /// Every metric of the controller. Cheap to clone: clones share the counters.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -34,6 +43,9 @@ pub struct Metrics {
     pub kube_last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Cluster mode: failed list or watch calls, by kind; each is retried with backoff.
     pub kube_watch_errors: Family<KindLabels, Counter>,
+    /// Cluster mode: objects listed, changed or deleted by the watches, by kind and by whether they
+    /// changed what translation reads (`changed`, which wakes the rebuild) or not (`ignored`).
+    pub store_events: Family<StoreEventLabels, Counter>,
     /// Cluster mode: running watches of single Secrets and ConfigMaps that annotations refer to.
     pub kube_reference_watches: Gauge,
     /// Cluster mode: 1 while this replica holds the election Lease (and so writes status and Events).
@@ -91,6 +103,13 @@ impl Metrics {
             "Failed Kubernetes list or watch calls by kind (retried with backoff)",
             kube_watch_errors.clone(),
         );
+        let store_events = Family::<StoreEventLabels, Counter>::default();
+        registry.register(
+            "store_events",
+            "Watch events by kind and result (changed: translation reads what changed and the snapshot \
+             is built again; ignored: nothing translation reads changed)",
+            store_events.clone(),
+        );
         let kube_reference_watches = Gauge::default();
         registry.register(
             "kube_reference_watches",
@@ -122,6 +141,7 @@ impl Metrics {
             diagnostics,
             kube_last_sync,
             kube_watch_errors,
+            store_events,
             kube_reference_watches,
             leader,
             status_writes,

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::{
     diagnostic::Diagnostic,
     metrics::{Metrics, ReasonLabels, ResultLabels},
-    store::ObjectStore,
+    store::{Change, ObjectStore},
     translate::{gateway::GatewayApiStatus, translate, IngressReport, TranslateOptions},
 };
 
@@ -56,6 +56,8 @@ pub struct Rebuilt {
 pub struct SharedStore {
     state: Mutex<SourceState>,
     version: watch::Sender<u64>,
+    /// Moves on [`Change::Status`]: for the status writers, which otherwise wake on builds only.
+    status: watch::Sender<u64>,
     synced: watch::Sender<bool>,
 }
 
@@ -66,19 +68,27 @@ impl Default for SharedStore {
         Self {
             state: Mutex::default(),
             version: watch::channel(0).0,
+            status: watch::channel(0).0,
             synced: watch::channel(false).0,
         }
     }
 }
 
 impl SharedStore {
-    /// Changes the store and tells the rebuild loop.
-    pub fn update(&self, f: impl FnOnce(&mut SourceState)) {
-        {
+    /// Changes the store; `f` says what it changed. Only [`Change::Read`] wakes the rebuild loop
+    /// (a change to the diagnostics is one too: they are published); [`Change::Status`] wakes the
+    /// status writers ([`Self::subscribe_status`]); [`Change::Unchanged`] wakes nobody.
+    pub fn update(&self, f: impl FnOnce(&mut SourceState) -> Change) -> Change {
+        let change = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut state);
+            f(&mut state)
+        };
+        match change {
+            Change::Read => self.version.send_modify(|v| *v += 1),
+            Change::Status => self.status.send_modify(|v| *v += 1),
+            Change::Unchanged => {}
         }
-        self.version.send_modify(|v| *v += 1);
+        change
     }
 
     /// Marks the initial listing complete: the first snapshot is built only after this, so it never
@@ -92,8 +102,15 @@ impl SharedStore {
         f(&state)
     }
 
+    /// Changes when translation reads something that changed: the rebuild loop's signal.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// Changes when only a status that Gantry writes changed (by Gantry or by someone else), which
+    /// builds nothing: the status writers wake on it to compare again.
+    pub fn subscribe_status(&self) -> watch::Receiver<u64> {
+        self.status.subscribe()
     }
 }
 

@@ -3,9 +3,10 @@
 //!
 //! The addresses come from `--publish-status-address` (fixed) or from `--publish-service` (that
 //! Service's load-balancer addresses, watched; for a NodePort Service without any, the addresses of
-//! the Nodes, also watched, and only then). After every published snapshot, on a leadership change
-//! and when the addresses change, the leader compares every Ingress in the store with what it should
-//! say and patches (merge patch on the status subresource) only those that differ:
+//! the Nodes, also watched, and only then). After every published snapshot, when a status changed
+//! in the store (which builds nothing), on a leadership change and when the addresses change, the
+//! leader compares every Ingress in the store with what it should say and patches (merge patch on
+//! the status subresource) only those that differ:
 //!
 //! - an Ingress we serve ([`served_ingresses`]) should list our addresses;
 //! - an Ingress we do not serve that lists exactly our addresses is one we wrote before its class
@@ -221,6 +222,9 @@ pub fn run(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut pending: HashMap<ObjectKey, (String, Vec<Address>)> = HashMap::new();
+        // A status-only change builds nothing, so it would not wake us through `published`; it may be
+        // another writer undoing ours.
+        let mut statuses = shared.subscribe_status();
         let mut retry_at: Option<Instant> = None;
         loop {
             let retry = async {
@@ -232,6 +236,7 @@ pub fn run(
             tokio::select! {
                 _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
                 r = published.changed() => if r.is_err() { return },
+                r = statuses.changed() => if r.is_err() { return },
                 _ = leadership.changed() => {}
                 r = addresses.changed() => if r.is_err() { return },
                 _ = retry => {}

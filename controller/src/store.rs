@@ -5,7 +5,7 @@
 //! every iteration is in key order and a translation of the same store is always the same snapshot.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{btree_map::Entry, BTreeMap, BTreeSet},
     fmt,
 };
 
@@ -82,6 +82,29 @@ pub enum Object {
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
     BackendTlsPolicy(BackendTlsPolicy),
+}
+
+/// What applying or deleting one object changed, in increasing order: a batch of events changed
+/// the most any of its events did ([`Ord::max`]).
+///
+/// Only [`Change::Read`] rebuilds the snapshot. Watch events that change nothing translation reads
+/// are common: every status Gantry writes comes back as an event of its own, and every write bumps
+/// `resourceVersion`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// Nothing Gantry reads: `resourceVersion`, `managedFields`, timestamps other than
+    /// `creationTimestamp`, labels and annotations slimming dropped, the status of a kind whose
+    /// status translation does not read (Service).
+    Unchanged,
+    /// Only the status of a kind whose status Gantry writes (Ingress and the Gateway API kinds)
+    /// changed, in a part translation does not read. Nothing to rebuild, but the status writers
+    /// look again: this is how they notice another writer undoing theirs.
+    Status,
+    /// Something translation reads: the object is new or gone, or its spec, data, annotations,
+    /// labels, `creationTimestamp`, `uid`, the `generation` that Gateway API status reports, a
+    /// Gateway's `status.addresses` (where a pool address is remembered) or a Node's addresses and
+    /// readiness changed.
+    Read,
 }
 
 /// Every object Gantry reads, by kind and key, with EndpointSlices also indexed by the Service they
@@ -392,6 +415,281 @@ fn slice_service(slice: &EndpointSlice) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+// === change detection ===
+
+impl Change {
+    /// Whether the snapshot must be built again.
+    pub fn is_read(self) -> bool {
+        self == Change::Read
+    }
+
+    /// `Read` when something translation reads differs, else `Status` when the status Gantry
+    /// writes differs.
+    fn of(read_differs: bool, status_differs: bool) -> Self {
+        if read_differs {
+            Change::Read
+        } else if status_differs {
+            Change::Status
+        } else {
+            Change::Unchanged
+        }
+    }
+}
+
+/// Stores `new` under `key` and compares it with what it replaces; a new key is a change.
+fn replace<T>(
+    map: &mut BTreeMap<ObjectKey, T>,
+    key: ObjectKey,
+    new: T,
+    change: fn(&T, &T) -> Change,
+) -> Change {
+    match map.entry(key) {
+        Entry::Vacant(e) => {
+            e.insert(new);
+            Change::Read
+        }
+        Entry::Occupied(mut e) => {
+            let change = change(e.get(), &new);
+            e.insert(new);
+            change
+        }
+    }
+}
+
+/// Whether two versions of an object's metadata differ in what translation, the status writers
+/// and Events read of it: name and namespace, labels and annotations (both already slimmed to the
+/// ones read), `creationTimestamp` (the oldest object wins conflicts) and `uid` (Events name their
+/// object by it). The destructuring names every field, so a new one in `k8s-openapi` needs a
+/// decision here.
+fn meta_differs(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    let ObjectMeta {
+        annotations,
+        creation_timestamp,
+        labels,
+        name,
+        namespace,
+        uid,
+        // Never read: moves on every write, or only says who wrote or how deletion proceeds.
+        deletion_grace_period_seconds: _,
+        deletion_timestamp: _,
+        finalizers: _,
+        generate_name: _,
+        managed_fields: _,
+        owner_references: _,
+        resource_version: _,
+        self_link: _,
+        // Read for the Gateway API kinds only (their status reports `observedGeneration`); see
+        // `generation_differs`.
+        generation: _,
+    } = a;
+    *annotations != b.annotations
+        || *creation_timestamp != b.creation_timestamp
+        || *labels != b.labels
+        || *name != b.name
+        || *namespace != b.namespace
+        || *uid != b.uid
+}
+
+/// For the kinds whose status carries `observedGeneration` from the object's `generation`.
+fn generation_differs(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    meta_differs(a, b) || a.generation != b.generation
+}
+
+fn ingress_change(a: &Ingress, b: &Ingress) -> Change {
+    let Ingress {
+        metadata,
+        spec,
+        status,
+    } = a;
+    Change::of(
+        meta_differs(metadata, &b.metadata) || *spec != b.spec,
+        *status != b.status,
+    )
+}
+
+fn ingress_class_change(a: &IngressClass, b: &IngressClass) -> Change {
+    let IngressClass { metadata, spec } = a;
+    Change::of(meta_differs(metadata, &b.metadata) || *spec != b.spec, false)
+}
+
+/// A Service's status (its load-balancer addresses) is read by the status writer's own watch of
+/// the publish Service, never from the store.
+fn service_change(a: &Service, b: &Service) -> Change {
+    let Service {
+        metadata,
+        spec,
+        status: _,
+    } = a;
+    Change::of(meta_differs(metadata, &b.metadata) || *spec != b.spec, false)
+}
+
+fn endpoint_slice_change(a: &EndpointSlice, b: &EndpointSlice) -> Change {
+    let EndpointSlice {
+        metadata,
+        address_type,
+        endpoints,
+        ports,
+    } = a;
+    Change::of(
+        meta_differs(metadata, &b.metadata)
+            || *address_type != b.address_type
+            || *endpoints != b.endpoints
+            || *ports != b.ports,
+        false,
+    )
+}
+
+fn secret_change(a: &Secret, b: &Secret) -> Change {
+    let Secret {
+        metadata,
+        data,
+        immutable,
+        string_data,
+        type_,
+    } = a;
+    Change::of(
+        meta_differs(metadata, &b.metadata)
+            || *data != b.data
+            || *immutable != b.immutable
+            || *string_data != b.string_data
+            || *type_ != b.type_,
+        false,
+    )
+}
+
+/// Node-port mode reads a Node's addresses and whether its `Ready` condition is `False`; the
+/// kubelet's heartbeats move the conditions' times (and slimming already dropped the rest of the
+/// status), so conditions compare by type and status only.
+fn node_change(a: &Node, b: &Node) -> Change {
+    fn view(
+        node: &Node,
+    ) -> (
+        Option<&Vec<k8s_openapi::api::core::v1::NodeAddress>>,
+        Vec<(&str, &str)>,
+    ) {
+        let status = node.status.as_ref();
+        let conditions = status
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        (status.and_then(|s| s.addresses.as_ref()), conditions)
+    }
+    let Node {
+        metadata,
+        spec,
+        status: _,
+    } = a;
+    Change::of(
+        meta_differs(metadata, &b.metadata) || *spec != b.spec || view(a) != view(b),
+        false,
+    )
+}
+
+fn proxy_config_change(a: &ProxyConfig, b: &ProxyConfig) -> Change {
+    let ProxyConfig { metadata, spec } = a;
+    Change::of(meta_differs(metadata, &b.metadata) || *spec != b.spec, false)
+}
+
+fn config_map_change(a: &ConfigMap, b: &ConfigMap) -> Change {
+    let ConfigMap {
+        metadata,
+        binary_data,
+        data,
+        immutable,
+    } = a;
+    Change::of(
+        meta_differs(metadata, &b.metadata)
+            || *binary_data != b.binary_data
+            || *data != b.data
+            || *immutable != b.immutable,
+        false,
+    )
+}
+
+fn gateway_class_change(a: &GatewayClass, b: &GatewayClass) -> Change {
+    let GatewayClass {
+        metadata,
+        spec,
+        status,
+    } = a;
+    Change::of(
+        generation_differs(metadata, &b.metadata) || *spec != b.spec,
+        *status != b.status,
+    )
+}
+
+/// A Gateway's `status.addresses` is read: it is where the address a Gateway was given from the
+/// pool is remembered, across restarts and by every replica.
+fn gateway_change(a: &Gateway, b: &Gateway) -> Change {
+    let addresses = |g: &Gateway| g.status.as_ref().map(|s| s.addresses.clone());
+    let Gateway {
+        metadata,
+        spec,
+        status,
+    } = a;
+    Change::of(
+        generation_differs(metadata, &b.metadata) || *spec != b.spec || addresses(a) != addresses(b),
+        *status != b.status,
+    )
+}
+
+fn http_route_change(a: &HttpRoute, b: &HttpRoute) -> Change {
+    let HttpRoute {
+        metadata,
+        spec,
+        status,
+    } = a;
+    Change::of(
+        generation_differs(metadata, &b.metadata) || *spec != b.spec,
+        *status != b.status,
+    )
+}
+
+fn grpc_route_change(a: &GrpcRoute, b: &GrpcRoute) -> Change {
+    let GrpcRoute {
+        metadata,
+        spec,
+        status,
+    } = a;
+    Change::of(
+        generation_differs(metadata, &b.metadata) || *spec != b.spec,
+        *status != b.status,
+    )
+}
+
+fn reference_grant_change(a: &ReferenceGrant, b: &ReferenceGrant) -> Change {
+    let ReferenceGrant { metadata, spec } = a;
+    Change::of(meta_differs(metadata, &b.metadata) || *spec != b.spec, false)
+}
+
+/// Listeners' `allowedRoutes` selectors read a Namespace's labels (in the metadata); spec and
+/// status are compared too, though slimming drops them.
+fn namespace_change(a: &Namespace, b: &Namespace) -> Change {
+    let Namespace {
+        metadata,
+        spec,
+        status,
+    } = a;
+    Change::of(
+        meta_differs(metadata, &b.metadata) || *spec != b.spec || *status != b.status,
+        false,
+    )
+}
+
+fn backend_tls_policy_change(a: &BackendTlsPolicy, b: &BackendTlsPolicy) -> Change {
+    let BackendTlsPolicy {
+        metadata,
+        spec,
+        status,
+    } = a;
+    Change::of(
+        generation_differs(metadata, &b.metadata) || *spec != b.spec,
+        *status != b.status,
+    )
+}
+
 // === impl ObjectStore ===
 
 impl ObjectStore {
@@ -399,9 +697,13 @@ impl ObjectStore {
         Self::default()
     }
 
-    /// Inserts or replaces an object. A namespaced object without a namespace is stored (and its
-    /// metadata rewritten) with namespace `default`; a cluster-scoped one has its namespace cleared.
-    pub fn apply(&mut self, mut obj: Object) {
+    /// Inserts or replaces an object, and says what that changed for translation ([`Change`]). A
+    /// namespaced object without a namespace is stored (and its metadata rewritten) with namespace
+    /// `default`; a cluster-scoped one has its namespace cleared.
+    ///
+    /// The object is always stored, even when nothing translation reads changed: the status writers
+    /// compare with the newest status and patch with the newest `resourceVersion`.
+    pub fn apply(&mut self, mut obj: Object) -> Change {
         let kind = obj.kind();
         {
             let meta = obj.metadata_mut();
@@ -413,15 +715,9 @@ impl ObjectStore {
         }
         let key = obj.key();
         match obj {
-            Object::Ingress(o) => {
-                self.ingresses.insert(key, o);
-            }
-            Object::IngressClass(o) => {
-                self.ingress_classes.insert(key, o);
-            }
-            Object::Service(o) => {
-                self.services.insert(key, o);
-            }
+            Object::Ingress(o) => replace(&mut self.ingresses, key, o, ingress_change),
+            Object::IngressClass(o) => replace(&mut self.ingress_classes, key, o, ingress_class_change),
+            Object::Service(o) => replace(&mut self.services, key, o, service_change),
             Object::EndpointSlice(o) => {
                 // The service label may have changed: drop the old index entry before adding the new.
                 self.unindex_slice(&key);
@@ -431,97 +727,55 @@ impl ObjectStore {
                         .or_default()
                         .insert(key.clone());
                 }
-                self.endpoint_slices.insert(key, o);
+                replace(&mut self.endpoint_slices, key, o, endpoint_slice_change)
             }
-            Object::Secret(o) => {
-                self.secrets.insert(key, o);
-            }
-            Object::Node(o) => {
-                self.nodes.insert(key, o);
-            }
-            Object::ProxyConfig(o) => {
-                self.proxy_configs.insert(key, o);
-            }
-            Object::ConfigMap(o) => {
-                self.config_maps.insert(key, o);
-            }
-            Object::GatewayClass(o) => {
-                self.gateway_classes.insert(key, o);
-            }
-            Object::Gateway(o) => {
-                self.gateways.insert(key, o);
-            }
-            Object::HttpRoute(o) => {
-                self.http_routes.insert(key, o);
-            }
-            Object::GrpcRoute(o) => {
-                self.grpc_routes.insert(key, o);
-            }
-            Object::ReferenceGrant(o) => {
-                self.reference_grants.insert(key, o);
-            }
-            Object::Namespace(o) => {
-                self.namespaces.insert(key, o);
-            }
+            Object::Secret(o) => replace(&mut self.secrets, key, o, secret_change),
+            Object::Node(o) => replace(&mut self.nodes, key, o, node_change),
+            Object::ProxyConfig(o) => replace(&mut self.proxy_configs, key, o, proxy_config_change),
+            Object::ConfigMap(o) => replace(&mut self.config_maps, key, o, config_map_change),
+            Object::GatewayClass(o) => replace(&mut self.gateway_classes, key, o, gateway_class_change),
+            Object::Gateway(o) => replace(&mut self.gateways, key, o, gateway_change),
+            Object::HttpRoute(o) => replace(&mut self.http_routes, key, o, http_route_change),
+            Object::GrpcRoute(o) => replace(&mut self.grpc_routes, key, o, grpc_route_change),
+            Object::ReferenceGrant(o) => replace(&mut self.reference_grants, key, o, reference_grant_change),
+            Object::Namespace(o) => replace(&mut self.namespaces, key, o, namespace_change),
             Object::BackendTlsPolicy(o) => {
-                self.backend_tls_policies.insert(key, o);
+                replace(&mut self.backend_tls_policies, key, o, backend_tls_policy_change)
             }
         }
     }
 
-    /// Removes an object; removing one that is not there does nothing. The key is taken as the
-    /// object was stored: namespace `""` for cluster-scoped kinds, and for namespaced kinds an empty
-    /// namespace means `default`, as in `apply`.
-    pub fn delete(&mut self, kind: Kind, key: &ObjectKey) {
+    /// Removes an object; removing one that is not there does nothing and is
+    /// [`Change::Unchanged`], removing one that is there is [`Change::Read`]. The key is taken as
+    /// the object was stored: namespace `""` for cluster-scoped kinds, and for namespaced kinds an
+    /// empty namespace means `default`, as in `apply`.
+    pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> Change {
         let mut key = key.clone();
         normalize_namespace(kind, &mut key.namespace);
-        match kind {
-            Kind::Ingress => {
-                self.ingresses.remove(&key);
-            }
-            Kind::IngressClass => {
-                self.ingress_classes.remove(&key);
-            }
-            Kind::Service => {
-                self.services.remove(&key);
-            }
+        let removed = match kind {
+            Kind::Ingress => self.ingresses.remove(&key).is_some(),
+            Kind::IngressClass => self.ingress_classes.remove(&key).is_some(),
+            Kind::Service => self.services.remove(&key).is_some(),
             Kind::EndpointSlice => {
                 self.unindex_slice(&key);
-                self.endpoint_slices.remove(&key);
+                self.endpoint_slices.remove(&key).is_some()
             }
-            Kind::Secret => {
-                self.secrets.remove(&key);
-            }
-            Kind::Node => {
-                self.nodes.remove(&key);
-            }
-            Kind::ProxyConfig => {
-                self.proxy_configs.remove(&key);
-            }
-            Kind::ConfigMap => {
-                self.config_maps.remove(&key);
-            }
-            Kind::GatewayClass => {
-                self.gateway_classes.remove(&key);
-            }
-            Kind::Gateway => {
-                self.gateways.remove(&key);
-            }
-            Kind::HttpRoute => {
-                self.http_routes.remove(&key);
-            }
-            Kind::GrpcRoute => {
-                self.grpc_routes.remove(&key);
-            }
-            Kind::ReferenceGrant => {
-                self.reference_grants.remove(&key);
-            }
-            Kind::Namespace => {
-                self.namespaces.remove(&key);
-            }
-            Kind::BackendTlsPolicy => {
-                self.backend_tls_policies.remove(&key);
-            }
+            Kind::Secret => self.secrets.remove(&key).is_some(),
+            Kind::Node => self.nodes.remove(&key).is_some(),
+            Kind::ProxyConfig => self.proxy_configs.remove(&key).is_some(),
+            Kind::ConfigMap => self.config_maps.remove(&key).is_some(),
+            Kind::GatewayClass => self.gateway_classes.remove(&key).is_some(),
+            Kind::Gateway => self.gateways.remove(&key).is_some(),
+            Kind::HttpRoute => self.http_routes.remove(&key).is_some(),
+            Kind::GrpcRoute => self.grpc_routes.remove(&key).is_some(),
+            Kind::ReferenceGrant => self.reference_grants.remove(&key).is_some(),
+            Kind::Namespace => self.namespaces.remove(&key).is_some(),
+            Kind::BackendTlsPolicy => self.backend_tls_policies.remove(&key).is_some(),
+        };
+        if removed {
+            Change::Read
+        } else {
+            Change::Unchanged
         }
     }
 
@@ -769,5 +1023,259 @@ mod tests {
         assert!(store.is_empty());
         // Deleting what is not there is harmless.
         store.delete(Kind::EndpointSlice, &ObjectKey::new("default", "s1"));
+    }
+
+    /// An object as the API server would send it, from its JSON.
+    fn from_json<T: serde::de::DeserializeOwned>(json: serde_json::Value) -> T {
+        serde_json::from_value(json).expect("a valid object")
+    }
+
+    /// What storing `edit(base)` over `base` changes.
+    fn change_of<T: Clone + Into<Object>>(base: &T, edit: impl FnOnce(&mut T)) -> Change {
+        let mut store = ObjectStore::new();
+        assert_eq!(
+            store.apply(base.clone().into()),
+            Change::Read,
+            "a new object is a change"
+        );
+        assert_eq!(
+            store.apply(base.clone().into()),
+            Change::Unchanged,
+            "the same object again"
+        );
+        let mut edited = base.clone();
+        edit(&mut edited);
+        store.apply(edited.into())
+    }
+
+    /// The metadata every write moves and translation never reads.
+    fn bump(meta: &mut ObjectMeta) {
+        meta.resource_version = Some("2".into());
+        meta.managed_fields = Some(vec![Default::default()]);
+    }
+
+    fn ingress() -> Ingress {
+        from_json(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "resourceVersion": "1", "generation": 1,
+                         "annotations": {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}},
+            "spec": {"ingressClassName": "gantry", "rules": [{"host": "a.example", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]},
+        }))
+    }
+
+    #[test]
+    fn an_ingress_changes_with_its_spec_and_annotations_not_with_its_status_or_resource_version() {
+        let base = ingress();
+        assert_eq!(change_of(&base, |i| bump(&mut i.metadata)), Change::Unchanged);
+        let written = |i: &mut Ingress| {
+            i.status = Some(from_json(serde_json::json!({
+                "loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}
+            })));
+            bump(&mut i.metadata);
+        };
+        assert_eq!(
+            change_of(&base, written),
+            Change::Status,
+            "Gantry's own status write"
+        );
+        assert_eq!(
+            change_of(&base, |i| {
+                i.spec.as_mut().expect("spec").ingress_class_name = Some("other".into());
+            }),
+            Change::Read
+        );
+        assert_eq!(
+            change_of(&base, |i| {
+                i.metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert("nginx.ingress.kubernetes.io/ssl-redirect".into(), "true".into());
+            }),
+            Change::Read
+        );
+    }
+
+    #[test]
+    fn a_service_changes_with_its_spec_not_with_its_status() {
+        let base: Service = from_json(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "resourceVersion": "1"},
+            "spec": {"ports": [{"port": 80, "targetPort": 8080}]},
+        }));
+        assert_eq!(change_of(&base, |s| bump(&mut s.metadata)), Change::Unchanged);
+        assert_eq!(
+            change_of(&base, |s| {
+                s.status = Some(from_json(serde_json::json!({
+                    "loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}
+                })));
+            }),
+            Change::Unchanged,
+            "translation never reads a Service's status, and Gantry does not write it"
+        );
+        assert_eq!(
+            change_of(&base, |s| s.spec.as_mut().expect("spec").ports = None),
+            Change::Read
+        );
+    }
+
+    #[test]
+    fn an_endpoint_slice_changes_with_its_endpoints_and_service_label() {
+        let base: EndpointSlice = from_json(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "default", "resourceVersion": "1",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.1.0.1"], "conditions": {"ready": true}}],
+            "ports": [{"port": 8080}],
+        }));
+        assert_eq!(change_of(&base, |e| bump(&mut e.metadata)), Change::Unchanged);
+        assert_eq!(
+            change_of(&base, |e| e.endpoints[0].addresses = vec!["10.1.0.2".into()]),
+            Change::Read
+        );
+        assert_eq!(
+            change_of(&base, |e| e.endpoints[0].conditions = None),
+            Change::Read,
+            "readiness is read"
+        );
+        assert_eq!(
+            change_of(&base, |e| {
+                e.metadata.labels = Some(BTreeMap::from([(SERVICE_NAME_LABEL.into(), "api".into())]));
+            }),
+            Change::Read
+        );
+    }
+
+    #[test]
+    fn a_secret_changes_with_its_data() {
+        let base: Secret = from_json(serde_json::json!({
+            "metadata": {"name": "tls", "namespace": "default", "resourceVersion": "1"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "Y2VydA==", "tls.key": "a2V5"},
+        }));
+        assert_eq!(change_of(&base, |s| bump(&mut s.metadata)), Change::Unchanged);
+        assert_eq!(
+            change_of(&base, |s| {
+                s.data
+                    .get_or_insert_default()
+                    .insert("tls.crt".into(), k8s_openapi::ByteString(b"new".to_vec()));
+            }),
+            Change::Read
+        );
+    }
+
+    fn gateway() -> Gateway {
+        from_json(serde_json::json!({
+            "metadata": {"name": "gw", "namespace": "default", "resourceVersion": "1", "generation": 1},
+            "spec": {"gatewayClassName": "gantry", "listeners": [
+                {"name": "http", "port": 80, "protocol": "HTTP"}]},
+            "status": {"addresses": [{"type": "IPAddress", "value": "10.9.0.1"}], "conditions": []},
+        }))
+    }
+
+    #[test]
+    fn a_gateway_changes_with_its_spec_generation_and_status_addresses_not_its_conditions() {
+        let base = gateway();
+        assert_eq!(change_of(&base, |g| bump(&mut g.metadata)), Change::Unchanged);
+        let accepted = |g: &mut Gateway| {
+            g.status.as_mut().expect("status").conditions = Some(vec![from_json(serde_json::json!({
+                "type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }))]);
+            bump(&mut g.metadata);
+        };
+        assert_eq!(
+            change_of(&base, accepted),
+            Change::Status,
+            "Gantry's own status write"
+        );
+        assert_eq!(
+            change_of(&base, |g| {
+                g.status.as_mut().expect("status").addresses = Some(vec![from_json(serde_json::json!({
+                    "type": "IPAddress", "value": "10.9.0.2",
+                }))]);
+            }),
+            Change::Read,
+            "status.addresses remembers the pool address a Gateway holds"
+        );
+        assert_eq!(change_of(&base, |g| g.status = None), Change::Read);
+        assert_eq!(
+            change_of(&base, |g| g.spec.listeners[0].port = 8080),
+            Change::Read
+        );
+        assert_eq!(
+            change_of(&base, |g| g.metadata.generation = Some(2)),
+            Change::Read,
+            "status reports observedGeneration"
+        );
+    }
+
+    #[test]
+    fn an_http_route_changes_with_its_spec_not_with_its_status() {
+        let base: HttpRoute = from_json(serde_json::json!({
+            "metadata": {"name": "r", "namespace": "default", "resourceVersion": "1", "generation": 1},
+            "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["a.example"]},
+        }));
+        assert_eq!(change_of(&base, |r| bump(&mut r.metadata)), Change::Unchanged);
+        let written = |r: &mut HttpRoute| {
+            r.status = Some(from_json(serde_json::json!({"parents": [{
+                "controllerName": "gantry.dev/gateway", "parentRef": {"name": "gw"},
+                "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                                "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+            }]})));
+            bump(&mut r.metadata);
+        };
+        assert_eq!(change_of(&base, written), Change::Status);
+        assert_eq!(
+            change_of(&base, |r| r.spec.hostnames = Some(vec!["b.example".into()])),
+            Change::Read
+        );
+    }
+
+    #[test]
+    fn a_node_changes_with_its_addresses_and_readiness_not_with_heartbeats() {
+        let node = |heartbeat: &str, ready: &str| -> Node {
+            from_json(serde_json::json!({
+                "metadata": {"name": "n1", "resourceVersion": heartbeat},
+                "status": {
+                    "addresses": [{"type": "InternalIP", "address": "10.0.0.5"}],
+                    "conditions": [{"type": "Ready", "status": ready,
+                                    "lastHeartbeatTime": heartbeat}],
+                },
+            }))
+        };
+        let base = node("2026-01-01T00:00:00Z", "True");
+        let later = node("2026-01-01T00:05:00Z", "True");
+        assert_eq!(change_of(&base, |n| *n = later), Change::Unchanged);
+        let not_ready = node("2026-01-01T00:05:00Z", "False");
+        assert_eq!(change_of(&base, |n| *n = not_ready), Change::Read);
+        assert_eq!(
+            change_of(&base, |n| {
+                n.status.as_mut().expect("status").addresses = None;
+            }),
+            Change::Read
+        );
+    }
+
+    #[test]
+    fn deleting_changes_only_what_is_there() {
+        let mut store = ObjectStore::new();
+        let key = ObjectKey::new("default", "web");
+        assert_eq!(store.delete(Kind::Ingress, &key), Change::Unchanged);
+        store.apply(ingress().into());
+        assert_eq!(
+            store.delete(Kind::Service, &key),
+            Change::Unchanged,
+            "another kind"
+        );
+        assert_eq!(store.delete(Kind::Ingress, &key), Change::Read);
+        assert_eq!(store.delete(Kind::Ingress, &key), Change::Unchanged);
+        assert!(store.is_empty());
+    }
+
+    #[test]
+    fn changes_order_from_nothing_to_read() {
+        assert_eq!(Change::Unchanged.max(Change::Status), Change::Status);
+        assert_eq!(Change::Status.max(Change::Read), Change::Read);
+        assert!(Change::Read.is_read() && !Change::Status.is_read());
     }
 }

@@ -1,5 +1,6 @@
 //! Gateway API status: GatewayClass, Gateway (with its listeners and addresses) and HTTPRoute
-//! `status.parents`, written by the leader after every published build.
+//! `status.parents`, written by the leader after every published build, and looked at again when
+//! only a status changed in the store (which builds nothing).
 //!
 //! What to write is decided by translation ([`GatewayApiStatus`]): the status writer only adds
 //! what translation must not know (the clock for `lastTransitionTime`, the addresses Gantry is
@@ -106,6 +107,9 @@ pub fn run(
     tokio::spawn(async move {
         let _fixed = fixed;
         let mut written: HashMap<(&'static str, ObjectKey), (serde_json::Value, Instant)> = HashMap::new();
+        // A status-only change builds nothing, so it would not wake us through `published`; it may be
+        // another writer undoing ours.
+        let mut statuses = shared.subscribe_status();
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
             let retry = async {
@@ -117,6 +121,7 @@ pub fn run(
             tokio::select! {
                 _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
                 r = published.changed() => if r.is_err() { return },
+                r = statuses.changed() => if r.is_err() { return },
                 _ = leadership.changed() => {}
                 r = addresses.changed() => if r.is_err() { return },
                 _ = retry => {}

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     manifests::{parse_manifests, ParsedFile},
     runtime::{SharedStore, SourceState},
-    store::{Kind, Object, ObjectKey, ObjectStore},
+    store::{Change, Kind, Object, ObjectKey, ObjectStore},
 };
 
 /// Deepest folder nesting read; deeper folders are ignored.
@@ -217,7 +217,10 @@ pub async fn run(
     let mut dir = ManifestDir::new(root.clone());
     dir.scan(true)?;
     let state = dir.state();
-    shared.update(|s| *s = state);
+    shared.update(|s| {
+        *s = state;
+        Change::Read
+    });
     shared.mark_synced();
 
     let (tx, mut rx) = mpsc::channel::<()>(1);
@@ -270,7 +273,13 @@ pub async fn run(
             let Ok((returned, scanned)) = scanned else { return };
             dir = returned;
             match scanned {
-                Ok(Some(state)) => shared.update(|s| *s = state),
+                Ok(Some(state)) => {
+                    // A rescan that changed a file: rebuild, the snapshot comparison decides.
+                    shared.update(|s| {
+                        *s = state;
+                        Change::Read
+                    });
+                }
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "manifest folder unreadable; keeping the last good objects")

@@ -39,7 +39,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::metrics::{KindLabels, Metrics};
+use crate::metrics::{KindLabels, Metrics, StoreEventLabels};
 use futures_util::StreamExt;
 use k8s_openapi::{
     api::{
@@ -66,7 +66,7 @@ use crate::{
     diagnostic::Diagnostic,
     gateway::api::{BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
     runtime::{SharedStore, SourceState},
-    store::{Kind, Object, ObjectKey, ObjectStore, SERVICE_NAME_LABEL},
+    store::{Change, Kind, Object, ObjectKey, ObjectStore, SERVICE_NAME_LABEL},
     translate::{
         served_ingresses, TranslateOptions, ANNOTATION_BACKEND_MODE, ANNOTATION_DEFAULT_CLASS,
         ANNOTATION_INGRESS_CLASS, ANNOTATION_SSL_REDIRECT,
@@ -515,15 +515,34 @@ where
     }
 }
 
-/// Drops the `InvalidObject` diagnostic of an object (it was fixed, or deleted).
-fn forget_invalid(diagnostics: &mut Vec<Diagnostic>, kind: Kind, key: &ObjectKey) {
+/// Drops the `InvalidObject` diagnostic of an object (it was fixed, or deleted). A dropped one is a
+/// [`Change::Read`]: diagnostics are published with the build.
+fn forget_invalid(diagnostics: &mut Vec<Diagnostic>, kind: Kind, key: &ObjectKey) -> Change {
     if diagnostics
         .iter()
         .any(|d| d.reason == crate::manifests::INVALID_OBJECT)
     {
         let label = format!("{kind} {key}");
+        let before = diagnostics.len();
         diagnostics.retain(|d| d.reason != crate::manifests::INVALID_OBJECT || d.object != label);
+        if diagnostics.len() != before {
+            return Change::Read;
+        }
     }
+    Change::Unchanged
+}
+
+/// Counts one watch event in `gantry_store_events_total` and returns its change.
+fn counted(metrics: &Metrics, kind: Kind, change: Change) -> Change {
+    let result = if change.is_read() { "changed" } else { "ignored" };
+    metrics
+        .store_events
+        .get_or_create(&StoreEventLabels {
+            kind: kind.as_str(),
+            result,
+        })
+        .inc();
+    change
 }
 
 /// Runs one watcher until shutdown.
@@ -589,6 +608,7 @@ async fn watch_kind<K>(
         }
         let mut first_sync = false;
         ctx.shared.update(|s| {
+            let mut change = Change::Unchanged;
             // The TLS watch writes a key that a reference watch holds into its own view only.
             let mut referenced = scope.tls_secrets.then(|| ctx.referenced_secrets());
             let mut target = Target {
@@ -600,25 +620,29 @@ async fn watch_kind<K>(
                     Step::Init => listed = Some(HashSet::new()),
                     Step::Listed(obj) => {
                         listed.get_or_insert_with(HashSet::new).insert(obj.key());
-                        forget_invalid(&mut s.diagnostics, kind, &obj.key());
-                        target.apply(obj);
+                        let fixed = forget_invalid(&mut s.diagnostics, kind, &obj.key());
+                        let applied = target.apply(obj);
+                        change = change.max(counted(&ctx.metrics, kind, applied.max(fixed)));
                     }
                     Step::InitDone => {
                         let listed = listed.take().unwrap_or_default();
                         let stale = target.stale(&scope, &listed);
                         if stale > 0 {
+                            change = Change::Read;
                             tracing::info!(kind = %kind, namespace = ?scope.namespace, name = ?scope.name, removed = stale, "relist: removing objects deleted meanwhile");
                         }
                         tracing::debug!(kind = %kind, namespace = ?scope.namespace, name = ?scope.name, objects = listed.len(), "listed");
                         first_sync |= first_list.is_some();
                     }
                     Step::Applied(obj) => {
-                        forget_invalid(&mut s.diagnostics, kind, &obj.key());
-                        target.apply(obj)
+                        let fixed = forget_invalid(&mut s.diagnostics, kind, &obj.key());
+                        let applied = target.apply(obj);
+                        change = change.max(counted(&ctx.metrics, kind, applied.max(fixed)));
                     }
                     Step::Deleted(key) => {
-                        forget_invalid(&mut s.diagnostics, kind, &key);
-                        target.delete(kind, &key)
+                        let fixed = forget_invalid(&mut s.diagnostics, kind, &key);
+                        let deleted = target.delete(kind, &key);
+                        change = change.max(counted(&ctx.metrics, kind, deleted.max(fixed)));
                     }
                     Step::Invalid { bad, listed: in_list } => {
                         if in_list {
@@ -635,9 +659,12 @@ async fn watch_kind<K>(
                             ),
                         });
                         target.delete(kind, &bad.key);
+                        // The new diagnostic is published with the next build.
+                        change = change.max(counted(&ctx.metrics, kind, Change::Read));
                     }
                 }
             }
+            change
         });
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -667,23 +694,26 @@ struct Target<'a> {
 }
 
 impl Target<'_> {
-    fn apply(&mut self, obj: Object) {
+    /// What the store made of it; a key kept aside in the TLS view changes nothing translation
+    /// reads.
+    fn apply(&mut self, obj: Object) -> Change {
         if let Some(r) = &mut self.referenced {
             let key = obj.key();
             if r.watched.contains(&key) {
                 if let Object::Secret(secret) = obj {
                     r.tls_view.insert(key, secret);
                 }
-                return;
+                return Change::Unchanged;
             }
         }
-        self.store.apply(obj);
+        self.store.apply(obj)
     }
 
-    fn delete(&mut self, kind: Kind, key: &ObjectKey) {
+    fn delete(&mut self, kind: Kind, key: &ObjectKey) -> Change {
         match &mut self.referenced {
             Some(r) if r.watched.contains(key) => {
                 r.tls_view.remove(key);
+                Change::Unchanged
             }
             _ => self.store.delete(kind, key),
         }
@@ -885,15 +915,17 @@ impl ReferenceWatches {
         if !stopping.is_empty() {
             self.ctx.shared.update(|s| {
                 let mut referenced = self.ctx.referenced_secrets();
+                let mut change = Change::Unchanged;
                 for ((kind, key), _) in &stopping {
-                    s.store.delete(*kind, key);
+                    change = change.max(s.store.delete(*kind, key));
                     if *kind == Kind::Secret {
                         referenced.watched.remove(key);
                         if let Some(tls) = referenced.tls_view.remove(key) {
-                            s.store.apply(Object::Secret(tls));
+                            change = change.max(s.store.apply(Object::Secret(tls)));
                         }
                     }
                 }
+                change
             });
             tracing::info!(
                 stopped = stopping.len(),
@@ -987,7 +1019,10 @@ impl ReferenceWatches {
         {
             tracing::warn!(object = %d.object, reason = %d.reason, "{}", d.message);
         }
-        self.ctx.shared.update(|s| replace_diagnostics(s, &diagnostics));
+        self.ctx.shared.update(|s| {
+            replace_diagnostics(s, &diagnostics);
+            Change::Read
+        });
         self.diagnostics = diagnostics;
     }
 
