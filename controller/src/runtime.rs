@@ -16,10 +16,11 @@ use crate::{
     translate::{gateway::GatewayApiStatus, translate, IngressReport, TranslateOptions},
 };
 
-/// Wait this long after a change for more changes before rebuilding...
+/// A change that comes while a build runs, or less than this after one, is part of a burst: its
+/// build waits until no change came for this long. See [`Debounce`].
 pub const HOLD_OFF: Duration = Duration::from_millis(100);
-/// ...but never longer than this after the first change, so a steady stream of changes still
-/// gets built.
+/// ...but never longer than this after the first change of the burst, so a steady stream of
+/// changes still gets built.
 pub const MAX_DELAY: Duration = Duration::from_millis(500);
 
 /// What the sources have gathered: the objects, and problems found before translation (files
@@ -173,8 +174,8 @@ pub fn rebuild(
     }
 }
 
-/// Rebuilds whenever the store changes, debounced; the data plane turns ready with the first
-/// build. Announces every build on `published` (nobody listens in file mode). Runs until
+/// Rebuilds whenever the store changes, debounced ([`Debounce`]); the data plane turns ready with
+/// the first build. Announces every build on `published` (nobody listens in file mode). Runs until
 /// `shutdown` turns true.
 pub async fn rebuild_loop(
     shared: Arc<SharedStore>,
@@ -185,14 +186,14 @@ pub async fn rebuild_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut synced = shared.synced.subscribe();
-    let mut changes = shared.subscribe();
+    let mut debounce = Debounce::new(shared.subscribe());
     tokio::select! {
         _ = gantry_proxy::shutdown_requested(&mut synced) => {}
         _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
     }
     let mut reported: Vec<Diagnostic> = Vec::new();
     loop {
-        changes.mark_unchanged();
+        debounce.building();
         let (s, d, m, o) = (shared.clone(), dataplane.clone(), metrics.clone(), opts.clone());
         // Translation is CPU work that can take a while for large stores: keep it off the threads
         // that serve traffic.
@@ -220,20 +221,78 @@ pub async fn rebuild_loop(
                     .inc();
             }
         }
-        // Wait for a change, then debounce.
-        tokio::select! {
-            r = changes.changed() => if r.is_err() { return },
-            _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
+        if !debounce.next(&mut shutdown).await {
+            return;
         }
-        let first = tokio::time::Instant::now();
-        loop {
-            let deadline = (tokio::time::Instant::now() + HOLD_OFF).min(first + MAX_DELAY);
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
-                r = changes.changed() => if r.is_err() { return },
+    }
+}
+
+/// When the rebuild loop builds again after a change, latency first:
+///
+/// - **A change after a quiet period** (no build ended in the last [`HOLD_OFF`]) is built at once,
+///   without waiting: a lone edit is served as soon as translation allows.
+/// - **A burst** (a change that comes while a build runs, or less than [`HOLD_OFF`] after one ended)
+///   is built once no change came for [`HOLD_OFF`], but never later than [`MAX_DELAY`] after its
+///   first change. A change made during a build counts from that build's start (the loop cannot
+///   tell when during the build it came, and the start is the earliest it can have), so a build
+///   that took longer than [`MAX_DELAY`] is followed at once by the next.
+///
+/// So no change waits longer than [`MAX_DELAY`] plus the build in progress, and a steady stream
+/// of changes costs one build per [`MAX_DELAY`], not one per change.
+struct Debounce {
+    /// The store's version: it moves only on changes translation reads.
+    changes: watch::Receiver<u64>,
+    /// When the last build started.
+    started: tokio::time::Instant,
+}
+
+// === impl Debounce ===
+
+impl Debounce {
+    fn new(changes: watch::Receiver<u64>) -> Self {
+        Self {
+            changes,
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// A build starts: it sees every change made so far; later ones are for the next build.
+    fn building(&mut self) {
+        self.changes.mark_unchanged();
+        self.started = tokio::time::Instant::now();
+    }
+
+    /// After a build: waits until the next build is due. `false` when `shutdown` turned true or
+    /// the store is gone.
+    async fn next(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        use tokio::time::Instant;
+        let finished = Instant::now();
+        let first = match self.changes.has_changed() {
+            Ok(true) => self.started,
+            Ok(false) => {
+                tokio::select! {
+                    r = self.changes.changed() => if r.is_err() { return false },
+                    _ = gantry_proxy::shutdown_requested(shutdown) => return false,
+                }
+                let now = Instant::now();
+                if now.duration_since(finished) >= HOLD_OFF {
+                    return true;
+                }
+                now
             }
-            if tokio::time::Instant::now() >= first + MAX_DELAY {
-                break;
+            Err(_) => return false,
+        };
+        let mut last = Instant::now();
+        loop {
+            let deadline = (last + HOLD_OFF).min(first + MAX_DELAY);
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return true,
+                r = self.changes.changed() => if r.is_err() { return false },
+                _ = gantry_proxy::shutdown_requested(shutdown) => return false,
+            }
+            last = Instant::now();
+            if last >= first + MAX_DELAY {
+                return true;
             }
         }
     }
@@ -245,5 +304,194 @@ fn log_new_diagnostics(before: &[Diagnostic], now: &[Diagnostic]) {
         if before.binary_search(d).is_err() {
             tracing::warn!(object = %d.object, reason = %d.reason, "{}", d.message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::{
+        sync::mpsc,
+        time::{sleep, timeout, Instant},
+    };
+
+    use super::*;
+
+    /// The rebuild loop's timing around a build that takes `build_time`: returns the store's
+    /// version (to make changes) and the start of every build, as they happen.
+    struct Harness {
+        version: watch::Sender<u64>,
+        builds: mpsc::UnboundedReceiver<Instant>,
+        shutdown: watch::Sender<bool>,
+    }
+
+    impl Harness {
+        fn start(build_time: Duration) -> Self {
+            let (version, changes) = watch::channel(0);
+            let (shutdown_tx, mut shutdown) = watch::channel(false);
+            let (built, builds) = mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                let mut debounce = Debounce::new(changes);
+                loop {
+                    debounce.building();
+                    let _ = built.send(Instant::now());
+                    sleep(build_time).await;
+                    if !debounce.next(&mut shutdown).await {
+                        return;
+                    }
+                }
+            });
+            Self {
+                version,
+                builds,
+                shutdown: shutdown_tx,
+            }
+        }
+
+        /// Changes the store now and says when.
+        fn change(&self) -> Instant {
+            self.version.send_modify(|v| *v += 1);
+            Instant::now()
+        }
+
+        /// The start of the next build (time runs until there is one).
+        async fn next_build(&mut self) -> Instant {
+            self.builds.recv().await.expect("the loop runs")
+        }
+
+        /// No build starts in the next ten seconds.
+        async fn assert_no_build(&mut self) {
+            let more = timeout(Duration::from_secs(10), self.builds.recv()).await;
+            assert!(more.is_err(), "an unexpected build: {more:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_after_a_quiet_period_is_built_at_once() {
+        let mut h = Harness::start(Duration::from_millis(30));
+        h.next_build().await;
+        sleep(Duration::from_secs(1)).await;
+        let changed = h.change();
+        assert_eq!(h.next_build().await, changed, "no hold-off for a lone change");
+        h.assert_no_build().await;
+        // Quiet again (the ten seconds without a build): at once again.
+        let changed = h.change();
+        assert_eq!(h.next_build().await, changed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_just_after_a_build_waits_for_the_hold_off() {
+        let mut h = Harness::start(Duration::ZERO);
+        h.next_build().await;
+        sleep(Duration::from_millis(10)).await;
+        let changed = h.change();
+        assert_eq!(h.next_build().await, changed + HOLD_OFF);
+        h.assert_no_build().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_after_a_quiet_period_is_built_at_its_start_and_once_when_it_settles() {
+        let mut h = Harness::start(Duration::ZERO);
+        h.next_build().await;
+        sleep(Duration::from_secs(1)).await;
+        let first = h.change();
+        assert_eq!(h.next_build().await, first);
+        let mut last = first;
+        for _ in 0..5 {
+            sleep(Duration::from_millis(20)).await;
+            last = h.change();
+        }
+        assert_eq!(
+            h.next_build().await,
+            last + HOLD_OFF,
+            "one build for the rest of the burst"
+        );
+        h.assert_no_build().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_steady_stream_of_changes_is_built_at_least_every_max_delay() {
+        let mut h = Harness::start(Duration::from_millis(5));
+        h.next_build().await;
+        sleep(Duration::from_secs(1)).await;
+        // A change every 30 ms for 3 s: the hold-off alone would never be reached.
+        let mut changes = Vec::new();
+        for _ in 0..100 {
+            changes.push(h.change());
+            sleep(Duration::from_millis(30)).await;
+        }
+        let mut builds = Vec::new();
+        while let Ok(Some(b)) = timeout(Duration::from_secs(10), h.builds.recv()).await {
+            builds.push(b);
+        }
+        for c in &changes {
+            // A build at the instant of a change is the at-once build of the first one; the
+            // 30 ms period keeps every other change off the build instants.
+            let built = builds.iter().find(|b| *b >= c).expect("every change is built");
+            assert!(*built - *c <= MAX_DELAY, "a change waited {:?}", *built - *c);
+        }
+        assert!(
+            builds.len() <= 3000 / MAX_DELAY.as_millis() as usize + 2,
+            "{} builds for 100 changes",
+            builds.len()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_during_a_build_is_built_after_it_within_max_delay_of_the_builds_start() {
+        let mut h = Harness::start(Duration::from_millis(300));
+        h.next_build().await;
+        sleep(Duration::from_secs(1)).await;
+        let started = h.change();
+        assert_eq!(h.next_build().await, started);
+        sleep(Duration::from_millis(100)).await;
+        h.change();
+        // The build ends at 300 ms; the hold-off runs from there.
+        assert_eq!(
+            h.next_build().await,
+            started + Duration::from_millis(300) + HOLD_OFF
+        );
+
+        let mut h = Harness::start(Duration::from_millis(600));
+        h.next_build().await;
+        sleep(Duration::from_secs(1)).await;
+        let started = h.change();
+        assert_eq!(h.next_build().await, started);
+        sleep(Duration::from_millis(100)).await;
+        h.change();
+        // The build took longer than MAX_DELAY: the next one starts as it ends.
+        assert_eq!(h.next_build().await, started + Duration::from_millis(600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_ends_onshutdown() {
+        let mut h = Harness::start(Duration::ZERO);
+        h.next_build().await;
+        h.shutdown.send_replace(true);
+        assert_eq!(
+            h.builds.recv().await,
+            None,
+            "the loop returned and dropped its sender"
+        );
+    }
+
+    #[test]
+    fn only_changes_translation_reads_wake_the_rebuild_loop() {
+        let shared = SharedStore::default();
+        let mut rebuilds = shared.subscribe();
+        let mut statuses = shared.subscribe_status();
+        shared.update(|_| Change::Unchanged);
+        assert!(!rebuilds.has_changed().unwrap_or(true));
+        assert!(!statuses.has_changed().unwrap_or(true));
+        shared.update(|_| Change::Status);
+        assert!(!rebuilds.has_changed().unwrap_or(true));
+        assert!(statuses.has_changed().unwrap_or(false));
+        statuses.mark_unchanged();
+        shared.update(|_| Change::Read);
+        assert!(rebuilds.has_changed().unwrap_or(false));
+        assert!(
+            !statuses.has_changed().unwrap_or(true),
+            "a build wakes the status writers"
+        );
+        rebuilds.mark_unchanged();
     }
 }
