@@ -249,6 +249,29 @@ pub async fn metric(g: &Gantry, name: &str) -> Option<f64> {
     found
 }
 
+/// Like [`metric`], summing only the samples whose labels include every `(name, value)` pair of
+/// `labels`.
+pub async fn metric_labelled(g: &Gantry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let text = plain_client()
+        .get(format!("http://{}/metrics", g.admin))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric_name, label_text) = series.split_once('{').unwrap_or((series, ""));
+        let has = |(k, v): &(&str, &str)| label_text.contains(&format!("{k}=\"{v}\""));
+        if metric_name == name && labels.iter().all(has) {
+            *found.get_or_insert(0.0) += value.parse::<f64>().ok()?;
+        }
+    }
+    found
+}
+
 // === Kubernetes objects ===
 
 pub fn meta(ns: &str, name: &str) -> ObjectMeta {
