@@ -623,7 +623,13 @@ fn gateway_class_change(a: &GatewayClass, b: &GatewayClass) -> Change {
 /// A Gateway's `status.addresses` is read: it is where the address a Gateway was given from the
 /// pool is remembered, across restarts and by every replica.
 fn gateway_change(a: &Gateway, b: &Gateway) -> Change {
-    let addresses = |g: &Gateway| g.status.as_ref().map(|s| s.addresses.clone());
+    // As `held_addresses` reads it: no status and no addresses are the same.
+    fn addresses(g: &Gateway) -> &[crate::gateway::api::gateways::GatewayStatusAddresses] {
+        g.status
+            .as_ref()
+            .and_then(|s| s.addresses.as_deref())
+            .unwrap_or_default()
+    }
     let Gateway {
         metadata,
         spec,
