@@ -46,6 +46,11 @@ pub struct Metrics {
     /// Cluster mode: objects listed, changed or deleted by the watches, by kind and by whether they
     /// changed what translation reads (`changed`, which wakes the rebuild) or not (`ignored`).
     pub store_events: Family<StoreEventLabels, Counter>,
+    /// Cluster mode: lists after a watch's first one, by kind. kube-runtime's watcher lists again
+    /// when the API server answers `410 Gone` (the resourceVersion it resumes from was compacted
+    /// away), so a rising count says the watches fall behind etcd's history; the relist itself
+    /// removes what was deleted meanwhile.
+    pub kube_relists: Family<KindLabels, Counter>,
     /// Cluster mode: running watches of single Secrets and ConfigMaps that annotations refer to.
     pub kube_reference_watches: Gauge,
     /// Cluster mode: 1 while this replica holds the election Lease (and so writes status and Events).
@@ -110,6 +115,12 @@ impl Metrics {
              is built again; ignored: nothing translation reads changed)",
             store_events.clone(),
         );
+        let kube_relists = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "kube_relists",
+            "Lists of a Kubernetes watch after its first one, by kind (a 410 Gone makes the watch list again)",
+            kube_relists.clone(),
+        );
         let kube_reference_watches = Gauge::default();
         registry.register(
             "kube_reference_watches",
@@ -142,6 +153,7 @@ impl Metrics {
             kube_last_sync,
             kube_watch_errors,
             store_events,
+            kube_relists,
             kube_reference_watches,
             leader,
             status_writes,

@@ -13,7 +13,8 @@
 //! - on a (re)list, replaces what it holds: objects of its kind and scope that the new list does not
 //!   name are deleted, so objects deleted while the API server was unreachable do go away;
 //! - retries failed calls with [`watcher::DefaultBackoff`] (client-go's parameters, 0.8 s doubling to
-//!   30 s); a `410 Gone` on a watch restarts it with a fresh list (the watcher does that itself).
+//!   30 s); a `410 Gone` on a watch restarts it with a fresh list (the watcher does that itself;
+//!   `gantry_kube_relists_total` counts them, and `tests/cluster_relist.rs` forces one).
 //!
 //! Secrets of other types and ConfigMaps are read only where an annotation of one of our Ingresses
 //! names them (`auth-secret`, `custom-headers`, ...): [`watch_references`] keeps exactly one
@@ -569,6 +570,10 @@ async fn watch_kind<K>(
     // Keys named by the (re)list in progress; `None` outside a list.
     let mut listed: Option<HashSet<ObjectKey>> = None;
     let mut first_list = Some(first_list);
+    // Whether a list has completed: an `Init` after that is a relist (kube-runtime's watcher lists
+    // again after a `410 Gone`), counted in `gantry_kube_relists_total`. A first list that failed
+    // half-way and starts over is not one.
+    let mut listed_once = false;
     loop {
         let batch = tokio::select! {
             _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
@@ -580,12 +585,24 @@ async fn watch_kind<K>(
         let mut steps = Vec::with_capacity(batch.len());
         for event in batch {
             match event {
-                Ok(watcher::Event::Init) => steps.push(Step::Init),
+                Ok(watcher::Event::Init) => {
+                    if listed_once {
+                        ctx.metrics
+                            .kube_relists
+                            .get_or_create(&KindLabels { kind: kind.as_str() })
+                            .inc();
+                        tracing::info!(kind = %kind, namespace = ?scope.namespace, name = ?scope.name, "relist: the watch lists again");
+                    }
+                    steps.push(Step::Init)
+                }
                 Ok(watcher::Event::InitApply(o)) => steps.push(match o.into_object() {
                     Ok(obj) => Step::Listed(slim_one(obj)),
                     Err(bad) => Step::Invalid { bad, listed: true },
                 }),
-                Ok(watcher::Event::InitDone) => steps.push(Step::InitDone),
+                Ok(watcher::Event::InitDone) => {
+                    listed_once = true;
+                    steps.push(Step::InitDone)
+                }
                 Ok(watcher::Event::Apply(o)) => steps.push(match o.into_object() {
                     Ok(obj) => Step::Applied(slim_one(obj)),
                     Err(bad) => Step::Invalid { bad, listed: false },
