@@ -59,13 +59,19 @@ pub async fn start_gantry(env: &TestEnv, extra: &[&str]) -> Gantry {
 
 /// Starts `gantry` in cluster mode without waiting.
 pub fn spawn_gantry(env: &TestEnv, extra: &[&str]) -> Gantry {
+    spawn_gantry_with_kubeconfig(env, &env.kubeconfig_path(), extra)
+}
+
+/// [`spawn_gantry`] with another kubeconfig than the environment's (one whose server is a relay
+/// in front of the API server, say).
+pub fn spawn_gantry_with_kubeconfig(env: &TestEnv, kubeconfig: &std::path::Path, extra: &[&str]) -> Gantry {
     let (http, https, admin) = (free_port(), free_port(), free_port());
     let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
     let log = env.dir().join(format!("gantry-{admin}.log"));
     let out = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
         .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
+        .arg(kubeconfig)
         .args(["--http-addr", &addr(http).to_string()])
         .args(["--https-addr", &addr(https).to_string()])
         .args(["--admin-addr", &addr(admin).to_string()])
@@ -226,6 +232,23 @@ pub async fn wait_status(g: &Gantry, limit: Duration, host: &str, path: &str, st
         }
     })
     .await
+}
+
+/// The value of one series of a metric in `/metrics`, e.g. `gantry_kube_relists_total{kind="Ingress"}`
+/// (the series exactly as printed); `None` when absent.
+pub async fn metric_series(g: &Gantry, series: &str) -> Option<f64> {
+    let text = plain_client()
+        .get(format!("http://{}/metrics", g.admin))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(s, _)| *s == series)
+        .and_then(|(_, v)| v.parse().ok())
 }
 
 /// The sum of every sample of a metric in `/metrics` (all label sets); `None` when absent.

@@ -73,6 +73,8 @@ struct Inner {
     supervisor: Supervisor,
     tls: Arc<rustls::ClientConfig>,
     ready_timeout: Duration,
+    /// Given by `start_with_apiserver_args`, after the defaults (a later flag wins).
+    extra_apiserver_args: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -91,6 +93,14 @@ impl TestEnv {
     /// Starts etcd and kube-apiserver and waits until `/readyz` answers 200.
     /// Blocks for several seconds; see `start_async` for async callers.
     pub fn start() -> Result<TestEnv> {
+        TestEnv::start_with_apiserver_args(&[])
+    }
+
+    /// `start`, with more kube-apiserver flags (they follow the defaults, so they also override
+    /// them), kept across `stop_apiserver`/`start_apiserver`. E.g. `--watch-cache=false` makes
+    /// watches read etcd directly, so that compacting etcd (`compact_etcd`) expires their
+    /// resourceVersions.
+    pub fn start_with_apiserver_args(args: &[&str]) -> Result<TestEnv> {
         let assets = assets_dir()?;
         for bin in ["etcd", "kube-apiserver"] {
             let path = assets.join(bin);
@@ -124,6 +134,7 @@ impl TestEnv {
             supervisor: Supervisor::new(lifetime)?,
             tls,
             ready_timeout: env_secs("GANTRY_ENVTEST_READY_TIMEOUT_SECS", 90),
+            extra_apiserver_args: args.iter().map(|a| a.to_string()).collect(),
         });
         inner.start_processes()?;
         Ok(TestEnv { inner })
@@ -147,6 +158,34 @@ impl TestEnv {
     /// `https://127.0.0.1:<port>`; stays the same across `stop_apiserver`/`start_apiserver`.
     pub fn apiserver_url(&self) -> String {
         format!("https://{LOOPBACK}:{}", self.inner.ports().apiserver)
+    }
+
+    /// `http://127.0.0.1:<port>`: etcd's client URL (plain HTTP, no authentication), which also
+    /// serves etcd's v3 JSON gateway (`/v3/kv/range`, `/v3/kv/compaction`).
+    pub fn etcd_url(&self) -> String {
+        format!("http://{LOOPBACK}:{}", self.inner.ports().etcd_client)
+    }
+
+    /// Compacts etcd's history up to its current revision (physically, waiting until it is done)
+    /// and returns that revision. A watch that resumes from an older resourceVersion, and reaches
+    /// etcd (the API server runs with `--watch-cache=false`), then gets `410 Gone`.
+    pub fn compact_etcd(&self) -> Result<i64> {
+        let range = etcd_post(
+            self.inner.ports().etcd_client,
+            "/v3/kv/range",
+            // Any key: only the header's revision is read. ("/" base64-encoded.)
+            r#"{"key":"Lw==","limit":1}"#,
+        )?;
+        let revision: i64 = range["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .with_context(|| format!("no header.revision in etcd's range answer {range}"))?;
+        etcd_post(
+            self.inner.ports().etcd_client,
+            "/v3/kv/compaction",
+            &format!(r#"{{"revision":"{revision}","physical":true}}"#),
+        )?;
+        Ok(revision)
     }
 
     /// A kubeconfig (administrator, `system:masters`) for this environment.
@@ -418,7 +457,7 @@ impl Inner {
 
     fn apiserver_args(&self, ports: Ports) -> Vec<String> {
         let f = |name: &str| self.root.join(name).display().to_string();
-        vec![
+        let mut args = vec![
             format!("--etcd-servers=http://{LOOPBACK}:{}", ports.etcd_client),
             format!("--secure-port={}", ports.apiserver),
             format!("--bind-address={LOOPBACK}"),
@@ -438,7 +477,9 @@ impl Inner {
             // The `kubernetes` Service's Endpoints cannot hold 127.0.0.1 (validation
             // rejects loopback addresses), so reconciling them only logs errors.
             "--endpoint-reconciler-type=none".into(),
-        ]
+        ];
+        args.extend(self.extra_apiserver_args.iter().cloned());
+        args
     }
 
     fn stop_processes(&self) {
@@ -528,6 +569,29 @@ fn etcd_healthy(port: u16) -> Result<()> {
     } else {
         bail!("etcd /health: {:?}", tail(&response, 3))
     }
+}
+
+/// One POST of a JSON body to etcd's v3 JSON gateway; the answer's JSON (an error when it is not
+/// a 200).
+fn etcd_post(port: u16, path: &str, body: &str) -> Result<serde_json::Value> {
+    let addr = SocketAddr::from((LOOPBACK, port));
+    let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        tcp,
+        "POST {path} HTTP/1.0\r\nHost: {LOOPBACK}:{port}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    let _ = tcp.read_to_string(&mut response);
+    let status = response.lines().next().unwrap_or_default().to_owned();
+    if status.split_whitespace().nth(1) != Some("200") {
+        bail!("etcd {path}: {status:?}: {}", tail(&response, 3));
+    }
+    // HTTP/1.0: the body is not chunked and ends when etcd closes the connection.
+    let json = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(json).with_context(|| format!("etcd {path}: {json}"))
 }
 
 /// SIGKILLs and reaps a server process.
