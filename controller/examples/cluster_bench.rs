@@ -625,6 +625,9 @@ async fn build_histogram(client: &reqwest::Client, url: &str) -> (f64, f64) {
 fn snapshot_build_times(log: &std::path::Path, from: u64) -> Vec<f64> {
     let text = std::fs::read(log).unwrap_or_default();
     let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+    // The log is coloured when the terminal is: drop the escape sequences first.
+    let plain = regex::Regex::new("\x1b\\[[0-9;]*m").expect("a valid pattern");
+    let text = plain.replace_all(&text, "");
     text.lines()
         .filter(|l| l.contains("snapshot built"))
         .filter_map(|l| {

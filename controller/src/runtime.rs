@@ -229,16 +229,19 @@ pub async fn rebuild_loop(
 
 /// When the rebuild loop builds again after a change, latency first:
 ///
-/// - **A change after a quiet period** (no build ended in the last [`HOLD_OFF`]) is built at once,
-///   without waiting: a lone edit is served as soon as translation allows.
-/// - **A burst** (a change that comes while a build runs, or less than [`HOLD_OFF`] after one ended)
-///   is built once no change came for [`HOLD_OFF`], but never later than [`MAX_DELAY`] after its
-///   first change. A change made during a build counts from that build's start (the loop cannot
-///   tell when during the build it came, and the start is the earliest it can have), so a build
-///   that took longer than [`MAX_DELAY`] is followed at once by the next.
+/// - **A change after a quiet period** is built at once, without waiting: a lone edit is served
+///   as soon as translation allows. The quiet period is as long as the last build took, at most
+///   [`HOLD_OFF`]: changes made one after another, each waiting for the last to be served (a
+///   deploy pipeline, an operator at work), are each built at once.
+/// - **A change within the quiet period** is built when the period ends, with every change that
+///   came meanwhile. So the builds of a steady stream of changes take at most half of one CPU.
+/// - **A burst** (changes that come while a build runs) is built once no change came for
+///   [`HOLD_OFF`], but never later than [`MAX_DELAY`] after its first change. A change made during
+///   a build counts from that build's start (the loop cannot tell when during the build it came,
+///   and the start is the earliest it can have), so a build that took longer than [`MAX_DELAY`] is
+///   followed at once by the next.
 ///
-/// So no change waits longer than [`MAX_DELAY`] plus the build in progress, and a steady stream
-/// of changes costs one build per [`MAX_DELAY`], not one per change.
+/// So no change waits longer than [`MAX_DELAY`] plus the build in progress.
 struct Debounce {
     /// The store's version: it moves only on changes translation reads.
     changes: watch::Receiver<u64>,
@@ -267,6 +270,7 @@ impl Debounce {
     async fn next(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
         use tokio::time::Instant;
         let finished = Instant::now();
+        let quiet = finished.duration_since(self.started).min(HOLD_OFF);
         let first = match self.changes.has_changed() {
             Ok(true) => self.started,
             Ok(false) => {
@@ -274,11 +278,11 @@ impl Debounce {
                     r = self.changes.changed() => if r.is_err() { return false },
                     _ = gantry_proxy::shutdown_requested(shutdown) => return false,
                 }
-                let now = Instant::now();
-                if now.duration_since(finished) >= HOLD_OFF {
-                    return true;
+                // At once after a quiet period, else when it ends.
+                tokio::select! {
+                    _ = tokio::time::sleep_until(finished + quiet) => return true,
+                    _ = gantry_proxy::shutdown_requested(shutdown) => return false,
                 }
-                now
             }
             Err(_) => return false,
         };
@@ -379,18 +383,45 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_change_just_after_a_build_waits_for_the_hold_off() {
-        let mut h = Harness::start(Duration::ZERO);
+    async fn a_change_within_the_quiet_period_waits_for_its_end() {
+        let build = Duration::from_millis(30);
+        let mut h = Harness::start(build);
+        let started = h.next_build().await;
+        // The build ends at 30 ms; a change 10 ms later is built when the quiet period (as long
+        // as the build) ends, 60 ms after the build started.
+        sleep(build + Duration::from_millis(10)).await;
+        h.change();
+        assert_eq!(h.next_build().await, started + build + build);
+        h.assert_no_build().await;
+        // A build longer than HOLD_OFF: the quiet period is HOLD_OFF.
+        let build = Duration::from_millis(400);
+        let mut h = Harness::start(build);
+        let started = h.next_build().await;
+        sleep(build + Duration::from_millis(10)).await;
+        h.change();
+        assert_eq!(h.next_build().await, started + build + HOLD_OFF);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_made_one_after_another_are_each_built_at_once() {
+        // Each change comes once the last one is served (its build of 20 ms done, then 10 ms for
+        // the client to see it and make the next): no hold-off for any of them.
+        let build = Duration::from_millis(20);
+        let mut h = Harness::start(build);
         h.next_build().await;
-        sleep(Duration::from_millis(10)).await;
-        let changed = h.change();
-        assert_eq!(h.next_build().await, changed + HOLD_OFF);
+        sleep(Duration::from_secs(1)).await;
+        for _ in 0..50 {
+            let changed = h.change();
+            assert_eq!(h.next_build().await, changed, "built at once");
+            sleep(build + build).await;
+        }
         h.assert_no_build().await;
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_burst_after_a_quiet_period_is_built_at_its_start_and_once_when_it_settles() {
-        let mut h = Harness::start(Duration::ZERO);
+    async fn a_burst_during_a_build_is_built_once_when_it_settles() {
+        let build = Duration::from_millis(30);
+        let mut h = Harness::start(build);
         h.next_build().await;
         sleep(Duration::from_secs(1)).await;
         let first = h.change();
@@ -409,31 +440,62 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_steady_stream_of_changes_is_built_at_least_every_max_delay() {
-        let mut h = Harness::start(Duration::from_millis(5));
+    async fn a_stream_of_changes_faster_than_the_builds_is_built_at_least_every_max_delay() {
+        let build = Duration::from_millis(5);
+        let mut h = Harness::start(build);
         h.next_build().await;
         sleep(Duration::from_secs(1)).await;
-        // A change every 30 ms for 3 s: the hold-off alone would never be reached.
+        // A change every 2 ms for 3 s: the hold-off alone would never be reached.
         let mut changes = Vec::new();
-        for _ in 0..100 {
+        for _ in 0..1500 {
             changes.push(h.change());
-            sleep(Duration::from_millis(30)).await;
+            sleep(Duration::from_millis(2)).await;
         }
         let mut builds = Vec::new();
         while let Ok(Some(b)) = timeout(Duration::from_secs(10), h.builds.recv()).await {
             builds.push(b);
         }
         for c in &changes {
-            // A build at the instant of a change is the at-once build of the first one; the
-            // 30 ms period keeps every other change off the build instants.
-            let built = builds.iter().find(|b| *b >= c).expect("every change is built");
-            assert!(*built - *c <= MAX_DELAY, "a change waited {:?}", *built - *c);
+            let built = builds.iter().find(|b| *b > c).expect("every change is built");
+            assert!(
+                *built - *c <= MAX_DELAY + build,
+                "a change waited {:?}",
+                *built - *c
+            );
         }
         assert!(
             builds.len() <= 3000 / MAX_DELAY.as_millis() as usize + 2,
-            "{} builds for 100 changes",
+            "{} builds for 1,500 changes",
             builds.len()
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_builds_of_a_steady_stream_take_at_most_half_of_the_time() {
+        // Builds of 20 ms and a change every 25 ms, each landing in the quiet period of the
+        // build before: every build waits out its quiet period.
+        let build = Duration::from_millis(20);
+        let mut h = Harness::start(build);
+        h.next_build().await;
+        sleep(Duration::from_secs(1)).await;
+        let from = Instant::now();
+        for _ in 0..120 {
+            h.change();
+            sleep(Duration::from_millis(25)).await;
+        }
+        let mut builds = Vec::new();
+        while let Ok(Some(b)) = timeout(Duration::from_secs(10), h.builds.recv()).await {
+            builds.push(b);
+        }
+        let span = builds.last().unwrap().duration_since(from) + build;
+        assert!(
+            build * builds.len() as u32 <= span / 2 + build,
+            "{} builds of {build:?} in {span:?}",
+            builds.len()
+        );
+        for pair in builds.windows(2) {
+            assert!(pair[1] - pair[0] >= build + build, "{:?}", pair[1] - pair[0]);
+        }
     }
 
     #[tokio::test(start_paused = true)]
