@@ -23,6 +23,10 @@ pub const HOLD_OFF: Duration = Duration::from_millis(100);
 /// changes still gets built.
 pub const MAX_DELAY: Duration = Duration::from_millis(500);
 
+/// How long the status writers let a burst of status-only changes settle before they compare
+/// again (after a build they compare at once).
+pub const STATUS_SETTLE: Duration = Duration::from_secs(1);
+
 /// What the sources have gathered: the objects, and problems found before translation (files
 /// that do not parse, documents that are not valid objects).
 #[derive(Debug, Default)]
