@@ -27,6 +27,21 @@ pub const MAX_DELAY: Duration = Duration::from_millis(500);
 /// again (after a build they compare at once).
 pub const STATUS_SETTLE: Duration = Duration::from_secs(1);
 
+/// For the status writers, woken by [`SharedStore::subscribe_status`]: status events come in
+/// bursts, most of them their own writes coming back (one per object), and every look compares
+/// every object, so they look once per burst: after [`STATUS_SETTLE`]. `false` on shutdown.
+pub async fn settle_status(
+    statuses: &mut watch::Receiver<u64>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(STATUS_SETTLE) => {}
+        _ = gantry_proxy::shutdown_requested(shutdown) => return false,
+    }
+    statuses.mark_unchanged();
+    true
+}
+
 /// What the sources have gathered: the objects, and problems found before translation (files
 /// that do not parse, documents that are not valid objects).
 #[derive(Debug, Default)]

@@ -123,19 +123,8 @@ async fn statuses(g: &Gantry, method: &str, host: &str, body: Option<&'static st
 
 /// `gantry_upstream_retries_total{reason}` from the admin port.
 async fn retries(g: &Gantry, reason: &str) -> u64 {
-    let text = plain_client()
-        .get(format!("http://{}/metrics", g.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let key = format!("gantry_upstream_retries_total{{reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    g.metric(&format!("gantry_upstream_retries_total{{reason=\"{reason}\"}}"))
+        .await as u64
 }
 
 fn retry_ingress(name: &str, host: &str, service: &str, annotations: &[(&str, &str)]) -> String {

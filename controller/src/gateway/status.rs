@@ -122,15 +122,9 @@ pub fn run(
                 _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
                 r = published.changed() => if r.is_err() { return },
                 r = statuses.changed() => {
-                    if r.is_err() { return }
-                    // Status events come in bursts, most of them our own writes coming back (one
-                    // per object): look once per burst, not once per event, since every look
-                    // compares every object.
-                    tokio::select! {
-                        _ = tokio::time::sleep(crate::runtime::STATUS_SETTLE) => {}
-                        _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
+                    if r.is_err() || !crate::runtime::settle_status(&mut statuses, &mut shutdown).await {
+                        return;
                     }
-                    statuses.mark_unchanged();
                 }
                 _ = leadership.changed() => {}
                 r = addresses.changed() => if r.is_err() { return },

@@ -237,14 +237,7 @@ pub async fn wait_status(g: &Gantry, limit: Duration, host: &str, path: &str, st
 /// The value of one series of a metric in `/metrics`, e.g. `gantry_kube_relists_total{kind="Ingress"}`
 /// (the series exactly as printed); `None` when absent.
 pub async fn metric_series(g: &Gantry, series: &str) -> Option<f64> {
-    let text = plain_client()
-        .get(format!("http://{}/metrics", g.admin))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = metrics_text(g).await?;
     text.lines()
         .filter_map(|l| l.rsplit_once(' '))
         .find(|(s, _)| *s == series)
@@ -253,36 +246,25 @@ pub async fn metric_series(g: &Gantry, series: &str) -> Option<f64> {
 
 /// The sum of every sample of a metric in `/metrics` (all label sets); `None` when absent.
 pub async fn metric(g: &Gantry, name: &str) -> Option<f64> {
-    let text = plain_client()
+    metric_labelled(g, name, &[]).await
+}
+
+/// Gantry's `/metrics` text; `None` when it does not answer.
+async fn metrics_text(g: &Gantry) -> Option<String> {
+    plain_client()
         .get(format!("http://{}/metrics", g.admin))
         .send()
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let (series, value) = line.rsplit_once(' ')?;
-        let metric_name = series.split('{').next().unwrap_or(series);
-        if metric_name == name {
-            *found.get_or_insert(0.0) += value.parse::<f64>().ok()?;
-        }
-    }
-    found
+        .ok()
 }
 
 /// Like [`metric`], summing only the samples whose labels include every `(name, value)` pair of
 /// `labels`.
 pub async fn metric_labelled(g: &Gantry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = plain_client()
-        .get(format!("http://{}/metrics", g.admin))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = metrics_text(g).await?;
     let mut found = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ')?;
