@@ -181,6 +181,7 @@ impl From<&Snapshot> for RouteDump {
                 PathMatch::Exact(p) => (p.clone(), "Exact"),
                 PathMatch::Prefix(p) => (p.clone(), "Prefix"),
                 PathMatch::Regex(p) => (p.clone(), "Regex"),
+                PathMatch::FullRegex(p) => (p.clone(), "RegularExpression"),
             };
             RouteEntry {
                 host,
@@ -369,6 +370,7 @@ fn path_text(p: &PathMatch) -> (&str, &'static str) {
         PathMatch::Exact(p) => (p, "Exact"),
         PathMatch::Prefix(p) => (p, "Prefix"),
         PathMatch::Regex(p) => (p, "Regex"),
+        PathMatch::FullRegex(p) => (p, "RegularExpression"),
     }
 }
 

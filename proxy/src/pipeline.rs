@@ -1101,7 +1101,10 @@ pub fn response_policies(ctx: &RequestCtx<'_>, mut resp: Response<ProxyBody>) ->
         }
         if let Some(sticky) = &ctx.sticky {
             let location = match &route.path {
-                PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::Regex(p) => p.as_str(),
+                PathMatch::Exact(p)
+                | PathMatch::Prefix(p)
+                | PathMatch::Regex(p)
+                | PathMatch::FullRegex(p) => p.as_str(),
             };
             let now = std::time::SystemTime::now();
             if let Some(cookie) = sticky.set_cookie(ctx.upstream, ctx.conn.tls, location, now) {

@@ -93,6 +93,20 @@ pub enum PathMatch {
     /// `/foo/x/y`). A host's regex paths are tried longest (as written) first, the first match
     /// wins; Exact paths of the host are tried before them, Prefix paths after.
     Regex(String),
+    /// A Gateway API `RegularExpression` path: the whole path must match, case-sensitive (RE2
+    /// syntax, as the `regex` crate reads it). Tried among the host's regex paths, in the same
+    /// order (longest as written first), after Exact paths and before Prefix paths, as Envoy-based
+    /// implementations do.
+    FullRegex(String),
+}
+
+impl PathMatch {
+    /// Whether a route table would take this path: absolute, normalizable, and for the regex
+    /// kinds a pattern that compiles within the size limit. For callers that want to report a bad
+    /// path before they build a route with it.
+    pub fn validate(&self) -> Result<(), RouteError> {
+        Claim::of(self).map(drop)
+    }
 }
 
 /// Where a route came from: the Ingress (or other object) that declared it.
@@ -228,6 +242,9 @@ struct Claim {
 enum Kind {
     Exact,
     Prefix,
+    /// Before `Regex`, so that of two regexes of one length the stricter (whole path) is tried
+    /// first.
+    FullRegex,
     Regex,
 }
 
@@ -349,13 +366,17 @@ impl Claim {
         let (kind, raw) = match path {
             PathMatch::Exact(p) => (Kind::Exact, p),
             PathMatch::Prefix(p) => (Kind::Prefix, p),
-            PathMatch::Regex(p) => {
+            PathMatch::Regex(p) | PathMatch::FullRegex(p) => {
+                let kind = match path {
+                    PathMatch::Regex(_) => Kind::Regex,
+                    _ => Kind::FullRegex,
+                };
                 // Validated here so that a bad regex is the caller's error; compiled again when
                 // the table is built.
-                compile_regex(p)?;
+                compile_regex(p, kind)?;
                 return Ok(Self {
                     len: Reverse(p.len()),
-                    kind: Kind::Regex,
+                    kind,
                     path: p.as_str().into(),
                 });
             }
@@ -366,7 +387,7 @@ impl Claim {
         })?;
         let path: Box<str> = match kind {
             Kind::Prefix => normal.trim_end_matches('/').into(),
-            Kind::Exact | Kind::Regex => normal.into(),
+            Kind::Exact | Kind::Regex | Kind::FullRegex => normal.into(),
         };
         Ok(Self {
             len: Reverse(path.len()),
@@ -760,7 +781,8 @@ fn path_matches(rule: &PathMatch, path: &str) -> bool {
             let p = p.trim_end_matches('/');
             path.starts_with(p) && matches!(path.as_bytes().get(p.len()), None | Some(b'/'))
         }),
-        PathMatch::Regex(p) => compile_regex(p).is_ok_and(|re| re.is_match(path)),
+        PathMatch::Regex(p) => compile_regex(p, Kind::Regex).is_ok_and(|re| re.is_match(path)),
+        PathMatch::FullRegex(p) => compile_regex(p, Kind::FullRegex).is_ok_and(|re| re.is_match(path)),
     }
 }
 
@@ -769,21 +791,27 @@ fn path_mismatch(rule: &PathMatch) -> &'static str {
         PathMatch::Exact(_) => "Exact: the path is not exactly this (case-sensitive)",
         PathMatch::Prefix(_) => "Prefix: the path does not start with these whole segments",
         PathMatch::Regex(_) => "regex: does not match from the start of the path (case-insensitive)",
+        PathMatch::FullRegex(_) => "RegularExpression: does not match the whole path (case-sensitive)",
     }
 }
 
-/// Compiles a regex path as ingress-nginx's `location ~* "^<path>"`: case-insensitive, anchored at
-/// the start. The size limit keeps a hostile path from costing much memory; the `regex` crate's
-/// matching is linear in the input whatever the pattern.
-fn compile_regex(path: &str) -> Result<regex::Regex, RouteError> {
+/// Compiles a regex path: as ingress-nginx's `location ~* "^<path>"` (case-insensitive, anchored
+/// at the start) for [`Kind::Regex`], or as the Gateway API's `RegularExpression` (the whole path,
+/// case-sensitive) for [`Kind::FullRegex`]. The size limit keeps a hostile path from costing much
+/// memory; the `regex` crate's matching is linear in the input whatever the pattern.
+fn compile_regex(path: &str, kind: Kind) -> Result<regex::Regex, RouteError> {
     if !path.starts_with('/') {
         return Err(RouteError::InvalidPath {
             path: path.to_owned(),
             reason: "a regex path must start with '/'",
         });
     }
-    regex::RegexBuilder::new(&format!("^(?:{path})"))
-        .case_insensitive(true)
+    let (pattern, insensitive) = match kind {
+        Kind::FullRegex => (format!("^(?:{path})$"), false),
+        _ => (format!("^(?:{path})"), true),
+    };
+    regex::RegexBuilder::new(&pattern)
+        .case_insensitive(insensitive)
         .size_limit(1 << 20)
         .build()
         .map_err(|_| RouteError::InvalidPath {
@@ -799,10 +827,10 @@ impl PathTrie {
         let mut root = NodeBuilder::default();
         let mut regexes = Vec::new();
         for (claim, routes) in claims {
-            if claim.kind == Kind::Regex {
+            if matches!(claim.kind, Kind::Regex | Kind::FullRegex) {
                 // Claims sort longest first, so pushing in order is trying order. `add` refused
                 // regexes that do not compile.
-                if let Ok(re) = compile_regex(&claim.path) {
+                if let Ok(re) = compile_regex(&claim.path, claim.kind) {
                     regexes.push((re, routes.clone().into_boxed_slice()));
                 }
                 continue;
@@ -813,7 +841,7 @@ impl PathTrie {
             // Claims are unique per host, so each slot is filled at most once.
             let slot = match claim.kind {
                 Kind::Exact => &mut node.exact,
-                Kind::Prefix | Kind::Regex => &mut node.prefix,
+                Kind::Prefix | Kind::Regex | Kind::FullRegex => &mut node.prefix,
             };
             *slot = routes.as_slice();
         }
@@ -1350,7 +1378,7 @@ mod tests {
             .iter()
             .filter_map(|(kind, path)| {
                 let rule = match kind {
-                    Kind::Exact | Kind::Regex => path.as_str(),
+                    Kind::Exact | Kind::Regex | Kind::FullRegex => path.as_str(),
                     Kind::Prefix => path.trim_end_matches('/'),
                 };
                 let matches = match kind {
@@ -1359,7 +1387,9 @@ mod tests {
                         request.starts_with(rule)
                             && matches!(request.as_bytes().get(rule.len()), None | Some(b'/'))
                     }
-                    Kind::Regex => unreachable!("the random tables have no regex paths"),
+                    Kind::Regex | Kind::FullRegex => {
+                        unreachable!("the random tables have no regex paths")
+                    }
                 };
                 matches.then(|| (Reverse(rule.len()), *kind, rule.to_owned()))
             })
@@ -1403,6 +1433,7 @@ mod tests {
                     PathMatch::Exact(p) => (Kind::Exact, p.clone()),
                     PathMatch::Prefix(p) => (Kind::Prefix, p.trim_end_matches('/').to_owned()),
                     PathMatch::Regex(p) => (Kind::Regex, p.clone()),
+                    PathMatch::FullRegex(p) => (Kind::FullRegex, p.clone()),
                 });
                 assert_eq!(
                     got,
@@ -1479,6 +1510,54 @@ mod tests {
         assert_eq!(backend_of(&t, "h", "/api/v1"), Some("exact"));
         assert_eq!(backend_of(&t, "h", "/api/v2"), Some("regex"));
         assert_eq!(backend_of(&t, "h", "/other"), Some("prefix"));
+    }
+
+    #[test]
+    fn gateway_api_regexes_match_the_whole_path_case_sensitive() {
+        let mut b = RouteTableBuilder::new();
+        b.add(
+            exact("h"),
+            route(PathMatch::FullRegex("/api/v[0-9]+".into()), "full"),
+        )
+        .unwrap();
+        b.add(exact("h"), route(PathMatch::Exact("/api/v1".into()), "exact"))
+            .unwrap();
+        b.add(exact("h"), route(PathMatch::Prefix("/".into()), "prefix"))
+            .unwrap();
+        // The same text as an ingress-nginx regex is another claim: both semantics live on a host.
+        b.add(
+            exact("h"),
+            route(PathMatch::Regex("/api/v[0-9]+".into()), "nginx"),
+        )
+        .unwrap();
+        let t = b.build();
+        assert_eq!(backend_of(&t, "h", "/api/v1"), Some("exact"), "Exact first");
+        assert_eq!(backend_of(&t, "h", "/api/v22"), Some("full"));
+        // Not end-anchored and case-insensitive: only the ingress-nginx regex takes these.
+        assert_eq!(backend_of(&t, "h", "/api/v2/users"), Some("nginx"));
+        assert_eq!(backend_of(&t, "h", "/API/V2"), Some("nginx"));
+
+        let mut b = RouteTableBuilder::new();
+        b.add(
+            exact("h"),
+            route(PathMatch::FullRegex("/api/v[0-9]+".into()), "full"),
+        )
+        .unwrap();
+        b.add(exact("h"), route(PathMatch::Prefix("/".into()), "prefix"))
+            .unwrap();
+        let t = b.build();
+        assert_eq!(backend_of(&t, "h", "/api/v2"), Some("full"));
+        assert_eq!(
+            backend_of(&t, "h", "/api/v2/users"),
+            Some("prefix"),
+            "whole path only"
+        );
+        assert_eq!(backend_of(&t, "h", "/API/V2"), Some("prefix"), "case-sensitive");
+        assert_eq!(backend_of(&t, "h", "/x/api/v2"), Some("prefix"), "start-anchored");
+
+        assert!(PathMatch::FullRegex("/a(".into()).validate().is_err());
+        assert!(PathMatch::FullRegex("a".into()).validate().is_err());
+        assert!(PathMatch::FullRegex("/a|/b".into()).validate().is_ok());
     }
 
     #[test]

@@ -1347,7 +1347,10 @@ impl CompiledRule {
         let mut p = self.policies.clone();
         if let Some((replacement, redirect)) = &self.prefix_replacement {
             let matched = match path {
-                PathMatch::Prefix(m) | PathMatch::Exact(m) | PathMatch::Regex(m) => m.clone(),
+                PathMatch::Prefix(m)
+                | PathMatch::Exact(m)
+                | PathMatch::Regex(m)
+                | PathMatch::FullRegex(m) => m.clone(),
             };
             let modifier = PathModifier::Prefix {
                 matched: matched.trim_end_matches('/').to_owned(),
@@ -2174,10 +2177,10 @@ fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
 }
 
 /// A GRPCRoute as the HTTPRoute that routes the same requests: a method match is the path
-/// `/service/method` (Exact) or `/service` (PathPrefix, every method of the service); header
-/// matches, filters and backendRefs have the same shape in both kinds. A match Gantry cannot
-/// express (a method without service, a regular expression) becomes a RegularExpression path,
-/// which the match reader refuses with a diagnostic.
+/// `/service/method` (Exact), `/service` (PathPrefix, every method of the service), or a
+/// RegularExpression path over the two segments where a part is missing (any service with this
+/// method) or is itself a regular expression; header matches, filters and backendRefs have the
+/// same shape in both kinds.
 fn grpc_as_http(route: &GrpcRoute) -> Result<HttpRoute, String> {
     let mut rules = Vec::new();
     for rule in route.spec.rules.as_deref().unwrap_or_default() {
@@ -2190,14 +2193,25 @@ fn grpc_as_http(route: &GrpcRoute) -> Result<HttpRoute, String> {
                         .r#type
                         .as_ref()
                         .is_some_and(|t| serde_json::to_value(t).ok() == Some("RegularExpression".into()));
-                    match (regex, method.service.as_deref(), method.method.as_deref()) {
+                    // A segment of the gRPC path: `/package.Service/Method`.
+                    let segment = |part: Option<&str>| match part {
+                        None | Some("") => "[^/]+".to_owned(),
+                        Some(p) if regex => format!("(?:{p})"),
+                        Some(p) => regex::escape(p),
+                    };
+                    let service = method.service.as_deref().filter(|s| !s.is_empty());
+                    let name = method.method.as_deref().filter(|m| !m.is_empty());
+                    match (regex, service, name) {
                         (false, Some(svc), Some(m)) => {
                             serde_json::json!({"type": "Exact", "value": format!("/{svc}/{m}")})
                         }
                         (false, Some(svc), None) => {
                             serde_json::json!({"type": "PathPrefix", "value": format!("/{svc}")})
                         }
-                        _ => serde_json::json!({"type": "RegularExpression", "value": "(gRPC method match)"}),
+                        _ => serde_json::json!({
+                            "type": "RegularExpression",
+                            "value": format!("/{}/{}", segment(service), segment(name)),
+                        }),
                     }
                 }
             };
@@ -2255,10 +2269,9 @@ fn match_of(m: &HttpRouteRulesMatches) -> Result<(PathMatch, RequestConditions),
     let path = match ty {
         HttpRouteRulesMatchesPathType::Exact => PathMatch::Exact(value),
         HttpRouteRulesMatchesPathType::PathPrefix => PathMatch::Prefix(value),
-        HttpRouteRulesMatchesPathType::RegularExpression => {
-            return Err("RegularExpression path matches are not supported yet".into())
-        }
+        HttpRouteRulesMatchesPathType::RegularExpression => PathMatch::FullRegex(value),
     };
+    path.validate().map_err(|e| e.to_string())?;
     let mut c = RequestConditions::default();
     if let Some(method) = &m.method {
         let name = serde_json::to_value(method)

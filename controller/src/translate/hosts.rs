@@ -76,6 +76,7 @@ pub(super) fn path_label(path: &PathMatch) -> String {
         PathMatch::Exact(p) => format!("Exact {p}"),
         PathMatch::Prefix(p) => format!("Prefix {p}"),
         PathMatch::Regex(p) => format!("Regex {p}"),
+        PathMatch::FullRegex(p) => format!("RegularExpression {p}"),
     }
 }
 

@@ -501,7 +501,7 @@ fn refused(refusal: Refusal) -> Policies {
 
 fn path_text(path: &PathMatch) -> &str {
     match path {
-        PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::Regex(p) => p,
+        PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::Regex(p) | PathMatch::FullRegex(p) => p,
     }
 }
 

@@ -661,15 +661,71 @@ spec:
         gantry_proxy::policy::UpstreamProtocol::H2c
     );
     route_of(&t, &host, &prefix("/echo.Other"));
-    // A method without service cannot be expressed: a diagnostic, the other matches are served.
-    assert_eq!(routes(&t).len(), 2, "{:#?}", routes(&t));
-    assert!(t
-        .diagnostics
-        .iter()
-        .any(|d| d.object == "GRPCRoute infra/grpc" && d.reason == "UnsupportedValue"));
+    // A method without service: that method of any service, as a whole-path regex.
+    route_of(&t, &host, &PathMatch::FullRegex("/[^/]+/Anything".into()));
+    assert_eq!(routes(&t).len(), 3, "{:#?}", routes(&t));
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+    let served = |path: &str| t.routes.lookup("grpc.example", path).map(|r| r.path.clone());
+    assert_eq!(
+        served("/pkg.Any/Anything"),
+        Some(PathMatch::FullRegex("/[^/]+/Anything".into()))
+    );
+    assert_eq!(served("/pkg.Any/AnythingElse"), None);
     let p = parent(&t.gateway, "infra/grpc");
     assert!(cond(&p.conditions, "Accepted").status);
     assert_eq!(t.gateway.routes[0].kind, "GRPCRoute");
+}
+
+#[test]
+fn regular_expression_matches_are_whole_path_regexes_and_bad_ones_are_reported() {
+    let t = with(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [re.example]
+  rules:
+  - matches:
+    - path: {type: RegularExpression, value: "/v[0-9]+/users"}
+    - path: {type: RegularExpression, value: "/broken("}
+    backendRefs: [{name: web, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.example]
+  rules:
+  - matches: [{method: {type: RegularExpression, service: "echo\\.v[0-9]+\\.Echo", method: "Say.*"}}]
+    backendRefs: [{name: web, port: 8080}]
+"#,
+    );
+    let full = PathMatch::FullRegex("/v[0-9]+/users".into());
+    let r = route_of(&t, &exact("re.example"), &full);
+    assert_eq!(r.backend.id.to_string(), "infra/web:8080");
+    let served = |host: &str, path: &str| t.routes.lookup(host, path).is_some();
+    assert!(served("re.example", "/v2/users"));
+    assert!(!served("re.example", "/v2/users/1"), "the whole path must match");
+    assert!(!served("re.example", "/V2/users"), "case-sensitive");
+    // The bad pattern is the route's problem, named as such; its other match is served.
+    let bad: Vec<_> = t
+        .diagnostics
+        .iter()
+        .filter(|d| d.object == "HTTPRoute infra/web")
+        .collect();
+    assert_eq!(bad.len(), 1, "{:#?}", t.diagnostics);
+    assert_eq!(bad[0].reason, "UnsupportedValue");
+    assert!(bad[0].message.contains("/broken("), "{}", bad[0].message);
+
+    assert!(served("grpc.example", "/echo.v2.Echo/SayHello"));
+    assert!(
+        !served("grpc.example", "/echoXv2.Echo/SayHello"),
+        "escaped dots stay literal"
+    );
+    assert!(!served("grpc.example", "/echo.v2.Echo/Hello"));
 }
 
 #[test]
