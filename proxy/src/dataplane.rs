@@ -140,6 +140,8 @@ impl DataplaneBuilder {
             readiness: readiness.clone(),
             registry: Arc::new(self.registry),
             sections: self.sections,
+            metrics: metrics.clone(),
+            window: Default::default(),
         });
         let (admin_shutdown, admin_shutdown_rx) = watch::channel(false);
         let admin_task = tokio::spawn(serve_admin(admin, admin_listener, admin_shutdown_rx));
