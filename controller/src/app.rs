@@ -54,8 +54,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
         proxy_config: Arc::new(config.clone()),
         gateway: args.gateway_options(),
     });
+    let shared = Arc::new(SharedStore::default());
     let mut registry = Registry::with_prefix("gantry");
     let metrics = Metrics::register(&mut registry);
+    registry.register_collector(Box::new(crate::metrics::ObjectsCollector(shared.clone())));
     let (published_tx, published) = watch::channel(Published::default());
     let diagnostics = published.clone();
     let annotations = published.clone();
@@ -81,7 +83,6 @@ pub async fn run(args: Args) -> Result<(), Error> {
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(Error::Signal)?;
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let shared = Arc::new(SharedStore::default());
     let mut tasks = Vec::new();
     match (&args.manifests, args.demo) {
         (Some(dir), _) => {

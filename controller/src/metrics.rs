@@ -1,8 +1,11 @@
 //! The controller's Prometheus metrics, registered in the same registry as the data plane's (the
 //! binary serves both on the admin port's `/metrics`).
 
+use std::sync::Arc;
+
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
@@ -159,5 +162,32 @@ impl Metrics {
             status_writes,
             events_published,
         }
+    }
+}
+
+/// `gantry_objects{kind}`: the objects Gantry holds (watched in cluster mode, read from the
+/// manifests in file mode), by kind, counted at each scrape under the store's lock.
+#[derive(Debug)]
+pub struct ObjectsCollector(pub Arc<crate::runtime::SharedStore>);
+
+impl Collector for ObjectsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use crate::store::Kind;
+        let counts = self
+            .0
+            .with_state(|s| Kind::ALL.map(|kind| (kind, s.store.count(kind))));
+        let mut family = encoder.encode_descriptor(
+            "objects",
+            "Objects held by kind (watched in cluster mode, read from the manifests in file mode)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (kind, count) in counts {
+            let labels = KindLabels { kind: kind.as_str() };
+            family
+                .encode_family(&labels)?
+                .encode_gauge(&i64::try_from(count).unwrap_or(i64::MAX))?;
+        }
+        Ok(())
     }
 }

@@ -679,7 +679,7 @@ async fn admin_endpoints_report_health_readiness_metrics_and_routes() {
         .await
         .unwrap();
     for name in [
-        "gantry_requests_total{namespace=\"default\",ingress=\"web\",service=\"svc-a\",status_class=\"2xx\"} 1",
+        "gantry_requests_total{kind=\"Ingress\",namespace=\"default\",ingress=\"web\",service=\"svc-a\",status_class=\"2xx\"} 1",
         "gantry_request_duration_seconds_bucket",
         "gantry_active_connections",
         "gantry_snapshot_rebuilds_total{result=\"ok\"}",

@@ -549,9 +549,56 @@ fn node_port_service_keeps_fixed_ports_annotations_and_traffic_policy() {
 #[test]
 fn optional_objects_render_only_when_enabled() {
     let defaults = render(None, &[]);
-    for kind in ["HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy"] {
+    for kind in [
+        "HorizontalPodAutoscaler",
+        "ServiceMonitor",
+        "NetworkPolicy",
+        "PrometheusRule",
+    ] {
         assert!(defaults.all(kind).is_empty(), "{kind} is off by default");
     }
+    assert!(
+        defaults.all("ConfigMap").is_empty(),
+        "the dashboard ConfigMap is off by default"
+    );
+
+    // The dashboard and the rules are the chart's files, verbatim.
+    let r = render(family("observability").as_deref(), &[]);
+    let dashboard = r.named("ConfigMap", "gantry-dashboard");
+    assert_eq!(dashboard["metadata"]["namespace"], "monitoring");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json = dashboard["data"]["gantry.json"].as_str().unwrap();
+    let file = std::fs::read_to_string(chart().join("dashboards/gantry.json")).unwrap();
+    assert_eq!(json.trim_end(), file.trim_end());
+    assert!(serde_json::from_str::<Value>(json).unwrap()["panels"].is_array());
+    let rule = r.one("PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let file: Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart().join("rules/gantry-rules.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(
+        rule["spec"], file,
+        "the PrometheusRule's spec is rules/gantry-rules.yaml"
+    );
+    let alerts: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["alert"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "GantryHighErrorRatio",
+            "GantryCertificateExpiringSoon",
+            "GantryConfigurationNotApplied",
+            "GantryBackendWithoutEndpoints"
+        ]
+    );
+    assert_eq!(
+        r.one("ServiceMonitor")["spec"]["endpoints"][0]["honorLabels"],
+        true
+    );
 
     let r = render(family("servicemonitor").as_deref(), &[]);
     let sm = r.one("ServiceMonitor");
@@ -732,6 +779,7 @@ async fn every_rendered_manifest_is_accepted_by_the_api_server() {
     let crds = [
         chart().join("crds/gantry.dev_proxyconfigs.yaml"),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/servicemonitor-crd.yaml"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prometheusrule-crd.yaml"),
     ];
     for crd in &crds {
         let (ok, out) = kubectl(&["apply", "-f", crd.to_str().unwrap()], None);
@@ -746,6 +794,7 @@ async fn every_rendered_manifest_is_accepted_by_the_api_server() {
             "--timeout=60s",
             "crd/proxyconfigs.gantry.dev",
             "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
         ],
         None,
     );

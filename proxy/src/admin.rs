@@ -1,4 +1,4 @@
-//! The admin listener: health, readiness, metrics, and the route dump.
+//! The admin listener: health, readiness, metrics, the route dump, and the status page.
 
 use std::{
     convert::Infallible,
@@ -13,15 +13,16 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde::Serialize;
 use tokio::{net::TcpListener, sync::watch};
 
 use prometheus_client::registry::Registry;
 
+pub use crate::status_page::{RouteDump, RouteEntry};
 use crate::{
     metrics,
     routes::{HostMatch, PathMatch},
     snapshot::{Snapshot, SnapshotHandle},
+    status_page,
 };
 
 /// A section the embedding program adds to `/debug/routes` (the controller adds its
@@ -34,6 +35,10 @@ pub struct Admin {
     pub readiness: Arc<Readiness>,
     pub registry: Arc<Registry>,
     pub sections: Vec<DebugSection>,
+    /// The data plane's metrics, for the status page's request counts.
+    pub metrics: metrics::Metrics,
+    /// Samples of the request counters, for the status page's recent error rates.
+    pub window: status_page::ErrorWindow,
 }
 
 impl std::fmt::Debug for Admin {
@@ -67,9 +72,15 @@ impl Readiness {
 /// Serves the admin endpoints until `shutdown` turns true. The admin listener keeps answering
 /// while traffic drains (so `/readyz` can say 503); it stops with the process.
 pub async fn serve_admin(admin: Arc<Admin>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    let mut sample = tokio::time::interval(status_page::SAMPLE_EVERY);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let stream = tokio::select! {
             _ = crate::shutdown_requested(&mut shutdown) => return,
+            _ = sample.tick() => {
+                admin.window.sample(&admin.metrics.route_index);
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((s, _)) => s,
                 Err(e) => {
@@ -100,6 +111,7 @@ fn admin_response(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
     }
     match req.uri().path() {
+        "/" => status_page(admin),
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if readiness.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
@@ -134,6 +146,49 @@ fn admin_response(admin: &Admin, req: &Request<Incoming>) -> Response<Full<Bytes
     }
 }
 
+/// The status page. Its policy allows only the page's own inline style and script, requests to
+/// the admin port itself (the explain form), and no framing.
+fn status_page(admin: &Admin) -> Response<Full<Bytes>> {
+    let diagnostics = admin
+        .sections
+        .iter()
+        .find(|(name, _)| *name == "diagnostics")
+        .map(|(_, section)| section());
+    let unix_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let inputs = status_page::PageInputs {
+        ready: admin.readiness.is_ready(),
+        index: &admin.metrics.route_index,
+        window: &admin.window,
+        diagnostics,
+        unix_now,
+    };
+    let page = status_page::render(&admin.snapshots.load(), &inputs);
+    let mut r = Response::new(Full::new(Bytes::from(page)));
+    let headers = r.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
@@ -144,90 +199,16 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
-/// The JSON shape of `/debug/routes`.
-#[derive(Debug, Serialize)]
-pub struct RouteDump {
-    pub generation: u64,
-    pub routes: Vec<RouteEntry>,
-    pub default_backend: Option<RouteEntry>,
-    pub tls_hosts: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct RouteEntry {
-    /// `foo.example.com`, `*.example.com`, or `*` for rules without host.
-    pub host: String,
-    pub path: String,
-    pub path_type: &'static str,
-    pub backend: String,
-    pub endpoints: Vec<String>,
-    pub unavailable: Option<String>,
-    pub ingress: String,
-    /// `Kind namespace/name` of the object the route came from.
-    pub source: String,
-    /// What else a request must meet (`GET, header version=two`), for Gateway API routes.
-    pub conditions: Option<String>,
-    pub ssl_redirect: bool,
-    /// The local address whose connections this route serves (a Gateway with an address of its
-    /// own); absent for the shared table.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub address: Option<String>,
-}
-
-impl From<&Snapshot> for RouteDump {
-    fn from(s: &Snapshot) -> Self {
-        let entry = |address: Option<std::net::IpAddr>, host: String, r: &crate::Route| {
-            let (path, path_type) = match &r.path {
-                PathMatch::Exact(p) => (p.clone(), "Exact"),
-                PathMatch::Prefix(p) => (p.clone(), "Prefix"),
-                PathMatch::Regex(p) => (p.clone(), "Regex"),
-                PathMatch::FullRegex(p) => (p.clone(), "RegularExpression"),
-            };
-            RouteEntry {
-                host,
-                path,
-                path_type,
-                backend: r.backend.id.to_string(),
-                endpoints: r.backend.endpoints.iter().map(|e| e.addr.to_string()).collect(),
-                unavailable: r.backend.unavailable.as_deref().map(str::to_string),
-                ingress: format!("{}/{}", r.source.namespace, r.source.name),
-                source: r.source.to_string(),
-                conditions: r.conditions.as_ref().map(|c| c.describe()),
-                ssl_redirect: r.policies.https_redirect.is_some(),
-                address: address.map(|a| a.to_string()),
-            }
-        };
-        // As `HostMatch` displays: `a.example`, `*.example` (Ingress, one label), `**.example`
-        // (Gateway API, any depth), `*` for rules without host.
-        let host_name = |h: &HostMatch| h.to_string();
-        Self {
-            generation: s.generation,
-            routes: s
-                .tables()
-                .flat_map(|(a, t)| {
-                    let default = t
-                        .default_route()
-                        .filter(|_| a.is_some())
-                        .map(move |r| (a, HostMatch::Any, r));
-                    t.iter().map(move |(h, r)| (a, h.clone(), r)).chain(default)
-                })
-                .map(|(a, h, r)| entry(a, host_name(&h), r))
-                .collect(),
-            default_backend: s.routes.default_route().map(|r| entry(None, "*".into(), r)),
-            tls_hosts: s.certs.names(),
-        }
-    }
-}
-
 /// `/debug/explain?url=http://host/path` (or `?host=..&path=..`): which route serves that URL and
 /// why each other rule of the host did not. `method=POST` and `header=name:value` (repeated) give
 /// the request's method and headers, for routes with conditions; by default a `GET` without
 /// headers.
 fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
+    // An empty value is no value: the status page's form sends every field, filled or not.
     let param = |name: &str| {
         query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
-            (k == name).then(|| percent_decode(v))
+            (k == name && !v.is_empty()).then(|| percent_decode(v))
         })
     };
     let url = match (param("url"), param("host")) {
@@ -247,7 +228,7 @@ fn explain(admin: &Admin, query: &str) -> Response<Full<Bytes>> {
     };
     let mut headers = http::HeaderMap::new();
     for kv in query.split('&') {
-        let Some(("header", v)) = kv.split_once('=') else {
+        let Some(("header", v)) = kv.split_once('=').filter(|(_, v)| !v.is_empty()) else {
             continue;
         };
         let v = percent_decode(v);

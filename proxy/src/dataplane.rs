@@ -140,6 +140,8 @@ impl DataplaneBuilder {
             readiness: readiness.clone(),
             registry: Arc::new(self.registry),
             sections: self.sections,
+            metrics: metrics.clone(),
+            window: Default::default(),
         });
         let (admin_shutdown, admin_shutdown_rx) = watch::channel(false);
         let admin_task = tokio::spawn(serve_admin(admin, admin_listener, admin_shutdown_rx));
@@ -181,6 +183,55 @@ async fn sweep_rate_limits(pipeline: Arc<Pipeline>, mut shutdown: watch::Receive
     }
 }
 
+/// The Unix time now, in seconds.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// `tls_certificate_expiry_timestamp_seconds` for every TLS host of `snapshot`, and nothing for
+/// hosts it no longer has. Parses each leaf certificate, so it runs only when the certificates
+/// changed.
+fn set_certificate_expiry(metrics: &Metrics, snapshot: &Snapshot) {
+    metrics.tls_certificate_expiry.clear();
+    for (host, cert) in snapshot.certs.entries() {
+        if let Some(not_after) = cert.not_after() {
+            let labels = crate::metrics::HostLabels { host };
+            metrics
+                .tls_certificate_expiry
+                .get_or_create(&labels)
+                .set(not_after as f64);
+        }
+    }
+}
+
+/// `backend_endpoints` for every backend the snapshot's routes name (their own backends and the
+/// other backends of their policies), and nothing for backends it no longer has.
+fn set_backend_endpoints(metrics: &Metrics, snapshot: &Snapshot) {
+    let mut backends = std::collections::HashMap::new();
+    for (_, table) in snapshot.tables() {
+        let routes = table.iter().map(|(_, r)| r).chain(table.default_route());
+        for route in routes {
+            for b in std::iter::once(&route.backend).chain(route.policies.other_backends()) {
+                backends.insert(b.key(), b.clone());
+            }
+        }
+    }
+    metrics.backend_endpoints.clear();
+    for b in backends.values() {
+        let labels = crate::metrics::BackendLabels {
+            namespace: crate::metrics::Label(b.id.namespace.clone()),
+            service: crate::metrics::Label(b.id.service.clone()),
+            port: crate::metrics::Label(b.id.port.clone()),
+        };
+        metrics
+            .backend_endpoints
+            .get_or_create(&labels)
+            .set(b.endpoints.len() as i64);
+    }
+}
+
 // === impl Dataplane ===
 
 impl Dataplane {
@@ -202,9 +253,15 @@ impl Dataplane {
     ///
     /// Only one task may publish (see [`SnapshotHandle::publish`]).
     pub fn publish(&self, snapshot: Snapshot) -> bool {
+        let before = self.snapshots.load();
         let published = self.snapshots.publish(snapshot);
         if published {
             let current = self.snapshots.load();
+            self.metrics.snapshot_last_publish.set(unix_now());
+            if before.certs != current.certs {
+                set_certificate_expiry(&self.metrics, &current);
+            }
+            set_backend_endpoints(&self.metrics, &current);
             let routes: usize = current.tables().map(|(_, t)| t.len()).sum();
             self.metrics.routes.set(routes as i64);
             let mut endpoints: Vec<_> = current.tables().flat_map(|(_, t)| t.addresses()).collect();

@@ -46,6 +46,7 @@ pub mod routes;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod status_page;
 pub mod tls;
 pub mod upstream;
 pub mod upstream_h2;

@@ -2,7 +2,10 @@
 //! atomics (per-route counters are looked up once per route and worker, see `state`). The
 //! controller registers its own metrics in the same registry.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{atomic::AtomicU64, Arc, Mutex},
+};
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder},
@@ -20,17 +23,63 @@ impl EncodeLabelValue for Label {
     }
 }
 
+/// The object a route came from and the Service it forwards to: `kind` is `Ingress`, `HTTPRoute`
+/// or `GRPCRoute`, `ingress` the object's name. Requests that matched no route have empty values.
+/// Bounded by the configuration: never a path, a host or a client address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct RequestLabels {
+pub struct RouteLabels {
+    pub kind: &'static str,
     pub namespace: Label,
     pub ingress: Label,
     pub service: Label,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    #[prometheus(flatten)]
+    pub route: RouteLabels,
     pub status_class: &'static str,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct ListenerLabels {
     pub listener: &'static str,
+}
+
+/// An open client connection's listener (`http`, `https`) and protocol (`http1`, `h2`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub listener: &'static str,
+    pub protocol: &'static str,
+}
+
+/// A TLS host of the snapshot (`a.example`, `*.example`): one per name of the certificate table.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct HostLabels {
+    pub host: String,
+}
+
+/// A backend as a route names it: the Service and its port (a number or a port name).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub namespace: Label,
+    pub service: Label,
+    pub port: Label,
+}
+
+/// A histogram family whose histograms share one set of buckets.
+pub type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// A gauge holding a float (a Unix time).
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The buckets of the latency histograms, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -43,10 +92,32 @@ pub struct ResultLabels {
 #[derive(Clone, Debug)]
 pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Histogram,
+    /// Time from the request head to the response head, by route.
+    pub request_duration: HistogramFamily<RouteLabels>,
+    /// Time from sending the request to the first endpoint to the response head of the last
+    /// attempt (retries included), by route; requests that never went upstream are not observed.
+    pub upstream_duration: HistogramFamily<RouteLabels>,
     pub upstream_connect_errors: Counter,
     pub upstream_timeouts: Counter,
-    pub active_connections: Family<ListenerLabels, Gauge>,
+    /// Open client connections by listener and protocol. A TLS connection counts once its
+    /// handshake is done (its protocol is the ALPN choice); a plain one from accept, as `http1`
+    /// until its first bytes are the HTTP/2 preface.
+    pub active_connections: Family<ConnectionLabels, Gauge>,
+    /// Bytes read from clients, by listener: what HTTP sees (after TLS), heads and bodies,
+    /// WebSocket tunnels included.
+    pub received_bytes: Family<ListenerLabels, Counter>,
+    /// Bytes written to clients, by listener (as `received_bytes`).
+    pub sent_bytes: Family<ListenerLabels, Counter>,
+    /// The `notAfter` of each TLS host's certificate, as a Unix time. Set at each publish whose
+    /// certificates changed; hosts no longer served are removed.
+    pub tls_certificate_expiry: Family<HostLabels, FloatGauge>,
+    /// Endpoints of each backend of the serving snapshot (0: requests to it get 503).
+    pub backend_endpoints: Family<BackendLabels, Gauge>,
+    /// Unix time of the last publish that changed the serving snapshot.
+    pub snapshot_last_publish: FloatGauge,
+    /// Every route label set counted so far with its counters, for the admin status page
+    /// (a `Family` cannot be iterated). Grows as `requests` does: with the configuration.
+    pub route_index: RouteIndex,
     pub tls_handshakes: Family<ResultLabels, Counter>,
     pub snapshot_generation: Gauge,
     pub routes: Gauge,
@@ -106,15 +177,22 @@ impl Metrics {
             "Requests by route source, Service and status class",
             requests.clone(),
         );
-        let buckets = [
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ];
-        let request_duration = Histogram::new(buckets);
+        let request_duration: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "request_duration",
-            "Time from request head to response head",
+            "Time from request head to response head, by route source and Service",
             Unit::Seconds,
             request_duration.clone(),
+        );
+        let upstream_duration: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "upstream_response_duration",
+            "Time from sending a request upstream to the response head (retries included), by route \
+             source and Service",
+            Unit::Seconds,
+            upstream_duration.clone(),
         );
         let upstream_connect_errors = Counter::default();
         registry.register(
@@ -128,11 +206,43 @@ impl Metrics {
             "Requests that got no response head within the upstream response timeout",
             upstream_timeouts.clone(),
         );
-        let active_connections = Family::<ListenerLabels, Gauge>::default();
+        let active_connections = Family::<ConnectionLabels, Gauge>::default();
         registry.register(
             "active_connections",
-            "Open client connections",
+            "Open client connections by listener and protocol",
             active_connections.clone(),
+        );
+        let received_bytes = Family::<ListenerLabels, Counter>::default();
+        registry.register_with_unit(
+            "received",
+            "Bytes read from clients (after TLS), by listener",
+            Unit::Bytes,
+            received_bytes.clone(),
+        );
+        let sent_bytes = Family::<ListenerLabels, Counter>::default();
+        registry.register_with_unit(
+            "sent",
+            "Bytes written to clients (before TLS), by listener",
+            Unit::Bytes,
+            sent_bytes.clone(),
+        );
+        let tls_certificate_expiry = Family::<HostLabels, FloatGauge>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the certificate served for a TLS host expires (notAfter)",
+            tls_certificate_expiry.clone(),
+        );
+        let backend_endpoints = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "backend_endpoints",
+            "Endpoints of each backend in the serving snapshot (0: its requests get 503)",
+            backend_endpoints.clone(),
+        );
+        let snapshot_last_publish = FloatGauge::default();
+        registry.register(
+            "snapshot_last_publish_timestamp_seconds",
+            "Unix time of the last publish that changed the serving snapshot",
+            snapshot_last_publish.clone(),
         );
         let tls_handshakes = Family::<ResultLabels, Counter>::default();
         registry.register(
@@ -200,9 +310,16 @@ impl Metrics {
             error_pages,
             requests,
             request_duration,
+            upstream_duration,
             upstream_connect_errors,
             upstream_timeouts,
             active_connections,
+            received_bytes,
+            sent_bytes,
+            tls_certificate_expiry,
+            backend_endpoints,
+            snapshot_last_publish,
+            route_index: RouteIndex::default(),
             tls_handshakes,
             snapshot_generation,
             routes,
@@ -225,20 +342,51 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// increment once they are looked up.
 pub type ClassCounters = [Counter; 5];
 
+/// The metrics of one route's labels, looked up once per route and worker (see `state`).
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    pub classes: ClassCounters,
+    pub duration: Histogram,
+    pub upstream_duration: Histogram,
+}
+
+/// Every route label set with its request counters, in the order first counted.
+#[derive(Clone, Debug, Default)]
+pub struct RouteIndex(Arc<Mutex<HashMap<RouteLabels, ClassCounters>>>);
+
+impl RouteIndex {
+    /// The label sets and their counters' current values (by status class).
+    pub fn totals(&self) -> Vec<(RouteLabels, [u64; 5])> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|(labels, counters)| (labels.clone(), counters.clone().map(|c| c.get())))
+            .collect()
+    }
+}
+
 impl Metrics {
-    /// The counters of one route's labels (`namespace`, `ingress`, `service`), by status class.
-    /// Takes the family's lock: callers keep the result (see `state`).
-    pub fn class_counters(&self, namespace: &Label, ingress: &Label, service: &Label) -> ClassCounters {
-        CLASSES.map(|status_class| {
+    /// The metrics of one route's labels. Takes the families' locks: callers keep the result (see
+    /// `state`).
+    pub fn route_metrics(&self, labels: &RouteLabels) -> RouteMetrics {
+        let classes = CLASSES.map(|status_class| {
             self.requests
                 .get_or_create(&RequestLabels {
-                    namespace: namespace.clone(),
-                    ingress: ingress.clone(),
-                    service: service.clone(),
+                    route: labels.clone(),
                     status_class,
                 })
                 .clone()
-        })
+        });
+        self.route_index
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(labels.clone())
+            .or_insert_with(|| classes.clone());
+        RouteMetrics {
+            classes,
+            duration: self.request_duration.get_or_create_owned(labels),
+            upstream_duration: self.upstream_duration.get_or_create_owned(labels),
+        }
     }
 }
 

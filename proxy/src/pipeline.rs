@@ -34,7 +34,7 @@ use crate::{
     error::ProxyError,
     ext_auth::ExtAuthRuntime,
     headers::{self, X_REQUEST_ID},
-    metrics::{status_class, Label, Metrics, RejectLabels, RequestLabels, ResultLabels},
+    metrics::{status_class, Label, Metrics, RejectLabels, RequestLabels, ResultLabels, RouteLabels},
     normalize::{normalize_host, normalize_path},
     policy::{
         self,
@@ -71,6 +71,9 @@ pub struct RequestCtx<'c> {
     pub route: Option<Arc<Route>>,
     /// The endpoint that answered, once forwarded.
     pub upstream: Option<SocketAddr>,
+    /// How long the upstream exchange took, from sending to the first endpoint to the response
+    /// head or the last failure (retries included); `None` when nothing was sent upstream.
+    pub upstream_elapsed: Option<std::time::Duration>,
     /// The access-log record, when the access log is on.
     pub log: Option<AccessRecord>,
     /// The client's address: the peer's, or the one a trusted proxy forwarded for.
@@ -230,6 +233,7 @@ impl Pipeline {
             start: Instant::now(),
             route: None,
             upstream: None,
+            upstream_elapsed: None,
             log,
             client: conn.client.ip(),
             via_trusted_proxy: false,
@@ -347,20 +351,29 @@ impl Pipeline {
         match &ctx.route {
             Some(route) => {
                 let generation = ctx.snapshot.generation;
-                state::with(|s| s.count(generation, route, &self.metrics, status.as_u16()));
+                let upstream = ctx.upstream_elapsed;
+                let metrics = &self.metrics;
+                state::with(|s| s.count(generation, route, metrics, status.as_u16(), elapsed, upstream));
             }
             None => {
                 let empty = || Label(Arc::from(""));
-                let labels = RequestLabels {
+                let route = RouteLabels {
+                    kind: "",
                     namespace: empty(),
                     ingress: empty(),
                     service: empty(),
+                };
+                self.metrics
+                    .request_duration
+                    .get_or_create(&route)
+                    .observe(elapsed.as_secs_f64());
+                let labels = RequestLabels {
+                    route,
                     status_class: status_class(status.as_u16()),
                 };
                 self.metrics.requests.get_or_create(&labels).inc();
             }
         }
-        self.metrics.request_duration.observe(elapsed.as_secs_f64());
         if let Some(mut rec) = ctx.log {
             rec.finish(&ctx.method, status, resp, elapsed, ctx.upstream);
             self.access_log.write(rec, ctx.snapshot.config.access_log_format);
@@ -804,7 +817,8 @@ pub async fn forward(
     let retry = route.policies.retry.unwrap_or_default();
     // An upgrade cannot be sent twice: only a failed connect (nothing sent) may be retried.
     let retry = if upgrade { retry.connect_only() } else { retry };
-    let (mut resp, addr) = upstream::send(
+    let sent_at = Instant::now();
+    let sent = upstream::send(
         &first.backend,
         first.index,
         req,
@@ -813,7 +827,9 @@ pub async fn forward(
         &retry,
         metrics,
     )
-    .await?;
+    .await;
+    ctx.upstream_elapsed = Some(sent_at.elapsed());
+    let (mut resp, addr) = sent?;
     ctx.upstream = Some(addr);
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

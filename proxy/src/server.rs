@@ -35,7 +35,7 @@ use crate::{
     client_auth::{ClientCa, ClientCertSession},
     config::{ProxyConfig, TlsVersion},
     conn::ConnInfo,
-    metrics::{ListenerLabels, ResultLabels},
+    metrics::{ConnectionLabels, ListenerLabels, ResultLabels},
     pipeline::{Pipeline, ProxyBody},
     snapshot::SnapshotHandle,
 };
@@ -392,16 +392,64 @@ struct Connection {
 }
 
 /// A connection counted as open (gauge and `--max-connections` slot) until the last holder drops
-/// it: the connection itself, or a WebSocket tunnel that outlives it.
+/// it: the connection itself, or a WebSocket tunnel that outlives it. The gauge it counts in is
+/// its protocol's, once known ([`OpenConnection::count_as`]).
 struct OpenConnection {
-    gauge: prometheus_client::metrics::gauge::Gauge,
+    /// The `http1` and `h2` gauges of the connection's listener.
+    gauges: [prometheus_client::metrics::gauge::Gauge; 2],
+    /// 0 while not counted in a gauge, else 1 + the index of the gauge it is counted in.
+    counted: std::sync::atomic::AtomicU8,
     _slot: Option<crate::pipeline::ConnectionSlot>,
+}
+
+impl OpenConnection {
+    fn new(
+        metrics: &crate::metrics::Metrics,
+        listener: &'static str,
+        slot: Option<crate::pipeline::ConnectionSlot>,
+    ) -> Self {
+        let gauge = |protocol| {
+            metrics
+                .active_connections
+                .get_or_create(&ConnectionLabels { listener, protocol })
+                .clone()
+        };
+        Self {
+            gauges: [gauge("http1"), gauge("h2")],
+            counted: std::sync::atomic::AtomicU8::new(0),
+            _slot: slot,
+        }
+    }
+
+    /// Counts the connection as open in its protocol's gauge (moving it from the other one).
+    fn count_as(&self, h2: bool) {
+        let new = if h2 { 2 } else { 1 };
+        let old = self.counted.swap(new, Ordering::AcqRel);
+        if old == new {
+            return;
+        }
+        if old != 0 {
+            self.gauges[usize::from(old - 1)].dec();
+        }
+        self.gauges[usize::from(new - 1)].inc();
+    }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.gauge.dec();
+        let counted = *self.counted.get_mut();
+        if counted != 0 {
+            self.gauges[usize::from(counted - 1)].dec();
+        }
     }
+}
+
+/// What a client connection's bytes are counted in: the listener's byte counters, and the open
+/// connection whose protocol the first bytes may reveal (the HTTP/2 preface).
+struct Meter {
+    open: Arc<OpenConnection>,
+    received: prometheus_client::metrics::counter::Counter,
+    sent: prometheus_client::metrics::counter::Counter,
 }
 
 impl Connection {
@@ -422,18 +470,15 @@ impl Connection {
             }
         }
         let metrics = self.pipeline.metrics.clone();
-        let gauge = metrics
-            .active_connections
-            .get_or_create(&ListenerLabels {
-                listener: self.kind.label(),
-            })
-            .clone();
-        gauge.inc();
-        let open = OpenConnection {
-            gauge,
-            _slot: self._slot.take(),
+        let listener = self.kind.label();
+        let open = Arc::new(OpenConnection::new(&metrics, listener, self._slot.take()));
+        self.info = self.info.clone().counted_by(open.clone());
+        let labels = ListenerLabels { listener };
+        let meter = Meter {
+            open,
+            received: metrics.received_bytes.get_or_create_owned(&labels),
+            sent: metrics.sent_bytes.get_or_create_owned(&labels),
         };
-        self.info = self.info.clone().counted_by(Arc::new(open));
         let counts = Arc::new(RequestCounts::default());
         let timeouts = (self.idle_timeout, self.header_read_timeout);
         match self.tls.take() {
@@ -454,7 +499,8 @@ impl Connection {
                             .inc();
                         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                         let h2 = alpn.as_deref() == Some(b"h2");
-                        let io = IdleTimeout::new(tls, timeouts, counts.clone(), h2);
+                        meter.open.count_as(h2);
+                        let io = IdleTimeout::new(tls, timeouts, counts.clone(), h2, meter);
                         self.serve(io, counts, alpn.as_deref()).await;
                     }
                     Ok(Err(e)) => {
@@ -473,7 +519,8 @@ impl Connection {
                 }
             }
             None => {
-                let io = IdleTimeout::new(stream, timeouts, counts.clone(), false);
+                meter.open.count_as(false);
+                let io = IdleTimeout::new(stream, timeouts, counts.clone(), false, meter);
                 self.serve(io, counts, None).await;
             }
         }
@@ -610,6 +657,7 @@ struct IdleTimeout<T> {
     first_line: Vec<u8>,
     /// The connection opened with garbage: every read is the end of the stream.
     refused: bool,
+    meter: Meter,
 }
 
 /// Past this, the first line is judged by what came (hyper refuses longer heads anyway).
@@ -669,7 +717,13 @@ const IDLE_TICKS: u32 = 4;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 impl<T> IdleTimeout<T> {
-    fn new(inner: T, (idle, head): (Duration, Duration), counts: Arc<RequestCounts>, h2: bool) -> Self {
+    fn new(
+        inner: T,
+        (idle, head): (Duration, Duration),
+        counts: Arc<RequestCounts>,
+        h2: bool,
+        meter: Meter,
+    ) -> Self {
         let tick = (idle.min(head) / IDLE_TICKS).max(Duration::from_millis(1));
         let idle_ticks = u32::try_from(idle.as_nanos().div_ceil(tick.as_nanos().max(1)))
             .unwrap_or(u32::MAX)
@@ -688,6 +742,15 @@ impl<T> IdleTimeout<T> {
             head: None,
             first_line: Vec::new(),
             refused: false,
+            meter,
+        }
+    }
+
+    /// `n` bytes went out.
+    fn wrote(&mut self, n: usize) {
+        if n > 0 {
+            self.busy = true;
+            self.meter.sent.inc_by(n as u64);
         }
     }
 
@@ -706,6 +769,7 @@ impl<T> IdleTimeout<T> {
             };
             let verdict = if first.starts_with(H2_PREFACE) {
                 self.h2 = true;
+                self.meter.open.count_as(true);
                 FirstLine::Http1
             } else if H2_PREFACE.starts_with(first) {
                 FirstLine::Undecided
@@ -783,7 +847,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                if buf.filled().len() > before && !self.received(&buf.filled()[before..]) {
+                let read = buf.filled().len().saturating_sub(before);
+                self.meter.received.inc_by(read as u64);
+                if read > 0 && !self.received(&buf.filled()[before..]) {
                     // Neither HTTP/1 nor the HTTP/2 preface: end the stream here, so hyper closes
                     // without answering. What the client already sent is read away first, so the
                     // close is a FIN and not a reset (bounded: 64 KiB, and only what is there).
@@ -812,8 +878,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
 impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.busy = true;
+        if let Poll::Ready(Ok(n)) = r {
+            self.wrote(n);
         }
         r
     }
@@ -824,8 +890,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.busy = true;
+        if let Poll::Ready(Ok(n)) = r {
+            self.wrote(n);
         }
         r
     }

@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 use crate::{
     backend::{Backend, BackendKey, Endpoint},
     config::Balancer,
-    metrics::{class_index, ClassCounters, Label, Metrics},
+    metrics::{class_index, Label, Metrics, RouteLabels, RouteMetrics},
     policy::StickyIndex,
     routes::Route,
     snapshot::Snapshot,
@@ -65,9 +65,10 @@ pub struct WorkerState {
     tls_idle: FxHashMap<(SocketAddr, u64), Vec<IdleTls>>,
     /// HTTP/2 connections by endpoint, protocol and TLS settings, each shared by many requests.
     h2: FxHashMap<H2Key, Vec<H2Entry>>,
-    /// Request counters by route, keyed by the route's address in the snapshot of `generation`
-    /// (cleared when the generation changes, so an address is never reused for another route).
-    counters: FxHashMap<usize, ClassCounters>,
+    /// Request counters and latency histograms by route, keyed by the route's address in the
+    /// snapshot of `generation` (cleared when the generation changes, so an address is never reused
+    /// for another route).
+    counters: FxHashMap<usize, RouteMetrics>,
 }
 
 /// One endpoint address, as seen by one worker.
@@ -331,25 +332,41 @@ impl WorkerState {
         self.endpoints.get(&addr).map_or(0, |e| e.idle.len())
     }
 
-    /// Counts one answered request of `route` (from the snapshot of `generation`). The first
-    /// request per route and worker looks up the labelled counters; every later one is a single
-    /// atomic increment.
-    pub fn count(&mut self, generation: u64, route: &Arc<Route>, metrics: &Metrics, status: u16) {
+    /// Counts one answered request of `route` (from the snapshot of `generation`): its status
+    /// class, its latency, and its upstream latency when it went upstream. The first request per
+    /// route and worker looks up the labelled metrics; every later one uses them directly.
+    pub fn count(
+        &mut self,
+        generation: u64,
+        route: &Arc<Route>,
+        metrics: &Metrics,
+        status: u16,
+        elapsed: Duration,
+        upstream: Option<Duration>,
+    ) {
         let lookup = || {
-            metrics.class_counters(
-                &Label(route.source.namespace.clone()),
-                &Label(route.source.name.clone()),
-                &Label(route.backend.id.service.clone()),
-            )
+            metrics.route_metrics(&RouteLabels {
+                kind: route.source.kind.as_str(),
+                namespace: Label(route.source.namespace.clone()),
+                ingress: Label(route.source.name.clone()),
+                service: Label(route.backend.id.service.clone()),
+            })
+        };
+        let record = |m: &RouteMetrics| {
+            m.classes[class_index(status)].inc();
+            m.duration.observe(elapsed.as_secs_f64());
+            if let Some(upstream) = upstream {
+                m.upstream_duration.observe(upstream.as_secs_f64());
+            }
         };
         if generation != self.generation {
             // A request on an older snapshot: its route's address may be reused later, so it is
             // not cached.
-            lookup()[class_index(status)].inc();
+            record(&lookup());
             return;
         }
         let key = Arc::as_ptr(route) as usize;
-        self.counters.entry(key).or_insert_with(lookup)[class_index(status)].inc();
+        record(self.counters.entry(key).or_insert_with(lookup));
     }
 
     /// Closes idle connections older than `idle_timeout`. Run periodically by each worker, so a

@@ -78,6 +78,14 @@ impl TlsCert {
         })
     }
 
+    /// The leaf certificate's `notAfter` as a Unix time; `None` when it does not parse as X.509
+    /// (rustls took it as opaque bytes).
+    pub fn not_after(&self) -> Option<i64> {
+        let leaf = self.key.cert.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     /// A self-signed ECDSA P-256 certificate for the given names, used when no default certificate
     /// is configured.
     pub fn self_signed(names: &[&str]) -> Result<Self, TlsError> {
@@ -243,6 +251,12 @@ impl CertTable {
         v.extend(self.wildcard.keys().map(|k| format!("*.{k}")));
         v.sort();
         v
+    }
+
+    /// Every name with its certificate (`*.` prefix for wildcards), in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = (String, &TlsCert)> + '_ {
+        let exact = self.exact.iter().map(|(k, c)| (k.clone(), c));
+        exact.chain(self.wildcard.iter().map(|(k, c)| (format!("*.{k}"), c)))
     }
 
     pub fn len(&self) -> usize {
