@@ -91,6 +91,13 @@ impl GantryBuilder {
         self
     }
 
+    /// The YAML documents `docs` as one file, `all.yaml`, of the temporary manifest folder (see
+    /// [`manifest`](Self::manifest)).
+    pub fn yaml<S: AsRef<str>>(self, docs: &[S]) -> Self {
+        let docs: Vec<&str> = docs.iter().map(AsRef::as_ref).collect();
+        self.manifest("all.yaml", &docs.join("---\n"))
+    }
+
     /// Cluster mode against `env` (its kubeconfig, the log in its folder), as the cluster tests run
     /// it: `--access-log=false`, `GANTRY_LOG=info,gantry=debug`, without `KUBECONFIG`, `POD_NAME`
     /// and `POD_NAMESPACE` from the test's environment, ready within 60 s.
