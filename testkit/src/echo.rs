@@ -268,7 +268,7 @@ impl EchoBuilder {
             sni: shared.sni.clone(),
             shared,
             read: Mutex::new(0),
-            task,
+            task: Some(task),
         }
     }
 }
@@ -286,7 +286,8 @@ pub struct Echo {
     shared: Arc<Shared>,
     /// How many recorded requests [`next_request`](Self::next_request) returned.
     read: Mutex<usize>,
-    task: tokio::task::JoinHandle<()>,
+    /// The accepting task; `None` once [`detach`](Echo::detach)ed.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct Shared {
@@ -365,6 +366,13 @@ impl Echo {
         Some(seen)
     }
 
+    /// Keeps the backend serving until the test's runtime ends, and returns its address (for tests
+    /// that only need somewhere to send requests).
+    pub fn detach(mut self) -> SocketAddr {
+        self.task = None;
+        self.addr
+    }
+
     /// Lets every request held by [`hang_on`](EchoBuilder::hang_on) go on.
     pub fn release(&self) {
         self.shared.release.notify_waiters();
@@ -373,7 +381,9 @@ impl Echo {
 
 impl Drop for Echo {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
