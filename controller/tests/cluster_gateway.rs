@@ -307,7 +307,7 @@ async fn a_certificate_in_another_namespace_is_served_only_once_a_reference_gran
     let ns = c.ns.clone();
     let g = gantry!()
         .cluster(&env)
-        .args(&["--gateway-https-port", "443"])
+        .args(["--gateway-https-port", "443"])
         .start()
         .await;
     let web = pod("web").await;
@@ -423,7 +423,7 @@ async fn an_http_route_changed_under_load_fails_no_request() {
     let ns = c.ns.clone();
     let g = gantry!()
         .cluster(&env)
-        .args(&["--gateway-http-port", "80"])
+        .args(["--gateway-http-port", "80"])
         .start()
         .await;
     let blue = pod("blue").await;

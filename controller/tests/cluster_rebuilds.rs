@@ -76,7 +76,7 @@ async fn events_that_change_nothing_translation_reads_build_nothing_and_equal_sn
     apply(&c.api::<Ingress>(), &a).await;
     let g = gantry!()
         .cluster(&env)
-        .args(&["--publish-status-address", ADDRESS])
+        .args(["--publish-status-address", ADDRESS])
         .start()
         .await;
     wait_served_by(&g, WAIT, "a.example", "/", "web").await;

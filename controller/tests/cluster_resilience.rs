@@ -38,7 +38,7 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
     .await;
     let g = gantry!()
         .cluster(&env)
-        .args(&["--publish-status-address", "192.0.2.70"])
+        .args(["--publish-status-address", "192.0.2.70"])
         .start()
         .await;
     wait_served_by(&g, Duration::from_secs(20), "app.example", "/", "web").await;

@@ -171,7 +171,7 @@ async fn an_ingress_of_another_class_is_ignored_and_gets_no_status_until_it_swit
 
     let g = gantry!()
         .cluster(&env)
-        .args(&["--publish-status-address", "192.0.2.10"])
+        .args(["--publish-status-address", "192.0.2.10"])
         .start()
         .await;
     wait_served_by(&g, WAIT, "mine.example", "/", "web").await;
@@ -257,7 +257,7 @@ async fn node_port_mode_routes_to_ready_nodes_at_the_service_node_port() {
 
     let g = gantry!()
         .cluster(&env)
-        .args(&["--backend-mode", "node-port"])
+        .args(["--backend-mode", "node-port"])
         .start()
         .await;
     let body = wait_served_by(&g, WAIT, "np.example", "/", "np").await;
@@ -289,7 +289,7 @@ async fn with_watch_namespace_only_the_named_namespaces_are_served() {
     }
     let g = gantry!()
         .cluster(&env)
-        .args(&["--watch-namespace", &watched.ns])
+        .args(["--watch-namespace", &watched.ns])
         .start()
         .await;
     wait_served_by(&g, WAIT, "in.example", "/", "web").await;

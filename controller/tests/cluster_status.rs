@@ -49,7 +49,7 @@ async fn published_addresses_are_written_once_and_cleared_when_the_ingress_leave
     }
     let g = gantry!()
         .cluster(&env)
-        .args(&["--publish-status-address", "lb.example.test,192.0.2.50"])
+        .args(["--publish-status-address", "lb.example.test,192.0.2.50"])
         .start()
         .await;
     for name in ["a", "b"] {
@@ -128,7 +128,7 @@ async fn a_publish_service_gives_its_load_balancer_addresses_or_for_node_port_it
     let publish = format!("{}/gantry", c.ns);
     let g = gantry!()
         .cluster(&env)
-        .args(&["--publish-service", &publish])
+        .args(["--publish-service", &publish])
         .start()
         .await;
     wait_served_by(&g, WAIT, "web.example", "/", "web").await;
@@ -214,11 +214,7 @@ async fn of_two_replicas_only_the_leader_writes_status_and_the_other_takes_over_
         ]
     };
     let args_a = replica("gantry-a", "192.0.2.61");
-    let a = gantry!()
-        .cluster(&env)
-        .args(&args_a.iter().map(String::as_str).collect::<Vec<_>>())
-        .start()
-        .await;
+    let a = gantry!().cluster(&env).args(args_a.iter()).start().await;
     eventually(&a, WAIT, "gantry-a holding the Lease", || async {
         let h = lease_holder(&c).await;
         (h.as_deref() == Some("gantry-a"))
@@ -227,11 +223,7 @@ async fn of_two_replicas_only_the_leader_writes_status_and_the_other_takes_over_
     })
     .await;
     let args_b = replica("gantry-b", "192.0.2.62");
-    let b = gantry!()
-        .cluster(&env)
-        .args(&args_b.iter().map(String::as_str).collect::<Vec<_>>())
-        .start()
-        .await;
+    let b = gantry!().cluster(&env).args(args_b.iter()).start().await;
     wait_served_by(&b, WAIT, "web.example", "/", "web").await;
     wait_ingress_status(&a, &c, "web", &["192.0.2.61"]).await;
 
@@ -285,11 +277,7 @@ async fn of_two_replicas_only_the_leader_writes_status_and_the_other_takes_over_
     // A graceful stop releases the Lease (empty holder) rather than leaving it to expire, and the
     // remaining replica takes it.
     let args_c = replica("gantry-c", "192.0.2.62");
-    let c_replica = gantry!()
-        .cluster(&env)
-        .args(&args_c.iter().map(String::as_str).collect::<Vec<_>>())
-        .start()
-        .await;
+    let c_replica = gantry!().cluster(&env).args(args_c.iter()).start().await;
     let mut b = b;
     b.sigterm();
     assert_eq!(b.wait_exit(Duration::from_secs(40)), Some(0), "{}", b.log_text());

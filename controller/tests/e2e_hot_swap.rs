@@ -100,7 +100,7 @@ async fn rewriting_routes_endpoints_and_certificates_under_load_fails_no_request
     );
     let g = gantry!()
         .manifests(dir.path())
-        .args(&["--access-log=false"])
+        .args(["--access-log=false"])
         .start()
         .await;
     let gen0 = g.generation().await;

@@ -21,7 +21,7 @@ async fn sigterm_lets_in_flight_requests_finish_refuses_new_connections_and_exit
     write_manifest(dir.path(), "all.yaml", &m);
     let mut g = gantry!()
         .manifests(dir.path())
-        .args(&["--shutdown-grace", "10s"])
+        .args(["--shutdown-grace", "10s"])
         .start()
         .await;
 
@@ -122,7 +122,7 @@ async fn requests_still_running_when_the_grace_ends_are_cut_and_the_process_exit
     );
     let mut g = gantry!()
         .manifests(dir.path())
-        .args(&["--shutdown-grace", "500ms"])
+        .args(["--shutdown-grace", "500ms"])
         .start()
         .await;
     let c = plain_client();
