@@ -20,34 +20,18 @@
 //! binary first). Knobs: `BENCH_INGRESSES` (10000), `BENCH_SECRETS` (1000), `BENCH_UPDATES` (200),
 //! `BENCH_ENDPOINT_UPDATES` (100), `BENCH_JSON`, and envtest's `KUBEBUILDER_ASSETS`.
 
-#[path = "../tests/support/envtest.rs"]
-mod envtest;
-
 use std::{
-    collections::BTreeMap,
-    convert::Infallible,
-    net::{IpAddr, SocketAddr},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use futures_util::{stream, StreamExt};
-use http_body_util::Full;
-use hyper::{body::Incoming, service::service_fn, Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use k8s_openapi::{
-    api::{
-        core::v1::{Secret, Service, ServicePort, ServiceSpec},
-        discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
-        networking::v1::{
-            HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressClassSpec,
-            IngressRule, IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
-        },
-    },
-    apimachinery::pkg::util::intstr::IntOrString,
-    ByteString,
+use gantry_testkit::{cluster::host_ip, objects, Echo, Gantry, TestEnv};
+use k8s_openapi::api::{
+    core::v1::{Secret, Service},
+    discovery::v1::EndpointSlice,
+    networking::v1::{HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressRule, IngressSpec, IngressTLS},
 };
 use kube::{
     api::{ObjectMeta, Patch, PatchParams, PostParams},
@@ -66,11 +50,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some(NS.into()),
-        ..ObjectMeta::default()
-    }
+    objects::meta(NS, name)
 }
 
 fn host(i: usize) -> String {
@@ -78,20 +58,7 @@ fn host(i: usize) -> String {
 }
 
 fn path(p: &str, svc: &str) -> HTTPIngressPath {
-    HTTPIngressPath {
-        path: Some(p.into()),
-        path_type: "Prefix".into(),
-        backend: IngressBackend {
-            service: Some(IngressServiceBackend {
-                name: svc.into(),
-                port: Some(ServiceBackendPort {
-                    number: Some(80),
-                    ..ServiceBackendPort::default()
-                }),
-            }),
-            ..IngressBackend::default()
-        },
-    }
+    objects::ingress_path(p, svc, 80)
 }
 
 /// Ingress `ing-i`: host `h<i>.bench.example`, paths `/a` and `second` to Service `svc-i`; every
@@ -124,63 +91,17 @@ fn ingress(i: usize, second: &str, secrets: usize) -> Ingress {
 /// Headless: envtest's Service range is a /24, far too small for thousands of cluster IPs, and Gantry
 /// forwards to the EndpointSlices' addresses either way.
 fn service(i: usize, target: u16) -> Service {
-    Service {
-        metadata: meta(&format!("svc-{i}")),
-        spec: Some(ServiceSpec {
-            cluster_ip: Some("None".into()),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                target_port: Some(IntOrString::Int(target.into())),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    let mut s = objects::service(NS, &format!("svc-{i}"), 80, target);
+    s.spec.as_mut().unwrap().cluster_ip = Some("None".into());
+    s
 }
 
-fn slice(i: usize, backend: SocketAddr) -> EndpointSlice {
-    let mut m = meta(&format!("svc-{i}-1"));
-    m.labels = Some(BTreeMap::from([(
-        "kubernetes.io/service-name".to_string(),
-        format!("svc-{i}"),
-    )]));
-    EndpointSlice {
-        metadata: m,
-        address_type: "IPv4".into(),
-        endpoints: vec![Endpoint {
-            addresses: vec![backend.ip().to_string()],
-            conditions: Some(EndpointConditions {
-                ready: Some(true),
-                ..EndpointConditions::default()
-            }),
-            ..Endpoint::default()
-        }],
-        ports: Some(vec![EndpointPort {
-            name: Some("http".into()),
-            port: Some(backend.port().into()),
-            protocol: Some("TCP".into()),
-            ..EndpointPort::default()
-        }]),
-    }
+fn slice(i: usize, backend: std::net::SocketAddr) -> EndpointSlice {
+    objects::endpoint_slice(NS, &format!("svc-{i}-1"), &format!("svc-{i}"), &[backend])
 }
 
 fn secret(i: usize) -> Secret {
-    let names = vec![host(i * 10)];
-    let c = rcgen::generate_simple_self_signed(names).expect("certificate");
-    Secret {
-        metadata: meta(&format!("tls-{i}")),
-        type_: Some("kubernetes.io/tls".into()),
-        data: Some(BTreeMap::from([
-            ("tls.crt".to_string(), ByteString(c.cert.pem().into_bytes())),
-            (
-                "tls.key".to_string(),
-                ByteString(c.signing_key.serialize_pem().into_bytes()),
-            ),
-        ])),
-        ..Secret::default()
-    }
+    objects::tls_secret(NS, &format!("tls-{i}"), &[&host(i * 10)])
 }
 
 /// Creates every object, `CONCURRENCY` requests in flight.
@@ -199,44 +120,6 @@ where
         .await;
 }
 
-/// A non-loopback IPv4 address of this host (the API server refuses loopback EndpointSlice
-/// addresses); traffic to it stays on the host.
-fn host_ip() -> IpAddr {
-    // An address in a network namespace of our own (see .ci/test and the README): the API server
-    // refuses loopback EndpointSlice addresses, and traffic must stay in loopback or our namespace.
-    std::env::var("GANTRY_TEST_POD_IP")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .expect("set GANTRY_TEST_POD_IP to an address in a network namespace of your own (see README)")
-}
-
-/// One backend for every Service: answers 200 with `prefix` and the request path.
-async fn start_backend(ip: IpAddr, prefix: &'static str) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await.expect("backend");
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
-                        "{prefix}{}",
-                        req.uri().path()
-                    )))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .http1()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 /// `(VmRSS, VmHWM)` in MiB.
 fn memory(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -249,14 +132,6 @@ fn memory(pid: u32) -> (f64, f64) {
             .unwrap_or(0.0)
     };
     (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Builds the `gantry` binary in this example's profile (a no-op when it is up to date) and returns
@@ -272,15 +147,6 @@ fn gantry_binary() -> PathBuf {
     assert!(ok, "building the gantry binary failed");
     let exe = std::env::current_exe().unwrap();
     exe.parent().unwrap().parent().unwrap().join("gantry")
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -301,7 +167,7 @@ async fn main() {
     let binary = gantry_binary();
 
     eprintln!("starting etcd + kube-apiserver ...");
-    let env = envtest::TestEnv::start_async().await.expect("control plane");
+    let env = TestEnv::start_async().await.expect("control plane");
     let client: Client = env.client().await;
     let ns = k8s_openapi::api::core::v1::Namespace {
         metadata: ObjectMeta {
@@ -314,24 +180,14 @@ async fn main() {
         .create(&PostParams::default(), &ns)
         .await
         .expect("namespace");
-    let class = IngressClass {
-        metadata: ObjectMeta {
-            name: Some("gantry".into()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(IngressClassSpec {
-            controller: Some("gantry.dev/ingress-controller".into()),
-            ..IngressClassSpec::default()
-        }),
-    };
     Api::all(client.clone())
-        .create(&PostParams::default(), &class)
+        .create(&PostParams::default(), &objects::ingress_class())
         .await
         .expect("ingress class");
-    let backend = start_backend(host_ip(), "").await;
-    // Where the endpoint updates move Services to: it answers with a prefix, so the moment traffic
+    let backend = Echo::builder("backend").ip(host_ip()).start().await;
+    // Where the endpoint updates move Services to: it answers with its name, so the moment traffic
     // reaches it is seen in the response.
-    let moved = start_backend(host_ip(), "moved:").await;
+    let moved = Echo::builder("moved").ip(host_ip()).start().await;
 
     eprintln!("loading {n} Ingresses, Services and EndpointSlices and {secrets} TLS Secrets ...");
     let load_started = Instant::now();
@@ -339,12 +195,12 @@ async fn main() {
     create_all(&Api::namespaced(client.clone(), NS), secret_objects).await;
     create_all(
         &Api::namespaced(client.clone(), NS),
-        (0..n).map(|i| service(i, backend.port())).collect(),
+        (0..n).map(|i| service(i, backend.addr.port())).collect(),
     )
     .await;
     create_all(
         &Api::namespaced(client.clone(), NS),
-        (0..n).map(|i| slice(i, backend)).collect(),
+        (0..n).map(|i| slice(i, backend.addr)).collect(),
     )
     .await;
     create_all(
@@ -356,48 +212,25 @@ async fn main() {
     let objects = 3 * n + secrets;
     eprintln!("loaded {objects} objects in {load_time:?}");
 
-    let (http, admin) = (free_port(), free_port());
     let log = env.dir().join("gantry-bench.log");
-    let out = std::fs::File::create(&log).unwrap();
     let started = Instant::now();
-    let child = Command::new(&binary)
-        .arg("--kubeconfig")
-        .arg(env.kubeconfig_path())
-        .args(["--http-addr", &format!("127.0.0.1:{http}")])
-        .args(["--https-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+    // Ready: every watch listed, the first snapshot published (polled every 10 ms).
+    let gantry = Gantry::builder(&binary)
+        .kubeconfig(&env, &env.kubeconfig_path())
         .args(["--access-log=false", "--publish-status-address", PUBLISHED])
         .args(["--election-namespace", NS])
         .env("GANTRY_LOG", "info")
-        .env_remove("KUBECONFIG")
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .expect("start gantry");
-    let gantry = Killed(child);
-    let pid = gantry.0.id();
+        .log(&log)
+        .ready_within(Duration::from_secs(300))
+        .start()
+        .await;
+    let pid = gantry.pid();
     // Redirects are answers here (TLS hosts redirect plain HTTP), not something to follow.
     let http_client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let r = http_client
-            .get(format!("http://127.0.0.1:{admin}/readyz"))
-            .send()
-            .await;
-        if r.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready in 300 s; see {}",
-            log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let ready = started.elapsed();
     let (rss_ready, hwm_ready) = memory(pid);
     eprintln!("ready in {ready:?}; RSS {rss_ready:.1} MiB");
@@ -433,8 +266,8 @@ async fn main() {
     let (rss_settled, hwm_settled) = memory(pid);
 
     // Update latency: change the second path of one Ingress, poll until the new path is served.
-    let url = format!("http://127.0.0.1:{http}");
-    let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
+    let url = format!("http://{}", gantry.http);
+    let metrics_url = format!("http://{}/metrics", gantry.admin);
     let builds_before = build_histogram(&http_client, &metrics_url).await;
     let log_before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let mut latencies = Vec::with_capacity(updates);
@@ -495,7 +328,7 @@ async fn main() {
         let t0 = Instant::now();
         slices
             .replace(&format!("svc-{i}-1"), &PostParams::default(), &{
-                let mut s = slice(i, moved);
+                let mut s = slice(i, moved.addr);
                 s.metadata.resource_version = slices
                     .get(&format!("svc-{i}-1"))
                     .await
@@ -513,7 +346,7 @@ async fn main() {
                 Ok(r) => r.text().await.unwrap_or_default(),
                 Err(_) => String::new(),
             };
-            if body.starts_with("moved:") {
+            if body.contains(r#""service":"moved""#) {
                 break;
             }
             assert!(

@@ -72,6 +72,10 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(1_767_225_600).unwrap_or_default())
 }
 
+// These builders stay here rather than in gantry-testkit's `objects`: they make objects as the API
+// server returns them (uid, resourceVersion, Helm labels and annotations, managedFields), because
+// their size is what this example measures; the kit's builders make the minimal objects tests need.
+
 /// Metadata as the API server returns it for object `i` of a kind.
 fn meta(i: usize, name: String, manager: &str, fields: &str) -> ObjectMeta {
     ObjectMeta {

@@ -12,23 +12,15 @@
 //! runs here, with the container args the chart renders (listen addresses aside) and the pod's
 //! environment (POD_NAME, POD_NAMESPACE).
 
-mod cluster_common;
-mod common;
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::{
     io::Write,
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
 };
 
-use cluster_common::*;
-use common::{free_port, Gantry};
-use envtest::TestEnv;
 use gantry::crd::{GoDuration, ProxyConfig};
+use gantry_testkit::{cluster::*, gantry, objects::*, Echo, Gantry, TestEnv};
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Service},
     events::v1::Event,
@@ -168,43 +160,18 @@ fn service_account_kubeconfig(env: &TestEnv) -> PathBuf {
 /// Starts the binary with the chart's container args, as the pod `pod` of the release namespace,
 /// authenticated by `kubeconfig`; the listen addresses are free loopback ports instead.
 fn spawn_as_pod(env: &TestEnv, args: &[String], kubeconfig: &Path, pod: &str) -> Gantry {
-    let (http, https, admin) = (free_port(), free_port(), free_port());
-    let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
-    let args: Vec<String> = args
-        .iter()
-        .filter(|a| {
-            !["--http-addr=", "--https-addr=", "--admin-addr="]
-                .iter()
-                .any(|p| a.starts_with(p))
-        })
-        .cloned()
-        .collect();
-    let log = env.dir().join(format!("{pod}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(&args)
-        .arg(format!("--http-addr={}", addr(http)))
-        .arg(format!("--https-addr={}", addr(https)))
-        .arg(format!("--admin-addr={}", addr(admin)))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
+    let args = args.iter().filter(|a| {
+        !["--http-addr=", "--https-addr=", "--admin-addr="]
+            .iter()
+            .any(|p| a.starts_with(p))
+    });
+    gantry!()
+        .kubeconfig(env, kubeconfig)
+        .args(args)
         .env("POD_NAME", pod)
         .env("POD_NAMESPACE", NAMESPACE)
-        .env("GANTRY_LOG", "info,gantry=debug")
-        .env_remove("GANTRY_MANIFESTS")
-        .env_remove("KUBECONFIG")
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
+        .log(env.dir().join(format!("{pod}.log")))
         .spawn()
-        .expect("start gantry");
-    Gantry {
-        child: Some(child),
-        http: addr(http),
-        https: addr(https),
-        admin: addr(admin),
-        dir: env.dir().to_path_buf(),
-        log,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +186,7 @@ async fn the_charts_service_account_and_roles_are_enough_and_the_secrets_role_is
     };
 
     // The application: a backend, its Ingress with TLS, and one Ingress with a missing Service.
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     apply(&c.api(), &tls_secret(&c.ns, "shop-tls", &["shop.example"])).await;
     // The ConfigMap its custom-headers annotation names: read with the chart's configmaps rule.
@@ -266,7 +233,7 @@ async fn the_charts_service_account_and_roles_are_enough_and_the_secrets_role_is
 
     let kubeconfig = service_account_kubeconfig(&env);
     let g = spawn_as_pod(&env, &args, &kubeconfig, "gantry-0");
-    wait_ready(&g, Duration::from_secs(60)).await;
+    g.wait_ready(Duration::from_secs(60)).await;
 
     // Routing over HTTPS (the host has TLS, so plain HTTP redirects), with the certificate from the
     // Secret: the Secrets role at work.
@@ -275,12 +242,12 @@ async fn the_charts_service_account_and_roles_are_enough_and_the_secrets_role_is
         WAIT,
         "shop.example served by web with the Secret's certificate and the ConfigMap's header",
         || async {
-            let r = common::tls_client("shop.example", g.https, false)
+            let r = gantry_testkit::tls_client("shop.example", g.https, false)
                 .get("https://shop.example/cart")
                 .send()
                 .await
                 .map_err(|e| e.to_string())?;
-            let names = common::served_cert_names(&r);
+            let names = gantry_testkit::served_cert_names(&r);
             let status = r.status();
             let header = r.headers().get("x-shop").cloned();
             let body: serde_json::Value = r.json().await.unwrap_or_default();
@@ -376,7 +343,7 @@ async fn the_charts_service_account_and_roles_are_enough_and_the_secrets_role_is
         line.contains("system:serviceaccount:ingress:gantry") && line.contains("cannot list resource"),
         "the error says who may not do what: {line}"
     );
-    let ready = common::plain_client()
+    let ready = gantry_testkit::plain_client()
         .get(format!("http://{}/readyz", g.admin))
         .send()
         .await
@@ -385,46 +352,19 @@ async fn the_charts_service_account_and_roles_are_enough_and_the_secrets_role_is
     assert_eq!(ready, 503, "not ready without the Secrets role");
 }
 
-/// A backend that answers 200 after `delay`.
-async fn slow_backend(delay: Duration) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind((host_ip(), 0)).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                tokio::time::sleep(delay).await;
-                let body = r#"{"service":"slow"}"#;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = stream.write_all(format!("{head}{body}").as_bytes()).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_config_change_applies_without_a_restart_and_invalid_ones_are_refused() {
     let env = TestEnv::start_async().await.expect("control plane");
     let manifests = install(&env, &["proxyConfig.spec.upstreamResponseTimeout=500ms"]);
     let args = rendered_args(&manifests);
     let c = Cluster::new(&env, "slow").await;
-    let slow = slow_backend(Duration::from_millis(1500)).await;
-    c.backend("slow", &[slow]).await;
+    // Answers 200 after 1.5 s.
+    let slow = Echo::builder("slow")
+        .ip(host_ip())
+        .delay(Duration::from_millis(1500))
+        .start()
+        .await;
+    c.backend("slow", &[slow.addr]).await;
     apply(
         &c.api::<Ingress>(),
         &ingress(&c.ns, "slow", "gantry", &[("slow.example", "/", "slow", 80)]),
@@ -439,7 +379,7 @@ async fn a_proxy_config_change_applies_without_a_restart_and_invalid_ones_are_re
 
     let kubeconfig = service_account_kubeconfig(&env);
     let g = spawn_as_pod(&env, &args, &kubeconfig, "gantry-0");
-    wait_ready(&g, Duration::from_secs(60)).await;
+    g.wait_ready(Duration::from_secs(60)).await;
     let pid = g.child.as_ref().unwrap().id();
 
     // 500 ms against a backend that takes 1.5 s: 504.

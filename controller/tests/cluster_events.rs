@@ -1,15 +1,9 @@
 //! Cluster mode, Events: diagnostics about an Ingress become `Warning` Events on it, once each.
 //! The real `gantry` binary against a real kube-apiserver (envtest).
 
-mod cluster_common;
-mod common;
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::{collections::BTreeMap, time::Duration};
 
-use cluster_common::*;
-use envtest::TestEnv;
+use gantry_testkit::{cluster::*, gantry, objects::*, TestEnv};
 use k8s_openapi::api::{
     core::v1::Secret,
     events::v1::Event,
@@ -46,7 +40,7 @@ async fn a_broken_ingress_gets_warning_events_with_the_reason_and_its_neighbours
     let env = TestEnv::start_async().await.expect("control plane");
     let c = Cluster::new(&env, "events").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     apply(
         &c.api::<Secret>(),
@@ -84,7 +78,7 @@ async fn a_broken_ingress_gets_warning_events_with_the_reason_and_its_neighbours
     );
     let broken = apply(&c.api::<Ingress>(), &broken).await;
 
-    let g = start_gantry(&env, &[]).await;
+    let g = gantry!().cluster(&env).start().await;
     let events = eventually(
         &g,
         WAIT,
@@ -140,7 +134,10 @@ async fn a_broken_ingress_gets_warning_events_with_the_reason_and_its_neighbours
     // While the problems persist, more snapshots send no more Events.
     // Rebuilds, published or not: a rebuild equal to the serving snapshot is not published
     // and leaves the generation as it is.
-    let rebuilds = metric(&g, "gantry_snapshot_rebuilds_total").await.unwrap_or(0.0);
+    let rebuilds = g
+        .metric("gantry_snapshot_rebuilds_total", &[])
+        .await
+        .unwrap_or(0.0);
     for port in [81, 82, 83] {
         apply(
             &c.api::<k8s_openapi::api::core::v1::Service>(),
@@ -150,7 +147,10 @@ async fn a_broken_ingress_gets_warning_events_with_the_reason_and_its_neighbours
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     eventually(&g, WAIT, "more snapshots", || async {
-        let now = metric(&g, "gantry_snapshot_rebuilds_total").await.unwrap_or(0.0);
+        let now = g
+            .metric("gantry_snapshot_rebuilds_total", &[])
+            .await
+            .unwrap_or(0.0);
         (now >= rebuilds + 2.0)
             .then_some(())
             .ok_or(format!("rebuilds {now}"))
@@ -164,5 +164,5 @@ async fn a_broken_ingress_gets_warning_events_with_the_reason_and_its_neighbours
         assert_eq!(list[0].series, None, "{reason} not re-sent");
     }
     assert!(again.keys().all(|(name, _)| name == "broken"));
-    assert_eq!(metric(&g, "gantry_kube_events_total").await, Some(2.0));
+    assert_eq!(g.metric("gantry_kube_events_total", &[]).await, Some(2.0));
 }

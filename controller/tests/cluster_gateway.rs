@@ -2,16 +2,10 @@
 //! Gateway API v1.6 standard CRDs installed; GatewayClass, Gateway and HTTPRoute objects made
 //! through the API, real backends on the test's own network namespace.
 
-mod cluster_common;
-mod common;
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::time::Duration;
 
-use cluster_common::*;
-use envtest::TestEnv;
 use gantry::gateway::api::{Gateway, GatewayClass, HttpRoute};
+use gantry_testkit::{cluster::*, gantry, objects::*, TestEnv};
 use k8s_openapi::api::networking::v1::Ingress;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -22,12 +16,14 @@ fn from_yaml<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
 
 /// A GET with extra request headers; the status and the JSON body.
 async fn get_with(
-    g: &common::Gantry,
+    g: &gantry_testkit::Gantry,
     host: &str,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<(u16, serde_json::Value), String> {
-    let mut req = common::plain_client().get(g.url(path)).header("host", host);
+    let mut req = gantry_testkit::plain_client()
+        .get(g.url(path))
+        .header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -68,15 +64,15 @@ async fn an_http_route_on_a_gateway_is_served_beside_an_ingress_and_every_status
     let c = Cluster::new(&env, "gateway").await;
     let ns = c.ns.clone();
     let address = host_ip().to_string();
-    let g = start_gantry(
-        &env,
-        &["--publish-status-address", &address, "--gateway-http-port", "80"],
-    )
-    .await;
+    let g = gantry!()
+        .cluster(&env)
+        .args(["--publish-status-address", &address, "--gateway-http-port", "80"])
+        .start()
+        .await;
 
-    let web = Pod::start("web").await;
-    let canary = Pod::start("canary").await;
-    let legacy = Pod::start("legacy").await;
+    let web = pod("web").await;
+    let canary = pod("canary").await;
+    let legacy = pod("legacy").await;
     c.backend("web", &[web.addr]).await;
     c.backend("canary", &[canary.addr]).await;
     c.backend("legacy", &[legacy.addr]).await;
@@ -309,8 +305,12 @@ async fn a_certificate_in_another_namespace_is_served_only_once_a_reference_gran
     let c = Cluster::new(&env, "gw-tls").await;
     let certs_ns = env.new_namespace("gw-certs").await;
     let ns = c.ns.clone();
-    let g = start_gantry(&env, &["--gateway-https-port", "443"]).await;
-    let web = Pod::start("web").await;
+    let g = gantry!()
+        .cluster(&env)
+        .args(["--gateway-https-port", "443"])
+        .start()
+        .await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(c.client.clone(), &certs_ns);
@@ -373,13 +373,13 @@ spec:
     };
     let l = eventually(&g, WAIT, "RefNotPermitted", || listener("RefNotPermitted")).await;
     assert!(has(&l["conditions"], "Programmed", "False", "Invalid"), "{l:#}");
-    let client = common::tls_client("secure.example", g.https, false);
+    let client = gantry_testkit::tls_client("secure.example", g.https, false);
     let r = client
         .get("https://secure.example/")
         .send()
         .await
         .expect("TLS still answers");
-    assert!(!common::served_cert_names(&r).contains(&"secure.example".to_string()));
+    assert!(!gantry_testkit::served_cert_names(&r).contains(&"secure.example".to_string()));
     assert_eq!(r.status(), 404, "the route has no valid listener to attach to");
 
     // The grant in the Secret's namespace: the certificate is served and so is the route.
@@ -400,13 +400,13 @@ spec:
     let l = eventually(&g, WAIT, "ResolvedRefs", || listener("ResolvedRefs")).await;
     assert!(has(&l["conditions"], "Programmed", "True", "Programmed"), "{l:#}");
     eventually(&g, WAIT, "secure.example served with its certificate", || async {
-        let client = common::tls_client("secure.example", g.https, false);
+        let client = gantry_testkit::tls_client("secure.example", g.https, false);
         let r = client
             .get("https://secure.example/")
             .send()
             .await
             .map_err(|e| e.to_string())?;
-        let names = common::served_cert_names(&r);
+        let names = gantry_testkit::served_cert_names(&r);
         match (r.status().as_u16(), names.contains(&"secure.example".to_string())) {
             (200, true) => Ok(()),
             other => Err(format!("{other:?} {names:?}")),
@@ -421,9 +421,13 @@ async fn an_http_route_changed_under_load_fails_no_request() {
     env.install_gateway_api_crds().expect("Gateway API CRDs");
     let c = Cluster::new(&env, "gw-load").await;
     let ns = c.ns.clone();
-    let g = start_gantry(&env, &["--gateway-http-port", "80"]).await;
-    let blue = Pod::start("blue").await;
-    let green = Pod::start("green").await;
+    let g = gantry!()
+        .cluster(&env)
+        .args(["--gateway-http-port", "80"])
+        .start()
+        .await;
+    let blue = pod("blue").await;
+    let green = pod("green").await;
     c.backend("blue", &[blue.addr]).await;
     c.backend("green", &[green.addr]).await;
     let class = gateway_class(&c).await;
@@ -457,7 +461,7 @@ spec:
     for _ in 0..4 {
         let (stop, url) = (stop.clone(), g.url("/"));
         clients.push(tokio::spawn(async move {
-            let client = common::plain_client();
+            let client = gantry_testkit::plain_client();
             let (mut ok, mut failed) = (0u32, Vec::new());
             let started = std::time::Instant::now();
             while !stop.load(std::sync::atomic::Ordering::Relaxed)

@@ -3,15 +3,9 @@
 //! it reads that yields the serving snapshot again builds one but publishes nothing; a real
 //! change is served. The real `gantry` binary against a real kube-apiserver (envtest).
 
-mod cluster_common;
-mod common;
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::{collections::BTreeMap, time::Duration};
 
-use cluster_common::*;
-use envtest::TestEnv;
+use gantry_testkit::{cluster::*, gantry, objects::*, TestEnv};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
@@ -22,19 +16,20 @@ const WAIT: Duration = Duration::from_secs(20);
 const QUIET: Duration = Duration::from_secs(2);
 const ADDRESS: &str = "192.0.2.50";
 
-async fn rebuilds(g: &common::Gantry) -> f64 {
-    metric(g, "gantry_snapshot_rebuilds_total").await.unwrap_or(0.0)
-}
-
-async fn rebuilds_with(g: &common::Gantry, result: &str) -> f64 {
-    metric_labelled(g, "gantry_snapshot_rebuilds_total", &[("result", result)])
+async fn rebuilds(g: &gantry_testkit::Gantry) -> f64 {
+    g.metric("gantry_snapshot_rebuilds_total", &[])
         .await
         .unwrap_or(0.0)
 }
 
-async fn ingress_events(g: &common::Gantry, result: &str) -> f64 {
-    metric_labelled(
-        g,
+async fn rebuilds_with(g: &gantry_testkit::Gantry, result: &str) -> f64 {
+    g.metric("gantry_snapshot_rebuilds_total", &[("result", result)])
+        .await
+        .unwrap_or(0.0)
+}
+
+async fn ingress_events(g: &gantry_testkit::Gantry, result: &str) -> f64 {
+    g.metric(
         "gantry_store_events_total",
         &[("kind", "Ingress"), ("result", result)],
     )
@@ -42,12 +37,12 @@ async fn ingress_events(g: &common::Gantry, result: &str) -> f64 {
     .unwrap_or(0.0)
 }
 
-async fn generation(g: &common::Gantry) -> f64 {
-    metric(g, "gantry_snapshot_generation").await.unwrap_or(0.0)
+async fn generation(g: &gantry_testkit::Gantry) -> f64 {
+    g.metric("gantry_snapshot_generation", &[]).await.unwrap_or(0.0)
 }
 
 /// Waits until the Ingress events ignored reach `at_least`: the events arrived.
-async fn wait_ignored(g: &common::Gantry, at_least: f64) {
+async fn wait_ignored(g: &gantry_testkit::Gantry, at_least: f64) {
     eventually(g, WAIT, &format!("{at_least} ignored Ingress events"), || async {
         let n = ingress_events(g, "ignored").await;
         (n >= at_least).then_some(n).ok_or(format!("{n}"))
@@ -56,7 +51,7 @@ async fn wait_ignored(g: &common::Gantry, at_least: f64) {
 }
 
 /// Polls for [`QUIET`] that the rebuilds stay at `expected`.
-async fn assert_no_rebuild(g: &common::Gantry, expected: f64, after: &str) {
+async fn assert_no_rebuild(g: &gantry_testkit::Gantry, expected: f64, after: &str) {
     let grew = eventually_ok(QUIET, || async {
         let now = rebuilds(g).await;
         (now != expected).then_some(now)
@@ -75,11 +70,15 @@ async fn events_that_change_nothing_translation_reads_build_nothing_and_equal_sn
     let env = TestEnv::start_async().await.expect("control plane");
     let c = Cluster::new(&env, "rebuilds").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     let a = ingress(&c.ns, "a", CLASS, &[("a.example", "/", "web", 80)]);
     apply(&c.api::<Ingress>(), &a).await;
-    let g = start_gantry(&env, &["--publish-status-address", ADDRESS]).await;
+    let g = gantry!()
+        .cluster(&env)
+        .args(["--publish-status-address", ADDRESS])
+        .start()
+        .await;
     wait_served_by(&g, WAIT, "a.example", "/", "web").await;
     eventually(&g, WAIT, "the status of Ingress a", || async {
         let s = c.ingress_status("a").await;

@@ -3,15 +3,9 @@
 //! `htpasswd` tool) and the ConfigMap of `custom-headers`, watched one by one by name, and follows
 //! them as they change, go away and come back. Each test has its own control plane and namespace.
 
-mod cluster_common;
-mod common;
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
-use cluster_common::*;
-use envtest::TestEnv;
+use gantry_testkit::{cluster::*, gantry, objects::*, TestEnv};
 use k8s_openapi::{
     api::{
         core::v1::{ConfigMap, Secret},
@@ -76,15 +70,17 @@ struct Answer {
 
 /// A GET with `Host: host` over plain HTTP, or HTTPS when `https`, with basic credentials if given.
 async fn request(
-    g: &common::Gantry,
+    g: &gantry_testkit::Gantry,
     host: &str,
     https: bool,
     creds: Option<(&str, &str)>,
 ) -> Result<Answer, String> {
     let req = if https {
-        common::tls_client(host, g.https, false).get(format!("https://{host}/"))
+        gantry_testkit::tls_client(host, g.https, false).get(format!("https://{host}/"))
     } else {
-        common::plain_client().get(g.url("/")).header("host", host)
+        gantry_testkit::plain_client()
+            .get(g.url("/"))
+            .header("host", host)
     };
     let req = match creds {
         Some((user, password)) => req.basic_auth(user, Some(password)),
@@ -107,7 +103,7 @@ async fn request(
 
 /// Waits until a request's answer passes `check`; returns it.
 async fn wait_for(
-    g: &common::Gantry,
+    g: &gantry_testkit::Gantry,
     what: &str,
     host: &str,
     https: bool,
@@ -125,9 +121,9 @@ async fn wait_for(
     .await
 }
 
-async fn wait_reference_watches(g: &common::Gantry, want: f64) {
+async fn wait_reference_watches(g: &gantry_testkit::Gantry, want: f64) {
     eventually(g, WAIT, &format!("{want} reference watches"), || async {
-        match metric(g, "gantry_kube_reference_watches").await {
+        match g.metric("gantry_kube_reference_watches", &[]).await {
             Some(n) if n == want => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -142,7 +138,7 @@ async fn basic_auth_and_custom_headers_follow_the_secret_and_config_map_their_an
     let env = TestEnv::start_async().await.expect("control plane");
     let c = Cluster::new(&env, "refs").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     let htpasswd = htpasswd_line("alice", "s3cret");
     let secret = opaque_secret(&c.ns, "basic-auth", &[("auth", &htpasswd)]);
@@ -166,7 +162,7 @@ async fn basic_auth_and_custom_headers_follow_the_secret_and_config_map_their_an
 
     // The objects named when Gantry starts are read before it is ready: the first snapshot already
     // asks for the password, and never fails closed for a Secret that is there.
-    let g = start_gantry(&env, &[]).await;
+    let g = gantry!().cluster(&env).start().await;
     let first = request(&g, "private.example", false, None).await.unwrap();
     assert_eq!(first.status, 401, "{first:?}\n{}", tail(&g.log_text(), 40));
     let ok = request(&g, "private.example", false, ALICE).await.unwrap();
@@ -183,7 +179,7 @@ async fn basic_auth_and_custom_headers_follow_the_secret_and_config_map_their_an
         .unwrap();
     assert_eq!(wrong.status, 401);
     assert_eq!(
-        metric(&g, "gantry_kube_reference_watches").await,
+        g.metric("gantry_kube_reference_watches", &[]).await,
         Some(2.0),
         "one watch per referenced object"
     );
@@ -261,9 +257,9 @@ async fn a_secret_created_after_its_ingress_is_seen_and_a_tls_secret_named_by_an
     let env = TestEnv::start_async().await.expect("control plane");
     let c = Cluster::new(&env, "late").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
-    let g = start_gantry(&env, &[]).await;
+    let g = gantry!().cluster(&env).start().await;
     let htpasswd = htpasswd_line("alice", "s3cret");
 
     // An Ingress naming a Secret that does not exist yet fails closed...
@@ -355,12 +351,12 @@ async fn a_secret_created_after_its_ingress_is_seen_and_a_tls_secret_named_by_an
     let renewed = tls_secret(&c.ns, "site", &["site.example", "second.cert.test"]);
     apply(&c.api::<Secret>(), &renewed).await;
     eventually(&g, WAIT, "the renewed certificate served", || async {
-        let r = common::tls_client("site.example", g.https, false)
+        let r = gantry_testkit::tls_client("site.example", g.https, false)
             .get("https://site.example/")
             .send()
             .await
             .map_err(|e| format!("request failed: {e}"))?;
-        let names = common::served_cert_names(&r);
+        let names = gantry_testkit::served_cert_names(&r);
         if r.status() == 200 && names.iter().any(|n| n == "second.cert.test") {
             Ok(())
         } else {

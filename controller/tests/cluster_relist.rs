@@ -14,11 +14,6 @@
 //! `gantry_kube_relists_total{kind="Ingress"}`, which must have grown; a first cut without a
 //! compaction is the control: Gantry catches up through the resumed watch, and relists nothing.
 
-mod cluster_common;
-mod common;
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
@@ -26,10 +21,8 @@ use std::{
     time::Duration,
 };
 
-use cluster_common::*;
-use common::Gantry;
-use envtest::TestEnv;
 use futures_util::{stream, StreamExt};
+use gantry_testkit::{cluster::*, gantry, objects::*, Gantry, TestEnv};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::DeleteParams;
 use tokio::{
@@ -239,13 +232,13 @@ async fn check_traffic(g: &Gantry, want: &BTreeMap<(String, String), String>, go
 }
 
 async fn relists(g: &Gantry, kind: &str) -> f64 {
-    metric_series(g, &format!("gantry_kube_relists_total{{kind=\"{kind}\"}}"))
+    g.metric_series(&format!("gantry_kube_relists_total{{kind=\"{kind}\"}}"))
         .await
         .unwrap_or(0.0)
 }
 
 async fn watch_errors(g: &Gantry, kind: &str) -> f64 {
-    metric_series(g, &format!("gantry_kube_watch_errors_total{{kind=\"{kind}\"}}"))
+    g.metric_series(&format!("gantry_kube_watch_errors_total{{kind=\"{kind}\"}}"))
         .await
         .unwrap_or(0.0)
 }
@@ -275,8 +268,8 @@ async fn a_relist_after_410_gone_keeps_exactly_the_clusters_routes() {
     );
     let c = Cluster::new(&env, "relist").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let (alpha, beta) = (Pod::start("alpha").await, Pod::start("beta").await);
-    let (moved_from, moved_to) = (Pod::start("moved").await, Pod::start("moved").await);
+    let (alpha, beta) = (pod("alpha").await, pod("beta").await);
+    let (moved_from, moved_to) = (pod("moved").await, pod("moved").await);
     c.backend("alpha", &[alpha.addr]).await;
     c.backend("beta", &[beta.addr]).await;
     c.backend("moved", &[moved_from.addr]).await;
@@ -307,8 +300,11 @@ async fn a_relist_after_410_gone_keeps_exactly_the_clusters_routes() {
         .parse()
         .unwrap();
     let link = Link::start(apiserver).await;
-    let g = spawn_gantry_with_kubeconfig(&env, &relay_kubeconfig(&env, &link), &[]);
-    wait_ready(&g, Duration::from_secs(90)).await;
+    let g = gantry!()
+        .kubeconfig(&env, &relay_kubeconfig(&env, &link))
+        .arg("--access-log=false")
+        .spawn();
+    g.wait_ready(Duration::from_secs(90)).await;
     let mut gone = BTreeSet::new();
     let want = routes_of(&ingresses);
     eventually(&g, CATCH_UP, "every route listed once", || {
@@ -341,7 +337,7 @@ async fn a_relist_after_410_gone_keeps_exactly_the_clusters_routes() {
     let probe = {
         let (g_url, stable) = (g.url("/"), stable.clone());
         tokio::spawn(async move {
-            let client = common::plain_client();
+            let client = gantry_testkit::plain_client();
             let (mut ok, mut failed) = (0usize, Vec::new());
             while !*stopped.borrow_and_update() {
                 for h in &stable {

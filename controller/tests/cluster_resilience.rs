@@ -2,11 +2,6 @@
 //! reconnect, and the snapshot catches up. The real `gantry` binary against a real kube-apiserver
 //! and etcd (envtest), both killed and restarted while traffic flows.
 
-mod cluster_common;
-mod common;
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -15,8 +10,7 @@ use std::{
     time::Duration,
 };
 
-use cluster_common::*;
-use envtest::TestEnv;
+use gantry_testkit::{cluster::*, gantry, objects::*, TestEnv};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 #[derive(Default)]
@@ -30,7 +24,7 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
     let env = Arc::new(TestEnv::start_async().await.expect("control plane"));
     let c = Cluster::new(&env, "outage").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     apply(
         &c.api::<Ingress>(),
@@ -42,10 +36,15 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
         &ingress(&c.ns, "doomed", CLASS, &[("doomed.example", "/", "web", 80)]),
     )
     .await;
-    let g = start_gantry(&env, &["--publish-status-address", "192.0.2.70"]).await;
+    let g = gantry!()
+        .cluster(&env)
+        .args(["--publish-status-address", "192.0.2.70"])
+        .start()
+        .await;
     wait_served_by(&g, Duration::from_secs(20), "app.example", "/", "web").await;
     wait_served_by(&g, Duration::from_secs(20), "doomed.example", "/", "web").await;
-    let synced_before = metric(&g, "gantry_kube_last_sync_timestamp_seconds")
+    let synced_before = g
+        .metric("gantry_kube_last_sync_timestamp_seconds", &[])
         .await
         .expect("last-sync metric");
     assert!(synced_before > 0.0);
@@ -96,7 +95,10 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
     assert!(!env.is_ready());
     // The watches notice (their reconnects fail) ...
     eventually(&g, Duration::from_secs(30), "watch errors counted", || async {
-        let errors = metric(&g, "gantry_kube_watch_errors_total").await.unwrap_or(0.0);
+        let errors = g
+            .metric("gantry_kube_watch_errors_total", &[])
+            .await
+            .unwrap_or(0.0);
         (errors > 0.0).then_some(()).ok_or(format!("{errors}"))
     })
     .await;
@@ -107,7 +109,7 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
         tally.ok.load(Ordering::Relaxed) > ok_before,
         "requests kept succeeding while the API server was down"
     );
-    let ready = common::plain_client()
+    let ready = gantry_testkit::plain_client()
         .get(format!("http://{}/readyz", g.admin))
         .send()
         .await
@@ -135,7 +137,8 @@ async fn traffic_never_fails_while_the_api_server_is_down_and_changes_apply_once
     // Generous: the watches may be sleeping in their backoff (up to 30 s) when the server returns.
     wait_served_by(&g, Duration::from_secs(90), "after.example", "/", "web").await;
     wait_status(&g, Duration::from_secs(20), "doomed.example", "/", 404).await;
-    let synced_after = metric(&g, "gantry_kube_last_sync_timestamp_seconds")
+    let synced_after = g
+        .metric("gantry_kube_last_sync_timestamp_seconds", &[])
         .await
         .unwrap();
     assert!(synced_after > synced_before, "{synced_after} > {synced_before}");

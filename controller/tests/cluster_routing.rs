@@ -1,16 +1,9 @@
 //! Cluster mode, routing: the real `gantry` binary watching a real kube-apiserver (envtest), real
 //! backends on loopback. Each test has its own control plane and namespace.
 
-mod cluster_common;
-mod common;
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::{collections::BTreeSet, time::Duration};
 
-use cluster_common::*;
-use common::{served_cert_names, tls_client};
-use envtest::TestEnv;
+use gantry_testkit::{cluster::*, gantry, objects::*, served_cert_names, tls_client, Echo, TestEnv};
 use k8s_openapi::api::{
     core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, Secret, Service},
     networking::v1::{Ingress, IngressClass, IngressClassSpec},
@@ -24,7 +17,7 @@ async fn ingresses_in_the_api_server_are_routed_rerouted_spread_over_new_endpoin
     let env = TestEnv::start_async().await.expect("control plane");
     let c = Cluster::new(&env, "routing").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     apply(
         &c.api::<Ingress>(),
@@ -32,7 +25,7 @@ async fn ingresses_in_the_api_server_are_routed_rerouted_spread_over_new_endpoin
     )
     .await;
 
-    let g = start_gantry(&env, &[]).await;
+    let g = gantry!().cluster(&env).start().await;
     let body = wait_served_by(&g, WAIT, "app.example", "/v1/x", "web").await;
     assert_eq!(body["path"], "/v1/x");
     assert_eq!(get(&g, "app.example", "/v2/x").await.unwrap().0, 404);
@@ -48,7 +41,7 @@ async fn ingresses_in_the_api_server_are_routed_rerouted_spread_over_new_endpoin
 
     // Scale from one endpoint to three. (All test pods share the host's address, so each has its
     // own port and its own slice, as the EndpointSlice controller would split them.)
-    let more = [Pod::start("web").await, Pod::start("web").await];
+    let more = [pod("web").await, pod("web").await];
     let all = [web.addr, more[0].addr, more[1].addr];
     c.endpoints("web", &all).await;
     let want: BTreeSet<String> = all.iter().map(|a| a.to_string()).collect();
@@ -84,7 +77,7 @@ async fn a_replaced_tls_certificate_is_served_without_a_restart() {
     let env = TestEnv::start_async().await.expect("control plane");
     let c = Cluster::new(&env, "tls").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     apply(
         &c.api::<Secret>(),
@@ -98,7 +91,7 @@ async fn a_replaced_tls_certificate_is_served_without_a_restart() {
     );
     apply(&c.api::<Ingress>(), &ing).await;
 
-    let g = start_gantry(&env, &[]).await;
+    let g = gantry!().cluster(&env).start().await;
     let pid = g.child.as_ref().unwrap().id();
     let served_names = || async {
         // A new client per try: a new TLS handshake, so the certificate served now.
@@ -163,7 +156,7 @@ async fn an_ingress_of_another_class_is_ignored_and_gets_no_status_until_it_swit
         }),
     };
     apply(&c.cluster_api::<IngressClass>(), &other_class).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     apply(
         &c.api::<Ingress>(),
@@ -176,7 +169,11 @@ async fn an_ingress_of_another_class_is_ignored_and_gets_no_status_until_it_swit
     )
     .await;
 
-    let g = start_gantry(&env, &["--publish-status-address", "192.0.2.10"]).await;
+    let g = gantry!()
+        .cluster(&env)
+        .args(["--publish-status-address", "192.0.2.10"])
+        .start()
+        .await;
     wait_served_by(&g, WAIT, "mine.example", "/", "web").await;
     eventually(&g, WAIT, "status of our Ingress", || async {
         let s = c.ingress_status("mine").await;
@@ -226,7 +223,7 @@ async fn node_port_mode_routes_to_ready_nodes_at_the_service_node_port() {
     let port = (30000..32768)
         .find(|p| std::net::TcpListener::bind((loopback, *p)).is_ok())
         .expect("a free port in 30000-32767");
-    let pod = Pod::start_on("np", loopback, port).await;
+    let pod = Echo::builder("np").ip(loopback).port(port).start().await;
     let node = |ready: &str| Node {
         metadata: ObjectMeta {
             name: Some("node-1".into()),
@@ -258,7 +255,11 @@ async fn node_port_mode_routes_to_ready_nodes_at_the_service_node_port() {
     )
     .await;
 
-    let g = start_gantry(&env, &["--backend-mode", "node-port"]).await;
+    let g = gantry!()
+        .cluster(&env)
+        .args(["--backend-mode", "node-port"])
+        .start()
+        .await;
     let body = wait_served_by(&g, WAIT, "np.example", "/", "np").await;
     assert_eq!(body["pod"], pod.addr.to_string());
 
@@ -277,7 +278,7 @@ async fn with_watch_namespace_only_the_named_namespaces_are_served() {
     let watched = Cluster::new(&env, "watched").await;
     let other = Cluster::new(&env, "unwatched").await;
     apply(&watched.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     for (c, host) in [(&watched, "in.example"), (&other, "out.example")] {
         c.backend("web", &[web.addr]).await;
         apply(
@@ -286,7 +287,11 @@ async fn with_watch_namespace_only_the_named_namespaces_are_served() {
         )
         .await;
     }
-    let g = start_gantry(&env, &["--watch-namespace", &watched.ns]).await;
+    let g = gantry!()
+        .cluster(&env)
+        .args(["--watch-namespace", &watched.ns])
+        .start()
+        .await;
     wait_served_by(&g, WAIT, "in.example", "/", "web").await;
     assert_eq!(get(&g, "out.example", "/").await.unwrap().0, 404);
     let routes = g.routes().await.to_string();

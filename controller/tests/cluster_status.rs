@@ -2,15 +2,9 @@
 //! `--publish-service`, and leader election between two replicas. The real `gantry` binary against
 //! a real kube-apiserver (envtest); each test has its own control plane and namespace.
 
-mod cluster_common;
-mod common;
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::time::{Duration, Instant};
 
-use cluster_common::*;
-use envtest::TestEnv;
+use gantry_testkit::{cluster::*, gantry, objects::*, TestEnv};
 use k8s_openapi::api::{
     coordination::v1::Lease,
     core::v1::{Node, NodeAddress, NodeStatus, Service},
@@ -21,7 +15,7 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn wait_ingress_status(g: &common::Gantry, c: &Cluster, name: &str, want: &[&str]) {
+async fn wait_ingress_status(g: &gantry_testkit::Gantry, c: &Cluster, name: &str, want: &[&str]) {
     eventually(
         g,
         WAIT,
@@ -39,7 +33,7 @@ async fn published_addresses_are_written_once_and_cleared_when_the_ingress_leave
     let env = TestEnv::start_async().await.expect("control plane");
     let c = Cluster::new(&env, "status").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     for name in ["a", "b"] {
         apply(
@@ -53,31 +47,44 @@ async fn published_addresses_are_written_once_and_cleared_when_the_ingress_leave
         )
         .await;
     }
-    let g = start_gantry(&env, &["--publish-status-address", "lb.example.test,192.0.2.50"]).await;
+    let g = gantry!()
+        .cluster(&env)
+        .args(["--publish-status-address", "lb.example.test,192.0.2.50"])
+        .start()
+        .await;
     for name in ["a", "b"] {
         wait_ingress_status(&g, &c, name, &["192.0.2.50", "lb.example.test"]).await;
     }
 
     // Nothing changed for the status, so changes elsewhere write nothing more.
     eventually(&g, WAIT, "two status writes counted", || async {
-        let writes = metric(&g, "gantry_ingress_status_writes_total").await;
+        let writes = g.metric("gantry_ingress_status_writes_total", &[]).await;
         (writes == Some(2.0)).then_some(()).ok_or(format!("{writes:?}"))
     })
     .await;
     // Rebuilds, published or not: a rebuild equal to the serving snapshot is not published
     // and leaves the generation as it is.
-    let rebuilds = metric(&g, "gantry_snapshot_rebuilds_total").await.unwrap_or(0.0);
+    let rebuilds = g
+        .metric("gantry_snapshot_rebuilds_total", &[])
+        .await
+        .unwrap_or(0.0);
     for port in [81, 82] {
         apply(&c.api::<Service>(), &service(&c.ns, "web", 80, port)).await;
     }
     eventually(&g, WAIT, "a later snapshot", || async {
-        let now = metric(&g, "gantry_snapshot_rebuilds_total").await.unwrap_or(0.0);
+        let now = g
+            .metric("gantry_snapshot_rebuilds_total", &[])
+            .await
+            .unwrap_or(0.0);
         (now > rebuilds).then_some(()).ok_or(format!("rebuilds {now}"))
     })
     .await;
     // Give the status pass after the last publish time to (not) write.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(metric(&g, "gantry_ingress_status_writes_total").await, Some(2.0));
+    assert_eq!(
+        g.metric("gantry_ingress_status_writes_total", &[]).await,
+        Some(2.0)
+    );
 
     // Ingress b leaves our class: no longer served, and what we wrote is cleared.
     apply(
@@ -95,7 +102,7 @@ async fn a_publish_service_gives_its_load_balancer_addresses_or_for_node_port_it
     let env = TestEnv::start_async().await.expect("control plane");
     let c = Cluster::new(&env, "publish").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     apply(
         &c.api::<Ingress>(),
@@ -119,7 +126,11 @@ async fn a_publish_service_gives_its_load_balancer_addresses_or_for_node_port_it
     set_lb(json!([{ "ip": "203.0.113.7" }])).await;
 
     let publish = format!("{}/gantry", c.ns);
-    let g = start_gantry(&env, &["--publish-service", &publish]).await;
+    let g = gantry!()
+        .cluster(&env)
+        .args(["--publish-service", &publish])
+        .start()
+        .await;
     wait_served_by(&g, WAIT, "web.example", "/", "web").await;
     wait_ingress_status(&g, &c, "web", &["203.0.113.7"]).await;
 
@@ -183,7 +194,7 @@ async fn of_two_replicas_only_the_leader_writes_status_and_the_other_takes_over_
     let env = TestEnv::start_async().await.expect("control plane");
     let c = Cluster::new(&env, "leader").await;
     apply(&c.cluster_api::<IngressClass>(), &ingress_class()).await;
-    let web = Pod::start("web").await;
+    let web = pod("web").await;
     c.backend("web", &[web.addr]).await;
     apply(
         &c.api::<Ingress>(),
@@ -203,7 +214,7 @@ async fn of_two_replicas_only_the_leader_writes_status_and_the_other_takes_over_
         ]
     };
     let args_a = replica("gantry-a", "192.0.2.61");
-    let a = start_gantry(&env, &args_a.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let a = gantry!().cluster(&env).args(args_a.iter()).start().await;
     eventually(&a, WAIT, "gantry-a holding the Lease", || async {
         let h = lease_holder(&c).await;
         (h.as_deref() == Some("gantry-a"))
@@ -212,7 +223,7 @@ async fn of_two_replicas_only_the_leader_writes_status_and_the_other_takes_over_
     })
     .await;
     let args_b = replica("gantry-b", "192.0.2.62");
-    let b = start_gantry(&env, &args_b.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let b = gantry!().cluster(&env).args(args_b.iter()).start().await;
     wait_served_by(&b, WAIT, "web.example", "/", "web").await;
     wait_ingress_status(&a, &c, "web", &["192.0.2.61"]).await;
 
@@ -223,16 +234,16 @@ async fn of_two_replicas_only_the_leader_writes_status_and_the_other_takes_over_
         assert_eq!(lease_holder(&c).await.as_deref(), Some("gantry-a"));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(metric(&a, "gantry_leader").await, Some(1.0));
-    assert_eq!(metric(&b, "gantry_leader").await, Some(0.0));
+    assert_eq!(a.metric("gantry_leader", &[]).await, Some(1.0));
+    assert_eq!(b.metric("gantry_leader", &[]).await, Some(0.0));
     assert!(
-        metric(&a, "gantry_ingress_status_writes_total")
+        a.metric("gantry_ingress_status_writes_total", &[])
             .await
             .unwrap_or(0.0)
             >= 1.0
     );
     assert_eq!(
-        metric(&b, "gantry_ingress_status_writes_total")
+        b.metric("gantry_ingress_status_writes_total", &[])
             .await
             .unwrap_or(0.0),
         0.0
@@ -260,13 +271,13 @@ async fn of_two_replicas_only_the_leader_writes_status_and_the_other_takes_over_
     .await;
     wait_ingress_status(&b, &c, "web", &["192.0.2.62"]).await;
     wait_ingress_status(&b, &c, "late", &["192.0.2.62"]).await;
-    assert_eq!(metric(&b, "gantry_leader").await, Some(1.0));
+    assert_eq!(b.metric("gantry_leader", &[]).await, Some(1.0));
     wait_served_by(&b, WAIT, "late.example", "/", "web").await;
 
     // A graceful stop releases the Lease (empty holder) rather than leaving it to expire, and the
     // remaining replica takes it.
     let args_c = replica("gantry-c", "192.0.2.62");
-    let c_replica = start_gantry(&env, &args_c.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let c_replica = gantry!().cluster(&env).args(args_c.iter()).start().await;
     let mut b = b;
     b.sigterm();
     assert_eq!(b.wait_exit(Duration::from_secs(40)), Some(0), "{}", b.log_text());

@@ -5,17 +5,14 @@
 //! Expected answers are ingress-nginx's, from its user guide and `test/e2e/annotations/canary.go`
 //! and `affinity.go`.
 
-mod common;
+use std::collections::BTreeMap;
 
-use std::{collections::BTreeMap, path::Path};
-
-use common::*;
+use gantry_testkit::{gantry, objects::*, *};
 
 const P: &str = "nginx.ingress.kubernetes.io/";
 
-async fn serve(dir: &Path, manifests: &[String]) -> Gantry {
-    write_manifest(dir, "all.yaml", &manifests.join("---\n"));
-    Gantry::start(dir, &[]).await
+async fn serve(manifests: &[String]) -> Gantry {
+    gantry!().yaml(manifests).start().await
 }
 
 /// Annotations with the ingress-nginx prefix.
@@ -57,25 +54,18 @@ async fn call(
 
 #[tokio::test]
 async fn a_canary_weight_splits_requests_within_a_99_percent_binomial_bound() {
-    let (main, canary) = (
-        TestBackend::start("main").await,
-        TestBackend::start("canary").await,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("main", 80, None, &[main.addr]),
-            service_yaml("canary", 80, None, &[canary.addr]),
-            ing("foo", "foo.example", "main", &[]),
-            ing(
-                "foo-canary",
-                "foo.example",
-                "canary",
-                &[("canary", "true"), ("canary-weight", "30")],
-            ),
-        ],
-    )
+    let (main, canary) = (Echo::start("main").await, Echo::start("canary").await);
+    let g = serve(&[
+        service_yaml("main", 80, None, &[main.addr]),
+        service_yaml("canary", 80, None, &[canary.addr]),
+        ing("foo", "foo.example", "main", &[]),
+        ing(
+            "foo-canary",
+            "foo.example",
+            "canary",
+            &[("canary", "true"), ("canary-weight", "30")],
+        ),
+    ])
     .await;
     let client = plain_client();
     let n = 400u32;
@@ -102,43 +92,36 @@ async fn a_canary_weight_splits_requests_within_a_99_percent_binomial_bound() {
 
 #[tokio::test]
 async fn canary_by_header_and_cookie_always_and_never_win_over_the_weight() {
-    let (main, canary) = (
-        TestBackend::start("main").await,
-        TestBackend::start("canary").await,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("main", 80, None, &[main.addr]),
-            service_yaml("canary", 80, None, &[canary.addr]),
-            ing("foo", "foo.example", "main", &[]),
-            // Weight 50: without a header or cookie either backend may answer.
-            ing(
-                "foo-canary",
-                "foo.example",
-                "canary",
-                &[
-                    ("canary", "true"),
-                    ("canary-by-header", "CanaryByHeader"),
-                    ("canary-by-cookie", "CanaryByCookie"),
-                    ("canary-weight", "50"),
-                ],
-            ),
-            // canary.go "when canaried by header with value": only that value goes to the canary.
-            ing("bar", "bar.example", "main", &[]),
-            ing(
-                "bar-canary",
-                "bar.example",
-                "canary",
-                &[
-                    ("canary", "true"),
-                    ("canary-by-header", "CanaryByHeader"),
-                    ("canary-by-header-value", "DoCanary"),
-                ],
-            ),
-        ],
-    )
+    let (main, canary) = (Echo::start("main").await, Echo::start("canary").await);
+    let g = serve(&[
+        service_yaml("main", 80, None, &[main.addr]),
+        service_yaml("canary", 80, None, &[canary.addr]),
+        ing("foo", "foo.example", "main", &[]),
+        // Weight 50: without a header or cookie either backend may answer.
+        ing(
+            "foo-canary",
+            "foo.example",
+            "canary",
+            &[
+                ("canary", "true"),
+                ("canary-by-header", "CanaryByHeader"),
+                ("canary-by-cookie", "CanaryByCookie"),
+                ("canary-weight", "50"),
+            ],
+        ),
+        // canary.go "when canaried by header with value": only that value goes to the canary.
+        ing("bar", "bar.example", "main", &[]),
+        ing(
+            "bar-canary",
+            "bar.example",
+            "canary",
+            &[
+                ("canary", "true"),
+                ("canary-by-header", "CanaryByHeader"),
+                ("canary-by-header-value", "DoCanary"),
+            ],
+        ),
+    ])
     .await;
     let client = plain_client();
     // (host, request headers, the backend that must answer)
@@ -168,26 +151,22 @@ async fn canary_by_header_and_cookie_always_and_never_win_over_the_weight() {
 
 #[tokio::test]
 async fn sticky_sessions_hold_across_a_snapshot_swap() {
-    let (a, b) = (TestBackend::start("web").await, TestBackend::start("web").await);
-    let other = TestBackend::start("other").await;
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("web", 80, None, &[a.addr, b.addr]),
-            ing("balanced", "balanced.example", "web", &[("affinity", "cookie")]),
-            ing(
-                "persistent",
-                "persistent.example",
-                "web",
-                &[
-                    ("affinity", "cookie"),
-                    ("affinity-mode", "persistent"),
-                    ("session-cookie-name", "SERVERID"),
-                ],
-            ),
-        ],
-    )
+    let (a, b) = (Echo::start("web").await, Echo::start("web").await);
+    let other = Echo::start("other").await;
+    let g = serve(&[
+        service_yaml("web", 80, None, &[a.addr, b.addr]),
+        ing("balanced", "balanced.example", "web", &[("affinity", "cookie")]),
+        ing(
+            "persistent",
+            "persistent.example",
+            "web",
+            &[
+                ("affinity", "cookie"),
+                ("affinity-mode", "persistent"),
+                ("session-cookie-name", "SERVERID"),
+            ],
+        ),
+    ])
     .await;
     let client = plain_client();
     let hosts = ["balanced.example", "persistent.example"];
@@ -234,8 +213,7 @@ async fn sticky_sessions_hold_across_a_snapshot_swap() {
 
     // An unrelated manifest changes: a new snapshot (generation) is published...
     let before = g.generation().await;
-    write_manifest(
-        dir.path(),
+    g.write_manifest(
         "other.yaml",
         &[
             service_yaml("other", 80, None, &[other.addr]),
@@ -254,11 +232,7 @@ async fn sticky_sessions_hold_across_a_snapshot_swap() {
 
     // Once more, rewriting the unrelated file again.
     let before = g.generation().await;
-    write_manifest(
-        dir.path(),
-        "other.yaml",
-        &ing("other", "other2.example", "other", &[]),
-    );
+    g.write_manifest("other.yaml", &ing("other", "other2.example", "other", &[]));
     g.wait_routes("another generation", |r| {
         r["generation"].as_u64().is_some_and(|n| n > before)
     })
@@ -270,35 +244,28 @@ async fn sticky_sessions_hold_across_a_snapshot_swap() {
 async fn a_user_the_canary_served_stays_on_the_canary() {
     // canary.go "always routes traffic to canary if first request was affinitized to canary
     // (default behavior)".
-    let (main, canary) = (
-        TestBackend::start("main").await,
-        TestBackend::start("canary").await,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("main", 80, None, &[main.addr]),
-            service_yaml("canary", 80, None, &[canary.addr]),
-            ing(
-                "foo",
-                "foo.example",
-                "main",
-                &[("affinity", "cookie"), ("session-cookie-name", "aff")],
-            ),
-            ing(
-                "foo-canary",
-                "foo.example",
-                "canary",
-                &[
-                    ("canary", "true"),
-                    ("canary-by-header", "ForceCanary"),
-                    ("canary-by-header-value", "yes"),
-                    ("canary-weight", "1"),
-                ],
-            ),
-        ],
-    )
+    let (main, canary) = (Echo::start("main").await, Echo::start("canary").await);
+    let g = serve(&[
+        service_yaml("main", 80, None, &[main.addr]),
+        service_yaml("canary", 80, None, &[canary.addr]),
+        ing(
+            "foo",
+            "foo.example",
+            "main",
+            &[("affinity", "cookie"), ("session-cookie-name", "aff")],
+        ),
+        ing(
+            "foo-canary",
+            "foo.example",
+            "canary",
+            &[
+                ("canary", "true"),
+                ("canary-by-header", "ForceCanary"),
+                ("canary-by-header-value", "yes"),
+                ("canary-weight", "1"),
+            ],
+        ),
+    ])
     .await;
     let client = plain_client();
     let (service, _, cookie) = call(&client, &g, "foo.example", &[("ForceCanary", "yes")]).await;

@@ -7,8 +7,6 @@
 //! certificate or with one of another CA, 200 with the CA's, `ssl-client-*` headers upstream, 302
 //! to `auth-tls-error-page`, 403 for a `auth-tls-match-cn` that does not match.
 
-mod common;
-
 use std::{
     net::SocketAddr,
     sync::{
@@ -18,7 +16,12 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use gantry_testkit::{
+    gantry,
+    objects::*,
+    tls::{new_ca, Ca},
+    *,
+};
 use rustls::{
     client::{
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
@@ -30,16 +33,6 @@ use rustls::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-type Issuer = rcgen::CertifiedIssuer<'static, rcgen::KeyPair>;
-
-fn ca(name: &str) -> Issuer {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
-    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
-}
-
 /// A client certificate: PEM certificate, PEM key.
 struct ClientCert {
     cert_pem: String,
@@ -47,7 +40,7 @@ struct ClientCert {
 }
 
 impl ClientCert {
-    fn new(issuer: &Issuer, cn: &str) -> Self {
+    fn new(issuer: &Ca, cn: &str) -> Self {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
@@ -66,16 +59,6 @@ impl ClientCert {
     fn identity(&self) -> reqwest::Identity {
         reqwest::Identity::from_pem(format!("{}{}", self.cert_pem, self.key_pem).as_bytes()).unwrap()
     }
-}
-
-fn opaque_secret(name: &str, data: &[(&str, &str)]) -> String {
-    let mut s = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: default }}\ntype: Opaque\ndata:\n"
-    );
-    for (k, v) in data {
-        s += &format!("  {k}: {}\n", base64_encode(v.as_bytes()));
-    }
-    s
 }
 
 /// An Ingress for one host, `/` to Service `web`, listed in `spec.tls` with the Secret `tls`.
@@ -112,22 +95,20 @@ struct Setup {
     good: ClientCert,
     wrong: ClientCert,
     g: Gantry,
-    _backend: TestBackend,
-    _dir: tempfile::TempDir,
+    _backend: Echo,
 }
 
 async fn setup() -> Setup {
-    let (root, other) = (ca("Gantry Test CA"), ca("Another CA"));
+    let (root, other) = (new_ca("Gantry Test CA"), new_ca("Another CA"));
     let good = ClientCert::new(&root, "authtls");
     let wrong = ClientCert::new(&other, "authtls");
-    let backend = TestBackend::start("web").await;
-    let dir = tempfile::tempdir().unwrap();
+    let backend = Echo::start("web").await;
     let ca_secret = [("auth-tls-secret", "default/ca-secret")];
     let manifests = [
         service_yaml("web", 80, None, &[backend.addr]),
         tls_secret_yaml("tls", HOSTS),
-        opaque_secret("ca-secret", &[("ca.crt", &root.pem())]),
-        opaque_secret("other-ca-secret", &[("ca.crt", &other.pem())]),
+        secret_yaml("ca-secret", "Opaque", &[("ca.crt", &root.pem())]),
+        secret_yaml("other-ca-secret", "Opaque", &[("ca.crt", &other.pem())]),
         tls_ingress(
             "other",
             "other.example",
@@ -182,8 +163,7 @@ async fn setup() -> Setup {
             &[("auth-tls-secret", "default/no-such-secret")],
         ),
     ];
-    write_manifest(dir.path(), "all.yaml", &manifests.join("---\n"));
-    let g = Gantry::start(dir.path(), &[]).await;
+    let g = gantry!().yaml(&manifests).start().await;
     g.wait_routes("every host routed", |r| {
         let text = r.to_string();
         HOSTS.iter().all(|h| text.contains(h))
@@ -194,7 +174,6 @@ async fn setup() -> Setup {
         wrong,
         g,
         _backend: backend,
-        _dir: dir,
     }
 }
 
@@ -509,14 +488,14 @@ async fn only_protected_hosts_ask_for_a_certificate_and_sni_cannot_bypass_the_ch
 /// served unchecked; a new connection is asked for the certificate.
 #[tokio::test]
 async fn a_connection_from_before_the_host_was_protected_is_not_served_unchecked() {
-    let root = ca("Gantry Test CA");
+    let root = new_ca("Gantry Test CA");
     let good = ClientCert::new(&root, "authtls");
-    let backend = TestBackend::start("web").await;
+    let backend = Echo::start("web").await;
     let dir = tempfile::tempdir().unwrap();
     let base = [
         service_yaml("web", 80, None, &[backend.addr]),
         tls_secret_yaml("tls", &["late.example"]),
-        opaque_secret("ca-secret", &[("ca.crt", &root.pem())]),
+        secret_yaml("ca-secret", "Opaque", &[("ca.crt", &root.pem())]),
     ];
     let write = |annotations: &[(&str, &str)]| {
         let mut all = base.to_vec();
@@ -524,7 +503,7 @@ async fn a_connection_from_before_the_host_was_protected_is_not_served_unchecked
         write_manifest(dir.path(), "all.yaml", &all.join("---\n"));
     };
     write(&[]);
-    let g = Gantry::start(dir.path(), &[]).await;
+    let g = gantry!().manifests(dir.path()).start().await;
     g.wait_routes("late.example routed", |r| r.to_string().contains("late.example"))
         .await;
     let old = client("late.example", g.https, Some(&good));

@@ -1,8 +1,6 @@
 //! The edge, tried as an attacker would: raw bytes on sockets and over TLS, against the real
 //! `gantry` binary and backends that record what reaches them.
 
-mod common;
-
 use std::{
     net::SocketAddr,
     sync::{
@@ -12,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use gantry_testkit::{gantry, objects::*, *};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// A backend of raw bytes. For every connection it counts the accept, reads one request head,
@@ -78,7 +76,7 @@ async fn gantry_for(backend: SocketAddr, flags: &[&str]) -> (Gantry, tempfile::T
             + "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: { name: t, namespace: default }\n\
                spec:\n  ingressClassName: gantry\n  tls: [{ hosts: [i.example], secretName: i-tls }]\n"),
     );
-    (Gantry::start(dir.path(), flags).await, dir)
+    (gantry!().manifests(dir.path()).args(flags).start().await, dir)
 }
 
 /// Writes raw bytes and returns what comes back until the peer closes (at most 5 s).
@@ -245,7 +243,7 @@ async fn transfer_encodings_other_than_one_final_chunked_are_refused() {
 
 #[tokio::test]
 async fn forwarded_is_rewritten_like_x_forwarded_for() {
-    let echo = TestBackend::start("echo").await;
+    let echo = Echo::start("echo").await;
     let (g, _dir) = gantry_for(echo.addr, &[]).await;
     let resp = plain_client()
         .get(format!("http://{}/", g.http))
@@ -340,7 +338,7 @@ async fn the_connection_limit_refuses_new_connections_and_health_checks_still_an
 
 #[tokio::test]
 async fn keep_alive_waits_are_timed_by_the_idle_timeout_and_request_heads_by_the_header_timeout() {
-    let echo = TestBackend::start("echo").await;
+    let echo = Echo::start("echo").await;
     let (g, _dir) = gantry_for(
         echo.addr,
         &["--header-read-timeout", "300ms", "--idle-timeout", "3s"],
@@ -446,7 +444,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_outlives_the_header_timeout_and_counts_as_an_open_connection() {
     use futures_util::{SinkExt, StreamExt};
-    let backend = TestBackend::start("ws").await;
+    let backend = Echo::start("ws").await;
     let dir = tempfile::tempdir().unwrap();
     write_manifest(
         dir.path(),
@@ -457,11 +455,11 @@ async fn a_websocket_outlives_the_header_timeout_and_counts_as_an_open_connectio
     );
     // The tunnel's bytes are no request heads: a 1 s head timeout must not cut it, however long it
     // runs; only 3 s without a byte would (the idle timeout).
-    let g = Gantry::start(
-        dir.path(),
-        &["--header-read-timeout", "1s", "--idle-timeout", "3s"],
-    )
-    .await;
+    let g = gantry!()
+        .manifests(dir.path())
+        .args(["--header-read-timeout", "1s", "--idle-timeout", "3s"])
+        .start()
+        .await;
     let stream = tokio::net::TcpStream::connect(g.http).await.unwrap();
     let (mut ws, resp) = tokio_tungstenite::client_async("ws://ws.example/ws", stream)
         .await

@@ -5,8 +5,6 @@
 //!
 //! Expected answers are ingress-nginx's, from its template and `test/e2e/annotations/auth.go`.
 
-mod common;
-
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -18,7 +16,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::*;
+use gantry_testkit::{gantry, objects::*, *};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::{body::Incoming, service::service_fn};
@@ -147,14 +145,14 @@ async fn answer(
 struct Setup {
     gantry: Gantry,
     auth: AuthService,
-    backend: TestBackend,
+    backend: Echo,
     _dir: tempfile::TempDir,
     /// Accepts connections and never answers.
     _silent: TcpListener,
 }
 
 async fn setup() -> Setup {
-    let backend = TestBackend::start("app").await;
+    let backend = Echo::start("app").await;
     let auth = AuthService::start().await;
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let closed = {
@@ -243,7 +241,7 @@ async fn setup() -> Setup {
     ];
     let dir = tempfile::tempdir().unwrap();
     write_manifest(dir.path(), "all.yaml", &manifests.join("---\n"));
-    let gantry = Gantry::start(dir.path(), &[]).await;
+    let gantry = gantry!().manifests(dir.path()).start().await;
     Setup {
         gantry,
         auth,

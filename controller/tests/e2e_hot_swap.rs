@@ -1,8 +1,6 @@
 //! Hot swap under load: manifests rewritten many times (routes, endpoints, certificates) while
 //! HTTP/1.1 keep-alive, HTTP/2 and WebSocket clients keep going. No request may fail or be misrouted.
 
-mod common;
-
 use std::{
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -11,19 +9,12 @@ use std::{
     time::Duration,
 };
 
-use common::*;
 use futures_util::{SinkExt, StreamExt};
+use gantry_testkit::{gantry, objects::*, *};
 
 const REWRITES: usize = 30;
 
-fn manifests(
-    round: usize,
-    a1: &TestBackend,
-    a2: &TestBackend,
-    b: &TestBackend,
-    c: &TestBackend,
-    certs: &[String; 2],
-) -> String {
+fn manifests(round: usize, a1: &Echo, a2: &Echo, b: &Echo, c: &Echo, certs: &[String; 2]) -> String {
     // Endpoints of svc-a cycle through [a1], [a2], [a1, a2]; /churn moves between svc-b and svc-c;
     // a varying set of extra hosts changes the route table's shape; the certificate rotates.
     let a_eps: Vec<_> = match round % 3 {
@@ -89,21 +80,15 @@ async fn check(tally: &Tally, resp: reqwest::Result<reqwest::Response>, allowed:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewriting_routes_endpoints_and_certificates_under_load_fails_no_request() {
-    let (a1, a2) = (
-        TestBackend::start("svc-a").await,
-        TestBackend::start("svc-a").await,
-    );
-    let (b, c) = (
-        TestBackend::start("svc-b").await,
-        TestBackend::start("svc-c").await,
-    );
+    let (a1, a2) = (Echo::start("svc-a").await, Echo::start("svc-a").await);
+    let (b, c) = (Echo::start("svc-b").await, Echo::start("svc-c").await);
     // Two different certificates for s.example, told apart by a second name: the rotation is
     // seen by what the listener serves, not assumed.
     let certs = [
         tls_secret_yaml("s-cert", &["s.example", "even.s.example"]),
         tls_secret_yaml("s-cert", &["s.example", "odd.s.example"]),
     ];
-    let ws_backend = TestBackend::start("ws").await;
+    let ws_backend = Echo::start("ws").await;
     let dir = tempfile::tempdir().unwrap();
     write_manifest(dir.path(), "all.yaml", &manifests(0, &a1, &a2, &b, &c, &certs));
     write_manifest(
@@ -113,7 +98,11 @@ async fn rewriting_routes_endpoints_and_certificates_under_load_fails_no_request
             + "---\n"
             + &ingress_yaml("ws", &[], &[("ws.example", "/", "Prefix", "ws", 80)])),
     );
-    let g = Gantry::start(dir.path(), &["--access-log=false"]).await;
+    let g = gantry!()
+        .manifests(dir.path())
+        .args(["--access-log=false"])
+        .start()
+        .await;
     let gen0 = g.generation().await;
     assert!(
         serves_cert(g.https, "even.s.example").await,

@@ -4,16 +4,13 @@
 //! Each test starts the backends and the Gantry it needs. Expected answers are ingress-nginx's,
 //! from its user guide and its e2e tests (`test/e2e/annotations/*.go`).
 
-mod common;
+use std::{process::Command, time::Duration};
 
-use std::{path::Path, process::Command, time::Duration};
-
-use common::*;
+use gantry_testkit::{gantry, objects::*, *};
 
 /// Gantry serving `manifests` (joined as one file), after waiting for `host` `path` to route.
-async fn serve(dir: &Path, manifests: &[String]) -> Gantry {
-    write_manifest(dir, "all.yaml", &manifests.join("---\n"));
-    Gantry::start(dir, &[]).await
+async fn serve(manifests: &[String]) -> Gantry {
+    gantry!().yaml(manifests).start().await
 }
 
 async fn get(g: &Gantry, host: &str, path: &str) -> reqwest::Response {
@@ -30,14 +27,6 @@ async fn json_of(resp: reqwest::Response) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
 }
 
-fn opaque_secret(name: &str, data: &[(&str, &str)]) -> String {
-    let mut s = format!("apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: default }}\ntype: Opaque\ndata:\n");
-    for (k, v) in data {
-        s += &format!("  {k}: {}\n", base64_encode(v.as_bytes()));
-    }
-    s
-}
-
 /// `htpasswd -n <flag> -b user password`: one line as the Apache tool writes it.
 fn htpasswd_line(flag: &str, user: &str, password: &str) -> String {
     let out = Command::new("htpasswd")
@@ -50,8 +39,7 @@ fn htpasswd_line(flag: &str, user: &str, password: &str) -> String {
 
 #[tokio::test]
 async fn basic_auth_accepts_bcrypt_apr1_and_sha1_users_written_by_htpasswd() {
-    let backend = TestBackend::start("secret").await;
-    let dir = tempfile::tempdir().unwrap();
+    let backend = Echo::start("secret").await;
     let file = [
         htpasswd_line("-B", "bcrypt-user", "pw-b"),
         htpasswd_line("-m", "apr1-user", "pw-m"),
@@ -59,25 +47,22 @@ async fn basic_auth_accepts_bcrypt_apr1_and_sha1_users_written_by_htpasswd() {
     ]
     .join("\n")
         + "\n";
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("secret", 80, None, &[backend.addr]),
-            opaque_secret("basic-auth", &[("auth", &file)]),
-            ingress_yaml(
-                "auth",
-                &[
-                    ("nginx.ingress.kubernetes.io/auth-type", "basic"),
-                    ("nginx.ingress.kubernetes.io/auth-secret", "basic-auth"),
-                    (
-                        "nginx.ingress.kubernetes.io/auth-realm",
-                        "Authentication Required - foo",
-                    ),
-                ],
-                &[("auth.example", "/", "Prefix", "secret", 80)],
-            ),
-        ],
-    )
+    let g = serve(&[
+        service_yaml("secret", 80, None, &[backend.addr]),
+        secret_yaml("basic-auth", "Opaque", &[("auth", &file)]),
+        ingress_yaml(
+            "auth",
+            &[
+                ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+                ("nginx.ingress.kubernetes.io/auth-secret", "basic-auth"),
+                (
+                    "nginx.ingress.kubernetes.io/auth-realm",
+                    "Authentication Required - foo",
+                ),
+            ],
+            &[("auth.example", "/", "Prefix", "secret", 80)],
+        ),
+    ])
     .await;
     let client = plain_client();
     let url = g.url("/");
@@ -129,49 +114,45 @@ async fn basic_auth_accepts_bcrypt_apr1_and_sha1_users_written_by_htpasswd() {
 
 #[tokio::test]
 async fn broken_auth_and_access_annotations_fail_closed_while_other_ingresses_keep_serving() {
-    let backend = TestBackend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("app", 80, None, &[backend.addr]),
-            // The Secret it names does not exist.
-            ingress_yaml(
-                "missing-secret",
-                &[
-                    ("nginx.ingress.kubernetes.io/auth-type", "basic"),
-                    ("nginx.ingress.kubernetes.io/auth-secret", "nope"),
-                ],
-                &[("a.example", "/", "Prefix", "app", 80)],
-            ),
-            // Not a CIDR.
-            ingress_yaml(
-                "bad-cidr",
-                &[(
-                    "nginx.ingress.kubernetes.io/whitelist-source-range",
-                    "10.0.0.0/33",
-                )],
-                &[("b.example", "/", "Prefix", "app", 80)],
-            ),
-            // An auth URL that is not one (ingress-nginx's e2e test: "with invalid auth-url should
-            // deny whole location").
-            ingress_yaml(
-                "ext-auth",
-                &[(
-                    "nginx.ingress.kubernetes.io/auth-url",
-                    "https://invalid..auth.url",
-                )],
-                &[("c.example", "/", "Prefix", "app", 80)],
-            ),
-            // An access rule inside a snippet: never executed, so never served open either.
-            ingress_yaml(
-                "snippet",
-                &[("nginx.ingress.kubernetes.io/configuration-snippet", "deny all;")],
-                &[("d.example", "/", "Prefix", "app", 80)],
-            ),
-            ingress_yaml("fine", &[], &[("ok.example", "/", "Prefix", "app", 80)]),
-        ],
-    )
+    let backend = Echo::start("app").await;
+    let g = serve(&[
+        service_yaml("app", 80, None, &[backend.addr]),
+        // The Secret it names does not exist.
+        ingress_yaml(
+            "missing-secret",
+            &[
+                ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+                ("nginx.ingress.kubernetes.io/auth-secret", "nope"),
+            ],
+            &[("a.example", "/", "Prefix", "app", 80)],
+        ),
+        // Not a CIDR.
+        ingress_yaml(
+            "bad-cidr",
+            &[(
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.0/33",
+            )],
+            &[("b.example", "/", "Prefix", "app", 80)],
+        ),
+        // An auth URL that is not one (ingress-nginx's e2e test: "with invalid auth-url should
+        // deny whole location").
+        ingress_yaml(
+            "ext-auth",
+            &[(
+                "nginx.ingress.kubernetes.io/auth-url",
+                "https://invalid..auth.url",
+            )],
+            &[("c.example", "/", "Prefix", "app", 80)],
+        ),
+        // An access rule inside a snippet: never executed, so never served open either.
+        ingress_yaml(
+            "snippet",
+            &[("nginx.ingress.kubernetes.io/configuration-snippet", "deny all;")],
+            &[("d.example", "/", "Prefix", "app", 80)],
+        ),
+        ingress_yaml("fine", &[], &[("ok.example", "/", "Prefix", "app", 80)]),
+    ])
     .await;
     for host in ["a.example", "b.example", "c.example", "d.example"] {
         let resp = get(&g, host, "/").await;
@@ -183,35 +164,31 @@ async fn broken_auth_and_access_annotations_fail_closed_while_other_ingresses_ke
 
 #[tokio::test]
 async fn source_ranges_allow_and_deny_by_client_address() {
-    let backend = TestBackend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("app", 80, None, &[backend.addr]),
-            ingress_yaml(
-                "outside",
-                &[(
-                    "nginx.ingress.kubernetes.io/whitelist-source-range",
-                    "18.0.0.0/8, 56.0.0.1",
-                )],
-                &[("outside.example", "/", "Prefix", "app", 80)],
-            ),
-            ingress_yaml(
-                "inside",
-                &[(
-                    "nginx.ingress.kubernetes.io/allowlist-source-range",
-                    "10.0.0.0/8,127.0.0.1/32",
-                )],
-                &[("inside.example", "/", "Prefix", "app", 80)],
-            ),
-            ingress_yaml(
-                "denied",
-                &[("nginx.ingress.kubernetes.io/denylist-source-range", "127.0.0.0/8")],
-                &[("denied.example", "/", "Prefix", "app", 80)],
-            ),
-        ],
-    )
+    let backend = Echo::start("app").await;
+    let g = serve(&[
+        service_yaml("app", 80, None, &[backend.addr]),
+        ingress_yaml(
+            "outside",
+            &[(
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "18.0.0.0/8, 56.0.0.1",
+            )],
+            &[("outside.example", "/", "Prefix", "app", 80)],
+        ),
+        ingress_yaml(
+            "inside",
+            &[(
+                "nginx.ingress.kubernetes.io/allowlist-source-range",
+                "10.0.0.0/8,127.0.0.1/32",
+            )],
+            &[("inside.example", "/", "Prefix", "app", 80)],
+        ),
+        ingress_yaml(
+            "denied",
+            &[("nginx.ingress.kubernetes.io/denylist-source-range", "127.0.0.0/8")],
+            &[("denied.example", "/", "Prefix", "app", 80)],
+        ),
+    ])
     .await;
     assert_eq!(get(&g, "outside.example", "/").await.status(), 403);
     assert_eq!(get(&g, "inside.example", "/").await.status(), 200);
@@ -220,22 +197,18 @@ async fn source_ranges_allow_and_deny_by_client_address() {
 
 #[tokio::test]
 async fn limit_rps_answers_503_beyond_the_burst() {
-    let backend = TestBackend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("app", 80, None, &[backend.addr]),
-            ingress_yaml(
-                "limited",
-                &[
-                    ("nginx.ingress.kubernetes.io/limit-rps", "1"),
-                    ("nginx.ingress.kubernetes.io/limit-burst-multiplier", "5"),
-                ],
-                &[("limited.example", "/", "Prefix", "app", 80)],
-            ),
-        ],
-    )
+    let backend = Echo::start("app").await;
+    let g = serve(&[
+        service_yaml("app", 80, None, &[backend.addr]),
+        ingress_yaml(
+            "limited",
+            &[
+                ("nginx.ingress.kubernetes.io/limit-rps", "1"),
+                ("nginx.ingress.kubernetes.io/limit-burst-multiplier", "5"),
+            ],
+            &[("limited.example", "/", "Prefix", "app", 80)],
+        ),
+    ])
     .await;
     let mut ok = 0;
     let mut limited = 0;
@@ -254,25 +227,21 @@ async fn limit_rps_answers_503_beyond_the_burst() {
 
 #[tokio::test]
 async fn cors_preflight_is_answered_by_gantry_and_responses_carry_the_headers() {
-    let backend = TestBackend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("app", 80, None, &[backend.addr]),
-            ingress_yaml(
-                "cors",
-                &[
-                    ("nginx.ingress.kubernetes.io/enable-cors", "true"),
-                    (
-                        "nginx.ingress.kubernetes.io/cors-allow-origin",
-                        "https://origin.cors.com:8080, https://*.apps.example",
-                    ),
-                ],
-                &[("cors.example", "/", "Prefix", "app", 80)],
-            ),
-        ],
-    )
+    let backend = Echo::start("app").await;
+    let g = serve(&[
+        service_yaml("app", 80, None, &[backend.addr]),
+        ingress_yaml(
+            "cors",
+            &[
+                ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+                (
+                    "nginx.ingress.kubernetes.io/cors-allow-origin",
+                    "https://origin.cors.com:8080, https://*.apps.example",
+                ),
+            ],
+            &[("cors.example", "/", "Prefix", "app", 80)],
+        ),
+    ])
     .await;
     let client = plain_client();
     let preflight = client
@@ -324,29 +293,25 @@ async fn cors_preflight_is_answered_by_gantry_and_responses_carry_the_headers() 
 
 #[tokio::test]
 async fn regex_paths_with_rewrite_target_send_the_captured_path_upstream() {
-    let backend = TestBackend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("app", 80, None, &[backend.addr]),
-            // docs/examples/rewrite: /something(/|$)(.*) → /$2
-            ingress_yaml(
-                "rewrite",
-                &[
-                    ("nginx.ingress.kubernetes.io/use-regex", "true"),
-                    ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
-                ],
-                &[(
-                    "rewrite.example",
-                    "/something(/|$)(.*)",
-                    "ImplementationSpecific",
-                    "app",
-                    80,
-                )],
-            ),
-        ],
-    )
+    let backend = Echo::start("app").await;
+    let g = serve(&[
+        service_yaml("app", 80, None, &[backend.addr]),
+        // docs/examples/rewrite: /something(/|$)(.*) → /$2
+        ingress_yaml(
+            "rewrite",
+            &[
+                ("nginx.ingress.kubernetes.io/use-regex", "true"),
+                ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+            ],
+            &[(
+                "rewrite.example",
+                "/something(/|$)(.*)",
+                "ImplementationSpecific",
+                "app",
+                80,
+            )],
+        ),
+    ])
     .await;
     for (request, upstream) in [
         ("/something", "/"),
@@ -366,46 +331,42 @@ async fn regex_paths_with_rewrite_target_send_the_captured_path_upstream() {
 
 #[tokio::test]
 async fn redirects_answer_without_the_backend() {
-    let backend = TestBackend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("app", 80, None, &[backend.addr]),
-            ingress_yaml(
-                "permanent",
-                &[(
+    let backend = Echo::start("app").await;
+    let g = serve(&[
+        service_yaml("app", 80, None, &[backend.addr]),
+        ingress_yaml(
+            "permanent",
+            &[(
+                "nginx.ingress.kubernetes.io/permanent-redirect",
+                "http://redirect.example.com",
+            )],
+            &[("perm.example", "/something", "Prefix", "app", 80)],
+        ),
+        ingress_yaml(
+            "permanent-code",
+            &[
+                (
                     "nginx.ingress.kubernetes.io/permanent-redirect",
                     "http://redirect.example.com",
-                )],
-                &[("perm.example", "/something", "Prefix", "app", 80)],
-            ),
-            ingress_yaml(
-                "permanent-code",
-                &[
-                    (
-                        "nginx.ingress.kubernetes.io/permanent-redirect",
-                        "http://redirect.example.com",
-                    ),
-                    ("nginx.ingress.kubernetes.io/permanent-redirect-code", "308"),
-                ],
-                &[("perm308.example", "/", "Prefix", "app", 80)],
-            ),
-            ingress_yaml(
-                "temporal",
-                &[(
-                    "nginx.ingress.kubernetes.io/temporal-redirect",
-                    "http://tmp.example.com/x",
-                )],
-                &[("temp.example", "/", "Prefix", "app", 80)],
-            ),
-            ingress_yaml(
-                "approot",
-                &[("nginx.ingress.kubernetes.io/app-root", "/foo")],
-                &[("approot.bar.com", "/", "Prefix", "app", 80)],
-            ),
-        ],
-    )
+                ),
+                ("nginx.ingress.kubernetes.io/permanent-redirect-code", "308"),
+            ],
+            &[("perm308.example", "/", "Prefix", "app", 80)],
+        ),
+        ingress_yaml(
+            "temporal",
+            &[(
+                "nginx.ingress.kubernetes.io/temporal-redirect",
+                "http://tmp.example.com/x",
+            )],
+            &[("temp.example", "/", "Prefix", "app", 80)],
+        ),
+        ingress_yaml(
+            "approot",
+            &[("nginx.ingress.kubernetes.io/app-root", "/foo")],
+            &[("approot.bar.com", "/", "Prefix", "app", 80)],
+        ),
+    ])
     .await;
     let r = get(&g, "perm.example", "/something").await;
     assert_eq!(r.status(), 301);
@@ -426,24 +387,20 @@ async fn redirects_answer_without_the_backend() {
 #[tokio::test]
 async fn from_to_www_redirect_sends_the_twin_host_to_the_ingress_s_own_over_http_and_https() {
     // ingress-nginx's fromtowwwredirect.go, both of its cases.
-    let backend = TestBackend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
+    let backend = Echo::start("app").await;
     let www = [("nginx.ingress.kubernetes.io/from-to-www-redirect", "true")];
     let mut tls_ingress = ingress_yaml("tls", &www, &[("secure.example", "/", "Prefix", "app", 80)]);
     tls_ingress += "  tls:\n  - hosts: [secure.example, www.secure.example]\n    secretName: both\n";
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("app", 80, None, &[backend.addr]),
-            ingress_yaml(
-                "plain",
-                &www,
-                &[("fromtowwwredirect.bar.com", "/", "Prefix", "app", 80)],
-            ),
-            tls_secret_yaml("both", &["secure.example", "www.secure.example"]),
-            tls_ingress,
-        ],
-    )
+    let g = serve(&[
+        service_yaml("app", 80, None, &[backend.addr]),
+        ingress_yaml(
+            "plain",
+            &www,
+            &[("fromtowwwredirect.bar.com", "/", "Prefix", "app", 80)],
+        ),
+        tls_secret_yaml("both", &["secure.example", "www.secure.example"]),
+        tls_ingress,
+    ])
     .await;
     let r = get(&g, "www.fromtowwwredirect.bar.com", "/foo").await;
     assert_eq!(r.status(), 308);
@@ -477,31 +434,27 @@ async fn from_to_www_redirect_sends_the_twin_host_to_the_ingress_s_own_over_http
 async fn service_upstream_sends_to_the_service_s_cluster_ip_instead_of_its_endpoints() {
     // The "ClusterIP" is a loopback address where a backend of its own listens (kube-proxy's part);
     // the EndpointSlice names another backend, which only the Ingress without the annotation uses.
-    let via_ip = TestBackend::start("cluster-ip").await;
-    let pods = TestBackend::start("pods").await;
-    let dir = tempfile::tempdir().unwrap();
+    let via_ip = Echo::start("cluster-ip").await;
+    let pods = Echo::start("pods").await;
     let mut service = service_yaml("app", via_ip.addr.port(), None, &[pods.addr]);
     service = service.replacen(
         "  type: NodePort\n",
         "  type: ClusterIP\n  clusterIP: 127.0.0.1\n",
         1,
     );
-    let g = serve(
-        dir.path(),
-        &[
-            service,
-            ingress_yaml(
-                "via-ip",
-                &[("nginx.ingress.kubernetes.io/service-upstream", "true")],
-                &[("ip.example", "/", "Prefix", "app", via_ip.addr.port())],
-            ),
-            ingress_yaml(
-                "via-pods",
-                &[],
-                &[("pods.example", "/", "Prefix", "app", via_ip.addr.port())],
-            ),
-        ],
-    )
+    let g = serve(&[
+        service,
+        ingress_yaml(
+            "via-ip",
+            &[("nginx.ingress.kubernetes.io/service-upstream", "true")],
+            &[("ip.example", "/", "Prefix", "app", via_ip.addr.port())],
+        ),
+        ingress_yaml(
+            "via-pods",
+            &[],
+            &[("pods.example", "/", "Prefix", "app", via_ip.addr.port())],
+        ),
+    ])
     .await;
     assert_eq!(
         json_of(get(&g, "ip.example", "/").await).await["service"],
@@ -515,19 +468,15 @@ async fn service_upstream_sends_to_the_service_s_cluster_ip_instead_of_its_endpo
 
 #[tokio::test]
 async fn proxy_body_size_refuses_larger_bodies_with_413_declared_or_streamed() {
-    let backend = TestBackend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("app", 80, None, &[backend.addr]),
-            ingress_yaml(
-                "small",
-                &[("nginx.ingress.kubernetes.io/proxy-body-size", "1k")],
-                &[("small.example", "/", "Prefix", "app", 80)],
-            ),
-        ],
-    )
+    let backend = Echo::start("app").await;
+    let g = serve(&[
+        service_yaml("app", 80, None, &[backend.addr]),
+        ingress_yaml(
+            "small",
+            &[("nginx.ingress.kubernetes.io/proxy-body-size", "1k")],
+            &[("small.example", "/", "Prefix", "app", 80)],
+        ),
+    ])
     .await;
     let client = plain_client();
     let post = |body: reqwest::Body| {
@@ -552,29 +501,25 @@ async fn proxy_body_size_refuses_larger_bodies_with_413_declared_or_streamed() {
 
 #[tokio::test]
 async fn upstream_vhost_forwarded_prefix_and_custom_headers() {
-    let backend = TestBackend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("app", 80, None, &[backend.addr]),
-            "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: extra-headers, namespace: default }\n\
+    let backend = Echo::start("app").await;
+    let g = serve(&[
+        service_yaml("app", 80, None, &[backend.addr]),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: extra-headers, namespace: default }\n\
              data:\n  X-Custom-One: \"one\"\n  X-Custom-Two: \"two words\"\n"
-                .to_string(),
-            ingress_yaml(
-                "headers",
-                &[
-                    ("nginx.ingress.kubernetes.io/upstream-vhost", "internal.svc"),
-                    ("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/api"),
-                    (
-                        "nginx.ingress.kubernetes.io/custom-headers",
-                        "default/extra-headers",
-                    ),
-                ],
-                &[("headers.example", "/", "Prefix", "app", 80)],
-            ),
-        ],
-    )
+            .to_string(),
+        ingress_yaml(
+            "headers",
+            &[
+                ("nginx.ingress.kubernetes.io/upstream-vhost", "internal.svc"),
+                ("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/api"),
+                (
+                    "nginx.ingress.kubernetes.io/custom-headers",
+                    "default/extra-headers",
+                ),
+            ],
+            &[("headers.example", "/", "Prefix", "app", 80)],
+        ),
+    ])
     .await;
     let resp = get(&g, "headers.example", "/x").await;
     assert_eq!(resp.status(), 200);
@@ -588,20 +533,16 @@ async fn upstream_vhost_forwarded_prefix_and_custom_headers() {
 
 #[tokio::test]
 async fn per_route_read_timeout_turns_a_slow_backend_into_504() {
-    let backend = TestBackend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let g = serve(
-        dir.path(),
-        &[
-            service_yaml("app", 80, None, &[backend.addr]),
-            ingress_yaml(
-                "impatient",
-                &[("nginx.ingress.kubernetes.io/proxy-read-timeout", "1")],
-                &[("impatient.example", "/", "Prefix", "app", 80)],
-            ),
-            ingress_yaml("patient", &[], &[("patient.example", "/", "Prefix", "app", 80)]),
-        ],
-    )
+    let backend = Echo::start("app").await;
+    let g = serve(&[
+        service_yaml("app", 80, None, &[backend.addr]),
+        ingress_yaml(
+            "impatient",
+            &[("nginx.ingress.kubernetes.io/proxy-read-timeout", "1")],
+            &[("impatient.example", "/", "Prefix", "app", 80)],
+        ),
+        ingress_yaml("patient", &[], &[("patient.example", "/", "Prefix", "app", 80)]),
+    ])
     .await;
     let started = std::time::Instant::now();
     assert_eq!(get(&g, "impatient.example", "/sleep/2500").await.status(), 504);
@@ -623,7 +564,7 @@ async fn raw_get(addr: std::net::SocketAddr, prefix: &[u8], host: &str) -> Strin
 
 #[tokio::test]
 async fn the_proxy_protocol_v1_and_v2_names_the_client_for_headers_and_allow_lists() {
-    let backend = TestBackend::start("app").await;
+    let backend = Echo::start("app").await;
     let dir = tempfile::tempdir().unwrap();
     write_manifest(
         dir.path(),
@@ -642,7 +583,11 @@ async fn the_proxy_protocol_v1_and_v2_names_the_client_for_headers_and_allow_lis
         ]
         .join("---\n"),
     );
-    let g = Gantry::start(dir.path(), &["--proxy-protocol"]).await;
+    let g = gantry!()
+        .manifests(dir.path())
+        .args(["--proxy-protocol"])
+        .start()
+        .await;
 
     let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 80\r\n";
     let answer = raw_get(g.http, v1, "pp.example").await;
@@ -676,7 +621,7 @@ async fn the_proxy_protocol_v1_and_v2_names_the_client_for_headers_and_allow_lis
 
 #[tokio::test]
 async fn trusted_proxies_name_the_client_and_untrusted_clients_cannot() {
-    let backend = TestBackend::start("app").await;
+    let backend = Echo::start("app").await;
     let dir = tempfile::tempdir().unwrap();
     write_manifest(
         dir.path(),
@@ -704,7 +649,11 @@ async fn trusted_proxies_name_the_client_and_untrusted_clients_cannot() {
             .send()
     };
     // Loopback is the trusted proxy: its X-Forwarded-For names the client.
-    let g = Gantry::start(dir.path(), &["--trusted-proxies", "127.0.0.0/8,10.0.0.0/8"]).await;
+    let g = gantry!()
+        .manifests(dir.path())
+        .args(["--trusted-proxies", "127.0.0.0/8,10.0.0.0/8"])
+        .start()
+        .await;
     assert_eq!(
         send(&g, "allow.example", "198.51.100.1, 203.0.113.7, 10.0.0.5")
             .await
@@ -722,7 +671,7 @@ async fn trusted_proxies_name_the_client_and_untrusted_clients_cannot() {
     drop(g);
 
     // Without trust, the same header is just a claim: the allow-list judges the peer.
-    let g = Gantry::start(dir.path(), &[]).await;
+    let g = gantry!().manifests(dir.path()).start().await;
     assert_eq!(
         send(&g, "allow.example", "203.0.113.7").await.unwrap().status(),
         403

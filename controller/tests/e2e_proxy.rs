@@ -1,11 +1,9 @@
 //! End-to-end: the real `gantry` binary on loopback, real backend servers, real clients.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use futures_util::{SinkExt, StreamExt};
+use gantry_testkit::{gantry, objects::*, *};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends raw bytes and returns what came back (at most 5 s).
@@ -30,32 +28,23 @@ async fn json(resp: reqwest::Response) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_requests_are_routed_by_host_and_path_with_forwarding_headers() {
-    let (a, b) = (
-        TestBackend::start("svc-a").await,
-        TestBackend::start("svc-b").await,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    write_manifest(
-        dir.path(),
-        "svc.yaml",
-        &(service_yaml("svc-a", 80, None, &[a.addr])
-            + "---\n"
-            + &service_yaml("svc-b", 8080, Some("http"), &[b.addr])),
-    );
-    write_manifest(
-        dir.path(),
-        "ing.yaml",
-        &ingress_yaml(
-            "web",
-            &[],
-            &[
-                ("a.example", "/", "Prefix", "svc-a", 80),
-                ("a.example", "/b", "Prefix", "svc-b", 8080),
-                ("*.wild.example", "/", "Prefix", "svc-b", 8080),
-            ],
-        ),
-    );
-    let g = Gantry::start(dir.path(), &[]).await;
+    let (a, b) = (Echo::start("svc-a").await, Echo::start("svc-b").await);
+    let g = gantry!()
+        .yaml(&[
+            service_yaml("svc-a", 80, None, &[a.addr]),
+            service_yaml("svc-b", 8080, Some("http"), &[b.addr]),
+            ingress_yaml(
+                "web",
+                &[],
+                &[
+                    ("a.example", "/", "Prefix", "svc-a", 80),
+                    ("a.example", "/b", "Prefix", "svc-b", 8080),
+                    ("*.wild.example", "/", "Prefix", "svc-b", 8080),
+                ],
+            ),
+        ])
+        .start()
+        .await;
     let c = plain_client();
 
     let r = c
@@ -172,16 +161,15 @@ async fn http1_requests_are_routed_by_host_and_path_with_forwarding_headers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_400_and_oversized_heads_get_431() {
-    let a = TestBackend::start("svc-a").await;
-    let dir = tempfile::tempdir().unwrap();
-    write_manifest(
-        dir.path(),
-        "all.yaml",
-        &(service_yaml("svc-a", 80, None, &[a.addr])
-            + "---\n"
-            + &ingress_yaml("web", &[], &[("", "/", "Prefix", "svc-a", 80)])),
-    );
-    let g = Gantry::start(dir.path(), &["--max-headers", "20"]).await;
+    let a = Echo::start("svc-a").await;
+    let g = gantry!()
+        .yaml(&[
+            service_yaml("svc-a", 80, None, &[a.addr]),
+            ingress_yaml("web", &[], &[("", "/", "Prefix", "svc-a", 80)]),
+        ])
+        .args(["--max-headers", "20"])
+        .start()
+        .await;
 
     let ok = raw_http(g.http, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status_of(&ok), 200, "{ok}");
@@ -247,36 +235,32 @@ async fn malformed_requests_get_400_and_oversized_heads_get_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_failures_map_to_502_503_and_504() {
-    let slow = TestBackend::start("slow").await;
+    let slow = Echo::start("slow").await;
     let closed: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut m = service_yaml("slow", 80, None, &[slow.addr]);
-    m += "---\n";
-    m += &service_yaml("dead", 80, None, &[closed]);
-    m += "---\n";
-    m += &service_yaml("empty", 80, None, &[]);
-    m += "---\n";
-    m += &ingress_yaml(
-        "web",
-        &[],
-        &[
-            ("e.example", "/slow", "Prefix", "slow", 80),
-            ("e.example", "/dead", "Prefix", "dead", 80),
-            ("e.example", "/empty", "Prefix", "empty", 80),
-            ("e.example", "/missing", "Prefix", "no-such-service", 80),
-        ],
-    );
-    write_manifest(dir.path(), "all.yaml", &m);
-    let g = Gantry::start(
-        dir.path(),
-        &[
+    let g = gantry!()
+        .yaml(&[
+            service_yaml("slow", 80, None, &[slow.addr]),
+            service_yaml("dead", 80, None, &[closed]),
+            service_yaml("empty", 80, None, &[]),
+            ingress_yaml(
+                "web",
+                &[],
+                &[
+                    ("e.example", "/slow", "Prefix", "slow", 80),
+                    ("e.example", "/dead", "Prefix", "dead", 80),
+                    ("e.example", "/empty", "Prefix", "empty", 80),
+                    ("e.example", "/missing", "Prefix", "no-such-service", 80),
+                ],
+            ),
+        ])
+        .args([
             "--upstream-response-timeout",
             "300ms",
             "--upstream-connect-timeout",
             "1s",
-        ],
-    )
-    .await;
+        ])
+        .start()
+        .await;
     let c = plain_client();
     let get = |p: &str| c.get(g.url(p)).header("host", "e.example").send();
     assert_eq!(get("/slow/sleep/10").await.unwrap().status(), 200);
@@ -305,7 +289,10 @@ async fn upstream_failures_map_to_502_503_and_504() {
         .unwrap();
     assert!(metrics.contains("gantry_upstream_timeouts_total 1"), "{metrics}");
     assert!(
-        g.metric("gantry_upstream_connect_errors_total").await >= 1.0,
+        g.metric_series("gantry_upstream_connect_errors_total")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0,
         "the refused connection to /dead is counted: {metrics}"
     );
     let errors = |path: &'static str| {
@@ -321,25 +308,31 @@ async fn upstream_failures_map_to_502_503_and_504() {
         }
     };
     // A positive control: the count moves with one more failure.
-    let before = g.metric("gantry_upstream_connect_errors_total").await;
+    let before = g
+        .metric_series("gantry_upstream_connect_errors_total")
+        .await
+        .unwrap_or(0.0);
     assert_eq!(errors("/dead").await, 502);
-    assert!(g.metric("gantry_upstream_connect_errors_total").await > before);
+    assert!(
+        g.metric_series("gantry_upstream_connect_errors_total")
+            .await
+            .unwrap_or(0.0)
+            > before
+    );
     assert!(metrics.contains("status_class=\"5xx\""), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_failure_is_retried_on_another_endpoint() {
-    let live = TestBackend::start("live").await;
+    let live = Echo::start("live").await;
     let closed: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    write_manifest(
-        dir.path(),
-        "all.yaml",
-        &(service_yaml("half", 80, None, &[live.addr, closed])
-            + "---\n"
-            + &ingress_yaml("web", &[], &[("", "/", "Prefix", "half", 80)])),
-    );
-    let g = Gantry::start(dir.path(), &[]).await;
+    let g = gantry!()
+        .yaml(&[
+            service_yaml("half", 80, None, &[live.addr, closed]),
+            ingress_yaml("web", &[], &[("", "/", "Prefix", "half", 80)]),
+        ])
+        .start()
+        .await;
     let c = plain_client();
     for _ in 0..20 {
         let r = c
@@ -356,8 +349,9 @@ async fn a_connect_failure_is_retried_on_another_endpoint() {
     }
     // The dead endpoint was really tried, and every request ended at the live one.
     assert!(
-        g.metric("gantry_upstream_retries_total{reason=\"connect_error\"}")
+        g.metric_series("gantry_upstream_retries_total{reason=\"connect_error\"}")
             .await
+            .unwrap_or(0.0)
             >= 1.0,
         "no connect_error retry was counted"
     );
@@ -366,15 +360,8 @@ async fn a_connect_failure_is_retried_on_another_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_picks_the_certificate_by_sni_and_serves_http2_and_http1() {
-    let a = TestBackend::start("svc-a").await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut m = service_yaml("svc-a", 80, None, &[a.addr]);
-    m += "---\n";
-    m += &tls_secret_yaml("foo-cert", &["foo.example.com"]);
-    m += "---\n";
-    m += &tls_secret_yaml("wild-cert", &["*.wild.example.com"]);
-    m += "---\n";
-    m += r#"apiVersion: networking.k8s.io/v1
+    let a = Echo::start("svc-a").await;
+    let ingress = r#"apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: { name: tls, namespace: default }
 spec:
@@ -392,8 +379,15 @@ spec:
     - host: plain.example.com
       http: { paths: [{ path: /, pathType: Prefix, backend: { service: { name: svc-a, port: { number: 80 } } } }] }
 "#;
-    write_manifest(dir.path(), "all.yaml", &m);
-    let g = Gantry::start(dir.path(), &[]).await;
+    let g = gantry!()
+        .yaml(&[
+            service_yaml("svc-a", 80, None, &[a.addr]),
+            tls_secret_yaml("foo-cert", &["foo.example.com"]),
+            tls_secret_yaml("wild-cert", &["*.wild.example.com"]),
+            ingress.into(),
+        ])
+        .start()
+        .await;
 
     for http2 in [true, false] {
         let c = tls_client("foo.example.com", g.https, http2);
@@ -435,8 +429,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http_to_a_tls_host_gets_308_unless_the_ingress_turns_it_off() {
-    let a = TestBackend::start("svc-a").await;
-    let dir = tempfile::tempdir().unwrap();
+    let a = Echo::start("svc-a").await;
     let tls_ingress = |name: &str, host: &str, redirect: Option<&str>| {
         let ann = redirect
             .map(|v| format!("  annotations: {{ nginx.ingress.kubernetes.io/ssl-redirect: \"{v}\" }}\n"))
@@ -445,15 +438,15 @@ async fn plain_http_to_a_tls_host_gets_308_unless_the_ingress_turns_it_off() {
             "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n{ann}spec:\n  ingressClassName: gantry\n  tls: [{{ hosts: [{host}], secretName: cert }}]\n  rules:\n    - host: {host}\n      http: {{ paths: [{{ path: /, pathType: Prefix, backend: {{ service: {{ name: svc-a, port: {{ number: 80 }} }} }} }}] }}\n"
         )
     };
-    let m = [
-        service_yaml("svc-a", 80, None, &[a.addr]),
-        tls_secret_yaml("cert", &["r.example", "n.example"]),
-        tls_ingress("redirects", "r.example", None),
-        tls_ingress("no-redirect", "n.example", Some("false")),
-    ]
-    .join("---\n");
-    write_manifest(dir.path(), "all.yaml", &m);
-    let g = Gantry::start(dir.path(), &[]).await;
+    let g = gantry!()
+        .yaml(&[
+            service_yaml("svc-a", 80, None, &[a.addr]),
+            tls_secret_yaml("cert", &["r.example", "n.example"]),
+            tls_ingress("redirects", "r.example", None),
+            tls_ingress("no-redirect", "n.example", Some("false")),
+        ])
+        .start()
+        .await;
     let c = plain_client();
     let r = c
         .get(g.url("/a/b?x=1&y=2"))
@@ -475,16 +468,14 @@ async fn plain_http_to_a_tls_host_gets_308_unless_the_ingress_turns_it_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_connections_are_tunnelled_both_ways() {
-    let a = TestBackend::start("ws").await;
-    let dir = tempfile::tempdir().unwrap();
-    write_manifest(
-        dir.path(),
-        "all.yaml",
-        &(service_yaml("ws", 80, None, &[a.addr])
-            + "---\n"
-            + &ingress_yaml("ws", &[], &[("ws.example", "/", "Prefix", "ws", 80)])),
-    );
-    let g = Gantry::start(dir.path(), &[]).await;
+    let a = Echo::start("ws").await;
+    let g = gantry!()
+        .yaml(&[
+            service_yaml("ws", 80, None, &[a.addr]),
+            ingress_yaml("ws", &[], &[("ws.example", "/", "Prefix", "ws", 80)]),
+        ])
+        .start()
+        .await;
     let stream = tokio::net::TcpStream::connect(g.http).await.unwrap();
     let (mut ws, resp) = tokio_tungstenite::client_async("ws://ws.example/ws", stream)
         .await
@@ -507,8 +498,7 @@ async fn websocket_connections_are_tunnelled_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_port_mode_forwards_to_the_node_port_of_ready_nodes() {
-    let a = TestBackend::start("np").await;
-    let dir = tempfile::tempdir().unwrap();
+    let a = Echo::start("np").await;
     let node = |name: &str, ip: &str, ready: &str| {
         format!(
             "apiVersion: v1\nkind: Node\nmetadata: {{ name: {name} }}\nstatus:\n  addresses: [{{ type: InternalIP, address: \"{ip}\" }}]\n  conditions: [{{ type: Ready, status: \"{ready}\" }}]\n"
@@ -523,10 +513,12 @@ async fn node_port_mode_forwards_to_the_node_port_of_ready_nodes() {
         // A NotReady node on another loopback address: it would refuse the connection if used.
         node("down", "127.0.0.2", "False"),
         ingress_yaml("np", &[], &[("np.example", "/", "Prefix", "np", 80)]),
-    ]
-    .join("---\n");
-    write_manifest(dir.path(), "all.yaml", &m);
-    let g = Gantry::start(dir.path(), &["--backend-mode", "node-port"]).await;
+    ];
+    let g = gantry!()
+        .yaml(&m)
+        .args(["--backend-mode", "node-port"])
+        .start()
+        .await;
     let routes = g.routes().await;
     assert_eq!(
         routes["routes"][0]["endpoints"],
@@ -547,22 +539,20 @@ async fn node_port_mode_forwards_to_the_node_port_of_ready_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_changes_apply_without_restart_and_a_broken_file_keeps_its_last_good_objects() {
-    let (a, b) = (
-        TestBackend::start("svc-a").await,
-        TestBackend::start("svc-b").await,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    write_manifest(
-        dir.path(),
-        "svc.yaml",
-        &(service_yaml("svc-a", 80, None, &[a.addr]) + "---\n" + &service_yaml("svc-b", 80, None, &[b.addr])),
-    );
-    write_manifest(
-        dir.path(),
-        "one.yaml",
-        &ingress_yaml("one", &[], &[("one.example", "/", "Prefix", "svc-a", 80)]),
-    );
-    let g = Gantry::start(dir.path(), &[]).await;
+    let (a, b) = (Echo::start("svc-a").await, Echo::start("svc-b").await);
+    let g = gantry!()
+        .manifest(
+            "svc.yaml",
+            &(service_yaml("svc-a", 80, None, &[a.addr])
+                + "---\n"
+                + &service_yaml("svc-b", 80, None, &[b.addr])),
+        )
+        .manifest(
+            "one.yaml",
+            &ingress_yaml("one", &[], &[("one.example", "/", "Prefix", "svc-a", 80)]),
+        )
+        .start()
+        .await;
     let c = plain_client();
     let service = |host: &'static str| {
         let c = c.clone();
@@ -581,8 +571,7 @@ async fn file_changes_apply_without_restart_and_a_broken_file_keeps_its_last_goo
     assert_eq!(service("one.example").await, "svc-a");
 
     // A new file is picked up (how fast is the load tests' figure, not this test's).
-    write_manifest(
-        dir.path(),
+    g.write_manifest(
         "two.yaml",
         &ingress_yaml("two", &[], &[("two.example", "/", "Prefix", "svc-b", 80)]),
     );
@@ -597,8 +586,7 @@ async fn file_changes_apply_without_restart_and_a_broken_file_keeps_its_last_goo
     assert_eq!(service("two.example").await, "svc-b");
 
     // A half-written file is reported and its last good objects stay in force.
-    write_manifest(
-        dir.path(),
+    g.write_manifest(
         "two.yaml",
         "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {\n  name: tw",
     );
@@ -615,7 +603,7 @@ async fn file_changes_apply_without_restart_and_a_broken_file_keeps_its_last_goo
     // A bad Ingress beside good ones in the same file costs only itself.
     let mixed = ingress_yaml("three", &[], &[("three.example", "/", "Prefix", "svc-a", 80)])
         + "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: { name: broken, namespace: default }\nspec: { rules: 42 }\n";
-    write_manifest(dir.path(), "two.yaml", &mixed);
+    g.write_manifest("two.yaml", &mixed);
     g.wait_routes("three.example", |r| {
         r["routes"]
             .as_array()
@@ -637,7 +625,7 @@ async fn file_changes_apply_without_restart_and_a_broken_file_keeps_its_last_goo
     assert_eq!(service("one.example").await, "svc-a");
 
     // Removing a file removes its routes.
-    std::fs::remove_file(dir.path().join("one.yaml")).unwrap();
+    std::fs::remove_file(g.dir.join("one.yaml")).unwrap();
     g.wait_routes("one.example gone", |r| {
         !r["routes"]
             .as_array()
@@ -651,16 +639,14 @@ async fn file_changes_apply_without_restart_and_a_broken_file_keeps_its_last_goo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_report_health_readiness_metrics_and_routes() {
-    let a = TestBackend::start("svc-a").await;
-    let dir = tempfile::tempdir().unwrap();
-    write_manifest(
-        dir.path(),
-        "all.yaml",
-        &(service_yaml("svc-a", 80, None, &[a.addr])
-            + "---\n"
-            + &ingress_yaml("web", &[], &[("m.example", "/api", "Exact", "svc-a", 80)])),
-    );
-    let g = Gantry::start(dir.path(), &[]).await;
+    let a = Echo::start("svc-a").await;
+    let g = gantry!()
+        .yaml(&[
+            service_yaml("svc-a", 80, None, &[a.addr]),
+            ingress_yaml("web", &[], &[("m.example", "/api", "Exact", "svc-a", 80)]),
+        ])
+        .start()
+        .await;
     let c = plain_client();
     let admin = |p: &str| format!("http://{}{p}", g.admin);
     assert_eq!(c.get(admin("/healthz")).send().await.unwrap().status(), 200);
@@ -701,26 +687,22 @@ async fn admin_endpoints_report_health_readiness_metrics_and_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_http1_requests_are_answered_in_order_and_h2c_works_on_the_plain_listener() {
-    let (a, b) = (
-        TestBackend::start("svc-a").await,
-        TestBackend::start("svc-b").await,
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let m = [
-        service_yaml("svc-a", 80, None, &[a.addr]),
-        service_yaml("svc-b", 80, None, &[b.addr]),
-        ingress_yaml(
-            "p",
-            &[],
-            &[
-                ("p.example", "/a", "Prefix", "svc-a", 80),
-                ("p.example", "/b", "Prefix", "svc-b", 80),
-            ],
-        ),
-    ]
-    .join("---\n");
-    write_manifest(dir.path(), "all.yaml", &m);
-    let g = Gantry::start(dir.path(), &[]).await;
+    let (a, b) = (Echo::start("svc-a").await, Echo::start("svc-b").await);
+    let g = gantry!()
+        .yaml(&[
+            service_yaml("svc-a", 80, None, &[a.addr]),
+            service_yaml("svc-b", 80, None, &[b.addr]),
+            ingress_yaml(
+                "p",
+                &[],
+                &[
+                    ("p.example", "/a", "Prefix", "svc-a", 80),
+                    ("p.example", "/b", "Prefix", "svc-b", 80),
+                ],
+            ),
+        ])
+        .start()
+        .await;
 
     // Three requests in one write; the answers must come back in request order.
     let raw = raw_http(
@@ -758,16 +740,15 @@ async fn pipelined_http1_requests_are_answered_in_order_and_h2c_works_on_the_pla
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_but_slow_requests_are_not_idle() {
-    let slow = TestBackend::start("slow").await;
-    let dir = tempfile::tempdir().unwrap();
-    write_manifest(
-        dir.path(),
-        "all.yaml",
-        &(service_yaml("slow", 80, None, &[slow.addr])
-            + "---\n"
-            + &ingress_yaml("slow", &[], &[("", "/", "Prefix", "slow", 80)])),
-    );
-    let g = Gantry::start(dir.path(), &["--idle-timeout", "400ms"]).await;
+    let slow = Echo::start("slow").await;
+    let g = gantry!()
+        .yaml(&[
+            service_yaml("slow", 80, None, &[slow.addr]),
+            ingress_yaml("slow", &[], &[("", "/", "Prefix", "slow", 80)]),
+        ])
+        .args(["--idle-timeout", "400ms"])
+        .start()
+        .await;
 
     // A keep-alive connection that goes quiet is closed by the server.
     let mut s = tokio::net::TcpStream::connect(g.http).await.unwrap();

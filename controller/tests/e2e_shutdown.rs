@@ -1,14 +1,12 @@
 //! Graceful shutdown: SIGTERM while long requests are in flight.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use gantry_testkit::{gantry, objects::*, *};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish_refuses_new_connections_and_exits_zero() {
-    let slow = TestBackend::start("slow").await;
+    let slow = Echo::start("slow").await;
     let dir = tempfile::tempdir().unwrap();
     let m = [
         service_yaml("slow", 80, None, &[slow.addr]),
@@ -21,7 +19,11 @@ async fn sigterm_lets_in_flight_requests_finish_refuses_new_connections_and_exit
     ]
     .join("---\n");
     write_manifest(dir.path(), "all.yaml", &m);
-    let mut g = Gantry::start(dir.path(), &["--shutdown-grace", "10s"]).await;
+    let mut g = gantry!()
+        .manifests(dir.path())
+        .args(["--shutdown-grace", "10s"])
+        .start()
+        .await;
 
     // Five HTTP/1.1 requests on their own connections and five HTTP/2 streams on one connection,
     // each taking 1.5 s at the backend.
@@ -109,7 +111,7 @@ async fn sigterm_lets_in_flight_requests_finish_refuses_new_connections_and_exit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_still_running_when_the_grace_ends_are_cut_and_the_process_exits() {
-    let slow = TestBackend::start("slow").await;
+    let slow = Echo::start("slow").await;
     let dir = tempfile::tempdir().unwrap();
     write_manifest(
         dir.path(),
@@ -118,7 +120,11 @@ async fn requests_still_running_when_the_grace_ends_are_cut_and_the_process_exit
             + "---\n"
             + &ingress_yaml("slow", &[], &[("", "/", "Prefix", "slow", 80)])),
     );
-    let mut g = Gantry::start(dir.path(), &["--shutdown-grace", "500ms"]).await;
+    let mut g = gantry!()
+        .manifests(dir.path())
+        .args(["--shutdown-grace", "500ms"])
+        .start()
+        .await;
     let c = plain_client();
     let url = g.url("/sleep/8000");
     let long = tokio::spawn(async move { c.get(url).header("host", "x").send().await.map(|r| r.status()) });
@@ -137,7 +143,7 @@ async fn requests_still_running_when_the_grace_ends_are_cut_and_the_process_exit
 }
 
 /// Waits (at most 5 s) until `backend` has received `n` requests.
-async fn wait_for_hits(backend: &TestBackend, n: usize) {
+async fn wait_for_hits(backend: &Echo, n: usize) {
     for _ in 0..500 {
         if backend.hits.load(std::sync::atomic::Ordering::Relaxed) >= n {
             return;

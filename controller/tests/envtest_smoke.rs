@@ -4,13 +4,10 @@
 //! `controller/testenv/build-control-plane.sh`), or the harness runs that
 //! script itself.
 
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use envtest::TestEnv;
+use gantry_testkit::TestEnv;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::api::networking::v1::{

@@ -1,10 +1,8 @@
 //! `gantry explain`: offline from a folder, and from a running Gantry's admin listener.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use gantry_testkit::{gantry, objects::*, *};
 
 fn manifests(dir: &std::path::Path) {
     write_manifest(
@@ -146,7 +144,7 @@ spec:
 async fn explain_asks_a_running_gantry_and_its_debug_endpoint_agrees() {
     let dir = tempfile::tempdir().unwrap();
     manifests(dir.path());
-    let g = Gantry::start(dir.path(), &[]).await;
+    let g = gantry!().manifests(dir.path()).start().await;
     let admin = g.admin.to_string();
     let url = "http://shop.example/api/users?x=1";
     let (code, json, err) =

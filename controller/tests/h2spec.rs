@@ -6,15 +6,13 @@
 //! `controller/testenv/build-h2spec.sh` (built once from the Go module proxy, then cached under
 //! ~/.cache/gantry/) and uses the path it prints last.
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
 };
 
-use common::*;
+use gantry_testkit::{gantry, objects::*, *};
 
 /// Upper bound for one h2spec run (it makes ~150 short connections; each case waits at most `-o`).
 const RUN_LIMIT: Duration = Duration::from_secs(300);
@@ -172,7 +170,7 @@ async fn run_h2spec(label: &str, port: u16, tls: bool, report: &Path) -> Outcome
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2spec_passes_on_the_tls_and_the_plain_listener() {
-    let backend = TestBackend::start("h2spec-backend").await;
+    let backend = Echo::start("h2spec-backend").await;
     let dir = tempfile::tempdir().unwrap();
     let host = "h2spec.example";
     write_manifest(
@@ -193,7 +191,7 @@ async fn h2spec_passes_on_the_tls_and_the_plain_listener() {
              \x20   - http: {{ paths: [{{ path: /, pathType: Prefix, backend: {{ service: {{ name: svc-h2spec, port: {{ number: 80 }} }} }} }}] }}\n"
         ),
     );
-    let g = Gantry::start(dir.path(), &[]).await;
+    let g = gantry!().manifests(dir.path()).start().await;
     g.wait_routes("the h2spec host", |r| r.to_string().contains(host))
         .await;
 

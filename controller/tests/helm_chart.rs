@@ -8,9 +8,6 @@
 //! The option families are the values files in `charts/gantry/ci/` (the chart-testing convention);
 //! the default values are a family of their own.
 
-#[path = "support/envtest.rs"]
-mod envtest;
-
 use std::{
     collections::BTreeSet,
     io::Write,
@@ -754,7 +751,7 @@ fn the_chart_documents_every_value_and_runs_the_image_ci_builds() {
 /// chart's CRDs (and a stand-in for the Prometheus Operator's ServiceMonitor CRD) are installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rendered_manifest_is_accepted_by_the_api_server() {
-    let env = envtest::TestEnv::start_async().await.expect("envtest");
+    let env = gantry_testkit::TestEnv::start_async().await.expect("envtest");
     let kubectl = |args: &[&str], stdin: Option<&str>| -> (bool, String) {
         let mut cmd = env.kubectl();
         cmd.args(args)

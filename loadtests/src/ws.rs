@@ -1,6 +1,11 @@
 //! WebSocket: the echo backend (`loadtests ws-echo`) and the load client (`loadtests ws-load`), both
 //! single-threaded tokio processes that the runner pins to the load CPUs.
 //!
+//! The echo backend is deliberately not gantry-testkit's `Echo`: it is part of what the load test
+//! measures, so it stays a minimal process of its own (no HTTP routing, JSON or request recording,
+//! nothing but the handshake and the echo), pinned like the other load processes, and the same for
+//! every proxy compared.
+//!
 //! The client opens `conns` connections through the proxy (100 handshakes at a time), then every
 //! connection sends one text message, waits for the echo, and repeats until the deadline: messages/s
 //! and round-trip percentiles, printed as one JSON line.

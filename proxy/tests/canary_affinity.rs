@@ -1,8 +1,8 @@
 //! Canary routing and cookie session affinity through the real data plane: two backends (the main
-//! one with two endpoints, the canary with one), each a small hyper server answering with its
-//! name, and hand-built snapshots published to a running `Dataplane`.
+//! one with two endpoints, the canary with one), each the test kit's echo backend (which names
+//! itself), and hand-built snapshots published to a running `Dataplane`.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use gantry_proxy::{
@@ -10,29 +10,16 @@ use gantry_proxy::{
     Backend, BackendId, Dataplane, Endpoint, HostMatch, PathMatch, Policies, ProxyConfig, Route, RouteSource,
     RouteTableBuilder, Snapshot,
 };
-use http::{header, HeaderName, Request, Response};
-use http_body_util::{BodyExt, Empty, Full};
+use gantry_testkit::{Echo, Seen};
+use http::{header, HeaderName, Request};
+use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-/// A backend endpoint that answers every request with `name`.
+/// A backend endpoint (the kit's echo backend, which names itself), serving until the test ends.
 async fn endpoint(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(name.as_bytes()))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    Echo::start(name).await.detach()
 }
 
 fn config() -> ProxyConfig {
@@ -129,7 +116,11 @@ async fn send(
         .get(header::SET_COOKIE)
         .map(|v| v.to_str().unwrap().to_owned());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap(), cookie)
+    let name = match serde_json::from_slice::<Seen>(&body) {
+        Ok(seen) => seen.service,
+        Err(_) => String::from_utf8(body.to_vec()).unwrap(),
+    };
+    (status, name, cookie)
 }
 
 /// [`send`], for a request that must succeed.

@@ -1,9 +1,9 @@
 //! The Gateway API's matches and filters inside the data plane: a real [`Dataplane`] serving a
-//! hand-built snapshot with the routes the controller makes of HTTPRoutes, real TCP backends that
-//! echo what they received, and a real HTTP/1.1 client in front. The expectations follow the
+//! hand-built snapshot with the routes the controller makes of HTTPRoutes, the test kit's echo
+//! backends, and a real HTTP/1.1 client in front. The expectations follow the
 //! Gateway API's conformance tests (httproute-*.go).
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use gantry_proxy::{
@@ -14,14 +14,11 @@ use gantry_proxy::{
     Backend, BackendId, Dataplane, Endpoint, HostMatch, PathMatch, Policies, ProxyConfig, Route, RouteSource,
     RouteTableBuilder, Snapshot,
 };
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use gantry_testkit::{Echo, Seen};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::{mpsc, Notify},
-};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(30), f)
@@ -31,104 +28,22 @@ async fn within<F: std::future::Future>(f: F) -> F::Output {
 
 // === backends ===
 
-/// What a backend received, as it echoes it back (JSON) and reports it to the test.
-#[derive(Debug, Clone, serde::Deserialize)]
-struct Seen {
-    backend: String,
-    method: String,
-    /// Path and query.
-    target: String,
-    host: Option<String>,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-/// A backend named `name` that answers every request with what it received (a [`Seen`] as JSON,
-/// and the response header `x-backend-drop: 1`), and reports it on `seen`. A request for
-/// `/hang...` gets no answer until `release` is notified.
-struct EchoBackend {
-    addr: SocketAddr,
-    seen: mpsc::UnboundedReceiver<Seen>,
-    release: Arc<Notify>,
-}
-
-async fn echo_backend(name: &'static str) -> EchoBackend {
+/// The kit's echo backend named `name`, HTTP/1.1 only, answering with what it received (a [`Seen`]
+/// as JSON) and the response headers `x-backend-drop: 1` and `x-backend-keep: 1`. A request for
+/// `/hang...` gets no answer until [`Echo::release`].
+async fn echo_backend(name: &'static str) -> Echo {
     echo_backend_hanging_on(name, "/hang").await
 }
 
 /// [`echo_backend`] that holds every request whose path starts with `hang_prefix` until released.
-async fn echo_backend_hanging_on(name: &'static str, hang_prefix: &'static str) -> EchoBackend {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, seen) = mpsc::unbounded_channel();
-    let release = Arc::new(Notify::new());
-    let hang = release.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let (tx, hang) = (tx.clone(), hang.clone());
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let (tx, hang) = (tx.clone(), hang.clone());
-                    async move {
-                        let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                        let seen = Seen {
-                            backend: name.into(),
-                            method: parts.method.to_string(),
-                            target: parts.uri.path_and_query().map_or("", |pq| pq.as_str()).into(),
-                            host: parts
-                                .headers
-                                .get("host")
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned),
-                            headers: parts
-                                .headers
-                                .iter()
-                                .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or("?").to_owned()))
-                                .collect(),
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                        };
-                        let _ = tx.send(seen.clone());
-                        if parts.uri.path().starts_with(hang_prefix) {
-                            hang.notified().await;
-                        }
-                        let json = serde_json::json!({
-                            "backend": seen.backend,
-                            "method": seen.method,
-                            "target": seen.target,
-                            "host": seen.host,
-                            "headers": seen.headers,
-                            "body": seen.body,
-                        });
-                        let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
-                        resp.headers_mut()
-                            .insert("x-backend-drop", HeaderValue::from_static("1"));
-                        resp.headers_mut()
-                            .insert("x-backend-keep", HeaderValue::from_static("1"));
-                        Ok::<_, Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
-    EchoBackend { addr, seen, release }
+async fn echo_backend_hanging_on(name: &'static str, hang_prefix: &'static str) -> Echo {
+    Echo::builder(name)
+        .http1_only()
+        .header("x-backend-drop", "1")
+        .header("x-backend-keep", "1")
+        .hang_on(hang_prefix)
+        .start()
+        .await
 }
 
 // === routes ===
@@ -342,7 +257,7 @@ async fn method_header_and_query_matches_pick_the_route_and_fall_through_to_a_sh
             let answer = client.send(request(method.clone(), host, target, headers)).await;
             assert_eq!(answer.status, 200, "{method} {target} {headers:?}");
             let seen = answer.seen();
-            assert_eq!(seen.backend, *want, "{method} {target} {headers:?}");
+            assert_eq!(seen.service, *want, "{method} {target} {headers:?}");
             assert_eq!(seen.target, *target);
         }
     })
@@ -450,7 +365,10 @@ async fn request_redirects_build_location_and_status_from_the_request() {
             assert_eq!(answer.status, status, "{host_header}{target}");
             assert_eq!(answer.location(), location, "{host_header}{target}");
         }
-        assert!(a.seen.is_empty(), "a redirect never reaches the backend");
+        assert!(
+            a.try_next_request().is_none(),
+            "a redirect never reaches the backend"
+        );
     })
     .await
 }
@@ -587,7 +505,7 @@ async fn a_three_to_one_split_sends_about_a_quarter_of_requests_to_the_lighter_b
         for _ in 0..n {
             let answer = client.send(request(Method::GET, "split.test", "/", &[])).await;
             assert_eq!(answer.status, 200);
-            if answer.seen().backend == "b" {
+            if answer.seen().service == "b" {
                 to_b += 1;
             }
         }
@@ -655,7 +573,7 @@ async fn invalid_backends_answer_500_and_a_backend_without_endpoints_503() {
 #[tokio::test]
 async fn a_mirrored_request_reaches_the_mirror_while_the_client_gets_the_primary_s_answer() {
     within(async {
-        let (a, mut m) = (echo_backend("a").await, echo_backend("mirror").await);
+        let (a, m) = (echo_backend("a").await, echo_backend("mirror").await);
         let (ba, bm) = (backend("a", &[a.addr]), backend("mirror", &[m.addr]));
         let policies = Policies {
             mirrors: Some(Arc::from([Mirror {
@@ -672,12 +590,12 @@ async fn a_mirrored_request_reaches_the_mirror_while_the_client_gets_the_primary
             .unwrap();
         let answer = client.send(req).await;
         assert_eq!(answer.status, 200);
-        assert_eq!(answer.seen().backend, "a");
-        let mirrored = m.seen.recv().await.unwrap();
+        assert_eq!(answer.seen().service, "a");
+        let mirrored = m.next_request().await;
         assert_eq!(mirrored.method, "POST");
         assert_eq!(mirrored.target, "/echo?x=1");
         assert_eq!(mirrored.host.as_deref(), Some("mirror.test"));
-        assert_eq!(mirrored.body, "payload");
+        assert_eq!(mirrored.body.as_deref(), Some("payload"));
 
         let text = metrics(&dp).await;
         assert_eq!(
@@ -685,7 +603,7 @@ async fn a_mirrored_request_reaches_the_mirror_while_the_client_gets_the_primary
             1,
             "{text}"
         );
-        m.release.notify_waiters();
+        m.release();
     })
     .await
 }
@@ -694,7 +612,7 @@ async fn a_mirrored_request_reaches_the_mirror_while_the_client_gets_the_primary
 async fn a_mirror_that_never_answers_does_not_hold_up_the_client_and_streaming_bodies_are_not_mirrored() {
     within(async {
         let a = echo_backend("a").await;
-        let mut m = echo_backend_hanging_on("mirror", "/").await;
+        let m = echo_backend_hanging_on("mirror", "/").await;
         let (ba, bm) = (backend("a", &[a.addr]), backend("mirror", &[m.addr]));
         let policies = Policies {
             mirrors: Some(Arc::from([Mirror {
@@ -708,11 +626,11 @@ async fn a_mirror_that_never_answers_does_not_hold_up_the_client_and_streaming_b
         for _ in 0..3 {
             let answer = client.send(request(Method::GET, "mirror.test", "/x", &[])).await;
             assert_eq!(answer.status, 200);
-            assert_eq!(answer.seen().backend, "a");
+            assert_eq!(answer.seen().service, "a");
         }
         // The mirror has them all, and is still holding them.
         for _ in 0..3 {
-            assert_eq!(m.seen.recv().await.unwrap().target, "/x");
+            assert_eq!(m.next_request().await.target, "/x");
         }
         // A body larger than what is read ahead is still streaming when the request is forwarded:
         // the primary gets it whole, the mirror nothing.
@@ -723,7 +641,7 @@ async fn a_mirror_that_never_answers_does_not_hold_up_the_client_and_streaming_b
             .unwrap();
         let answer = client.send(req).await;
         assert_eq!(answer.status, 200);
-        assert_eq!(answer.seen().body.len(), big.len());
+        assert_eq!(answer.seen().body_len, big.len());
         let text = metrics(&dp).await;
         assert_eq!(
             counter(&text, r#"mirrored_requests_total{result="sent"}"#),
@@ -733,10 +651,10 @@ async fn a_mirror_that_never_answers_does_not_hold_up_the_client_and_streaming_b
         let streaming = r#"mirrored_requests_total{result="dropped_streaming"}"#;
         assert_eq!(counter(&text, streaming), 1, "{text}");
         assert!(
-            m.seen.try_recv().is_err(),
+            m.try_next_request().is_none(),
             "the streaming request was not mirrored"
         );
-        m.release.notify_waiters();
+        m.release();
     })
     .await
 }
@@ -744,7 +662,7 @@ async fn a_mirror_that_never_answers_does_not_hold_up_the_client_and_streaming_b
 #[tokio::test]
 async fn a_request_timeout_answers_504_while_the_backend_still_hangs() {
     within(async {
-        let mut a = echo_backend("a").await;
+        let a = echo_backend("a").await;
         let ba = backend("a", &[a.addr]);
         let timeouts = |request, backend_request| Policies {
             timeouts: UpstreamTimeouts {
@@ -769,14 +687,14 @@ async fn a_request_timeout_answers_504_while_the_backend_still_hangs() {
         ])
         .await;
         assert_eq!(get(&dp, host, "/fast").await.status, 200);
-        a.seen.recv().await.unwrap();
+        a.next_request().await;
         for target in ["/hang/request", "/hang/attempt"] {
             let answer = get(&dp, host, target).await;
             assert_eq!(answer.status, 504, "{target}");
             // The backend did get the request, and has not answered it.
-            assert_eq!(a.seen.recv().await.unwrap().target, target);
+            assert_eq!(a.next_request().await.target, target);
         }
-        a.release.notify_waiters();
+        a.release();
     })
     .await
 }
@@ -824,7 +742,7 @@ async fn the_local_address_a_client_dialled_chooses_the_route_table() {
             ([127, 0, 0, 1].into(), table("site.test", "/gw", &bo)),
             ([127, 0, 0, 9].into(), table("site.test", "/", &bx)),
         ]));
-        assert_eq!(get(&dp, "site.test", "/gw/x").await.seen().backend, "own");
+        assert_eq!(get(&dp, "site.test", "/gw/x").await.seen().service, "own");
         // Only the address's table: `/` of the shared table does not leak into it.
         assert_eq!(
             get(&dp, "site.test", "/elsewhere").await.status,
@@ -837,7 +755,7 @@ async fn the_local_address_a_client_dialled_chooses_the_route_table() {
             table("site.test", "/", &bx),
         )]));
         let a = get(&dp, "site.test", "/gw/x").await;
-        assert_eq!(a.seen().backend, "shared");
+        assert_eq!(a.seen().service, "shared");
         let dump = Client::new(dp.admin_addr())
             .await
             .send(request(Method::GET, "admin", "/debug/routes", &[]))
@@ -897,14 +815,14 @@ async fn each_weighted_backend_gets_its_own_request_headers_after_the_rule_s() {
                 .send(request(Method::GET, "split.test", "/", &[]))
                 .await
                 .seen();
-            assert_eq!(seen.header("x-backend"), [format!("for-{}", seen.backend)]);
+            assert_eq!(seen.header("x-backend"), [format!("for-{}", seen.service)]);
             assert_eq!(
                 seen.header("x-rule"),
                 ["overridden"],
                 "the backendRef's after the rule's"
             );
             assert_eq!(seen.header("x-rule-only"), ["yes"]);
-            *seen_by.entry(seen.backend).or_insert(0) += 1;
+            *seen_by.entry(seen.service).or_insert(0) += 1;
         }
         assert_eq!(seen_by.len(), 2, "both backends were drawn: {seen_by:?}");
     })

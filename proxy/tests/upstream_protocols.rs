@@ -1,15 +1,12 @@
 //! Upstream protocols inside the data plane: a real [`Dataplane`] serving a hand-built snapshot
-//! whose routes ask for HTTPS, h2c and HTTP/2-over-TLS backends, real servers behind it (hyper,
-//! tokio-rustls, tonic's gRPC health service) and real clients in front (hyper's HTTP/1.1 and
+//! whose routes ask for HTTPS, h2c and HTTP/2-over-TLS backends, real servers behind it (the test
+//! kit's echo backend over h2c and TLS, tonic's gRPC health service) and real clients in front (hyper's HTTP/1.1 and
 //! HTTP/2 clients, tonic over h2c and over TLS with ALPN h2).
 
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
@@ -20,19 +17,20 @@ use gantry_proxy::{
     Backend, BackendId, CertTable, Dataplane, Endpoint, HostMatch, PathMatch, Policies, ProxyConfig, Route,
     RouteSource, RouteTableBuilder, Snapshot, TlsCert,
 };
+use gantry_testkit::{
+    grpc,
+    tls::{issue, new_ca, server_config},
+    Echo, EchoBuilder,
+};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::{pki_types::PrivateKeyDer, server::WebPkiClientVerifier, RootCertStore, ServerConfig};
-use rustls_pki_types::{pem::PemObject, CertificateDer};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint as GrpcEndpoint, Identity, ServerTlsConfig};
-use tonic_health::{
-    pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest},
-    server::HealthReporter,
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint as GrpcEndpoint};
+use tonic_health::pb::{
+    health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
 
 async fn within<F: std::future::Future>(f: F) -> F::Output {
@@ -104,205 +102,30 @@ async fn dataplane(routes: Vec<(&str, Route)>, certs: CertTable) -> Dataplane {
     dp
 }
 
-// === certificates ===
-
-type Ca = rcgen::CertifiedIssuer<'static, rcgen::KeyPair>;
-
-fn new_ca() -> Ca {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "upstream test ca");
-    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
-}
-
-/// A certificate for `names` signed by `ca`: (certificate PEM, key PEM).
-fn issue(ca: &Ca, names: &[&str]) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    let cert = rcgen::CertificateParams::new(names)
-        .unwrap()
-        .signed_by(&key, ca)
-        .unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-fn server_tls(cert_pem: &str, key_pem: &str, client_ca: Option<&Ca>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match client_ca {
-        Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            roots.add(ca.der().clone()).unwrap();
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_single_cert(chain, key).unwrap();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
-}
-
 // === backends ===
 
-type EchoBody = BoxBody<Bytes, Infallible>;
-
-/// Answers with JSON describing the request as the backend saw it (version, authority, Host,
-/// TE, path, body length, the request trailer `x-client-trailer`), followed by the response
-/// trailer `x-backend-trailer: done`. `/sleep` waits two seconds first.
-async fn echo(req: Request<Incoming>) -> Result<Response<EchoBody>, Infallible> {
-    let (parts, body) = req.into_parts();
-    if parts.uri.path() == "/sleep" {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    if parts.uri.path() == "/nap" {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let collected = body.collect().await.ok();
-    let trailer = collected
-        .as_ref()
-        .and_then(|c| c.trailers())
-        .and_then(|t| t.get("x-client-trailer"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let len = collected.map_or(0, |c| c.to_bytes().len());
-    if parts.uri.path() == "/big" {
-        // A mebibyte in 64 KiB pieces: more than one stream's flow-control window.
-        let frames: Vec<Result<Frame<Bytes>, Infallible>> = (0..16)
-            .map(|_| Ok(Frame::data(Bytes::from(vec![b'x'; 64 * 1024]))))
-            .collect();
-        return Ok(Response::new(StreamBody::new(stream::iter(frames)).boxed()));
-    }
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let json = serde_json::json!({
-        "version": format!("{:?}", parts.version),
-        "authority": parts.uri.authority().map(|a| a.as_str()),
-        "scheme": parts.uri.scheme_str(),
-        "host": header("host"),
-        "te": header("te"),
-        "connection": header("connection"),
-        "x_forwarded_for": header("x-forwarded-for"),
-        "path": parts.uri.path(),
-        "len": len,
-        "client_trailer": trailer,
-    });
-    let mut trailers = HeaderMap::new();
-    trailers.insert("x-backend-trailer", HeaderValue::from_static("done"));
-    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
-        Ok(Frame::data(Bytes::from(json.to_string()))),
-        Ok(Frame::trailers(trailers)),
-    ];
-    Ok(Response::new(StreamBody::new(stream::iter(frames)).boxed()))
-}
-
-/// A running test server: its address and how many connections it accepted.
-struct Server {
-    addr: SocketAddr,
-    accepts: Arc<AtomicUsize>,
+/// The kit's echo backend (its JSON describes the request as the backend saw it: version,
+/// authority, Host, headers, path, body length, request trailers), followed by the response
+/// trailer `x-backend-trailer: done`.
+fn echo() -> EchoBuilder {
+    Echo::builder("svc").trailer("x-backend-trailer", "done")
 }
 
 /// An HTTP/2-only cleartext backend (prior knowledge, no HTTP/1.1 at all). With
 /// `goaway_after_first`, every connection is shut down gracefully (GOAWAY) after its first
 /// response.
-async fn h2c_backend(goaway_after_first: bool) -> Server {
-    h2c_backend_with(goaway_after_first, None).await
-}
-
-/// [`h2c_backend`], allowing at most `max_streams` concurrent streams per connection.
-async fn h2c_backend_with(goaway_after_first: bool, max_streams: Option<u32>) -> Server {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepts = Arc::new(AtomicUsize::new(0));
-    let counter = accepts.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let (served_tx, served_rx) = tokio::sync::oneshot::channel::<()>();
-                let served_tx = Arc::new(Mutex::new(Some(served_tx)));
-                let svc = service_fn(move |req| {
-                    let served_tx = served_tx.clone();
-                    async move {
-                        let resp = echo(req).await;
-                        if let Some(tx) = served_tx.lock().unwrap().take() {
-                            let _ = tx.send(());
-                        }
-                        resp
-                    }
-                });
-                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .max_concurrent_streams(max_streams)
-                    .serve_connection(TokioIo::new(tcp), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    Ok(()) = served_rx, if goaway_after_first => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
-                    }
-                }
-            });
-        }
-    });
-    Server { addr, accepts }
+async fn h2c_backend(goaway_after_first: bool) -> Echo {
+    let b = echo().http2_only();
+    if goaway_after_first {
+        b.goaway_after_first().start().await
+    } else {
+        b.start().await
+    }
 }
 
 /// An HTTPS backend speaking HTTP/1.1, recording the SNI of each handshake.
-async fn tls_backend(config: Arc<ServerConfig>) -> (Server, Arc<Mutex<Vec<Option<String>>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepts = Arc::new(AtomicUsize::new(0));
-    let sni = Arc::new(Mutex::new(Vec::new()));
-    let (counter, seen) = (accepts.clone(), sni.clone());
-    let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, seen) = (acceptor.clone(), seen.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                seen.lock()
-                    .unwrap()
-                    .push(tls.get_ref().1.server_name().map(str::to_owned));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service_fn(echo))
-                    .await;
-            });
-        }
-    });
-    (Server { addr, accepts }, sni)
-}
-
-/// tonic's gRPC health service ("" serving), in cleartext or with TLS (`(cert, key)` PEM).
-async fn grpc_backend(tls: Option<(&str, &str)>) -> (SocketAddr, HealthReporter) {
-    let (reporter, service) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut builder = tonic::transport::Server::builder();
-    if let Some((cert, key)) = tls {
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key)))
-            .unwrap();
-    }
-    let router = builder.add_service(service);
-    tokio::spawn(router.serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)));
-    (addr, reporter)
+async fn tls_backend(config: Arc<rustls::ServerConfig>) -> Echo {
+    echo().http1_only().tls(config).start().await
 }
 
 // === clients ===
@@ -409,23 +232,23 @@ async fn h2c_backend_reached_by_http1_and_http2_clients_on_one_multiplexed_conne
         let a = h1(dp.http_addr(), req).await;
         assert_eq!(a.status, 200);
         let seen = a.json();
-        assert_eq!(seen["version"], "HTTP/2.0");
+        assert_eq!(seen["proto"], "HTTP/2.0");
         assert_eq!(seen["authority"], "h2c.test");
         assert_eq!(seen["scheme"], "http");
         assert_eq!(seen["path"], "/echo");
-        assert_eq!(seen["te"], "trailers");
-        assert_eq!(seen["connection"], serde_json::Value::Null);
-        assert_eq!(seen["len"], 5);
-        assert!(seen["x_forwarded_for"].is_string(), "{seen}");
+        assert_eq!(seen["headers"]["te"], "trailers");
+        assert_eq!(seen["headers"]["connection"], serde_json::Value::Null);
+        assert_eq!(seen["body_len"], 5);
+        assert!(seen["headers"]["x-forwarded-for"].is_string(), "{seen}");
         assert_eq!(a.headers["server"], "gantry");
 
         // A mebibyte each way, streamed through the flow-control windows.
-        let req = Request::post("/upload")
+        let req = Request::post("/post")
             .header("host", "h2c.test")
             .body(Full::new(Bytes::from(vec![b'u'; 1 << 20])))
             .unwrap();
-        assert_eq!(h1(dp.http_addr(), req).await.json()["len"], 1 << 20);
-        let a = h1(dp.http_addr(), get("h2c.test", "/big")).await;
+        assert_eq!(h1(dp.http_addr(), req).await.json()["body_len"], 1 << 20);
+        let a = h1(dp.http_addr(), get("h2c.test", "/bytes/1048576")).await;
         assert_eq!(a.status, 200);
         assert_eq!(a.body.len(), 1 << 20);
 
@@ -440,8 +263,8 @@ async fn h2c_backend_reached_by_http1_and_http2_clients_on_one_multiplexed_conne
             .unwrap();
         let a = collect(tx.clone().send_request(req).await.unwrap()).await;
         assert_eq!(a.status, 200);
-        assert_eq!(a.json()["client_trailer"], "from-client");
-        assert_eq!(a.json()["len"], 3);
+        assert_eq!(a.json()["trailers"]["x-client-trailer"], "from-client");
+        assert_eq!(a.json()["body_len"], 3);
         let trailers = a.trailers.expect("response trailers");
         assert_eq!(trailers["x-backend-trailer"], "done");
 
@@ -474,7 +297,7 @@ async fn h2c_backend_reached_by_http1_and_http2_clients_on_one_multiplexed_conne
 #[tokio::test]
 async fn a_connection_at_the_server_s_stream_limit_gets_a_sibling() {
     within(async {
-        let backend = h2c_backend_with(false, Some(2)).await;
+        let backend = echo().http2_only().max_concurrent_streams(2).start().await;
         let dp = dataplane(
             vec![(
                 "limited.test",
@@ -486,7 +309,9 @@ async fn a_connection_at_the_server_s_stream_limit_gets_a_sibling() {
         let addr = dp.http_addr();
         let burst = |n: usize| async move {
             let tasks: Vec<_> = (0..n)
-                .map(|_| tokio::spawn(async move { h1(addr, get("limited.test", "/nap")).await.status }))
+                .map(|_| {
+                    tokio::spawn(async move { h1(addr, get("limited.test", "/sleep/300")).await.status })
+                })
                 .collect();
             for t in tasks {
                 assert_eq!(t.await.unwrap(), 200);
@@ -552,7 +377,7 @@ async fn h2c_goaway_timeouts_and_connect_retry() {
         assert_eq!(goaway.accepts.load(Ordering::SeqCst), 3);
 
         // No response head within the route's read timeout: 504.
-        let a = h1(dp.http_addr(), get("slow.test", "/sleep")).await;
+        let a = h1(dp.http_addr(), get("slow.test", "/sleep/2000")).await;
         assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
 
         // A refused connect is retried once on the next endpoint.
@@ -574,10 +399,10 @@ async fn h2c_goaway_timeouts_and_connect_retry() {
 #[tokio::test]
 async fn https_backend_verification_sni_pooling_and_client_certificates() {
     within(async {
-        let ca = new_ca();
+        let ca = new_ca("upstream test ca");
         let (cert, key) = issue(&ca, &["backend.internal"]);
-        let (backend, sni) = tls_backend(server_tls(&cert, &key, None, &[b"http/1.1"])).await;
-        let (mtls_backend, _) = tls_backend(server_tls(&cert, &key, Some(&ca), &[b"http/1.1"])).await;
+        let backend = tls_backend(server_config(&cert, &key, None, &[b"http/1.1"])).await;
+        let mtls_backend = tls_backend(server_config(&cert, &key, Some(&ca), &[b"http/1.1"])).await;
         let (client_cert, client_key) = issue(&ca, &["gantry.client"]);
 
         let verify = |name: &str| {
@@ -642,9 +467,13 @@ async fn https_backend_verification_sni_pooling_and_client_certificates() {
 
         let a = h1(dp.http_addr(), get("off.test", "/x")).await;
         assert_eq!(a.status, 200);
-        assert_eq!(a.json()["version"], "HTTP/1.1");
+        assert_eq!(a.json()["proto"], "HTTP/1.1");
         assert_eq!(a.json()["host"], "off.test");
-        assert_eq!(sni.lock().unwrap().last().unwrap(), &None, "no SNI by default");
+        assert_eq!(
+            backend.sni.lock().unwrap().last().unwrap(),
+            &None,
+            "no SNI by default"
+        );
 
         let accepted = backend.accepts.load(Ordering::SeqCst);
         for _ in 0..3 {
@@ -658,7 +487,7 @@ async fn https_backend_verification_sni_pooling_and_client_certificates() {
             "the TLS connection is kept alive and reused"
         );
         assert_eq!(
-            sni.lock().unwrap().last().unwrap().as_deref(),
+            backend.sni.lock().unwrap().last().unwrap().as_deref(),
             Some("backend.internal")
         );
 
@@ -684,10 +513,10 @@ async fn https_backend_verification_sni_pooling_and_client_certificates() {
 #[tokio::test]
 async fn grpc_through_h2c_and_tls_listeners_to_cleartext_and_tls_backends() {
     within(async {
-        let ca = new_ca();
+        let ca = new_ca("upstream test ca");
         let (backend_cert, backend_key) = issue(&ca, &["grpc.internal"]);
-        let (plain_addr, plain_reporter) = grpc_backend(None).await;
-        let (tls_addr, _tls_reporter) = grpc_backend(Some((&backend_cert, &backend_key))).await;
+        let (plain_addr, plain_reporter) = grpc::health_backend(None).await;
+        let (tls_addr, _tls_reporter) = grpc::health_backend(Some((&backend_cert, &backend_key))).await;
 
         // Gantry's own certificate for the HTTPS listener.
         let (front_cert, front_key) = issue(&ca, &["grpc.test", "grpcs.test"]);
@@ -792,10 +621,10 @@ async fn grpc_through_h2c_and_tls_listeners_to_cleartext_and_tls_backends() {
 #[tokio::test]
 async fn grpcs_backend_with_a_certificate_gantry_does_not_trust_is_a_502() {
     within(async {
-        let ca = new_ca();
-        let other_ca = new_ca();
+        let ca = new_ca("upstream test ca");
+        let other_ca = new_ca("upstream test ca");
         let (cert, key) = issue(&ca, &["grpc.internal"]);
-        let (addr, _reporter) = grpc_backend(Some((&cert, &key))).await;
+        let (addr, _reporter) = grpc::health_backend(Some((&cert, &key))).await;
         let untrusted = UpstreamTls::new()
             .with_verify(true)
             .with_ca_pem(other_ca.pem().as_bytes())

@@ -1,4 +1,4 @@
-//! A real Kubernetes control plane (etcd + kube-apiserver) for controller tests.
+//! A real Kubernetes control plane (etcd + kube-apiserver) for the cluster tests and benchmarks.
 //!
 //! `TestEnv::start()` runs etcd and kube-apiserver from the folder named by
 //! `KUBEBUILDER_ASSETS` (or, when that is unset, from the folder that
@@ -32,8 +32,6 @@
 //! The blocking calls (`start`, `start_apiserver`) poll with `std::thread::sleep`;
 //! from async code prefer `start_async` / `start_apiserver_async`, which run
 //! them on tokio's blocking pool so the runtime's other tasks keep running.
-
-#![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -209,7 +207,7 @@ impl TestEnv {
     /// module, which `controller/testenv/gateway-api-module.sh` finds or downloads) and waits until
     /// they are served.
     pub fn install_gateway_api_crds(&self) -> Result<()> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testenv/gateway-api-module.sh");
+        let script = testenv().join("gateway-api-module.sh");
         let out = Command::new(&script)
             .output()
             .with_context(|| format!("running {}", script.display()))?;
@@ -830,7 +828,7 @@ fn assets_dir() -> Result<PathBuf> {
         if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|d| !d.is_empty()) {
             return Ok(PathBuf::from(dir));
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testenv/build-control-plane.sh");
+        let script = testenv().join("build-control-plane.sh");
         eprintln!(
             "envtest: KUBEBUILDER_ASSETS is unset; running {} (a cold build takes a while)",
             script.display()
@@ -861,4 +859,9 @@ fn env_secs(name: &str, default: u64) -> Duration {
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// `controller/testenv/`: the scripts that build the control plane and find the Gateway API module.
+fn testenv() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../controller/testenv")
 }
