@@ -7,8 +7,6 @@
 //! Without them a test says so and passes, unless `GANTRY_REQUIRE_TOOLS` is set (`.ci/test` sets
 //! it), when it fails. Everything binds to 127.0.0.1.
 
-mod common;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
@@ -21,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use common::*;
+use gantry_testkit::{gantry, objects::*, tls::self_signed_expiring_in, *};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -65,40 +63,14 @@ impl Drop for Killed {
 
 // === Prometheus ===
 
-/// A certificate and key (PEM) for `host`, valid until `days` from now.
-fn cert_expiring_in(host: &str, days: i64) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let (y, m, d) = civil_from_days((now / 86_400) + days);
-    params.not_after = rcgen::date_time_ymd(y, m, d);
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-/// The calendar date of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i32, u8, u8) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y as i32, m as u8, d as u8)
-}
-
-fn secret_yaml(name: &str, (cert, key): (String, String)) -> String {
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name}, namespace: default }}\ntype: kubernetes.io/tls\n\
-         data:\n  tls.crt: {}\n  tls.key: {}\n",
-        base64_encode(cert.as_bytes()),
-        base64_encode(key.as_bytes())
+/// A kubernetes.io/tls Secret holding a self-signed certificate for `host` that lapses at midnight
+/// (UTC) `days` days from today.
+fn tls_secret_expiring_in(name: &str, host: &str, days: u32) -> String {
+    let (cert, key) = self_signed_expiring_in(&[host], days);
+    secret_yaml(
+        name,
+        "kubernetes.io/tls",
+        &[("tls.crt", &cert), ("tls.key", &key)],
     )
 }
 
@@ -121,15 +93,7 @@ fn refused_addrs() -> Vec<SocketAddr> {
 
 /// A Service whose two endpoints refuse connections (two slices: they differ in port).
 fn refusing_service_yaml(name: &str) -> String {
-    let addrs = refused_addrs();
-    let mut s = service_yaml(name, 80, None, &addrs[..1]);
-    s += "---\n";
-    s += &service_yaml(name, 80, None, &addrs[1..])
-        .split("---\n")
-        .nth(1)
-        .unwrap()
-        .replace(&format!("name: {name}-0"), &format!("name: {name}-1"));
-    s
+    service_yaml(name, 80, None, &refused_addrs())
 }
 
 /// Prometheus on a free loopback port, scraping `target` every second with `rules` loaded.
@@ -489,53 +453,48 @@ async fn prometheus_evaluates_the_dashboard_and_fires_every_alert() {
     let Some(prometheus) = tool("prometheus", "GANTRY_PROMETHEUS") else {
         return;
     };
-    let good = TestBackend::start("good").await;
-    let dir = tempfile::tempdir().unwrap();
-    let m = dir.path();
-    // shop: a working backend over HTTP and HTTPS, with a certificate that lapses in 7 days.
-    write_manifest(m, "good.yaml", &service_yaml("good", 80, None, &[good.addr]));
-    write_manifest(
-        m,
-        "shop-tls.yaml",
-        &secret_yaml("shop-tls", cert_expiring_in("shop.example", 7)),
-    );
-    write_manifest(
-        m,
-        "shop.yaml",
-        &tls_ingress_yaml("shop", "shop.example", "shop-tls", "good"),
-    );
-    // long: the same backend and a certificate for a year (the expiry alert's negative control).
-    write_manifest(
-        m,
-        "long-tls.yaml",
-        &secret_yaml("long-tls", cert_expiring_in("long.example", 365)),
-    );
-    write_manifest(
-        m,
-        "long.yaml",
-        &tls_ingress_yaml("long", "long.example", "long-tls", "good"),
-    );
-    // broken: both endpoints refuse connections, so every request is a 502.
-    write_manifest(m, "broken-svc.yaml", &refusing_service_yaml("broken"));
-    write_manifest(
-        m,
-        "broken.yaml",
-        &ingress_yaml("broken", &[], &[("broken.example", "/", "Prefix", "broken", 80)]),
-    );
-    // empty: a Service without endpoints (503s).
-    write_manifest(m, "empty-svc.yaml", &service_yaml("empty", 80, None, &[]));
-    write_manifest(
-        m,
-        "empty.yaml",
-        &ingress_yaml("empty", &[], &[("empty.example", "/", "Prefix", "empty", 80)]),
-    );
-    // orphan: an Ingress naming a Service that does not exist (a diagnostic: not applied as is).
-    write_manifest(
-        m,
-        "orphan.yaml",
-        &ingress_yaml("orphan", &[], &[("orphan.example", "/", "Prefix", "missing", 80)]),
-    );
-    let g = Gantry::start(m, &[]).await;
+    let good = Echo::start("good").await;
+    let g = gantry!()
+        // shop: a working backend over HTTP and HTTPS, with a certificate that lapses in 7 days.
+        .manifest("good.yaml", &service_yaml("good", 80, None, &[good.addr]))
+        .manifest(
+            "shop-tls.yaml",
+            &tls_secret_expiring_in("shop-tls", "shop.example", 7),
+        )
+        .manifest(
+            "shop.yaml",
+            &tls_ingress_yaml("shop", "shop.example", "shop-tls", "good"),
+        )
+        // long: the same backend and a certificate for a year (the expiry alert's negative
+        // control).
+        .manifest(
+            "long-tls.yaml",
+            &tls_secret_expiring_in("long-tls", "long.example", 365),
+        )
+        .manifest(
+            "long.yaml",
+            &tls_ingress_yaml("long", "long.example", "long-tls", "good"),
+        )
+        // broken: both endpoints refuse connections, so every request is a 502.
+        .manifest("broken-svc.yaml", &refusing_service_yaml("broken"))
+        .manifest(
+            "broken.yaml",
+            &ingress_yaml("broken", &[], &[("broken.example", "/", "Prefix", "broken", 80)]),
+        )
+        // empty: a Service without endpoints (503s).
+        .manifest("empty-svc.yaml", &service_yaml("empty", 80, None, &[]))
+        .manifest(
+            "empty.yaml",
+            &ingress_yaml("empty", &[], &[("empty.example", "/", "Prefix", "empty", 80)]),
+        )
+        // orphan: an Ingress naming a Service that does not exist (a diagnostic: not applied as
+        // is).
+        .manifest(
+            "orphan.yaml",
+            &ingress_yaml("orphan", &[], &[("orphan.example", "/", "Prefix", "missing", 80)]),
+        )
+        .start()
+        .await;
 
     // Traffic until the test ends: HTTP and HTTPS to shop, and to the failing backends.
     let stop = Arc::new(AtomicBool::new(false));
@@ -747,43 +706,47 @@ async fn prometheus_evaluates_the_dashboard_and_fires_every_alert() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_connections_protocols_bytes_certificates_endpoints_and_objects() {
-    let good = TestBackend::start("good").await;
-    let dir = tempfile::tempdir().unwrap();
-    let m = dir.path();
-    write_manifest(m, "good.yaml", &service_yaml("good", 80, None, &[good.addr]));
-    write_manifest(m, "empty-svc.yaml", &service_yaml("empty", 80, None, &[]));
-    write_manifest(
-        m,
-        "shop-tls.yaml",
-        &secret_yaml("shop-tls", cert_expiring_in("shop.example", 7)),
-    );
-    write_manifest(
-        m,
-        "shop.yaml",
-        &tls_ingress_yaml("shop", "shop.example", "shop-tls", "good"),
-    );
-    write_manifest(
-        m,
-        "plain.yaml",
-        &ingress_yaml(
-            "plain",
-            &[],
-            &[
-                ("plain.example", "/", "Prefix", "good", 80),
-                ("plain.example", "/empty", "Prefix", "empty", 80),
-            ],
-        ),
-    );
-    let g = Gantry::start(m, &[]).await;
+    let good = Echo::start("good").await;
+    let g = gantry!()
+        .manifest("good.yaml", &service_yaml("good", 80, None, &[good.addr]))
+        .manifest("empty-svc.yaml", &service_yaml("empty", 80, None, &[]))
+        .manifest(
+            "shop-tls.yaml",
+            &tls_secret_expiring_in("shop-tls", "shop.example", 7),
+        )
+        .manifest(
+            "shop.yaml",
+            &tls_ingress_yaml("shop", "shop.example", "shop-tls", "good"),
+        )
+        .manifest(
+            "plain.yaml",
+            &ingress_yaml(
+                "plain",
+                &[],
+                &[
+                    ("plain.example", "/", "Prefix", "good", 80),
+                    ("plain.example", "/empty", "Prefix", "empty", 80),
+                ],
+            ),
+        )
+        .start()
+        .await;
     let connections = |listener: &str, protocol: &str| {
         format!("gantry_active_connections{{listener=\"{listener}\",protocol=\"{protocol}\"}}")
     };
 
     // Nothing open yet, nothing counted.
     for (l, p) in [("http", "http1"), ("http", "h2"), ("https", "h2")] {
-        assert_eq!(g.metric(&connections(l, p)).await, 0.0, "{l} {p}");
+        assert_eq!(
+            g.metric_series(&connections(l, p)).await.unwrap_or(0.0),
+            0.0,
+            "{l} {p}"
+        );
     }
-    let received_before = g.metric("gantry_received_bytes_total{listener=\"http\"}").await;
+    let received_before = g
+        .metric_series("gantry_received_bytes_total{listener=\"http\"}")
+        .await
+        .unwrap_or(0.0);
 
     // One connection of each: HTTP/1.1, HTTP/2 with prior knowledge, HTTP/2 over TLS (ALPN). The
     // clients keep their connections open while they live.
@@ -819,44 +782,70 @@ async fn metrics_follow_connections_protocols_bytes_certificates_endpoints_and_o
         .unwrap();
     assert_eq!(r.status(), 503);
     for (l, p) in [("http", "http1"), ("http", "h2"), ("https", "h2")] {
-        assert_eq!(g.metric(&connections(l, p)).await, 1.0, "{l} {p}");
+        assert_eq!(
+            g.metric_series(&connections(l, p)).await.unwrap_or(0.0),
+            1.0,
+            "{l} {p}"
+        );
     }
-    assert_eq!(g.metric(&connections("https", "http1")).await, 0.0);
+    assert_eq!(
+        g.metric_series(&connections("https", "http1"))
+            .await
+            .unwrap_or(0.0),
+        0.0
+    );
 
     // Bytes both ways, at least the body that went out.
-    let received = g.metric("gantry_received_bytes_total{listener=\"http\"}").await;
+    let received = g
+        .metric_series("gantry_received_bytes_total{listener=\"http\"}")
+        .await
+        .unwrap_or(0.0);
     assert!(received > received_before, "{received}");
-    assert!(g.metric("gantry_sent_bytes_total{listener=\"http\"}").await >= body.len() as f64);
-    assert!(g.metric("gantry_received_bytes_total{listener=\"https\"}").await > 0.0);
+    assert!(
+        g.metric_series("gantry_sent_bytes_total{listener=\"http\"}")
+            .await
+            .unwrap_or(0.0)
+            >= body.len() as f64
+    );
+    assert!(
+        g.metric_series("gantry_received_bytes_total{listener=\"https\"}")
+            .await
+            .unwrap_or(0.0)
+            > 0.0
+    );
 
     // Upstream latency only for what went upstream: the 503 (no endpoint) sent nothing.
     let route = "kind=\"Ingress\",namespace=\"default\",ingress=\"plain\"";
     assert_eq!(
-        g.metric(&format!(
+        g.metric_series(&format!(
             "gantry_upstream_response_duration_seconds_count{{{route},service=\"good\"}}"
         ))
-        .await,
+        .await
+        .unwrap_or(0.0),
         2.0
     );
     assert_eq!(
-        g.metric(&format!(
+        g.metric_series(&format!(
             "gantry_request_duration_seconds_count{{{route},service=\"empty\"}}"
         ))
-        .await,
+        .await
+        .unwrap_or(0.0),
         1.0
     );
     assert_eq!(
-        g.metric(&format!(
+        g.metric_series(&format!(
             "gantry_upstream_response_duration_seconds_count{{{route},service=\"empty\"}}"
         ))
-        .await,
+        .await
+        .unwrap_or(0.0),
         0.0
     );
     assert_eq!(
-        g.metric(&format!(
+        g.metric_series(&format!(
             "gantry_requests_total{{{route},service=\"empty\",status_class=\"5xx\"}}"
         ))
-        .await,
+        .await
+        .unwrap_or(0.0),
         1.0
     );
 
@@ -867,14 +856,15 @@ async fn metrics_follow_connections_protocols_bytes_certificates_endpoints_and_o
         .as_secs()
         / 86_400;
     assert_eq!(
-        g.metric("gantry_tls_certificate_expiry_timestamp_seconds{host=\"shop.example\"}")
-            .await,
+        g.metric_series("gantry_tls_certificate_expiry_timestamp_seconds{host=\"shop.example\"}")
+            .await
+            .unwrap_or(0.0),
         ((today + 7) * 86_400) as f64
     );
     // Endpoints per backend, and the objects read from the manifests.
     let backend =
         |s: &str| format!("gantry_backend_endpoints{{namespace=\"default\",service=\"{s}\",port=\"80\"}}");
-    assert_eq!(g.metric(&backend("good")).await, 1.0);
+    assert_eq!(g.metric_series(&backend("good")).await.unwrap_or(0.0), 1.0);
     let text = plain_client()
         .get(format!("http://{}/metrics", g.admin))
         .send()
@@ -884,13 +874,33 @@ async fn metrics_follow_connections_protocols_bytes_certificates_endpoints_and_o
         .await
         .unwrap();
     assert!(text.contains(&format!("{} 0\n", backend("empty"))), "{text}");
-    assert_eq!(g.metric("gantry_objects{kind=\"Ingress\"}").await, 2.0);
-    assert_eq!(g.metric("gantry_objects{kind=\"Service\"}").await, 2.0);
-    assert_eq!(g.metric("gantry_objects{kind=\"Secret\"}").await, 1.0);
-    assert!(g.metric("gantry_snapshot_last_publish_timestamp_seconds").await > 0.0);
+    assert_eq!(
+        g.metric_series("gantry_objects{kind=\"Ingress\"}")
+            .await
+            .unwrap_or(0.0),
+        2.0
+    );
+    assert_eq!(
+        g.metric_series("gantry_objects{kind=\"Service\"}")
+            .await
+            .unwrap_or(0.0),
+        2.0
+    );
+    assert_eq!(
+        g.metric_series("gantry_objects{kind=\"Secret\"}")
+            .await
+            .unwrap_or(0.0),
+        1.0
+    );
+    assert!(
+        g.metric_series("gantry_snapshot_last_publish_timestamp_seconds")
+            .await
+            .unwrap_or(0.0)
+            > 0.0
+    );
 
     // A removed Ingress takes its certificate's series with it.
-    std::fs::remove_file(m.join("shop.yaml")).unwrap();
+    std::fs::remove_file(g.dir.join("shop.yaml")).unwrap();
     g.wait_routes("shop gone", |r| {
         r["routes"]
             .as_array()
@@ -924,8 +934,10 @@ async fn metrics_follow_connections_protocols_bytes_certificates_endpoints_and_o
             let mut got = [f64::NAN; 2];
             for _ in 0..100 {
                 got = [
-                    g.metric(&connections("http", "http1")).await,
-                    g.metric(&connections("http", "h2")).await,
+                    g.metric_series(&connections("http", "http1"))
+                        .await
+                        .unwrap_or(0.0),
+                    g.metric_series(&connections("http", "h2")).await.unwrap_or(0.0),
                 ];
                 if got == want {
                     break;
@@ -955,37 +967,14 @@ fn url_with_query(base: &str, pairs: &[(&str, &str)]) -> reqwest::Url {
     reqwest::Url::parse_with_params(base, pairs).unwrap()
 }
 
-/// `gantry --demo` on free loopback ports (the demo's backends are on 9101-9103).
-async fn start_demo(dir: &Path) -> (Killed, SocketAddr, SocketAddr) {
-    let (http, admin) = (free_port(), free_port());
-    let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
-    let log = dir.join("gantry.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+/// `gantry --demo` on free loopback ports (the demo's backends are on 9101-9103), its log in `dir`.
+async fn start_demo(dir: &Path) -> Gantry {
+    gantry!()
+        .flags_only()
         .arg("--demo")
-        .args(["--http-addr", &addr(http).to_string()])
-        .args(["--https-addr", &addr(free_port()).to_string()])
-        .args(["--admin-addr", &addr(admin).to_string()])
-        .env_remove("GANTRY_MANIFESTS")
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .expect("start gantry --demo");
-    let child = Killed(child);
-    for _ in 0..400 {
-        let ready = plain_client()
-            .get(format!("http://{}/readyz", addr(admin)))
-            .send()
-            .await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            return (child, addr(http), addr(admin));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "gantry --demo not ready; log:\n{}",
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
+        .log(dir.join("gantry.log"))
+        .start()
+        .await
 }
 
 /// Runs headless Chromium with `args` and `url`: (stdout, stderr). Bounded by a 60 s timeout.
@@ -1036,7 +1025,8 @@ async fn the_status_page_of_the_demo_renders_in_chromium() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_gantry, http, admin) = start_demo(dir.path()).await;
+    let demo = start_demo(dir.path()).await;
+    let (http, admin) = (demo.http, demo.admin);
     // Some traffic, so the backends have requests to show.
     let client = plain_client();
     for path in ["/", "/api/x", "/api/health"] {

@@ -1,4 +1,5 @@
-//! Certificates for tests: a CA, certificates it signs, and a rustls server configuration.
+//! Certificates for tests: a CA, certificates it signs, a self-signed certificate with a chosen
+//! expiry, and a rustls server configuration.
 
 use std::sync::Arc;
 
@@ -27,6 +28,24 @@ pub fn issue(ca: &Ca, names: &[&str]) -> (String, String) {
         .unwrap()
         .signed_by(&key, ca)
         .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A self-signed certificate for `names` valid until midnight UTC `days` days after today (UTC):
+/// (certificate PEM, key PEM). Its notAfter is `(today + days) * 86400` in Unix seconds.
+pub fn self_signed_expiring_in(names: &[&str], days: u32) -> (String, String) {
+    const DAY: u64 = 86_400;
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / DAY;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.not_after =
+        rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs((today + u64::from(days)) * DAY);
+    let cert = params.self_signed(&key).unwrap();
     (cert.pem(), key.serialize_pem())
 }
 
