@@ -16,6 +16,9 @@
 //! - *inline struct*: `size_of` the Rust type, the part of *stored* that sits in the map's node
 //!   whatever the object holds (every absent optional field still takes its 24 bytes).
 //!
+//! Last, it changes one Ingress at a time and times the rebuild from nothing and reusing the last
+//! build ([`translate_cached`]), checking that the two agree.
+//!
 //! Then it translates the whole store (N Ingresses, each with one host, two paths and a TLS
 //! Secret) and reports the live size of the translation (routes, backends with their endpoints,
 //! parsed certificates, diagnostics) per Ingress.
@@ -30,12 +33,12 @@
 //! Prints a table and writes `bench/store_memory.json` under the target folder (`CARGO_TARGET_DIR`,
 //! else the workspace's `target/`).
 
-use std::{alloc::System, collections::BTreeMap, path::PathBuf, process::Command};
+use std::{alloc::System, collections::BTreeMap, path::PathBuf, process::Command, time::Instant};
 
 use gantry::{
     sources::kube::slim,
     store::{Object, ObjectStore},
-    translate::{translate, BackendMode, TranslateOptions},
+    translate::{translate, translate_cached, BackendMode, TranslateCache, TranslateOptions},
 };
 use gantry_proxy::{Snapshot, TlsCert};
 use k8s_openapi::{
@@ -399,6 +402,50 @@ where
     }
 }
 
+/// Median wall time of a rebuild after one Ingress changed.
+struct RebuildTimes {
+    runs: usize,
+    full_ms: f64,
+    cached_ms: f64,
+}
+
+/// Changes one Ingress at a time (an annotation added) and times the rebuild twice: from nothing
+/// ([`translate`]) and reusing the last build ([`translate_cached`]); the two must agree.
+fn rebuild_times(store: &mut ObjectStore, opts: &TranslateOptions, n: usize) -> RebuildTimes {
+    let runs = 9;
+    let mut cache = TranslateCache::default();
+    let mut previous = translate_cached(store, opts, &Snapshot::default(), &mut cache).snapshot;
+    let (mut full, mut cached) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let mut changed = ingress(i % n.max(1));
+        changed.metadata.annotations.get_or_insert_default().insert(
+            "nginx.ingress.kubernetes.io/ssl-redirect".into(),
+            format!("{}", i % 2 == 0),
+        );
+        store.apply(Object::from(changed));
+        let started = Instant::now();
+        let incremental = translate_cached(store, opts, &previous, &mut cache);
+        cached.push(started.elapsed().as_secs_f64() * 1000.0);
+        let started = Instant::now();
+        let whole = translate(store, opts, &previous);
+        full.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert!(
+            whole.snapshot == incremental.snapshot && whole.diagnostics == incremental.diagnostics,
+            "a cached build must equal a full one"
+        );
+        previous = incremental.snapshot;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    RebuildTimes {
+        runs,
+        full_ms: median(&mut full),
+        cached_ms: median(&mut cached),
+    }
+}
+
 fn main() {
     let n: usize = std::env::var("STORE_MEMORY_N")
         .ok()
@@ -445,6 +492,7 @@ fn main() {
         );
     }
     drop(translation);
+    let rebuilds = rebuild_times(&mut store, &opts, n);
 
     println!("{n} objects of each kind; TLS Secrets: {}", pem.what);
     println!(
@@ -470,6 +518,12 @@ fn main() {
         "translated snapshot: {snapshot_bytes:.0} B per Ingress ({routes} routes, {diagnostics} diagnostics)"
     );
 
+    println!(
+        "rebuild after one Ingress changed, median of {}: {:.1} ms from nothing, {:.1} ms reusing \
+         the last build (certificates, backends, annotations)",
+        rebuilds.runs, rebuilds.full_ms, rebuilds.cached_ms
+    );
+
     let out = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
@@ -481,6 +535,7 @@ fn main() {
         "store_bytes_per_ingress_with_its_objects": total,
         "snapshot_bytes_per_ingress": snapshot_bytes,
         "snapshot_routes": routes,
+        "rebuild_one_ingress_changed_ms_p50": { "full": rebuilds.full_ms, "cached": rebuilds.cached_ms },
     });
     let written = std::fs::create_dir_all(&out).and_then(|()| {
         std::fs::write(

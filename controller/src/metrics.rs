@@ -39,6 +39,9 @@ pub struct Metrics {
     /// published), `error`.
     pub snapshot_rebuilds: Family<ResultLabels, Counter>,
     pub snapshot_build_duration: Histogram,
+    /// Parts of builds (certificates, backends, annotations) by whether they were reused from the
+    /// last build (`hit`) or made anew (`miss`).
+    pub translate_cache: Family<ResultLabels, Counter>,
     pub snapshot_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub diagnostics: Family<ReasonLabels, Gauge>,
     /// Cluster mode: Unix time of the last event from any watch (an object listed, added, changed or
@@ -86,6 +89,12 @@ impl Metrics {
             "Time to translate the object store into a snapshot",
             Unit::Seconds,
             snapshot_build_duration.clone(),
+        );
+        let translate_cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "translate_cache",
+            "Certificates, backends and Ingress annotations a build reused from the last one (hit) or made anew (miss)",
+            translate_cache.clone(),
         );
         let snapshot_last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
@@ -151,6 +160,7 @@ impl Metrics {
         Self {
             snapshot_rebuilds,
             snapshot_build_duration,
+            translate_cache,
             snapshot_last_success,
             diagnostics,
             kube_last_sync,

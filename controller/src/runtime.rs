@@ -13,7 +13,9 @@ use crate::{
     diagnostic::Diagnostic,
     metrics::{Metrics, ReasonLabels, ResultLabels},
     store::{Change, ObjectStore},
-    translate::{gateway::GatewayApiStatus, translate, IngressReport, TranslateOptions},
+    translate::{
+        gateway::GatewayApiStatus, translate_cached, IngressReport, TranslateCache, TranslateOptions,
+    },
 };
 
 /// A change that comes while a build runs, or less than this after one, is part of a burst: its
@@ -142,11 +144,12 @@ pub fn rebuild(
     dataplane: &Dataplane,
     metrics: &Metrics,
     opts: &TranslateOptions,
+    cache: &mut TranslateCache,
 ) -> Rebuilt {
     let started = Instant::now();
     let previous = dataplane.current();
     let mut translation = shared.with_state(|s| {
-        let mut t = translate(&s.store, opts, &previous);
+        let mut t = translate_cached(&s.store, opts, &previous, cache);
         t.diagnostics.extend(s.diagnostics.iter().cloned());
         t
     });
@@ -156,6 +159,15 @@ pub fn rebuild(
     let annotations = std::mem::take(&mut translation.annotations);
     let gateway = std::mem::take(&mut translation.gateway);
     let routes = translation.snapshot.routes.len();
+    for (result, n) in [
+        ("hit", translation.cache.hits),
+        ("miss", translation.cache.misses),
+    ] {
+        metrics
+            .translate_cache
+            .get_or_create(&ResultLabels { result })
+            .inc_by(n);
+    }
     let published = dataplane.publish(translation.snapshot);
     let result = if published { "ok" } else { "unchanged" };
     metrics
@@ -211,17 +223,24 @@ pub async fn rebuild_loop(
         _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
     }
     let mut reported: Vec<Diagnostic> = Vec::new();
+    // What each build leaves for the next (moved into the blocking task and back).
+    let mut cache = TranslateCache::default();
     loop {
         debounce.building();
         let (s, d, m, o) = (shared.clone(), dataplane.clone(), metrics.clone(), opts.clone());
+        let mut c = std::mem::take(&mut cache);
         // Translation is CPU work that can take a while for large stores: keep it off the threads
         // that serve traffic.
-        match tokio::task::spawn_blocking(move || rebuild(&s, &d, &m, &o)).await {
-            Ok(Rebuilt {
-                diagnostics,
-                annotations,
-                gateway,
-            }) => {
+        match tokio::task::spawn_blocking(move || (rebuild(&s, &d, &m, &o, &mut c), c)).await {
+            Ok((
+                Rebuilt {
+                    diagnostics,
+                    annotations,
+                    gateway,
+                },
+                c,
+            )) => {
+                cache = c;
                 log_new_diagnostics(&reported, &diagnostics);
                 published.send_replace(Published {
                     generation: dataplane.current().generation,

@@ -5,7 +5,7 @@
 //! every iteration is in key order and a translation of the same store is always the same snapshot.
 
 use std::{
-    collections::{btree_map::Entry, BTreeMap, BTreeSet},
+    collections::{btree_map::Entry, BTreeMap, BTreeSet, HashMap},
     fmt,
 };
 
@@ -132,6 +132,15 @@ pub struct ObjectStore {
     /// `(namespace, service name)` → the keys of the slices labelled with that service. Slices without
     /// the label are stored but not indexed: no Service claims them.
     slices_by_service: BTreeMap<(String, String), BTreeSet<ObjectKey>>,
+    /// The revision at which what translation reads of each object last changed ([`Change::Read`]):
+    /// what the translation cache keys its results by (`resourceVersion` would do for objects from
+    /// the API server, but moves on status-only writes, and files and tests have none).
+    revisions: HashMap<Kind, HashMap<ObjectKey, u64>>,
+    /// The last revision handed out; revisions only grow, so a deleted and re-created object never
+    /// gets one it had before.
+    revision: u64,
+    /// The last revision at which an object of each kind changed, was added or was removed.
+    kind_revisions: HashMap<Kind, u64>,
 }
 
 // === impl ObjectKey ===
@@ -720,7 +729,8 @@ impl ObjectStore {
             }
         }
         let key = obj.key();
-        match obj {
+        let revision_key = key.clone();
+        let change = match obj {
             Object::Ingress(o) => replace(&mut self.ingresses, key, o, ingress_change),
             Object::IngressClass(o) => replace(&mut self.ingress_classes, key, o, ingress_class_change),
             Object::Service(o) => replace(&mut self.services, key, o, service_change),
@@ -748,7 +758,28 @@ impl ObjectStore {
             Object::BackendTlsPolicy(o) => {
                 replace(&mut self.backend_tls_policies, key, o, backend_tls_policy_change)
             }
+        };
+        if change == Change::Read {
+            self.revision += 1;
+            self.kind_revisions.insert(kind, self.revision);
+            self.revisions
+                .entry(kind)
+                .or_default()
+                .insert(revision_key, self.revision);
         }
+        change
+    }
+
+    /// The revision at which what translation reads of this object last changed; `None` when the
+    /// store does not hold it. Two calls give the same number exactly when no [`Change::Read`] of
+    /// the object came in between.
+    pub fn revision(&self, kind: Kind, key: &ObjectKey) -> Option<u64> {
+        self.revisions.get(&kind)?.get(key).copied()
+    }
+
+    /// The last revision at which any object of `kind` changed, came or went (0: none yet).
+    pub fn kind_revision(&self, kind: Kind) -> u64 {
+        self.kind_revisions.get(&kind).copied().unwrap_or_default()
     }
 
     /// Removes an object; removing one that is not there does nothing and is
@@ -779,6 +810,11 @@ impl ObjectStore {
             Kind::BackendTlsPolicy => self.backend_tls_policies.remove(&key).is_some(),
         };
         if removed {
+            if let Some(revisions) = self.revisions.get_mut(&kind) {
+                revisions.remove(&key);
+            }
+            self.revision += 1;
+            self.kind_revisions.insert(kind, self.revision);
             Change::Read
         } else {
             Change::Unchanged
@@ -999,6 +1035,34 @@ mod tests {
         assert_eq!(ObjectKey::new("ns", "a").to_string(), "ns/a");
         store.delete(Kind::Node, &key);
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn revisions_move_only_when_what_translation_reads_changes() {
+        let mut store = ObjectStore::new();
+        let key = ObjectKey::new("default", "s1");
+        assert_eq!(store.revision(Kind::EndpointSlice, &key), None);
+        store.apply(slice(None, "s1", Some("web")));
+        let first = store.revision(Kind::EndpointSlice, &key).expect("stored");
+        let mut bumped = slice(None, "s1", Some("web"));
+        if let Object::EndpointSlice(s) = &mut bumped {
+            s.metadata.resource_version = Some("2".into());
+        }
+        assert_eq!(store.apply(bumped), Change::Unchanged);
+        assert_eq!(store.revision(Kind::EndpointSlice, &key), Some(first));
+        let kind_before = store.kind_revision(Kind::EndpointSlice);
+        store.apply(slice(None, "s1", Some("api")));
+        let second = store.revision(Kind::EndpointSlice, &key).expect("stored");
+        assert!(second > first);
+        assert!(store.kind_revision(Kind::EndpointSlice) > kind_before);
+        store.delete(Kind::EndpointSlice, &key);
+        assert_eq!(store.revision(Kind::EndpointSlice, &key), None);
+        store.apply(slice(None, "s1", Some("api")));
+        assert!(
+            store.revision(Kind::EndpointSlice, &key) > Some(second),
+            "a re-created object never gets an old revision back"
+        );
+        assert_eq!(store.kind_revision(Kind::Node), 0);
     }
 
     #[test]

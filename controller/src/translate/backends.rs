@@ -6,7 +6,6 @@
 //! then visible as a 503 with a reason in `/debug/routes` instead of a confusing 404.
 
 use std::{
-    collections::HashMap,
     fmt,
     net::{IpAddr, SocketAddr},
     sync::Arc,
@@ -19,23 +18,73 @@ use k8s_openapi::api::{
 };
 
 use super::{BackendMode, Build, OurIngress, Problem};
-use crate::store::ObjectStore;
+use crate::store::{Kind, ObjectKey, ObjectStore};
 
-/// Backends resolved so far in one build: one `Arc<Backend>` per distinct backend, so that routes
-/// to the same Service port share endpoints and the round-robin cursor.
+/// What one build knows about backends beyond the cache ([`super::TranslateCache`], where each
+/// distinct backend is one `Arc<Backend>`, so that routes to the same Service port share endpoints
+/// and the round-robin cursor).
 #[derive(Default)]
 pub(super) struct Backends {
-    cache: HashMap<BackendKey, Resolved>,
     /// Addresses of the usable Nodes, computed on first use in node-port mode.
     node_ips: Option<Vec<IpAddr>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct BackendKey {
+pub(super) struct BackendKey {
     namespace: String,
     service: String,
     port: PortRef,
     mode: BackendMode,
+}
+
+/// The revisions a backend was built from: its Service, the Service's EndpointSlices, and in
+/// node-port mode (where every usable Node is an endpoint) the Nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct BackendInputs {
+    service: Option<u64>,
+    slices: Vec<(ObjectKey, Option<u64>)>,
+    nodes: Option<u64>,
+}
+
+impl BackendInputs {
+    fn of(store: &ObjectStore, key: &BackendKey) -> Self {
+        let service = ObjectKey::new(key.namespace.as_str(), key.service.as_str());
+        Self {
+            service: store.revision(Kind::Service, &service),
+            slices: store
+                .endpoint_slices_for(&key.namespace, &key.service)
+                .map(|(k, _)| (k.clone(), store.revision(Kind::EndpointSlice, k)))
+                .collect(),
+            nodes: (key.mode == BackendMode::NodePort).then(|| store.kind_revision(Kind::Node)),
+        }
+    }
+
+    /// Whether the objects read still have these revisions (without copying keys).
+    fn hold(&self, store: &ObjectStore, key: &BackendKey) -> bool {
+        let service = ObjectKey::new(key.namespace.as_str(), key.service.as_str());
+        self.service == store.revision(Kind::Service, &service)
+            && self.nodes == (key.mode == BackendMode::NodePort).then(|| store.kind_revision(Kind::Node))
+            && store
+                .endpoint_slices_for(&key.namespace, &key.service)
+                .map(|(k, _)| (k, store.revision(Kind::EndpointSlice, k)))
+                .eq(self.slices.iter().map(|(k, r)| (k, *r)))
+    }
+}
+
+/// The backend for `key`: the last build's when nothing it was made from changed.
+fn cached(b: &mut Build<'_>, key: BackendKey) -> Resolved {
+    let store = b.store;
+    let node_ips = &mut b.backends.node_ips;
+    b.cache.backends.get(
+        &key,
+        |inputs| inputs.hold(store, &key),
+        || {
+            (
+                build_backend(store, node_ips, &key),
+                BackendInputs::of(store, &key),
+            )
+        },
+    )
 }
 
 /// The Service port as the Ingress names it.
@@ -48,7 +97,7 @@ enum PortRef {
 }
 
 #[derive(Clone)]
-struct Resolved {
+pub(super) struct Resolved {
     backend: Arc<Backend>,
     /// Reported on every Ingress that uses the backend.
     problem: Option<Problem>,
@@ -115,12 +164,7 @@ pub(super) fn resolve(
         port,
         mode: ing.backend_mode,
     };
-    let Backends { cache, node_ips } = &mut b.backends;
-    let store = b.store;
-    let resolved = cache
-        .entry(key)
-        .or_insert_with_key(|key| build_backend(store, node_ips, key))
-        .clone();
+    let resolved = cached(b, key);
     if let Some(problem) = resolved.problem {
         b.report(&ing.label, problem);
     }
@@ -143,12 +187,7 @@ pub(super) fn resolve_service_port(
         port: PortRef::Number(port),
         mode,
     };
-    let Backends { cache, node_ips } = &mut b.backends;
-    let store = b.store;
-    let resolved = cache
-        .entry(key)
-        .or_insert_with_key(|key| build_backend(store, node_ips, key))
-        .clone();
+    let resolved = cached(b, key);
     (resolved.backend, resolved.problem)
 }
 
@@ -177,13 +216,7 @@ pub(super) fn resolve_default_backend(
         port: PortRef::Number(first.port),
         mode: ing.backend_mode,
     };
-    let Backends { cache, node_ips } = &mut b.backends;
-    let store = b.store;
-    Ok(cache
-        .entry(key)
-        .or_insert_with_key(|key| build_backend(store, node_ips, key))
-        .backend
-        .clone())
+    Ok(cached(b, key).backend)
 }
 
 fn build_backend(store: &ObjectStore, node_ips: &mut Option<Vec<IpAddr>>, key: &BackendKey) -> Resolved {

@@ -1,15 +1,22 @@
 //! Processor 1: which Ingresses are ours, and in which order they claim hosts and paths.
 
-use std::sync::Arc;
+use std::{cell::RefCell, sync::Arc};
 
 use gantry_proxy::RouteSource;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Secret},
+    networking::v1::{Ingress, IngressClass},
+};
 
+use super::cache::Inputs;
 use super::{
     BackendMode, Build, IngressReport, OurIngress, Problem, TranslateOptions, ANNOTATION_BACKEND_MODE,
     ANNOTATION_DEFAULT_CLASS, ANNOTATION_INGRESS_CLASS,
 };
-use crate::store::{ObjectKey, ObjectStore};
+use crate::{
+    annotations::{IngressAnnotations, References},
+    store::{Kind, ObjectKey, ObjectStore},
+};
 
 /// Our Ingresses, oldest first, with their annotations read (problems with those are reported):
 /// `gantry.dev/backend-mode` here, the ingress-nginx ones by [`crate::annotations::parse`], whose
@@ -37,7 +44,7 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
                 fallback
             }
         };
-        let annotations = crate::annotations::parse(key, ingress.metadata.annotations.as_ref(), b.store);
+        let annotations = annotations_of(b, key, ingress);
         // ingress-nginx's `service-upstream` names the mode for the Ingress's own backends.
         let backend_mode = if annotations.service_upstream {
             BackendMode::ClusterIp
@@ -67,6 +74,46 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
         });
     }
     ours
+}
+
+/// The ingress-nginx annotations of one Ingress, parsed once per revision of the Ingress and of
+/// the Secrets and ConfigMaps they read.
+fn annotations_of(b: &mut Build<'_>, key: &ObjectKey, ingress: &Ingress) -> Arc<IngressAnnotations> {
+    let store = b.store;
+    b.cache.annotations.get(
+        key,
+        |inputs| inputs.hold(store),
+        || {
+            let reading = Reading {
+                store,
+                inputs: RefCell::new(Inputs::default()),
+            };
+            let parsed = crate::annotations::parse(key, ingress.metadata.annotations.as_ref(), &reading);
+            let mut inputs = reading.inputs.into_inner();
+            inputs.read(store, Kind::Ingress, key.clone());
+            (Arc::new(parsed), inputs)
+        },
+    )
+}
+
+/// The store, writing down what the annotation parsers read from it.
+struct Reading<'a> {
+    store: &'a ObjectStore,
+    inputs: RefCell<Inputs>,
+}
+
+impl References for Reading<'_> {
+    fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
+        let key = ObjectKey::new(namespace, name);
+        self.inputs.borrow_mut().read(self.store, Kind::Secret, key);
+        self.store.secret(namespace, name)
+    }
+
+    fn config_map(&self, namespace: &str, name: &str) -> Option<&ConfigMap> {
+        let key = ObjectKey::new(namespace, name);
+        self.inputs.borrow_mut().read(self.store, Kind::ConfigMap, key);
+        self.store.config_map(namespace, name)
+    }
 }
 
 /// Our Ingresses, oldest first: by `metadata.creationTimestamp`, then namespace and name. An

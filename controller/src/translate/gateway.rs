@@ -884,7 +884,7 @@ fn certificates(
                 ),
             ));
         }
-        match tls::load(b.store, &ObjectKey::new(namespace.as_str(), r.name.as_str())) {
+        match b.certificate(&ObjectKey::new(namespace.as_str(), r.name.as_str())) {
             Ok(cert) => {
                 first.get_or_insert(cert);
             }

@@ -44,6 +44,7 @@
 //! routed to a backend that answers 503 when that tells the user more than a 404 would.
 
 mod backends;
+mod cache;
 mod class;
 pub mod gateway;
 pub(crate) mod hosts;
@@ -54,6 +55,8 @@ mod tls;
 #[cfg(test)]
 mod tests;
 
+pub use cache::{CacheStats, TranslateCache};
+
 use std::{collections::BTreeMap, net::IpAddr};
 
 use gantry_proxy::{CertTable, RouteSource, RouteTableBuilder, Snapshot, TlsCert};
@@ -63,7 +66,7 @@ use serde::Serialize;
 use crate::{
     annotations::{AnnotationReport, IngressAnnotations, Outcome, ReferenceKind},
     diagnostic::Diagnostic,
-    store::{ObjectKey, ObjectStore},
+    store::{self, ObjectKey, ObjectStore},
 };
 
 /// `kubernetes.io/ingress.class`: the class of an Ingress written before `ingressClassName`.
@@ -391,13 +394,16 @@ struct OurIngress<'a> {
     /// `Ingress namespace/name`, the diagnostic's `object`.
     label: String,
     backend_mode: BackendMode,
-    /// Its ingress-nginx annotations, read once.
-    annotations: IngressAnnotations,
+    /// Its ingress-nginx annotations, read once (and kept across builds while neither the Ingress
+    /// nor what they refer to changes).
+    annotations: std::sync::Arc<IngressAnnotations>,
 }
 
 /// The state the processors share while building one snapshot.
 struct Build<'a> {
     store: &'a ObjectStore,
+    /// What the last build made that this one may reuse.
+    cache: &'a mut TranslateCache,
     opts: &'a TranslateOptions,
     previous: &'a Snapshot,
     /// The flags' until processor 0 resolves them.
@@ -416,9 +422,15 @@ struct Build<'a> {
 // === impl Build ===
 
 impl<'a> Build<'a> {
-    fn new(store: &'a ObjectStore, opts: &'a TranslateOptions, previous: &'a Snapshot) -> Self {
+    fn new(
+        store: &'a ObjectStore,
+        opts: &'a TranslateOptions,
+        previous: &'a Snapshot,
+        cache: &'a mut TranslateCache,
+    ) -> Self {
         Self {
             store,
+            cache,
             opts,
             previous,
             settings: settings::Settings::from_flags(opts),
@@ -442,6 +454,18 @@ impl<'a> Build<'a> {
             .find(|r| r.name() == name)
     }
 
+    /// The certificate in the `kubernetes.io/tls` Secret `key`, parsed once per revision of the
+    /// Secret.
+    fn certificate(&mut self, key: &ObjectKey) -> Result<TlsCert, tls::SecretError> {
+        let store = self.store;
+        let revision = store.revision(store::Kind::Secret, key);
+        self.cache.certs.get(
+            key,
+            |last| *last == revision,
+            || (tls::load(store, key), revision),
+        )
+    }
+
     /// The table for connections to `address` (a Gateway's own), or the shared one for `None`.
     fn routes_at(&mut self, address: Option<IpAddr>) -> &mut RouteTableBuilder {
         match address {
@@ -460,6 +484,7 @@ impl<'a> Build<'a> {
     }
 
     fn finish(mut self) -> Translation {
+        let cache = self.cache.finish();
         let reports = std::mem::take(&mut self.annotation_reports);
         for (_, report) in &reports {
             let label = format!("Ingress {}", report.ingress);
@@ -488,6 +513,7 @@ impl<'a> Build<'a> {
             },
             diagnostics: self.diagnostics,
             annotations: reports.into_iter().map(|(_, r)| r).collect(),
+            cache,
             gateway: gateway::GatewayApiStatus::default(),
         }
     }
@@ -506,6 +532,8 @@ pub struct Translation {
     pub annotations: Vec<IngressReport>,
     /// The status of every Gateway API object of Gantry's classes.
     pub gateway: gateway::GatewayApiStatus,
+    /// What the build reused from the last one ([`translate_cached`]).
+    pub cache: CacheStats,
 }
 
 impl std::ops::Deref for Translation {
@@ -520,7 +548,19 @@ impl std::ops::Deref for Translation {
 /// Secret went missing or broke keep their certificate from it. Never panics and never fails:
 /// problems are in [`Translation::diagnostics`].
 pub fn translate(store: &ObjectStore, opts: &TranslateOptions, previous: &Snapshot) -> Translation {
-    let mut build = Build::new(store, opts, previous);
+    translate_cached(store, opts, previous, &mut TranslateCache::default())
+}
+
+/// [`translate`], reusing what the last build with this cache made from objects that have not
+/// changed since (certificates, backends, annotations; see [`TranslateCache`]). The result is
+/// the same as [`translate`]'s.
+pub fn translate_cached(
+    store: &ObjectStore,
+    opts: &TranslateOptions,
+    previous: &Snapshot,
+    cache: &mut TranslateCache,
+) -> Translation {
+    let mut build = Build::new(store, opts, previous, cache);
     build.settings = settings::resolve(&mut build);
     let ours = class::ours(&mut build);
     let mut canaries = rules::canaries(&mut build, &ours);

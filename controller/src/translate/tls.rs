@@ -5,8 +5,6 @@
 //! keep the certificate they had in the previous snapshot: deleting or botching a Secret must not
 //! turn working HTTPS into a certificate error for every client at once.
 
-use std::collections::HashMap;
-
 use gantry_proxy::{tls::ClientCaTable, HostMatch, RouteTable, TlsCert};
 use k8s_openapi::api::core::v1::Secret;
 
@@ -35,8 +33,6 @@ struct Failed<'a> {
 }
 
 pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
-    // Each Secret is parsed once even when several Ingresses or entries name it.
-    let mut loaded: HashMap<ObjectKey, Result<TlsCert, SecretError>> = HashMap::new();
     let mut failed = Vec::new();
 
     // Pass 1, oldest Ingress first: every usable certificate. The first one for a host keeps it.
@@ -57,10 +53,7 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                 continue;
             }
             let secret = ObjectKey::new(ing.key.namespace.as_str(), secret_name);
-            let cert = loaded
-                .entry(secret.clone())
-                .or_insert_with(|| load(b.store, &secret))
-                .clone();
+            let cert = b.certificate(&secret);
             match cert {
                 Ok(cert) => {
                     for host in &hosts {
@@ -153,7 +146,7 @@ fn default_certificate(b: &mut Build<'_>) {
     if let Some(key) = &b.settings.default_ssl_certificate.clone() {
         let secret = key.to_string();
         let outcome = "the generated fallback certificate is the default certificate".to_string();
-        match load(b.store, key) {
+        match b.certificate(key) {
             Ok(named) => cert = named,
             Err(SecretError::NotFound) => b.report(
                 &format!("Secret {key}"),

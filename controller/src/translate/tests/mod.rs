@@ -9,6 +9,7 @@ mod canary;
 mod class;
 mod conformance;
 mod gateway;
+mod incremental;
 mod robustness;
 mod rules;
 mod settings;

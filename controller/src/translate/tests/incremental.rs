@@ -1,0 +1,224 @@
+//! A build that reuses the last one's certificates, backends and annotations
+//! ([`translate_cached`]) gives exactly what a build from nothing ([`translate`]) gives, over
+//! random sequences of changes: Ingresses (hosts, paths, backends, TLS, annotations that read
+//! Secrets, node-port mode) and every object they read coming, changing and going.
+
+use gantry_proxy::Snapshot;
+
+use super::fixtures::*;
+use crate::{
+    store::{Kind, Object, ObjectKey, ObjectStore},
+    translate::{translate, translate_cached, TranslateCache, Translation},
+};
+
+const HOSTS: [&str; 3] = ["a.example", "b.example", "c.example"];
+const SERVICES: [&str; 3] = ["s0", "s1", "s2"];
+
+/// Random objects from a small universe, so that changes hit the same names again and again.
+struct Universe {
+    rng: fastrand::Rng,
+    certs: Vec<TestCert>,
+}
+
+impl Universe {
+    fn pick<'a>(&mut self, of: &[&'a str]) -> &'a str {
+        of[self.rng.usize(..of.len())]
+    }
+
+    fn ingress(&mut self) -> Object {
+        let name = format!("i{}", self.rng.usize(..6));
+        let host = self.pick(&HOSTS);
+        let mut b = ingress(&name)
+            .created(&format!("2026-01-01T00:00:{:02}Z", self.rng.usize(..6)))
+            .host(host);
+        for _ in 0..self.rng.usize(1..3) {
+            let path = format!("/p{}", self.rng.usize(..3));
+            let service = self.pick(&SERVICES);
+            b = if self.rng.bool() {
+                b.prefix(&path, service, 80)
+            } else {
+                b.exact(&path, service, "http")
+            };
+        }
+        if self.rng.bool() {
+            b = b.tls(&[host], &format!("tls{}", self.rng.usize(..3)));
+        }
+        match self.rng.usize(..5) {
+            0 => {
+                b = b
+                    .annotation("nginx.ingress.kubernetes.io/auth-type", "basic")
+                    .annotation(
+                        "nginx.ingress.kubernetes.io/auth-secret",
+                        &format!("auth{}", self.rng.usize(..2)),
+                    )
+            }
+            1 => b = b.annotation("gantry.dev/backend-mode", "node-port"),
+            2 => b = b.annotation("nginx.ingress.kubernetes.io/use-regex", "true"),
+            _ => {}
+        }
+        if self.rng.usize(..8) == 0 {
+            b = b.class("someone-else");
+        }
+        b.into()
+    }
+
+    fn service(&mut self) -> Object {
+        let name = self.pick(&SERVICES);
+        let port = if self.rng.usize(..6) == 0 { 81 } else { 80 };
+        service(name)
+            .node_port("http", port, 30000 + self.rng.i32(0..3))
+            .into()
+    }
+
+    fn slice(&mut self) -> Object {
+        let service = self.pick(&SERVICES);
+        let mut b = slice(service)
+            .named(&format!("{service}-{}", self.rng.usize(..2)))
+            .port_name("http");
+        for _ in 0..self.rng.usize(..3) {
+            let address = format!("10.0.0.{}", self.rng.usize(1..5));
+            b = if self.rng.usize(..4) == 0 {
+                b.not_ready(&address, 8080)
+            } else {
+                b.endpoint(&address, 8080)
+            };
+        }
+        b.into()
+    }
+
+    fn secret(&mut self) -> Object {
+        if self.rng.bool() {
+            let name = format!("tls{}", self.rng.usize(..3));
+            let cert = &self.certs[self.rng.usize(..self.certs.len())];
+            return match self.rng.usize(..5) {
+                0 => secret(&name).data("tls.crt", b"not a certificate").into(),
+                _ => secret(&name).cert(cert).into(),
+            };
+        }
+        let name = format!("auth{}", self.rng.usize(..2));
+        let htpasswd: &[u8] = match self.rng.usize(..3) {
+            // `htpasswd -nbs user secret`
+            0 => b"user:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n",
+            1 => b"user:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\nother:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n",
+            _ => b"no colon here\n",
+        };
+        secret(&name).secret_type("Opaque").data("auth", htpasswd).into()
+    }
+
+    fn node(&mut self) -> Object {
+        let name = format!("n{}", self.rng.usize(..2));
+        node(&name)
+            .internal_ip(&format!("192.168.0.{}", self.rng.usize(1..4)))
+            .ready(if self.rng.usize(..4) == 0 { "False" } else { "True" })
+            .into()
+    }
+
+    /// One change: an object of some kind comes or changes, or one that may be there goes.
+    fn change(&mut self, store: &mut ObjectStore) {
+        let object = match self.rng.usize(..5) {
+            0 => self.ingress(),
+            1 => self.service(),
+            2 => self.slice(),
+            3 => self.secret(),
+            _ => self.node(),
+        };
+        if self.rng.usize(..5) == 0 {
+            store.delete(object.kind(), &object.key());
+        } else {
+            store.apply(object);
+        }
+    }
+}
+
+/// The two translations, compared on everything they hand out.
+fn assert_same(cached: &Translation, full: &Translation, step: usize, seed: u64) {
+    let context = format!("seed {seed}, step {step}");
+    assert!(cached.snapshot == full.snapshot, "{context}: snapshots differ");
+    assert_eq!(cached.diagnostics, full.diagnostics, "{context}");
+    assert_eq!(cached.annotations, full.annotations, "{context}");
+    assert_eq!(cached.gateway, full.gateway, "{context}");
+}
+
+#[test]
+fn a_cached_build_equals_a_full_build_over_random_changes() {
+    let certs = vec![
+        test_cert(&["a.example", "b.example"]),
+        test_cert(&["c.example"]),
+        test_cert(&["*.example"]),
+    ];
+    let opts = opts();
+    let (mut hits, mut misses) = (0, 0);
+    for seed in 0..40 {
+        let mut u = Universe {
+            rng: fastrand::Rng::with_seed(seed),
+            certs: certs.clone(),
+        };
+        let mut store = ObjectStore::new();
+        store.apply(ingress_class(CLASS).into());
+        let mut cache = TranslateCache::default();
+        let mut previous = Snapshot::default();
+        for step in 0..60 {
+            for _ in 0..u.rng.usize(1..4) {
+                u.change(&mut store);
+            }
+            let cached = translate_cached(&store, &opts, &previous, &mut cache);
+            let full = translate(&store, &opts, &previous);
+            assert_same(&cached, &full, step, seed);
+            hits += cached.cache.hits;
+            misses += cached.cache.misses;
+            previous = cached.snapshot;
+        }
+    }
+    // Positive control: the cache was used, and was also missed (changes do invalidate it).
+    assert!(hits > 1000 && misses > 1000, "hits {hits}, misses {misses}");
+}
+
+#[test]
+fn an_endpoint_change_rebuilds_only_that_backend_and_a_secret_change_only_its_certificate() {
+    let cert = test_cert(&["a.example"]);
+    let mut store = ObjectStore::new();
+    for o in objects![
+        ingress_class(CLASS),
+        ingress("web")
+            .host("a.example")
+            .prefix("/", "s0", 80)
+            .prefix("/b", "s1", 80)
+            .tls(&["a.example"], "tls0"),
+        service("s0").port("http", 80, 8080),
+        service("s1").port("http", 80, 8080),
+        slice("s0").port_name("http").endpoint("10.0.0.1", 8080),
+        slice("s1").port_name("http").endpoint("10.0.0.2", 8080),
+        secret("tls0").cert(&cert),
+    ] {
+        store.apply(o);
+    }
+    let opts = opts();
+    let mut cache = TranslateCache::default();
+    let first = translate_cached(&store, &opts, &Snapshot::default(), &mut cache);
+    assert_eq!(first.cache.hits, 0);
+    // Two backends, one certificate, one Ingress's annotations.
+    assert_eq!(first.cache.misses, 4, "{:?}", first.cache);
+
+    store.apply(slice("s0").port_name("http").endpoint("10.0.0.9", 8080).into());
+    let second = translate_cached(&store, &opts, &first.snapshot, &mut cache);
+    assert_eq!((second.cache.hits, second.cache.misses), (3, 1));
+    let b = |t: &Translation, path: &str| {
+        t.routes
+            .lookup("a.example", path)
+            .map(|r| r.backend.clone())
+            .expect("routed")
+    };
+    assert_eq!(b(&second, "/").endpoints[0].addr.to_string(), "10.0.0.9:8080");
+    assert!(
+        std::sync::Arc::ptr_eq(&b(&first, "/b"), &b(&second, "/b")),
+        "the untouched backend is the same Arc"
+    );
+
+    // A status-like no-op (the same object again) keeps every entry.
+    store.apply(secret("tls0").cert(&cert).into());
+    let third = translate_cached(&store, &opts, &second.snapshot, &mut cache);
+    assert_eq!((third.cache.hits, third.cache.misses), (4, 0));
+    assert!(store
+        .revision(Kind::Secret, &ObjectKey::new("default", "tls0"))
+        .is_some());
+}
