@@ -13,6 +13,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -188,30 +189,39 @@ fn attributes(list: &Value) -> HashMap<String, String> {
     out
 }
 
+/// The `traceparent` of each request the backend got on `/auth`.
+type AuthSeen = Arc<Mutex<Vec<Option<String>>>>;
+
 /// A backend that answers 200 with the `traceparent` and `tracestate` it got, as JSON; `/auth`
-/// answers 200 (the external auth service).
-async fn backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+/// answers 200 too (the external auth service), and its `traceparent` is kept.
+async fn backend() -> (SocketAddr, AuthSeen, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let seen = AuthSeen::default();
+    let auth_seen = seen.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
+            let seen = seen.clone();
             tokio::spawn(async move {
-                let svc = service_fn(|req: Request<Incoming>| async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
                     let h = |n: &str| {
                         req.headers()
                             .get(n)
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_string)
                     };
+                    if req.uri().path() == "/auth" {
+                        seen.lock().unwrap().push(h("traceparent"));
+                    }
                     let body = serde_json::json!({
                         "path": req.uri().path(),
                         "traceparent": h("traceparent"),
                         "tracestate": h("tracestate"),
                     });
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string())))) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -220,7 +230,7 @@ async fn backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
             });
         }
     });
-    (addr, task)
+    (addr, auth_seen, task)
 }
 
 /// `gantry --manifests` on free loopback ports, killed when dropped.
@@ -374,7 +384,7 @@ async fn spans_reach_a_real_collector_and_continue_the_clients_trace() {
     let Some(bin) = otelcol() else { return };
     let dir = tempfile::tempdir().unwrap();
     let collector = Collector::start(&bin, dir.path()).await;
-    let (backend, _task) = backend().await;
+    let (backend, auth_seen, _task) = backend().await;
     write_manifests(dir.path(), backend);
     let endpoint = format!("http://{}", collector.grpc);
     let gantry = Gantry::start(
@@ -469,6 +479,12 @@ async fn spans_reach_a_real_collector_and_continue_the_clients_trace() {
         auth.attributes.get("url.full"),
         Some(&format!("http://{backend}/auth"))
     );
+    // The auth service's parent is the external auth span.
+    let auth_parent = format!("00-{TRACE_ID}-{}-01", auth.span_id);
+    assert_eq!(
+        auth_seen.lock().unwrap().first().cloned().flatten(),
+        Some(auth_parent)
+    );
 
     // A route that does not trust incoming spans starts a trace of its own.
     let (status, body) = gantry.get("fresh.example", &[("traceparent", &incoming)]).await;
@@ -514,7 +530,7 @@ async fn spans_go_over_otlp_http_too() {
     let Some(bin) = otelcol() else { return };
     let dir = tempfile::tempdir().unwrap();
     let collector = Collector::start(&bin, dir.path()).await;
-    let (backend, _task) = backend().await;
+    let (backend, _auth, _task) = backend().await;
     write_manifests(dir.path(), backend);
     let endpoint = format!("http://{}/v1/traces", collector.http);
     let gantry = Gantry::start(
@@ -542,7 +558,7 @@ async fn a_collector_that_is_down_costs_only_dropped_spans() {
     // No collector: the endpoint is a port nothing listens on. Requests still succeed, promptly,
     // and the spans are counted as dropped.
     let dir = tempfile::tempdir().unwrap();
-    let (backend, _task) = backend().await;
+    let (backend, _auth, _task) = backend().await;
     write_manifests(dir.path(), backend);
     let endpoint = format!("http://127.0.0.1:{}", free_port());
     let gantry = Gantry::start(

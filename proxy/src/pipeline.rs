@@ -506,12 +506,21 @@ pub fn start_trace<B>(ctx: &mut RequestCtx<'_>, route: &Route, target: &Target<'
             kv_arc("gantry.service.name", &route.backend.id.service),
             kv_arc("gantry.service.port", &route.backend.id.port),
         ];
-        if let Some(ua) = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
+        if let Some(ua) = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
             a.push(kv("user_agent.original", ua.to_string()));
         }
         a
     };
-    ctx.trace = trace::decide(settings, route.policies.tracing.as_ref(), req.headers(), attributes);
+    ctx.trace = trace::decide(
+        settings,
+        route.policies.tracing.as_ref(),
+        req.headers(),
+        attributes,
+    );
 }
 
 /// Request policies, in the order of nginx's phases (see `policy`): a route that fails closed is
@@ -657,11 +666,14 @@ pub async fn external_auth<B>(
         Some(_) => format!("{:?}", route.path),
         None => String::new(),
     };
-    let span = match &ctx.trace {
-        trace::Decision::Sampled(t) => Some(t.child()),
-        _ => None,
+    let (span, sampled) = match &ctx.trace {
+        trace::Decision::Sampled(t) => (Some(t.child()), Some(&**t)),
+        _ => (None, None),
     };
-    let verdict = runtime.check(auth, &vars, &location, &request_id, deadline).await;
+    let traced = sampled.zip(span.as_ref());
+    let verdict = runtime
+        .check_traced(auth, &vars, &location, &request_id, deadline, traced)
+        .await;
     if let (Some(span), trace::Decision::Sampled(t)) = (span, &mut ctx.trace) {
         let u = &auth.url;
         let scheme = if u.https { "https" } else { "http" };
@@ -675,7 +687,10 @@ pub async fn external_auth<B>(
         let attrs = vec![
             kv("gantry.span", "external_auth"),
             kv("http.request.method", method.as_str().to_string()),
-            kv("url.full", format!("{scheme}://{}{}", u.authority, u.path_and_query)),
+            kv(
+                "url.full",
+                format!("{scheme}://{}{}", u.authority, u.path_and_query),
+            ),
             kv("server.address", u.authority.to_string()),
             kv("gantry.ext_auth.result", result),
         ];
@@ -956,7 +971,10 @@ pub async fn forward(
         let error = match &sent {
             Ok((resp, addr)) => {
                 trace::endpoint_attributes(*addr, &mut attrs);
-                attrs.push(kv_i64("http.response.status_code", i64::from(resp.status().as_u16())));
+                attrs.push(kv_i64(
+                    "http.response.status_code",
+                    i64::from(resp.status().as_u16()),
+                ));
                 if resp.status().is_server_error() {
                     attrs.push(kv("error.type", resp.status().as_str().to_string()));
                 }

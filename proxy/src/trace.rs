@@ -200,7 +200,8 @@ pub fn decide(
     let (trace_id, sampled) = match parent {
         Some(p) => (
             p.trace_id,
-            (settings.parent_based && p.sampled) || sampled_by_ratio(p.trace_id, settings.sampling_per_million),
+            (settings.parent_based && p.sampled)
+                || sampled_by_ratio(p.trace_id, settings.sampling_per_million),
         ),
         None => {
             // The id is only made when the request is sampled; the draw is the same.
@@ -655,13 +656,19 @@ mod tests {
             sampling_per_million: 0,
             ..ALL
         };
-        assert!(matches!(decide(&none, Some(&route), &headers(SAMPLE), Vec::new), Decision::Strip));
+        assert!(matches!(
+            decide(&none, Some(&route), &headers(SAMPLE), Vec::new),
+            Decision::Strip
+        ));
     }
 
     #[test]
     fn tracing_off_or_unsampled_leaves_the_request_alone() {
         let off = TraceSettings::default();
-        assert!(matches!(decide(&off, None, &headers(SAMPLE), Vec::new), Decision::Untouched));
+        assert!(matches!(
+            decide(&off, None, &headers(SAMPLE), Vec::new),
+            Decision::Untouched
+        ));
         let route_off = RouteTracing {
             enabled: Some(false),
             trust_incoming: true,
@@ -700,9 +707,54 @@ mod tests {
             ..ALL
         };
         let sampled = (0..20_000)
-            .filter(|_| matches!(decide(&tenth, None, &HeaderMap::new(), Vec::new), Decision::Sampled(_)))
+            .filter(|_| {
+                matches!(
+                    decide(&tenth, None, &HeaderMap::new(), Vec::new),
+                    Decision::Sampled(_)
+                )
+            })
             .count();
         assert!((1_600..2_400).contains(&sampled), "{sampled}");
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        // A collector that accepts connections and never answers: the first export hangs until
+        // its timeout, the queue (one request's spans) fills, and the rest is dropped at once.
+        let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}/v1/traces", blackhole.local_addr().unwrap());
+        let config = ExportConfig {
+            queue: 1,
+            max_batch: 1,
+            delay: Duration::from_millis(10),
+            timeout: Duration::from_secs(3),
+            ..ExportConfig::new(endpoint, OtlpProtocol::Http)
+        };
+        let counters = SpanCounters::default();
+        let tracer = Tracer::start(config, counters.clone()).unwrap();
+        let spans = || {
+            let Decision::Sampled(t) = decide(&ALL, None, &HeaderMap::new(), Vec::new) else {
+                panic!("not sampled");
+            };
+            t.finish("GET /", false, [])
+        };
+        tracer.send(spans());
+        std::thread::sleep(Duration::from_millis(300));
+        let started = std::time::Instant::now();
+        for _ in 0..10 {
+            tracer.send(spans());
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            counters.dropped_queue_full.get() >= 9,
+            "{}",
+            counters.dropped_queue_full.get()
+        );
+        assert_eq!(counters.exported.get(), 0);
     }
 
     #[test]
