@@ -474,6 +474,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tracing_flags_make_the_settings_and_the_exporter() {
+        let a = Args::try_parse_from(["gantry", "--manifests", "/tmp/x"]).unwrap();
+        assert_eq!(a.otlp(), None, "no endpoint, no exporter");
+        let t = a.proxy_config().unwrap().tracing;
+        assert!(!t.enabled && !t.parent_based);
+        assert_eq!(t.sampling_per_million, 10_000);
+        let a = Args::try_parse_from([
+            "gantry",
+            "--otlp-endpoint",
+            "http://collector:4318/v1/traces",
+            "--otlp-protocol",
+            "http",
+            "--tracing",
+            "--trace-sampling-ratio",
+            "0.25",
+            "--trace-parent-based",
+        ])
+        .unwrap();
+        let export = a.otlp().unwrap();
+        assert_eq!(export.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(export.protocol, gantry_proxy::trace::OtlpProtocol::Http);
+        let t = a.proxy_config().unwrap().tracing;
+        assert!(t.enabled && t.parent_based);
+        assert_eq!(t.sampling_per_million, 250_000);
+        for bad in ["1.5", "-0.1", "often"] {
+            assert!(
+                Args::try_parse_from(["gantry", "--trace-sampling-ratio", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_match_the_documented_interface() {
         let a = Args::try_parse_from(["gantry", "--manifests", "/tmp/x"]).unwrap();
         assert_eq!(a.http_addr.to_string(), "0.0.0.0:8080");

@@ -536,4 +536,32 @@ mod tests {
             serde_json::json!(["json", "text"])
         );
     }
+
+    #[test]
+    fn tracing_spec_overrides_the_flags_and_keeps_the_last_good_ratio() {
+        use gantry_proxy::trace::TraceSettings;
+        let flags = TraceSettings::default();
+        let last = TraceSettings {
+            sampling_per_million: 50_000,
+            ..flags
+        };
+        let mut bad = Vec::new();
+        let spec = TracingSpec {
+            enabled: Some(true),
+            sampling_ratio: Some(1.0),
+            parent_based: Some(true),
+        };
+        let t = spec.apply(flags, last, &mut bad);
+        assert!(t.enabled && t.parent_based && bad.is_empty());
+        assert_eq!(t.sampling_per_million, 1_000_000);
+        assert_eq!(TracingSpec::default().apply(flags, last, &mut bad), flags);
+        let spec = TracingSpec {
+            sampling_ratio: Some(2.0),
+            ..Default::default()
+        };
+        let t = spec.apply(flags, last, &mut bad);
+        assert_eq!(t.sampling_per_million, 50_000);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, "tracing.samplingRatio");
+    }
 }
