@@ -70,6 +70,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
             .https(args.https_addr)
             .admin(args.admin_addr)
             .registry(registry)
+            .otlp(args.otlp())
             .debug_section("diagnostics", move || {
                 serde_json::to_value(&*diagnostics.borrow().diagnostics).unwrap_or_default()
             })

@@ -161,6 +161,34 @@ pub struct Args {
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// Tracing: the OpenTelemetry collector that spans are sent to over OTLP
+    /// (`http://HOST:4317` for gRPC, `http://HOST:4318/v1/traces` for HTTP). Without it nothing
+    /// is traced. Spans of sampled requests wait in a bounded queue; when the collector is slow or
+    /// down they are dropped and counted (`gantry_trace_spans_dropped_total`), and requests never
+    /// wait.
+    #[arg(long, env = "GANTRY_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
+    /// Tracing: OTLP over `grpc` or `http` (protobuf).
+    #[arg(long, env = "GANTRY_OTLP_PROTOCOL", value_enum, default_value_t = OtlpProtocolArg::Grpc)]
+    pub otlp_protocol: OtlpProtocolArg,
+
+    /// Tracing: trace every route unless its Ingress says `enable-opentelemetry: "false"`
+    /// (ingress-nginx's `enable-opentelemetry` ConfigMap key). Without it, only routes whose
+    /// Ingress says `enable-opentelemetry: "true"` are traced.
+    #[arg(long, env = "GANTRY_TRACING", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub tracing: bool,
+
+    /// Tracing: the share of a traced route's requests that is sampled, 0 to 1 (ingress-nginx's
+    /// `otel-sampler-ratio`).
+    #[arg(long, env = "GANTRY_TRACE_SAMPLING_RATIO", default_value_t = 0.01, value_parser = parse_ratio)]
+    pub trace_sampling_ratio: f64,
+
+    /// Tracing: a request whose trusted `traceparent` is sampled is sampled whatever the ratio
+    /// (ingress-nginx's `otel-sampler-parent-based`).
+    #[arg(long, env = "GANTRY_TRACE_PARENT_BASED", default_value_t = false, action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub trace_parent_based: bool,
+
     /// Format of Gantry's own log lines on stderr.
     #[arg(long, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -323,6 +351,25 @@ pub enum BalancerArg {
     LeastRequest,
 }
 
+/// How spans reach the collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OtlpProtocolArg {
+    Grpc,
+    Http,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a number from 0 to 1")),
+    }
+}
+
+/// A sampling ratio (0 to 1) as requests per million.
+pub fn per_million(ratio: f64) -> u32 {
+    (ratio.clamp(0.0, 1.0) * 1_000_000.0).round() as u32
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -401,15 +448,63 @@ impl Args {
             max_connections: self.max_connections,
             proxy_protocol: self.proxy_protocol,
             trusted_proxies: self.trusted_proxies.clone(),
+            tracing: gantry_proxy::trace::TraceSettings {
+                enabled: self.tracing,
+                sampling_per_million: per_million(self.trace_sampling_ratio),
+                parent_based: self.trace_parent_based,
+            },
             ..Default::default()
         }
         .validate()
+    }
+
+    /// Where spans are exported, when `--otlp-endpoint` is set.
+    pub fn otlp(&self) -> Option<gantry_proxy::trace::ExportConfig> {
+        let protocol = match self.otlp_protocol {
+            OtlpProtocolArg::Grpc => gantry_proxy::trace::OtlpProtocol::Grpc,
+            OtlpProtocolArg::Http => gantry_proxy::trace::OtlpProtocol::Http,
+        };
+        let endpoint = self.otlp_endpoint.as_ref().filter(|e| !e.is_empty())?;
+        Some(gantry_proxy::trace::ExportConfig::new(endpoint.clone(), protocol))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracing_flags_make_the_settings_and_the_exporter() {
+        let a = Args::try_parse_from(["gantry", "--manifests", "/tmp/x"]).unwrap();
+        assert_eq!(a.otlp(), None, "no endpoint, no exporter");
+        let t = a.proxy_config().unwrap().tracing;
+        assert!(!t.enabled && !t.parent_based);
+        assert_eq!(t.sampling_per_million, 10_000);
+        let a = Args::try_parse_from([
+            "gantry",
+            "--otlp-endpoint",
+            "http://collector:4318/v1/traces",
+            "--otlp-protocol",
+            "http",
+            "--tracing",
+            "--trace-sampling-ratio",
+            "0.25",
+            "--trace-parent-based",
+        ])
+        .unwrap();
+        let export = a.otlp().unwrap();
+        assert_eq!(export.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(export.protocol, gantry_proxy::trace::OtlpProtocol::Http);
+        let t = a.proxy_config().unwrap().tracing;
+        assert!(t.enabled && t.parent_based);
+        assert_eq!(t.sampling_per_million, 250_000);
+        for bad in ["1.5", "-0.1", "often"] {
+            assert!(
+                Args::try_parse_from(["gantry", "--trace-sampling-ratio", bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn defaults_match_the_documented_interface() {

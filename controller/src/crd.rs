@@ -138,6 +138,69 @@ pub struct ProxyConfigSpec {
     /// proxy-real-ip-cidr). An invalid entry is reported and the last good list kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_proxies: Option<Vec<String>>,
+
+    /// Tracing (W3C Trace Context, spans over OTLP to the collector of flag --otlp-endpoint):
+    /// which routes are traced and what share of their requests is sampled. Absent fields keep
+    /// the flags' values (--tracing, --trace-sampling-ratio, --trace-parent-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSpec>,
+}
+
+// Class-wide tracing.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TracingSpec {
+    /// Trace every route unless its Ingress says enable-opentelemetry "false" (ingress-nginx's
+    /// enable-opentelemetry ConfigMap key); without it only Ingresses that say "true" are traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The share of a traced route's requests that is sampled, 0 to 1 (ingress-nginx's
+    /// otel-sampler-ratio; flag default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sampling_ratio: Option<f64>,
+    /// A request whose trusted traceparent is sampled is sampled whatever the ratio
+    /// (ingress-nginx's otel-sampler-parent-based; default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_based: Option<bool>,
+}
+
+/// A `tracing` field that cannot be used: its name, why, and the value kept instead.
+pub type TracingProblem = (&'static str, String, String);
+
+// === impl TracingSpec ===
+
+impl TracingSpec {
+    /// The settings this spec makes of the flags' (`base`); a field that is out of range keeps its
+    /// value in `last` and is reported.
+    pub fn apply(
+        &self,
+        base: gantry_proxy::trace::TraceSettings,
+        last: gantry_proxy::trace::TraceSettings,
+        bad: &mut Vec<TracingProblem>,
+    ) -> gantry_proxy::trace::TraceSettings {
+        let mut t = base;
+        if let Some(enabled) = self.enabled {
+            t.enabled = enabled;
+        }
+        match self.sampling_ratio {
+            None => {}
+            Some(r) if (0.0..=1.0).contains(&r) => t.sampling_per_million = crate::cli::per_million(r),
+            Some(r) => {
+                t.sampling_per_million = last.sampling_per_million;
+                let kept = f64::from(last.sampling_per_million) / 1_000_000.0;
+                bad.push((
+                    "tracing.samplingRatio",
+                    format!("{r} is outside 0..=1"),
+                    kept.to_string(),
+                ));
+            }
+        }
+        if let Some(parent_based) = self.parent_based {
+            t.parent_based = parent_based;
+        }
+        t
+    }
 }
 
 // How a backend picks one of its endpoints. (Plain comments on these types: a doc comment would
@@ -472,5 +535,33 @@ mod tests {
             spec["accessLog"]["properties"]["format"]["enum"],
             serde_json::json!(["json", "text"])
         );
+    }
+
+    #[test]
+    fn tracing_spec_overrides_the_flags_and_keeps_the_last_good_ratio() {
+        use gantry_proxy::trace::TraceSettings;
+        let flags = TraceSettings::default();
+        let last = TraceSettings {
+            sampling_per_million: 50_000,
+            ..flags
+        };
+        let mut bad = Vec::new();
+        let spec = TracingSpec {
+            enabled: Some(true),
+            sampling_ratio: Some(1.0),
+            parent_based: Some(true),
+        };
+        let t = spec.apply(flags, last, &mut bad);
+        assert!(t.enabled && t.parent_based && bad.is_empty());
+        assert_eq!(t.sampling_per_million, 1_000_000);
+        assert_eq!(TracingSpec::default().apply(flags, last, &mut bad), flags);
+        let spec = TracingSpec {
+            sampling_ratio: Some(2.0),
+            ..Default::default()
+        };
+        let t = spec.apply(flags, last, &mut bad);
+        assert_eq!(t.sampling_per_million, 50_000);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].0, "tracing.samplingRatio");
     }
 }

@@ -49,6 +49,15 @@ pub enum ProxyKind {
     #[serde(rename = "gantry-gateway")]
     #[value(name = "gantry-gateway")]
     GantryGateway,
+    /// Gantry with tracing on for every route, 1% of requests sampled, spans exported over
+    /// OTLP/HTTP to a sink in the harness that accepts and drops them (`otlp_sink`).
+    #[serde(rename = "gantry-trace1")]
+    #[value(name = "gantry-trace1")]
+    GantryTrace1,
+    /// As `gantry-trace1`, every request sampled.
+    #[serde(rename = "gantry-trace100")]
+    #[value(name = "gantry-trace100")]
+    GantryTrace100,
     Nginx,
     Haproxy,
 }
@@ -62,6 +71,8 @@ impl ProxyKind {
         match self {
             ProxyKind::Gantry => "gantry",
             ProxyKind::GantryGateway => "gantry-gateway",
+            ProxyKind::GantryTrace1 => "gantry-trace1",
+            ProxyKind::GantryTrace100 => "gantry-trace100",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Haproxy => "haproxy",
         }
@@ -72,6 +83,8 @@ impl ProxyKind {
         match self {
             ProxyKind::Gantry => "Gantry",
             ProxyKind::GantryGateway => "Gantry (Gateway API)",
+            ProxyKind::GantryTrace1 => "Gantry (tracing, 1%)",
+            ProxyKind::GantryTrace100 => "Gantry (tracing, 100%)",
             ProxyKind::Nginx => "nginx",
             ProxyKind::Haproxy => "HAProxy",
         }
@@ -79,7 +92,22 @@ impl ProxyKind {
 
     /// Either rendering of Gantry: the same binary, started the same way.
     pub fn is_gantry(self) -> bool {
-        matches!(self, ProxyKind::Gantry | ProxyKind::GantryGateway)
+        matches!(
+            self,
+            ProxyKind::Gantry
+                | ProxyKind::GantryGateway
+                | ProxyKind::GantryTrace1
+                | ProxyKind::GantryTrace100
+        )
+    }
+
+    /// The sampling ratio of a tracing rendering of Gantry.
+    pub fn trace_ratio(self) -> Option<&'static str> {
+        match self {
+            ProxyKind::GantryTrace1 => Some("0.01"),
+            ProxyKind::GantryTrace100 => Some("1"),
+            _ => None,
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod idle;
 pub mod loadgen;
 pub mod net;
+pub mod otlp_sink;
 pub mod procs;
 pub mod proxy;
 pub mod report;

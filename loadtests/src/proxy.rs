@@ -82,7 +82,10 @@ impl ProxyInstance {
                 c
             }
             // The same binary and flags for both renderings of Gantry's routes.
-            ProxyKind::Gantry | ProxyKind::GantryGateway => {
+            ProxyKind::Gantry
+            | ProxyKind::GantryGateway
+            | ProxyKind::GantryTrace1
+            | ProxyKind::GantryTrace100 => {
                 let bin = env.gantry.context("gantry is not available")?;
                 let mut c = pinned(cpus, &bin.path);
                 // Every gantry flag also reads GANTRY_<FLAG>: nothing from the caller's environment
@@ -108,6 +111,18 @@ impl ProxyInstance {
                 }
                 if !topo.tls_resumption {
                     c.arg("--tls-session-resumption=false");
+                }
+                if let Some(ratio) = kind.trace_ratio() {
+                    let sink = crate::otlp_sink::addr()?;
+                    c.args([
+                        "--otlp-protocol",
+                        "http",
+                        "--tracing",
+                        "--trace-sampling-ratio",
+                        ratio,
+                    ])
+                    .arg("--otlp-endpoint")
+                    .arg(format!("http://{sink}/v1/traces"));
                 }
                 c
             }
@@ -215,7 +230,10 @@ impl ProxyInstance {
     pub fn apply_routes(&mut self) -> Result<()> {
         self.write_files()?;
         match self.kind {
-            ProxyKind::Gantry | ProxyKind::GantryGateway => Ok(()),
+            ProxyKind::Gantry
+            | ProxyKind::GantryGateway
+            | ProxyKind::GantryTrace1
+            | ProxyKind::GantryTrace100 => Ok(()),
             ProxyKind::Nginx => signal(self.pid(), "HUP"),
             ProxyKind::Haproxy => self.haproxy_reload(),
         }
@@ -225,7 +243,10 @@ impl ProxyInstance {
     pub fn apply_endpoints(&mut self, before: &[Endpoint]) -> Result<()> {
         self.write_files()?;
         match self.kind {
-            ProxyKind::Gantry | ProxyKind::GantryGateway => Ok(()),
+            ProxyKind::Gantry
+            | ProxyKind::GantryGateway
+            | ProxyKind::GantryTrace1
+            | ProxyKind::GantryTrace100 => Ok(()),
             ProxyKind::Nginx => signal(self.pid(), "HUP"),
             ProxyKind::Haproxy => {
                 let cmds: Vec<String> = self
@@ -323,7 +344,10 @@ pub fn tls13_resumes(openssl: &Path, https: SocketAddr, dir: &Path) -> Result<bo
 /// Where the proxy reads its configuration (Gantry: the manifest directory).
 fn config_dir(kind: ProxyKind, dir: &Path) -> PathBuf {
     match kind {
-        ProxyKind::Gantry | ProxyKind::GantryGateway => dir.join("manifests"),
+        ProxyKind::Gantry
+        | ProxyKind::GantryGateway
+        | ProxyKind::GantryTrace1
+        | ProxyKind::GantryTrace100 => dir.join("manifests"),
         _ => dir.to_path_buf(),
     }
 }
@@ -332,7 +356,9 @@ pub fn render(kind: ProxyKind, topo: &Topology, dir: &Path, cert_pem: &str, key_
     match kind {
         ProxyKind::Nginx => nginx::files(topo, dir),
         ProxyKind::Haproxy => haproxy::files(topo, dir),
-        ProxyKind::Gantry => gantry::files(topo, cert_pem, key_pem),
+        ProxyKind::Gantry | ProxyKind::GantryTrace1 | ProxyKind::GantryTrace100 => {
+            gantry::files(topo, cert_pem, key_pem)
+        }
         ProxyKind::GantryGateway => gantry_gateway::files(topo, cert_pem, key_pem),
     }
 }

@@ -18,6 +18,8 @@ fn color(p: ProxyKind) -> &'static str {
     match p {
         ProxyKind::Gantry => "#1f77b4",
         ProxyKind::GantryGateway => "#9467bd",
+        ProxyKind::GantryTrace1 => "#17becf",
+        ProxyKind::GantryTrace100 => "#d62728",
         ProxyKind::Nginx => "#2ca02c",
         ProxyKind::Haproxy => "#ff7f0e",
     }

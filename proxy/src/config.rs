@@ -107,6 +107,10 @@ pub struct ProxyConfig {
     /// in these ranges, the client is the right-most untrusted address of `X-Forwarded-For`, and
     /// that is the address allow-lists and rate limits judge. Empty (the default): no one is.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Tracing: which routes are traced and what share of their requests is sampled (see
+    /// `crate::trace`). Default off. Spans go out only when the data plane has an exporter
+    /// (`DataplaneBuilder::otlp`).
+    pub tracing: crate::trace::TraceSettings,
 }
 
 impl Default for ProxyConfig {
@@ -130,6 +134,7 @@ impl Default for ProxyConfig {
             max_connections: 0,
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            tracing: crate::trace::TraceSettings::default(),
         }
     }
 }

@@ -30,6 +30,9 @@ pub enum Error {
     /// The TLS settings were refused by rustls.
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
+    /// The OTLP exporter could not be set up.
+    #[error("tracing: {0}")]
+    Trace(#[from] crate::trace::Error),
 }
 
 /// Settings for [`Dataplane::start`]. Defaults: one worker, every listener on 127.0.0.1 with a
@@ -42,6 +45,7 @@ pub struct DataplaneBuilder {
     admin: SocketAddr,
     registry: Registry,
     sections: Vec<DebugSection>,
+    otlp: Option<crate::trace::ExportConfig>,
 }
 
 /// The running data plane.
@@ -92,6 +96,13 @@ impl DataplaneBuilder {
         self
     }
 
+    /// Exports the spans of sampled requests over OTLP (see `crate::trace`). Without it (the
+    /// default) nothing is traced, whatever the settings say.
+    pub fn otlp(mut self, export: Option<crate::trace::ExportConfig>) -> Self {
+        self.otlp = export;
+        self
+    }
+
     /// Adds a section to `/debug/routes`.
     pub fn debug_section(
         mut self,
@@ -121,11 +132,14 @@ impl DataplaneBuilder {
             })?;
         let admin_addr = admin_listener.local_addr().unwrap_or(self.admin);
         let tls = TlsConfigs::new(&snapshots, self.settings.tls_session_resumption)?;
-        let pipeline = Arc::new(Pipeline::new(
-            snapshots.clone(),
-            metrics.clone(),
-            self.settings.max_connections,
-        ));
+        let tracer = match self.otlp.take() {
+            Some(export) => Some(crate::trace::Tracer::start(export, metrics.trace_spans.clone())?),
+            None => None,
+        };
+        let pipeline = Arc::new(
+            Pipeline::new(snapshots.clone(), metrics.clone(), self.settings.max_connections)
+                .with_tracer(tracer),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(sweep_rate_limits(pipeline.clone(), shutdown_rx.clone()));
         let workers = Workers::start(pipeline, self.workers, self.http, self.https, tls, shutdown_rx)
@@ -245,6 +259,7 @@ impl Dataplane {
             admin: local,
             registry: Registry::default(),
             sections: Vec::new(),
+            otlp: None,
         }
     }
 

@@ -131,6 +131,21 @@ impl ExtAuthRuntime {
         request_id: &HeaderValue,
         deadline: Duration,
     ) -> Verdict {
+        self.check_traced(auth, vars, location, request_id, deadline, None)
+            .await
+    }
+
+    /// [`Self::check`] for a sampled request: the subrequest carries the trace context, with
+    /// `span` (the external auth span) as the parent.
+    pub async fn check_traced(
+        &self,
+        auth: &ExternalAuth,
+        vars: &Vars<'_>,
+        location: &str,
+        request_id: &HeaderValue,
+        deadline: Duration,
+        trace: Option<(&crate::trace::RequestTrace, &crate::trace::ChildSpan)>,
+    ) -> Verdict {
         let key = auth.cache_key(vars, location);
         if let Some(decision) = key.as_ref().and_then(|k| self.cached(k)) {
             return Verdict {
@@ -151,6 +166,9 @@ impl ExtAuthRuntime {
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = auth.subrequest_headers(vars, request_id, host);
+        if let Some((trace, span)) = trace {
+            trace.inject(span, req.headers_mut());
+        }
         let Some(client) = self.client(auth.keepalive) else {
             return error;
         };

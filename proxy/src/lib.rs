@@ -6,8 +6,9 @@
 //!
 //! Modules import downward only, in these layers (each line may import the lines above it):
 //!
-//! 1. data: `normalize`, `config`, `error`, `backend`, `client_auth`, `tls` (client_auth),
-//!    `conn` (client_auth), `metrics`,
+//! 1. data: `trace` (imports nothing of the crate: W3C Trace Context, spans, their OTLP export
+//!    thread), `normalize`, `config` (trace), `error`, `backend`, `client_auth`, `tls`
+//!    (client_auth), `conn` (client_auth), `metrics` (trace),
 //!    `proxy_protocol`, `body` (error), `policy` (backend, client_auth, config, conn), and the upstream codecs: `h1`
 //!    (HTTP/1.1, imports nothing of the crate), `upstream_h2` (body, error: HTTP/2 on hyper's
 //!    client), `upstream_tls` (error, policy: the TLS handshake to backends)
@@ -48,6 +49,7 @@ pub mod snapshot;
 pub mod state;
 pub mod status_page;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod upstream_h2;
 pub mod upstream_tls;

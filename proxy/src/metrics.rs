@@ -140,6 +140,10 @@ pub struct Metrics {
     /// The counters of `mirrored_requests`, looked up once, so that counting a mirror request is
     /// one atomic increment.
     pub mirrors: MirrorCounters,
+    /// Spans the OTLP exporter sent (`trace_spans_exported`) and dropped
+    /// (`trace_spans_dropped{reason}`: `queue_full`, the export queue was full; `export_failed`,
+    /// the collector did not take them), see `crate::trace`.
+    pub trace_spans: crate::trace::SpanCounters,
 }
 
 /// One counter per result of `mirrored_requests`.
@@ -301,7 +305,27 @@ impl Metrics {
             dropped_streaming: mirror("dropped_streaming"),
             no_endpoint: mirror("no_endpoint"),
         };
+        let trace_exported = Counter::default();
+        registry.register(
+            "trace_spans_exported",
+            "Spans sent to the OTLP collector",
+            trace_exported.clone(),
+        );
+        let trace_dropped = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Spans dropped, by reason (queue_full: the export queue was full; export_failed: the \
+             collector did not take them)",
+            trace_dropped.clone(),
+        );
+        let dropped = |reason| trace_dropped.get_or_create(&RejectLabels { reason }).clone();
+        let trace_spans = crate::trace::SpanCounters {
+            exported: trace_exported,
+            dropped_queue_full: dropped("queue_full"),
+            dropped_export_failed: dropped("export_failed"),
+        };
         Self {
+            trace_spans,
             mirrors,
             mirrored_requests,
             connections_refused,

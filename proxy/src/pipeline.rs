@@ -5,6 +5,11 @@
 //!       ─▶ forward ─▶ response policies ─▶ log
 //! ```
 //!
+//! Tracing is decided right after routing (a route may say whether it is traced): a sampled
+//! request gets a server span, with child spans around external auth and the upstream exchange,
+//! ended in the log phase and handed to the exporter's queue (`trace`). Without an exporter, or
+//! with tracing off, it costs a branch.
+//!
 //! External authentication is the one asynchronous access step: it runs only for routes that
 //! have it (a route without costs one `Option` check), after the synchronous policies and before
 //! the body is read.
@@ -44,6 +49,7 @@ use crate::{
     routes::{PathMatch, Route},
     snapshot::{Snapshot, SnapshotHandle},
     state,
+    trace::{self, kv, kv_arc, kv_i64, Tracer},
     upstream::{self, Timeouts, Upgraded, UpstreamBody},
 };
 
@@ -95,6 +101,8 @@ pub struct RequestCtx<'c> {
     /// What the error backend is told about the request, kept only for routes with
     /// `custom-http-errors`.
     pub error_page: Option<ErrorPageInfo>,
+    /// Whether the request is traced, and its spans when it is sampled.
+    pub trace: trace::Decision,
 }
 
 /// What an error backend is told about the request that failed, captured before the request is
@@ -156,6 +164,8 @@ pub struct Pipeline {
     /// External authentication's clients and result cache, shared by the workers and kept
     /// across snapshot swaps.
     pub ext_auth: ExtAuthRuntime,
+    /// Where sampled requests' spans go; `None` (no `--otlp-endpoint`): nothing is traced.
+    pub tracer: Option<Tracer>,
     access_log: AccessLog,
 }
 
@@ -213,8 +223,15 @@ impl Pipeline {
             connections: ConnectionLimit::new(max_connections),
             rate_limiters: RateLimiters::new(),
             ext_auth: ExtAuthRuntime::new(),
+            tracer: None,
             access_log: AccessLog::stdout(),
         }
+    }
+
+    /// Sends sampled requests' spans to `tracer`.
+    pub fn with_tracer(mut self, tracer: Option<Tracer>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Serves one request through every phase. Never fails: an error becomes a response with its
@@ -243,6 +260,7 @@ impl Pipeline {
             auth_cookies: None,
             fallback: false,
             error_page: None,
+            trace: trace::Decision::Untouched,
         };
         // gRPC runs over HTTP/2, where a trailers-only answer is possible; an HTTP/1.1 client
         // sending gRPC content gets the plain HTTP error.
@@ -272,6 +290,9 @@ impl Pipeline {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let target = parse(ctx, &req)?;
         let route = route(ctx, &target, &req)?;
+        if self.tracer.is_some() {
+            start_trace(ctx, &route, &target, &req);
+        }
         if let Flow::Respond(resp) = request_policies(ctx, &self.rate_limiters, &route, &target, &req) {
             return Ok(resp.map(Either::Right));
         }
@@ -374,6 +395,20 @@ impl Pipeline {
                 self.metrics.requests.get_or_create(&labels).inc();
             }
         }
+        if let (trace::Decision::Sampled(t), Some(tracer)) = (ctx.trace, &self.tracer) {
+            let mut attrs = vec![kv_i64("http.response.status_code", i64::from(status.as_u16()))];
+            if status.is_server_error() {
+                attrs.push(kv("error.type", status.as_str().to_string()));
+            }
+            if let Some(addr) = ctx.upstream {
+                attrs.push(kv("gantry.endpoint", addr.to_string()));
+            }
+            let name = match &ctx.route {
+                Some(route) => format!("{} {}", ctx.method, route_path(route)),
+                None => ctx.method.to_string(),
+            };
+            tracer.send(t.finish(name, status.is_server_error(), attrs));
+        }
         if let Some(mut rec) = ctx.log {
             rec.finish(&ctx.method, status, resp, elapsed, ctx.upstream);
             self.access_log.write(rec, ctx.snapshot.config.access_log_format);
@@ -434,6 +469,58 @@ pub fn route<B>(
         .ok_or(ProxyError::NoRoute)?;
     ctx.route = Some(route.clone());
     Ok(route)
+}
+
+/// The path a route matches, as written (`http.route`).
+fn route_path(route: &Route) -> &str {
+    match &route.path {
+        PathMatch::Exact(p) | PathMatch::Prefix(p) | PathMatch::Regex(p) | PathMatch::FullRegex(p) => {
+            p.as_str()
+        }
+    }
+}
+
+/// Tracing: whether the route is traced and the request sampled (see `trace`); a sampled
+/// request's server span starts here, with the attributes of OpenTelemetry's HTTP server
+/// conventions and the route's source and Service.
+pub fn start_trace<B>(ctx: &mut RequestCtx<'_>, route: &Route, target: &Target<'_>, req: &Request<B>) {
+    let settings = &ctx.snapshot.config.tracing;
+    let attributes = || {
+        let version = match req.version() {
+            Version::HTTP_2 => "2",
+            Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        };
+        let mut a = vec![
+            kv("http.request.method", req.method().as_str().to_string()),
+            kv("url.scheme", if ctx.conn.tls { "https" } else { "http" }),
+            kv("url.path", target.path.to_string()),
+            kv("server.address", target.host.to_string()),
+            kv_i64("server.port", i64::from(ctx.conn.local_port)),
+            kv("client.address", ctx.client.to_string()),
+            kv("network.protocol.version", version),
+            kv("http.route", route_path(route).to_string()),
+            kv("gantry.route.kind", route.source.kind.as_str()),
+            kv_arc("k8s.namespace.name", &route.source.namespace),
+            kv_arc("gantry.route.name", &route.source.name),
+            kv_arc("gantry.service.name", &route.backend.id.service),
+            kv_arc("gantry.service.port", &route.backend.id.port),
+        ];
+        if let Some(ua) = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            a.push(kv("user_agent.original", ua.to_string()));
+        }
+        a
+    };
+    ctx.trace = trace::decide(
+        settings,
+        route.policies.tracing.as_ref(),
+        req.headers(),
+        attributes,
+    );
 }
 
 /// Request policies, in the order of nginx's phases (see `policy`): a route that fails closed is
@@ -579,7 +666,36 @@ pub async fn external_auth<B>(
         Some(_) => format!("{:?}", route.path),
         None => String::new(),
     };
-    let verdict = runtime.check(auth, &vars, &location, &request_id, deadline).await;
+    let (span, sampled) = match &ctx.trace {
+        trace::Decision::Sampled(t) => (Some(t.child()), Some(&**t)),
+        _ => (None, None),
+    };
+    let traced = sampled.zip(span.as_ref());
+    let verdict = runtime
+        .check_traced(auth, &vars, &location, &request_id, deadline, traced)
+        .await;
+    if let (Some(span), trace::Decision::Sampled(t)) = (span, &mut ctx.trace) {
+        let u = &auth.url;
+        let scheme = if u.https { "https" } else { "http" };
+        let result = match &verdict.decision {
+            Decision::Allow(_) => "allowed",
+            Decision::Unauthorized(_) => "unauthorized",
+            Decision::Forbidden => "forbidden",
+            Decision::Error => "error",
+        };
+        let method = auth.method();
+        let attrs = vec![
+            kv("gantry.span", "external_auth"),
+            kv("http.request.method", method.as_str().to_string()),
+            kv(
+                "url.full",
+                format!("{scheme}://{}{}", u.authority, u.path_and_query),
+            ),
+            kv("server.address", u.authority.to_string()),
+            kv("gantry.ext_auth.result", result),
+        ];
+        t.end_child(span, method.to_string(), result == "error", attrs);
+    }
     if !verdict.cookies.is_empty() {
         ctx.auth_cookies = Some(AuthCookies {
             values: verdict.cookies,
@@ -810,6 +926,20 @@ pub async fn forward(
     }
     *req.version_mut() = Version::HTTP_11;
 
+    // Trace context upstream: Gantry's upstream span as the parent of a sampled request.
+    let span = match &ctx.trace {
+        trace::Decision::Untouched => None,
+        trace::Decision::Strip => {
+            req.headers_mut().remove(&trace::TRACEPARENT);
+            req.headers_mut().remove(&trace::TRACESTATE);
+            None
+        }
+        trace::Decision::Sampled(t) => {
+            let child = t.child();
+            t.inject(&child, req.headers_mut());
+            Some((child, req.method().clone()))
+        }
+    };
     let timeouts = Timeouts::resolve(&ctx.snapshot.config, &route.policies.timeouts);
     if let Some(mirrors) = &route.policies.mirrors {
         mirror(ctx, metrics, route, mirrors, &req, timeouts);
@@ -829,6 +959,34 @@ pub async fn forward(
     )
     .await;
     ctx.upstream_elapsed = Some(sent_at.elapsed());
+    if let (Some((span, method)), trace::Decision::Sampled(t)) = (span, &mut ctx.trace) {
+        let id = &first.backend.id;
+        let mut attrs = vec![
+            kv("gantry.span", "upstream"),
+            kv("http.request.method", method.as_str().to_string()),
+            kv_arc("gantry.service.namespace", &id.namespace),
+            kv_arc("gantry.service.name", &id.service),
+            kv_arc("gantry.service.port", &id.port),
+        ];
+        let error = match &sent {
+            Ok((resp, addr)) => {
+                trace::endpoint_attributes(*addr, &mut attrs);
+                attrs.push(kv_i64(
+                    "http.response.status_code",
+                    i64::from(resp.status().as_u16()),
+                ));
+                if resp.status().is_server_error() {
+                    attrs.push(kv("error.type", resp.status().as_str().to_string()));
+                }
+                resp.status().is_server_error()
+            }
+            Err(e) => {
+                attrs.push(kv("error.type", e.reason()));
+                true
+            }
+        };
+        t.end_child(span, method.to_string(), error, attrs);
+    }
     let (mut resp, addr) = sent?;
     ctx.upstream = Some(addr);
 

@@ -122,8 +122,8 @@ const PROXY_SSL_OFF: &str = "needs proxy-ssl-secret and backend-protocol HTTPS o
 const MODSECURITY: &str = "ModSecurity is not supported (ingress-nginx runs it in detection-only \
     mode unless a modsecurity-snippet turns the rule engine on)";
 const MIRROR: &str = "request mirroring is not yet supported";
-const TRACING: &str = "Gantry does not trace requests (no OpenTelemetry); the access log and \
-    X-Request-ID are there instead";
+const OPERATION_NAME: &str = "spans are named by method and route (OpenTelemetry's HTTP \
+    conventions); the nginx variables of the template do not exist in Gantry";
 const SNIPPET: &str = "never executed: Gantry runs no nginx configuration. Write the typed \
     annotation instead (the report names it: more_set_headers → custom-headers, proxy_set_header \
     Host → upstream-vhost, rewrite → rewrite-target, return → permanent-redirect or \
@@ -875,14 +875,17 @@ pub static CATALOG: &[Entry] = &[
         false,
         Ignored("the access log is class-wide (--access-log, ProxyConfig)"),
     ),
-    e("enable-opentelemetry", Logging, false, Ignored(TRACING)),
     e(
-        "opentelemetry-trust-incoming-span",
+        "enable-opentelemetry",
         Logging,
         false,
-        Ignored(TRACING),
+        HonouredWithDifference(
+            "spans go to the collector of --otlp-endpoint, sampled at the class-wide ratio \
+         (--trace-sampling-ratio, ProxyConfig tracing)",
+        ),
     ),
-    e("opentelemetry-operation-name", Logging, false, Ignored(TRACING)),
+    e("opentelemetry-trust-incoming-span", Logging, false, Honoured),
+    e("opentelemetry-operation-name", Logging, false, Ignored(OPERATION_NAME)),
 ];
 
 /// The entry of an annotation, by its name without prefix.

@@ -35,6 +35,7 @@ mod client_cert;
 mod cors;
 mod error_pages;
 mod ext_auth;
+mod otel;
 mod rate_limit;
 mod redirect;
 mod rewrite;
@@ -295,6 +296,7 @@ pub fn parse(
             upstream::parse(&mut p);
             error_pages::parse(&mut p);
             balancing::parse(&mut p, true);
+            otel::parse(&mut p);
             special::parse(&mut p);
         }
         // Only the canary rules and the balancing annotations apply (read by `canary::parse`).

@@ -2776,3 +2776,37 @@ fn auth_proxy_set_headers_come_from_a_config_map_of_the_namespace() {
         assert_eq!(r.reference.as_ref().map(|p| p.missing), Some(false), "{bad}");
     }
 }
+
+#[test]
+fn opentelemetry_annotations_compile_into_the_routes_tracing() {
+    use gantry_proxy::trace::RouteTracing;
+    assert_eq!(parse_only(&[]).policies.tracing, None);
+    let a = parse_only(&[("enable-opentelemetry", "true")]);
+    assert_eq!(
+        a.policies.tracing,
+        Some(RouteTracing {
+            enabled: Some(true),
+            trust_incoming: true
+        })
+    );
+    assert_eq!(label(&a, "enable-opentelemetry"), "honoured");
+    let a = parse_only(&[
+        ("enable-opentelemetry", "false"),
+        ("opentelemetry-trust-incoming-span", "false"),
+        ("opentelemetry-operation-name", "my-op"),
+    ]);
+    assert_eq!(
+        a.policies.tracing,
+        Some(RouteTracing {
+            enabled: Some(false),
+            trust_incoming: false
+        })
+    );
+    assert_eq!(label(&a, "opentelemetry-operation-name"), "ignored");
+    // Only the trust annotation: the class decides whether the route is traced.
+    let a = parse_only(&[("opentelemetry-trust-incoming-span", "false")]);
+    assert_eq!(a.policies.tracing.unwrap().enabled, None);
+    let a = parse_only(&[("enable-opentelemetry", "sometimes")]);
+    assert_eq!(a.policies.tracing, None);
+    assert_eq!(label(&a, "enable-opentelemetry"), "invalid");
+}

@@ -183,6 +183,11 @@ pub struct Policies {
     pub custom_errors: Option<Arc<CustomErrors>>,
     /// Response headers set, added and removed (`ResponseHeaderModifier`).
     pub response_header_modifier: Option<Arc<HeaderModifier>>,
+
+    // --- tracing (decided after routing, see `crate::trace`) ---
+    /// The route's own tracing (`enable-opentelemetry`, `opentelemetry-trust-incoming-span`).
+    /// `None`: the class-wide setting, trusting incoming spans.
+    pub tracing: Option<crate::trace::RouteTracing>,
 }
 
 impl Policies {
@@ -351,6 +356,19 @@ impl Policies {
         }
         if let Some(h) = &self.response_header_modifier {
             out.push(format!("response headers: {}", h.describe()));
+        }
+        if let Some(t) = &self.tracing {
+            let traced = match t.enabled {
+                Some(true) => "traced",
+                Some(false) => "not traced",
+                None => "traced as the class says",
+            };
+            let trust = if t.trust_incoming {
+                "continuing the client's trace"
+            } else {
+                "starting a new trace"
+            };
+            out.push(format!("tracing: {traced}, {trust}"));
         }
         out
     }
