@@ -283,6 +283,13 @@ fn apply(spec: &ProxyConfigSpec, flags: &Settings, last: &ProxyConfig, bad: &mut
             }
         }
     }
+    if let Some(tracing) = &spec.tracing {
+        let mut problems = Vec::new();
+        c.tracing = tracing.apply(base.tracing, last.tracing, &mut problems);
+        for (field, error, kept) in problems {
+            invalid(field, error, kept);
+        }
+    }
     if let Some(hsts) = &spec.hsts {
         c.hsts = match hsts.enabled {
             Some(false) => None,

@@ -397,3 +397,32 @@ fn proxy_configs_load_from_manifest_files_and_bad_ones_cost_a_diagnostic() {
     assert_eq!(parsed.diagnostics.len(), 1);
     assert_eq!(parsed.diagnostics[0].object, "ProxyConfig bad");
 }
+
+#[test]
+fn tracing_in_the_proxy_config_overrides_the_flags_and_a_bad_ratio_is_reported() {
+    let config = config_of(objects![
+        class_with("pc"),
+        proxy_config(
+            "pc",
+            "tracing: {enabled: true, samplingRatio: 0.5, parentBased: false}"
+        )
+    ]);
+    assert!(config.tracing.enabled);
+    assert_eq!(config.tracing.sampling_per_million, 500_000);
+    assert!(!config.tracing.parent_based);
+
+    let flags = flag_opts().proxy_config.tracing;
+    let t = build_with(
+        objects![
+            class_with("pc"),
+            proxy_config("pc", "tracing: {samplingRatio: 2}")
+        ],
+        &flag_opts(),
+    );
+    assert_eq!(
+        t.config.tracing.sampling_per_million, flags.sampling_per_million,
+        "out of range: the last good value (the flag's) is kept"
+    );
+    let d = the_diagnostic(&t, "InvalidProxyConfig");
+    assert!(d.message.contains("tracing.samplingRatio"), "{}", d.message);
+}
