@@ -11,7 +11,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -24,41 +24,6 @@ use serde_json::Value;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The tool's path: `$env_var`, else `name` on `PATH`. `None` (after saying why) when it is absent
-/// and tools are not required; a panic when `GANTRY_REQUIRE_TOOLS` is set.
-fn tool(name: &str, env_var: &str) -> Option<PathBuf> {
-    let found = std::env::var_os(env_var).map(PathBuf::from).or_else(|| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join(name))
-                .find(|p| p.is_file())
-        })
-    });
-    match found {
-        Some(path) => Some(path),
-        None if std::env::var_os("GANTRY_REQUIRE_TOOLS").is_some() => {
-            panic!("{name} is required (GANTRY_REQUIRE_TOOLS is set) but not on PATH nor in {env_var}")
-        }
-        None => {
-            eprintln!(
-                "SKIPPED: {name} is not installed (apt-get install {name}); set GANTRY_REQUIRE_TOOLS=1 to \
-                 fail instead"
-            );
-            None
-        }
-    }
-}
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 // === Prometheus ===

@@ -5,56 +5,30 @@
 //! The collector is `GANTRY_OTELCOL` (`.ci/test` builds it and sets it). Without it a test says so
 //! and passes, unless `GANTRY_REQUIRE_TOOLS` is set, when it fails. Everything binds to 127.0.0.1.
 //!
-//! The helpers are local and small on purpose (the shared test scaffolding is being moved).
+//! Gantry, the backend (an [`Echo`], which also plays the external auth service on `/auth` and
+//! records the `traceparent` it got there), the manifests, the client and the metrics come from
+//! the test kit; only the collector harness is local.
 
 use std::{
     collections::HashMap,
-    convert::Infallible,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{body::Incoming, service::service_fn, Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use gantry_testkit::{gantry, objects::*, *};
 use serde_json::Value;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
 fn otelcol() -> Option<PathBuf> {
-    match std::env::var_os("GANTRY_OTELCOL") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("GANTRY_REQUIRE_TOOLS").is_some() => {
-            panic!("GANTRY_OTELCOL is required (GANTRY_REQUIRE_TOOLS is set): controller/testenv/build-otelcol.sh")
-        }
-        None => {
-            eprintln!("SKIPPED: GANTRY_OTELCOL is not set (controller/testenv/build-otelcol.sh builds it)");
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    tool_or(
+        "otelcol-gantry",
+        "GANTRY_OTELCOL",
+        "controller/testenv/build-otelcol.sh builds it",
+    )
 }
 
 async fn wait_listening(addr: SocketAddr, what: &str) {
@@ -189,155 +163,13 @@ fn attributes(list: &Value) -> HashMap<String, String> {
     out
 }
 
-/// The `traceparent` of each request the backend got on `/auth`.
-type AuthSeen = Arc<Mutex<Vec<Option<String>>>>;
-
-/// A backend that answers 200 with the `traceparent` and `tracestate` it got, as JSON; `/auth`
-/// answers 200 too (the external auth service), and its `traceparent` is kept.
-async fn backend() -> (SocketAddr, AuthSeen, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = AuthSeen::default();
-    let auth_seen = seen.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let h = |n: &str| {
-                        req.headers()
-                            .get(n)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_string)
-                    };
-                    if req.uri().path() == "/auth" {
-                        seen.lock().unwrap().push(h("traceparent"));
-                    }
-                    let body = serde_json::json!({
-                        "path": req.uri().path(),
-                        "traceparent": h("traceparent"),
-                        "tracestate": h("tracestate"),
-                    });
-                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body.to_string())))) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, auth_seen, task)
-}
-
-/// `gantry --manifests` on free loopback ports, killed when dropped.
-struct Gantry {
-    _child: Killed,
-    http: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Gantry {
-    async fn start(dir: &Path, extra: &[&str]) -> Gantry {
-        let (http, https, admin) = (free_port(), free_port(), free_port());
-        let at = |p: u16| format!("127.0.0.1:{p}");
-        let log = std::fs::File::create(dir.join("gantry.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .arg("--manifests")
-            .arg(dir.join("manifests"))
-            .args([
-                "--http-addr",
-                &at(http),
-                "--https-addr",
-                &at(https),
-                "--admin-addr",
-                &at(admin),
-            ])
-            .args(["--access-log=false", "--worker-threads", "1"])
-            .args(extra)
-            .env_remove("GANTRY_MANIFESTS")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start gantry");
-        let g = Gantry {
-            _child: Killed(child),
-            http: SocketAddr::from(([127, 0, 0, 1], http)),
-            admin: SocketAddr::from(([127, 0, 0, 1], admin)),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = client()
-                .get(format!("http://{}/readyz", g.admin))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            if ready {
-                return g;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gantry not ready; log:\n{}",
-                std::fs::read_to_string(dir.join("gantry.log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// GET / on `host`, with these request headers; the status and the backend's JSON.
-    async fn get(&self, host: &str, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut req = client()
-            .get(format!("http://{}/", self.http))
-            .header("host", host);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.send().await.expect("request to gantry");
-        let status = resp.status().as_u16();
-        let body = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-    }
-
-    /// The value of a metric sample line (name with labels, as written) on `/metrics`, 0 if absent.
-    async fn metric(&self, sample: &str) -> f64 {
-        let text = client()
-            .get(format!("http://{}/metrics", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
-}
-
-/// The manifests: Service `echo` on the backend, and three Ingresses on it: `traced` (with
-/// external auth against the backend's `/auth`), `untrusting` (starts its own traces) and `quiet`
-/// (not traced).
-fn write_manifests(dir: &Path, backend: SocketAddr) {
-    let m = dir.join("manifests");
-    std::fs::create_dir_all(&m).unwrap();
-    let mut s = format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{ name: echo, namespace: default }}\n\
-         spec:\n  ports: [{{ port: 80, targetPort: {port} }}]\n---\n\
-         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: echo-0\n  namespace: default\n  \
-         labels: {{ kubernetes.io/service-name: echo }}\naddressType: IPv4\nports: [{{ port: {port} }}]\n\
-         endpoints:\n  - addresses: [\"{ip}\"]\n    conditions: {{ ready: true }}\n",
-        port = backend.port(),
-        ip = backend.ip()
-    );
+/// Gantry with the manifests: Service `echo` on the backend, and three Ingresses on it: `traced`
+/// (with external auth against the backend's `/auth`), `untrusting` (starts its own traces) and
+/// `quiet` (not traced); `--access-log=false --worker-threads 1` and `extra`.
+async fn start_gantry(backend: SocketAddr, extra: &[&str]) -> Gantry {
     let p = "nginx.ingress.kubernetes.io/";
     let auth = format!("http://{backend}/auth");
+    let mut docs = vec![service_yaml("echo", 80, None, &[backend])];
     for (name, host, annotations) in [
         (
             "traced",
@@ -354,22 +186,58 @@ fn write_manifests(dir: &Path, backend: SocketAddr) {
         ),
         ("quiet", "quiet.example", vec![("enable-opentelemetry", "false")]),
     ] {
-        s += &format!(
-            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations:\n"
-        );
-        for (k, v) in annotations {
-            s += &format!("    {p}{k}: \"{v}\"\n");
-        }
-        s += &format!(
-            "spec:\n  ingressClassName: gantry\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - path: /\n        \
-             pathType: Prefix\n        backend:\n          service: {{ name: echo, port: {{ number: 80 }} }}\n"
-        );
+        let annotations: Vec<(String, &str)> = annotations
+            .into_iter()
+            .map(|(k, v)| (format!("{p}{k}"), v))
+            .collect();
+        let annotations: Vec<(&str, &str)> = annotations.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        docs.push(ingress_yaml(
+            name,
+            &annotations,
+            &[(host, "/", "Prefix", "echo", 80)],
+        ));
     }
-    std::fs::write(m.join("all.yaml"), s).unwrap();
+    gantry!()
+        .yaml(&docs)
+        .args(["--access-log=false", "--worker-threads", "1"])
+        .args(extra)
+        .start()
+        .await
+}
+
+/// GET / on `host`, with these request headers; the status and the backend's JSON.
+async fn get(gantry: &Gantry, host: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = plain_client().get(gantry.url("/")).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request to gantry");
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// The value of a metric series (name with labels, as exposed) on `/metrics`, 0 if absent.
+async fn metric(gantry: &Gantry, series: &str) -> f64 {
+    gantry.metric_series(series).await.unwrap_or(0.0)
+}
+
+/// The `traceparent` of the first request the backend got on `/auth` (the external auth call).
+fn auth_traceparent(backend: &Echo) -> Option<String> {
+    backend
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/auth")
+        .and_then(|r| r.header("traceparent").first().map(|v| v.to_string()))
+}
+
+/// The request header `name` the backend got, from its JSON answer (`null` when absent).
+fn header<'a>(body: &'a Value, name: &str) -> &'a Value {
+    &body["headers"][name]
 }
 
 fn traceparent_of(body: &Value) -> (String, String) {
-    let tp = body["traceparent"]
+    let tp = header(body, "traceparent")
         .as_str()
         .expect("the backend got a traceparent");
     let parts: Vec<&str> = tp.split('-').collect();
@@ -384,28 +252,28 @@ async fn spans_reach_a_real_collector_and_continue_the_clients_trace() {
     let Some(bin) = otelcol() else { return };
     let dir = tempfile::tempdir().unwrap();
     let collector = Collector::start(&bin, dir.path()).await;
-    let (backend, auth_seen, _task) = backend().await;
-    write_manifests(dir.path(), backend);
+    let echo = Echo::start("echo").await;
+    let backend = echo.addr;
     let endpoint = format!("http://{}", collector.grpc);
-    let gantry = Gantry::start(
-        dir.path(),
+    let gantry = start_gantry(
+        backend,
         &["--otlp-endpoint", &endpoint, "--trace-sampling-ratio", "1"],
     )
     .await;
 
     // A traced route continues the client's trace; the backend's parent is Gantry's upstream span.
     let incoming = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
-    let (status, body) = gantry
-        .get(
-            "traced.example",
-            &[("traceparent", &incoming), ("tracestate", "vendor=7")],
-        )
-        .await;
+    let (status, body) = get(
+        &gantry,
+        "traced.example",
+        &[("traceparent", &incoming), ("tracestate", "vendor=7")],
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let (sent_trace, sent_parent) = traceparent_of(&body);
     assert_eq!(sent_trace, TRACE_ID);
     assert_ne!(sent_parent, CLIENT_SPAN);
-    assert_eq!(body["tracestate"], "vendor=7");
+    assert_eq!(header(&body, "tracestate"), "vendor=7");
 
     let spans = collector.trace(TRACE_ID, 3).await;
     assert_eq!(spans.len(), 3, "{spans:#?}");
@@ -481,31 +349,28 @@ async fn spans_reach_a_real_collector_and_continue_the_clients_trace() {
     );
     // The auth service's parent is the external auth span.
     let auth_parent = format!("00-{TRACE_ID}-{}-01", auth.span_id);
-    assert_eq!(
-        auth_seen.lock().unwrap().first().cloned().flatten(),
-        Some(auth_parent)
-    );
+    assert_eq!(auth_traceparent(&echo), Some(auth_parent));
 
     // A route that does not trust incoming spans starts a trace of its own.
-    let (status, body) = gantry.get("fresh.example", &[("traceparent", &incoming)]).await;
+    let (status, body) = get(&gantry, "fresh.example", &[("traceparent", &incoming)]).await;
     assert_eq!(status, 200);
     let (fresh_trace, _) = traceparent_of(&body);
     assert_ne!(fresh_trace, TRACE_ID);
     let fresh = collector.trace(&fresh_trace, 2).await;
     let server = fresh.iter().find(|s| s.kind == 2).unwrap();
     assert_eq!(server.parent, "", "a new trace has no parent: {server:#?}");
-    assert_eq!(body["tracestate"], Value::Null);
+    assert_eq!(header(&body, "tracestate"), &Value::Null);
 
     // A route that is not traced passes the client's context on untouched, and makes no span.
     let quiet_trace = "0af7651916cd43dd8448eb211c80319c";
     let quiet = format!("00-{quiet_trace}-b7ad6b7169203331-01");
-    let (status, body) = gantry.get("quiet.example", &[("traceparent", &quiet)]).await;
+    let (status, body) = get(&gantry, "quiet.example", &[("traceparent", &quiet)]).await;
     assert_eq!(status, 200);
-    assert_eq!(body["traceparent"], quiet.as_str());
+    assert_eq!(header(&body, "traceparent"), quiet.as_str());
 
     // Exported spans are counted, none dropped.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while gantry.metric("gantry_trace_spans_exported_total").await < 5.0 {
+    while metric(&gantry, "gantry_trace_spans_exported_total").await < 5.0 {
         assert!(
             Instant::now() < deadline,
             "gantry_trace_spans_exported_total stays below 5"
@@ -518,9 +383,11 @@ async fn spans_reach_a_real_collector_and_continue_the_clients_trace() {
         "the quiet route made spans"
     );
     assert_eq!(
-        gantry
-            .metric("gantry_trace_spans_dropped_total{reason=\"export_failed\"}")
-            .await,
+        metric(
+            &gantry,
+            "gantry_trace_spans_dropped_total{reason=\"export_failed\"}"
+        )
+        .await,
         0.0
     );
 }
@@ -530,11 +397,10 @@ async fn spans_go_over_otlp_http_too() {
     let Some(bin) = otelcol() else { return };
     let dir = tempfile::tempdir().unwrap();
     let collector = Collector::start(&bin, dir.path()).await;
-    let (backend, _auth, _task) = backend().await;
-    write_manifests(dir.path(), backend);
+    let echo = Echo::start("echo").await;
     let endpoint = format!("http://{}/v1/traces", collector.http);
-    let gantry = Gantry::start(
-        dir.path(),
+    let gantry = start_gantry(
+        echo.addr,
         &[
             "--otlp-endpoint",
             &endpoint,
@@ -545,7 +411,7 @@ async fn spans_go_over_otlp_http_too() {
         ],
     )
     .await;
-    let (status, body) = gantry.get("fresh.example", &[]).await;
+    let (status, body) = get(&gantry, "fresh.example", &[]).await;
     assert_eq!(status, 200);
     let (trace, parent) = traceparent_of(&body);
     let spans = collector.trace(&trace, 2).await;
@@ -557,18 +423,16 @@ async fn spans_go_over_otlp_http_too() {
 async fn a_collector_that_is_down_costs_only_dropped_spans() {
     // No collector: the endpoint is a port nothing listens on. Requests still succeed, promptly,
     // and the spans are counted as dropped.
-    let dir = tempfile::tempdir().unwrap();
-    let (backend, _auth, _task) = backend().await;
-    write_manifests(dir.path(), backend);
+    let echo = Echo::start("echo").await;
     let endpoint = format!("http://127.0.0.1:{}", free_port());
-    let gantry = Gantry::start(
-        dir.path(),
+    let gantry = start_gantry(
+        echo.addr,
         &["--otlp-endpoint", &endpoint, "--trace-sampling-ratio", "1"],
     )
     .await;
     let started = Instant::now();
     for _ in 0..100 {
-        let (status, body) = gantry.get("fresh.example", &[]).await;
+        let (status, body) = get(&gantry, "fresh.example", &[]).await;
         assert_eq!(status, 200);
         traceparent_of(&body);
     }
@@ -579,12 +443,12 @@ async fn a_collector_that_is_down_costs_only_dropped_spans() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let dropped = gantry
-            .metric("gantry_trace_spans_dropped_total{reason=\"export_failed\"}")
-            .await
-            + gantry
-                .metric("gantry_trace_spans_dropped_total{reason=\"queue_full\"}")
-                .await;
+        let dropped = metric(
+            &gantry,
+            "gantry_trace_spans_dropped_total{reason=\"export_failed\"}",
+        )
+        .await
+            + metric(&gantry, "gantry_trace_spans_dropped_total{reason=\"queue_full\"}").await;
         if dropped >= 200.0 {
             break;
         }
@@ -594,5 +458,5 @@ async fn a_collector_that_is_down_costs_only_dropped_spans() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(gantry.metric("gantry_trace_spans_exported_total").await, 0.0);
+    assert_eq!(metric(&gantry, "gantry_trace_spans_exported_total").await, 0.0);
 }
