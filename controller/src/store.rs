@@ -446,6 +446,13 @@ impl Change {
 }
 
 /// Stores `new` under `key` and compares it with what it replaces; a new key is a change.
+/// Revisions are unique in the process, not per store: file mode builds a new store on every
+/// reload, and a cache keyed by revisions must never take a new store's object for an old one's.
+fn next_revision() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 fn replace<T>(
     map: &mut BTreeMap<ObjectKey, T>,
     key: ObjectKey,
@@ -760,7 +767,7 @@ impl ObjectStore {
             }
         };
         if change == Change::Read {
-            self.revision += 1;
+            self.revision = next_revision();
             self.kind_revisions.insert(kind, self.revision);
             self.revisions
                 .entry(kind)
@@ -813,7 +820,7 @@ impl ObjectStore {
             if let Some(revisions) = self.revisions.get_mut(&kind) {
                 revisions.remove(&key);
             }
-            self.revision += 1;
+            self.revision = next_revision();
             self.kind_revisions.insert(kind, self.revision);
             Change::Read
         } else {
