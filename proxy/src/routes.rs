@@ -187,13 +187,13 @@ const DEFAULT_HOST: &str = "(default)";
 /// route (the lookup structures are derived from those).
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    exact: HashMap<Box<str>, PathTrie>,
+    exact: HashMap<Box<str>, Arc<HostTable>>,
     /// One-label wildcards, keyed by parent domain: `*.example.com` is under `example.com`.
-    wildcard: HashMap<Box<str>, PathTrie>,
+    wildcard: HashMap<Box<str>, Arc<HostTable>>,
     /// Any-depth (Gateway API) wildcards, keyed by parent domain like `wildcard`. Empty for
     /// tables without Gateway API wildcards, whose lookups then never walk the host's suffixes.
-    any_depth: HashMap<Box<str>, PathTrie>,
-    any: Option<PathTrie>,
+    any_depth: HashMap<Box<str>, Arc<HostTable>>,
+    any: Option<Arc<HostTable>>,
     default: Option<Arc<Route>>,
     /// Hosts in `HostMatch` order, each with its routes in precedence order, for `iter()`.
     listing: Box<[HostRoutes]>,
@@ -212,8 +212,54 @@ impl PartialEq for RouteTable {
 
 impl Eq for RouteTable {}
 
-/// One host of [`RouteTable::iter`]: the host and its routes in precedence order.
-type HostRoutes = (HostMatch, Box<[Arc<Route>]>);
+/// One host of [`RouteTable::iter`]: the host and its table.
+type HostRoutes = (HostMatch, Arc<HostTable>);
+
+/// The compiled routes of one host entry: its path trie and its routes in precedence order.
+///
+/// Shared between snapshots: a build that finds a host's routes unchanged passes the last
+/// table's `Arc` on ([`RouteTableBuilder::add_host_table`]) instead of compiling them again, so
+/// a change to one Ingress compiles the hosts of that Ingress only. Two tables are equal when
+/// their routes are (the trie is derived from them).
+#[derive(Debug)]
+pub struct HostTable {
+    trie: PathTrie,
+    routes: Box<[Arc<Route>]>,
+}
+
+impl PartialEq for HostTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.routes == other.routes
+    }
+}
+
+impl Eq for HostTable {}
+
+impl HostTable {
+    fn new(claims: BTreeMap<Claim, Claimants>) -> Self {
+        let trie = PathTrie::new(&claims);
+        // `claims` is a BTreeMap over `Claim`, so its values are already in precedence order.
+        let routes = claims.into_values().flatten().collect();
+        Self { trie, routes }
+    }
+
+    /// The host's routes in precedence order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// The claims the table was compiled from, for adding more routes to its host.
+    fn claims(&self) -> BTreeMap<Claim, Claimants> {
+        let mut claims: BTreeMap<Claim, Claimants> = BTreeMap::new();
+        for route in self.routes.iter() {
+            // Every route of a table was accepted by `Claim::of` once.
+            if let Ok(claim) = Claim::of(&route.path) {
+                claims.entry(claim).or_default().push(route.clone());
+            }
+        }
+        claims
+    }
+}
 
 /// The routes of one claim, in the order they are tried: by [`RequestConditions::rank`],
 /// greatest first (no conditions last), then in the order they were added.
@@ -224,6 +270,8 @@ type Claimants = Vec<Arc<Route>>;
 #[derive(Debug, Default)]
 pub struct RouteTableBuilder {
     hosts: HashMap<HostMatch, BTreeMap<Claim, Claimants>>,
+    /// Hosts whose compiled table was handed in whole ([`Self::add_host_table`]).
+    built: HashMap<HostMatch, Arc<HostTable>>,
     default: Option<Arc<Route>>,
 }
 
@@ -429,15 +477,64 @@ impl RouteTableBuilder {
         if let Some(claims) = self.hosts.get_mut(&host) {
             return Self::claim(claims, &host, claim, route);
         }
-        let claims = self.hosts.entry(host.clone()).or_default();
+        let claims = match self.built.remove(&host) {
+            // More routes for a host handed in compiled: its claims take the new one as if they
+            // had been added one by one.
+            Some(table) => self.hosts.entry(host.clone()).or_insert(table.claims()),
+            None => self.hosts.entry(host.clone()).or_default(),
+        };
         Self::claim(claims, &host, claim, route)
+    }
+
+    /// Adds a host's routes compiled before, by [`Self::host_table`] (of this or an earlier
+    /// build). A host that already has routes here keeps them, and the table's routes are added
+    /// after them as [`Self::add`] would.
+    pub fn add_host_table(&mut self, host: HostMatch, table: Arc<HostTable>) {
+        let host = host.canonical();
+        match self.hosts.get_mut(&host) {
+            Some(claims) => {
+                for route in table.routes.iter() {
+                    if let Ok(claim) = Claim::of(&route.path) {
+                        let _ = Self::claim(claims, &host, claim, Route::clone(route));
+                    }
+                }
+            }
+            None => {
+                if let Some(existing) = self.built.remove(&host) {
+                    let mut claims = existing.claims();
+                    for route in table.routes.iter() {
+                        if let Ok(claim) = Claim::of(&route.path) {
+                            let _ = Self::claim(&mut claims, &host, claim, Route::clone(route));
+                        }
+                    }
+                    self.hosts.insert(host, claims);
+                } else {
+                    self.built.insert(host, table);
+                }
+            }
+        }
+    }
+
+    /// Takes one host's routes out of the builder, compiled, for [`Self::add_host_table`]; `None`
+    /// when the host has no entry.
+    pub fn host_table(&mut self, host: &HostMatch) -> Option<Arc<HostTable>> {
+        let host = host.clone().canonical();
+        if let Some(table) = self.built.remove(&host) {
+            return Some(table);
+        }
+        self.hosts
+            .remove(&host)
+            .map(|claims| Arc::new(HostTable::new(claims)))
     }
 
     /// A host entry, with no routes unless some are added: requests for its hosts get the default
     /// (or 404) rather than the routes of a less specific entry. For the Gateway API's listener
     /// isolation: the hosts of a listener's hostname belong to that listener alone.
     pub fn reserve_host(&mut self, host: HostMatch) {
-        self.hosts.entry(host.canonical()).or_default();
+        let host = host.canonical();
+        if !self.built.contains_key(&host) {
+            self.hosts.entry(host).or_default();
+        }
     }
 
     fn claim(
@@ -491,13 +588,14 @@ impl RouteTableBuilder {
             default: self.default,
             ..RouteTable::default()
         };
-        let mut listing = Vec::with_capacity(self.hosts.len());
-        for (host, claims) in self.hosts {
-            let trie = PathTrie::new(&claims);
-            // `claims` is a BTreeMap over `Claim`, so its values are already in precedence order.
-            let routes: Box<[Arc<Route>]> = claims.into_values().flatten().collect();
-            table.len += routes.len();
-            listing.push((host.clone(), routes));
+        let mut listing = Vec::with_capacity(self.hosts.len() + self.built.len());
+        let compiled = self
+            .hosts
+            .into_iter()
+            .map(|(host, claims)| (host, Arc::new(HostTable::new(claims))));
+        for (host, trie) in compiled.chain(self.built) {
+            table.len += trie.routes.len();
+            listing.push((host.clone(), trie.clone()));
             match host {
                 HostMatch::Exact(host) => {
                     table.exact.insert(host.into(), trie);
@@ -572,12 +670,12 @@ impl RouteTable {
     #[inline]
     fn paths_for(&self, host: &str) -> Option<&PathTrie> {
         if let Some(paths) = self.exact.get(host) {
-            return Some(paths);
+            return Some(&paths.trie);
         }
         if let Some((label, parent)) = host.split_once('.') {
             if !label.is_empty() {
                 if let Some(paths) = self.wildcard.get(parent) {
-                    return Some(paths);
+                    return Some(&paths.trie);
                 }
                 if !self.any_depth.is_empty() {
                     if let Some((_, paths)) = self.any_depth_entries(parent).next() {
@@ -586,7 +684,7 @@ impl RouteTable {
                 }
             }
         }
-        self.any.as_ref()
+        self.any.as_deref().map(|t| &t.trie)
     }
 
     /// The any-depth wildcard entries matching a host whose first parent domain is `parent`
@@ -605,7 +703,7 @@ impl RouteTable {
         });
         suffixes
             .take_while(|p| !p.is_empty())
-            .filter_map(|p| self.any_depth.get(p).map(|paths| (p, paths)))
+            .filter_map(|p| self.any_depth.get(p).map(|paths| (p, &paths.trie)))
     }
 
     /// Why a request goes where it goes: the host entry that applies, the route chosen, and for
@@ -638,7 +736,7 @@ impl RouteTable {
             let Ok(at) = self.listing.binary_search_by(|(h, _)| h.cmp(entry)) else {
                 continue;
             };
-            for route in self.listing[at].1.iter() {
+            for route in self.listing[at].1.routes.iter() {
                 if chosen.as_ref().is_some_and(|c| Arc::ptr_eq(c, route)) {
                     continue;
                 }
@@ -686,7 +784,7 @@ impl RouteTable {
     pub fn iter(&self) -> impl Iterator<Item = (&HostMatch, &Arc<Route>)> + '_ {
         self.listing
             .iter()
-            .flat_map(|(host, routes)| routes.iter().map(move |route| (host, route)))
+            .flat_map(|(host, table)| table.routes.iter().map(move |route| (host, route)))
     }
 
     /// Number of routes (not counting the default route).
@@ -1043,6 +1141,70 @@ mod tests {
     fn matched(table: &RouteTable, host: &str, request: &str) -> Option<PathMatch> {
         let path = normalize_path(request).unwrap();
         table.lookup(host, &path).map(|route| route.path.clone())
+    }
+
+    #[test]
+    fn a_host_table_handed_in_serves_as_if_its_routes_were_added_one_by_one() {
+        // The table of one host, compiled by a builder of its own (as a build of one host is).
+        let mut one = RouteTableBuilder::new();
+        one.add(exact("a.example"), route(P("/").path(), "old")).unwrap();
+        one.add(exact("a.example"), route(E("/x").path(), "old")).unwrap();
+        let a = one.host_table(&exact("a.example")).expect("the host has routes");
+        assert!(one.host_table(&exact("a.example")).is_none(), "taken out");
+        assert_eq!(a.routes().len(), 2);
+
+        let mut whole = RouteTableBuilder::new();
+        whole
+            .add(exact("a.example"), route(P("/").path(), "old"))
+            .unwrap();
+        whole
+            .add(exact("a.example"), route(E("/x").path(), "old"))
+            .unwrap();
+        whole.add(exact("b.example"), route(P("/b").path(), "b")).unwrap();
+        let whole = whole.build();
+
+        let mut handed = RouteTableBuilder::new();
+        handed.add_host_table(exact("a.example"), a.clone());
+        handed
+            .add(exact("b.example"), route(P("/b").path(), "b"))
+            .unwrap();
+        let handed = handed.build();
+        assert_eq!(handed, whole, "equal to the table built route by route");
+        assert_eq!(matched(&handed, "a.example", "/x"), Some(E("/x").path()));
+        assert_eq!(matched(&handed, "a.example", "/y"), Some(P("/").path()));
+        assert_eq!(matched(&handed, "b.example", "/b/1"), Some(P("/b").path()));
+        assert!(
+            Arc::ptr_eq(
+                handed.lookup("a.example", "/x").unwrap(),
+                &a.routes()
+                    .iter()
+                    .find(|r| r.path == E("/x").path())
+                    .unwrap()
+                    .clone()
+            ),
+            "the handed-in routes are shared, not copied"
+        );
+
+        // More routes for a handed-in host (a Gateway API route on an Ingress host): the table's
+        // routes are older, so they keep their paths, and new paths are added.
+        let mut more = RouteTableBuilder::new();
+        more.add_host_table(exact("a.example"), a);
+        let err = more
+            .add(exact("a.example"), route(E("/x").path(), "new"))
+            .unwrap_err();
+        assert!(matches!(err, RouteError::Conflict { ref existing, .. } if *existing.name == *"old"));
+        more.add(exact("a.example"), route(P("/new").path(), "new"))
+            .unwrap();
+        let more = more.build();
+        assert_eq!(more.len(), 3);
+        assert_eq!(
+            more.lookup("a.example", "/x").unwrap().source.name.as_ref(),
+            "old"
+        );
+        assert_eq!(
+            more.lookup("a.example", "/new/1").unwrap().source.name.as_ref(),
+            "new"
+        );
     }
 
     #[test]
@@ -2167,7 +2329,7 @@ mod tests {
                 Some(when(Some(Method::PUT), &[], &[])),
             ),
         ]);
-        assert!(t.exact.get("h").is_some_and(|trie| trie.lists.is_empty()));
+        assert!(t.exact.get("h").is_some_and(|table| table.trie.lists.is_empty()));
         assert_eq!(served(&t, Method::GET, "/a/x", &[], None), Some("root"));
         assert_eq!(served(&t, Method::PUT, "/a/b", &[], None), Some("ab-put"));
         assert_eq!(served(&t, Method::GET, "/a/b", &[], None), Some("root"));

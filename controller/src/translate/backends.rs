@@ -75,7 +75,7 @@ impl BackendInputs {
 fn cached(b: &mut Build<'_>, key: BackendKey) -> Resolved {
     let store = b.store;
     let node_ips = &mut b.backends.node_ips;
-    b.cache.backends.get(
+    let resolved = b.cache.backends.get(
         &key,
         |inputs| inputs.hold(store, &key),
         || {
@@ -84,7 +84,21 @@ fn cached(b: &mut Build<'_>, key: BackendKey) -> Resolved {
                 BackendInputs::of(store, &key),
             )
         },
-    )
+    );
+    if let Some(log) = &mut b.backend_log {
+        log.push((key, resolved.backend.clone()));
+    }
+    resolved
+}
+
+/// Whether `backend` is still what `key` resolves to: the backend's objects have not changed
+/// since it was made (or it is what this build made).
+pub(super) fn still(b: &mut Build<'_>, key: &BackendKey, backend: &Arc<Backend>) -> bool {
+    let store = b.store;
+    b.cache
+        .backends
+        .lookup(key, |inputs, _| inputs.hold(store, key))
+        .is_some_and(|r| Arc::ptr_eq(&r.backend, backend))
 }
 
 /// The Service port as the Ingress names it.

@@ -22,27 +22,34 @@ use std::{collections::HashMap, hash::Hash};
 
 use crate::store::{Kind, ObjectKey, ObjectStore};
 
-/// A memo table kept across builds: `key → (inputs, value)`. A build takes entries out of the
-/// last build's table and puts what it used into its own.
+/// A memo table kept across builds: `key → (inputs, value)`, each entry stamped with the last
+/// build that used it. One map and one hash lookup per use; a key is copied only when it is new.
 pub(super) struct Memo<K, I, V> {
-    last: HashMap<K, (I, V)>,
-    this: HashMap<K, (I, V)>,
+    map: HashMap<K, Entry<I, V>>,
+    /// The build in progress (entries used by it carry this stamp).
+    build: u64,
     pub(super) hits: u64,
     pub(super) misses: u64,
+}
+
+struct Entry<I, V> {
+    inputs: I,
+    value: V,
+    used: u64,
 }
 
 impl<K, I, V> Default for Memo<K, I, V> {
     fn default() -> Self {
         Self {
-            last: HashMap::new(),
-            this: HashMap::new(),
+            map: HashMap::new(),
+            build: 1,
             hits: 0,
             misses: 0,
         }
     }
 }
 
-impl<K: Hash + Eq + Clone, I: PartialEq, V: Clone> Memo<K, I, V> {
+impl<K: Hash + Eq + Clone, I, V: Clone> Memo<K, I, V> {
     /// The value for `key`: this build's if it has one, else the last build's when `fresh` says
     /// its inputs still hold, else `make`'s (which returns the value and the inputs it read).
     pub(super) fn get(
@@ -51,32 +58,55 @@ impl<K: Hash + Eq + Clone, I: PartialEq, V: Clone> Memo<K, I, V> {
         fresh: impl FnOnce(&I) -> bool,
         make: impl FnOnce() -> (V, I),
     ) -> V {
-        if let Some((_, v)) = self.this.get(key) {
-            return v.clone();
+        if let Some(v) = self.lookup(key, |inputs, _| fresh(inputs)) {
+            return v;
         }
-        let entry = match self.last.remove(key) {
-            Some(entry) if fresh(&entry.0) => {
-                self.hits += 1;
-                entry
-            }
-            _ => {
-                self.misses += 1;
-                let (v, inputs) = make();
-                (inputs, v)
-            }
-        };
-        let v = entry.1.clone();
-        self.this.insert(key.clone(), entry);
+        let (v, inputs) = make();
+        self.store(key, inputs, v.clone());
         v
     }
 
-    /// Ends a build: what it used is what the next one may reuse.
+    /// The value for `key` if this build has one, or the last build's when `fresh` says it still
+    /// holds (then it is this build's too). `None`: make it and [`Self::store`] it.
+    pub(super) fn lookup(&mut self, key: &K, fresh: impl FnOnce(&I, &V) -> bool) -> Option<V> {
+        let build = self.build;
+        let entry = self.map.get_mut(key)?;
+        if entry.used == build {
+            return Some(entry.value.clone());
+        }
+        if !fresh(&entry.inputs, &entry.value) {
+            return None;
+        }
+        entry.used = build;
+        self.hits += 1;
+        Some(entry.value.clone())
+    }
+
+    /// Keeps what this build made for `key`.
+    pub(super) fn store(&mut self, key: &K, inputs: I, value: V) {
+        self.misses += 1;
+        let entry = Entry {
+            inputs,
+            value,
+            used: self.build,
+        };
+        match self.map.get_mut(key) {
+            Some(slot) => *slot = entry,
+            None => {
+                self.map.insert(key.clone(), entry);
+            }
+        }
+    }
+
+    /// Ends a build: what it used is what the next one may reuse; the rest is dropped.
     fn finish(&mut self) {
-        self.last = std::mem::take(&mut self.this);
+        let build = self.build;
+        self.map.retain(|_, e| e.used == build);
+        self.build += 1;
     }
 
     pub(super) fn len(&self) -> usize {
-        self.last.len() + self.this.len()
+        self.map.len()
     }
 }
 
@@ -106,6 +136,10 @@ pub struct TranslateCache {
     pub(super) backends:
         Memo<super::backends::BackendKey, super::backends::BackendInputs, super::backends::Resolved>,
     pub(super) annotations: Memo<ObjectKey, Inputs, std::sync::Arc<crate::annotations::IngressAnnotations>>,
+    pub(super) ingresses:
+        Memo<ObjectKey, super::class::FactsInputs, std::sync::Arc<super::class::IngressFacts>>,
+    pub(super) hosts:
+        Memo<gantry_proxy::HostMatch, super::rules::HostInputs, std::sync::Arc<super::rules::HostUnit>>,
 }
 
 /// How much of one build came from the cache.
@@ -121,23 +155,39 @@ impl TranslateCache {
     /// Ends a build; returns what the build reused and what it made anew.
     pub(super) fn finish(&mut self) -> CacheStats {
         let stats = CacheStats {
-            hits: self.certs.hits + self.backends.hits + self.annotations.hits,
-            misses: self.certs.misses + self.backends.misses + self.annotations.misses,
+            hits: self.certs.hits
+                + self.backends.hits
+                + self.annotations.hits
+                + self.ingresses.hits
+                + self.hosts.hits,
+            misses: self.certs.misses
+                + self.backends.misses
+                + self.annotations.misses
+                + self.ingresses.misses
+                + self.hosts.misses,
             entries: 0,
         };
         self.certs.finish();
         self.backends.finish();
         self.annotations.finish();
+        self.ingresses.finish();
+        self.hosts.finish();
         for (hits, misses) in [
             (&mut self.certs.hits, &mut self.certs.misses),
             (&mut self.backends.hits, &mut self.backends.misses),
             (&mut self.annotations.hits, &mut self.annotations.misses),
+            (&mut self.ingresses.hits, &mut self.ingresses.misses),
+            (&mut self.hosts.hits, &mut self.hosts.misses),
         ] {
             *hits = 0;
             *misses = 0;
         }
         CacheStats {
-            entries: self.certs.len() + self.backends.len() + self.annotations.len(),
+            entries: self.certs.len()
+                + self.backends.len()
+                + self.annotations.len()
+                + self.ingresses.len()
+                + self.hosts.len(),
             ..stats
         }
     }

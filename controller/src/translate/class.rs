@@ -2,13 +2,14 @@
 
 use std::{cell::RefCell, sync::Arc};
 
-use gantry_proxy::RouteSource;
+use gantry_proxy::{HostMatch, RouteSource};
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Secret},
     networking::v1::{Ingress, IngressClass},
 };
 
 use super::cache::Inputs;
+use super::hosts::parse_host;
 use super::{
     BackendMode, Build, IngressReport, OurIngress, Problem, TranslateOptions, ANNOTATION_BACKEND_MODE,
     ANNOTATION_DEFAULT_CLASS, ANNOTATION_INGRESS_CLASS,
@@ -24,45 +25,177 @@ use crate::{
 pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
     let selected = select(b.store, b.opts);
     let mut ours = Vec::with_capacity(selected.len());
+    let default_mode = b.settings.backend_mode;
     for (key, ingress) in selected {
+        let annotations = annotations_of(b, key, ingress);
+        let revision = b.store.revision(Kind::Ingress, key);
+        let facts = b.cache.ingresses.get(
+            key,
+            |inputs| {
+                inputs.revision == revision
+                    && Arc::ptr_eq(&inputs.annotations, &annotations)
+                    && inputs.default_mode == default_mode
+            },
+            || {
+                let facts = IngressFacts::of(key, ingress, &annotations, default_mode);
+                let inputs = FactsInputs {
+                    revision,
+                    annotations: annotations.clone(),
+                    default_mode,
+                };
+                (Arc::new(facts), inputs)
+            },
+        );
+        if let Some(problem) = &facts.mode_problem {
+            b.report(&facts.label, problem.clone());
+        }
+        b.annotation_reports.push((key.clone(), facts.report.clone()));
+        ours.push(OurIngress {
+            key,
+            ingress,
+            source: facts.source.clone(),
+            label: facts.label.clone(),
+            backend_mode: facts.backend_mode,
+            annotations,
+            facts,
+        });
+    }
+    ours
+}
+
+/// What the later processors read of one of our Ingresses besides its spec, worked out once per
+/// revision of the Ingress and its annotations (and the default backend mode), and kept across
+/// builds: a build where one Ingress changed works out that one only. A new `Arc` stands for a
+/// change: the route processor reuses a host's routes while the facts of its Ingresses are the
+/// same `Arc`s.
+#[derive(Debug)]
+pub(super) struct IngressFacts {
+    /// `Ingress namespace/name`, the diagnostic's `object`.
+    pub(super) label: String,
+    pub(super) source: RouteSource,
+    pub(super) backend_mode: BackendMode,
+    /// An unknown `gantry.dev/backend-mode`.
+    mode_problem: Option<Problem>,
+    /// What its annotations did, before the processors add to it.
+    report: IngressReport,
+    /// Each rule's host, parsed, in rule order.
+    pub(super) rule_hosts: Vec<Result<HostMatch, &'static str>>,
+    /// The hosts of its rules that parse, in order, without repeats.
+    pub(super) hosts: Vec<HostMatch>,
+    /// Its `spec.tls` hosts, lowercase.
+    pub(super) tls_hosts: Vec<String>,
+    /// The hosts its annotations put in regex mode (see `rules::routes`).
+    pub(super) regex_hosts: Vec<HostMatch>,
+    /// Its `spec.tls` entries, read.
+    pub(super) tls_entries: Vec<TlsEntry>,
+}
+
+/// One `spec.tls` entry of an Ingress.
+#[derive(Debug)]
+pub(super) struct TlsEntry {
+    /// Its hosts that can have a certificate, lowercase.
+    pub(super) hosts: Vec<String>,
+    /// Its hosts that are not valid names, with why.
+    pub(super) invalid: Vec<(String, &'static str)>,
+    /// Its Secret, in the Ingress's namespace; `None` without `secretName` (the hosts are served
+    /// the default certificate).
+    pub(super) secret: Option<ObjectKey>,
+}
+
+/// What [`IngressFacts`] were made from.
+pub(super) struct FactsInputs {
+    revision: Option<u64>,
+    annotations: Arc<IngressAnnotations>,
+    default_mode: BackendMode,
+}
+
+impl IngressFacts {
+    fn of(
+        key: &ObjectKey,
+        ingress: &Ingress,
+        annotations: &IngressAnnotations,
+        default_mode: BackendMode,
+    ) -> Self {
         let label = format!("Ingress {key}");
+        let mut mode_problem = None;
         let backend_mode = match annotation(ingress, ANNOTATION_BACKEND_MODE) {
-            None => b.settings.backend_mode,
+            None => default_mode,
             Some("node-port") => BackendMode::NodePort,
             Some("endpoints") => BackendMode::Endpoints,
             Some(other) => {
-                let fallback = b.settings.backend_mode;
-                b.report(
-                    &label,
-                    Problem::InvalidAnnotation {
-                        annotation: ANNOTATION_BACKEND_MODE,
-                        value: other.to_string(),
-                        expected: "node-port or endpoints",
-                        fallback: format!("{fallback:?}"),
-                    },
-                );
-                fallback
+                mode_problem = Some(Problem::InvalidAnnotation {
+                    annotation: ANNOTATION_BACKEND_MODE,
+                    value: other.to_string(),
+                    expected: "node-port or endpoints",
+                    fallback: format!("{default_mode:?}"),
+                });
+                default_mode
             }
         };
-        let annotations = annotations_of(b, key, ingress);
         // ingress-nginx's `service-upstream` names the mode for the Ingress's own backends.
         let backend_mode = if annotations.service_upstream {
             BackendMode::ClusterIp
         } else {
             backend_mode
         };
-        b.annotation_reports.push((
-            key.clone(),
-            IngressReport {
-                ingress: key.to_string(),
-                fails_closed: annotations.fails_closed().map(str::to_string),
-                not_routed: annotations.not_routed.clone(),
-                annotations: annotations.reports.clone(),
-            },
-        ));
-        ours.push(OurIngress {
-            key,
-            ingress,
+        let spec = ingress.spec.as_ref();
+        let rules = spec.and_then(|s| s.rules.as_deref()).unwrap_or_default();
+        let rule_hosts: Vec<_> = rules.iter().map(|r| parse_host(r.host.as_deref())).collect();
+        let mut hosts: Vec<HostMatch> = Vec::new();
+        for host in rule_hosts.iter().flatten() {
+            if !hosts.contains(host) {
+                hosts.push(host.clone());
+            }
+        }
+        let mut regex_hosts = Vec::new();
+        for (rule, host) in rules.iter().zip(&rule_hosts) {
+            let (Ok(host), Some(http)) = (host, &rule.http) else {
+                continue;
+            };
+            let on = http.paths.iter().any(|p| {
+                let written = p.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
+                annotations.regex_mode_for(written)
+            });
+            if on && !regex_hosts.contains(host) {
+                regex_hosts.push(host.clone());
+            }
+        }
+        let tls_entries = spec
+            .and_then(|s| s.tls.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|entry| {
+                let (mut hosts, mut invalid) = (Vec::new(), Vec::new());
+                for host in entry.hosts.iter().flatten() {
+                    match parse_host(Some(host)) {
+                        // An empty host (a rule for any host) has no SNI name to file a
+                        // certificate under.
+                        Ok(HostMatch::Any) => {}
+                        Ok(_) => hosts.push(host.to_ascii_lowercase()),
+                        Err(why) => invalid.push((host.clone(), why)),
+                    }
+                }
+                let secret = entry
+                    .secret_name
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .map(|name| ObjectKey::new(key.namespace.as_str(), name));
+                TlsEntry {
+                    hosts,
+                    invalid,
+                    secret,
+                }
+            })
+            .collect();
+        let tls_hosts = spec
+            .and_then(|s| s.tls.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|tls| tls.hosts.as_ref())
+            .flatten()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        Self {
             source: RouteSource {
                 kind: gantry_proxy::SourceKind::Ingress,
                 namespace: Arc::from(key.namespace.as_str()),
@@ -70,10 +203,20 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
             },
             label,
             backend_mode,
-            annotations,
-        });
+            mode_problem,
+            report: IngressReport {
+                ingress: key.to_string(),
+                fails_closed: annotations.fails_closed().map(str::to_string),
+                not_routed: annotations.not_routed.clone(),
+                annotations: annotations.reports.clone(),
+            },
+            rule_hosts,
+            hosts,
+            tls_hosts,
+            regex_hosts,
+            tls_entries,
+        }
     }
-    ours
 }
 
 /// The ingress-nginx annotations of one Ingress, parsed once per revision of the Ingress and of

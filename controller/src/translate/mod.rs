@@ -397,6 +397,8 @@ struct OurIngress<'a> {
     /// Its ingress-nginx annotations, read once (and kept across builds while neither the Ingress
     /// nor what they refer to changes).
     annotations: std::sync::Arc<IngressAnnotations>,
+    /// What the processors read of it besides the spec, kept across builds like the annotations.
+    facts: std::sync::Arc<class::IngressFacts>,
 }
 
 /// The state the processors share while building one snapshot.
@@ -413,6 +415,9 @@ struct Build<'a> {
     address_routes: BTreeMap<IpAddr, RouteTableBuilder>,
     certs: CertTable,
     backends: backends::Backends,
+    /// While a host's routes are built: every backend they resolved, so that the next build can
+    /// tell whether they still hold.
+    backend_log: Option<Vec<(backends::BackendKey, std::sync::Arc<gantry_proxy::Backend>)>>,
     diagnostics: Vec<Diagnostic>,
     /// What each of our Ingresses' annotations did, oldest Ingress first; the processors may add to
     /// it (per-path rewrite problems, alias conflicts).
@@ -438,6 +443,7 @@ impl<'a> Build<'a> {
             address_routes: BTreeMap::new(),
             certs: CertTable::default(),
             backends: backends::Backends::default(),
+            backend_log: None,
             diagnostics: Vec::new(),
             annotation_reports: Vec::new(),
         }

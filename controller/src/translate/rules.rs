@@ -35,21 +35,23 @@
 //! which is what its documentation describes.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{HashMap, HashSet},
     sync::Arc,
 };
 
 use gantry_proxy::{
     policy::{ClientCertAuth, HostRedirect, HttpsRedirect, Refusal, Rewrite},
-    Backend, HostMatch, PathMatch, Policies, Route, RouteError, RouteSource,
+    Backend, HostMatch, HostTable, PathMatch, Policies, Route, RouteError, RouteSource, RouteTableBuilder,
 };
+use k8s_openapi::api::networking::v1::IngressRule;
 
 use super::{
     backends,
+    class::IngressFacts,
     hosts::{host_label, host_spelling, parse_host, parse_path, path_label},
     Build, OurIngress, Problem,
 };
-use crate::annotations::CanarySpec;
+use crate::{annotations::CanarySpec, diagnostic::Diagnostic, store::ObjectKey};
 
 /// One backend of a canary Ingress, waiting for the main route it attaches to.
 pub(super) struct CanaryClaim {
@@ -240,29 +242,105 @@ pub(super) fn report_canaries(b: &mut Build<'_>, claims: Vec<CanaryClaim>) {
     }
 }
 
-/// The routes added so far, by host, in the order they were added.
-type Added = HashMap<HostMatch, Vec<Route>>;
+/// The compiled routes of every host the rules made, for `server-alias` and
+/// `from-to-www-redirect`.
+type Added<'o> = HashMap<&'o HostMatch, Arc<HostTable>>;
 
+/// What one host's routes were made from: the rules for the host, oldest Ingress first, and what
+/// else they depend on. The host's routes are reused while these are the same and the backends
+/// they resolved still hold ([`backends::still`]).
+pub(super) struct HostInputs {
+    /// Every rule for the host: its Ingress's facts (a new `Arc` when the Ingress or its
+    /// annotations changed) and its index in `spec.rules`.
+    members: Vec<(Arc<IngressFacts>, usize)>,
+    /// Some Ingress lists the host in `spec.tls`.
+    tls: bool,
+    /// The host is in regex mode.
+    regex: bool,
+    client_auth: Option<HostClientAuth>,
+    /// `false` when the routes depend on what is not tracked here (canary claims on the host, an
+    /// Ingress's `default-backend` annotation, both rare): they are made anew every build.
+    cacheable: bool,
+}
+
+impl HostInputs {
+    fn same(&self, other: &Self) -> bool {
+        self.cacheable
+            && other.cacheable
+            && self.tls == other.tls
+            && self.regex == other.regex
+            && self.members.len() == other.members.len()
+            && self
+                .members
+                .iter()
+                .zip(&other.members)
+                .all(|((a, i), (b, j))| i == j && Arc::ptr_eq(a, b))
+            && match (&self.client_auth, &other.client_auth) {
+                (None, None) => true,
+                (Some(HostClientAuth::Protected(a)), Some(HostClientAuth::Protected(b))) => Arc::ptr_eq(a, b),
+                (Some(HostClientAuth::Broken { owner: a }), Some(HostClientAuth::Broken { owner: b })) => {
+                    a == b
+                }
+                _ => false,
+            }
+    }
+}
+
+/// One host's share of a build: its compiled routes and what making them reported.
+pub(super) struct HostUnit {
+    /// `None` when no path of the host could be routed.
+    table: Option<Arc<HostTable>>,
+    diagnostics: Vec<Diagnostic>,
+    /// `rewrite-target` report lines: (Ingress, text).
+    additions: Vec<(ObjectKey, String)>,
+    /// Every backend the routes resolved.
+    backends: Vec<(backends::BackendKey, Arc<Backend>)>,
+}
+
+/// Processor 2: the routes of every rule, host by host.
+///
+/// The rules are grouped by host (hosts in the order they first appear, each host's rules oldest
+/// Ingress first, so conflicts resolve by age as if every rule were added in one pass). A host's
+/// routes depend only on its own rules and on facts about that host (TLS, regex mode, client
+/// authentication, canaries), so each host is compiled on its own ([`HostTable`]) and kept across
+/// builds: a change to one Ingress compiles that Ingress's hosts again, and every other host's
+/// table is the last build's `Arc`.
 pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut [CanaryClaim]) {
-    let tls_hosts = tls_hosts(ours);
-    let regex_hosts = regex_hosts(ours);
+    let tls_hosts: HashSet<&str> = ours
+        .iter()
+        .flat_map(|i| i.facts.tls_hosts.iter().map(String::as_str))
+        .collect();
+    let regex_hosts: HashSet<&HostMatch> = ours
+        .iter()
+        .filter(|i| i.annotations.not_routed.is_none())
+        .flat_map(|i| i.facts.regex_hosts.iter())
+        .collect();
     let client_auth = host_client_auth(b, ours);
-    let mut added = Added::new();
-    for ing in ours {
+    // Hosts that canary claims attach to: a claim without path (a `spec.defaultBackend`) claims
+    // the routes without host.
+    let claimed: HashSet<HostMatch> = canaries
+        .iter()
+        .map(|c| match c.path {
+            Some(_) => c.host.clone(),
+            None => HostMatch::Any,
+        })
+        .collect();
+
+    // The rules of each host, and the `default-backend` of each Ingress that has one.
+    let mut index: HashMap<&HostMatch, usize> = HashMap::new();
+    let mut groups: Vec<(&HostMatch, Vec<(usize, usize)>)> = Vec::new();
+    let mut defaults: HashMap<usize, Option<Arc<Backend>>> = HashMap::new();
+    for (i, ing) in ours.iter().enumerate() {
         if ing.annotations.not_routed.is_some() {
             // A canary (its rules are claims, see `canaries`), or an invalid `canary`: none of its
             // rules is routed.
             continue;
         }
-        let rules = ing
-            .ingress
-            .spec
-            .as_ref()
-            .and_then(|s| s.rules.as_deref())
-            .unwrap_or_default();
-        let default_backend = annotation_default_backend(b, ing, true);
-        for rule in rules {
-            let host = match parse_host(rule.host.as_deref()) {
+        if ing.annotations.default_backend.is_some() {
+            defaults.insert(i, annotation_default_backend(b, ing, true));
+        }
+        for (r, (rule, host)) in rules_of(ing).iter().zip(&ing.facts.rule_hosts).enumerate() {
+            let host = match host {
                 Ok(host) => host,
                 Err(why) => {
                     let host = rule.host.clone().unwrap_or_default();
@@ -278,64 +356,159 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
                 }
             };
             // A rule may carry only a host (for TLS); then it routes nothing.
-            let Some(http) = &rule.http else { continue };
+            if rule.http.is_none() {
+                continue;
+            }
+            let at = *index.entry(host).or_insert_with(|| {
+                groups.push((host, Vec::new()));
+                groups.len() - 1
+            });
+            groups[at].1.push((i, r));
+        }
+    }
+
+    let keep_added = ours
+        .iter()
+        .any(|i| !i.annotations.server_alias.is_empty() || i.annotations.from_to_www_redirect);
+    let mut added = Added::new();
+    let mut memo = std::mem::take(&mut b.cache.hosts);
+    for (host, members) in groups {
+        let inputs = HostInputs {
+            cacheable: !claimed.contains(host) && members.iter().all(|(i, _)| !defaults.contains_key(i)),
+            members: members.iter().map(|&(i, r)| (ours[i].facts.clone(), r)).collect(),
             // Redirect only hosts that have TLS (a rule without host has no name to have a
             // certificate for), unless the Ingress forces it.
-            let ann = &ing.annotations;
-            let ssl_redirect = ann.force_ssl_redirect
-                || (ann.ssl_redirect && host_spelling(&host).is_some_and(|h| tls_hosts.contains(&h)));
-            let regex = regex_hosts.contains(&host);
-            for path in &http.paths {
-                let parsed = parse_path(path.path.as_deref(), &path.path_type);
-                let matcher = match parsed.clone() {
-                    Ok(PathMatch::Prefix(p)) if regex => PathMatch::Regex(p),
-                    Ok(m) => m,
-                    Err(why) => {
-                        let problem = Problem::InvalidPath {
-                            host: host_label(&host),
-                            path: path.path.clone().unwrap_or_default(),
-                            why,
-                        };
-                        b.report(&ing.label, problem);
-                        continue;
-                    }
-                };
-                let place = format!("{} {}", host_label(&host), path_label(&matcher));
-                let Some(backend) = backends::resolve(b, ing, &path.backend, &place) else {
+            tls: is_tls_host(host, &tls_hosts),
+            regex: regex_hosts.contains(host),
+            client_auth: client_auth.get(host).cloned(),
+        };
+        let reused = memo.lookup(host, |last, unit| {
+            last.same(&inputs)
+                && unit
+                    .backends
+                    .iter()
+                    .all(|(key, backend)| backends::still(b, key, backend))
+        });
+        let unit = match reused {
+            Some(unit) => unit,
+            None => {
+                let unit = Arc::new(host_unit(b, ours, host, &members, &inputs, &defaults, canaries));
+                memo.store(host, inputs, unit.clone());
+                unit
+            }
+        };
+        b.diagnostics.extend(unit.diagnostics.iter().cloned());
+        for (ingress, text) in &unit.additions {
+            if let Some(report) = b.annotation_report(ingress, "rewrite-target") {
+                report.add_invalid(text.clone());
+            }
+        }
+        if let Some(table) = &unit.table {
+            b.routes.add_host_table(host.clone(), table.clone());
+            if keep_added {
+                added.insert(host, table.clone());
+            }
+        }
+    }
+    b.cache.hosts = memo;
+    if keep_added {
+        server_aliases(b, ours, &added);
+        www_redirects(b, ours, &added);
+    }
+}
+
+/// Whether some Ingress lists the host in `spec.tls` (as spelled there: `*.example` for a
+/// wildcard).
+fn is_tls_host(host: &HostMatch, tls_hosts: &HashSet<&str>) -> bool {
+    match host {
+        HostMatch::Exact(h) => tls_hosts.contains(h.as_str()),
+        HostMatch::Any => false,
+        _ => host_spelling(host).is_some_and(|h| tls_hosts.contains(h.as_str())),
+    }
+}
+
+fn rules_of<'i>(ing: &OurIngress<'i>) -> &'i [IngressRule] {
+    ing.ingress
+        .spec
+        .as_ref()
+        .and_then(|s| s.rules.as_deref())
+        .unwrap_or_default()
+}
+
+/// The routes of one host from its rules (`members`: our Ingress and rule index), compiled.
+fn host_unit(
+    b: &mut Build<'_>,
+    ours: &[OurIngress<'_>],
+    host: &HostMatch,
+    members: &[(usize, usize)],
+    inputs: &HostInputs,
+    defaults: &HashMap<usize, Option<Arc<Backend>>>,
+    canaries: &mut [CanaryClaim],
+) -> HostUnit {
+    let start = b.diagnostics.len();
+    b.backend_log = Some(Vec::new());
+    let mut table = RouteTableBuilder::new();
+    let mut additions = Vec::new();
+    for &(i, r) in members {
+        let ing = &ours[i];
+        let Some(http) = rules_of(ing).get(r).and_then(|rule| rule.http.as_ref()) else {
+            continue;
+        };
+        let ann = &ing.annotations;
+        let ssl_redirect = ann.force_ssl_redirect || (ann.ssl_redirect && inputs.tls);
+        let default_backend = defaults.get(&i).cloned().flatten();
+        for path in &http.paths {
+            let parsed = parse_path(path.path.as_deref(), &path.path_type);
+            let matcher = match parsed.clone() {
+                Ok(PathMatch::Prefix(p)) if inputs.regex => PathMatch::Regex(p),
+                Ok(m) => m,
+                Err(why) => {
+                    let problem = Problem::InvalidPath {
+                        host: host_label(host),
+                        path: path.path.clone().unwrap_or_default(),
+                        why,
+                    };
+                    b.report(&ing.label, problem);
                     continue;
-                };
-                let mut policies = route_policies(b, ing, &matcher, ssl_redirect);
-                apply_client_auth(&mut policies, client_auth.get(&host));
-                if policies.refusal.is_none() {
-                    policies.default_backend = default_backend.clone();
                 }
-                let pick = match &parsed {
-                    Ok(parsed) => pick_canary(canaries, |c| c.matches(&host, parsed), &backend),
-                    Err(_) => CanaryPick::default(),
-                };
-                pick.apply(canaries, &mut policies);
-                let route = Route {
-                    path: matcher,
-                    conditions: None,
-                    backend,
-                    source: ing.source.clone(),
-                    policies,
-                };
-                match b.routes.add(host.clone(), route.clone()) {
-                    Ok(()) => {
-                        pick.record(canaries, &route.backend);
-                        added.entry(host.clone()).or_default().push(route);
-                    }
-                    Err(e) => {
-                        let problem = route_problem(e, &host);
-                        b.report(&ing.label, problem);
-                    }
+            };
+            let place = format!("{} {}", host_label(host), path_label(&matcher));
+            let Some(backend) = backends::resolve(b, ing, &path.backend, &place) else {
+                continue;
+            };
+            let mut policies = route_policies(ing, &matcher, ssl_redirect, &mut additions);
+            apply_client_auth(&mut policies, inputs.client_auth.as_ref());
+            if policies.refusal.is_none() {
+                policies.default_backend = default_backend.clone();
+            }
+            let pick = match &parsed {
+                Ok(parsed) => pick_canary(canaries, |c| c.matches(host, parsed), &backend),
+                Err(_) => CanaryPick::default(),
+            };
+            pick.apply(canaries, &mut policies);
+            let route = Route {
+                path: matcher,
+                conditions: None,
+                backend,
+                source: ing.source.clone(),
+                policies,
+            };
+            let main_backend = route.backend.clone();
+            match table.add(host.clone(), route) {
+                Ok(()) => pick.record(canaries, &main_backend),
+                Err(e) => {
+                    let problem = route_problem(e, host);
+                    b.report(&ing.label, problem);
                 }
             }
         }
     }
-    server_aliases(b, ours, &added);
-    www_redirects(b, ours, &added);
+    HostUnit {
+        table: table.host_table(host),
+        diagnostics: b.diagnostics.split_off(start),
+        additions,
+        backends: b.backend_log.take().unwrap_or_default(),
+    }
 }
 
 /// The `default-backend` of an Ingress, when it names a Service with ready endpoints (ingress-nginx
@@ -367,7 +540,8 @@ fn annotation_default_backend(b: &mut Build<'_>, ing: &OurIngress<'_>, report: b
 }
 
 /// A host's client certificate authentication (`auth-tls-*`), decided once for all its routes.
-enum HostClientAuth {
+#[derive(Clone)]
+pub(super) enum HostClientAuth {
     /// From the oldest Ingress of the host that has `auth-tls-secret`.
     Protected(Arc<ClientCertAuth>),
     /// That Ingress's `auth-tls-*` cannot be honoured: every route of the host answers 503 (for
@@ -401,7 +575,7 @@ fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostM
         let Some(asked) = ingress_client_auth(ing) else {
             continue;
         };
-        for host in rule_hosts(ing) {
+        for host in ing.facts.hosts.iter().cloned() {
             hosts.entry(host).or_insert_with(|| {
                 let auth = match &asked {
                     Ok(auth) => HostClientAuth::Protected(auth.clone()),
@@ -413,11 +587,14 @@ fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostM
             });
         }
     }
+    if hosts.is_empty() {
+        return HashMap::new();
+    }
     // Pass 2: every other Ingress of those hosts that asks for something else.
     for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
         let asked = ingress_client_auth(ing);
-        for host in rule_hosts(ing) {
-            let Some((auth, owner)) = hosts.get(&host) else {
+        for host in &ing.facts.hosts {
+            let Some((auth, owner)) = hosts.get(host) else {
                 continue;
             };
             if *owner == ing.label {
@@ -438,7 +615,7 @@ fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostM
             b.report(
                 &ing.label,
                 Problem::ClientCertConflict {
-                    host: host_label(&host),
+                    host: host_label(host),
                     why,
                 },
             );
@@ -465,8 +642,14 @@ fn apply_client_auth(policies: &mut Policies, auth: Option<&HostClientAuth>) {
     }
 }
 
-/// The policies of one route of `ing`.
-fn route_policies(b: &mut Build<'_>, ing: &OurIngress<'_>, path: &PathMatch, ssl_redirect: bool) -> Policies {
+/// The policies of one route of `ing`; a `rewrite-target` that does not fit the path adds a line to
+/// `additions` for the annotation's report.
+fn route_policies(
+    ing: &OurIngress<'_>,
+    path: &PathMatch,
+    ssl_redirect: bool,
+    additions: &mut Vec<(ObjectKey, String)>,
+) -> Policies {
     let ann = &ing.annotations;
     if let Some(refusal) = &ann.policies.refusal {
         return refused(refusal.clone());
@@ -479,9 +662,10 @@ fn route_policies(b: &mut Build<'_>, ing: &OurIngress<'_>, path: &PathMatch, ssl
         match Rewrite::new(written, target) {
             Ok(rewrite) => policies.upstream.rewrite = Some(Arc::new(rewrite)),
             Err(e) => {
-                if let Some(report) = b.annotation_report(ing.key, "rewrite-target") {
-                    report.add_invalid(format!("path {written}: {e}; that path answers 503"));
-                }
+                additions.push((
+                    ing.key.clone(),
+                    format!("path {written}: {e}; that path answers 503"),
+                ));
                 return refused(Refusal::new(format!(
                     "rewrite-target {target:?} cannot be applied to path {written}: {e}"
                 )));
@@ -505,41 +689,13 @@ fn path_text(path: &PathMatch) -> &str {
     }
 }
 
-/// The hosts in regex mode: those with a rule of an Ingress that has `use-regex`, or a
-/// `rewrite-target` that differs from one of the rule's paths.
-fn regex_hosts(ours: &[OurIngress<'_>]) -> BTreeSet<HostMatch> {
-    let mut hosts = BTreeSet::new();
-    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
-        let rules = ing
-            .ingress
-            .spec
-            .as_ref()
-            .and_then(|s| s.rules.as_deref())
-            .unwrap_or_default();
-        for rule in rules {
-            let Ok(host) = parse_host(rule.host.as_deref()) else {
-                continue;
-            };
-            let Some(http) = &rule.http else { continue };
-            let on = http.paths.iter().any(|p| {
-                let written = p.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
-                ing.annotations.regex_mode_for(written)
-            });
-            if on {
-                hosts.insert(host);
-            }
-        }
-    }
-    hosts
-}
-
 /// Every `server-alias` gets the routes of its Ingress's hosts. An alias that is a rule's host (of
 /// any of our Ingresses) is skipped: the explicit host wins, as in ingress-nginx. Of two Ingresses
 /// naming the same alias, the older keeps it.
-fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
+fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) {
     let mut explicit: HashMap<HostMatch, &str> = HashMap::new();
     for ing in ours {
-        for host in rule_hosts(ing) {
+        for host in ing.facts.hosts.iter().cloned() {
             explicit.entry(host).or_insert(&ing.label);
         }
     }
@@ -548,8 +704,10 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
         if ing.annotations.server_alias.is_empty() {
             continue;
         }
-        let hosts: Vec<HostMatch> = rule_hosts(ing)
-            .into_iter()
+        let hosts: Vec<&HostMatch> = ing
+            .facts
+            .hosts
+            .iter()
             .filter(|h| !matches!(h, HostMatch::Any))
             .collect();
         if hosts.is_empty() {
@@ -585,10 +743,10 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
             }
             claimed.insert(alias_host.clone(), &ing.label);
             for host in &hosts {
-                for route in added.get(host).into_iter().flatten() {
+                for route in added.get(host).into_iter().flat_map(|t| t.routes()) {
                     // Two hosts of one Ingress aliased to one name: the first host's route keeps
                     // a path both have.
-                    let _ = b.routes.add(alias_host.clone(), route.clone());
+                    let _ = b.routes.add(alias_host.clone(), Route::clone(route));
                 }
             }
         }
@@ -600,10 +758,10 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
 /// it, as ingress-nginx's redirect servers do. A twin that is a rule's host or a `server-alias` of
 /// any of our Ingresses is skipped and reported: the explicit host wins, as ingress-nginx's
 /// documentation says. Of two Ingresses asking for the same twin, the older one's route stays.
-fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
+fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) {
     let mut taken: HashMap<HostMatch, String> = HashMap::new();
     for ing in ours {
-        for host in rule_hosts(ing) {
+        for host in ing.facts.hosts.iter().cloned() {
             taken
                 .entry(host)
                 .or_insert_with(|| format!("it is a host of {}", ing.label));
@@ -620,8 +778,8 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
         if !ing.annotations.from_to_www_redirect {
             continue;
         }
-        for host in rule_hosts(ing) {
-            let HostMatch::Exact(name) = &host else { continue };
+        for host in &ing.facts.hosts {
+            let HostMatch::Exact(name) = host else { continue };
             let twin = match name.strip_prefix("www.") {
                 Some(bare) if !bare.is_empty() => bare.to_string(),
                 _ => format!("www.{name}"),
@@ -643,7 +801,7 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
                 continue;
             }
             // Any route of the host lends the redirect route its backend, which it never uses.
-            let Some(template) = added.get(&host).and_then(|r| r.first()) else {
+            let Some(template) = added.get(&host).and_then(|t| t.routes().first()) else {
                 continue;
             };
             let route = Route {
@@ -660,25 +818,6 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added) {
             let _ = b.routes.add(twin_host, route);
         }
     }
-}
-
-/// The hosts of an Ingress's rules that parse, in order, without repeats.
-fn rule_hosts(ing: &OurIngress<'_>) -> Vec<HostMatch> {
-    let mut hosts = Vec::new();
-    let rules = ing
-        .ingress
-        .spec
-        .as_ref()
-        .and_then(|s| s.rules.as_deref())
-        .unwrap_or_default();
-    for rule in rules {
-        if let Ok(host) = parse_host(rule.host.as_deref()) {
-            if !hosts.contains(&host) {
-                hosts.push(host);
-            }
-        }
-    }
-    hosts
 }
 
 pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut [CanaryClaim]) {
@@ -748,19 +887,6 @@ fn default_policies(ing: &OurIngress<'_>) -> Policies {
         client_cert: None,
         ..ann.policies.clone()
     }
-}
-
-/// Every host (as spelled in `spec.tls[].hosts`, lowercase) that any of our Ingresses lists for
-/// TLS. Listing is what counts, not whether the certificate loaded: a host whose Secret broke still
-/// redirects, and is served its last good or the default certificate.
-fn tls_hosts(ours: &[OurIngress<'_>]) -> BTreeSet<String> {
-    ours.iter()
-        .filter_map(|ing| ing.ingress.spec.as_ref()?.tls.as_ref())
-        .flatten()
-        .filter_map(|tls| tls.hosts.as_ref())
-        .flatten()
-        .map(|h| h.to_ascii_lowercase())
-        .collect()
 }
 
 fn route_problem(e: RouteError, host: &HostMatch) -> Problem {

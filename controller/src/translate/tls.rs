@@ -5,13 +5,10 @@
 //! keep the certificate they had in the previous snapshot: deleting or botching a Secret must not
 //! turn working HTTPS into a certificate error for every client at once.
 
-use gantry_proxy::{tls::ClientCaTable, HostMatch, RouteTable, TlsCert};
+use gantry_proxy::{tls::ClientCaTable, RouteTable, TlsCert};
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{
-    hosts::{host_spelling, parse_host},
-    Build, OurIngress, Problem,
-};
+use super::{hosts::host_spelling, Build, OurIngress, Problem};
 use crate::{
     manifests::TLS_SECRET_TYPE,
     store::{ObjectKey, ObjectStore},
@@ -37,34 +34,35 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
 
     // Pass 1, oldest Ingress first: every usable certificate. The first one for a host keeps it.
     for ing in ours {
-        let entries = ing
-            .ingress
-            .spec
-            .as_ref()
-            .and_then(|s| s.tls.as_deref())
-            .unwrap_or_default();
-        for entry in entries {
-            let hosts = tls_hosts(b, ing, entry.hosts.as_deref().unwrap_or_default());
+        for entry in &ing.facts.tls_entries {
+            for (host, why) in &entry.invalid {
+                b.report(
+                    &ing.label,
+                    Problem::InvalidHost {
+                        host: host.clone(),
+                        why,
+                        skipped: "the TLS host",
+                    },
+                );
+            }
             // Without a Secret, the hosts are served the default certificate (nothing to insert).
-            let Some(secret_name) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+            let Some(secret) = &entry.secret else {
                 continue;
             };
-            if hosts.is_empty() {
+            if entry.hosts.is_empty() {
                 continue;
             }
-            let secret = ObjectKey::new(ing.key.namespace.as_str(), secret_name);
-            let cert = b.certificate(&secret);
-            match cert {
+            match b.certificate(secret) {
                 Ok(cert) => {
-                    for host in &hosts {
+                    for host in &entry.hosts {
                         b.certs.insert(host, cert.clone());
                     }
                 }
                 Err(error) => failed.push(Failed {
                     label: &ing.label,
-                    secret,
+                    secret: secret.clone(),
                     error,
-                    hosts,
+                    hosts: entry.hosts.clone(),
                 }),
             }
         }
@@ -116,27 +114,6 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
     }
 
     default_certificate(b);
-}
-
-/// The hosts of one `spec.tls` entry, lowercase; invalid ones are reported and left out.
-fn tls_hosts(b: &mut Build<'_>, ing: &OurIngress<'_>, hosts: &[String]) -> Vec<String> {
-    let mut valid = Vec::with_capacity(hosts.len());
-    for host in hosts {
-        match parse_host(Some(host)) {
-            // An empty host (a rule for any host) has no SNI name to file a certificate under.
-            Ok(HostMatch::Any) => {}
-            Ok(_) => valid.push(host.to_ascii_lowercase()),
-            Err(why) => b.report(
-                &ing.label,
-                Problem::InvalidHost {
-                    host: host.clone(),
-                    why,
-                    skipped: "the TLS host",
-                },
-            ),
-        }
-    }
-    valid
 }
 
 /// `--default-ssl-certificate` (or the ProxyConfig's `defaultCertificate`) when it loads, else the
@@ -203,6 +180,18 @@ fn field<'s>(secret: &'s Secret, name: &str) -> Option<&'s [u8]> {
 /// none and answer 503 anyway. The data plane keeps the table only when some host has a CA.
 pub(super) fn client_cas(routes: &RouteTable) -> ClientCaTable {
     let mut table = ClientCaTable::default();
+    let requests = |route: &gantry_proxy::Route| {
+        route
+            .policies
+            .client_cert
+            .as_ref()
+            .is_some_and(|c| c.verify.requests_certificate())
+    };
+    // The data plane keeps only a table where some host requests a certificate
+    // (`CertTable::set_client_cas`); without one, there is nothing to list.
+    if !routes.iter().any(|(_, route)| requests(route)) {
+        return table;
+    }
     for (host, route) in routes.iter() {
         let ca = route
             .policies

@@ -3,7 +3,7 @@
 //! random sequences of changes: Ingresses (hosts, paths, backends, TLS, annotations that read
 //! Secrets, node-port mode) and every object they read coming, changing and going.
 
-use gantry_proxy::Snapshot;
+use gantry_proxy::{PathMatch, Snapshot};
 
 use super::fixtures::*;
 use crate::{
@@ -11,7 +11,7 @@ use crate::{
     translate::{translate, translate_cached, TranslateCache, Translation},
 };
 
-const HOSTS: [&str; 3] = ["a.example", "b.example", "c.example"];
+const HOSTS: [&str; 4] = ["a.example", "b.example", "c.example", "*.wild.example"];
 const SERVICES: [&str; 3] = ["s0", "s1", "s2"];
 
 /// Random objects from a small universe, so that changes hit the same names again and again.
@@ -43,7 +43,8 @@ impl Universe {
         if self.rng.bool() {
             b = b.tls(&[host], &format!("tls{}", self.rng.usize(..3)));
         }
-        match self.rng.usize(..5) {
+        let n = self.rng.usize(..2);
+        match self.rng.usize(..12) {
             0 => {
                 b = b
                     .annotation("nginx.ingress.kubernetes.io/auth-type", "basic")
@@ -54,6 +55,25 @@ impl Universe {
             }
             1 => b = b.annotation("gantry.dev/backend-mode", "node-port"),
             2 => b = b.annotation("nginx.ingress.kubernetes.io/use-regex", "true"),
+            // The annotations whose effects reach across Ingresses and hosts.
+            3 => {
+                b = b
+                    .annotation("nginx.ingress.kubernetes.io/canary", "true")
+                    .annotation("nginx.ingress.kubernetes.io/canary-weight", "30")
+            }
+            4 => {
+                b = b.annotation(
+                    "nginx.ingress.kubernetes.io/server-alias",
+                    &format!("alias{n}.example"),
+                )
+            }
+            // `/$2` does not fit paths without capture groups: they answer 503, and the
+            // annotation's report says so per path.
+            5 => b = b.annotation("nginx.ingress.kubernetes.io/rewrite-target", ["/$2", "/x"][n]),
+            6 => b = b.annotation("nginx.ingress.kubernetes.io/default-backend", SERVICES[n]),
+            7 => b = b.annotation("nginx.ingress.kubernetes.io/from-to-www-redirect", "true"),
+            // A missing CA Secret: the whole host fails closed.
+            8 => b = b.annotation("nginx.ingress.kubernetes.io/auth-tls-secret", "default/ca0"),
             _ => {}
         }
         if self.rng.usize(..8) == 0 {
@@ -184,10 +204,13 @@ fn an_endpoint_change_rebuilds_only_that_backend_and_a_secret_change_only_its_ce
             .prefix("/", "s0", 80)
             .prefix("/b", "s1", 80)
             .tls(&["a.example"], "tls0"),
+        ingress("other").host("c.example").prefix("/", "s2", 80),
         service("s0").port("http", 80, 8080),
         service("s1").port("http", 80, 8080),
+        service("s2").port("http", 80, 8080),
         slice("s0").port_name("http").endpoint("10.0.0.1", 8080),
         slice("s1").port_name("http").endpoint("10.0.0.2", 8080),
+        slice("s2").port_name("http").endpoint("10.0.0.3", 8080),
         secret("tls0").cert(&cert),
     ] {
         store.apply(o);
@@ -196,12 +219,28 @@ fn an_endpoint_change_rebuilds_only_that_backend_and_a_secret_change_only_its_ce
     let mut cache = TranslateCache::default();
     let first = translate_cached(&store, &opts, &Snapshot::default(), &mut cache);
     assert_eq!(first.cache.hits, 0);
-    // Two backends, one certificate, one Ingress's annotations.
-    assert_eq!(first.cache.misses, 4, "{:?}", first.cache);
+    // Three backends, one certificate, and per Ingress (2) its annotations and facts, per host (2)
+    // its routes.
+    assert_eq!(first.cache.misses, 10, "{:?}", first.cache);
+    let route =
+        |t: &Translation, host: &str, path: &str| t.routes.lookup(host, path).cloned().expect("routed");
 
     store.apply(slice("s0").port_name("http").endpoint("10.0.0.9", 8080).into());
     let second = translate_cached(&store, &opts, &first.snapshot, &mut cache);
-    assert_eq!((second.cache.hits, second.cache.misses), (3, 1));
+    // Made anew: the backend of s0 and the routes of its host.
+    assert_eq!(
+        (second.cache.hits, second.cache.misses),
+        (8, 2),
+        "{:?}",
+        second.cache
+    );
+    assert!(
+        std::sync::Arc::ptr_eq(
+            &route(&first, "c.example", "/"),
+            &route(&second, "c.example", "/")
+        ),
+        "the other host's routes are the last build's"
+    );
     let b = |t: &Translation, path: &str| {
         t.routes
             .lookup("a.example", path)
@@ -217,7 +256,39 @@ fn an_endpoint_change_rebuilds_only_that_backend_and_a_secret_change_only_its_ce
     // A status-like no-op (the same object again) keeps every entry.
     store.apply(secret("tls0").cert(&cert).into());
     let third = translate_cached(&store, &opts, &second.snapshot, &mut cache);
-    assert_eq!((third.cache.hits, third.cache.misses), (4, 0));
+    assert_eq!(
+        (third.cache.hits, third.cache.misses),
+        (10, 0),
+        "{:?}",
+        third.cache
+    );
+
+    // A changed Ingress: its annotations, its facts and its host's routes are made anew; the
+    // other host's routes and every backend are reused.
+    store.apply(
+        ingress("web")
+            .host("a.example")
+            .prefix("/", "s0", 80)
+            .prefix("/b", "s1", 80)
+            .prefix("/new", "s1", 80)
+            .tls(&["a.example"], "tls0")
+            .into(),
+    );
+    let fourth = translate_cached(&store, &opts, &third.snapshot, &mut cache);
+    assert_eq!(
+        (fourth.cache.hits, fourth.cache.misses),
+        (7, 3),
+        "{:?}",
+        fourth.cache
+    );
+    assert_eq!(
+        route(&fourth, "a.example", "/new/x").path,
+        PathMatch::Prefix("/new".into())
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        &route(&third, "c.example", "/"),
+        &route(&fourth, "c.example", "/")
+    ));
     assert!(store
         .revision(Kind::Secret, &ObjectKey::new("default", "tls0"))
         .is_some());
