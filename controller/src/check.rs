@@ -66,8 +66,7 @@ use serde::Serialize;
 use crate::{
     annotations::{markdown_table, AnnotationReport, Outcome},
     cli::{Args, CheckArgs, OutputFormat},
-    diagnostic::Diagnostic,
-    events::ingress_of,
+    diagnostic::{Diagnostic, ObjectKind},
     sources::files::ManifestDir,
     store::{Kind, Object, ObjectKey, ObjectStore},
     translate::{translate, IngressReport, TranslateOptions, Translation},
@@ -362,7 +361,8 @@ pub fn report(class: &str, translation: Translation) -> Report {
     }
     let mut other_diagnostics = Vec::new();
     for d in diagnostics {
-        match ingress_of(&d).and_then(|key| index.get(&key.to_string())) {
+        let ingress = (d.object.kind == ObjectKind::Ingress).then(|| d.object.key().to_string());
+        match ingress.and_then(|key| index.get(&key)) {
             Some(&i) => ingresses[i].diagnostics.push(IngressDiagnostic {
                 reason: d.reason,
                 message: d.message,

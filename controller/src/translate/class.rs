@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     annotations::{IngressAnnotations, References},
+    diagnostic::{ObjectKind, ObjectRef},
     store::{Kind, ObjectKey, ObjectStore},
 };
 
@@ -25,7 +26,7 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
     let selected = select(b.store, b.opts);
     let mut ours = Vec::with_capacity(selected.len());
     for (key, ingress) in selected {
-        let label = format!("Ingress {key}");
+        let object = ObjectRef::of(ObjectKind::Ingress, key, &ingress.metadata);
         let backend_mode = match annotation(ingress, ANNOTATION_BACKEND_MODE) {
             None => b.settings.backend_mode,
             Some("node-port") => BackendMode::NodePort,
@@ -33,7 +34,7 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
             Some(other) => {
                 let fallback = b.settings.backend_mode;
                 b.report(
-                    &label,
+                    &object,
                     Problem::InvalidAnnotation {
                         annotation: ANNOTATION_BACKEND_MODE,
                         value: other.to_string(),
@@ -68,7 +69,7 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
                 namespace: Arc::from(key.namespace.as_str()),
                 name: Arc::from(key.name.as_str()),
             },
-            label,
+            object,
             backend_mode,
             annotations,
         });

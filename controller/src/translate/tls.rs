@@ -13,6 +13,7 @@ use super::{
     Build, OurIngress, Problem,
 };
 use crate::{
+    diagnostic::{ObjectKind, ObjectRef},
     manifests::TLS_SECRET_TYPE,
     store::{ObjectKey, ObjectStore},
 };
@@ -26,7 +27,7 @@ pub(super) enum SecretError {
 
 /// A `spec.tls` entry whose Secret gave no certificate, waiting for the carry-over pass.
 struct Failed<'a> {
-    label: &'a str,
+    object: &'a ObjectRef,
     secret: ObjectKey,
     error: SecretError,
     hosts: Vec<String>,
@@ -61,7 +62,7 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                     }
                 }
                 Err(error) => failed.push(Failed {
-                    label: &ing.label,
+                    object: &ing.object,
                     secret,
                     error,
                     hosts,
@@ -72,7 +73,7 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
 
     // Pass 2: hosts of broken entries that no usable certificate claimed keep their last good one.
     for Failed {
-        label,
+        object,
         secret,
         error,
         hosts,
@@ -112,7 +113,7 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                 outcome,
             },
         };
-        b.report(label, problem);
+        b.report(object, problem);
     }
 
     default_certificate(b);
@@ -127,7 +128,7 @@ fn tls_hosts(b: &mut Build<'_>, ing: &OurIngress<'_>, hosts: &[String]) -> Vec<S
             Ok(HostMatch::Any) => {}
             Ok(_) => valid.push(host.to_ascii_lowercase()),
             Err(why) => b.report(
-                &ing.label,
+                &ing.object,
                 Problem::InvalidHost {
                     host: host.clone(),
                     why,
@@ -146,14 +147,13 @@ fn default_certificate(b: &mut Build<'_>) {
     if let Some(key) = &b.settings.default_ssl_certificate.clone() {
         let secret = key.to_string();
         let outcome = "the generated fallback certificate is the default certificate".to_string();
+        let uid = b.store.secrets().get(key).and_then(|s| s.metadata.uid.as_deref());
+        let object = ObjectRef::new(ObjectKind::Secret, key, uid);
         match b.certificate(key) {
             Ok(named) => cert = named,
-            Err(SecretError::NotFound) => b.report(
-                &format!("Secret {key}"),
-                Problem::TlsSecretNotFound { secret, outcome },
-            ),
+            Err(SecretError::NotFound) => b.report(&object, Problem::TlsSecretNotFound { secret, outcome }),
             Err(SecretError::Invalid(error)) => b.report(
-                &format!("Secret {key}"),
+                &object,
                 Problem::TlsSecretInvalid {
                     secret,
                     error,
