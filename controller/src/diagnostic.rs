@@ -315,7 +315,7 @@ mod tests {
     #[test]
     fn objects_sort_as_their_text_reads() {
         // `-` sorts before `/`: by parts, `a` would come before `a-b`; by text it comes after.
-        let mut refs = vec![
+        let mut refs = [
             ingress("a", "x"),
             ingress("a-b", "x"),
             ObjectRef::new(ObjectKind::GatewayClass, &ObjectKey::cluster("z"), None),
