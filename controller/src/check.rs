@@ -35,7 +35,12 @@
 //!       "diagnostics": [{ "reason": "ServiceNotFound", "message": "..." }]
 //!     }
 //!   ],
-//!   "other_diagnostics": [{ "object": "File a.yaml", "reason": "ManifestParseError", "message": "..." }],
+//!   "other_diagnostics": [
+//!     {
+//!       "object": "File a.yaml", "kind": "File", "namespace": null, "name": "a.yaml", "uid": null,
+//!       "reason": "ManifestParseError", "message": "..."
+//!     }
+//!   ],
 //!   "summary": {
 //!     "ingresses": 1, "fail_closed": 0, "not_routed": 0,
 //!     "honoured": 1, "difference": 0, "ignored": 0, "refused": 0, "invalid": 0, "unknown": 0,
@@ -51,6 +56,9 @@
 //!   `unknown`; `detail` says what differs, why it is ignored or refused, what was expected and
 //!   done instead, or for `unknown` the known annotation it is a typo of (`null` for `honoured`, and
 //!   for `unknown` without a likely typo); `value` is cut to 100 characters.
+//! - `other_diagnostics[].object`: `Kind namespace/name` (`Kind name` when cluster-scoped, `File
+//!   name`, `document N of file`), and the same in parts: `kind`, `namespace`, `name`, and `uid`
+//!   (`null` outside an API server).
 //! - `summary.ok`: no annotation is refused or invalid (exit status 0).
 
 use std::{
