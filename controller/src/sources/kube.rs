@@ -1646,6 +1646,38 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_object_s_diagnostic_goes_with_the_object_whatever_its_uid() {
+        let invalid = |kind: Kind, name: &str, uid: &str| Diagnostic {
+            object: ObjectRef::new(kind, &ObjectKey::new("ns", name), Some(uid)),
+            reason: crate::manifests::INVALID_OBJECT.into(),
+            message: "m".into(),
+        };
+        let other_reason = Diagnostic {
+            reason: "ServiceNotFound".into(),
+            ..invalid(Kind::Ingress, "web", "u-1")
+        };
+        let mut diagnostics = vec![
+            invalid(Kind::Ingress, "web", "u-1"),
+            invalid(Kind::HttpRoute, "web", "u-2"),
+            invalid(Kind::Ingress, "api", "u-3"),
+            other_reason.clone(),
+        ];
+        // Deleted and created again, valid: another uid, the same object.
+        let fixed = forget_invalid(&mut diagnostics, Kind::Ingress, &ObjectKey::new("ns", "web"));
+        assert_eq!(fixed, Change::Read);
+        assert_eq!(
+            diagnostics,
+            [
+                invalid(Kind::HttpRoute, "web", "u-2"),
+                invalid(Kind::Ingress, "api", "u-3"),
+                other_reason
+            ]
+        );
+        let again = forget_invalid(&mut diagnostics, Kind::Ingress, &ObjectKey::new("ns", "web"));
+        assert_eq!(again, Change::Unchanged);
+    }
+
+    #[test]
     fn unwatched_reference_diagnostics_replace_only_their_own() {
         let mut state = SourceState::default();
         let other = Diagnostic {
