@@ -178,7 +178,6 @@ fn start_cluster(
             client.clone(),
             addresses,
             shared.clone(),
-            opts.clone(),
             leadership.clone(),
             published.clone(),
             metrics.clone(),
@@ -192,7 +191,6 @@ fn start_cluster(
     tasks.push(events::run(
         client,
         reporter,
-        shared.clone(),
         leadership,
         published,
         metrics.clone(),

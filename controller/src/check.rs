@@ -35,7 +35,12 @@
 //!       "diagnostics": [{ "reason": "ServiceNotFound", "message": "..." }]
 //!     }
 //!   ],
-//!   "other_diagnostics": [{ "object": "File a.yaml", "reason": "ManifestParseError", "message": "..." }],
+//!   "other_diagnostics": [
+//!     {
+//!       "object": "File a.yaml", "kind": "File", "namespace": null, "name": "a.yaml", "uid": null,
+//!       "reason": "ManifestParseError", "message": "..."
+//!     }
+//!   ],
 //!   "summary": {
 //!     "ingresses": 1, "fail_closed": 0, "not_routed": 0,
 //!     "honoured": 1, "difference": 0, "ignored": 0, "refused": 0, "invalid": 0, "unknown": 0,
@@ -51,6 +56,9 @@
 //!   `unknown`; `detail` says what differs, why it is ignored or refused, what was expected and
 //!   done instead, or for `unknown` the known annotation it is a typo of (`null` for `honoured`, and
 //!   for `unknown` without a likely typo); `value` is cut to 100 characters.
+//! - `other_diagnostics[].object`: `Kind namespace/name` (`Kind name` when cluster-scoped, `File
+//!   name`, `document N of file`), and the same in parts: `kind`, `namespace`, `name`, and `uid`
+//!   (`null` outside an API server).
 //! - `summary.ok`: no annotation is refused or invalid (exit status 0).
 
 use std::{
@@ -66,8 +74,7 @@ use serde::Serialize;
 use crate::{
     annotations::{markdown_table, AnnotationReport, Outcome},
     cli::{Args, CheckArgs, OutputFormat},
-    diagnostic::Diagnostic,
-    events::ingress_of,
+    diagnostic::{Diagnostic, ObjectKind},
     sources::files::ManifestDir,
     store::{Kind, Object, ObjectKey, ObjectStore},
     translate::{translate, IngressReport, TranslateOptions, Translation},
@@ -362,7 +369,8 @@ pub fn report(class: &str, translation: Translation) -> Report {
     }
     let mut other_diagnostics = Vec::new();
     for d in diagnostics {
-        match ingress_of(&d).and_then(|key| index.get(&key.to_string())) {
+        let ingress = (d.object.kind == ObjectKind::Ingress).then(|| d.object.key().to_string());
+        match ingress.and_then(|key| index.get(&key)) {
             Some(&i) => ingresses[i].diagnostics.push(IngressDiagnostic {
                 reason: d.reason,
                 message: d.message,

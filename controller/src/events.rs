@@ -1,12 +1,20 @@
-//! Kubernetes Events (events.k8s.io/v1) for the diagnostics about Ingresses and Gateway API objects
-//! (Gateways, GatewayClasses, HTTPRoutes, GRPCRoutes), so that `kubectl describe ingress` tells why
-//! a path is missing or answers 503.
+//! Kubernetes Events (events.k8s.io/v1) for the diagnostics about Ingresses, IngressClasses,
+//! ProxyConfigs and Gateway API objects (Gateways, GatewayClasses, HTTPRoutes, GRPCRoutes), so that
+//! `kubectl describe ingress` tells why a path is missing or answers 503, and
+//! `kubectl describe ingressclass` why the class's ProxyConfig does not apply.
 //!
-//! After every published snapshot the leader looks at its diagnostics. One about an Ingress
-//! (`Ingress namespace/name`) that was not there before becomes a `Warning` Event on that Ingress,
-//! with the diagnostic's reason and message. While it persists it is not sent again, except every
-//! [`REFRESH`] so that it outlives the API server's Event time-to-live (1 h by default). When it goes
-//! away and comes back, it is sent again.
+//! After every build the leader looks at the diagnostics it published. One about such an object
+//! that was not there before becomes a `Warning` Event on that object, with the diagnostic's reason
+//! and message. The object is the diagnostic's [`ObjectRef`](crate::diagnostic::ObjectRef), uid
+//! included: the Event goes to exactly the object version that was translated, nothing is looked up
+//! in the store (which may have moved on), and an object deleted and created again under its name
+//! is another object. Objects without a uid (from files) get no Events. Events about cluster-scoped
+//! objects (IngressClass, ProxyConfig, GatewayClass) go to namespace `default`, as kubectl's own
+//! do for Nodes.
+//!
+//! While a diagnostic persists it is not sent again, except every [`REFRESH`] so that it outlives
+//! the API server's Event time-to-live (1 h by default). When it goes away and comes back, it is
+//! sent again.
 //!
 //! Events go out through [`kube::runtime::events::Recorder`], one per distinct diagnostic: the
 //! recorder deduplicates by object and reason but not by message, so a shared one would fold two
@@ -15,12 +23,11 @@
 
 use std::{
     collections::BTreeMap,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use crate::{
-    diagnostic::Diagnostic,
+    diagnostic::{Diagnostic, ObjectKind},
     metrics::{Metrics, ResultLabels},
 };
 use futures_util::StreamExt;
@@ -31,11 +38,7 @@ use kube::{
 };
 use tokio::sync::watch;
 
-use crate::{
-    leader::Leadership,
-    runtime::{Published, SharedStore},
-    store::ObjectKey,
-};
+use crate::{leader::Leadership, runtime::Published};
 
 /// A diagnostic that persists is sent again this often.
 pub const REFRESH: Duration = Duration::from_secs(30 * 60);
@@ -50,45 +53,35 @@ const ACTION: &str = "Translate";
 /// Longest wait for one Event write (the client's own read timeout is made for watches).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The Ingress a diagnostic is about, if it is about an Ingress.
-pub fn ingress_of(d: &Diagnostic) -> Option<ObjectKey> {
-    let (namespace, name) = d.object.strip_prefix("Ingress ")?.split_once('/')?;
-    (!namespace.is_empty() && !name.is_empty()).then(|| ObjectKey::new(namespace, name))
+/// Whether problems with objects of `kind` become Events on them.
+fn has_events(kind: ObjectKind) -> bool {
+    matches!(
+        kind,
+        ObjectKind::Ingress
+            | ObjectKind::IngressClass
+            | ObjectKind::ProxyConfig
+            | ObjectKind::GatewayClass
+            | ObjectKind::Gateway
+            | ObjectKind::HttpRoute
+            | ObjectKind::GrpcRoute
+    )
 }
 
-/// The object a diagnostic is about (`Ingress ns/name`, `HTTPRoute ns/name`, `GRPCRoute ns/name`,
-/// `Gateway ns/name`, `GatewayClass name`), as a reference with its uid (which is how
-/// `kubectl describe` finds Events), if it is in the store.
-fn reference(store: &crate::store::ObjectStore, d: &Diagnostic) -> Option<ObjectReference> {
-    const GATEWAY_API: &str = "gateway.networking.k8s.io/v1";
-    let (kind, rest) = d.object.split_once(' ')?;
-    let key = match rest.split_once('/') {
-        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() => {
-            ObjectKey::new(namespace, name)
-        }
-        None if kind == "GatewayClass" && !rest.is_empty() => ObjectKey::cluster(rest),
-        _ => return None,
-    };
-    let (api_version, uid) = match kind {
-        "Ingress" => (
-            "networking.k8s.io/v1",
-            store.ingresses().get(&key)?.metadata.uid.clone(),
-        ),
-        "HTTPRoute" => (GATEWAY_API, store.http_routes().get(&key)?.metadata.uid.clone()),
-        "GRPCRoute" => (GATEWAY_API, store.grpc_routes().get(&key)?.metadata.uid.clone()),
-        "Gateway" => (GATEWAY_API, store.gateways().get(&key)?.metadata.uid.clone()),
-        "GatewayClass" => (
-            GATEWAY_API,
-            store.gateway_classes().get(&key)?.metadata.uid.clone(),
-        ),
-        _ => return None,
-    };
+/// The object a diagnostic is about, as the `regarding` reference of its Event: apiVersion, kind,
+/// namespace (none for cluster-scoped objects, whose Events go to namespace `default`), name and
+/// the uid of the object as translated, which is how `kubectl describe` finds its Events. `None`
+/// for kinds that get no Events, and for objects without a uid (not from an API server).
+fn reference(d: &Diagnostic) -> Option<ObjectReference> {
+    let o = &d.object;
+    if !has_events(o.kind) {
+        return None;
+    }
     Some(ObjectReference {
-        api_version: Some(api_version.into()),
-        kind: Some(kind.into()),
-        namespace: (!key.namespace.is_empty()).then(|| key.namespace.clone()),
-        name: Some(key.name),
-        uid,
+        api_version: Some(o.kind.api_version()?.into_owned()),
+        kind: Some(o.kind.as_str().into()),
+        namespace: o.namespace.clone().filter(|ns| !ns.is_empty()),
+        name: Some(o.name.clone()).filter(|n| !n.is_empty()),
+        uid: Some(o.uid.clone()?),
         ..ObjectReference::default()
     })
 }
@@ -104,7 +97,6 @@ struct Sent {
 pub fn run(
     client: Client,
     reporter: Reporter,
-    shared: Arc<SharedStore>,
     mut leadership: Leadership,
     mut published: watch::Receiver<Published>,
     metrics: Metrics,
@@ -135,15 +127,11 @@ pub fn run(
             if !leadership.is_leading() {
                 continue;
             }
-            // Resolve each new diagnostic's Ingress to a reference (with its uid, which is how
-            // `kubectl describe` finds Events) under one store lock.
-            let due: Vec<(Diagnostic, ObjectReference)> = shared.with_state(|s| {
-                diagnostics
-                    .iter()
-                    .filter(|d| sent.get(*d).is_none_or(|s| s.at.elapsed() >= REFRESH))
-                    .filter_map(|d| Some((d.clone(), reference(&s.store, d)?)))
-                    .collect()
-            });
+            let due: Vec<(Diagnostic, ObjectReference)> = diagnostics
+                .iter()
+                .filter(|d| sent.get(*d).is_none_or(|s| s.at.elapsed() >= REFRESH))
+                .filter_map(|d| Some((d.clone(), reference(d)?)))
+                .collect();
             if due.is_empty() {
                 continue;
             }
@@ -225,23 +213,93 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    fn diag(object: &str) -> Diagnostic {
+    use crate::{diagnostic::ObjectRef, store::ObjectKey};
+
+    fn diag(kind: ObjectKind, namespace: &str, name: &str, uid: Option<&str>) -> Diagnostic {
         Diagnostic {
-            object: object.into(),
+            object: ObjectRef::new(kind, &ObjectKey::new(namespace, name), uid),
             reason: "ServiceNotFound".into(),
             message: "m".into(),
         }
     }
 
+    /// (apiVersion, kind, namespace, name, uid) of the Event's `regarding`.
+    fn regarding(d: &Diagnostic) -> Option<[Option<String>; 5]> {
+        let r = reference(d)?;
+        Some([r.api_version, r.kind, r.namespace, r.name, r.uid])
+    }
+
+    fn expected(
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<[Option<String>; 5]> {
+        Some([
+            Some(api_version.into()),
+            Some(kind.into()),
+            namespace.map(Into::into),
+            Some(name.into()),
+            Some("u-1".into()),
+        ])
+    }
+
     #[test]
-    fn only_diagnostics_about_ingresses_name_an_ingress() {
-        assert_eq!(
-            ingress_of(&diag("Ingress shop/web")),
-            Some(ObjectKey::new("shop", "web"))
-        );
-        assert_eq!(ingress_of(&diag("File a.yaml")), None);
-        assert_eq!(ingress_of(&diag("Secret shop/tls")), None);
-        assert_eq!(ingress_of(&diag("Ingress web")), None);
+    fn events_regard_the_object_translated_with_its_api_version_and_uid() {
+        let uid = Some("u-1");
+        let gateway_api = "gateway.networking.k8s.io/v1";
+        for (d, want) in [
+            (
+                diag(ObjectKind::Ingress, "shop", "web", uid),
+                expected("networking.k8s.io/v1", "Ingress", Some("shop"), "web"),
+            ),
+            (
+                diag(ObjectKind::IngressClass, "", "gantry", uid),
+                expected("networking.k8s.io/v1", "IngressClass", None, "gantry"),
+            ),
+            (
+                diag(ObjectKind::ProxyConfig, "", "pc", uid),
+                expected("gantry.dev/v1alpha1", "ProxyConfig", None, "pc"),
+            ),
+            (
+                diag(ObjectKind::GatewayClass, "", "gantry", uid),
+                expected(gateway_api, "GatewayClass", None, "gantry"),
+            ),
+            (
+                diag(ObjectKind::Gateway, "infra", "gw", uid),
+                expected(gateway_api, "Gateway", Some("infra"), "gw"),
+            ),
+            (
+                diag(ObjectKind::HttpRoute, "apps", "r", uid),
+                expected(gateway_api, "HTTPRoute", Some("apps"), "r"),
+            ),
+            (
+                diag(ObjectKind::GrpcRoute, "apps", "g", uid),
+                expected(gateway_api, "GRPCRoute", Some("apps"), "g"),
+            ),
+        ] {
+            assert_eq!(regarding(&d), want, "{}", d.object);
+        }
+    }
+
+    #[test]
+    fn objects_without_a_uid_and_other_kinds_get_no_events() {
+        assert_eq!(regarding(&diag(ObjectKind::Ingress, "shop", "web", None)), None);
+        assert_eq!(regarding(&diag(ObjectKind::ProxyConfig, "", "pc", None)), None);
+        for kind in [
+            ObjectKind::Secret,
+            ObjectKind::Service,
+            ObjectKind::ConfigMap,
+            ObjectKind::BackendTlsPolicy,
+        ] {
+            assert_eq!(regarding(&diag(kind, "shop", "x", Some("u-1"))), None, "{kind}");
+        }
+        let file = Diagnostic {
+            object: ObjectRef::file("a.yaml"),
+            reason: "ManifestParseError".into(),
+            message: "m".into(),
+        };
+        assert_eq!(regarding(&file), None);
     }
 
     #[test]

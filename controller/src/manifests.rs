@@ -10,7 +10,7 @@
 //! drop routes), while a document that parses but is not a valid object of its kind only costs that
 //! one object a [`Diagnostic`] and the rest of the file still loads.
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, ObjectRef};
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Namespace, Node, Secret, Service},
     discovery::v1::EndpointSlice,
@@ -75,7 +75,7 @@ pub fn parse_manifests(source: &str, contents: &str) -> Result<ParsedFile, Manif
             Ok(value) => collect(source, &format!("document {}", i + 1), value, &mut parsed),
             // Valid YAML that has no JSON form (e.g. a mapping with a sequence as key): not an object.
             Err(error) => parsed.diagnostics.push(Diagnostic {
-                object: format!("document {} of {source}", i + 1),
+                object: ObjectRef::document(i + 1, source),
                 reason: INVALID_OBJECT.into(),
                 message: format!("{source}: document {}: {error}; skipped", i + 1),
             }),
@@ -214,9 +214,9 @@ fn typed<T: DeserializeOwned>(value: Value) -> Result<T, serde_json::Error> {
     serde_json::from_value(value)
 }
 
-/// `Kind namespace/name` read from the raw document, so that even an object that does not
+/// The object (`Kind namespace/name`) as the raw document names it, so that even an object that does not
 /// deserialize can be named in its diagnostic.
-fn object_label(kind: Kind, value: &Value) -> String {
+fn object_label(kind: Kind, value: &Value) -> ObjectRef {
     let meta = value.get("metadata");
     let field = |f: &str| {
         meta.and_then(|m| m.get(f))
@@ -232,7 +232,8 @@ fn object_label(kind: Kind, value: &Value) -> String {
         "" => "<unnamed>",
         name => name,
     };
-    format!("{kind} {}", ObjectKey::new(namespace, name))
+    let uid = Some(field("uid")).filter(|u| !u.is_empty());
+    ObjectRef::new(kind, &ObjectKey::new(namespace, name), uid)
 }
 
 #[cfg(test)]
@@ -342,16 +343,16 @@ metadata: {name: also-good}
             kinds_and_keys(&parsed),
             ["Service default/good", "Ingress default/also-good"]
         );
-        let diags: Vec<(&str, &str)> = parsed
+        let diags: Vec<(String, &str)> = parsed
             .diagnostics
             .iter()
-            .map(|d| (d.object.as_str(), d.reason.as_str()))
+            .map(|d| (d.object.to_string(), d.reason.as_str()))
             .collect();
         assert_eq!(
             diags,
             [
-                ("Service shop/<unnamed>", "InvalidObject"),
-                ("Service shop/bad", "InvalidObject")
+                ("Service shop/<unnamed>".to_string(), "InvalidObject"),
+                ("Service shop/bad".to_string(), "InvalidObject")
             ]
         );
         let bad = &parsed.diagnostics[1].message;

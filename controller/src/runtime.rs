@@ -14,7 +14,7 @@ use crate::{
     metrics::{Metrics, ReasonLabels, ResultLabels},
     store::{Change, ObjectStore},
     translate::{
-        gateway::GatewayApiStatus, translate_cached, IngressReport, TranslateCache, TranslateOptions,
+        gateway::GatewayApiStatus, translate_cached, IngressReport, Served, TranslateCache, TranslateOptions,
     },
 };
 
@@ -52,23 +52,28 @@ pub struct SourceState {
     pub diagnostics: Vec<Diagnostic>,
 }
 
-/// What the rebuild loop announces after each publish, for the cluster-mode writers (Ingress status,
-/// Events): the generation now serving and its diagnostics.
+/// What the rebuild loop announces after each build, for the cluster-mode writers (Ingress status,
+/// Events): the generation now serving, and what the build that gave it found. The writers work
+/// from this alone, not from the store as it may be by then: the Ingresses written to are those
+/// served, and Events go to the very object versions translated.
 #[derive(Clone, Debug, Default)]
 pub struct Published {
     /// 0 until the first snapshot is published.
     pub generation: u64,
     pub diagnostics: Arc<[Diagnostic]>,
+    /// The Ingresses served, oldest first: those whose status lists Gantry's addresses.
+    pub served: Arc<[Served]>,
     /// What the ingress-nginx annotations of each Ingress served did (`/debug/routes`).
     pub annotations: Arc<[IngressReport]>,
     /// The status of the Gateway API objects of Gantry's classes, as this build decided it.
     pub gateway: Arc<GatewayApiStatus>,
 }
 
-/// What one rebuild found: its diagnostics and the annotation reports.
+/// What one rebuild found: its diagnostics, the Ingresses it serves and the annotation reports.
 #[derive(Debug, Default)]
 pub struct Rebuilt {
     pub diagnostics: Vec<Diagnostic>,
+    pub served: Vec<Served>,
     pub annotations: Vec<IngressReport>,
     pub gateway: GatewayApiStatus,
 }
@@ -156,6 +161,7 @@ pub fn rebuild(
     translation.diagnostics.sort();
     translation.diagnostics.dedup();
     let diagnostics = std::mem::take(&mut translation.diagnostics);
+    let served = std::mem::take(&mut translation.served);
     let annotations = std::mem::take(&mut translation.annotations);
     let gateway = std::mem::take(&mut translation.gateway);
     let routes = translation.snapshot.routes.len();
@@ -200,6 +206,7 @@ pub fn rebuild(
     );
     Rebuilt {
         diagnostics,
+        served,
         annotations,
         gateway,
     }
@@ -235,6 +242,7 @@ pub async fn rebuild_loop(
             Ok((
                 Rebuilt {
                     diagnostics,
+                    served,
                     annotations,
                     gateway,
                 },
@@ -245,6 +253,7 @@ pub async fn rebuild_loop(
                 published.send_replace(Published {
                     generation: dataplane.current().generation,
                     diagnostics: Arc::from(diagnostics.as_slice()),
+                    served: Arc::from(served),
                     annotations: Arc::from(annotations),
                     gateway: Arc::new(gateway),
                 });

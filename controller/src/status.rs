@@ -8,7 +8,11 @@
 //! leader compares every Ingress in the store with what it should say and patches (merge patch on
 //! the status subresource) only those that differ:
 //!
-//! - an Ingress we serve ([`served_ingresses`]) should list our addresses;
+//! - an Ingress the last build serves ([`Published::served`]) should list our addresses. That
+//!   build decides, not the store as it is now: an Ingress that changed class since keeps the
+//!   status it had until the build that sees the change is published, so the status never claims
+//!   (or disclaims) more than what is served. One served but since deleted (or deleted and created
+//!   again under its name: another uid) is left alone;
 //! - an Ingress we do not serve that lists exactly our addresses is one we wrote before its class
 //!   changed: its list is cleared. (Deciding by content rather than by memory makes a new leader, or
 //!   a restarted one, clean up after its predecessor. The cost: two controllers publishing the very
@@ -19,7 +23,7 @@
 //! five seconds later.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     pin::pin,
     sync::Arc,
@@ -44,7 +48,7 @@ use crate::{
     leader::Leadership,
     runtime::{Published, SharedStore},
     store::{ObjectKey, ObjectStore},
-    translate::{served_ingresses, TranslateOptions},
+    translate::Served,
 };
 
 /// Concurrent status patches.
@@ -169,25 +173,25 @@ pub struct Write {
     pub addresses: Vec<Address>,
 }
 
-/// The writes that bring the store's Ingresses in line with `addresses`. `pending` holds writes
-/// made but not yet seen back through the watch (by `resourceVersion` at the time), so they are not
-/// made twice.
+/// The writes that bring the store's Ingresses in line with `addresses`, given the Ingresses the
+/// published build serves. `pending` holds writes made but not yet seen back through the watch (by
+/// `resourceVersion` at the time), so they are not made twice.
 pub fn plan(
     store: &ObjectStore,
-    opts: &TranslateOptions,
+    served: &[Served],
     addresses: &[Address],
     pending: &HashMap<ObjectKey, (String, Vec<Address>)>,
 ) -> Vec<Write> {
-    let ours: HashSet<ObjectKey> = served_ingresses(store, opts).into_iter().collect();
+    let ours: HashMap<&ObjectKey, Option<&str>> = served.iter().map(|s| (&s.key, s.uid.as_deref())).collect();
     let mut writes = Vec::new();
     for (key, ing) in store.ingresses() {
         let current = current_addresses(ing);
-        let desired = if ours.contains(key) {
-            addresses.to_vec()
-        } else if !current.is_empty() && current == addresses {
-            Vec::new()
-        } else {
-            continue;
+        let desired = match ours.get(key) {
+            // Deleted and created again since the build: the next build decides.
+            Some(Some(uid)) if ing.metadata.uid.as_deref().is_some_and(|now| now != *uid) => continue,
+            Some(_) => addresses.to_vec(),
+            None if !current.is_empty() && current == addresses => Vec::new(),
+            None => continue,
         };
         if current == desired {
             continue;
@@ -209,12 +213,10 @@ pub fn plan(
 }
 
 /// Starts the status writer; it runs until `shutdown` turns true.
-#[allow(clippy::too_many_arguments)]
 pub fn run(
     client: Client,
     mut addresses: watch::Receiver<Option<Vec<Address>>>,
     shared: Arc<SharedStore>,
-    opts: Arc<TranslateOptions>,
     mut leadership: Leadership,
     mut published: watch::Receiver<Published>,
     metrics: Metrics,
@@ -252,6 +254,7 @@ pub fn run(
             let Some(addrs) = addresses.borrow().clone() else {
                 continue;
             };
+            let served = published.borrow().served.clone();
             let writes = shared.with_state(|s| {
                 pending.retain(|key, (rv, _)| {
                     s.store
@@ -260,7 +263,7 @@ pub fn run(
                         .and_then(|i| i.metadata.resource_version.as_ref())
                         == Some(rv)
                 });
-                plan(&s.store, &opts, &addrs, &pending)
+                plan(&s.store, &served, &addrs, &pending)
             });
             if writes.is_empty() {
                 continue;
@@ -463,7 +466,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::store::Object;
+    use crate::{store::Object, translate::TranslateOptions};
 
     fn opts() -> TranslateOptions {
         TranslateOptions {
@@ -524,6 +527,26 @@ mod tests {
         normalize(list.iter().map(|a| Address::parse(a)).collect())
     }
 
+    /// The Ingresses a build of `store` serves.
+    fn served(store: &ObjectStore) -> Vec<Served> {
+        crate::translate::translate(store, &opts(), &gantry_proxy::Snapshot::default()).served
+    }
+
+    fn with_uid(mut obj: Object, uid: &str) -> Object {
+        if let Object::Ingress(ing) = &mut obj {
+            ing.metadata.uid = Some(uid.into());
+        }
+        obj
+    }
+
+    /// (name, addresses) of each write.
+    fn summary(writes: &[Write]) -> Vec<(&str, &[Address])> {
+        writes
+            .iter()
+            .map(|w| (w.key.name.as_str(), w.addresses.as_slice()))
+            .collect()
+    }
+
     #[test]
     fn ours_get_our_addresses_and_others_keep_theirs_unless_they_are_ours() {
         let mut store = ObjectStore::new();
@@ -533,18 +556,73 @@ mod tests {
         store.apply(ingress("theirs", "other", &["192.0.2.9"]));
         store.apply(ingress("never", "other", &[]));
         let ours = addrs(&["10.0.0.1", "lb.example"]);
-        let writes = plan(&store, &opts(), &ours, &HashMap::new());
-        let summary: Vec<(&str, &[Address])> = writes
-            .iter()
-            .map(|w| (w.key.name.as_str(), w.addresses.as_slice()))
-            .collect();
-        assert_eq!(summary, [("fresh", ours.as_slice()), ("left-us", &[][..])]);
+        let served = served(&store);
+        let writes = plan(&store, &served, &ours, &HashMap::new());
+        assert_eq!(
+            summary(&writes),
+            [("fresh", ours.as_slice()), ("left-us", &[][..])]
+        );
 
         // A write on its way is not made twice, until the object changes.
         let pending = HashMap::from([(ObjectKey::new("ns", "fresh"), ("1".to_string(), ours.clone()))]);
-        let writes = plan(&store, &opts(), &ours, &pending);
+        let writes = plan(&store, &served, &ours, &pending);
         assert_eq!(writes.len(), 1, "{writes:?}");
         assert_eq!(writes[0].key.name, "left-us");
+    }
+
+    #[test]
+    fn the_published_build_decides_which_ingresses_are_ours_until_the_next_one() {
+        let ours = addrs(&["10.0.0.1"]);
+        let mut store = ObjectStore::new();
+        store.apply(ingress("leaving", "gantry", &["10.0.0.1"]));
+        store.apply(ingress("joining", "other", &[]));
+        let published = served(&store);
+        assert_eq!(published.len(), 1);
+        assert_eq!(published[0].key, ObjectKey::new("ns", "leaving"));
+        assert!(plan(&store, &published, &ours, &HashMap::new()).is_empty());
+
+        // Both change class in the store; the build that sees it is not published yet: the
+        // published decision stands (the live store alone would clear one and write the other).
+        store.apply(ingress("leaving", "other", &["10.0.0.1"]));
+        store.apply(ingress("joining", "gantry", &[]));
+        assert!(
+            plan(&store, &published, &ours, &HashMap::new()).is_empty(),
+            "nothing written before the build is published"
+        );
+
+        // Published: now they move.
+        let published = served(&store);
+        let writes = plan(&store, &published, &ours, &HashMap::new());
+        assert_eq!(
+            summary(&writes),
+            [("joining", ours.as_slice()), ("leaving", &[][..])]
+        );
+    }
+
+    #[test]
+    fn a_served_ingress_gone_or_created_again_since_the_build_is_left_alone() {
+        let ours = addrs(&["10.0.0.1"]);
+        let mut store = ObjectStore::new();
+        store.apply(with_uid(ingress("web", "gantry", &[]), "u-1"));
+        store.apply(with_uid(ingress("gone", "gantry", &[]), "u-2"));
+        let published = served(&store);
+        assert_eq!(
+            published.iter().map(|s| s.uid.as_deref()).collect::<Vec<_>>(),
+            [Some("u-2"), Some("u-1")],
+            "{published:?}"
+        );
+        assert_eq!(
+            summary(&plan(&store, &published, &ours, &HashMap::new())),
+            [("gone", ours.as_slice()), ("web", ours.as_slice())]
+        );
+
+        // `gone` is deleted and `web` deleted and created again (a new uid) before the next build.
+        store.delete(crate::store::Kind::Ingress, &ObjectKey::new("ns", "gone"));
+        store.apply(with_uid(ingress("web", "gantry", &[]), "u-3"));
+        assert!(plan(&store, &published, &ours, &HashMap::new()).is_empty());
+        // The next build serves the new one.
+        let writes = plan(&store, &served(&store), &ours, &HashMap::new());
+        assert_eq!(summary(&writes), [("web", ours.as_slice())]);
     }
 
     #[test]

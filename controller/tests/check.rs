@@ -195,9 +195,26 @@ fn refused_annotations_exit_1_and_name_what_fails_closed() {
     assert_eq!(doc["summary"]["fail_closed"], 1);
     assert_eq!(doc["summary"]["ok"], false);
     let other = doc["other_diagnostics"].as_array().unwrap();
-    assert!(
-        other.iter().any(|d| d["reason"] == "ManifestParseError"),
-        "{other:?}"
+    let parse_error = other
+        .iter()
+        .find(|d| d["reason"] == "ManifestParseError")
+        .unwrap_or_else(|| panic!("{other:?}"));
+    // The object as text and in parts.
+    assert_eq!(
+        (
+            &parse_error["object"],
+            &parse_error["kind"],
+            &parse_error["namespace"],
+            &parse_error["name"],
+            &parse_error["uid"]
+        ),
+        (
+            &Value::from("File broken.yaml"),
+            &Value::from("File"),
+            &Value::Null,
+            &Value::from("broken.yaml"),
+            &Value::Null
+        )
     );
 
     // The same as text, for people.

@@ -1,15 +1,17 @@
-//! Cluster mode, Events: diagnostics about an Ingress become `Warning` Events on it, once each.
-//! The real `gantry` binary against a real kube-apiserver (envtest).
+//! Cluster mode, Events: diagnostics about an Ingress become `Warning` Events on it, once each;
+//! problems with our IngressClass and its ProxyConfig become Events on those (cluster-scoped, so in
+//! namespace `default`). The real `gantry` binary against a real kube-apiserver (envtest).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
+use gantry::crd::ProxyConfig;
 use gantry_testkit::{cluster::*, gantry, objects::*, TestEnv};
 use k8s_openapi::api::{
     core::v1::Secret,
     events::v1::Event,
-    networking::v1::{Ingress, IngressClass},
+    networking::v1::{Ingress, IngressClass, IngressClassParametersReference},
 };
-use kube::api::ListParams;
+use kube::{api::ListParams, Api};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -165,4 +167,162 @@ async fn a_broken_ingress_gets_warning_events_with_the_reason_and_its_neighbours
     }
     assert!(again.keys().all(|(name, _)| name == "broken"));
     assert_eq!(g.metric("gantry_kube_events_total", &[]).await, Some(2.0));
+}
+
+/// Installs the ProxyConfig CRD and waits until it is served.
+fn install_proxy_config_crd(env: &TestEnv) {
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/gantry.dev_proxyconfigs.yaml");
+    for args in [
+        vec!["apply", "-f", crd.to_str().unwrap()],
+        vec![
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/proxyconfigs.gantry.dev",
+        ],
+    ] {
+        let out = env.kubectl().args(&args).output().expect("kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The Events in namespace `default` regarding `kind` `name` with `reason`.
+async fn cluster_scoped_events(c: &Cluster, kind: &str, name: &str, reason: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(c.client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            let r = e.regarding.as_ref();
+            r.and_then(|r| r.kind.as_deref()) == Some(kind)
+                && r.and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .collect()
+}
+
+/// Waits for exactly one Event `reason` regarding cluster-scoped `kind` `name`, and checks what
+/// every such Event must say: a Warning from Gantry, in `default`, regarding the object at `uid`.
+async fn wait_cluster_scoped_event(
+    g: &gantry_testkit::Gantry,
+    c: &Cluster,
+    (api_version, kind, name): (&str, &str, &str),
+    uid: Option<&String>,
+    reason: &str,
+) -> Event {
+    let events = eventually(g, WAIT, &format!("a {reason} Event on {kind} {name}"), || async {
+        match cluster_scoped_events(c, kind, name, reason).await {
+            found if found.is_empty() => Err("none".to_string()),
+            found => Ok(found),
+        }
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let e = events.into_iter().next().unwrap();
+    assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
+    assert_eq!(e.reporting_controller.as_deref(), Some(CONTROLLER));
+    let regarding = e.regarding.clone().expect("regarding");
+    assert_eq!(regarding.api_version.as_deref(), Some(api_version));
+    assert_eq!(regarding.namespace, None, "cluster-scoped");
+    assert!(uid.is_some());
+    assert_eq!(regarding.uid.as_ref(), uid);
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn problems_with_the_ingress_class_and_its_proxy_config_get_events_on_them() {
+    let env = TestEnv::start_async().await.expect("control plane");
+    install_proxy_config_crd(&env);
+    let c = Cluster::new(&env, "class-events").await;
+    let mut class = ingress_class();
+    if let Some(spec) = class.spec.as_mut() {
+        spec.parameters = Some(IngressClassParametersReference {
+            api_group: Some("gantry.dev".into()),
+            kind: "ProxyConfig".into(),
+            name: "settings".into(),
+            scope: Some("Cluster".into()),
+            namespace: None,
+        });
+    }
+    let class = apply(&c.cluster_api::<IngressClass>(), &class).await;
+    let web = pod("web").await;
+    c.backend("web", &[web.addr]).await;
+    apply(
+        &c.api::<Ingress>(),
+        &ingress(&c.ns, "healthy", CLASS, &[("healthy.example", "/", "web", 80)]),
+    )
+    .await;
+
+    let g = gantry!().cluster(&env).start().await;
+    // The class names a ProxyConfig that does not exist: the flags apply, and the class says why.
+    let e = wait_cluster_scoped_event(
+        &g,
+        &c,
+        ("networking.k8s.io/v1", "IngressClass", CLASS),
+        class.metadata.uid.as_ref(),
+        "ProxyConfigNotFound",
+    )
+    .await;
+    let note = e.note.unwrap_or_default();
+    assert!(note.contains("settings"), "{note}");
+    wait_served_by(&g, WAIT, "healthy.example", "/", "web").await;
+    // `kubectl describe` finds it on the class.
+    let out = env
+        .kubectl()
+        .args(["describe", "ingressclass", CLASS])
+        .output()
+        .expect("kubectl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ProxyConfigNotFound"), "{text}");
+
+    // The ProxyConfig comes, with a value its schema lets through but Gantry cannot use.
+    let pc: ProxyConfig = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "ProxyConfig",
+        "metadata": {"name": "settings"},
+        "spec": {"trustedProxies": ["not-a-cidr"]},
+    }))
+    .expect("a ProxyConfig");
+    let pc = apply(&Api::<ProxyConfig>::all(c.client.clone()), &pc).await;
+    let e = wait_cluster_scoped_event(
+        &g,
+        &c,
+        ("gantry.dev/v1alpha1", "ProxyConfig", "settings"),
+        pc.metadata.uid.as_ref(),
+        "InvalidProxyConfig",
+    )
+    .await;
+    let note = e.note.unwrap_or_default();
+    assert!(
+        note.contains("trustedProxies") && note.contains("not-a-cidr"),
+        "{note}"
+    );
+
+    // Negative control: once both Events are out, the healthy Ingress has none, and nothing else
+    // was sent.
+    eventually(&g, WAIT, "two Events sent", || async {
+        match g.metric("gantry_kube_events_total", &[]).await {
+            Some(2.0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    wait_served_by(&g, WAIT, "healthy.example", "/", "web").await;
+    let in_namespace = events_by_ingress(&c).await;
+    assert!(
+        in_namespace.is_empty(),
+        "{:?}",
+        in_namespace.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        g.metric("gantry_kube_events_total", &[("result", "error")]).await,
+        Some(0.0)
+    );
 }

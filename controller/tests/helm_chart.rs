@@ -462,6 +462,16 @@ fn rbac_is_least_privilege_with_secrets_cluster_wide_only_without_watch_namespac
     );
     assert_eq!(r.list_scopes("ingressclasses"), set(&["*"]));
     assert!(r.list_scopes("nodes").is_empty());
+    // Events where the objects are, and in `default` for the cluster-scoped ones.
+    for verb in ["create", "patch"] {
+        let scopes: BTreeSet<String> = r
+            .grants()
+            .into_iter()
+            .filter(|(_, group, res, v)| group == "events.k8s.io" && res == "events" && v == verb)
+            .map(|(s, ..)| s)
+            .collect();
+        assert_eq!(scopes, set(&["default", "team-a", "team-b"]), "{verb}");
+    }
     let args = r.args();
     assert!(args.contains(&"--watch-namespace=team-a".to_string()));
     assert!(args.contains(&"--watch-namespace=team-b".to_string()));

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, ObjectRef};
 use notify::Watcher;
 use tokio::sync::{mpsc, watch};
 
@@ -132,7 +132,7 @@ impl ManifestDir {
                     // Keep the objects of the last good read: a half-written file must not drop routes.
                     let kept = entry.objects.len();
                     entry.diagnostics = vec![Diagnostic {
-                        object: format!("File {name}"),
+                        object: ObjectRef::file(name.clone()),
                         reason: "ManifestParseError".into(),
                         message: format!("{message}; keeping the {kept} object(s) of its last good read"),
                     }];
@@ -157,7 +157,7 @@ impl ManifestDir {
                 }
                 match seen.get(&(obj.kind(), key.clone())) {
                     Some(first) => diagnostics.push(Diagnostic {
-                        object: format!("{} {key}", obj.kind()),
+                        object: ObjectRef::of(obj.kind(), &key, obj.metadata()),
                         reason: "DuplicateObject".into(),
                         message: format!(
                             "defined in both {} and {}; using the first",

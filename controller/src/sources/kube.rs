@@ -64,7 +64,7 @@ use super::lenient::Lenient;
 use crate::{
     annotations::references::references_of,
     crd::ProxyConfig,
-    diagnostic::Diagnostic,
+    diagnostic::{Diagnostic, ObjectRef},
     gateway::api::{BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
     runtime::{SharedStore, SourceState},
     store::{Change, Kind, Object, ObjectKey, ObjectStore, SERVICE_NAME_LABEL},
@@ -484,6 +484,7 @@ enum Step {
 /// An object the watcher could not decode: its key and why.
 pub struct InvalidObject {
     key: ObjectKey,
+    uid: Option<String>,
     error: String,
 }
 
@@ -510,6 +511,7 @@ where
             Lenient::Valid(k) => Ok(Object::from(k)),
             Lenient::Invalid { metadata, error } => Err(InvalidObject {
                 key: ObjectKey::of(&metadata),
+                uid: metadata.uid,
                 error,
             }),
         }
@@ -523,9 +525,9 @@ fn forget_invalid(diagnostics: &mut Vec<Diagnostic>, kind: Kind, key: &ObjectKey
         .iter()
         .any(|d| d.reason == crate::manifests::INVALID_OBJECT)
     {
-        let label = format!("{kind} {key}");
         let before = diagnostics.len();
-        diagnostics.retain(|d| d.reason != crate::manifests::INVALID_OBJECT || d.object != label);
+        // Whatever its uid: a fixed object is the same one, and a deleted one is gone.
+        diagnostics.retain(|d| d.reason != crate::manifests::INVALID_OBJECT || !d.object.is(kind, key));
         if diagnostics.len() != before {
             return Change::Read;
         }
@@ -668,7 +670,7 @@ async fn watch_kind<K>(
                         tracing::warn!(kind = %kind, object = %bad.key, error = %bad.error, "object cannot be read; it is not served");
                         forget_invalid(&mut s.diagnostics, kind, &bad.key);
                         s.diagnostics.push(Diagnostic {
-                            object: format!("{kind} {}", bad.key),
+                            object: ObjectRef::new(kind, &bad.key, bad.uid.as_deref()),
                             reason: crate::manifests::INVALID_OBJECT.into(),
                             message: format!(
                                 "{kind} {} cannot be read by Gantry ({}); it is not served until it is fixed",
@@ -834,7 +836,7 @@ struct Plan {
     /// References to start watching.
     start: Vec<Reference>,
     /// References not watched, why, and the Ingresses that make them.
-    unwatched: Vec<(Reference, Unwatched, Vec<String>)>,
+    unwatched: Vec<(Reference, Unwatched, Vec<ObjectRef>)>,
 }
 
 /// Why a reference is not watched.
@@ -869,8 +871,8 @@ impl ReferenceWatches {
     }
 
     /// The references of our Ingresses now, each with the Ingresses that make it.
-    fn wanted(&mut self) -> BTreeMap<Reference, Vec<String>> {
-        let mut wanted: BTreeMap<Reference, Vec<String>> = BTreeMap::new();
+    fn wanted(&mut self) -> BTreeMap<Reference, Vec<ObjectRef>> {
+        let mut wanted: BTreeMap<Reference, Vec<ObjectRef>> = BTreeMap::new();
         let mut by_ingress = HashMap::new();
         let previous = &mut self.by_ingress;
         self.ctx.shared.with_state(|s| {
@@ -884,10 +886,11 @@ impl ReferenceWatches {
                     _ => references_of(&key, ingress.metadata.annotations.as_ref()),
                 };
                 for r in &refs {
-                    wanted
-                        .entry(r.clone())
-                        .or_default()
-                        .push(format!("Ingress {key}"));
+                    wanted.entry(r.clone()).or_default().push(ObjectRef::of(
+                        Kind::Ingress,
+                        &key,
+                        &ingress.metadata,
+                    ));
                 }
                 by_ingress.insert(key, (version, refs));
             }
@@ -902,7 +905,7 @@ impl ReferenceWatches {
                                     ObjectKey::new(key.namespace.as_str(), r.name.as_str()),
                                 ))
                                 .or_default()
-                                .push(format!("BackendTLSPolicy {key}"));
+                                .push(ObjectRef::of(Kind::BackendTlsPolicy, key, &policy.metadata));
                         }
                     }
                 }
@@ -1002,7 +1005,7 @@ impl ReferenceWatches {
     }
 
     /// Puts the diagnostics about unwatched references in the store, when they changed.
-    fn report(&mut self, unwatched: &[(Reference, Unwatched, Vec<String>)]) {
+    fn report(&mut self, unwatched: &[(Reference, Unwatched, Vec<ObjectRef>)]) {
         let mut diagnostics: Vec<Diagnostic> = unwatched
             .iter()
             .flat_map(|((kind, key), why, ingresses)| {
@@ -1062,7 +1065,7 @@ impl ReferenceWatches {
 fn plan<T>(
     running: &BTreeMap<Reference, T>,
     namespaces: &[String],
-    wanted: BTreeMap<Reference, Vec<String>>,
+    wanted: BTreeMap<Reference, Vec<ObjectRef>>,
     limit: usize,
 ) -> Plan {
     let mut plan = Plan {
@@ -1574,9 +1577,15 @@ mod tests {
         (kind, ObjectKey::new(ns, name))
     }
 
-    fn wanted(refs: &[Reference]) -> BTreeMap<Reference, Vec<String>> {
+    fn wanted(refs: &[Reference]) -> BTreeMap<Reference, Vec<ObjectRef>> {
         refs.iter()
-            .map(|r| (r.clone(), vec![format!("Ingress {}/web", r.1.namespace)]))
+            .map(|r| {
+                let web = ObjectKey::new(r.1.namespace.as_str(), "web");
+                (
+                    r.clone(),
+                    vec![ObjectRef::new(Kind::Ingress, &web, Some("u-web"))],
+                )
+            })
             .collect()
     }
 
@@ -1616,7 +1625,11 @@ mod tests {
             [(
                 outside.clone(),
                 Unwatched::OutsideNamespaces,
-                vec!["Ingress other/web".to_string()]
+                vec![ObjectRef::new(
+                    Kind::Ingress,
+                    &ObjectKey::new("other", "web"),
+                    Some("u-web")
+                )]
             )]
         );
 
@@ -1633,16 +1646,48 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_object_s_diagnostic_goes_with_the_object_whatever_its_uid() {
+        let invalid = |kind: Kind, name: &str, uid: &str| Diagnostic {
+            object: ObjectRef::new(kind, &ObjectKey::new("ns", name), Some(uid)),
+            reason: crate::manifests::INVALID_OBJECT.into(),
+            message: "m".into(),
+        };
+        let other_reason = Diagnostic {
+            reason: "ServiceNotFound".into(),
+            ..invalid(Kind::Ingress, "web", "u-1")
+        };
+        let mut diagnostics = vec![
+            invalid(Kind::Ingress, "web", "u-1"),
+            invalid(Kind::HttpRoute, "web", "u-2"),
+            invalid(Kind::Ingress, "api", "u-3"),
+            other_reason.clone(),
+        ];
+        // Deleted and created again, valid: another uid, the same object.
+        let fixed = forget_invalid(&mut diagnostics, Kind::Ingress, &ObjectKey::new("ns", "web"));
+        assert_eq!(fixed, Change::Read);
+        assert_eq!(
+            diagnostics,
+            [
+                invalid(Kind::HttpRoute, "web", "u-2"),
+                invalid(Kind::Ingress, "api", "u-3"),
+                other_reason
+            ]
+        );
+        let again = forget_invalid(&mut diagnostics, Kind::Ingress, &ObjectKey::new("ns", "web"));
+        assert_eq!(again, Change::Unchanged);
+    }
+
+    #[test]
     fn unwatched_reference_diagnostics_replace_only_their_own() {
         let mut state = SourceState::default();
         let other = Diagnostic {
-            object: "Ingress ns/x".into(),
+            object: ObjectRef::new(Kind::Ingress, &ObjectKey::new("ns", "x"), None),
             reason: "SomethingElse".into(),
             message: "m".into(),
         };
         state.diagnostics.push(other.clone());
         let d = Diagnostic {
-            object: "Ingress ns/web".into(),
+            object: ObjectRef::new(Kind::Ingress, &ObjectKey::new("ns", "web"), None),
             reason: REFERENCE_NOT_WATCHED.into(),
             message: "m".into(),
         };

@@ -145,7 +145,7 @@ pub(super) fn resolve(
                 _ => format!("{} {}", resource.kind, resource.name),
             };
             b.report(
-                &ing.label,
+                &ing.object,
                 Problem::ResourceBackendUnsupported {
                     place: place.to_string(),
                     resource,
@@ -155,7 +155,7 @@ pub(super) fn resolve(
         }
         _ => {
             b.report(
-                &ing.label,
+                &ing.object,
                 Problem::InvalidBackend {
                     place: place.to_string(),
                 },
@@ -180,7 +180,7 @@ pub(super) fn resolve(
     };
     let resolved = cached(b, key);
     if let Some(problem) = resolved.problem {
-        b.report(&ing.label, problem);
+        b.report(&ing.object, problem);
     }
     Some(resolved.backend)
 }

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     annotations::{IngressAnnotations, References},
+    diagnostic::{ObjectKind, ObjectRef},
     store::{Kind, ObjectKey, ObjectStore},
 };
 
@@ -47,14 +48,14 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
             },
         );
         if let Some(problem) = &facts.mode_problem {
-            b.report(&facts.label, problem.clone());
+            b.report(&facts.object, problem.clone());
         }
         b.annotation_reports.push((key.clone(), facts.report.clone()));
         ours.push(OurIngress {
             key,
             ingress,
             source: facts.source.clone(),
-            label: facts.label.clone(),
+            object: facts.object.clone(),
             backend_mode: facts.backend_mode,
             annotations,
             facts,
@@ -70,8 +71,8 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
 /// same `Arc`s.
 #[derive(Debug)]
 pub(super) struct IngressFacts {
-    /// `Ingress namespace/name`, the diagnostic's `object`.
-    pub(super) label: String,
+    /// The Ingress, for diagnostics.
+    pub(super) object: ObjectRef,
     pub(super) source: RouteSource,
     pub(super) backend_mode: BackendMode,
     /// An unknown `gantry.dev/backend-mode`.
@@ -116,7 +117,7 @@ impl IngressFacts {
         annotations: &IngressAnnotations,
         default_mode: BackendMode,
     ) -> Self {
-        let label = format!("Ingress {key}");
+        let object = ObjectRef::of(ObjectKind::Ingress, key, &ingress.metadata);
         let mut mode_problem = None;
         let backend_mode = match annotation(ingress, ANNOTATION_BACKEND_MODE) {
             None => default_mode,
@@ -201,7 +202,7 @@ impl IngressFacts {
                 namespace: Arc::from(key.namespace.as_str()),
                 name: Arc::from(key.name.as_str()),
             },
-            label,
+            object,
             backend_mode,
             mode_problem,
             report: IngressReport {

@@ -57,6 +57,7 @@ use super::{
     tls, Build, Problem,
 };
 use crate::{
+    diagnostic::{ObjectKind, ObjectRef},
     gateway::api::{
         gateways::{GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From_},
         httproutes::{
@@ -312,7 +313,7 @@ pub(super) fn gateway_api(b: &mut Build<'_>) -> GatewayApiStatus {
                 }
             }
             Err(why) => b.report(
-                &format!("GRPCRoute {key}"),
+                &ObjectRef::of(ObjectKind::GrpcRoute, key, &route.metadata),
                 Problem::GatewayApi {
                     reason: "UnsupportedValue",
                     message: why,
@@ -401,7 +402,7 @@ fn classes(b: &mut Build<'_>, opts: &GatewayOptions, out: &mut GatewayApiStatus)
             accepted.insert(key.name.clone());
         } else {
             b.report(
-                &format!("GatewayClass {}", key.name),
+                &ObjectRef::of(ObjectKind::GatewayClass, key, &class.metadata),
                 Problem::GatewayApi {
                     reason: condition.reason,
                     message: condition.message.clone(),
@@ -429,7 +430,7 @@ fn judge_gateway(
     gw: &Gateway,
     taken: &mut BTreeMap<IpAddr, ObjectKey>,
 ) -> OurGateway {
-    let label = format!("Gateway {key}");
+    let label = ObjectRef::of(ObjectKind::Gateway, key, &gw.metadata);
     let mut listeners: Vec<Listener> = gw
         .spec
         .listeners
@@ -681,7 +682,7 @@ fn judge_listener(
     b: &mut Build<'_>,
     opts: &GatewayOptions,
     gw_key: &ObjectKey,
-    label: &str,
+    label: &ObjectRef,
     l: &GatewayListeners,
 ) -> Listener {
     let mut conditions = Vec::new();
@@ -1073,7 +1074,7 @@ fn http_route(
     route: &HttpRoute,
     kind: SourceKind,
 ) -> Option<RouteStatus> {
-    let label = format!("{} {key}", kind.as_str());
+    let label = ObjectRef::of(kind, key, &route.metadata);
     let mut hostnames = Vec::new();
     let mut bad_hostname = None;
     for h in route.spec.hostnames.as_deref().unwrap_or_default() {
@@ -1136,7 +1137,7 @@ fn http_route(
             Some(name) => format!("rule {name}"),
             None => format!("rule {}", i + 1),
         };
-        let compiled = compile_rule(b, key, kind, rule, &place, &mut unresolved);
+        let compiled = compile_rule(b, key, &label, kind, rule, &place, &mut unresolved);
         if !accepted {
             continue;
         }
@@ -1372,20 +1373,21 @@ impl CompiledRule {
     }
 }
 
+/// One rule of route `route_key` (`label` in diagnostics).
 fn compile_rule(
     b: &mut Build<'_>,
     route_key: &ObjectKey,
+    label: &ObjectRef,
     kind: SourceKind,
     rule: &HttpRouteRules,
     place: &str,
     unresolved: &mut Option<Condition>,
 ) -> CompiledRule {
-    let label = format!("{} {route_key}", kind.as_str());
     let mut policies = Policies::default();
     let mut prefix_replacement = None;
     let mut broken: Option<String> = None;
     for f in rule.filters.as_deref().unwrap_or_default() {
-        if let Err(why) = filter(b, route_key, f, &mut policies, &mut prefix_replacement) {
+        if let Err(why) = filter(b, route_key, label, f, &mut policies, &mut prefix_replacement) {
             broken.get_or_insert(why);
         }
     }
@@ -1416,7 +1418,7 @@ fn compile_rule(
     let mut app_protocols: Vec<Option<String>> = Vec::new();
     for r in refs {
         let weight = r.weight.unwrap_or(1).max(0) as u32;
-        let mut backend = backend_ref(b, route_key, r, unresolved);
+        let mut backend = backend_ref(b, route_key, label, r, unresolved);
         match backend_ref_headers(r) {
             Ok(None) => {}
             Ok(Some(m)) => {
@@ -1458,7 +1460,7 @@ fn compile_rule(
             .any(|p| p.as_deref() == Some("kubernetes.io/h2c")) =>
         {
             b.report(
-                &label,
+                label,
                 Problem::GatewayApi {
                     reason: "UnsupportedValue",
                     message: format!(
@@ -1498,7 +1500,7 @@ fn compile_rule(
     };
     let backend = if let Some(why) = &broken {
         b.report(
-            &label,
+            label,
             Problem::GatewayApi {
                 reason: "UnsupportedValue",
                 message: format!("{place}: {why}; its requests get 500"),
@@ -1559,6 +1561,7 @@ fn shared_conditions(conditions: RequestConditions) -> Option<Arc<RequestConditi
 fn backend_ref(
     b: &mut Build<'_>,
     route_key: &ObjectKey,
+    label: &ObjectRef,
     r: &HttpRouteRulesBackendRefs,
     unresolved: &mut Option<Condition>,
 ) -> Arc<Backend> {
@@ -1615,7 +1618,7 @@ fn backend_ref(
     let mode = b.settings.backend_mode;
     let (backend, problem) = resolve_service_port(b, &namespace, &r.name, port, mode);
     if let Some(problem) = problem {
-        b.report(&format!("HTTPRoute {route_key}"), problem);
+        b.report(label, problem);
     }
     backend
 }
@@ -1811,7 +1814,7 @@ fn backend_tls_policy_status(b: &mut Build<'_>, routes: &[RouteStatus]) -> Vec<P
         };
         for c in [&accepted, &resolved].into_iter().filter(|c| !c.status) {
             b.report(
-                &format!("BackendTLSPolicy {key}"),
+                &ObjectRef::of(ObjectKind::BackendTlsPolicy, key, &policy.metadata),
                 Problem::GatewayApi {
                     reason: c.reason,
                     message: c.message.clone(),
@@ -1940,6 +1943,7 @@ fn backend_tls(
 fn filter(
     b: &mut Build<'_>,
     route_key: &ObjectKey,
+    label: &ObjectRef,
     f: &HttpRouteRulesFilters,
     p: &mut Policies,
     prefix_replacement: &mut Option<(String, bool)>,
@@ -2068,7 +2072,7 @@ fn filter(
                 weight: None,
             };
             let mut unresolved = None;
-            let backend = backend_ref(b, route_key, &as_ref, &mut unresolved);
+            let backend = backend_ref(b, route_key, label, &as_ref, &mut unresolved);
             if let Some(c) = unresolved {
                 return Err(format!("RequestMirror: {}", c.message));
             }

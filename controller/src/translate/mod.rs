@@ -65,7 +65,7 @@ use serde::Serialize;
 
 use crate::{
     annotations::{AnnotationReport, IngressAnnotations, Outcome, ReferenceKind},
-    diagnostic::Diagnostic,
+    diagnostic::{Diagnostic, ObjectKind, ObjectRef},
     store::{self, ObjectKey, ObjectStore},
 };
 
@@ -391,8 +391,8 @@ struct OurIngress<'a> {
     key: &'a ObjectKey,
     ingress: &'a Ingress,
     source: RouteSource,
-    /// `Ingress namespace/name`, the diagnostic's `object`.
-    label: String,
+    /// The Ingress as its diagnostics name it (`Ingress namespace/name`, with its uid).
+    object: ObjectRef,
     backend_mode: BackendMode,
     /// Its ingress-nginx annotations, read once (and kept across builds while neither the Ingress
     /// nor what they refer to changes).
@@ -480,10 +480,10 @@ impl<'a> Build<'a> {
         }
     }
 
-    /// Records a problem with one object (`Kind namespace/name`).
-    fn report(&mut self, object: &str, problem: Problem) {
+    /// Records a problem with one object.
+    fn report(&mut self, object: &ObjectRef, problem: Problem) {
         self.diagnostics.push(Diagnostic {
-            object: object.to_string(),
+            object: object.clone(),
             reason: problem.reason().to_string(),
             message: problem.to_string(),
         });
@@ -492,10 +492,15 @@ impl<'a> Build<'a> {
     fn finish(mut self) -> Translation {
         let cache = self.cache.finish();
         let reports = std::mem::take(&mut self.annotation_reports);
-        for (_, report) in &reports {
-            let label = format!("Ingress {}", report.ingress);
+        for (key, report) in &reports {
+            let uid = self
+                .store
+                .ingresses()
+                .get(key)
+                .and_then(|i| i.metadata.uid.as_deref());
+            let object = ObjectRef::new(ObjectKind::Ingress, key, uid);
             for problem in report.annotations.iter().filter_map(Problem::of_report) {
-                self.report(&label, problem);
+                self.report(&object, problem);
             }
         }
         // Sorted so that the same store always gives the same list; deduplicated because ten paths
@@ -521,6 +526,7 @@ impl<'a> Build<'a> {
             annotations: reports.into_iter().map(|(_, r)| r).collect(),
             cache,
             gateway: gateway::GatewayApiStatus::default(),
+            served: Vec::new(),
         }
     }
 }
@@ -540,6 +546,30 @@ pub struct Translation {
     pub gateway: gateway::GatewayApiStatus,
     /// What the build reused from the last one ([`translate_cached`]).
     pub cache: CacheStats,
+    /// The Ingresses this build serves (ours by class), oldest first: what their status is
+    /// written from once it is published.
+    pub served: Vec<Served>,
+}
+
+/// One Ingress a build serves, as it was when translated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Served {
+    pub key: ObjectKey,
+    /// `metadata.uid` (`None` outside an API server): tells the Ingress translated from one
+    /// deleted and created again under the same name.
+    pub uid: Option<String>,
+    /// `metadata.generation`: the spec version translated.
+    pub generation: Option<i64>,
+}
+
+impl Served {
+    fn of(ing: &OurIngress<'_>) -> Self {
+        Self {
+            key: ing.key.clone(),
+            uid: ing.ingress.metadata.uid.clone(),
+            generation: ing.ingress.metadata.generation,
+        }
+    }
 }
 
 impl std::ops::Deref for Translation {
@@ -569,6 +599,7 @@ pub fn translate_cached(
     let mut build = Build::new(store, opts, previous, cache);
     build.settings = settings::resolve(&mut build);
     let ours = class::ours(&mut build);
+    let served = ours.iter().map(Served::of).collect();
     let mut canaries = rules::canaries(&mut build, &ours);
     rules::routes(&mut build, &ours, &mut canaries);
     tls::certificates(&mut build, &ours);
@@ -577,10 +608,16 @@ pub fn translate_cached(
     let gateway = gateway::gateway_api(&mut build);
     let mut t = build.finish();
     t.gateway = gateway;
+    t.served = served;
     t
 }
 
-/// The Ingresses that are ours (by class), oldest first: the ones whose status Gantry writes.
+/// The Ingresses that are ours (by class) in `store` as it is now, oldest first: the class selection
+/// a build would make, without building.
+///
+/// For answers about the live store: which referenced Secrets and ConfigMaps to watch (they must be
+/// watched before the build that needs them) and `gantry check`. What was actually published is
+/// [`Translation::served`]; the status writer works from that.
 pub fn served_ingresses(store: &ObjectStore, opts: &TranslateOptions) -> Vec<ObjectKey> {
     class::select(store, opts)
         .into_iter()

@@ -51,12 +51,16 @@ use super::{
     hosts::{host_label, host_spelling, parse_host, parse_path, path_label},
     Build, OurIngress, Problem,
 };
-use crate::{annotations::CanarySpec, diagnostic::Diagnostic, store::ObjectKey};
+use crate::{
+    annotations::CanarySpec,
+    diagnostic::{Diagnostic, ObjectRef},
+    store::ObjectKey,
+};
 
 /// One backend of a canary Ingress, waiting for the main route it attaches to.
 pub(super) struct CanaryClaim {
-    /// `Ingress namespace/name` of the canary Ingress.
-    label: String,
+    /// The canary Ingress, as its diagnostics name it.
+    object: ObjectRef,
     /// `namespace/name` of the canary Ingress.
     source: String,
     host: HostMatch,
@@ -172,7 +176,7 @@ pub(super) fn canaries(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> Vec<Canary
         let spec = Arc::new(spec.clone());
         let claim =
             |host: HostMatch, path: Option<PathMatch>, place: String, backend: Arc<Backend>| CanaryClaim {
-                label: ing.label.clone(),
+                object: ing.object.clone(),
                 source: ing.key.to_string(),
                 host,
                 path,
@@ -193,7 +197,7 @@ pub(super) fn canaries(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> Vec<Canary
                 Err(why) => {
                     let host = rule.host.clone().unwrap_or_default();
                     b.report(
-                        &ing.label,
+                        &ing.object,
                         Problem::InvalidHost {
                             host,
                             why,
@@ -213,7 +217,7 @@ pub(super) fn canaries(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> Vec<Canary
                             path: path.path.clone().unwrap_or_default(),
                             why,
                         };
-                        b.report(&ing.label, problem);
+                        b.report(&ing.object, problem);
                         continue;
                     }
                 };
@@ -238,7 +242,7 @@ pub(super) fn report_canaries(b: &mut Build<'_>, claims: Vec<CanaryClaim>) {
             ClaimOutcome::SameBackend(backend) => Problem::CanarySameBackend { place, backend },
             ClaimOutcome::Conflict(winner) => Problem::CanaryConflict { place, winner },
         };
-        b.report(&claim.label, problem);
+        b.report(&claim.object, problem);
     }
 }
 
@@ -345,7 +349,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
                 Err(why) => {
                     let host = rule.host.clone().unwrap_or_default();
                     b.report(
-                        &ing.label,
+                        &ing.object,
                         Problem::InvalidHost {
                             host,
                             why,
@@ -468,7 +472,7 @@ fn host_unit(
                         path: path.path.clone().unwrap_or_default(),
                         why,
                     };
-                    b.report(&ing.label, problem);
+                    b.report(&ing.object, problem);
                     continue;
                 }
             };
@@ -498,7 +502,7 @@ fn host_unit(
                 Ok(()) => pick.record(canaries, &main_backend),
                 Err(e) => {
                     let problem = route_problem(e, host);
-                    b.report(&ing.label, problem);
+                    b.report(&ing.object, problem);
                 }
             }
         }
@@ -569,7 +573,7 @@ fn ingress_client_auth(ing: &OurIngress<'_>) -> Option<Result<Arc<ClientCertAuth
 /// Ingress whose `auth-tls-*` differ, or that has none on a host whose client authentication is
 /// broken, gets a diagnostic.
 fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostMatch, HostClientAuth> {
-    let mut hosts: HashMap<HostMatch, (HostClientAuth, &str)> = HashMap::new();
+    let mut hosts: HashMap<HostMatch, (HostClientAuth, &ObjectRef)> = HashMap::new();
     // Pass 1, oldest first: the owner of each host.
     for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
         let Some(asked) = ingress_client_auth(ing) else {
@@ -583,7 +587,7 @@ fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostM
                         owner: ing.key.to_string(),
                     },
                 };
-                (auth, ing.label.as_str())
+                (auth, &ing.object)
             });
         }
     }
@@ -597,7 +601,7 @@ fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostM
             let Some((auth, owner)) = hosts.get(host) else {
                 continue;
             };
-            if *owner == ing.label {
+            if **owner == ing.object {
                 continue;
             }
             let why = match (auth, &asked) {
@@ -613,7 +617,7 @@ fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostM
                 ),
             };
             b.report(
-                &ing.label,
+                &ing.object,
                 Problem::ClientCertConflict {
                     host: host_label(host),
                     why,
@@ -693,13 +697,13 @@ fn path_text(path: &PathMatch) -> &str {
 /// any of our Ingresses) is skipped: the explicit host wins, as in ingress-nginx. Of two Ingresses
 /// naming the same alias, the older keeps it.
 fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) {
-    let mut explicit: HashMap<HostMatch, &str> = HashMap::new();
+    let mut explicit: HashMap<HostMatch, &ObjectRef> = HashMap::new();
     for ing in ours {
         for host in ing.facts.hosts.iter().cloned() {
-            explicit.entry(host).or_insert(&ing.label);
+            explicit.entry(host).or_insert(&ing.object);
         }
     }
-    let mut claimed: HashMap<HostMatch, &str> = HashMap::new();
+    let mut claimed: HashMap<HostMatch, &ObjectRef> = HashMap::new();
     for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
         if ing.annotations.server_alias.is_empty() {
             continue;
@@ -723,7 +727,7 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>)
             };
             let conflict = match (explicit.get(&alias_host), claimed.get(&alias_host)) {
                 (Some(owner), _) => Some(format!("it is a host of {owner}, whose rules win")),
-                (None, Some(owner)) if *owner != ing.label => {
+                (None, Some(owner)) if **owner != ing.object => {
                     Some(format!("it is already an alias of {owner} (older)"))
                 }
                 _ => None,
@@ -733,7 +737,7 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>)
                     report.add_difference(format!("{alias} skipped: {why}"));
                 }
                 b.report(
-                    &ing.label,
+                    &ing.object,
                     Problem::ServerAliasConflict {
                         alias: alias.clone(),
                         why,
@@ -741,7 +745,7 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>)
                 );
                 continue;
             }
-            claimed.insert(alias_host.clone(), &ing.label);
+            claimed.insert(alias_host.clone(), &ing.object);
             for host in &hosts {
                 for route in added.get(host).into_iter().flat_map(|t| t.routes()) {
                     // Two hosts of one Ingress aliased to one name: the first host's route keeps
@@ -764,13 +768,13 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) 
         for host in ing.facts.hosts.iter().cloned() {
             taken
                 .entry(host)
-                .or_insert_with(|| format!("it is a host of {}", ing.label));
+                .or_insert_with(|| format!("it is a host of {}", ing.object));
         }
         for alias in &ing.annotations.server_alias {
             if let Ok(host) = parse_host(Some(alias)) {
                 taken
                     .entry(host)
-                    .or_insert_with(|| format!("it is a server-alias of {}", ing.label));
+                    .or_insert_with(|| format!("it is a server-alias of {}", ing.object));
             }
         }
     }
@@ -792,7 +796,7 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) 
                     report.add_difference(format!("{twin} is not redirected: {why}"));
                 }
                 b.report(
-                    &ing.label,
+                    &ing.object,
                     Problem::WwwRedirectSkipped {
                         from: twin.clone(),
                         why: why.clone(),
@@ -856,7 +860,7 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canari
             Ok(()) => pick.record(canaries, &main_backend),
             Err(RouteError::Conflict { existing, .. }) => {
                 b.report(
-                    &ing.label,
+                    &ing.object,
                     Problem::DefaultBackendConflict {
                         winner: source_name(&existing),
                     },
@@ -864,7 +868,7 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canari
             }
             Err(e) => {
                 let problem = route_problem(e, &HostMatch::Any);
-                b.report(&ing.label, problem);
+                b.report(&ing.object, problem);
             }
         }
     }

@@ -33,6 +33,7 @@ use k8s_openapi::api::networking::v1::IngressClass;
 use super::{class::is_our_class, BackendMode, Build, Problem, TranslateOptions, ANNOTATION_DEFAULT_CLASS};
 use crate::{
     crd::{self, GoDuration, ProxyConfigSpec},
+    diagnostic::{ObjectKind, ObjectRef},
     store::{ObjectKey, ObjectStore},
 };
 
@@ -65,7 +66,11 @@ pub(super) fn resolve(b: &mut Build<'_>) -> Settings {
     let Some((class_name, deciding)) = deciding_class(b.store, b.opts) else {
         return gateway_class_settings(b, flags);
     };
-    let class_label = format!("IngressClass {class_name}");
+    let class_object = ObjectRef::of(
+        ObjectKind::IngressClass,
+        &ObjectKey::cluster(&class_name),
+        &deciding.metadata,
+    );
     let params = deciding
         .spec
         .as_ref()
@@ -82,7 +87,7 @@ pub(super) fn resolve(b: &mut Build<'_>) -> Settings {
         };
         if other != params {
             b.report(
-                &format!("IngressClass {}", key.name),
+                &ObjectRef::of(ObjectKind::IngressClass, key, &class.metadata),
                 Problem::ParametersIgnored {
                     parameters: describe(other),
                     winner: class_name.clone(),
@@ -97,7 +102,7 @@ pub(super) fn resolve(b: &mut Build<'_>) -> Settings {
         && params.namespace.is_none();
     if !supported {
         b.report(
-            &class_label,
+            &class_object,
             Problem::UnsupportedParameters {
                 parameters: describe(params),
             },
@@ -106,19 +111,19 @@ pub(super) fn resolve(b: &mut Build<'_>) -> Settings {
     }
     let Some(pc) = b.store.proxy_config(&params.name) else {
         b.report(
-            &class_label,
+            &class_object,
             Problem::ProxyConfigNotFound {
                 name: params.name.clone(),
             },
         );
         return flags;
     };
-    let label = format!("ProxyConfig {}", params.name);
+    let object = proxy_config_object(&params.name, pc);
     let last = last_config(b);
     let mut bad = Vec::new();
     let settings = apply(&pc.spec, &flags, &last, &mut bad);
     for problem in bad {
-        b.report(&label, problem);
+        b.report(&object, problem);
     }
     settings
 }
@@ -145,10 +150,16 @@ fn gateway_class_settings(b: &mut Build<'_>, flags: Settings) -> Settings {
     let last = last_config(b);
     let mut bad = Vec::new();
     let settings = apply(&pc.spec, &flags, &last, &mut bad);
+    let object = proxy_config_object(&name, pc);
     for problem in bad {
-        b.report(&format!("ProxyConfig {name}"), problem);
+        b.report(&object, problem);
     }
     settings
+}
+
+/// ProxyConfig `name`, as its diagnostics name it.
+fn proxy_config_object(name: &str, pc: &crd::ProxyConfig) -> ObjectRef {
+    ObjectRef::of(ObjectKind::ProxyConfig, &ObjectKey::cluster(name), &pc.metadata)
 }
 
 /// The value each field has now: the snapshot being replaced, or the flags before the first build

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 
 use super::{hosts::host_spelling, Build, OurIngress, Problem};
 use crate::{
+    diagnostic::{ObjectKind, ObjectRef},
     manifests::TLS_SECRET_TYPE,
     store::{ObjectKey, ObjectStore},
 };
@@ -23,7 +24,7 @@ pub(super) enum SecretError {
 
 /// A `spec.tls` entry whose Secret gave no certificate, waiting for the carry-over pass.
 struct Failed<'a> {
-    label: &'a str,
+    object: &'a ObjectRef,
     secret: ObjectKey,
     error: SecretError,
     hosts: Vec<String>,
@@ -37,7 +38,7 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
         for entry in &ing.facts.tls_entries {
             for (host, why) in &entry.invalid {
                 b.report(
-                    &ing.label,
+                    &ing.object,
                     Problem::InvalidHost {
                         host: host.clone(),
                         why,
@@ -59,7 +60,7 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                     }
                 }
                 Err(error) => failed.push(Failed {
-                    label: &ing.label,
+                    object: &ing.object,
                     secret: secret.clone(),
                     error,
                     hosts: entry.hosts.clone(),
@@ -70,7 +71,7 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
 
     // Pass 2: hosts of broken entries that no usable certificate claimed keep their last good one.
     for Failed {
-        label,
+        object,
         secret,
         error,
         hosts,
@@ -110,7 +111,7 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                 outcome,
             },
         };
-        b.report(label, problem);
+        b.report(object, problem);
     }
 
     default_certificate(b);
@@ -123,14 +124,13 @@ fn default_certificate(b: &mut Build<'_>) {
     if let Some(key) = &b.settings.default_ssl_certificate.clone() {
         let secret = key.to_string();
         let outcome = "the generated fallback certificate is the default certificate".to_string();
+        let uid = b.store.secrets().get(key).and_then(|s| s.metadata.uid.as_deref());
+        let object = ObjectRef::new(ObjectKind::Secret, key, uid);
         match b.certificate(key) {
             Ok(named) => cert = named,
-            Err(SecretError::NotFound) => b.report(
-                &format!("Secret {key}"),
-                Problem::TlsSecretNotFound { secret, outcome },
-            ),
+            Err(SecretError::NotFound) => b.report(&object, Problem::TlsSecretNotFound { secret, outcome }),
             Err(SecretError::Invalid(error)) => b.report(
-                &format!("Secret {key}"),
+                &object,
                 Problem::TlsSecretInvalid {
                     secret,
                     error,

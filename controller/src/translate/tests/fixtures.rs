@@ -100,7 +100,7 @@ pub fn reasons(snapshot: &Translation) -> Vec<(String, String)> {
     snapshot
         .diagnostics
         .iter()
-        .map(|d| (d.object.clone(), d.reason.clone()))
+        .map(|d| (d.object.to_string(), d.reason.clone()))
         .collect()
 }
 

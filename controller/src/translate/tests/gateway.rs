@@ -1069,7 +1069,7 @@ fn conformance(manifests: &str, refused: &[&str]) -> Translation {
             .any(|r| object == format!("HTTPRoute gateway-conformance-infra/{r}"))
     };
     assert!(
-        t.diagnostics.iter().all(|d| expected(&d.object)),
+        t.diagnostics.iter().all(|d| expected(&d.object.to_string())),
         "{:#?}",
         t.diagnostics
     );

@@ -10,6 +10,7 @@ mod class;
 mod conformance;
 mod gateway;
 mod incremental;
+mod objects;
 mod robustness;
 mod rules;
 mod settings;
