@@ -135,7 +135,7 @@ pub struct ObjectStore {
     /// The revision at which what translation reads of each object last changed ([`Change::Read`]):
     /// what the translation cache keys its results by (`resourceVersion` would do for objects from
     /// the API server, but moves on status-only writes, and files and tests have none).
-    revisions: HashMap<Kind, HashMap<ObjectKey, u64>>,
+    revisions: HashMap<Kind, HashMap<ObjectKey, u64, foldhash::fast::RandomState>>,
     /// The last revision handed out; revisions only grow, so a deleted and re-created object never
     /// gets one it had before.
     revision: u64,

@@ -74,10 +74,11 @@ impl BackendInputs {
 /// The backend for `key`: the last build's when nothing it was made from changed.
 fn cached(b: &mut Build<'_>, key: BackendKey) -> Resolved {
     let store = b.store;
+    let unchanged = b.unchanged.backends;
     let node_ips = &mut b.backends.node_ips;
     let resolved = b.cache.backends.get(
         &key,
-        |inputs| inputs.hold(store, &key),
+        |inputs| unchanged || inputs.hold(store, &key),
         || {
             (
                 build_backend(store, node_ips, &key),
@@ -95,9 +96,10 @@ fn cached(b: &mut Build<'_>, key: BackendKey) -> Resolved {
 /// since it was made (or it is what this build made).
 pub(super) fn still(b: &mut Build<'_>, key: &BackendKey, backend: &Arc<Backend>) -> bool {
     let store = b.store;
+    let unchanged = b.unchanged.backends;
     b.cache
         .backends
-        .lookup(key, |inputs, _| inputs.hold(store, key))
+        .lookup(key, |inputs, _| unchanged || inputs.hold(store, key))
         .is_some_and(|r| Arc::ptr_eq(&r.backend, backend))
 }
 
@@ -145,7 +147,7 @@ pub(super) fn resolve(
                 _ => format!("{} {}", resource.kind, resource.name),
             };
             b.report(
-                &ing.object,
+                ing.object(),
                 Problem::ResourceBackendUnsupported {
                     place: place.to_string(),
                     resource,
@@ -155,7 +157,7 @@ pub(super) fn resolve(
         }
         _ => {
             b.report(
-                &ing.object,
+                ing.object(),
                 Problem::InvalidBackend {
                     place: place.to_string(),
                 },
@@ -180,7 +182,7 @@ pub(super) fn resolve(
     };
     let resolved = cached(b, key);
     if let Some(problem) = resolved.problem {
-        b.report(&ing.object, problem);
+        b.report(ing.object(), problem);
     }
     Some(resolved.backend)
 }

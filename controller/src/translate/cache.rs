@@ -25,7 +25,7 @@ use crate::store::{Kind, ObjectKey, ObjectStore};
 /// A memo table kept across builds: `key → (inputs, value)`, each entry stamped with the last
 /// build that used it. One map and one hash lookup per use; a key is copied only when it is new.
 pub(super) struct Memo<K, I, V> {
-    map: HashMap<K, Entry<I, V>>,
+    map: HashMap<K, Entry<I, V>, foldhash::fast::RandomState>,
     /// The build in progress (entries used by it carry this stamp).
     build: u64,
     pub(super) hits: u64,
@@ -41,7 +41,7 @@ struct Entry<I, V> {
 impl<K, I, V> Default for Memo<K, I, V> {
     fn default() -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
             build: 1,
             hits: 0,
             misses: 0,
@@ -120,11 +120,44 @@ impl Inputs {
         self.0.push((kind, key, revision));
     }
 
-    /// Whether every object read has the revision it had.
-    pub(super) fn hold(&self, store: &ObjectStore) -> bool {
+    /// Whether every object read has the revision it had; objects of the kinds `unchanged` says
+    /// no object of changed since the last build are not looked at.
+    pub(super) fn hold(&self, store: &ObjectStore, unchanged: &Unchanged) -> bool {
         self.0
             .iter()
-            .all(|(kind, key, revision)| store.revision(*kind, key) == *revision)
+            .all(|(kind, key, revision)| unchanged.kind(*kind) || store.revision(*kind, key) == *revision)
+    }
+}
+
+/// The kinds a build may trust whole: no object of them changed, came or went since the last
+/// build with this cache ([`ObjectStore::kind_revision`] is the same), so every result made from
+/// them alone still holds without looking at each object's revision. Revisions are unique in the
+/// process, so a different store never looks unchanged.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Unchanged {
+    /// Services, EndpointSlices and Nodes: what a backend is made from.
+    pub(super) backends: bool,
+    pub(super) secrets: bool,
+    pub(super) config_maps: bool,
+}
+
+/// The kinds [`Unchanged`] follows.
+const FOLLOWED: [Kind; 5] = [
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Node,
+    Kind::Secret,
+    Kind::ConfigMap,
+];
+
+impl Unchanged {
+    fn kind(&self, kind: Kind) -> bool {
+        match kind {
+            Kind::Service | Kind::EndpointSlice | Kind::Node => self.backends,
+            Kind::Secret => self.secrets,
+            Kind::ConfigMap => self.config_maps,
+            _ => false,
+        }
     }
 }
 
@@ -140,6 +173,8 @@ pub struct TranslateCache {
         Memo<ObjectKey, super::class::FactsInputs, std::sync::Arc<super::class::IngressFacts>>,
     pub(super) hosts:
         Memo<gantry_proxy::HostMatch, super::rules::HostInputs, std::sync::Arc<super::rules::HostUnit>>,
+    /// The kind revisions of [`FOLLOWED`] the last build saw.
+    kinds: Option<[u64; 5]>,
 }
 
 /// How much of one build came from the cache.
@@ -152,6 +187,18 @@ pub struct CacheStats {
 }
 
 impl TranslateCache {
+    /// Starts a build on `store`: which kinds did not change since the last one.
+    pub(super) fn start(&mut self, store: &ObjectStore) -> Unchanged {
+        let now = FOLLOWED.map(|kind| store.kind_revision(kind));
+        let last = self.kinds.replace(now);
+        let same = |i: std::ops::Range<usize>| last.is_some_and(|last| last[i.clone()] == now[i]);
+        Unchanged {
+            backends: same(0..3),
+            secrets: same(3..4),
+            config_maps: same(4..5),
+        }
+    }
+
     /// Ends a build; returns what the build reused and what it made anew.
     pub(super) fn finish(&mut self) -> CacheStats {
         let stats = CacheStats {

@@ -55,7 +55,6 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
             key,
             ingress,
             source: facts.source.clone(),
-            object: facts.object.clone(),
             backend_mode: facts.backend_mode,
             annotations,
             facts,
@@ -224,9 +223,10 @@ impl IngressFacts {
 /// the Secrets and ConfigMaps they read.
 fn annotations_of(b: &mut Build<'_>, key: &ObjectKey, ingress: &Ingress) -> Arc<IngressAnnotations> {
     let store = b.store;
+    let unchanged = b.unchanged;
     b.cache.annotations.get(
         key,
-        |inputs| inputs.hold(store),
+        |inputs| inputs.hold(store, &unchanged),
         || {
             let reading = Reading {
                 store,

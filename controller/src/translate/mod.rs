@@ -391,8 +391,6 @@ struct OurIngress<'a> {
     key: &'a ObjectKey,
     ingress: &'a Ingress,
     source: RouteSource,
-    /// The Ingress as its diagnostics name it (`Ingress namespace/name`, with its uid).
-    object: ObjectRef,
     backend_mode: BackendMode,
     /// Its ingress-nginx annotations, read once (and kept across builds while neither the Ingress
     /// nor what they refer to changes).
@@ -401,11 +399,20 @@ struct OurIngress<'a> {
     facts: std::sync::Arc<class::IngressFacts>,
 }
 
+impl OurIngress<'_> {
+    /// The Ingress as its diagnostics name it (`Ingress namespace/name`, with its uid).
+    fn object(&self) -> &ObjectRef {
+        &self.facts.object
+    }
+}
+
 /// The state the processors share while building one snapshot.
 struct Build<'a> {
     store: &'a ObjectStore,
     /// What the last build made that this one may reuse.
     cache: &'a mut TranslateCache,
+    /// The kinds in which nothing changed since the last build with this cache.
+    unchanged: cache::Unchanged,
     opts: &'a TranslateOptions,
     previous: &'a Snapshot,
     /// The flags' until processor 0 resolves them.
@@ -433,9 +440,11 @@ impl<'a> Build<'a> {
         previous: &'a Snapshot,
         cache: &'a mut TranslateCache,
     ) -> Self {
+        let unchanged = cache.start(store);
         Self {
             store,
             cache,
+            unchanged,
             opts,
             previous,
             settings: settings::Settings::from_flags(opts),
@@ -464,11 +473,11 @@ impl<'a> Build<'a> {
     /// Secret.
     fn certificate(&mut self, key: &ObjectKey) -> Result<TlsCert, tls::SecretError> {
         let store = self.store;
-        let revision = store.revision(store::Kind::Secret, key);
+        let unchanged = self.unchanged.secrets;
         self.cache.certs.get(
             key,
-            |last| *last == revision,
-            || (tls::load(store, key), revision),
+            |last| unchanged || *last == store.revision(store::Kind::Secret, key),
+            || (tls::load(store, key), store.revision(store::Kind::Secret, key)),
         )
     }
 
@@ -493,13 +502,21 @@ impl<'a> Build<'a> {
         let cache = self.cache.finish();
         let reports = std::mem::take(&mut self.annotation_reports);
         for (key, report) in &reports {
+            let mut problems = report
+                .annotations
+                .iter()
+                .filter_map(Problem::of_report)
+                .peekable();
+            if problems.peek().is_none() {
+                continue;
+            }
             let uid = self
                 .store
                 .ingresses()
                 .get(key)
                 .and_then(|i| i.metadata.uid.as_deref());
             let object = ObjectRef::new(ObjectKind::Ingress, key, uid);
-            for problem in report.annotations.iter().filter_map(Problem::of_report) {
+            for problem in problems {
                 self.report(&object, problem);
             }
         }

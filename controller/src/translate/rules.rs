@@ -176,7 +176,7 @@ pub(super) fn canaries(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> Vec<Canary
         let spec = Arc::new(spec.clone());
         let claim =
             |host: HostMatch, path: Option<PathMatch>, place: String, backend: Arc<Backend>| CanaryClaim {
-                object: ing.object.clone(),
+                object: ing.object().clone(),
                 source: ing.key.to_string(),
                 host,
                 path,
@@ -197,7 +197,7 @@ pub(super) fn canaries(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> Vec<Canary
                 Err(why) => {
                     let host = rule.host.clone().unwrap_or_default();
                     b.report(
-                        &ing.object,
+                        ing.object(),
                         Problem::InvalidHost {
                             host,
                             why,
@@ -217,7 +217,7 @@ pub(super) fn canaries(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> Vec<Canary
                             path: path.path.clone().unwrap_or_default(),
                             why,
                         };
-                        b.report(&ing.object, problem);
+                        b.report(ing.object(), problem);
                         continue;
                     }
                 };
@@ -349,7 +349,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
                 Err(why) => {
                     let host = rule.host.clone().unwrap_or_default();
                     b.report(
-                        &ing.object,
+                        ing.object(),
                         Problem::InvalidHost {
                             host,
                             why,
@@ -472,7 +472,7 @@ fn host_unit(
                         path: path.path.clone().unwrap_or_default(),
                         why,
                     };
-                    b.report(&ing.object, problem);
+                    b.report(ing.object(), problem);
                     continue;
                 }
             };
@@ -502,7 +502,7 @@ fn host_unit(
                 Ok(()) => pick.record(canaries, &main_backend),
                 Err(e) => {
                     let problem = route_problem(e, host);
-                    b.report(&ing.object, problem);
+                    b.report(ing.object(), problem);
                 }
             }
         }
@@ -587,7 +587,7 @@ fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostM
                         owner: ing.key.to_string(),
                     },
                 };
-                (auth, &ing.object)
+                (auth, ing.object())
             });
         }
     }
@@ -601,7 +601,7 @@ fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostM
             let Some((auth, owner)) = hosts.get(host) else {
                 continue;
             };
-            if **owner == ing.object {
+            if **owner == *ing.object() {
                 continue;
             }
             let why = match (auth, &asked) {
@@ -617,7 +617,7 @@ fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostM
                 ),
             };
             b.report(
-                &ing.object,
+                ing.object(),
                 Problem::ClientCertConflict {
                     host: host_label(host),
                     why,
@@ -700,7 +700,7 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>)
     let mut explicit: HashMap<HostMatch, &ObjectRef> = HashMap::new();
     for ing in ours {
         for host in ing.facts.hosts.iter().cloned() {
-            explicit.entry(host).or_insert(&ing.object);
+            explicit.entry(host).or_insert(ing.object());
         }
     }
     let mut claimed: HashMap<HostMatch, &ObjectRef> = HashMap::new();
@@ -727,7 +727,7 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>)
             };
             let conflict = match (explicit.get(&alias_host), claimed.get(&alias_host)) {
                 (Some(owner), _) => Some(format!("it is a host of {owner}, whose rules win")),
-                (None, Some(owner)) if **owner != ing.object => {
+                (None, Some(owner)) if **owner != *ing.object() => {
                     Some(format!("it is already an alias of {owner} (older)"))
                 }
                 _ => None,
@@ -737,7 +737,7 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>)
                     report.add_difference(format!("{alias} skipped: {why}"));
                 }
                 b.report(
-                    &ing.object,
+                    ing.object(),
                     Problem::ServerAliasConflict {
                         alias: alias.clone(),
                         why,
@@ -745,7 +745,7 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>)
                 );
                 continue;
             }
-            claimed.insert(alias_host.clone(), &ing.object);
+            claimed.insert(alias_host.clone(), ing.object());
             for host in &hosts {
                 for route in added.get(host).into_iter().flat_map(|t| t.routes()) {
                     // Two hosts of one Ingress aliased to one name: the first host's route keeps
@@ -768,13 +768,13 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) 
         for host in ing.facts.hosts.iter().cloned() {
             taken
                 .entry(host)
-                .or_insert_with(|| format!("it is a host of {}", ing.object));
+                .or_insert_with(|| format!("it is a host of {}", ing.object()));
         }
         for alias in &ing.annotations.server_alias {
             if let Ok(host) = parse_host(Some(alias)) {
                 taken
                     .entry(host)
-                    .or_insert_with(|| format!("it is a server-alias of {}", ing.object));
+                    .or_insert_with(|| format!("it is a server-alias of {}", ing.object()));
             }
         }
     }
@@ -796,7 +796,7 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) 
                     report.add_difference(format!("{twin} is not redirected: {why}"));
                 }
                 b.report(
-                    &ing.object,
+                    ing.object(),
                     Problem::WwwRedirectSkipped {
                         from: twin.clone(),
                         why: why.clone(),
@@ -860,7 +860,7 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canari
             Ok(()) => pick.record(canaries, &main_backend),
             Err(RouteError::Conflict { existing, .. }) => {
                 b.report(
-                    &ing.object,
+                    ing.object(),
                     Problem::DefaultBackendConflict {
                         winner: source_name(&existing),
                     },
@@ -868,7 +868,7 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canari
             }
             Err(e) => {
                 let problem = route_problem(e, &HostMatch::Any);
-                b.report(&ing.object, problem);
+                b.report(ing.object(), problem);
             }
         }
     }

@@ -38,7 +38,7 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
         for entry in &ing.facts.tls_entries {
             for (host, why) in &entry.invalid {
                 b.report(
-                    &ing.object,
+                    ing.object(),
                     Problem::InvalidHost {
                         host: host.clone(),
                         why,
@@ -60,7 +60,7 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                     }
                 }
                 Err(error) => failed.push(Failed {
-                    object: &ing.object,
+                    object: ing.object(),
                     secret: secret.clone(),
                     error,
                     hosts: entry.hosts.clone(),
