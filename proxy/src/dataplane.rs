@@ -1,13 +1,14 @@
 //! The one entry point of the data plane: build it with its settings and listeners, start it, and
 //! drive it through the returned [`Dataplane`] handle (publish snapshots, readiness, shutdown).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use crate::{
     admin::{serve_admin, Admin, DebugSection, Readiness},
+    backend::{Backend, BackendKey},
     config::ProxyConfig,
     metrics::Metrics,
     pipeline::Pipeline,
@@ -63,6 +64,9 @@ pub struct Dataplane {
     shutdown: watch::Sender<bool>,
     admin_shutdown: watch::Sender<bool>,
     admin_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The backends of the last published snapshot, for `gantry_backend_endpoints`: a publish
+    /// sets the gauges of the backends that changed and removes those of the backends gone.
+    published_backends: std::sync::Mutex<HashMap<BackendKey, Arc<Backend>>>,
 }
 
 // === impl DataplaneBuilder ===
@@ -162,6 +166,7 @@ impl DataplaneBuilder {
         Ok(Dataplane {
             snapshots,
             metrics,
+            published_backends: Default::default(),
             readiness,
             http_addr: workers.http_addr,
             https_addr: workers.https_addr,
@@ -222,8 +227,16 @@ fn set_certificate_expiry(metrics: &Metrics, snapshot: &Snapshot) {
 
 /// `backend_endpoints` for every backend the snapshot's routes name (their own backends and the
 /// other backends of their policies), and nothing for backends it no longer has.
-fn set_backend_endpoints(metrics: &Metrics, snapshot: &Snapshot) {
-    let mut backends = std::collections::HashMap::new();
+/// Brings `gantry_backend_endpoints` in line with the snapshot's backends. `last` holds the
+/// backends of the snapshot published before: a backend that is the same `Arc` (or has the same
+/// number of endpoints) keeps its gauge, so a publish after a change to one Service touches one
+/// gauge, not one per backend.
+fn set_backend_endpoints(
+    metrics: &Metrics,
+    snapshot: &Snapshot,
+    last: &mut HashMap<BackendKey, Arc<Backend>>,
+) {
+    let mut backends: HashMap<BackendKey, Arc<Backend>> = HashMap::with_capacity(last.len());
     for (_, table) in snapshot.tables() {
         let routes = table.iter().map(|(_, r)| r).chain(table.default_route());
         for route in routes {
@@ -232,18 +245,28 @@ fn set_backend_endpoints(metrics: &Metrics, snapshot: &Snapshot) {
             }
         }
     }
-    metrics.backend_endpoints.clear();
-    for b in backends.values() {
-        let labels = crate::metrics::BackendLabels {
-            namespace: crate::metrics::Label(b.id.namespace.clone()),
-            service: crate::metrics::Label(b.id.service.clone()),
-            port: crate::metrics::Label(b.id.port.clone()),
-        };
-        metrics
-            .backend_endpoints
-            .get_or_create(&labels)
-            .set(b.endpoints.len() as i64);
+    let labels = |b: &Backend| crate::metrics::BackendLabels {
+        namespace: crate::metrics::Label(b.id.namespace.clone()),
+        service: crate::metrics::Label(b.id.service.clone()),
+        port: crate::metrics::Label(b.id.port.clone()),
+    };
+    for (key, gone) in last.iter() {
+        if !backends.contains_key(key) {
+            metrics.backend_endpoints.remove(&labels(gone));
+        }
     }
+    for (key, b) in &backends {
+        let unchanged = last.get(key).is_some_and(|old| {
+            Arc::ptr_eq(old, b) || (old.id == b.id && old.endpoints.len() == b.endpoints.len())
+        });
+        if !unchanged {
+            metrics
+                .backend_endpoints
+                .get_or_create(&labels(b))
+                .set(b.endpoints.len() as i64);
+        }
+    }
+    *last = backends;
 }
 
 // === impl Dataplane ===
@@ -276,13 +299,21 @@ impl Dataplane {
             if before.certs != current.certs {
                 set_certificate_expiry(&self.metrics, &current);
             }
-            set_backend_endpoints(&self.metrics, &current);
+            let mut last = self.published_backends.lock().unwrap_or_else(|e| e.into_inner());
+            set_backend_endpoints(&self.metrics, &current, &mut last);
+            drop(last);
             let routes: usize = current.tables().map(|(_, t)| t.len()).sum();
             self.metrics.routes.set(routes as i64);
-            let mut endpoints: Vec<_> = current.tables().flat_map(|(_, t)| t.addresses()).collect();
-            endpoints.sort_unstable();
-            endpoints.dedup();
-            self.metrics.endpoints.set(endpoints.len() as i64);
+            let endpoints = if current.tables().count() == 1 {
+                // One table's addresses are already sorted and without duplicates.
+                current.tables().map(|(_, t)| t.addresses().len()).sum()
+            } else {
+                let mut all: Vec<_> = current.tables().flat_map(|(_, t)| t.addresses()).collect();
+                all.sort_unstable();
+                all.dedup();
+                all.len()
+            };
+            self.metrics.endpoints.set(endpoints as i64);
             self.metrics.snapshot_generation.set(current.generation as i64);
         }
         self.readiness.set_ready();
