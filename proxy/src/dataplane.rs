@@ -226,8 +226,7 @@ fn set_certificate_expiry(metrics: &Metrics, snapshot: &Snapshot) {
 }
 
 /// `backend_endpoints` for every backend the snapshot's routes name (their own backends and the
-/// other backends of their policies), and nothing for backends it no longer has.
-/// Brings `gantry_backend_endpoints` in line with the snapshot's backends. `last` holds the
+/// other backends of their policies), and nothing for backends it no longer has. `last` holds the
 /// backends of the snapshot published before: a backend that is the same `Arc` (or has the same
 /// number of endpoints) keeps its gauge, so a publish after a change to one Service touches one
 /// gauge, not one per backend.
@@ -361,5 +360,99 @@ impl Dataplane {
         if let Some(admin) = admin {
             let _ = admin.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        backend::BackendId, backend::Endpoint, HostMatch, PathMatch, Route, RouteSource, RouteTableBuilder,
+    };
+
+    fn backend(service: &str, endpoints: usize) -> Arc<Backend> {
+        let id = BackendId {
+            namespace: "default".into(),
+            service: service.into(),
+            port: "80".into(),
+        };
+        let endpoints = (0..endpoints)
+            .map(|i| Endpoint {
+                addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 8080)),
+            })
+            .collect();
+        Arc::new(Backend::new(id, endpoints))
+    }
+
+    fn snapshot(backends: &[Arc<Backend>]) -> Snapshot {
+        let mut routes = RouteTableBuilder::new();
+        for b in backends {
+            let route = Route {
+                path: PathMatch::Prefix("/".into()),
+                conditions: None,
+                backend: b.clone(),
+                source: RouteSource {
+                    kind: crate::SourceKind::Ingress,
+                    namespace: "default".into(),
+                    name: b.id.service.clone(),
+                },
+                policies: Default::default(),
+            };
+            routes
+                .add(HostMatch::Exact(format!("{}.example", b.id.service)), route)
+                .unwrap();
+        }
+        Snapshot {
+            routes: routes.build(),
+            ..Snapshot::default()
+        }
+    }
+
+    /// The `gantry_backend_endpoints` lines, sorted.
+    fn gauges(registry: &Registry) -> Vec<String> {
+        let mut lines: Vec<String> = crate::metrics::encode(registry)
+            .lines()
+            .filter(|l| l.starts_with("gantry_backend_endpoints{"))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn backend_endpoint_gauges_follow_each_publish_and_go_with_their_backend() {
+        let mut registry = Registry::with_prefix("gantry");
+        let metrics = Metrics::register(&mut registry);
+        let mut last = HashMap::new();
+        let (a, b) = (backend("a", 2), backend("b", 1));
+        set_backend_endpoints(&metrics, &snapshot(&[a.clone(), b]), &mut last);
+        assert_eq!(
+            gauges(&registry),
+            [
+                r#"gantry_backend_endpoints{namespace="default",service="a",port="80"} 2"#,
+                r#"gantry_backend_endpoints{namespace="default",service="b",port="80"} 1"#,
+            ]
+        );
+        // `a` unchanged (the same Arc), `b` gone, `c` new, then `a` with three endpoints.
+        set_backend_endpoints(&metrics, &snapshot(&[a, backend("c", 0)]), &mut last);
+        assert_eq!(
+            gauges(&registry),
+            [
+                r#"gantry_backend_endpoints{namespace="default",service="a",port="80"} 2"#,
+                r#"gantry_backend_endpoints{namespace="default",service="c",port="80"} 0"#,
+            ]
+        );
+        set_backend_endpoints(
+            &metrics,
+            &snapshot(&[backend("a", 3), backend("c", 0)]),
+            &mut last,
+        );
+        assert_eq!(
+            gauges(&registry),
+            [
+                r#"gantry_backend_endpoints{namespace="default",service="a",port="80"} 3"#,
+                r#"gantry_backend_endpoints{namespace="default",service="c",port="80"} 0"#,
+            ]
+        );
     }
 }
