@@ -39,8 +39,8 @@ pub struct Metrics {
     /// published), `error`.
     pub snapshot_rebuilds: Family<ResultLabels, Counter>,
     pub snapshot_build_duration: Histogram,
-    /// Parts of builds (certificates, backends, annotations) by whether they were reused from the
-    /// last build (`hit`) or made anew (`miss`).
+    /// Parts of builds (certificates, backends, annotations, Ingress facts, hosts' routes) by
+    /// whether they were reused from the last build (`hit`) or made anew (`miss`).
     pub translate_cache: Family<ResultLabels, Counter>,
     pub snapshot_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub diagnostics: Family<ReasonLabels, Gauge>,
@@ -93,7 +93,7 @@ impl Metrics {
         let translate_cache = Family::<ResultLabels, Counter>::default();
         registry.register(
             "translate_cache",
-            "Certificates, backends and Ingress annotations a build reused from the last one (hit) or made anew (miss)",
+            "Certificates, backends, Ingress annotations and facts, and hosts' routes a build reused from the last one (hit) or made anew (miss)",
             translate_cache.clone(),
         );
         let snapshot_last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();

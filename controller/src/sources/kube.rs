@@ -626,7 +626,7 @@ async fn watch_kind<K>(
             continue;
         }
         let mut first_sync = false;
-        ctx.shared.update(|s| {
+        let change = ctx.shared.update(|s| {
             let mut change = Change::Unchanged;
             // The TLS watch writes a key that a reference watch holds into its own view only.
             let mut referenced = scope.tls_secrets.then(|| ctx.referenced_secrets());
@@ -689,7 +689,13 @@ async fn watch_kind<K>(
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         ctx.metrics.kube_last_sync.set(now.as_secs_f64());
-        if matches!(kind, Kind::Ingress | Kind::IngressClass | Kind::BackendTlsPolicy) {
+        // Only a change to what translation reads can change which objects are referenced (and by
+        // which of our Ingresses): a status write, Gantry's own above all, must not make the
+        // reference watches go over every Ingress again (10,000 status writes did that 10,000
+        // times).
+        if change == Change::Read
+            && matches!(kind, Kind::Ingress | Kind::IngressClass | Kind::BackendTlsPolicy)
+        {
             ctx.ingresses_changed.notify_one();
         }
         if first_sync {

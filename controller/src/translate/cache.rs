@@ -7,16 +7,23 @@
 //!   every Node). An EndpointSlice update rebuilds the one backend of that Service; every route to
 //!   it gets the new endpoints, and every other backend is the same `Arc` as before.
 //! - **Annotations**, by Ingress: the Ingress and the Secrets and ConfigMaps its annotations read.
+//! - **Ingress facts**, by Ingress: what the processors read of it besides the spec (parsed hosts,
+//!   TLS entries, regex hosts, backend mode), from the Ingress and its annotations.
+//! - **Hosts' routes**, by host: the compiled `HostTable` of every rule for the host, from the
+//!   facts of the host's Ingresses, the host's TLS, regex and client-authentication inputs, and
+//!   the backends the routes resolved (`rules::HostInputs`).
 //!
 //! An entry is used only when every revision it was made from is still the store's
 //! ([`ObjectStore::revision`] moves exactly when something translation reads of an object
 //! changes), so a cached build gives what a build from nothing gives; the property test in
 //! `tests/incremental.rs` holds the two equal over random change sequences. Entries that a build
 //! did not use are dropped at its end, so the cache never holds more than one build's worth.
+//! When no object of a kind changed since the last build ([`Unchanged`]), entries made from that
+//! kind are used without looking at each object's revision.
 //!
-//! The rest of a build (which Ingresses are ours and their order, the claims of hosts and paths,
-//! canaries, aliases, the route table itself, the Gateway API) depends on every Ingress at once
-//! and runs each time; it is cheap next to these.
+//! The rest of a build (which Ingresses are ours and their order, grouping rules by host,
+//! canaries, aliases, the default backend, assembling the route table from the hosts' tables, the
+//! Gateway API) runs each time; per Ingress it is a memo lookup and a few hash inserts.
 
 use std::{collections::HashMap, hash::Hash};
 
