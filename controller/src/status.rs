@@ -228,6 +228,13 @@ pub fn run(
         // another writer undoing ours.
         let mut statuses = shared.subscribe_status();
         let mut retry_at: Option<Instant> = None;
+        // What the last plan was made for. A build that serves the same Ingresses, with nothing
+        // else new (no status change, leadership, addresses or retry), needs no plan: the statuses
+        // it would compare are the ones the last plan left right. Without this, every rebuild
+        // (each Ingress update) compared every Ingress's status under the store lock that the
+        // next rebuild waits for. A new Ingress cannot arrive with a status (the API server
+        // ignores it on create), so one that later gets ours is a status change.
+        let mut planned: Option<(Arc<[crate::translate::Served]>, Vec<Address>)> = None;
         loop {
             let retry = async {
                 match retry_at {
@@ -235,9 +242,15 @@ pub fn run(
                     None => std::future::pending().await,
                 }
             };
+            let mut dirty = true;
             tokio::select! {
                 _ = gantry_proxy::shutdown_requested(&mut shutdown) => return,
-                r = published.changed() => if r.is_err() { return },
+                r = published.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    dirty = false;
+                }
                 r = statuses.changed() => {
                     if r.is_err() || !crate::runtime::settle_status(&mut statuses, &mut shutdown).await {
                         return;
@@ -249,12 +262,21 @@ pub fn run(
             }
             retry_at = None;
             if !leadership.is_leading() || published.borrow().generation == 0 {
+                planned = None;
                 continue;
             }
             let Some(addrs) = addresses.borrow().clone() else {
                 continue;
             };
             let served = published.borrow().served.clone();
+            if !dirty
+                && planned
+                    .as_ref()
+                    .is_some_and(|(s, a)| *a == addrs && same_keys(s, &served))
+            {
+                continue;
+            }
+            planned = Some((served.clone(), addrs.clone()));
             let writes = shared.with_state(|s| {
                 pending.retain(|key, (rv, _)| {
                     s.store
@@ -278,6 +300,11 @@ pub fn run(
             }
         }
     })
+}
+
+/// Whether two builds serve the same Ingresses (in the same order: both are oldest first).
+fn same_keys(a: &[crate::translate::Served], b: &[crate::translate::Served]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.key == b.key && a.uid == b.uid)
 }
 
 /// The addresses Gantry is reached at, as they become known (`None` until then): for the Ingress

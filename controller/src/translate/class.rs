@@ -275,7 +275,7 @@ pub(super) fn select<'a>(
         .iter()
         .filter(|(_, ing)| is_ours(ing, store, opts, default_is_ours))
         .collect();
-    ours.sort_by(|(ka, a), (kb, b)| {
+    ours.sort_unstable_by(|(ka, a), (kb, b)| {
         let age = |ing: &'a Ingress| {
             let created = ing.metadata.creation_timestamp.as_ref();
             (created.is_none(), created)
