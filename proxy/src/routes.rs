@@ -491,27 +491,13 @@ impl RouteTableBuilder {
     /// after them as [`Self::add`] would.
     pub fn add_host_table(&mut self, host: HostMatch, table: Arc<HostTable>) {
         let host = host.canonical();
-        match self.hosts.get_mut(&host) {
-            Some(claims) => {
-                for route in table.routes.iter() {
-                    if let Ok(claim) = Claim::of(&route.path) {
-                        let _ = Self::claim(claims, &host, claim, Route::clone(route));
-                    }
-                }
-            }
-            None => {
-                if let Some(existing) = self.built.remove(&host) {
-                    let mut claims = existing.claims();
-                    for route in table.routes.iter() {
-                        if let Ok(claim) = Claim::of(&route.path) {
-                            let _ = Self::claim(&mut claims, &host, claim, Route::clone(route));
-                        }
-                    }
-                    self.hosts.insert(host, claims);
-                } else {
-                    self.built.insert(host, table);
-                }
-            }
+        if !self.hosts.contains_key(&host) && !self.built.contains_key(&host) {
+            self.built.insert(host, table);
+            return;
+        }
+        // The host has routes already: the table's are added after them, one by one.
+        for route in table.routes.iter() {
+            let _ = self.add(host.clone(), Route::clone(route));
         }
     }
 
