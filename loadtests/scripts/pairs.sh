@@ -6,6 +6,7 @@
 # Usage: loadtests/scripts/pairs.sh OUT_DIR PAIRS DURATION PROXY_A:SCENARIO_A PROXY_B:SCENARIO_B
 #        (LOADTESTS=path/to/loadtests, GANTRY_BIN=... as for `loadtests run`)
 # Example: loadtests/scripts/pairs.sh /tmp/gw 9 5s gantry:many-routes gantry-gateway:many-routes
+#          Two builds of Gantry: PROXY=BIN, as in gantry=/tmp/old/gantry:many-routes.
 #
 # Why pairs: on a shared 2-core VM the rate of one configuration drifts by ±25% over minutes (CPU
 # time per request moves with it: the machine, not the proxy, changes). A `loadtests run` measures
@@ -22,9 +23,10 @@ bin=${GANTRY_BIN:-target/release/gantry}
 [[ -x $lt ]] || { echo "no $lt: cargo build --release -p loadtests -p gantry" >&2; exit 1; }
 mkdir -p "$out"
 rate() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["scenarios"][0]["results"][0]["rps"])' "$1"; }
-run() { # run NAME PROXY:SCENARIO PAIR
-  local proxy=${2%%:*} scenario=${2#*:}
-  "$lt" run --gantry-bin "$bin" --no-install --proxies "$proxy" --scenarios "$scenario" --rounds 1 \
+run() { # run NAME PROXY[=GANTRY_BIN]:SCENARIO PAIR
+  local proxy=${2%%:*} scenario=${2#*:} gantry=$bin
+  if [[ $proxy == *=* ]]; then gantry=${proxy#*=}; proxy=${proxy%%=*}; fi
+  "$lt" run --gantry-bin "$gantry" --no-install --proxies "$proxy" --scenarios "$scenario" --rounds 1 \
     --duration "$duration" --out "$out/pair-$3/$1" >"$out/pair-$3-$1.log" 2>&1
   rate "$out/pair-$3/$1/report.json"
 }
