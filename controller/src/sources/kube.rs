@@ -69,7 +69,7 @@ use crate::{
     runtime::{SharedStore, SourceState},
     store::{Change, Kind, Object, ObjectKey, ObjectStore, SERVICE_NAME_LABEL},
     translate::{
-        served_ingresses, TranslateOptions, ANNOTATION_BACKEND_MODE, ANNOTATION_DEFAULT_CLASS,
+        served_ingresses_by_key, TranslateOptions, ANNOTATION_BACKEND_MODE, ANNOTATION_DEFAULT_CLASS,
         ANNOTATION_INGRESS_CLASS, ANNOTATION_SSL_REDIRECT,
     },
 };
@@ -803,7 +803,7 @@ async fn watch_proxy_configs(
 /// The watches of the Secrets and ConfigMaps that the annotations of our Ingresses refer to.
 ///
 /// After every change to Ingresses or IngressClasses, the referenced objects of the Ingresses that
-/// are ours ([`served_ingresses`]: the same class selection translation makes) are listed with
+/// are ours ([`served_ingresses`](crate::translate::served_ingresses): the same class selection translation makes) are listed with
 /// [`references_of`], and exactly one watch runs per object: new references get a watch, and the
 /// watch of a reference that went away is stopped and its object removed from the store.
 ///
@@ -823,9 +823,12 @@ struct ReferenceWatches {
     /// Sorted; empty: every namespace.
     namespaces: Vec<String>,
     running: BTreeMap<Reference, JoinHandle<()>>,
-    /// The references of each of our Ingresses at a resourceVersion, so an Ingress whose status
-    /// alone changed is not parsed again.
-    by_ingress: HashMap<ObjectKey, (String, Vec<Reference>)>,
+    /// The references of each of our Ingresses at a store revision, so an Ingress that did not
+    /// change (or whose status alone did) is not parsed again.
+    by_ingress: HashMap<ObjectKey, Refs>,
+    /// Counts [`Self::wanted`] passes: an entry of `by_ingress` not stamped with the current one
+    /// belongs to an Ingress that is gone or no longer ours.
+    pass: u64,
     /// The diagnostics last put in the store.
     diagnostics: Vec<Diagnostic>,
     shutdown: watch::Receiver<bool>,
@@ -833,6 +836,14 @@ struct ReferenceWatches {
 
 /// A referenced object: its kind (Secret or ConfigMap) and key.
 type Reference = (Kind, ObjectKey);
+
+/// The references one Ingress's annotations make, at the Ingress's store revision.
+struct Refs {
+    revision: Option<u64>,
+    refs: Vec<Reference>,
+    /// The last [`ReferenceWatches::wanted`] pass that saw the Ingress among ours.
+    pass: u64,
+}
 
 /// What one pass of [`ReferenceWatches::reconcile`] found.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -871,34 +882,43 @@ impl ReferenceWatches {
             namespaces,
             running: BTreeMap::new(),
             by_ingress: HashMap::new(),
+            pass: 0,
             diagnostics: Vec::new(),
             shutdown,
         }
     }
 
     /// The references of our Ingresses now, each with the Ingresses that make it.
+    ///
+    /// Runs after every change translation reads, under the store's lock, which the rebuild waits
+    /// for: per Ingress it is a revision lookup, and only a changed Ingress is parsed again. (The
+    /// set of our Ingresses is taken by key: the order translation gives them does not matter
+    /// here, and sorting ten thousand of them was most of this pass.)
     fn wanted(&mut self) -> BTreeMap<Reference, Vec<ObjectRef>> {
         let mut wanted: BTreeMap<Reference, Vec<ObjectRef>> = BTreeMap::new();
-        let mut by_ingress = HashMap::new();
-        let previous = &mut self.by_ingress;
+        self.pass += 1;
+        let pass = self.pass;
+        let by_ingress = &mut self.by_ingress;
         self.ctx.shared.with_state(|s| {
-            for key in served_ingresses(&s.store, &self.opts) {
-                let Some(ingress) = s.store.ingresses().get(&key) else {
-                    continue;
+            for (key, ingress) in served_ingresses_by_key(&s.store, &self.opts) {
+                let revision = s.store.revision(Kind::Ingress, key);
+                let entry = match by_ingress.get_mut(key) {
+                    Some(seen) if seen.revision == revision => seen,
+                    _ => {
+                        let refs = references_of(key, ingress.metadata.annotations.as_ref());
+                        let seen = Refs { revision, refs, pass };
+                        by_ingress.insert(key.clone(), seen);
+                        by_ingress.get_mut(key).expect("just inserted")
+                    }
                 };
-                let version = ingress.metadata.resource_version.clone().unwrap_or_default();
-                let refs = match previous.remove(&key) {
-                    Some((v, refs)) if !version.is_empty() && v == version => refs,
-                    _ => references_of(&key, ingress.metadata.annotations.as_ref()),
-                };
-                for r in &refs {
+                entry.pass = pass;
+                for r in &entry.refs {
                     wanted.entry(r.clone()).or_default().push(ObjectRef::of(
                         Kind::Ingress,
-                        &key,
+                        key,
                         &ingress.metadata,
                     ));
                 }
-                by_ingress.insert(key, (version, refs));
             }
             // The CA ConfigMaps of BackendTLSPolicies.
             if self.opts.gateway.is_some() {
@@ -917,7 +937,7 @@ impl ReferenceWatches {
                 }
             }
         });
-        self.by_ingress = by_ingress;
+        by_ingress.retain(|_, seen| seen.pass == pass);
         wanted
     }
 

@@ -50,7 +50,9 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
         if let Some(problem) = &facts.mode_problem {
             b.report(&facts.object, problem.clone());
         }
-        b.annotation_reports.push((key.clone(), facts.report.clone()));
+        b.annotation_reports.push((key, facts.report.clone()));
+        // (Processors add to reports only after this loop; an index made before would miss this.)
+        b.report_index = None;
         ours.push(OurIngress {
             key,
             ingress,
@@ -267,23 +269,33 @@ pub(super) fn select<'a>(
     store: &'a ObjectStore,
     opts: &TranslateOptions,
 ) -> Vec<(&'a ObjectKey, &'a Ingress)> {
-    let default_is_ours = store.ingress_classes().values().any(|class| {
-        is_our_class(class, opts) && annotation_of(&class.metadata, ANNOTATION_DEFAULT_CLASS) == Some("true")
-    });
-    let mut ours: Vec<_> = store
-        .ingresses()
-        .iter()
-        .filter(|(_, ing)| is_ours(ing, store, opts, default_is_ours))
-        .collect();
-    ours.sort_unstable_by(|(ka, a), (kb, b)| {
+    let mut ours: Vec<_> = selected(store, opts).collect();
+    // The store's map yields them by key, so a stable sort by age alone leaves Ingresses of the
+    // same age by key: the order is total and never depends on map order. (Comparing keys in
+    // the sort instead would compare strings for every pair created in the same second, which is
+    // most pairs after a bulk apply.)
+    ours.sort_by(|(_, a), (_, b)| {
         let age = |ing: &'a Ingress| {
             let created = ing.metadata.creation_timestamp.as_ref();
             (created.is_none(), created)
         };
-        // Keys are unique, so this is a total order and the result never depends on map order.
-        (age(a), ka).cmp(&(age(b), kb))
+        age(a).cmp(&age(b))
     });
     ours
+}
+
+/// Our Ingresses, by key (not by age): for answers that need the set, not the order.
+pub(super) fn selected<'s: 'o, 'o>(
+    store: &'s ObjectStore,
+    opts: &'o TranslateOptions,
+) -> impl Iterator<Item = (&'s ObjectKey, &'s Ingress)> + 'o {
+    let default_is_ours = store.ingress_classes().values().any(|class| {
+        is_our_class(class, opts) && annotation_of(&class.metadata, ANNOTATION_DEFAULT_CLASS) == Some("true")
+    });
+    store
+        .ingresses()
+        .iter()
+        .filter(move |(_, ing)| is_ours(ing, store, opts, default_is_ours))
 }
 
 /// Whether an Ingress is ours:

@@ -428,7 +428,10 @@ struct Build<'a> {
     diagnostics: Vec<Diagnostic>,
     /// What each of our Ingresses' annotations did, oldest Ingress first; the processors may add to
     /// it (per-path rewrite problems, alias conflicts).
-    annotation_reports: Vec<(ObjectKey, IngressReport)>,
+    annotation_reports: Vec<(&'a ObjectKey, IngressReport)>,
+    /// Where each Ingress's report is in `annotation_reports`: made the first time a processor
+    /// adds to a report, so that a build where many do stays linear.
+    report_index: Option<foldhash::HashMap<&'a ObjectKey, usize>>,
 }
 
 // === impl Build ===
@@ -455,14 +458,22 @@ impl<'a> Build<'a> {
             backend_log: None,
             diagnostics: Vec::new(),
             annotation_reports: Vec::new(),
+            report_index: None,
         }
     }
 
     /// The report of one annotation (name without prefix) of one of our Ingresses.
     fn annotation_report(&mut self, ingress: &ObjectKey, name: &str) -> Option<&mut AnnotationReport> {
-        self.annotation_reports
-            .iter_mut()
-            .find(|(key, _)| key == ingress)?
+        let reports = &self.annotation_reports;
+        let index = self.report_index.get_or_insert_with(|| {
+            reports
+                .iter()
+                .enumerate()
+                .map(|(i, (key, _))| (*key, i))
+                .collect()
+        });
+        let at = *index.get(ingress)?;
+        self.annotation_reports[at]
             .1
             .annotations
             .iter_mut()
@@ -640,4 +651,13 @@ pub fn served_ingresses(store: &ObjectStore, opts: &TranslateOptions) -> Vec<Obj
         .into_iter()
         .map(|(key, _)| key.clone())
         .collect()
+}
+
+/// [`served_ingresses`] by key rather than by age, without copying: for who needs only the set
+/// (the reference watches ask after every Ingress change).
+pub fn served_ingresses_by_key<'a>(
+    store: &'a ObjectStore,
+    opts: &'a TranslateOptions,
+) -> impl Iterator<Item = (&'a ObjectKey, &'a Ingress)> + 'a {
+    class::selected(store, opts)
 }

@@ -250,6 +250,12 @@ pub(super) fn report_canaries(b: &mut Build<'_>, claims: Vec<CanaryClaim>) {
 /// `from-to-www-redirect`.
 type Added<'o> = HashMap<&'o HostMatch, Arc<HostTable>>;
 
+/// The `default-backend` of each Ingress (by index in `ours`) that has one.
+type Defaults = HashMap<usize, Option<Arc<Backend>>, foldhash::fast::RandomState>;
+
+/// A set hashed with foldhash, for the per-build sets made from every Ingress.
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+
 /// What one host's routes were made from: the rules for the host, oldest Ingress first, and what
 /// else they depend on. The host's routes are reused while these are the same and the backends
 /// they resolved still hold ([`backends::still`]).
@@ -268,18 +274,21 @@ pub(super) struct HostInputs {
 }
 
 impl HostInputs {
-    fn same(&self, other: &Self) -> bool {
+    /// Whether these inputs are the host's now: `members` (indexes into `ours`, and of the rule
+    /// in the Ingress) and the rest as [`routes`] works them out. Compared where they lie, so a
+    /// host that is reused (most hosts, most builds) costs no copy of its members.
+    fn hold(&self, now: &HostNow<'_>, members: &[(usize, usize)], ours: &[OurIngress<'_>]) -> bool {
         self.cacheable
-            && other.cacheable
-            && self.tls == other.tls
-            && self.regex == other.regex
-            && self.members.len() == other.members.len()
+            && now.cacheable
+            && self.tls == now.tls
+            && self.regex == now.regex
+            && self.members.len() == members.len()
             && self
                 .members
                 .iter()
-                .zip(&other.members)
-                .all(|((a, i), (b, j))| i == j && Arc::ptr_eq(a, b))
-            && match (&self.client_auth, &other.client_auth) {
+                .zip(members)
+                .all(|((a, i), &(ing, j))| *i == j && Arc::ptr_eq(a, &ours[ing].facts))
+            && match (&self.client_auth, now.client_auth) {
                 (None, None) => true,
                 (Some(HostClientAuth::Protected(a)), Some(HostClientAuth::Protected(b))) => Arc::ptr_eq(a, b),
                 (Some(HostClientAuth::Broken { owner: a }), Some(HostClientAuth::Broken { owner: b })) => {
@@ -288,6 +297,14 @@ impl HostInputs {
                 _ => false,
             }
     }
+}
+
+/// What [`HostInputs`] holds besides the members, as this build finds it.
+struct HostNow<'a> {
+    cacheable: bool,
+    tls: bool,
+    regex: bool,
+    client_auth: Option<&'a HostClientAuth>,
 }
 
 /// One host's share of a build: its compiled routes and what making them reported.
@@ -310,11 +327,12 @@ pub(super) struct HostUnit {
 /// builds: a change to one Ingress compiles that Ingress's hosts again, and every other host's
 /// table is the last build's `Arc`.
 pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut [CanaryClaim]) {
-    let tls_hosts: HashSet<&str> = ours
+    // foldhash: these are built from every Ingress every build (SipHash was a tenth of them).
+    let tls_hosts: FastSet<&str> = ours
         .iter()
         .flat_map(|i| i.facts.tls_hosts.iter().map(String::as_str))
         .collect();
-    let regex_hosts: HashSet<&HostMatch> = ours
+    let regex_hosts: FastSet<&HostMatch> = ours
         .iter()
         .filter(|i| i.annotations.not_routed.is_none())
         .flat_map(|i| i.facts.regex_hosts.iter())
@@ -322,7 +340,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
     let client_auth = host_client_auth(b, ours);
     // Hosts that canary claims attach to: a claim without path (a `spec.defaultBackend`) claims
     // the routes without host.
-    let claimed: HashSet<HostMatch> = canaries
+    let claimed: FastSet<HostMatch> = canaries
         .iter()
         .map(|c| match c.path {
             Some(_) => c.host.clone(),
@@ -331,9 +349,9 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
         .collect();
 
     // The rules of each host, and the `default-backend` of each Ingress that has one.
-    let mut index: HashMap<&HostMatch, usize> = HashMap::new();
+    let mut index: foldhash::HashMap<&HostMatch, usize> = foldhash::HashMap::default();
     let mut groups: Vec<(&HostMatch, Vec<(usize, usize)>)> = Vec::new();
-    let mut defaults: HashMap<usize, Option<Arc<Backend>>> = HashMap::new();
+    let mut defaults: Defaults = Defaults::default();
     for (i, ing) in ours.iter().enumerate() {
         if ing.annotations.not_routed.is_some() {
             // A canary (its rules are claims, see `canaries`), or an invalid `canary`: none of its
@@ -377,17 +395,16 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
     let mut added = Added::new();
     let mut memo = std::mem::take(&mut b.cache.hosts);
     for (host, members) in groups {
-        let inputs = HostInputs {
+        let now = HostNow {
             cacheable: !claimed.contains(host) && members.iter().all(|(i, _)| !defaults.contains_key(i)),
-            members: members.iter().map(|&(i, r)| (ours[i].facts.clone(), r)).collect(),
             // Redirect only hosts that have TLS (a rule without host has no name to have a
             // certificate for), unless the Ingress forces it.
             tls: is_tls_host(host, &tls_hosts),
             regex: regex_hosts.contains(host),
-            client_auth: client_auth.get(host).cloned(),
+            client_auth: client_auth.get(host),
         };
         let reused = memo.lookup(host, |last, unit| {
-            last.same(&inputs)
+            last.hold(&now, &members, ours)
                 && unit
                     .backends
                     .iter()
@@ -396,6 +413,13 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
         let unit = match reused {
             Some(unit) => unit,
             None => {
+                let inputs = HostInputs {
+                    cacheable: now.cacheable,
+                    members: members.iter().map(|&(i, r)| (ours[i].facts.clone(), r)).collect(),
+                    tls: now.tls,
+                    regex: now.regex,
+                    client_auth: now.client_auth.cloned(),
+                };
                 let unit = Arc::new(host_unit(b, ours, host, &members, &inputs, &defaults, canaries));
                 memo.store(host, inputs, unit.clone());
                 unit
@@ -423,7 +447,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
 
 /// Whether some Ingress lists the host in `spec.tls` (as spelled there: `*.example` for a
 /// wildcard).
-fn is_tls_host(host: &HostMatch, tls_hosts: &HashSet<&str>) -> bool {
+fn is_tls_host(host: &HostMatch, tls_hosts: &FastSet<&str>) -> bool {
     match host {
         HostMatch::Exact(h) => tls_hosts.contains(h.as_str()),
         HostMatch::Any => false,
@@ -446,7 +470,7 @@ fn host_unit(
     host: &HostMatch,
     members: &[(usize, usize)],
     inputs: &HostInputs,
-    defaults: &HashMap<usize, Option<Arc<Backend>>>,
+    defaults: &Defaults,
     canaries: &mut [CanaryClaim],
 ) -> HostUnit {
     let start = b.diagnostics.len();

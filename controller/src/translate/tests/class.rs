@@ -125,16 +125,32 @@ fn class_selection_follows_class_name_ingress_class_default_class_and_legacy_ann
 
 #[test]
 fn served_ingresses_are_listed_oldest_first() {
-    let store = store(objects![
+    let listed = store(objects![
         ingress("b"),
         ingress("new").created("2024-03-01T00:00:00Z"),
         ingress("old").created("2023-01-01T00:00:00Z"),
         ingress("a").ns("z"),
         ingress("other").class("nginx"),
     ]);
-    let served: Vec<String> = served_ingresses(&store, &opts())
+    let served: Vec<String> = served_ingresses(&listed, &opts())
         .iter()
         .map(ToString::to_string)
         .collect();
     assert_eq!(served, ["default/old", "default/new", "default/b", "z/a"]);
+
+    // Created in the same second (a bulk apply): by namespace, then name, whatever the order in
+    // which they came.
+    let same = "2024-01-01T00:00:00Z";
+    let bulk = store(objects![
+        ingress("c").ns("y").created(same),
+        ingress("late").created("2024-01-01T00:00:01Z"),
+        ingress("a").ns("y").created(same),
+        ingress("b").ns("x").created(same),
+        ingress("none"),
+    ]);
+    let served: Vec<String> = served_ingresses(&bulk, &opts())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(served, ["x/b", "y/a", "y/c", "default/late", "default/none"]);
 }
