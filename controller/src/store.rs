@@ -141,6 +141,9 @@ pub struct ObjectStore {
     revision: u64,
     /// The last revision at which an object of each kind changed, was added or was removed.
     kind_revisions: HashMap<Kind, u64>,
+    /// By Service key: the last revision at which the Service or an EndpointSlice labelled with it
+    /// changed, came or went (see [`ObjectStore::service_revision`]).
+    service_revisions: HashMap<ObjectKey, u64, foldhash::fast::RandomState>,
 }
 
 // === impl ObjectKey ===
@@ -737,19 +740,27 @@ impl ObjectStore {
         }
         let key = obj.key();
         let revision_key = key.clone();
+        // The Services whose backends this change may touch: the Service itself, or a slice's
+        // Service before and after.
+        let mut services: [Option<ObjectKey>; 2] = [None, None];
         let change = match obj {
             Object::Ingress(o) => replace(&mut self.ingresses, key, o, ingress_change),
             Object::IngressClass(o) => replace(&mut self.ingress_classes, key, o, ingress_class_change),
-            Object::Service(o) => replace(&mut self.services, key, o, service_change),
+            Object::Service(o) => {
+                services[0] = Some(key.clone());
+                replace(&mut self.services, key, o, service_change)
+            }
             Object::EndpointSlice(o) => {
                 // The service label may have changed: drop the old index entry before adding the new.
-                self.unindex_slice(&key);
-                if let Some(service) = slice_service(&o) {
+                let old = self.unindex_slice(&key);
+                let new = slice_service(&o).map(|service| ObjectKey::new(key.namespace.as_str(), service));
+                if let Some(service) = &new {
                     self.slices_by_service
-                        .entry((key.namespace.clone(), service.to_string()))
+                        .entry((service.namespace.clone(), service.name.clone()))
                         .or_default()
                         .insert(key.clone());
                 }
+                services = [old, new];
                 replace(&mut self.endpoint_slices, key, o, endpoint_slice_change)
             }
             Object::Secret(o) => replace(&mut self.secrets, key, o, secret_change),
@@ -773,8 +784,19 @@ impl ObjectStore {
                 .entry(kind)
                 .or_default()
                 .insert(revision_key, self.revision);
+            for service in services.into_iter().flatten() {
+                self.service_revisions.insert(service, self.revision);
+            }
         }
         change
+    }
+
+    /// The last revision at which the Service `service` (namespace and name) or an EndpointSlice
+    /// labelled with it changed in what translation reads, came or went; `None` when neither ever
+    /// was in the store. What a backend is made from, in one lookup: the translation cache checks
+    /// every backend it keeps against it after any Service or EndpointSlice change.
+    pub fn service_revision(&self, service: &ObjectKey) -> Option<u64> {
+        self.service_revisions.get(service).copied()
     }
 
     /// The revision at which what translation reads of this object last changed; `None` when the
@@ -796,12 +818,17 @@ impl ObjectStore {
     pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> Change {
         let mut key = key.clone();
         normalize_namespace(kind, &mut key.namespace);
+        // The Service whose backends the removal touches (see `service_revisions`).
+        let mut touched = None;
         let removed = match kind {
             Kind::Ingress => self.ingresses.remove(&key).is_some(),
             Kind::IngressClass => self.ingress_classes.remove(&key).is_some(),
-            Kind::Service => self.services.remove(&key).is_some(),
+            Kind::Service => {
+                touched = Some(key.clone());
+                self.services.remove(&key).is_some()
+            }
             Kind::EndpointSlice => {
-                self.unindex_slice(&key);
+                touched = self.unindex_slice(&key);
                 self.endpoint_slices.remove(&key).is_some()
             }
             Kind::Secret => self.secrets.remove(&key).is_some(),
@@ -822,17 +849,19 @@ impl ObjectStore {
             }
             self.revision = next_revision();
             self.kind_revisions.insert(kind, self.revision);
+            if let Some(service) = touched {
+                self.service_revisions.insert(service, self.revision);
+            }
             Change::Read
         } else {
             Change::Unchanged
         }
     }
 
-    fn unindex_slice(&mut self, key: &ObjectKey) {
-        let Some(old) = self.endpoint_slices.get(key) else {
-            return;
-        };
-        let Some(service) = slice_service(old) else { return };
+    /// Takes a stored slice out of the by-Service index; returns the Service it was labelled with.
+    fn unindex_slice(&mut self, key: &ObjectKey) -> Option<ObjectKey> {
+        let old = self.endpoint_slices.get(key)?;
+        let service = slice_service(old)?;
         let index_key = (key.namespace.clone(), service.to_string());
         if let Some(keys) = self.slices_by_service.get_mut(&index_key) {
             keys.remove(key);
@@ -840,6 +869,7 @@ impl ObjectStore {
                 self.slices_by_service.remove(&index_key);
             }
         }
+        Some(ObjectKey::new(index_key.0, index_key.1))
     }
 
     /// Number of objects of all kinds.
@@ -1100,6 +1130,95 @@ mod tests {
         assert!(store.is_empty());
         // Deleting what is not there is harmless.
         store.delete(Kind::EndpointSlice, &ObjectKey::new("default", "s1"));
+    }
+
+    #[test]
+    fn a_service_revision_moves_with_the_service_and_every_slice_labelled_with_it() {
+        let mut store = ObjectStore::new();
+        let web = ObjectKey::new("default", "web");
+        let api = ObjectKey::new("default", "api");
+        let service = |port: i32| {
+            Object::Service(Service {
+                metadata: ObjectMeta {
+                    name: Some("web".into()),
+                    ..Default::default()
+                },
+                spec: Some(k8s_openapi::api::core::v1::ServiceSpec {
+                    ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
+                        port,
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        assert_eq!(store.service_revision(&web), None);
+        let mut last = 0;
+        // Each step must move web's revision; `api` says whether api's moves too.
+        let mut step = |store: &mut ObjectStore,
+                        what: &str,
+                        edit: &dyn Fn(&mut ObjectStore) -> Change,
+                        api_too: bool| {
+            let api_before = store.service_revision(&api);
+            assert_eq!(edit(store), Change::Read, "{what}");
+            let now = store
+                .service_revision(&web)
+                .unwrap_or_else(|| panic!("{what}: none"));
+            assert!(now > last, "{what}: web's revision did not move");
+            last = now;
+            assert_eq!(
+                store.service_revision(&api) != api_before,
+                api_too,
+                "{what}: api's"
+            );
+        };
+        step(&mut store, "the Service comes", &|s| s.apply(service(80)), false);
+        step(&mut store, "its port changes", &|s| s.apply(service(81)), false);
+        step(
+            &mut store,
+            "a slice comes",
+            &|s| s.apply(slice(None, "s1", Some("web"))),
+            false,
+        );
+        step(
+            &mut store,
+            "a second slice comes",
+            &|s| s.apply(slice(None, "s2", Some("web"))),
+            false,
+        );
+        step(
+            &mut store,
+            "a slice moves to api",
+            &|s| s.apply(slice(None, "s2", Some("api"))),
+            true,
+        );
+        step(
+            &mut store,
+            "a slice goes",
+            &|s| s.delete(Kind::EndpointSlice, &ObjectKey::new("default", "s1")),
+            false,
+        );
+        step(
+            &mut store,
+            "the Service goes",
+            &|s| s.delete(Kind::Service, &web),
+            false,
+        );
+
+        // Not moved: a write that changes nothing translation reads, a slice of no Service, a
+        // slice of another Service.
+        let before = store.service_revision(&web);
+        store.apply(slice(None, "s3", Some("web")));
+        let before = store.service_revision(&web).max(before);
+        let mut bumped = slice(None, "s3", Some("web"));
+        if let Object::EndpointSlice(s) = &mut bumped {
+            s.metadata.resource_version = Some("9".into());
+        }
+        assert_eq!(store.apply(bumped), Change::Unchanged);
+        store.apply(slice(None, "orphan", None));
+        store.apply(slice(None, "s4", Some("api")));
+        assert_eq!(store.service_revision(&web), before);
     }
 
     /// An object as the API server would send it, from its JSON.

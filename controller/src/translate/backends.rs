@@ -31,43 +31,34 @@ pub(super) struct Backends {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(super) struct BackendKey {
-    namespace: String,
-    service: String,
+    /// The Service: its namespace and name.
+    service: ObjectKey,
     port: PortRef,
     mode: BackendMode,
 }
 
-/// The revisions a backend was built from: its Service, the Service's EndpointSlices, and in
-/// node-port mode (where every usable Node is an endpoint) the Nodes.
+/// The revisions a backend was built from: its Service with the Service's EndpointSlices
+/// ([`ObjectStore::service_revision`], which moves when either does), and in node-port mode
+/// (where every usable Node is an endpoint) the Nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct BackendInputs {
     service: Option<u64>,
-    slices: Vec<(ObjectKey, Option<u64>)>,
     nodes: Option<u64>,
 }
 
 impl BackendInputs {
     fn of(store: &ObjectStore, key: &BackendKey) -> Self {
-        let service = ObjectKey::new(key.namespace.as_str(), key.service.as_str());
         Self {
-            service: store.revision(Kind::Service, &service),
-            slices: store
-                .endpoint_slices_for(&key.namespace, &key.service)
-                .map(|(k, _)| (k.clone(), store.revision(Kind::EndpointSlice, k)))
-                .collect(),
+            service: store.service_revision(&key.service),
             nodes: (key.mode == BackendMode::NodePort).then(|| store.kind_revision(Kind::Node)),
         }
     }
 
-    /// Whether the objects read still have these revisions (without copying keys).
+    /// Whether the objects read still have these revisions: two lookups, nothing copied. (It runs
+    /// for every backend kept after any Service or EndpointSlice change.)
     fn hold(&self, store: &ObjectStore, key: &BackendKey) -> bool {
-        let service = ObjectKey::new(key.namespace.as_str(), key.service.as_str());
-        self.service == store.revision(Kind::Service, &service)
+        self.service == store.service_revision(&key.service)
             && self.nodes == (key.mode == BackendMode::NodePort).then(|| store.kind_revision(Kind::Node))
-            && store
-                .endpoint_slices_for(&key.namespace, &key.service)
-                .map(|(k, _)| (k, store.revision(Kind::EndpointSlice, k)))
-                .eq(self.slices.iter().map(|(k, r)| (k, *r)))
     }
 }
 
@@ -175,8 +166,7 @@ pub(super) fn resolve(
         _ => PortRef::Missing,
     };
     let key = BackendKey {
-        namespace: ing.key.namespace.clone(),
-        service: service.name.clone(),
+        service: ObjectKey::new(ing.key.namespace.as_str(), service.name.as_str()),
         port,
         mode: ing.backend_mode,
     };
@@ -198,8 +188,7 @@ pub(super) fn resolve_service_port(
     mode: BackendMode,
 ) -> (Arc<Backend>, Option<Problem>) {
     let key = BackendKey {
-        namespace: namespace.to_owned(),
-        service: service.to_owned(),
+        service: ObjectKey::new(namespace, service),
         port: PortRef::Number(port),
         mode,
     };
@@ -227,8 +216,7 @@ pub(super) fn resolve_default_backend(
         .and_then(|p| p.first())
         .ok_or_else(|| format!("Service {namespace}/{name} has no port"))?;
     let key = BackendKey {
-        namespace: namespace.clone(),
-        service: name.to_string(),
+        service: ObjectKey::new(namespace.as_str(), name),
         port: PortRef::Number(first.port),
         mode: ing.backend_mode,
     };
@@ -236,19 +224,20 @@ pub(super) fn resolve_default_backend(
 }
 
 fn build_backend(store: &ObjectStore, node_ips: &mut Option<Vec<IpAddr>>, key: &BackendKey) -> Resolved {
+    let (namespace, service) = (key.service.namespace.as_str(), key.service.name.as_str());
     let id = BackendId {
-        namespace: Arc::from(key.namespace.as_str()),
-        service: Arc::from(key.service.as_str()),
+        namespace: Arc::from(namespace),
+        service: Arc::from(service),
         port: Arc::from(key.port.to_string()),
     };
     let backend = id.to_string();
-    let service_name = format!("{}/{}", key.namespace, key.service);
+    let service_name = format!("{namespace}/{service}");
     let unavailable = |why: String, problem: Problem| Resolved {
         backend: Arc::new(Backend::unavailable(id.clone(), why)),
         problem: Some(problem),
     };
 
-    let Some(service) = store.service(&key.namespace, &key.service) else {
+    let Some(service) = store.service(namespace, service) else {
         return unavailable(
             format!("Service {service_name} not found"),
             Problem::ServiceNotFound {
@@ -284,7 +273,7 @@ fn build_backend(store: &ObjectStore, node_ips: &mut Option<Vec<IpAddr>>, key: &
     };
 
     let endpoints = match key.mode {
-        BackendMode::Endpoints => slice_endpoints(store, &key.namespace, &key.service, port),
+        BackendMode::Endpoints => slice_endpoints(store, namespace, &key.service.name, port),
         BackendMode::ClusterIp => {
             let ip = service
                 .spec
@@ -297,7 +286,7 @@ fn build_backend(store: &ObjectStore, node_ips: &mut Option<Vec<IpAddr>>, key: &
                 }]),
                 // Headless (`None`) or no address yet: the endpoints, as ingress-nginx falls back.
                 _ => {
-                    let fallback = slice_endpoints(store, &key.namespace, &key.service, port);
+                    let fallback = slice_endpoints(store, namespace, &key.service.name, port);
                     if let Ok(endpoints) = fallback {
                         return Resolved {
                             backend: Arc::new(Backend::new(id, endpoints)),

@@ -92,8 +92,15 @@ impl Universe {
 
     fn slice(&mut self) -> Object {
         let service = self.pick(&SERVICES);
+        // Now and then a slice whose name is not its Service's: the same slice then moves from one
+        // Service to another (relabelled), and both Services' backends must follow.
+        let owner = if self.rng.usize(..4) == 0 {
+            "shared"
+        } else {
+            service
+        };
         let mut b = slice(service)
-            .named(&format!("{service}-{}", self.rng.usize(..2)))
+            .named(&format!("{owner}-{}", self.rng.usize(..2)))
             .port_name("http");
         for _ in 0..self.rng.usize(..3) {
             let address = format!("10.0.0.{}", self.rng.usize(1..5));
