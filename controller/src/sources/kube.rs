@@ -902,17 +902,21 @@ impl ReferenceWatches {
         self.ctx.shared.with_state(|s| {
             for (key, ingress) in served_ingresses_by_key(&s.store, &self.opts) {
                 let revision = s.store.revision(Kind::Ingress, key);
-                let entry = match by_ingress.get_mut(key) {
-                    Some(seen) if seen.revision == revision => seen,
+                let refs = match by_ingress.get_mut(key) {
+                    Some(seen) if seen.revision == revision => {
+                        seen.pass = pass;
+                        &seen.refs
+                    }
                     _ => {
                         let refs = references_of(key, ingress.metadata.annotations.as_ref());
-                        let seen = Refs { revision, refs, pass };
-                        by_ingress.insert(key.clone(), seen);
-                        by_ingress.get_mut(key).expect("just inserted")
+                        // Only a new or changed Ingress gets here: parsed, and its entry (re)placed.
+                        let seen = by_ingress
+                            .entry(key.clone())
+                            .insert_entry(Refs { revision, refs, pass });
+                        &seen.into_mut().refs
                     }
                 };
-                entry.pass = pass;
-                for r in &entry.refs {
+                for r in refs {
                     wanted.entry(r.clone()).or_default().push(ObjectRef::of(
                         Kind::Ingress,
                         key,
