@@ -356,7 +356,7 @@ pub fn report(class: &str, translation: Translation) -> Report {
         fails_closed,
         not_routed,
         annotations,
-    } in annotations
+    } in annotations.into_iter().map(Arc::unwrap_or_clone)
     {
         index.insert(ingress.clone(), ingresses.len());
         ingresses.push(IngressCheck {

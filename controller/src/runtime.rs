@@ -62,9 +62,9 @@ pub struct Published {
     pub generation: u64,
     pub diagnostics: Arc<[Diagnostic]>,
     /// The Ingresses served, oldest first: those whose status lists Gantry's addresses.
-    pub served: Arc<[Served]>,
+    pub served: Arc<[Arc<Served>]>,
     /// What the ingress-nginx annotations of each Ingress served did (`/debug/routes`).
-    pub annotations: Arc<[IngressReport]>,
+    pub annotations: Arc<[Arc<IngressReport>]>,
     /// The status of the Gateway API objects of Gantry's classes, as this build decided it.
     pub gateway: Arc<GatewayApiStatus>,
 }
@@ -73,8 +73,8 @@ pub struct Published {
 #[derive(Debug, Default)]
 pub struct Rebuilt {
     pub diagnostics: Vec<Diagnostic>,
-    pub served: Vec<Served>,
-    pub annotations: Vec<IngressReport>,
+    pub served: Vec<Arc<Served>>,
+    pub annotations: Vec<Arc<IngressReport>>,
     pub gateway: GatewayApiStatus,
 }
 

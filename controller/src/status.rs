@@ -178,7 +178,7 @@ pub struct Write {
 /// `resourceVersion` at the time), so they are not made twice.
 pub fn plan(
     store: &ObjectStore,
-    served: &[Served],
+    served: &[Arc<Served>],
     addresses: &[Address],
     pending: &HashMap<ObjectKey, (String, Vec<Address>)>,
 ) -> Vec<Write> {
@@ -234,7 +234,7 @@ pub fn run(
         // (each Ingress update) compared every Ingress's status under the store lock that the
         // next rebuild waits for. A new Ingress cannot arrive with a status (the API server
         // ignores it on create), so one that later gets ours is a status change.
-        let mut planned: Option<(Arc<[crate::translate::Served]>, Vec<Address>)> = None;
+        let mut planned: Option<(ServedList, Vec<Address>)> = None;
         loop {
             let retry = async {
                 match retry_at {
@@ -302,8 +302,11 @@ pub fn run(
     })
 }
 
+/// The Ingresses one published build serves.
+type ServedList = Arc<[Arc<crate::translate::Served>]>;
+
 /// Whether two builds serve the same Ingresses (in the same order: both are oldest first).
-fn same_keys(a: &[crate::translate::Served], b: &[crate::translate::Served]) -> bool {
+fn same_keys(a: &[Arc<crate::translate::Served>], b: &[Arc<crate::translate::Served>]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.key == b.key && a.uid == b.uid)
 }
 
@@ -555,7 +558,7 @@ mod tests {
     }
 
     /// The Ingresses a build of `store` serves.
-    fn served(store: &ObjectStore) -> Vec<Served> {
+    fn served(store: &ObjectStore) -> Vec<Arc<Served>> {
         crate::translate::translate(store, &opts(), &gantry_proxy::Snapshot::default()).served
     }
 

@@ -225,6 +225,11 @@ type HostRoutes = (HostMatch, Arc<HostTable>);
 pub struct HostTable {
     trie: PathTrie,
     routes: Box<[Arc<Route>]>,
+    /// Every endpoint address and every backend of its routes, sorted and without repeats:
+    /// worked out once when the host is compiled, so that a table assembled from hosts kept
+    /// across builds merges these instead of walking every route again.
+    addresses: Box<[std::net::SocketAddr]>,
+    backend_keys: Box<[crate::backend::BackendKey]>,
 }
 
 impl PartialEq for HostTable {
@@ -239,8 +244,14 @@ impl HostTable {
     fn new(claims: BTreeMap<Claim, Claimants>) -> Self {
         let trie = PathTrie::new(&claims);
         // `claims` is a BTreeMap over `Claim`, so its values are already in precedence order.
-        let routes = claims.into_values().flatten().collect();
-        Self { trie, routes }
+        let routes: Box<[Arc<Route>]> = claims.into_values().flatten().collect();
+        let (addresses, backend_keys) = used_by(routes.iter());
+        Self {
+            trie,
+            routes,
+            addresses,
+            backend_keys,
+        }
     }
 
     /// The host's routes in precedence order.
@@ -259,6 +270,34 @@ impl HostTable {
         }
         claims
     }
+}
+
+/// Every endpoint address and every backend key the routes may send to, each sorted and without
+/// repeats.
+fn used_by<'r>(
+    routes: impl Iterator<Item = &'r Arc<Route>>,
+) -> (Box<[std::net::SocketAddr]>, Box<[crate::backend::BackendKey]>) {
+    let (mut addresses, mut keys) = (Vec::new(), Vec::new());
+    for backend in routes.flat_map(|r| std::iter::once(&r.backend).chain(r.policies.other_backends())) {
+        addresses.extend(backend.endpoints.iter().map(|e| e.addr));
+        keys.push(backend.key());
+    }
+    addresses.sort_unstable();
+    addresses.dedup();
+    keys.sort_unstable();
+    keys.dedup();
+    (addresses.into(), keys.into())
+}
+
+/// Sorts and deduplicates what the pieces hold, each sorted already.
+fn merged<T: Ord + Copy>(pieces: impl Iterator<Item = impl AsRef<[T]>>) -> Box<[T]> {
+    let mut all = Vec::new();
+    for piece in pieces {
+        all.extend_from_slice(piece.as_ref());
+    }
+    all.sort_unstable();
+    all.dedup();
+    all.into()
 }
 
 /// The routes of one claim, in the order they are tried: by [`RequestConditions::rank`],
@@ -597,26 +636,21 @@ impl RouteTableBuilder {
         }
         listing.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         table.listing = listing.into();
-        let mut addresses: Vec<std::net::SocketAddr> = table
-            .iter()
-            .map(|(_, r)| r)
-            .chain(table.default.as_ref())
-            .flat_map(|r| std::iter::once(&r.backend).chain(r.policies.other_backends()))
-            .flat_map(|b| b.endpoints.iter().map(|e| e.addr))
-            .collect();
-        addresses.sort_unstable();
-        addresses.dedup();
-        table.addresses = addresses.into();
-        let mut keys: Vec<_> = table
-            .iter()
-            .map(|(_, r)| r)
-            .chain(table.default.as_ref())
-            .flat_map(|r| std::iter::once(&r.backend).chain(r.policies.other_backends()))
-            .map(|b| b.key())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        table.backend_keys = keys.into();
+        let (default_addresses, default_keys) = used_by(table.default.iter());
+        table.addresses = merged(
+            table
+                .listing
+                .iter()
+                .map(|(_, t)| &t.addresses[..])
+                .chain([&default_addresses[..]]),
+        );
+        table.backend_keys = merged(
+            table
+                .listing
+                .iter()
+                .map(|(_, t)| &t.backend_keys[..])
+                .chain([&default_keys[..]]),
+        );
         table
     }
 }

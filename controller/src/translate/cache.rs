@@ -6,9 +6,9 @@
 //! - **Backends**, by Service port and mode: the Service, its EndpointSlices (and in node-port mode
 //!   every Node). An EndpointSlice update rebuilds the one backend of that Service; every route to
 //!   it gets the new endpoints, and every other backend is the same `Arc` as before.
-//! - **Annotations**, by Ingress: the Ingress and the Secrets and ConfigMaps its annotations read.
-//! - **Ingress facts**, by Ingress: what the processors read of it besides the spec (parsed hosts,
-//!   TLS entries, regex hosts, backend mode), from the Ingress and its annotations.
+//! - **Ingress facts**, by Ingress: its ingress-nginx annotations, read, and what the processors
+//!   read of it besides the spec (parsed hosts, TLS entries, regex hosts, backend mode), from the
+//!   Ingress and the Secrets and ConfigMaps its annotations read.
 //! - **Hosts' routes**, by host: the compiled `HostTable` of every rule for the host, from the
 //!   facts of the host's Ingresses, the host's TLS, regex and client-authentication inputs, and
 //!   the backends the routes resolved (`rules::HostInputs`).
@@ -17,7 +17,9 @@
 //! ([`ObjectStore::revision`] moves exactly when something translation reads of an object
 //! changes), so a cached build gives what a build from nothing gives; the property test in
 //! `tests/incremental.rs` holds the two equal over random change sequences. Entries that a build
-//! did not use are dropped at its end, so the cache never holds more than one build's worth.
+//! did not use are dropped at its end, so the cache holds about one build's worth (a build that
+//! trusts the backends of reused hosts without looking them up keeps every backend entry, for at
+//! most [`SWEEP_EVERY`] builds in a row).
 //! When no object of a kind changed since the last build ([`Unchanged`]), entries made from that
 //! kind are used without looking at each object's revision.
 //!
@@ -35,9 +37,18 @@ pub(super) struct Memo<K, I, V> {
     map: HashMap<K, Entry<I, V>, foldhash::fast::RandomState>,
     /// The build in progress (entries used by it carry this stamp).
     build: u64,
+    /// This build used entries without stamping them ([`Self::skip_stamps`]), so its end must
+    /// not drop what it did not stamp.
+    unstamped: bool,
+    /// Builds ended without a sweep since the last one.
+    unswept: u32,
     pub(super) hits: u64,
     pub(super) misses: u64,
 }
+
+/// At most this many builds in a row may skip stamping a memo's entries
+/// ([`Memo::skip_stamps`]); then one looks at every entry it uses, and what it did not use goes.
+const SWEEP_EVERY: u32 = 32;
 
 struct Entry<I, V> {
     inputs: I,
@@ -50,6 +61,8 @@ impl<K, I, V> Default for Memo<K, I, V> {
         Self {
             map: HashMap::default(),
             build: 1,
+            unstamped: false,
+            unswept: 0,
             hits: 0,
             misses: 0,
         }
@@ -105,10 +118,31 @@ impl<K: Hash + Eq + Clone, I, V: Clone> Memo<K, I, V> {
         }
     }
 
-    /// Ends a build: what it used is what the next one may reuse; the rest is dropped.
+    /// Whether this build may use entries it knows to hold without looking them up (and so
+    /// without stamping them): true unless a sweep is due. Call [`Self::skip_stamps`] when it
+    /// does.
+    pub(super) fn may_skip_stamps(&self) -> bool {
+        self.unswept < SWEEP_EVERY
+    }
+
+    /// This build relies on entries it did not look up: its end keeps every entry. (A host whose
+    /// routes are reused holds its backends' `Arc`s already; looking each backend up only to
+    /// stamp it, when no Service, EndpointSlice or Node changed, was a tenth of a build.)
+    pub(super) fn skip_stamps(&mut self) {
+        self.unstamped = true;
+    }
+
+    /// Ends a build: what it used is what the next one may reuse; the rest is dropped, unless
+    /// the build used entries without stamping them (then the next sweep drops what is unused).
     fn finish(&mut self) {
         let build = self.build;
-        self.map.retain(|_, e| e.used == build);
+        if self.unstamped {
+            self.unswept += 1;
+        } else {
+            self.map.retain(|_, e| e.used == build);
+            self.unswept = 0;
+        }
+        self.unstamped = false;
         self.build += 1;
     }
 
@@ -175,7 +209,6 @@ pub struct TranslateCache {
     pub(super) certs: Memo<ObjectKey, Option<u64>, Result<gantry_proxy::TlsCert, super::tls::SecretError>>,
     pub(super) backends:
         Memo<super::backends::BackendKey, super::backends::BackendInputs, super::backends::Resolved>,
-    pub(super) annotations: Memo<ObjectKey, Inputs, std::sync::Arc<crate::annotations::IngressAnnotations>>,
     pub(super) ingresses:
         Memo<ObjectKey, super::class::FactsInputs, std::sync::Arc<super::class::IngressFacts>>,
     pub(super) hosts:
@@ -209,27 +242,17 @@ impl TranslateCache {
     /// Ends a build; returns what the build reused and what it made anew.
     pub(super) fn finish(&mut self) -> CacheStats {
         let stats = CacheStats {
-            hits: self.certs.hits
-                + self.backends.hits
-                + self.annotations.hits
-                + self.ingresses.hits
-                + self.hosts.hits,
-            misses: self.certs.misses
-                + self.backends.misses
-                + self.annotations.misses
-                + self.ingresses.misses
-                + self.hosts.misses,
+            hits: self.certs.hits + self.backends.hits + self.ingresses.hits + self.hosts.hits,
+            misses: self.certs.misses + self.backends.misses + self.ingresses.misses + self.hosts.misses,
             entries: 0,
         };
         self.certs.finish();
         self.backends.finish();
-        self.annotations.finish();
         self.ingresses.finish();
         self.hosts.finish();
         for (hits, misses) in [
             (&mut self.certs.hits, &mut self.certs.misses),
             (&mut self.backends.hits, &mut self.backends.misses),
-            (&mut self.annotations.hits, &mut self.annotations.misses),
             (&mut self.ingresses.hits, &mut self.ingresses.misses),
             (&mut self.hosts.hits, &mut self.hosts.misses),
         ] {
@@ -237,12 +260,53 @@ impl TranslateCache {
             *misses = 0;
         }
         CacheStats {
-            entries: self.certs.len()
-                + self.backends.len()
-                + self.annotations.len()
-                + self.ingresses.len()
-                + self.hosts.len(),
+            entries: self.certs.len() + self.backends.len() + self.ingresses.len() + self.hosts.len(),
             ..stats
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memo_with(keys: &[u32]) -> Memo<u32, (), u32> {
+        let mut memo = Memo::default();
+        for &k in keys {
+            memo.get(&k, |_| true, || (k, ()));
+        }
+        memo.finish();
+        memo
+    }
+
+    #[test]
+    fn a_build_drops_what_it_did_not_use_unless_it_skipped_stamps() {
+        let mut memo = memo_with(&[1, 2, 3]);
+        assert_eq!(memo.get(&1, |_| true, || unreachable!()), 1);
+        memo.finish();
+        assert_eq!(memo.len(), 1, "2 and 3 were not used");
+
+        let mut memo = memo_with(&[1, 2, 3]);
+        memo.skip_stamps();
+        memo.finish();
+        assert_eq!(memo.len(), 3, "a build that skipped stamps keeps every entry");
+    }
+
+    #[test]
+    fn skipping_stamps_is_bounded_by_a_sweep() {
+        let mut memo = memo_with(&[1, 2, 3]);
+        let mut skipped = 0;
+        while memo.may_skip_stamps() && skipped < 10 * SWEEP_EVERY {
+            memo.skip_stamps();
+            memo.finish();
+            skipped += 1;
+        }
+        assert_eq!(skipped, SWEEP_EVERY, "a sweep is due after SWEEP_EVERY builds");
+        assert_eq!(memo.len(), 3);
+        // The due build looks at what it uses (1 only) and sweeps the rest.
+        memo.get(&1, |_| true, || unreachable!());
+        memo.finish();
+        assert_eq!(memo.len(), 1);
+        assert!(memo.may_skip_stamps(), "the count starts again after a sweep");
     }
 }

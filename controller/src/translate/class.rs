@@ -11,8 +11,8 @@ use k8s_openapi::api::{
 use super::cache::Inputs;
 use super::hosts::parse_host;
 use super::{
-    BackendMode, Build, IngressReport, OurIngress, Problem, TranslateOptions, ANNOTATION_BACKEND_MODE,
-    ANNOTATION_DEFAULT_CLASS, ANNOTATION_INGRESS_CLASS,
+    BackendMode, Build, IngressReport, OurIngress, Problem, Served, TranslateOptions,
+    ANNOTATION_BACKEND_MODE, ANNOTATION_DEFAULT_CLASS, ANNOTATION_INGRESS_CLASS,
 };
 use crate::{
     annotations::{IngressAnnotations, References},
@@ -28,25 +28,8 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
     let mut ours = Vec::with_capacity(selected.len());
     let default_mode = b.settings.backend_mode;
     for (key, ingress) in selected {
-        let annotations = annotations_of(b, key, ingress);
-        let revision = b.store.revision(Kind::Ingress, key);
-        let facts = b.cache.ingresses.get(
-            key,
-            |inputs| {
-                inputs.revision == revision
-                    && Arc::ptr_eq(&inputs.annotations, &annotations)
-                    && inputs.default_mode == default_mode
-            },
-            || {
-                let facts = IngressFacts::of(key, ingress, &annotations, default_mode);
-                let inputs = FactsInputs {
-                    revision,
-                    annotations: annotations.clone(),
-                    default_mode,
-                };
-                (Arc::new(facts), inputs)
-            },
-        );
+        let facts = facts_of(b, key, ingress, default_mode);
+        let annotations = facts.annotations.clone();
         if let Some(problem) = &facts.mode_problem {
             b.report(&facts.object, problem.clone());
         }
@@ -79,7 +62,7 @@ pub(super) struct IngressFacts {
     /// An unknown `gantry.dev/backend-mode`.
     mode_problem: Option<Problem>,
     /// What its annotations did, before the processors add to it.
-    report: IngressReport,
+    report: Arc<IngressReport>,
     /// Each rule's host, parsed, in rule order.
     pub(super) rule_hosts: Vec<Result<HostMatch, &'static str>>,
     /// The hosts of its rules that parse, in order, without repeats.
@@ -90,6 +73,10 @@ pub(super) struct IngressFacts {
     pub(super) regex_hosts: Vec<HostMatch>,
     /// Its `spec.tls` entries, read.
     pub(super) tls_entries: Vec<TlsEntry>,
+    /// What the status writer needs of it.
+    pub(super) served: Arc<Served>,
+    /// Its ingress-nginx annotations, read.
+    pub(super) annotations: Arc<IngressAnnotations>,
 }
 
 /// One `spec.tls` entry of an Ingress.
@@ -106,8 +93,10 @@ pub(super) struct TlsEntry {
 
 /// What [`IngressFacts`] were made from.
 pub(super) struct FactsInputs {
+    /// The Ingress's.
     revision: Option<u64>,
-    annotations: Arc<IngressAnnotations>,
+    /// The Secrets and ConfigMaps its annotations read.
+    references: Inputs,
     default_mode: BackendMode,
 }
 
@@ -115,7 +104,7 @@ impl IngressFacts {
     fn of(
         key: &ObjectKey,
         ingress: &Ingress,
-        annotations: &IngressAnnotations,
+        annotations: Arc<IngressAnnotations>,
         default_mode: BackendMode,
     ) -> Self {
         let object = ObjectRef::of(ObjectKind::Ingress, key, &ingress.metadata);
@@ -206,38 +195,55 @@ impl IngressFacts {
             object,
             backend_mode,
             mode_problem,
-            report: IngressReport {
+            report: Arc::new(IngressReport {
                 ingress: key.to_string(),
                 fails_closed: annotations.fails_closed().map(str::to_string),
                 not_routed: annotations.not_routed.clone(),
                 annotations: annotations.reports.clone(),
-            },
+            }),
             rule_hosts,
             hosts,
             tls_hosts,
             regex_hosts,
             tls_entries,
+            served: Arc::new(Served::of(key, ingress)),
+            annotations,
         }
     }
 }
 
-/// The ingress-nginx annotations of one Ingress, parsed once per revision of the Ingress and of
-/// the Secrets and ConfigMaps they read.
-fn annotations_of(b: &mut Build<'_>, key: &ObjectKey, ingress: &Ingress) -> Arc<IngressAnnotations> {
+/// The facts of one Ingress (with its ingress-nginx annotations, read), worked out once per
+/// revision of the Ingress and of the Secrets and ConfigMaps its annotations read: one lookup per
+/// Ingress per build, and one look at the store for the Ingress's revision.
+fn facts_of(
+    b: &mut Build<'_>,
+    key: &ObjectKey,
+    ingress: &Ingress,
+    default_mode: BackendMode,
+) -> Arc<IngressFacts> {
     let store = b.store;
     let unchanged = b.unchanged;
-    b.cache.annotations.get(
+    let revision = store.revision(Kind::Ingress, key);
+    b.cache.ingresses.get(
         key,
-        |inputs| inputs.hold(store, &unchanged),
+        |inputs| {
+            inputs.revision == revision
+                && inputs.default_mode == default_mode
+                && inputs.references.hold(store, &unchanged)
+        },
         || {
             let reading = Reading {
                 store,
                 inputs: RefCell::new(Inputs::default()),
             };
             let parsed = crate::annotations::parse(key, ingress.metadata.annotations.as_ref(), &reading);
-            let mut inputs = reading.inputs.into_inner();
-            inputs.read(store, Kind::Ingress, key.clone());
-            (Arc::new(parsed), inputs)
+            let inputs = FactsInputs {
+                revision,
+                references: reading.inputs.into_inner(),
+                default_mode,
+            };
+            let facts = IngressFacts::of(key, ingress, Arc::new(parsed), default_mode);
+            (Arc::new(facts), inputs)
         },
     )
 }
@@ -269,7 +275,8 @@ pub(super) fn select<'a>(
     store: &'a ObjectStore,
     opts: &TranslateOptions,
 ) -> Vec<(&'a ObjectKey, &'a Ingress)> {
-    let mut ours: Vec<_> = selected(store, opts).collect();
+    let mut ours = Vec::with_capacity(store.ingresses().len());
+    ours.extend(selected(store, opts));
     // The store's map yields them by key, so a stable sort by age alone leaves Ingresses of the
     // same age by key: the order is total and never depends on map order. (Comparing keys in
     // the sort instead would compare strings for every pair created in the same second, which is

@@ -57,7 +57,7 @@ mod tests;
 
 pub use cache::{CacheStats, TranslateCache};
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use gantry_proxy::{CertTable, RouteSource, RouteTableBuilder, Snapshot, TlsCert};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -428,7 +428,8 @@ struct Build<'a> {
     diagnostics: Vec<Diagnostic>,
     /// What each of our Ingresses' annotations did, oldest Ingress first; the processors may add to
     /// it (per-path rewrite problems, alias conflicts).
-    annotation_reports: Vec<(&'a ObjectKey, IngressReport)>,
+    /// Shared with the Ingress's facts until a processor adds to one (`Arc::make_mut`).
+    annotation_reports: Vec<(&'a ObjectKey, Arc<IngressReport>)>,
     /// Where each Ingress's report is in `annotation_reports`: made the first time a processor
     /// adds to a report, so that a build where many do stays linear.
     report_index: Option<foldhash::HashMap<&'a ObjectKey, usize>>,
@@ -473,8 +474,7 @@ impl<'a> Build<'a> {
                 .collect()
         });
         let at = *index.get(ingress)?;
-        self.annotation_reports[at]
-            .1
+        Arc::make_mut(&mut self.annotation_reports[at].1)
             .annotations
             .iter_mut()
             .find(|r| r.name() == name)
@@ -569,14 +569,15 @@ pub struct Translation {
     pub diagnostics: Vec<Diagnostic>,
     /// What the ingress-nginx annotations of each of our Ingresses did, oldest Ingress first (the
     /// order in which they claim hosts and paths).
-    pub annotations: Vec<IngressReport>,
+    pub annotations: Vec<Arc<IngressReport>>,
     /// The status of every Gateway API object of Gantry's classes.
     pub gateway: gateway::GatewayApiStatus,
     /// What the build reused from the last one ([`translate_cached`]).
     pub cache: CacheStats,
     /// The Ingresses this build serves (ours by class), oldest first: what their status is
-    /// written from once it is published.
-    pub served: Vec<Served>,
+    /// written from once it is published. Each is kept with the Ingress's facts across builds,
+    /// so listing ten thousand of them copies no string.
+    pub served: Vec<Arc<Served>>,
 }
 
 /// One Ingress a build serves, as it was when translated.
@@ -591,11 +592,11 @@ pub struct Served {
 }
 
 impl Served {
-    fn of(ing: &OurIngress<'_>) -> Self {
+    fn of(key: &ObjectKey, ingress: &Ingress) -> Self {
         Self {
-            key: ing.key.clone(),
-            uid: ing.ingress.metadata.uid.clone(),
-            generation: ing.ingress.metadata.generation,
+            key: key.clone(),
+            uid: ingress.metadata.uid.clone(),
+            generation: ingress.metadata.generation,
         }
     }
 }
@@ -627,7 +628,17 @@ pub fn translate_cached(
     let mut build = Build::new(store, opts, previous, cache);
     build.settings = settings::resolve(&mut build);
     let ours = class::ours(&mut build);
-    let served = ours.iter().map(Served::of).collect();
+    let served = ours
+        .iter()
+        .map(
+            |i| match i.ingress.metadata.generation == i.facts.served.generation {
+                true => i.facts.served.clone(),
+                // The store moves an Ingress's revision on spec changes, which are what moves its
+                // generation; this is for a store fed otherwise (tests, files).
+                false => Arc::new(Served::of(i.key, i.ingress)),
+            },
+        )
+        .collect();
     let mut canaries = rules::canaries(&mut build, &ours);
     rules::routes(&mut build, &ours, &mut canaries);
     tls::certificates(&mut build, &ours);

@@ -394,6 +394,12 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
         .any(|i| !i.annotations.server_alias.is_empty() || i.annotations.from_to_www_redirect);
     let mut added = Added::new();
     let mut memo = std::mem::take(&mut b.cache.hosts);
+    // No Service, EndpointSlice or Node changed since the last build: every backend a reused
+    // host resolved is still what it was, so it need not be looked at.
+    let backends_hold = b.unchanged.backends && b.cache.backends.may_skip_stamps();
+    if backends_hold {
+        b.cache.backends.skip_stamps();
+    }
     for (host, members) in groups {
         let now = HostNow {
             cacheable: !claimed.contains(host) && members.iter().all(|(i, _)| !defaults.contains_key(i)),
@@ -405,10 +411,11 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
         };
         let reused = memo.lookup(host, |last, unit| {
             last.hold(&now, &members, ours)
-                && unit
-                    .backends
-                    .iter()
-                    .all(|(key, backend)| backends::still(b, key, backend))
+                && (backends_hold
+                    || unit
+                        .backends
+                        .iter()
+                        .all(|(key, backend)| backends::still(b, key, backend)))
         });
         let unit = match reused {
             Some(unit) => unit,

@@ -92,7 +92,7 @@ spec:
     );
     // Oldest first, as translated.
     assert_eq!(
-        t.served,
+        t.served.iter().map(|s| Served::clone(s)).collect::<Vec<_>>(),
         [
             Served {
                 key: ObjectKey::new("shop", "old"),
