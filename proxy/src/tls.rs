@@ -103,9 +103,10 @@ impl TlsCert {
 /// SNI name → certificate for one snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CertTable {
-    exact: HashMap<String, TlsCert>,
-    /// `*.example.com` stored under `example.com`.
-    wildcard: HashMap<String, TlsCert>,
+    /// Shared with the next snapshot when its certificates for SNI names are the same
+    /// ([`CertTable::sni`], [`CertTable::set_sni`]): a build where no `spec.tls` entry and no
+    /// Secret changed hands the last table on instead of filling ten thousand entries again.
+    sni: Arc<SniCerts>,
     default: Option<TlsCert>,
     /// Which handshakes request a client certificate, and for which CA.
     client_cas: ClientCaTable,
@@ -190,6 +191,20 @@ impl ClientCaTable {
     }
 }
 
+/// The certificates of a [`CertTable`] by SNI name.
+#[derive(Clone, Debug, Default, Eq)]
+pub struct SniCerts {
+    exact: HashMap<String, TlsCert>,
+    /// `*.example.com` stored under `example.com`.
+    wildcard: HashMap<String, TlsCert>,
+}
+
+impl PartialEq for SniCerts {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other) || (self.exact == other.exact && self.wildcard == other.wildcard)
+    }
+}
+
 // === impl CertTable ===
 
 impl CertTable {
@@ -198,9 +213,10 @@ impl CertTable {
     /// was already taken.
     pub fn insert(&mut self, host: &str, cert: TlsCert) -> bool {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let sni = Arc::make_mut(&mut self.sni);
         let (map, key) = match host.strip_prefix("*.") {
-            Some(parent) => (&mut self.wildcard, parent.to_string()),
-            None => (&mut self.exact, host),
+            Some(parent) => (&mut sni.wildcard, parent.to_string()),
+            None => (&mut sni.exact, host),
         };
         match map.entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => false,
@@ -216,9 +232,19 @@ impl CertTable {
     pub fn get(&self, host: &str) -> Option<&TlsCert> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
         match host.strip_prefix("*.") {
-            Some(parent) => self.wildcard.get(parent),
-            None => self.exact.get(&host),
+            Some(parent) => self.sni.wildcard.get(parent),
+            None => self.sni.exact.get(&host),
         }
+    }
+
+    /// The certificates by SNI name, to hand on to the next table when they stay the same.
+    pub fn sni(&self) -> &Arc<SniCerts> {
+        &self.sni
+    }
+
+    /// Replaces the certificates by SNI name with `sni` (another table's, see [`Self::sni`]).
+    pub fn set_sni(&mut self, sni: Arc<SniCerts>) {
+        self.sni = sni;
     }
 
     /// The certificate served when SNI is absent or names no configured host.
@@ -238,29 +264,29 @@ impl CertTable {
 
     /// The certificate for an SNI name: exact first, then the wildcard for its parent domain.
     pub fn lookup(&self, name: &str) -> Option<&TlsCert> {
-        if let Some(c) = self.exact.get(name) {
+        if let Some(c) = self.sni.exact.get(name) {
             return Some(c);
         }
         let (_, parent) = name.split_once('.')?;
-        self.wildcard.get(parent)
+        self.sni.wildcard.get(parent)
     }
 
     /// Names with a certificate (`*.` prefix for wildcards), sorted, for `/debug/routes`.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.exact.keys().cloned().collect();
-        v.extend(self.wildcard.keys().map(|k| format!("*.{k}")));
+        let mut v: Vec<String> = self.sni.exact.keys().cloned().collect();
+        v.extend(self.sni.wildcard.keys().map(|k| format!("*.{k}")));
         v.sort();
         v
     }
 
     /// Every name with its certificate (`*.` prefix for wildcards), in no particular order.
     pub fn entries(&self) -> impl Iterator<Item = (String, &TlsCert)> + '_ {
-        let exact = self.exact.iter().map(|(k, c)| (k.clone(), c));
-        exact.chain(self.wildcard.iter().map(|(k, c)| (format!("*.{k}"), c)))
+        let exact = self.sni.exact.iter().map(|(k, c)| (k.clone(), c));
+        exact.chain(self.sni.wildcard.iter().map(|(k, c)| (format!("*.{k}"), c)))
     }
 
     pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcard.len()
+        self.sni.exact.len() + self.sni.wildcard.len()
     }
 
     /// Sets which handshakes request a client certificate. A table with no CA is stored empty, so

@@ -213,6 +213,8 @@ pub struct TranslateCache {
         Memo<ObjectKey, super::class::FactsInputs, std::sync::Arc<super::class::IngressFacts>>,
     pub(super) hosts:
         Memo<gantry_proxy::HostMatch, super::rules::HostInputs, std::sync::Arc<super::rules::HostUnit>>,
+    /// The last build's certificates by SNI name, while every `spec.tls` Secret loads.
+    pub(super) sni: Option<super::tls::SniInputs>,
     /// The kind revisions of [`FOLLOWED`] the last build saw.
     kinds: Option<[u64; 5]>,
 }

@@ -80,7 +80,7 @@ pub(super) struct IngressFacts {
 }
 
 /// One `spec.tls` entry of an Ingress.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct TlsEntry {
     /// Its hosts that can have a certificate, lowercase.
     pub(super) hosts: Vec<String>,

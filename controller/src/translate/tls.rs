@@ -5,10 +5,15 @@
 //! keep the certificate they had in the previous snapshot: deleting or botching a Secret must not
 //! turn working HTTPS into a certificate error for every client at once.
 
-use gantry_proxy::{tls::ClientCaTable, RouteTable, TlsCert};
+use std::sync::Arc;
+
+use gantry_proxy::{
+    tls::{ClientCaTable, SniCerts},
+    RouteTable, TlsCert,
+};
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{hosts::host_spelling, Build, OurIngress, Problem};
+use super::{class::IngressFacts, hosts::host_spelling, Build, OurIngress, Problem};
 use crate::{
     diagnostic::{ObjectKind, ObjectRef},
     manifests::TLS_SECRET_TYPE,
@@ -30,11 +35,21 @@ struct Failed<'a> {
     hosts: Vec<String>,
 }
 
-pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
-    let mut failed = Vec::new();
+/// The last build's certificates by SNI name, with what they were made from: the facts of every
+/// Ingress with `spec.tls` entries, oldest first. Kept only from a build where every entry's
+/// Secret gave a certificate (then the previous snapshot's certificates played no part).
+pub(super) struct SniInputs {
+    ingresses: Vec<Arc<IngressFacts>>,
+    sni: Arc<SniCerts>,
+}
 
-    // Pass 1, oldest Ingress first: every usable certificate. The first one for a host keeps it.
+pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
+    let mut with_tls = Vec::new();
     for ing in ours {
+        if ing.facts.tls_entries.is_empty() {
+            continue;
+        }
+        with_tls.push(ing.facts.clone());
         for entry in &ing.facts.tls_entries {
             for (host, why) in &entry.invalid {
                 b.report(
@@ -46,6 +61,35 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                     },
                 );
             }
+        }
+    }
+    // The same entries in the same order, and no Secret changed: the same certificates by name.
+    let last = b.cache.sni.take();
+    if let Some(last) = last.filter(|last| {
+        b.unchanged.secrets
+            && b.cache.certs.may_skip_stamps()
+            && last.ingresses.len() == with_tls.len()
+            && last
+                .ingresses
+                .iter()
+                .zip(&with_tls)
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a.tls_entries == b.tls_entries)
+    }) {
+        // The certificates are held by the table; their cache entries are kept unlooked-at.
+        b.cache.certs.skip_stamps();
+        b.certs.set_sni(last.sni.clone());
+        b.cache.sni = Some(SniInputs {
+            ingresses: with_tls,
+            sni: last.sni,
+        });
+        default_certificate(b);
+        return;
+    }
+
+    let mut failed = Vec::new();
+    // Pass 1, oldest Ingress first: every usable certificate. The first one for a host keeps it.
+    for ing in ours {
+        for entry in &ing.facts.tls_entries {
             // Without a Secret, the hosts are served the default certificate (nothing to insert).
             let Some(secret) = &entry.secret else {
                 continue;
@@ -67,6 +111,13 @@ pub(super) fn certificates(b: &mut Build<'_>, ours: &[OurIngress<'_>]) {
                 }),
             }
         }
+    }
+
+    if failed.is_empty() {
+        b.cache.sni = Some(SniInputs {
+            ingresses: with_tls,
+            sni: b.certs.sni().clone(),
+        });
     }
 
     // Pass 2: hosts of broken entries that no usable certificate claimed keep their last good one.
