@@ -69,6 +69,9 @@ pub(super) struct IngressFacts {
     pub(super) hosts: Vec<HostMatch>,
     /// Its `spec.tls` hosts, lowercase.
     pub(super) tls_hosts: Vec<String>,
+    /// By rule: whether the rule's host is in its own `spec.tls` (most are), so that the route
+    /// processor looks at every Ingress's TLS hosts only for the rules where this is false.
+    pub(super) rule_in_own_tls: Vec<bool>,
     /// The hosts its annotations put in regex mode (see `rules::routes`).
     pub(super) regex_hosts: Vec<HostMatch>,
     /// Its `spec.tls` entries, read.
@@ -178,7 +181,7 @@ impl IngressFacts {
                 }
             })
             .collect();
-        let tls_hosts = spec
+        let tls_hosts: Vec<String> = spec
             .and_then(|s| s.tls.as_ref())
             .into_iter()
             .flatten()
@@ -186,7 +189,16 @@ impl IngressFacts {
             .flatten()
             .map(|h| h.to_ascii_lowercase())
             .collect();
+        let rule_in_own_tls = rule_hosts
+            .iter()
+            .map(|host| match host {
+                Ok(HostMatch::Exact(h)) => tls_hosts.contains(h),
+                Ok(host) => super::hosts::host_spelling(host).is_some_and(|h| tls_hosts.contains(&h)),
+                Err(_) => false,
+            })
+            .collect();
         Self {
+            rule_in_own_tls,
             source: RouteSource {
                 kind: gantry_proxy::SourceKind::Ingress,
                 namespace: Arc::from(key.namespace.as_str()),

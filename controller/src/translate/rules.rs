@@ -328,10 +328,16 @@ pub(super) struct HostUnit {
 /// table is the last build's `Arc`.
 pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut [CanaryClaim]) {
     // foldhash: these are built from every Ingress every build (SipHash was a tenth of them).
-    let tls_hosts: FastSet<&str> = ours
-        .iter()
-        .flat_map(|i| i.facts.tls_hosts.iter().map(String::as_str))
-        .collect();
+    // Every Ingress's TLS hosts are gathered only for a host none of whose rules' own Ingress
+    // lists it in `spec.tls` (most Ingresses with TLS list their own hosts).
+    let tls_hosts: std::cell::OnceCell<FastSet<&str>> = std::cell::OnceCell::new();
+    let all_tls_hosts = || {
+        tls_hosts.get_or_init(|| {
+            ours.iter()
+                .flat_map(|i| i.facts.tls_hosts.iter().map(String::as_str))
+                .collect()
+        })
+    };
     let regex_hosts: FastSet<&HostMatch> = ours
         .iter()
         .filter(|i| i.annotations.not_routed.is_none())
@@ -348,9 +354,13 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
         })
         .collect();
 
-    // The rules of each host, and the `default-backend` of each Ingress that has one.
+    // The rules of each host, and the `default-backend` of each Ingress that has one. Each rule
+    // is filed under its host's group first; one counting pass then lays every group's rules
+    // out in one list (no list per host: most hosts have one rule).
     let mut index: foldhash::HashMap<&HostMatch, usize> = foldhash::HashMap::default();
-    let mut groups: Vec<(&HostMatch, Vec<(usize, usize)>)> = Vec::new();
+    index.reserve(ours.len());
+    let mut hosts: Vec<&HostMatch> = Vec::with_capacity(ours.len());
+    let mut filed: Vec<(usize, usize, usize)> = Vec::with_capacity(ours.len());
     let mut defaults: Defaults = Defaults::default();
     for (i, ing) in ours.iter().enumerate() {
         if ing.annotations.not_routed.is_some() {
@@ -382,12 +392,32 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
                 continue;
             }
             let at = *index.entry(host).or_insert_with(|| {
-                groups.push((host, Vec::new()));
-                groups.len() - 1
+                hosts.push(host);
+                hosts.len() - 1
             });
-            groups[at].1.push((i, r));
+            filed.push((at, i, r));
         }
     }
+    drop(index);
+    // Where each group starts in `members`, then the rules, each group's in the order filed
+    // (oldest Ingress first).
+    let mut starts = vec![0usize; hosts.len() + 1];
+    for &(at, _, _) in &filed {
+        starts[at + 1] += 1;
+    }
+    for g in 0..hosts.len() {
+        starts[g + 1] += starts[g];
+    }
+    let mut next = starts.clone();
+    let mut members_of = vec![(0usize, 0usize); filed.len()];
+    for &(at, i, r) in &filed {
+        members_of[next[at]] = (i, r);
+        next[at] += 1;
+    }
+    let groups = hosts
+        .iter()
+        .enumerate()
+        .map(|(g, host)| (*host, &members_of[starts[g]..starts[g + 1]]));
 
     let keep_added = ours
         .iter()
@@ -402,15 +432,23 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
     }
     for (host, members) in groups {
         let now = HostNow {
-            cacheable: !claimed.contains(host) && members.iter().all(|(i, _)| !defaults.contains_key(i)),
+            cacheable: (claimed.is_empty() || !claimed.contains(host))
+                && (defaults.is_empty() || members.iter().all(|(i, _)| !defaults.contains_key(i))),
             // Redirect only hosts that have TLS (a rule without host has no name to have a
             // certificate for), unless the Ingress forces it.
-            tls: is_tls_host(host, &tls_hosts),
-            regex: regex_hosts.contains(host),
-            client_auth: client_auth.get(host),
+            tls: members
+                .iter()
+                .any(|&(i, r)| ours[i].facts.rule_in_own_tls.get(r).copied().unwrap_or(false))
+                || is_tls_host(host, all_tls_hosts()),
+            regex: !regex_hosts.is_empty() && regex_hosts.contains(host),
+            client_auth: if client_auth.is_empty() {
+                None
+            } else {
+                client_auth.get(host)
+            },
         };
         let reused = memo.lookup(host, |last, unit| {
-            last.hold(&now, &members, ours)
+            last.hold(&now, members, ours)
                 && (backends_hold
                     || unit
                         .backends
@@ -427,7 +465,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
                     regex: now.regex,
                     client_auth: now.client_auth.cloned(),
                 };
-                let unit = Arc::new(host_unit(b, ours, host, &members, &inputs, &defaults, canaries));
+                let unit = Arc::new(host_unit(b, ours, host, members, &inputs, &defaults, canaries));
                 memo.store(host, inputs, unit.clone());
                 unit
             }
