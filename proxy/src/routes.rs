@@ -791,6 +791,12 @@ impl RouteTable {
     }
 
     /// The default backend, if any Ingress set one.
+    /// Every host's compiled table, in host order (shared between snapshots; see
+    /// [`HostTable`]).
+    pub fn host_tables(&self) -> impl Iterator<Item = &Arc<HostTable>> + '_ {
+        self.listing.iter().map(|(_, t)| t)
+    }
+
     pub fn default_route(&self) -> Option<&Arc<Route>> {
         self.default.as_ref()
     }
