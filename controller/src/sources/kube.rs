@@ -900,8 +900,7 @@ impl ReferenceWatches {
         let pass = self.pass;
         let by_ingress = &mut self.by_ingress;
         self.ctx.shared.with_state(|s| {
-            for (key, ingress) in served_ingresses_by_key(&s.store, &self.opts) {
-                let revision = s.store.revision(Kind::Ingress, key);
+            for (key, ingress, revision) in served_ingresses_by_key(&s.store, &self.opts) {
                 let refs = match by_ingress.get_mut(key) {
                     Some(seen) if seen.revision == revision => {
                         seen.pass = pass;

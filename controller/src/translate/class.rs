@@ -27,8 +27,8 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
     let selected = select(b.store, b.opts);
     let mut ours = Vec::with_capacity(selected.len());
     let default_mode = b.settings.backend_mode;
-    for (key, ingress) in selected {
-        let facts = facts_of(b, key, ingress, default_mode);
+    for (key, ingress, revision) in selected {
+        let facts = facts_of(b, key, ingress, revision, default_mode);
         let annotations = facts.annotations.clone();
         if let Some(problem) = &facts.mode_problem {
             b.report(&facts.object, problem.clone());
@@ -225,17 +225,17 @@ impl IngressFacts {
 }
 
 /// The facts of one Ingress (with its ingress-nginx annotations, read), worked out once per
-/// revision of the Ingress and of the Secrets and ConfigMaps its annotations read: one lookup per
-/// Ingress per build, and one look at the store for the Ingress's revision.
+/// revision of the Ingress (`revision`, found on the walk over the store's Ingresses) and of the
+/// Secrets and ConfigMaps its annotations read: one lookup per Ingress per build.
 fn facts_of(
     b: &mut Build<'_>,
     key: &ObjectKey,
     ingress: &Ingress,
+    revision: Option<u64>,
     default_mode: BackendMode,
 ) -> Arc<IngressFacts> {
     let store = b.store;
     let unchanged = b.unchanged;
-    let revision = store.revision(Kind::Ingress, key);
     b.cache.ingresses.get(
         key,
         |inputs| {
@@ -286,14 +286,14 @@ impl References for Reading<'_> {
 pub(super) fn select<'a>(
     store: &'a ObjectStore,
     opts: &TranslateOptions,
-) -> Vec<(&'a ObjectKey, &'a Ingress)> {
+) -> Vec<(&'a ObjectKey, &'a Ingress, Option<u64>)> {
     let mut ours = Vec::with_capacity(store.ingresses().len());
     ours.extend(selected(store, opts));
     // The store's map yields them by key, so a stable sort by age alone leaves Ingresses of the
     // same age by key: the order is total and never depends on map order. (Comparing keys in
     // the sort instead would compare strings for every pair created in the same second, which is
     // most pairs after a bulk apply.)
-    ours.sort_by(|(_, a), (_, b)| {
+    ours.sort_by(|(_, a, _), (_, b, _)| {
         let age = |ing: &'a Ingress| {
             let created = ing.metadata.creation_timestamp.as_ref();
             (created.is_none(), created)
@@ -303,18 +303,18 @@ pub(super) fn select<'a>(
     ours
 }
 
-/// Our Ingresses, by key (not by age): for answers that need the set, not the order.
+/// Our Ingresses, by key (not by age), each with its store revision: for answers that need the
+/// set, not the order.
 pub(super) fn selected<'s: 'o, 'o>(
     store: &'s ObjectStore,
     opts: &'o TranslateOptions,
-) -> impl Iterator<Item = (&'s ObjectKey, &'s Ingress)> + 'o {
+) -> impl Iterator<Item = (&'s ObjectKey, &'s Ingress, Option<u64>)> + 'o {
     let default_is_ours = store.ingress_classes().values().any(|class| {
         is_our_class(class, opts) && annotation_of(&class.metadata, ANNOTATION_DEFAULT_CLASS) == Some("true")
     });
     store
-        .ingresses()
-        .iter()
-        .filter(move |(_, ing)| is_ours(ing, store, opts, default_is_ours))
+        .ingresses_with_revisions()
+        .filter(move |(_, ing, _)| is_ours(ing, store, opts, default_is_ours))
 }
 
 /// Whether an Ingress is ours:

@@ -660,15 +660,16 @@ pub fn translate_cached(
 pub fn served_ingresses(store: &ObjectStore, opts: &TranslateOptions) -> Vec<ObjectKey> {
     class::select(store, opts)
         .into_iter()
-        .map(|(key, _)| key.clone())
+        .map(|(key, _, _)| key.clone())
         .collect()
 }
 
-/// [`served_ingresses`] by key rather than by age, without copying: for who needs only the set
-/// (the reference watches ask after every Ingress change).
+/// [`served_ingresses`] by key rather than by age, without copying, each with its store revision
+/// ([`ObjectStore::revision`]): for who needs only the set (the reference watches ask after every
+/// Ingress change).
 pub fn served_ingresses_by_key<'a>(
     store: &'a ObjectStore,
     opts: &'a TranslateOptions,
-) -> impl Iterator<Item = (&'a ObjectKey, &'a Ingress)> + 'a {
+) -> impl Iterator<Item = (&'a ObjectKey, &'a Ingress, Option<u64>)> + 'a {
     class::selected(store, opts)
 }
