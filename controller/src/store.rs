@@ -822,7 +822,11 @@ impl ObjectStore {
     pub fn ingresses_with_revisions(&self) -> impl Iterator<Item = (&ObjectKey, &Ingress, Option<u64>)> + '_ {
         let mut revisions = self.ingress_revisions.iter().peekable();
         self.ingresses.iter().map(move |(key, ingress)| {
-            // Both maps hold the same keys; skipping past smaller ones keeps this right if not.
+            // Both maps hold the same keys, so the next revision is this Ingress's: one compare.
+            if let Some((_, r)) = revisions.next_if(|(k, _)| *k == key) {
+                return (key, ingress, Some(*r));
+            }
+            // Skipping past smaller keys keeps this right if they ever differ.
             while revisions.next_if(|(k, _)| *k < key).is_some() {}
             let revision = revisions.next_if(|(k, _)| *k == key).map(|(_, r)| *r);
             (key, ingress, revision)

@@ -308,9 +308,11 @@ type Claimants = Vec<Arc<Route>>;
 /// conditions keeps it).
 #[derive(Debug, Default)]
 pub struct RouteTableBuilder {
-    hosts: HashMap<HostMatch, BTreeMap<Claim, Claimants>>,
+    // foldhash: these maps live only while a table is built, from hosts the cluster's objects
+    // name (not from requests), and a build fills one entry per host.
+    hosts: HashMap<HostMatch, BTreeMap<Claim, Claimants>, foldhash::fast::RandomState>,
     /// Hosts whose compiled table was handed in whole ([`Self::add_host_table`]).
-    built: HashMap<HostMatch, Arc<HostTable>>,
+    built: HashMap<HostMatch, Arc<HostTable>, foldhash::fast::RandomState>,
     default: Option<Arc<Route>>,
 }
 
@@ -496,6 +498,12 @@ impl Claim {
 impl RouteTableBuilder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Room for `hosts` hosts handed in compiled ([`Self::add_host_table`]), so that a build
+    /// of many does not grow its map again and again.
+    pub fn reserve_hosts(&mut self, hosts: usize) {
+        self.built.reserve(hosts);
     }
 
     /// Adds a route for a host. Sources must be added oldest first: when the same host, path and

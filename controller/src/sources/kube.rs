@@ -825,7 +825,8 @@ struct ReferenceWatches {
     running: BTreeMap<Reference, JoinHandle<()>>,
     /// The references of each of our Ingresses at a store revision, so an Ingress that did not
     /// change (or whose status alone did) is not parsed again.
-    by_ingress: HashMap<ObjectKey, Refs>,
+    /// foldhash: looked up for every Ingress of ours after every Ingress change.
+    by_ingress: HashMap<ObjectKey, Refs, foldhash::fast::RandomState>,
     /// Counts [`Self::wanted`] passes: an entry of `by_ingress` not stamped with the current one
     /// belongs to an Ingress that is gone or no longer ours.
     pass: u64,
@@ -881,7 +882,7 @@ impl ReferenceWatches {
             opts,
             namespaces,
             running: BTreeMap::new(),
-            by_ingress: HashMap::new(),
+            by_ingress: HashMap::default(),
             pass: 0,
             diagnostics: Vec::new(),
             shutdown,

@@ -423,6 +423,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
         .iter()
         .any(|i| !i.annotations.server_alias.is_empty() || i.annotations.from_to_www_redirect);
     let mut added = Added::new();
+    b.routes.reserve_hosts(hosts.len());
     let mut memo = std::mem::take(&mut b.cache.hosts);
     // No Service, EndpointSlice or Node changed since the last build: every backend a reused
     // host resolved is still what it was, so it need not be looked at.
