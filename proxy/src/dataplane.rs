@@ -242,9 +242,7 @@ pub(crate) struct PublishedBackends {
 }
 
 fn backends_of(routes: &[Arc<crate::Route>]) -> impl Iterator<Item = &Arc<Backend>> {
-    routes
-        .iter()
-        .flat_map(|r| std::iter::once(&r.backend).chain(r.policies.other_backends()))
+    routes.iter().flat_map(|r| r.backends())
 }
 
 /// `backend_endpoints` for every backend the snapshot's routes name (their own backends and the
@@ -445,6 +443,57 @@ mod tests {
             routes: routes.build(),
             ..Snapshot::default()
         }
+    }
+
+    #[test]
+    fn backend_gauges_count_the_host_tables_kept_from_one_publish_to_the_next() {
+        let mut registry = Registry::with_prefix("gantry");
+        let metrics = Metrics::register(&mut registry);
+        let mut last = PublishedBackends::default();
+        let a = backend("a", 2);
+        let route = |b: &Arc<Backend>| Route {
+            path: PathMatch::Prefix("/".into()),
+            conditions: None,
+            backend: b.clone(),
+            source: RouteSource {
+                kind: crate::SourceKind::Ingress,
+                namespace: "default".into(),
+                name: "web".into(),
+            },
+            policies: Default::default(),
+        };
+        let host = |h: &str| HostMatch::Exact(h.into());
+        let a_gauge = [r#"gantry_backend_endpoints{namespace="default",service="a",port="80"} 2"#];
+        // Two hosts send to `a`.
+        let mut routes = RouteTableBuilder::new();
+        routes.add(host("x.example"), route(&a)).unwrap();
+        routes.add(host("y.example"), route(&a)).unwrap();
+        let first = Snapshot {
+            routes: routes.build(),
+            ..Snapshot::default()
+        };
+        set_backend_endpoints(&metrics, &first, &mut last);
+        assert_eq!(gauges(&registry), a_gauge);
+        // x's table is kept (the same Arc, as a build that reuses the host hands it on); y goes:
+        // `a` is still used.
+        let kept = first.routes.host_tables().next().expect("x.example").clone();
+        let mut routes = RouteTableBuilder::new();
+        routes.add_host_table(host("x.example"), kept.clone());
+        let second = Snapshot {
+            routes: routes.build(),
+            ..Snapshot::default()
+        };
+        assert!(Arc::ptr_eq(
+            &kept,
+            second.routes.host_tables().next().expect("kept")
+        ));
+        set_backend_endpoints(&metrics, &second, &mut last);
+        assert_eq!(gauges(&registry), a_gauge, "x still sends to a");
+        // Published again as it is: nothing counted twice.
+        set_backend_endpoints(&metrics, &second, &mut last);
+        // The kept table goes too: so does the gauge.
+        set_backend_endpoints(&metrics, &Snapshot::default(), &mut last);
+        assert!(gauges(&registry).is_empty(), "{:?}", gauges(&registry));
     }
 
     /// The `gantry_backend_endpoints` lines, sorted.

@@ -278,7 +278,7 @@ fn used_by<'r>(
     routes: impl Iterator<Item = &'r Arc<Route>>,
 ) -> (Box<[std::net::SocketAddr]>, Box<[crate::backend::BackendKey]>) {
     let (mut addresses, mut keys) = (Vec::new(), Vec::new());
-    for backend in routes.flat_map(|r| std::iter::once(&r.backend).chain(r.policies.other_backends())) {
+    for backend in routes.flat_map(|r| r.backends()) {
         addresses.extend(backend.endpoints.iter().map(|e| e.addr));
         keys.push(backend.key());
     }
@@ -798,13 +798,13 @@ impl RouteTable {
         }
     }
 
-    /// The default backend, if any Ingress set one.
     /// Every host's compiled table, in host order (shared between snapshots; see
     /// [`HostTable`]).
     pub fn host_tables(&self) -> impl Iterator<Item = &Arc<HostTable>> + '_ {
         self.listing.iter().map(|(_, t)| t)
     }
 
+    /// The default backend, if any Ingress set one.
     pub fn default_route(&self) -> Option<&Arc<Route>> {
         self.default.as_ref()
     }
@@ -897,6 +897,12 @@ impl Route {
     #[inline]
     pub fn accepts(&self, facts: &RequestFacts<'_>) -> bool {
         self.conditions.as_ref().is_none_or(|c| c.accepts(facts))
+    }
+
+    /// Every backend the route may send to: its own, then its policies' others (canary, default
+    /// backend, weighted split, mirrors).
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<crate::backend::Backend>> {
+        std::iter::once(&self.backend).chain(self.policies.other_backends())
     }
 
     /// The route's precedence among the routes of its host and path: no conditions rank lowest.

@@ -267,7 +267,7 @@ fn backends_section(h: &mut String, snapshot: &Snapshot, inputs: &PageInputs<'_>
     let mut backends = BTreeMap::new();
     for (_, table) in snapshot.tables() {
         for route in table.iter().map(|(_, r)| r).chain(table.default_route()) {
-            for b in std::iter::once(&route.backend).chain(route.policies.other_backends()) {
+            for b in route.backends() {
                 backends.insert(b.id.to_string(), b.clone());
             }
         }
