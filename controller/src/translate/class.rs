@@ -29,7 +29,6 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
     let default_mode = b.settings.backend_mode;
     for (key, ingress, revision) in selected {
         let facts = facts_of(b, key, ingress, revision, default_mode);
-        let annotations = facts.annotations.clone();
         if let Some(problem) = &facts.mode_problem {
             b.report(&facts.object, problem.clone());
         }
@@ -41,7 +40,6 @@ pub(super) fn ours<'a>(b: &mut Build<'a>) -> Vec<OurIngress<'a>> {
             ingress,
             source: facts.source.clone(),
             backend_mode: facts.backend_mode,
-            annotations,
             facts,
         });
     }
@@ -98,6 +96,10 @@ pub(super) struct TlsEntry {
 pub(super) struct FactsInputs {
     /// The Ingress's.
     revision: Option<u64>,
+    /// The Ingress's `metadata.generation` (for [`IngressFacts::served`]): the store's revision
+    /// moves with the spec, which is what moves it, but a store fed by files or tests may say
+    /// otherwise.
+    generation: Option<i64>,
     /// The Secrets and ConfigMaps its annotations read.
     references: Inputs,
     default_mode: BackendMode,
@@ -191,10 +193,9 @@ impl IngressFacts {
             .collect();
         let rule_in_own_tls = rule_hosts
             .iter()
-            .map(|host| match host {
-                Ok(HostMatch::Exact(h)) => tls_hosts.contains(h),
-                Ok(host) => super::hosts::host_spelling(host).is_some_and(|h| tls_hosts.contains(&h)),
-                Err(_) => false,
+            .map(|host| {
+                host.as_ref()
+                    .is_ok_and(|host| super::hosts::is_tls_host(host, |h| tls_hosts.iter().any(|t| t == h)))
             })
             .collect();
         Self {
@@ -240,6 +241,7 @@ fn facts_of(
         key,
         |inputs| {
             inputs.revision == revision
+                && inputs.generation == ingress.metadata.generation
                 && inputs.default_mode == default_mode
                 && inputs.references.hold(store, &unchanged)
         },
@@ -251,6 +253,7 @@ fn facts_of(
             let parsed = crate::annotations::parse(key, ingress.metadata.annotations.as_ref(), &reading);
             let inputs = FactsInputs {
                 revision,
+                generation: ingress.metadata.generation,
                 references: reading.inputs.into_inner(),
                 default_mode,
             };

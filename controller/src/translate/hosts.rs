@@ -47,6 +47,17 @@ pub(crate) fn host_spelling(host: &HostMatch) -> Option<String> {
     }
 }
 
+/// Whether a host has TLS, given which names some `spec.tls` lists (`listed`, lowercase, as
+/// spelled there: `*.example` for a wildcard). A rule without host has no name to have a
+/// certificate for.
+pub(super) fn is_tls_host(host: &HostMatch, listed: impl Fn(&str) -> bool) -> bool {
+    match host {
+        HostMatch::Exact(h) => listed(h),
+        HostMatch::Any => false,
+        _ => host_spelling(host).is_some_and(|h| listed(&h)),
+    }
+}
+
 /// The host for messages.
 pub(super) fn host_label(host: &HostMatch) -> String {
     host_spelling(host).unwrap_or_else(|| "(any host)".to_string())

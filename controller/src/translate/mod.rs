@@ -64,7 +64,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use serde::Serialize;
 
 use crate::{
-    annotations::{AnnotationReport, IngressAnnotations, Outcome, ReferenceKind},
+    annotations::{AnnotationReport, Outcome, ReferenceKind},
     diagnostic::{Diagnostic, ObjectKind, ObjectRef},
     store::{self, ObjectKey, ObjectStore},
 };
@@ -392,10 +392,8 @@ struct OurIngress<'a> {
     ingress: &'a Ingress,
     source: RouteSource,
     backend_mode: BackendMode,
-    /// Its ingress-nginx annotations, read once (and kept across builds while neither the Ingress
-    /// nor what they refer to changes).
-    annotations: std::sync::Arc<IngressAnnotations>,
-    /// What the processors read of it besides the spec, kept across builds like the annotations.
+    /// What the processors read of it besides the spec, its ingress-nginx annotations included,
+    /// kept across builds while neither the Ingress nor what they refer to changes.
     facts: std::sync::Arc<class::IngressFacts>,
 }
 
@@ -628,17 +626,7 @@ pub fn translate_cached(
     let mut build = Build::new(store, opts, previous, cache);
     build.settings = settings::resolve(&mut build);
     let ours = class::ours(&mut build);
-    let served = ours
-        .iter()
-        .map(
-            |i| match i.ingress.metadata.generation == i.facts.served.generation {
-                true => i.facts.served.clone(),
-                // The store moves an Ingress's revision on spec changes, which are what moves its
-                // generation; this is for a store fed otherwise (tests, files).
-                false => Arc::new(Served::of(i.key, i.ingress)),
-            },
-        )
-        .collect();
+    let served = ours.iter().map(|i| i.facts.served.clone()).collect();
     let mut canaries = rules::canaries(&mut build, &ours);
     rules::routes(&mut build, &ours, &mut canaries);
     tls::certificates(&mut build, &ours);

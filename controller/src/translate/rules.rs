@@ -48,7 +48,7 @@ use k8s_openapi::api::networking::v1::IngressRule;
 use super::{
     backends,
     class::IngressFacts,
-    hosts::{host_label, host_spelling, parse_host, parse_path, path_label},
+    hosts::{host_label, is_tls_host, parse_host, parse_path, path_label},
     Build, OurIngress, Problem,
 };
 use crate::{
@@ -170,7 +170,7 @@ impl CanaryPick {
 pub(super) fn canaries(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> Vec<CanaryClaim> {
     let mut claims = Vec::new();
     for ing in ours {
-        let Some(spec) = &ing.annotations.canary else {
+        let Some(spec) = &ing.facts.annotations.canary else {
             continue;
         };
         let spec = Arc::new(spec.clone());
@@ -340,7 +340,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
     };
     let regex_hosts: FastSet<&HostMatch> = ours
         .iter()
-        .filter(|i| i.annotations.not_routed.is_none())
+        .filter(|i| i.facts.annotations.not_routed.is_none())
         .flat_map(|i| i.facts.regex_hosts.iter())
         .collect();
     let client_auth = host_client_auth(b, ours);
@@ -363,12 +363,12 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
     let mut filed: Vec<(usize, usize, usize)> = Vec::with_capacity(ours.len());
     let mut defaults: Defaults = Defaults::default();
     for (i, ing) in ours.iter().enumerate() {
-        if ing.annotations.not_routed.is_some() {
+        if ing.facts.annotations.not_routed.is_some() {
             // A canary (its rules are claims, see `canaries`), or an invalid `canary`: none of its
             // rules is routed.
             continue;
         }
-        if ing.annotations.default_backend.is_some() {
+        if ing.facts.annotations.default_backend.is_some() {
             defaults.insert(i, annotation_default_backend(b, ing, true));
         }
         for (r, (rule, host)) in rules_of(ing).iter().zip(&ing.facts.rule_hosts).enumerate() {
@@ -421,7 +421,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
 
     let keep_added = ours
         .iter()
-        .any(|i| !i.annotations.server_alias.is_empty() || i.annotations.from_to_www_redirect);
+        .any(|i| !i.facts.annotations.server_alias.is_empty() || i.facts.annotations.from_to_www_redirect);
     let mut added = Added::new();
     b.routes.reserve_hosts(hosts.len());
     let mut memo = std::mem::take(&mut b.cache.hosts);
@@ -440,7 +440,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
             tls: members
                 .iter()
                 .any(|&(i, r)| ours[i].facts.rule_in_own_tls.get(r).copied().unwrap_or(false))
-                || is_tls_host(host, all_tls_hosts()),
+                || is_tls_host(host, |h| all_tls_hosts().contains(h)),
             regex: !regex_hosts.is_empty() && regex_hosts.contains(host),
             client_auth: if client_auth.is_empty() {
                 None
@@ -491,16 +491,6 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
     }
 }
 
-/// Whether some Ingress lists the host in `spec.tls` (as spelled there: `*.example` for a
-/// wildcard).
-fn is_tls_host(host: &HostMatch, tls_hosts: &FastSet<&str>) -> bool {
-    match host {
-        HostMatch::Exact(h) => tls_hosts.contains(h.as_str()),
-        HostMatch::Any => false,
-        _ => host_spelling(host).is_some_and(|h| tls_hosts.contains(h.as_str())),
-    }
-}
-
 fn rules_of<'i>(ing: &OurIngress<'i>) -> &'i [IngressRule] {
     ing.ingress
         .spec
@@ -528,7 +518,7 @@ fn host_unit(
         let Some(http) = rules_of(ing).get(r).and_then(|rule| rule.http.as_ref()) else {
             continue;
         };
-        let ann = &ing.annotations;
+        let ann = &ing.facts.annotations;
         let ssl_redirect = ann.force_ssl_redirect || (ann.ssl_redirect && inputs.tls);
         let default_backend = defaults.get(&i).cloned().flatten();
         for path in &http.paths {
@@ -590,7 +580,7 @@ fn host_unit(
 /// A missing Service, or one without ports, makes the annotation's report invalid (`report`: once
 /// per Ingress).
 fn annotation_default_backend(b: &mut Build<'_>, ing: &OurIngress<'_>, report: bool) -> Option<Arc<Backend>> {
-    let name = ing.annotations.default_backend.as_deref()?;
+    let name = ing.facts.annotations.default_backend.as_deref()?;
     match backends::resolve_default_backend(b, ing, name) {
         Ok(backend) if !backend.endpoints.is_empty() => Some(backend),
         _ if !report => None,
@@ -627,6 +617,7 @@ pub(super) enum HostClientAuth {
 /// What one Ingress asks of its hosts' client authentication, if anything.
 fn ingress_client_auth(ing: &OurIngress<'_>) -> Option<Result<Arc<ClientCertAuth>, ()>> {
     let broken = ing
+        .facts
         .annotations
         .reports
         .iter()
@@ -634,7 +625,7 @@ fn ingress_client_auth(ing: &OurIngress<'_>) -> Option<Result<Arc<ClientCertAuth
     if broken {
         return Some(Err(()));
     }
-    ing.annotations.policies.client_cert.clone().map(Ok)
+    ing.facts.annotations.policies.client_cert.clone().map(Ok)
 }
 
 /// Client certificate authentication per host, as ingress-nginx merges servers: the oldest of our
@@ -645,7 +636,7 @@ fn ingress_client_auth(ing: &OurIngress<'_>) -> Option<Result<Arc<ClientCertAuth
 fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostMatch, HostClientAuth> {
     let mut hosts: HashMap<HostMatch, (HostClientAuth, &ObjectRef)> = HashMap::new();
     // Pass 1, oldest first: the owner of each host.
-    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
+    for ing in ours.iter().filter(|i| i.facts.annotations.not_routed.is_none()) {
         let Some(asked) = ingress_client_auth(ing) else {
             continue;
         };
@@ -665,7 +656,7 @@ fn host_client_auth(b: &mut Build<'_>, ours: &[OurIngress<'_>]) -> HashMap<HostM
         return HashMap::new();
     }
     // Pass 2: every other Ingress of those hosts that asks for something else.
-    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
+    for ing in ours.iter().filter(|i| i.facts.annotations.not_routed.is_none()) {
         let asked = ingress_client_auth(ing);
         for host in &ing.facts.hosts {
             let Some((auth, owner)) = hosts.get(host) else {
@@ -724,7 +715,7 @@ fn route_policies(
     ssl_redirect: bool,
     additions: &mut Vec<(ObjectKey, String)>,
 ) -> Policies {
-    let ann = &ing.annotations;
+    let ann = &ing.facts.annotations;
     if let Some(refusal) = &ann.policies.refusal {
         return refused(refusal.clone());
     }
@@ -774,8 +765,8 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>)
         }
     }
     let mut claimed: HashMap<HostMatch, &ObjectRef> = HashMap::new();
-    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
-        if ing.annotations.server_alias.is_empty() {
+    for ing in ours.iter().filter(|i| i.facts.annotations.not_routed.is_none()) {
+        if ing.facts.annotations.server_alias.is_empty() {
             continue;
         }
         let hosts: Vec<&HostMatch> = ing
@@ -791,7 +782,7 @@ fn server_aliases(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>)
             }
             continue;
         }
-        for alias in &ing.annotations.server_alias {
+        for alias in &ing.facts.annotations.server_alias {
             let Ok(alias_host) = parse_host(Some(alias)) else {
                 continue;
             };
@@ -840,7 +831,7 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) 
                 .entry(host)
                 .or_insert_with(|| format!("it is a host of {}", ing.object()));
         }
-        for alias in &ing.annotations.server_alias {
+        for alias in &ing.facts.annotations.server_alias {
             if let Ok(host) = parse_host(Some(alias)) {
                 taken
                     .entry(host)
@@ -848,8 +839,8 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) 
             }
         }
     }
-    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
-        if !ing.annotations.from_to_www_redirect {
+    for ing in ours.iter().filter(|i| i.facts.annotations.not_routed.is_none()) {
+        if !ing.facts.annotations.from_to_www_redirect {
             continue;
         }
         for host in &ing.facts.hosts {
@@ -895,7 +886,7 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) 
 }
 
 pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut [CanaryClaim]) {
-    for ing in ours.iter().filter(|i| i.annotations.not_routed.is_none()) {
+    for ing in ours.iter().filter(|i| i.facts.annotations.not_routed.is_none()) {
         let Some(backend) = ing.ingress.spec.as_ref().and_then(|s| s.default_backend.as_ref()) else {
             continue;
         };
@@ -948,7 +939,7 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canari
 /// an Ingress's annotations to the catch-all location its `defaultBackend` makes, except redirects
 /// and rewrites). A request no rule matches has no host with a certificate to redirect to.
 fn default_policies(ing: &OurIngress<'_>) -> Policies {
-    let ann = &ing.annotations;
+    let ann = &ing.facts.annotations;
     if let Some(refusal) = &ann.policies.refusal {
         return refused(refusal.clone());
     }
