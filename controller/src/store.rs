@@ -5,7 +5,7 @@
 //! every iteration is in key order and a translation of the same store is always the same snapshot.
 
 use std::{
-    collections::{btree_map::Entry, BTreeMap, BTreeSet, HashMap},
+    collections::{btree_map::Entry, BTreeMap, BTreeSet, HashMap, VecDeque},
     fmt,
 };
 
@@ -148,6 +148,43 @@ pub struct ObjectStore {
     /// By Service key: the last revision at which the Service or an EndpointSlice labelled with it
     /// changed, came or went (see [`ObjectStore::service_revision`]).
     service_revisions: HashMap<ObjectKey, u64, foldhash::fast::RandomState>,
+    /// Each move of a [`service_revision`](ObjectStore::service_revision), oldest first, at most
+    /// [`SERVICE_LOG`] of them: which Services an endpoint change touched, so that a build can
+    /// look at those Services' backends alone ([`ObjectStore::services_touched_since`]).
+    service_log: VecDeque<(u64, ObjectKey)>,
+    /// The newest revision dropped from `service_log` (0: none yet): the log is complete after it.
+    service_log_floor: u64,
+    /// Which store this is: a [`Mark`] of another store (a clone included) says nothing of this one.
+    lineage: Lineage,
+}
+
+/// How many Service touches [`ObjectStore`] remembers. A build that comes after more (a relist,
+/// a bulk rollout) looks at every backend instead, as it would without the log.
+const SERVICE_LOG: usize = 4096;
+
+/// A store's identity for [`Mark`]s: every new store and every clone gets its own, since a clone's
+/// history goes its own way from the clone on.
+#[derive(Debug, PartialEq, Eq)]
+struct Lineage(u64);
+
+impl Default for Lineage {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Clone for Lineage {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// A point in one store's history ([`ObjectStore::mark`]), to ask later what changed since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    lineage: u64,
+    revision: u64,
 }
 
 // === impl ObjectKey ===
@@ -793,10 +830,45 @@ impl ObjectStore {
                     .insert(revision_key, self.revision);
             }
             for service in services.into_iter().flatten() {
-                self.service_revisions.insert(service, self.revision);
+                self.touch_service(service);
             }
         }
         change
+    }
+
+    /// The Service's backends may have changed at the store's current revision.
+    fn touch_service(&mut self, service: ObjectKey) {
+        self.service_revisions.insert(service.clone(), self.revision);
+        if self.service_log.len() == SERVICE_LOG {
+            if let Some((dropped, _)) = self.service_log.pop_front() {
+                self.service_log_floor = dropped;
+            }
+        }
+        self.service_log.push_back((self.revision, service));
+    }
+
+    /// This point in the store's history, for [`Self::services_touched_since`].
+    pub fn mark(&self) -> Mark {
+        Mark {
+            lineage: self.lineage.0,
+            revision: self.revision,
+        }
+    }
+
+    /// Every Service whose [`service_revision`](Self::service_revision) moved after `mark` (a
+    /// Service may come more than once), newest first; `None` when the store cannot tell: `mark`
+    /// is another store's (a clone's included), or older than the store remembers.
+    pub fn services_touched_since(&self, mark: Mark) -> Option<impl Iterator<Item = &ObjectKey> + '_> {
+        if mark.lineage != self.lineage.0 || mark.revision < self.service_log_floor {
+            return None;
+        }
+        Some(
+            self.service_log
+                .iter()
+                .rev()
+                .take_while(move |(revision, _)| *revision > mark.revision)
+                .map(|(_, service)| service),
+        )
     }
 
     /// The last revision at which the Service `service` (namespace and name) or an EndpointSlice
@@ -879,7 +951,7 @@ impl ObjectStore {
             self.revision = next_revision();
             self.kind_revisions.insert(kind, self.revision);
             if let Some(service) = touched {
-                self.service_revisions.insert(service, self.revision);
+                self.touch_service(service);
             }
             Change::Read
         } else {
@@ -1281,6 +1353,50 @@ mod tests {
         store.apply(slice(None, "orphan", None));
         store.apply(slice(None, "s4", Some("api")));
         assert_eq!(store.service_revision(&web), before);
+    }
+
+    #[test]
+    fn the_services_touched_since_a_mark_are_those_whose_revision_moved() {
+        let touched = |store: &ObjectStore, mark| {
+            store.services_touched_since(mark).map(|s| {
+                let mut names: Vec<String> = s.map(|k| k.name.clone()).collect();
+                names.sort();
+                names.dedup();
+                names
+            })
+        };
+        let mut store = ObjectStore::new();
+        store.apply(slice(None, "w1", Some("web")));
+        let mark = store.mark();
+        assert_eq!(touched(&store, mark), Some(vec![]));
+        store.apply(slice(None, "a1", Some("api")));
+        store.apply(slice(None, "w2", Some("web")));
+        store.apply(slice(None, "orphan", None));
+        let mut bumped = slice(None, "a1", Some("api"));
+        if let Object::EndpointSlice(s) = &mut bumped {
+            s.metadata.resource_version = Some("9".into());
+        }
+        let later = store.mark();
+        assert_eq!(store.apply(bumped), Change::Unchanged);
+        assert_eq!(touched(&store, mark), Some(vec!["api".into(), "web".into()]));
+        assert_eq!(touched(&store, later), Some(vec![]), "a write of nothing read");
+        store.delete(Kind::EndpointSlice, &ObjectKey::new("default", "w1"));
+        assert_eq!(touched(&store, later), Some(vec!["web".into()]));
+
+        // A clone goes its own way: the original's marks say nothing of it, nor its of the original.
+        let clone = store.clone();
+        assert_eq!(touched(&clone, store.mark()), None);
+        assert_eq!(touched(&store, clone.mark()), None);
+
+        // Past what the log remembers, the store cannot tell; after it, it can.
+        let old = store.mark();
+        for i in 0..SERVICE_LOG {
+            store.apply(slice(None, &format!("s{i}"), Some(&format!("svc{}", i % 3))));
+        }
+        let recent = store.mark();
+        store.apply(slice(None, "w3", Some("web")));
+        assert_eq!(touched(&store, old), None);
+        assert_eq!(touched(&store, recent), Some(vec!["web".into()]));
     }
 
     /// An object as the API server would send it, from its JSON.

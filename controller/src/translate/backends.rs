@@ -63,13 +63,15 @@ impl BackendInputs {
 }
 
 /// The backend for `key`: the last build's when nothing it was made from changed.
+///
+/// The entry's revisions are always looked at: builds that skip the memo's stamps
+/// ([`still`]) keep entries no route used, and one of a Service that changed meanwhile is stale.
 fn cached(b: &mut Build<'_>, key: BackendKey) -> Resolved {
     let store = b.store;
-    let unchanged = b.unchanged.backends;
     let node_ips = &mut b.backends.node_ips;
     let resolved = b.cache.backends.get(
         &key,
-        |inputs| unchanged || inputs.hold(store, &key),
+        |inputs| inputs.hold(store, &key),
         || {
             (
                 build_backend(store, node_ips, &key),
@@ -83,14 +85,27 @@ fn cached(b: &mut Build<'_>, key: BackendKey) -> Resolved {
     resolved
 }
 
-/// Whether `backend` is still what `key` resolves to: the backend's objects have not changed
-/// since it was made (or it is what this build made).
-pub(super) fn still(b: &mut Build<'_>, key: &BackendKey, backend: &Arc<Backend>) -> bool {
+/// Whether `backend`, which a host kept from the last build resolved, is still what `key`
+/// resolves to: the backend's objects have not changed since it was made (or it is what this
+/// build made).
+///
+/// With `trust_untouched` (the build skips the backend memo's stamps, so that what it does not
+/// look up stays), a backend of a Service that did not change since the last build is taken
+/// without a lookup: the host was whole then ([`Memo`](super::cache::Memo) keeps only the hosts
+/// the last build used), and nothing it resolved changed since.
+pub(super) fn still(
+    b: &mut Build<'_>,
+    key: &BackendKey,
+    backend: &Arc<Backend>,
+    trust_untouched: bool,
+) -> bool {
+    if trust_untouched && !b.unchanged.service_may_have_changed(&key.service) {
+        return true;
+    }
     let store = b.store;
-    let unchanged = b.unchanged.backends;
     b.cache
         .backends
-        .lookup(key, |inputs, _| unchanged || inputs.hold(store, key))
+        .lookup(key, |inputs, _| inputs.hold(store, key))
         .is_some_and(|r| Arc::ptr_eq(&r.backend, backend))
 }
 

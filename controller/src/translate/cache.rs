@@ -21,7 +21,8 @@
 //! trusts the backends of reused hosts without looking them up keeps every backend entry, for at
 //! most [`SWEEP_EVERY`] builds in a row).
 //! When no object of a kind changed since the last build ([`Unchanged`]), entries made from that
-//! kind are used without looking at each object's revision.
+//! kind are used without looking at each object's revision; after an endpoint change, the store
+//! says which Services it touched, and only their backends are looked at.
 //!
 //! The rest of a build (which Ingresses are ours and their order, grouping rules by host,
 //! canaries, aliases, the default backend, assembling the route table from the hosts' tables, the
@@ -29,7 +30,7 @@
 
 use std::{collections::HashMap, hash::Hash};
 
-use crate::store::{Kind, ObjectKey, ObjectStore};
+use crate::store::{Kind, Mark, ObjectKey, ObjectStore};
 
 /// A memo table kept across builds: `key → (inputs, value)`, each entry stamped with the last
 /// build that used it. One map and one hash lookup per use; a key is copied only when it is new.
@@ -174,10 +175,14 @@ impl Inputs {
 /// build with this cache ([`ObjectStore::kind_revision`] is the same), so every result made from
 /// them alone still holds without looking at each object's revision. Revisions are unique in the
 /// process, so a different store never looks unchanged.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Unchanged {
     /// Services, EndpointSlices and Nodes: what a backend is made from.
     pub(super) backends: bool,
+    /// When some Service or EndpointSlice changed but no Node did, and the store could say which
+    /// Services that touched ([`ObjectStore::services_touched_since`]): those. The backends of
+    /// every other Service still hold.
+    pub(super) touched_services: Option<foldhash::HashSet<ObjectKey>>,
     pub(super) secrets: bool,
     pub(super) config_maps: bool,
 }
@@ -192,6 +197,17 @@ const FOLLOWED: [Kind; 5] = [
 ];
 
 impl Unchanged {
+    /// Whether a backend of `service` may be other than the last build's: not when no Service,
+    /// EndpointSlice or Node changed, nor when the Services that changed are known and this is
+    /// not one of them.
+    pub(super) fn service_may_have_changed(&self, service: &ObjectKey) -> bool {
+        !self.backends
+            && self
+                .touched_services
+                .as_ref()
+                .is_none_or(|touched| touched.contains(service))
+    }
+
     fn kind(&self, kind: Kind) -> bool {
         match kind {
             Kind::Service | Kind::EndpointSlice | Kind::Node => self.backends,
@@ -217,6 +233,8 @@ pub struct TranslateCache {
     pub(super) sni: Option<super::tls::SniInputs>,
     /// The kind revisions of [`FOLLOWED`] the last build saw.
     kinds: Option<[u64; 5]>,
+    /// Where in the store's history the last build was.
+    mark: Option<Mark>,
 }
 
 /// How much of one build came from the cache.
@@ -234,8 +252,20 @@ impl TranslateCache {
         let now = FOLLOWED.map(|kind| store.kind_revision(kind));
         let last = self.kinds.replace(now);
         let same = |i: std::ops::Range<usize>| last.is_some_and(|last| last[i.clone()] == now[i]);
+        let backends = same(0..3);
+        let mark = self.mark.replace(store.mark());
+        // An endpoint change touches one Service: say which, so that the backends of the others
+        // are not looked at. Nodes are every node-port backend's endpoints, so not after a Node
+        // change.
+        let touched_services = match mark {
+            Some(mark) if !backends && same(2..3) => store
+                .services_touched_since(mark)
+                .map(|touched| touched.cloned().collect()),
+            _ => None,
+        };
         Unchanged {
-            backends: same(0..3),
+            backends,
+            touched_services,
             secrets: same(3..4),
             config_maps: same(4..5),
         }

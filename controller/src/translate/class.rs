@@ -236,14 +236,14 @@ fn facts_of(
     default_mode: BackendMode,
 ) -> Arc<IngressFacts> {
     let store = b.store;
-    let unchanged = b.unchanged;
+    let unchanged = &b.unchanged;
     b.cache.ingresses.get(
         key,
         |inputs| {
             inputs.revision == revision
                 && inputs.generation == ingress.metadata.generation
                 && inputs.default_mode == default_mode
-                && inputs.references.hold(store, &unchanged)
+                && inputs.references.hold(store, unchanged)
         },
         || {
             let reading = Reading {

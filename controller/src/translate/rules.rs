@@ -425,12 +425,15 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
     let mut added = Added::new();
     b.routes.reserve_hosts(hosts.len());
     let mut memo = std::mem::take(&mut b.cache.hosts);
-    // No Service, EndpointSlice or Node changed since the last build: every backend a reused
-    // host resolved is still what it was, so it need not be looked at.
-    let backends_hold = b.unchanged.backends && b.cache.backends.may_skip_stamps();
-    if backends_hold {
+    // No Service, EndpointSlice or Node changed since the last build, or only known Services
+    // did: every backend a reused host resolved of any other Service is still what it was, so it
+    // need not be looked at.
+    let trust_untouched = (b.unchanged.backends || b.unchanged.touched_services.is_some())
+        && b.cache.backends.may_skip_stamps();
+    if trust_untouched {
         b.cache.backends.skip_stamps();
     }
+    let backends_hold = trust_untouched && b.unchanged.backends;
     for (host, members) in groups {
         let now = HostNow {
             cacheable: (claimed.is_empty() || !claimed.contains(host))
@@ -454,7 +457,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
                     || unit
                         .backends
                         .iter()
-                        .all(|(key, backend)| backends::still(b, key, backend)))
+                        .all(|(key, backend)| backends::still(b, key, backend, trust_untouched)))
         });
         let unit = match reused {
             Some(unit) => unit,

@@ -235,12 +235,13 @@ fn an_endpoint_change_rebuilds_only_that_backend_and_a_secret_change_only_its_ce
     store.apply(slice("s0").port_name("http").endpoint("10.0.0.9", 8080).into());
     let second = translate_cached(&store, &opts, &first.snapshot, &mut cache);
     // Made anew: the backend of s0 and the routes of its host. Reused: both Ingresses' facts, the
-    // other host's routes after looking at its backend (s2), and s1 for the host made anew. (No
-    // Secret and no `spec.tls` entry changed: the certificates by name are the last build's,
-    // without looking the certificate up.)
+    // other host's routes, and s1 for the host made anew. The store says the change touched s0
+    // alone, so the other host's backend (s2) is not looked up. (No Secret and no `spec.tls`
+    // entry changed: the certificates by name are the last build's, without looking the
+    // certificate up.)
     assert_eq!(
         (second.cache.hits, second.cache.misses),
-        (5, 2),
+        (4, 2),
         "{:?}",
         second.cache
     );
@@ -306,4 +307,57 @@ fn an_endpoint_change_rebuilds_only_that_backend_and_a_secret_change_only_its_ce
     assert!(store
         .revision(Kind::Secret, &ObjectKey::new("default", "tls0"))
         .is_some());
+}
+
+/// A build that looks only at the backends of the Services an endpoint change touched keeps the
+/// others' entries without looking at them, and so also the entry of a Service that no route
+/// used then: when a route comes back to it, it is made anew from the Service as it is now.
+#[test]
+fn a_backend_no_route_used_while_its_service_changed_is_made_anew() {
+    let mut store = ObjectStore::new();
+    let a = || ingress("a").host("a.example").prefix("/", "s0", 80);
+    for o in objects![
+        ingress_class(CLASS),
+        a(),
+        ingress("c").host("c.example").prefix("/", "s2", 80),
+        service("s0").port("http", 80, 8080),
+        service("s2").port("http", 80, 8080),
+        slice("s0").port_name("http").endpoint("10.0.0.1", 8080),
+        slice("s2").port_name("http").endpoint("10.0.0.3", 8080),
+    ] {
+        store.apply(o);
+    }
+    let opts = opts();
+    let mut cache = TranslateCache::default();
+    let mut last = translate_cached(&store, &opts, &Snapshot::default(), &mut cache);
+    let endpoint = |t: &Translation| {
+        t.routes.lookup("a.example", "/").map(|r| {
+            r.backend
+                .endpoints
+                .iter()
+                .map(|e| e.addr.to_string())
+                .collect::<Vec<_>>()
+        })
+    };
+    // The route to s0 goes; then s0's endpoints change while no route uses it; then the route
+    // comes back.
+    let steps: [&dyn Fn(&mut ObjectStore); 3] = [
+        &|s| {
+            s.delete(Kind::Ingress, &ObjectKey::new("default", "a"));
+        },
+        &|s| {
+            s.apply(slice("s0").port_name("http").endpoint("10.0.0.9", 8080).into());
+        },
+        &|s| {
+            s.apply(a().into());
+        },
+    ];
+    for (step, change) in steps.iter().enumerate() {
+        change(&mut store);
+        let cached = translate_cached(&store, &opts, &last.snapshot, &mut cache);
+        let full = translate(&store, &opts, &last.snapshot);
+        assert_same(&cached, &full, step, 0);
+        last = cached;
+    }
+    assert_eq!(endpoint(&last), Some(vec!["10.0.0.9:8080".to_string()]));
 }
