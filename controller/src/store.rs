@@ -5,7 +5,7 @@
 //! every iteration is in key order and a translation of the same store is always the same snapshot.
 
 use std::{
-    collections::{btree_map::Entry, BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{btree_map::Entry, BTreeMap, HashMap, VecDeque},
     fmt,
 };
 
@@ -129,9 +129,10 @@ pub struct ObjectStore {
     reference_grants: BTreeMap<ObjectKey, ReferenceGrant>,
     namespaces: BTreeMap<ObjectKey, Namespace>,
     backend_tls_policies: BTreeMap<ObjectKey, BackendTlsPolicy>,
-    /// `(namespace, service name)` → the keys of the slices labelled with that service. Slices without
-    /// the label are stored but not indexed: no Service claims them.
-    slices_by_service: BTreeMap<(String, String), BTreeSet<ObjectKey>>,
+    /// `(namespace, service name)` → the keys of the slices labelled with that service, sorted.
+    /// Slices without the label are stored but not indexed: no Service claims them. (A sorted
+    /// `Vec`: most Services have one slice, and a one-key `BTreeSet` allocates a whole node.)
+    slices_by_service: BTreeMap<(String, String), Vec<ObjectKey>>,
     /// The revision at which what translation reads of each object last changed ([`Change::Read`]):
     /// what the translation cache keys its results by (`resourceVersion` would do for objects from
     /// the API server, but moves on status-only writes, and files and tests have none).
@@ -796,10 +797,13 @@ impl ObjectStore {
                 let old = self.unindex_slice(&key);
                 let new = slice_service(&o).map(|service| ObjectKey::new(key.namespace.as_str(), service));
                 if let Some(service) = &new {
-                    self.slices_by_service
+                    let slices = self
+                        .slices_by_service
                         .entry((service.namespace.clone(), service.name.clone()))
-                        .or_default()
-                        .insert(key.clone());
+                        .or_default();
+                    if let Err(at) = slices.binary_search(&key) {
+                        slices.insert(at, key.clone());
+                    }
                 }
                 services = [old, new];
                 replace(&mut self.endpoint_slices, key, o, endpoint_slice_change)
@@ -965,7 +969,9 @@ impl ObjectStore {
         let service = slice_service(old)?;
         let index_key = (key.namespace.clone(), service.to_string());
         if let Some(keys) = self.slices_by_service.get_mut(&index_key) {
-            keys.remove(key);
+            if let Ok(at) = keys.binary_search(key) {
+                keys.remove(at);
+            }
             if keys.is_empty() {
                 self.slices_by_service.remove(&index_key);
             }

@@ -8,7 +8,9 @@
 //!   and annotations that translation does not read (an Ingress keeps every
 //!   `nginx.ingress.kubernetes.io/*` one), the keys of `kubernetes.io/tls` Secrets other than the
 //!   certificate and key (a Secret an annotation names keeps all: [`slim_referenced`]), ConfigMaps'
-//!   binary data, and the bulky parts of Node status are dropped, so the store holds what translation needs and
+//!   binary data, the bulky parts of Node status, all of a Service but its ports and cluster IP,
+//!   and all of an EndpointSlice's endpoints but their addresses and readiness (pod references,
+//!   nodes, zones, hints) are dropped, so the store holds what translation needs and
 //!   little more (`kubectl.kubernetes.io/last-applied-configuration` alone doubles an Ingress);
 //! - on a (re)list, replaces what it holds: objects of its kind and scope that the new list does not
 //!   name are deleted, so objects deleted while the API server was unreachable do go away;
@@ -44,8 +46,8 @@ use crate::metrics::{KindLabels, Metrics, StoreEventLabels};
 use futures_util::StreamExt;
 use k8s_openapi::{
     api::{
-        core::v1::{ConfigMap, Namespace, Node, NodeStatus, Secret, Service},
-        discovery::v1::EndpointSlice,
+        core::v1::{ConfigMap, Namespace, Node, NodeStatus, Secret, Service, ServicePort, ServiceSpec},
+        discovery::v1::{Endpoint, EndpointConditions, EndpointSlice},
         networking::v1::{Ingress, IngressClass},
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -1233,8 +1235,49 @@ pub fn slim(mut obj: Object) -> Object {
             slim_meta_keeping(&mut o.metadata, None, nginx)
         }
         Object::IngressClass(o) => slim_meta(&mut o.metadata, None),
-        Object::Service(o) => slim_meta(&mut o.metadata, None),
-        Object::EndpointSlice(o) => slim_meta(&mut o.metadata, Some(SERVICE_NAME_LABEL)),
+        Object::Service(o) => {
+            slim_meta(&mut o.metadata, None);
+            // Backends read the ports (number, name, nodePort, appProtocol) and the cluster IP;
+            // the status writer watches the publish Service on its own.
+            o.status = None;
+            if let Some(spec) = o.spec.take() {
+                o.spec = Some(ServiceSpec {
+                    cluster_ip: spec.cluster_ip,
+                    ports: spec.ports.map(|ports| {
+                        ports
+                            .into_iter()
+                            .map(|p| ServicePort {
+                                name: p.name,
+                                port: p.port,
+                                node_port: p.node_port,
+                                app_protocol: p.app_protocol,
+                                ..ServicePort::default()
+                            })
+                            .collect()
+                    }),
+                    ..ServiceSpec::default()
+                });
+            }
+        }
+        Object::EndpointSlice(o) => {
+            slim_meta(&mut o.metadata, Some(SERVICE_NAME_LABEL));
+            // Each endpoint's addresses and whether it is ready, each port's name and number: the
+            // pod references, node names, zones and hints are half of a slice.
+            for endpoint in &mut o.endpoints {
+                *endpoint = Endpoint {
+                    addresses: std::mem::take(&mut endpoint.addresses),
+                    conditions: endpoint.conditions.take().map(|c| EndpointConditions {
+                        ready: c.ready,
+                        ..EndpointConditions::default()
+                    }),
+                    ..Endpoint::default()
+                };
+            }
+            for port in o.ports.iter_mut().flatten() {
+                port.protocol = None;
+                port.app_protocol = None;
+            }
+        }
         Object::Secret(o) => {
             slim_meta(&mut o.metadata, None);
             if let Some(data) = &mut o.data {
@@ -1386,6 +1429,87 @@ mod tests {
         assert_eq!(
             slice.metadata.labels.unwrap().keys().collect::<Vec<_>>(),
             [SERVICE_NAME_LABEL]
+        );
+
+        // A slice keeps each endpoint's addresses and readiness and each port's name and number;
+        // a Service its ports and cluster IP (`translate/tests/backends.rs` translates whole and
+        // slimmed ones alike).
+        let Object::EndpointSlice(slice) = slim(Object::EndpointSlice(EndpointSlice {
+            metadata: meta("web-1"),
+            address_type: "IPv4".into(),
+            endpoints: vec![Endpoint {
+                addresses: vec!["10.0.0.1".into()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(false),
+                    serving: Some(true),
+                    terminating: Some(true),
+                }),
+                node_name: Some("node-a".into()),
+                zone: Some("zone-a".into()),
+                target_ref: Some(Default::default()),
+                ..Endpoint::default()
+            }],
+            ports: Some(vec![k8s_openapi::api::discovery::v1::EndpointPort {
+                name: Some("http".into()),
+                port: Some(8080),
+                protocol: Some("TCP".into()),
+                app_protocol: Some("http".into()),
+            }]),
+        })) else {
+            unreachable!()
+        };
+        assert_eq!(
+            slice.endpoints,
+            [Endpoint {
+                addresses: vec!["10.0.0.1".into()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(false),
+                    ..EndpointConditions::default()
+                }),
+                ..Endpoint::default()
+            }]
+        );
+        let port = &slice.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.name.as_deref(), port.port, port.protocol.as_deref()),
+            (Some("http"), Some(8080), None)
+        );
+
+        let Object::Service(service) = slim(Object::Service(Service {
+            metadata: meta("web"),
+            spec: Some(ServiceSpec {
+                cluster_ip: Some("10.96.0.10".into()),
+                cluster_ips: Some(vec!["10.96.0.10".into()]),
+                selector: Some(BTreeMap::from([("app".into(), "web".into())])),
+                type_: Some("NodePort".into()),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    node_port: Some(30080),
+                    app_protocol: Some("kubernetes.io/h2c".into()),
+                    protocol: Some("TCP".into()),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            status: Some(Default::default()),
+        })) else {
+            unreachable!()
+        };
+        assert_eq!(service.status, None);
+        assert_eq!(
+            service.spec,
+            Some(ServiceSpec {
+                cluster_ip: Some("10.96.0.10".into()),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    node_port: Some(30080),
+                    app_protocol: Some("kubernetes.io/h2c".into()),
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            })
         );
 
         let Object::Secret(secret) = slim(Object::Secret(Secret {

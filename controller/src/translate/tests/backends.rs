@@ -376,3 +376,89 @@ fn backend_ids_name_namespace_service_and_port_as_written() {
         "10.0.0.1:8080".parse::<SocketAddr>().unwrap()
     );
 }
+
+/// The watcher slims Services and EndpointSlices to the ports, cluster IP, addresses and
+/// readiness; everything else they hold (selectors, pod references, nodes, zones, hints, other
+/// conditions) translation must not read. Whole and slimmed objects give the same snapshot in
+/// each backend mode, and the slimmed store still tells the not-ready endpoint from the others.
+#[test]
+fn slimmed_services_and_slices_translate_as_whole_ones() {
+    use crate::sources::kube::slim;
+    let objects = || {
+        let mut objects = yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: svc
+  namespace: default
+  labels: {app: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10]
+  ipFamilies: [IPv4]
+  ipFamilyPolicy: SingleStack
+  sessionAffinity: None
+  ports:
+    - {name: http, port: 80, targetPort: 8080, nodePort: 30080, protocol: TCP, appProtocol: http}
+    - {name: admin, port: 9000, targetPort: admin, nodePort: 30900, protocol: TCP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: svc-abc12
+  namespace: default
+  labels: {kubernetes.io/service-name: svc, endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io}
+addressType: IPv4
+endpoints:
+  - addresses: [10.0.0.1]
+    conditions: {ready: true, serving: true, terminating: false}
+    nodeName: node-a
+    zone: zone-a
+    hints: {forZones: [{name: zone-a}]}
+    targetRef: {kind: Pod, name: web-1, namespace: default, uid: 0b8f0c5e-1}
+  - addresses: [10.0.0.2]
+    conditions: {ready: false, serving: true, terminating: true}
+    nodeName: node-b
+    targetRef: {kind: Pod, name: web-2, namespace: default, uid: 0b8f0c5e-2}
+  - addresses: [10.0.0.3]
+    nodeName: node-b
+ports:
+  - {name: http, port: 8080, protocol: TCP, appProtocol: http}
+  - {name: admin, port: 9090, protocol: TCP}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-a}
+status:
+  addresses: [{type: InternalIP, address: 192.168.0.1}]
+  conditions: [{type: Ready, status: "True"}]
+"#,
+        );
+        objects.extend(objects![
+            ingress_class(CLASS),
+            ingress("pods").host("pods.example").prefix("/", "svc", "http"),
+            ingress("admin").host("admin.example").prefix("/", "svc", 9000),
+            ingress("nodes")
+                .host("nodes.example")
+                .annotation(ANNOTATION_BACKEND_MODE, "node-port")
+                .prefix("/", "svc", 80),
+            ingress("upstream")
+                .host("upstream.example")
+                .annotation("nginx.ingress.kubernetes.io/service-upstream", "true")
+                .prefix("/", "svc", 80),
+        ]);
+        objects
+    };
+    let whole = build(objects());
+    let slimmed = build(objects().into_iter().map(slim).collect());
+    assert!(whole.snapshot == slimmed.snapshot, "slimming changed the routes");
+    assert_eq!(whole.diagnostics, slimmed.diagnostics);
+    let at = |host: &str| addrs(&slimmed.routes.lookup(host, "/").expect("routed").backend);
+    assert_eq!(at("pods.example"), ["10.0.0.1:8080", "10.0.0.3:8080"]);
+    assert_eq!(at("admin.example"), ["10.0.0.1:9090", "10.0.0.3:9090"]);
+    assert_eq!(at("nodes.example"), ["192.168.0.1:30080"]);
+    assert_eq!(at("upstream.example"), ["10.96.0.10:80"]);
+}
