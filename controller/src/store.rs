@@ -114,11 +114,11 @@ pub enum Change {
 /// through [`ObjectStore::apply`] and [`ObjectStore::delete`].
 #[derive(Default, Clone, Debug)]
 pub struct ObjectStore {
-    ingresses: BTreeMap<ObjectKey, Ingress>,
+    ingresses: Objects<Ingress>,
     ingress_classes: BTreeMap<ObjectKey, IngressClass>,
-    services: BTreeMap<ObjectKey, Service>,
-    endpoint_slices: BTreeMap<ObjectKey, EndpointSlice>,
-    secrets: BTreeMap<ObjectKey, Secret>,
+    services: Objects<Service>,
+    endpoint_slices: Objects<EndpointSlice>,
+    secrets: Objects<Secret>,
     nodes: BTreeMap<ObjectKey, Node>,
     proxy_configs: BTreeMap<ObjectKey, ProxyConfig>,
     config_maps: BTreeMap<ObjectKey, ConfigMap>,
@@ -180,6 +180,12 @@ impl Clone for Lineage {
         Self::default()
     }
 }
+
+/// Objects of one kind by key. The high-volume kinds (Ingresses, Services, EndpointSlices,
+/// Secrets) are boxed: a B-tree node holds eleven values inline and is about half full when
+/// filled in key order (as a list arrives), so an inline k8s-openapi struct (432 to 824 bytes)
+/// would cost nearly twice its size in node space.
+pub type Objects<T> = BTreeMap<ObjectKey, Box<T>>;
 
 /// A point in one store's history ([`ObjectStore::mark`]), to ask later what changed since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -786,11 +792,11 @@ impl ObjectStore {
         // Service before and after.
         let mut services: [Option<ObjectKey>; 2] = [None, None];
         let change = match obj {
-            Object::Ingress(o) => replace(&mut self.ingresses, key, o, ingress_change),
+            Object::Ingress(o) => replace(&mut self.ingresses, key, Box::new(o), |a, b| ingress_change(a, b)),
             Object::IngressClass(o) => replace(&mut self.ingress_classes, key, o, ingress_class_change),
             Object::Service(o) => {
                 services[0] = Some(key.clone());
-                replace(&mut self.services, key, o, service_change)
+                replace(&mut self.services, key, Box::new(o), |a, b| service_change(a, b))
             }
             Object::EndpointSlice(o) => {
                 // The service label may have changed: drop the old index entry before adding the new.
@@ -806,9 +812,11 @@ impl ObjectStore {
                     }
                 }
                 services = [old, new];
-                replace(&mut self.endpoint_slices, key, o, endpoint_slice_change)
+                replace(&mut self.endpoint_slices, key, Box::new(o), |a, b| {
+                    endpoint_slice_change(a, b)
+                })
             }
-            Object::Secret(o) => replace(&mut self.secrets, key, o, secret_change),
+            Object::Secret(o) => replace(&mut self.secrets, key, Box::new(o), |a, b| secret_change(a, b)),
             Object::Node(o) => replace(&mut self.nodes, key, o, node_change),
             Object::ProxyConfig(o) => replace(&mut self.proxy_configs, key, o, proxy_config_change),
             Object::ConfigMap(o) => replace(&mut self.config_maps, key, o, config_map_change),
@@ -898,6 +906,7 @@ impl ObjectStore {
     pub fn ingresses_with_revisions(&self) -> impl Iterator<Item = (&ObjectKey, &Ingress, Option<u64>)> + '_ {
         let mut revisions = self.ingress_revisions.iter().peekable();
         self.ingresses.iter().map(move |(key, ingress)| {
+            let ingress: &Ingress = ingress;
             // Both maps hold the same keys, so the next revision is this Ingress's: one compare.
             if let Some((_, r)) = revisions.next_if(|(k, _)| *k == key) {
                 return (key, ingress, Some(*r));
@@ -1023,7 +1032,7 @@ impl ObjectStore {
         }
     }
 
-    pub fn ingresses(&self) -> &BTreeMap<ObjectKey, Ingress> {
+    pub fn ingresses(&self) -> &Objects<Ingress> {
         &self.ingresses
     }
 
@@ -1031,15 +1040,15 @@ impl ObjectStore {
         &self.ingress_classes
     }
 
-    pub fn services(&self) -> &BTreeMap<ObjectKey, Service> {
+    pub fn services(&self) -> &Objects<Service> {
         &self.services
     }
 
-    pub fn endpoint_slices(&self) -> &BTreeMap<ObjectKey, EndpointSlice> {
+    pub fn endpoint_slices(&self) -> &Objects<EndpointSlice> {
         &self.endpoint_slices
     }
 
-    pub fn secrets(&self) -> &BTreeMap<ObjectKey, Secret> {
+    pub fn secrets(&self) -> &Objects<Secret> {
         &self.secrets
     }
 
@@ -1096,11 +1105,11 @@ impl ObjectStore {
     }
 
     pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
-        self.services.get(&ObjectKey::new(namespace, name))
+        self.services.get(&ObjectKey::new(namespace, name)).map(|s| &**s)
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
-        self.secrets.get(&ObjectKey::new(namespace, name))
+        self.secrets.get(&ObjectKey::new(namespace, name)).map(|s| &**s)
     }
 
     /// The EndpointSlices labelled `kubernetes.io/service-name: <service>` in a namespace, in key
@@ -1115,6 +1124,7 @@ impl ObjectStore {
             .into_iter()
             .flatten()
             .filter_map(|key| self.endpoint_slices.get_key_value(key))
+            .map(|(key, slice)| (key, &**slice))
     }
 }
 

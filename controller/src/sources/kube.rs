@@ -1023,7 +1023,7 @@ impl ReferenceWatches {
                     let mut referenced = self.ctx.referenced_secrets();
                     referenced.watched.insert(key.clone());
                     if let Some(tls) = s.store.secrets().get(key) {
-                        referenced.tls_view.insert(key.clone(), tls.clone());
+                        referenced.tls_view.insert(key.clone(), (**tls).clone());
                     }
                 });
                 let api = Api::<Secret>::namespaced(self.client.clone(), &key.namespace);
