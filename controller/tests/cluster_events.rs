@@ -140,10 +140,10 @@ async fn a_broken_ingress_gets_warning_events_with_the_reason_and_its_neighbours
         .metric("gantry_snapshot_rebuilds_total", &[])
         .await
         .unwrap_or(0.0);
-    for port in [81, 82, 83] {
+    for protocol in ["example.com/a", "example.com/b", "example.com/c"] {
         apply(
             &c.api::<k8s_openapi::api::core::v1::Service>(),
-            &service(&c.ns, "web", 80, port),
+            &service_with_app_protocol(&c.ns, "web", 80, web.addr.port(), protocol),
         )
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -68,8 +68,12 @@ async fn published_addresses_are_written_once_and_cleared_when_the_ingress_leave
         .metric("gantry_snapshot_rebuilds_total", &[])
         .await
         .unwrap_or(0.0);
-    for port in [81, 82] {
-        apply(&c.api::<Service>(), &service(&c.ns, "web", 80, port)).await;
+    for protocol in ["example.com/a", "example.com/b"] {
+        apply(
+            &c.api::<Service>(),
+            &service_with_app_protocol(&c.ns, "web", 80, web.addr.port(), protocol),
+        )
+        .await;
     }
     eventually(&g, WAIT, "a later snapshot", || async {
         let now = g

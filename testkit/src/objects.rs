@@ -65,6 +65,24 @@ pub fn service(ns: &str, name: &str, port: i32, target: u16) -> Service {
     }
 }
 
+/// [`service`] whose port has `appProtocol` `app_protocol`: what a test changes to make a build
+/// that yields the serving snapshot again (translation reads a port's `appProtocol`, which the
+/// Gateway API's h2c backends need, but an Ingress's routes do not depend on it; a `targetPort`
+/// is not even stored).
+pub fn service_with_app_protocol(
+    ns: &str,
+    name: &str,
+    port: i32,
+    target: u16,
+    app_protocol: &str,
+) -> Service {
+    let mut s = service(ns, name, port, target);
+    for p in s.spec.iter_mut().flat_map(|spec| spec.ports.iter_mut().flatten()) {
+        p.app_protocol = Some(app_protocol.into());
+    }
+    s
+}
+
 /// An EndpointSlice of `service` listing `addrs`, ready, on a port named `http`; they must all
 /// share one port (use several IPs for several endpoints).
 pub fn endpoint_slice(ns: &str, name: &str, service: &str, addrs: &[SocketAddr]) -> EndpointSlice {
