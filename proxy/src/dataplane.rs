@@ -421,22 +421,29 @@ mod tests {
         Arc::new(Backend::new(id, endpoints))
     }
 
+    /// `/` of an Ingress `name` in `default`, to `backend`.
+    fn route_to(backend: &Arc<Backend>, name: &str) -> Route {
+        Route {
+            path: PathMatch::Prefix("/".into()),
+            conditions: None,
+            backend: backend.clone(),
+            source: RouteSource {
+                kind: crate::SourceKind::Ingress,
+                namespace: "default".into(),
+                name: name.into(),
+            },
+            policies: Default::default(),
+        }
+    }
+
     fn snapshot(backends: &[Arc<Backend>]) -> Snapshot {
         let mut routes = RouteTableBuilder::new();
         for b in backends {
-            let route = Route {
-                path: PathMatch::Prefix("/".into()),
-                conditions: None,
-                backend: b.clone(),
-                source: RouteSource {
-                    kind: crate::SourceKind::Ingress,
-                    namespace: "default".into(),
-                    name: b.id.service.clone(),
-                },
-                policies: Default::default(),
-            };
             routes
-                .add(HostMatch::Exact(format!("{}.example", b.id.service)), route)
+                .add(
+                    HostMatch::Exact(format!("{}.example", b.id.service)),
+                    route_to(b, &b.id.service),
+                )
                 .unwrap();
         }
         Snapshot {
@@ -451,17 +458,7 @@ mod tests {
         let metrics = Metrics::register(&mut registry);
         let mut last = PublishedBackends::default();
         let a = backend("a", 2);
-        let route = |b: &Arc<Backend>| Route {
-            path: PathMatch::Prefix("/".into()),
-            conditions: None,
-            backend: b.clone(),
-            source: RouteSource {
-                kind: crate::SourceKind::Ingress,
-                namespace: "default".into(),
-                name: "web".into(),
-            },
-            policies: Default::default(),
-        };
+        let route = |b: &Arc<Backend>| route_to(b, "web");
         let host = |h: &str| HostMatch::Exact(h.into());
         let a_gauge = [r#"gantry_backend_endpoints{namespace="default",service="a",port="80"} 2"#];
         // Two hosts send to `a`.
