@@ -149,19 +149,56 @@ pub struct ObjectStore {
     /// By Service key: the last revision at which the Service or an EndpointSlice labelled with it
     /// changed, came or went (see [`ObjectStore::service_revision`]).
     service_revisions: HashMap<ObjectKey, u64, foldhash::fast::RandomState>,
-    /// Each move of a [`service_revision`](ObjectStore::service_revision), oldest first, at most
-    /// [`SERVICE_LOG`] of them: which Services an endpoint change touched, so that a build can
-    /// look at those Services' backends alone ([`ObjectStore::services_touched_since`]).
-    service_log: VecDeque<(u64, ObjectKey)>,
-    /// The newest revision dropped from `service_log` (0: none yet): the log is complete after it.
-    service_log_floor: u64,
+    /// Each move of a [`service_revision`](ObjectStore::service_revision): which Services an
+    /// endpoint change touched, so that a build can look at those Services' backends alone
+    /// ([`ObjectStore::services_touched_since`]).
+    service_log: TouchLog,
+    /// Each change of an Ingress that translation reads (it changed, came or went): which
+    /// Ingresses a build must look at when it patches the last build
+    /// ([`ObjectStore::ingresses_touched_since`]).
+    ingress_log: TouchLog,
     /// Which store this is: a [`Mark`] of another store (a clone included) says nothing of this one.
     lineage: Lineage,
 }
 
-/// How many Service touches [`ObjectStore`] remembers. A build that comes after more (a relist,
-/// a bulk rollout) looks at every backend instead, as it would without the log.
-const SERVICE_LOG: usize = 4096;
+/// How many touches a [`TouchLog`] remembers. A build that comes after more (a relist, a bulk
+/// rollout) looks at everything instead, as it would without the log.
+const TOUCH_LOG: usize = 4096;
+
+/// The last [`TOUCH_LOG`] objects of one kind that moved, each with the revision it moved at,
+/// oldest first.
+#[derive(Clone, Debug, Default)]
+struct TouchLog {
+    log: VecDeque<(u64, ObjectKey)>,
+    /// The newest revision dropped from `log` (0: none yet): the log is complete after it.
+    floor: u64,
+}
+
+impl TouchLog {
+    fn push(&mut self, revision: u64, key: ObjectKey) {
+        if self.log.len() == TOUCH_LOG {
+            if let Some((dropped, _)) = self.log.pop_front() {
+                self.floor = dropped;
+            }
+        }
+        self.log.push_back((revision, key));
+    }
+
+    /// What moved after `revision`, newest first (a key may come more than once); `None` when the
+    /// log has forgotten some of it.
+    fn since(&self, revision: u64) -> Option<impl Iterator<Item = &ObjectKey> + '_> {
+        if revision < self.floor {
+            return None;
+        }
+        Some(
+            self.log
+                .iter()
+                .rev()
+                .take_while(move |(r, _)| *r > revision)
+                .map(|(_, key)| key),
+        )
+    }
+}
 
 /// A store's identity for [`Mark`]s: every new store and every clone gets its own, since a clone's
 /// history goes its own way from the clone on.
@@ -834,6 +871,7 @@ impl ObjectStore {
             self.revision = next_revision();
             self.kind_revisions.insert(kind, self.revision);
             if kind == Kind::Ingress {
+                self.ingress_log.push(self.revision, revision_key.clone());
                 self.ingress_revisions.insert(revision_key, self.revision);
             } else {
                 self.revisions
@@ -851,12 +889,7 @@ impl ObjectStore {
     /// The Service's backends may have changed at the store's current revision.
     fn touch_service(&mut self, service: ObjectKey) {
         self.service_revisions.insert(service.clone(), self.revision);
-        if self.service_log.len() == SERVICE_LOG {
-            if let Some((dropped, _)) = self.service_log.pop_front() {
-                self.service_log_floor = dropped;
-            }
-        }
-        self.service_log.push_back((self.revision, service));
+        self.service_log.push(self.revision, service);
     }
 
     /// This point in the store's history, for [`Self::services_touched_since`].
@@ -871,16 +904,20 @@ impl ObjectStore {
     /// Service may come more than once), newest first; `None` when the store cannot tell: `mark`
     /// is another store's (a clone's included), or older than the store remembers.
     pub fn services_touched_since(&self, mark: Mark) -> Option<impl Iterator<Item = &ObjectKey> + '_> {
-        if mark.lineage != self.lineage.0 || mark.revision < self.service_log_floor {
+        if mark.lineage != self.lineage.0 {
             return None;
         }
-        Some(
-            self.service_log
-                .iter()
-                .rev()
-                .take_while(move |(revision, _)| *revision > mark.revision)
-                .map(|(_, service)| service),
-        )
+        self.service_log.since(mark.revision)
+    }
+
+    /// Every Ingress whose [`revision`](Self::revision) moved after `mark` (it changed, came or
+    /// went; one may come more than once), newest first; `None` when the store cannot tell, as
+    /// for [`Self::services_touched_since`].
+    pub fn ingresses_touched_since(&self, mark: Mark) -> Option<impl Iterator<Item = &ObjectKey> + '_> {
+        if mark.lineage != self.lineage.0 {
+            return None;
+        }
+        self.ingress_log.since(mark.revision)
     }
 
     /// The last revision at which the Service `service` (namespace and name) or an EndpointSlice
@@ -963,6 +1000,9 @@ impl ObjectStore {
             }
             self.revision = next_revision();
             self.kind_revisions.insert(kind, self.revision);
+            if kind == Kind::Ingress {
+                self.ingress_log.push(self.revision, key);
+            }
             if let Some(service) = touched {
                 self.touch_service(service);
             }
@@ -1371,16 +1411,19 @@ mod tests {
         assert_eq!(store.service_revision(&web), before);
     }
 
+    /// The names of the keys, sorted, once each.
+    fn names<'a>(keys: Option<impl Iterator<Item = &'a ObjectKey>>) -> Option<Vec<String>> {
+        keys.map(|keys| {
+            let mut names: Vec<String> = keys.map(|k| k.name.clone()).collect();
+            names.sort();
+            names.dedup();
+            names
+        })
+    }
+
     #[test]
     fn the_services_touched_since_a_mark_are_those_whose_revision_moved() {
-        let touched = |store: &ObjectStore, mark| {
-            store.services_touched_since(mark).map(|s| {
-                let mut names: Vec<String> = s.map(|k| k.name.clone()).collect();
-                names.sort();
-                names.dedup();
-                names
-            })
-        };
+        let touched = |store: &ObjectStore, mark| names(store.services_touched_since(mark));
         let mut store = ObjectStore::new();
         store.apply(slice(None, "w1", Some("web")));
         let mark = store.mark();
@@ -1406,13 +1449,58 @@ mod tests {
 
         // Past what the log remembers, the store cannot tell; after it, it can.
         let old = store.mark();
-        for i in 0..SERVICE_LOG {
+        for i in 0..TOUCH_LOG {
             store.apply(slice(None, &format!("s{i}"), Some(&format!("svc{}", i % 3))));
         }
         let recent = store.mark();
         store.apply(slice(None, "w3", Some("web")));
         assert_eq!(touched(&store, old), None);
         assert_eq!(touched(&store, recent), Some(vec!["web".into()]));
+    }
+
+    #[test]
+    fn the_ingresses_touched_since_a_mark_are_those_whose_revision_moved() {
+        let touched = |store: &ObjectStore, mark| names(store.ingresses_touched_since(mark));
+        let named = |name: &str| {
+            let mut ing = ingress();
+            ing.metadata.name = Some(name.into());
+            ing
+        };
+        let mut store = ObjectStore::new();
+        store.apply(named("a").into());
+        let mark = store.mark();
+        assert_eq!(touched(&store, mark), Some(vec![]));
+        store.apply(named("b").into());
+        let mut bumped = named("a");
+        bump(&mut bumped.metadata);
+        assert_eq!(store.apply(bumped.into()), Change::Unchanged);
+        assert_eq!(
+            touched(&store, mark),
+            Some(vec!["b".into()]),
+            "a write of nothing read"
+        );
+        let later = store.mark();
+        // Another kind's change is not an Ingress's.
+        store.apply(slice(None, "w1", Some("web")));
+        assert_eq!(touched(&store, later), Some(vec![]));
+        store.delete(Kind::Ingress, &ObjectKey::new("default", "a"));
+        assert_eq!(touched(&store, later), Some(vec!["a".into()]), "a delete");
+        assert_eq!(touched(&store, mark), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            touched(&store.clone(), store.mark()),
+            None,
+            "a clone's marks are its own"
+        );
+
+        let old = store.mark();
+        for i in 0..TOUCH_LOG {
+            store.apply(named(&format!("i{}", i % 5)).into());
+            store.delete(Kind::Ingress, &ObjectKey::new("default", format!("i{}", i % 5)));
+        }
+        let recent = store.mark();
+        store.apply(named("c").into());
+        assert_eq!(touched(&store, old), None, "older than the log");
+        assert_eq!(touched(&store, recent), Some(vec!["c".into()]));
     }
 
     /// An object as the API server would send it, from its JSON.
