@@ -12,6 +12,7 @@ use crate::{
     config::ProxyConfig,
     metrics::Metrics,
     pipeline::Pipeline,
+    routes::RouteTable,
     server::TlsConfigs,
     snapshot::{Snapshot, SnapshotHandle},
     workers::Workers,
@@ -194,7 +195,7 @@ async fn sweep_rate_limits(pipeline: Arc<Pipeline>, mut shutdown: watch::Receive
         let snapshot = pipeline.snapshots.load();
         let in_use: std::collections::HashSet<&crate::policy::RateLimit> = snapshot
             .tables()
-            .flat_map(|(_, t)| t.iter().map(|(_, r)| r).chain(t.default_route()))
+            .flat_map(|(_, t)| t.iter_unordered().map(|(_, r)| r).chain(t.default_route()))
             .filter_map(|r| r.policies.rate_limit.as_deref())
             .collect();
         pipeline.rate_limiters.retain(|limit| in_use.contains(limit));
@@ -225,19 +226,20 @@ fn set_certificate_expiry(metrics: &Metrics, snapshot: &Snapshot) {
     }
 }
 
-/// What the `backend_endpoints` gauges were last set from: the host tables (and default routes)
-/// of the last published snapshot, and per backend how many of them send to it.
+/// What the `backend_endpoints` gauges were last set from: the route tables of the last
+/// published snapshot, and per backend how many of their host tables and default routes send to
+/// it.
 ///
-/// A publish looks at the routes of the host tables that are new since (by `Arc`), and of those
-/// that went: after a change to one Ingress or one Service that is a few tables, not every route
-/// of every host (walking all of them, and hashing every backend into a new map, was a sixth of a
-/// rebuild at 10,000 Ingresses).
+/// A publish counts in the routes of the host tables that are new since (by `Arc`, host by host),
+/// and counts out those of the tables that went: after a change to one Ingress or one Service
+/// that is a few tables, found without visiting the hosts of the shards the two tables share
+/// ([`RouteTable::changed_host_tables`]); walking every route of every host, and hashing every
+/// backend into a new map, was a sixth of a rebuild at 10,000 Ingresses.
 #[derive(Debug, Default)]
 pub(crate) struct PublishedBackends {
-    /// By address of the `HostTable` (the `Arc` keeps it alive, so the address is not reused).
-    tables: HashMap<usize, Arc<crate::routes::HostTable>, foldhash::fast::RandomState>,
-    defaults: Vec<Arc<crate::Route>>,
-    /// How many tables and default routes send to each backend, and the newest `Arc` of it.
+    /// The last published snapshot's tables (cheap clones), by local address.
+    tables: Vec<(Option<std::net::IpAddr>, RouteTable)>,
+    /// How many host tables and default routes send to each backend, and the newest `Arc` of it.
     refs: HashMap<BackendKey, (usize, Arc<Backend>), foldhash::fast::RandomState>,
 }
 
@@ -255,19 +257,37 @@ fn set_backend_endpoints(metrics: &Metrics, snapshot: &Snapshot, last: &mut Publ
         service: crate::metrics::Label(b.id.service.clone()),
         port: crate::metrics::Label(b.id.port.clone()),
     };
-    let mut tables: HashMap<usize, Arc<crate::routes::HostTable>, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(last.tables.len(), Default::default());
-    let mut defaults = Vec::new();
-    for (_, table) in snapshot.tables() {
-        for host in table.host_tables() {
-            tables.insert(Arc::as_ptr(host) as usize, host.clone());
+    let empty = RouteTable::default();
+    let (mut added, mut removed) = (Vec::new(), Vec::new());
+    let (mut added_defaults, mut removed_defaults) = (Vec::new(), Vec::new());
+    for (address, table) in snapshot.tables() {
+        let before = last
+            .tables
+            .iter()
+            .find(|(a, _)| *a == address)
+            .map_or(&empty, |(_, t)| t);
+        let changes = table.changed_host_tables(before);
+        added.extend(changes.added);
+        removed.extend(changes.removed);
+        match (table.default_route(), before.default_route()) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => {}
+            (a, b) => {
+                added_defaults.extend(a.cloned());
+                removed_defaults.extend(b.cloned());
+            }
         }
-        defaults.extend(table.default_route().cloned());
+    }
+    for (address, before) in &last.tables {
+        if !snapshot.tables().any(|(a, _)| a == *address) {
+            removed.extend(before.host_tables());
+            removed_defaults.extend(before.default_route().cloned());
+        }
     }
     // Added first, so that a backend that moves from a table that went to one that came keeps
     // its gauge.
+    let refs = &mut last.refs;
     let mut add = |b: &Arc<Backend>| {
-        let entry = last.refs.entry(b.key()).or_insert_with(|| (0, b.clone()));
+        let entry = refs.entry(b.key()).or_insert_with(|| (0, b.clone()));
         let changed = entry.0 == 0
             || !(Arc::ptr_eq(&entry.1, b)
                 || (entry.1.id == b.id && entry.1.endpoints.len() == b.endpoints.len()));
@@ -280,29 +300,25 @@ fn set_backend_endpoints(metrics: &Metrics, snapshot: &Snapshot, last: &mut Publ
                 .set(b.endpoints.len() as i64);
         }
     };
-    for (at, host) in &tables {
-        if !last.tables.contains_key(at) {
-            backends_of(host.routes()).for_each(&mut add);
-        }
+    for host in &added {
+        backends_of(host.routes()).for_each(&mut add);
     }
-    backends_of(&defaults).for_each(&mut add);
+    backends_of(&added_defaults).for_each(&mut add);
     let mut remove = |b: &Arc<Backend>| {
-        if let Some(entry) = last.refs.get_mut(&b.key()) {
+        if let Some(entry) = refs.get_mut(&b.key()) {
             entry.0 = entry.0.saturating_sub(1);
             if entry.0 == 0 {
                 metrics.backend_endpoints.remove(&labels(&entry.1));
-                last.refs.remove(&b.key());
+                refs.remove(&b.key());
             }
         }
     };
-    for (at, host) in &last.tables {
-        if !tables.contains_key(at) {
-            backends_of(host.routes()).for_each(&mut remove);
-        }
+    for host in &removed {
+        backends_of(host.routes()).for_each(&mut remove);
     }
-    backends_of(&last.defaults).for_each(&mut remove);
-    last.tables = tables;
-    last.defaults = defaults;
+    backends_of(&removed_defaults).for_each(&mut remove);
+    drop(removed);
+    last.tables = snapshot.tables().map(|(a, t)| (a, t.clone())).collect();
 }
 
 // === impl Dataplane ===

@@ -61,8 +61,8 @@ pub use dataplane::{Dataplane, DataplaneBuilder};
 pub use error::ProxyError;
 pub use policy::{HttpsRedirect, Policies};
 pub use routes::{
-    HostMatch, HostTable, PathMatch, Route, RouteError, RouteSource, RouteTable, RouteTableBuilder,
-    SourceKind,
+    HostMatch, HostTable, HostTableChanges, PathMatch, Route, RouteError, RouteSource, RouteTable,
+    RouteTableBuilder, SourceKind,
 };
 pub use snapshot::{Snapshot, SnapshotHandle};
 pub use tls::{CertTable, TlsCert, TlsError};

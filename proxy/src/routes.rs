@@ -184,29 +184,87 @@ const DEFAULT_HOST: &str = "(default)";
 /// The compiled, immutable table.
 ///
 /// Two tables are equal when they hold the same routes for the same hosts and the same default
-/// route (the lookup structures are derived from those).
-#[derive(Debug, Default)]
-pub struct RouteTable {
+/// route (the lookup structures are derived from those). Cheap to clone (one `Arc`).
+///
+/// The host entries are spread over shards by name (a power of two of them, about
+/// [`HOSTS_PER_SHARD`] hosts each), each behind its own `Arc`: a table made from another by
+/// replacing a few hosts ([`RouteTable::patched`]) copies those hosts' shards and shares the rest,
+/// so a build after a change to one Ingress of ten thousand neither copies nor frees the index of
+/// every host. A lookup hashes the name once more to find the shard.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable(Arc<Tables>);
+
+/// What a [`RouteTable`] holds.
+#[derive(Clone, Debug, Default)]
+struct Tables {
+    /// Never empty once built; its length is a power of two.
+    shards: Box<[Arc<Shard>]>,
+    any: Option<Arc<HostTable>>,
+    default: Option<Arc<Route>>,
+    len: usize,
+    /// Host entries in the shards.
+    hosts: usize,
+    /// Any-depth wildcard entries: without any, lookups never walk a host's suffixes.
+    any_depth: usize,
+    /// Every endpoint address of every route, sorted: what the per-worker pools may keep.
+    addresses: Arc<[std::net::SocketAddr]>,
+    /// Every backend of every route, sorted: whose balancer state the workers may keep.
+    backend_keys: Arc<[crate::backend::BackendKey]>,
+}
+
+/// Some of a table's host entries (those whose name hashes to it).
+#[derive(Clone, Debug, Default)]
+struct Shard {
     exact: HashMap<Box<str>, Arc<HostTable>>,
     /// One-label wildcards, keyed by parent domain: `*.example.com` is under `example.com`.
     wildcard: HashMap<Box<str>, Arc<HostTable>>,
-    /// Any-depth (Gateway API) wildcards, keyed by parent domain like `wildcard`. Empty for
-    /// tables without Gateway API wildcards, whose lookups then never walk the host's suffixes.
+    /// Any-depth (Gateway API) wildcards, keyed by parent domain like `wildcard`.
     any_depth: HashMap<Box<str>, Arc<HostTable>>,
-    any: Option<Arc<HostTable>>,
-    default: Option<Arc<Route>>,
-    /// Hosts in `HostMatch` order, each with its routes in precedence order, for `iter()`.
-    listing: Box<[HostRoutes]>,
-    len: usize,
-    /// Every endpoint address of every route, sorted: what the per-worker pools may keep.
+    /// Its hosts in `HostMatch` order.
+    listing: Vec<HostRoutes>,
+    /// Every endpoint address and backend of its hosts, sorted and without repeats.
     addresses: Box<[std::net::SocketAddr]>,
-    /// Every backend of every route, sorted: whose balancer state the workers may keep.
     backend_keys: Box<[crate::backend::BackendKey]>,
+}
+
+/// About how many hosts a shard of a [`RouteTable`] holds.
+const HOSTS_PER_SHARD: usize = 8;
+
+/// The shard of a host entry's name among `shards` (a power of two). A fixed hash, so that two
+/// tables with as many shards put every host in the same one (equality compares shard by shard).
+/// Host names come from requests, but they only choose a shard: the maps inside are keyed with
+/// the standard library's random hashing.
+#[inline]
+fn shard_of(name: &str, shards: usize) -> usize {
+    use std::hash::BuildHasher;
+    (foldhash::fast::FixedState::with_seed(0x6761_6e74_7279).hash_one(name) as usize) & (shards - 1)
+}
+
+/// The name a host entry is filed under (`None` for `Any`, which has no shard).
+fn entry_name(host: &HostMatch) -> Option<&str> {
+    match host {
+        HostMatch::Exact(h) | HostMatch::Wildcard(h) | HostMatch::WildcardAnyDepth(h) => Some(h),
+        HostMatch::Any => None,
+    }
 }
 
 impl PartialEq for RouteTable {
     fn eq(&self, other: &Self) -> bool {
-        self.len == other.len && self.default == other.default && self.listing == other.listing
+        let (a, b) = (&self.0, &other.0);
+        if Arc::ptr_eq(a, b) {
+            return true;
+        }
+        if a.len != b.len || a.hosts != b.hosts || a.default != b.default || a.any != b.any {
+            return false;
+        }
+        if a.shards.len() == b.shards.len() {
+            return a
+                .shards
+                .iter()
+                .zip(b.shards.iter())
+                .all(|(x, y)| Arc::ptr_eq(x, y) || x.listing == y.listing);
+        }
+        self.listing() == other.listing()
     }
 }
 
@@ -287,6 +345,28 @@ fn used_by<'r>(
     keys.sort_unstable();
     keys.dedup();
     (addresses.into(), keys.into())
+}
+
+/// A host table's addresses and backend keys; none for no table.
+fn used_of(table: &Option<Arc<HostTable>>) -> (&[std::net::SocketAddr], &[crate::backend::BackendKey]) {
+    table
+        .as_ref()
+        .map(|t| (&t.addresses[..], &t.backend_keys[..]))
+        .unwrap_or_default()
+}
+
+/// `set` (sorted, without repeats) with `added` in and `gone` out; the same `Arc` when neither
+/// changes it.
+fn patched_set<T: Ord + Copy>(set: &Arc<[T]>, mut added: Vec<T>, gone: &[T]) -> Arc<[T]> {
+    added.retain(|x| set.binary_search(x).is_err());
+    if added.is_empty() && gone.is_empty() {
+        return set.clone();
+    }
+    let mut all: Vec<T> = set.iter().copied().filter(|x| !gone.contains(x)).collect();
+    all.extend(added);
+    all.sort_unstable();
+    all.dedup();
+    all.into()
 }
 
 /// Sorts and deduplicates what the pieces hold, each sorted already.
@@ -617,49 +697,112 @@ impl RouteTableBuilder {
     }
 
     pub fn build(self) -> RouteTable {
-        let mut table = RouteTable {
-            default: self.default,
-            ..RouteTable::default()
-        };
-        let mut listing = Vec::with_capacity(self.hosts.len() + self.built.len());
         let compiled = self
             .hosts
             .into_iter()
             .map(|(host, claims)| (host, Arc::new(HostTable::new(claims))));
-        for (host, trie) in compiled.chain(self.built) {
+        let entries: Vec<HostRoutes> = compiled.chain(self.built).collect();
+        let shards = (entries.len() / HOSTS_PER_SHARD).next_power_of_two();
+        let mut table = Tables {
+            default: self.default,
+            ..Tables::default()
+        };
+        let mut filled: Vec<Shard> = vec![Shard::default(); shards];
+        for (host, trie) in entries {
             table.len += trie.routes.len();
-            listing.push((host.clone(), trie.clone()));
-            match host {
-                HostMatch::Exact(host) => {
-                    table.exact.insert(host.into(), trie);
+            match entry_name(&host) {
+                None => table.any = Some(trie),
+                Some(name) => {
+                    table.hosts += 1;
+                    table.any_depth += usize::from(matches!(host, HostMatch::WildcardAnyDepth(_)));
+                    filled[shard_of(name, shards)].listing.push((host, trie));
                 }
-                HostMatch::Wildcard(parent) => {
-                    table.wildcard.insert(parent.into(), trie);
-                }
-                HostMatch::WildcardAnyDepth(parent) => {
-                    table.any_depth.insert(parent.into(), trie);
-                }
-                HostMatch::Any => table.any = Some(trie),
             }
         }
-        listing.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-        table.listing = listing.into();
-        let (default_addresses, default_keys) = used_by(table.default.iter());
-        table.addresses = merged(
-            table
-                .listing
+        table.shards = filled
+            .into_iter()
+            .map(|mut shard| {
+                shard.listing.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+                for (host, trie) in shard.listing.clone() {
+                    shard.file(host, trie);
+                }
+                shard.merge_used();
+                Arc::new(shard)
+            })
+            .collect();
+        table.merge_used();
+        RouteTable(Arc::new(table))
+    }
+}
+
+// === impl Shard ===
+
+impl Shard {
+    /// Files a host's table where lookups find it (replacing the host's last one); not in
+    /// `listing`.
+    fn file(&mut self, host: HostMatch, table: Arc<HostTable>) {
+        match host {
+            HostMatch::Exact(host) => {
+                self.exact.insert(host.into(), table);
+            }
+            HostMatch::Wildcard(parent) => {
+                self.wildcard.insert(parent.into(), table);
+            }
+            HostMatch::WildcardAnyDepth(parent) => {
+                self.any_depth.insert(parent.into(), table);
+            }
+            HostMatch::Any => {}
+        }
+    }
+
+    fn unfile(&mut self, host: &HostMatch) {
+        match host {
+            HostMatch::Exact(host) => {
+                self.exact.remove(host.as_str());
+            }
+            HostMatch::Wildcard(parent) => {
+                self.wildcard.remove(parent.as_str());
+            }
+            HostMatch::WildcardAnyDepth(parent) => {
+                self.any_depth.remove(parent.as_str());
+            }
+            HostMatch::Any => {}
+        }
+    }
+
+    fn merge_used(&mut self) {
+        self.addresses = merged(self.listing.iter().map(|(_, t)| &t.addresses[..]));
+        self.backend_keys = merged(self.listing.iter().map(|(_, t)| &t.backend_keys[..]));
+    }
+}
+
+// === impl Tables ===
+
+impl Tables {
+    /// `addresses` and `backend_keys` from every shard's, `Any`'s and the default route's.
+    fn merge_used(&mut self) {
+        let (default_addresses, default_keys) = used_by(self.default.iter());
+        let any = self.any.iter();
+        self.addresses = merged(
+            self.shards
                 .iter()
-                .map(|(_, t)| &t.addresses[..])
+                .map(|s| &s.addresses[..])
+                .chain(any.clone().map(|t| &t.addresses[..]))
                 .chain([&default_addresses[..]]),
-        );
-        table.backend_keys = merged(
-            table
-                .listing
+        )
+        .into();
+        self.backend_keys = merged(
+            self.shards
                 .iter()
-                .map(|(_, t)| &t.backend_keys[..])
+                .map(|s| &s.backend_keys[..])
+                .chain(any.map(|t| &t.backend_keys[..]))
                 .chain([&default_keys[..]]),
-        );
-        table
+        )
+        .into();
+    }
+
+    fn shard(&self, name: &str) -> &Shard {
+        &self.shards[shard_of(name, self.shards.len())]
     }
 }
 
@@ -679,7 +822,7 @@ impl RouteTable {
     pub fn lookup_request(&self, host: &str, path: &str, facts: &RequestFacts<'_>) -> Option<&Arc<Route>> {
         self.paths_for(host)
             .and_then(|paths| paths.lookup(path, facts))
-            .or(self.default.as_ref())
+            .or(self.0.default.as_ref())
     }
 
     /// [`Self::lookup_request`] for a plain-HTTP `GET` without headers or query: the answer for
@@ -697,22 +840,25 @@ impl RouteTable {
     /// without allocating.
     #[inline]
     fn paths_for(&self, host: &str) -> Option<&PathTrie> {
-        if let Some(paths) = self.exact.get(host) {
+        if self.0.hosts == 0 {
+            return self.0.any.as_deref().map(|t| &t.trie);
+        }
+        if let Some(paths) = self.0.shard(host).exact.get(host) {
             return Some(&paths.trie);
         }
         if let Some((label, parent)) = host.split_once('.') {
             if !label.is_empty() {
-                if let Some(paths) = self.wildcard.get(parent) {
+                if let Some(paths) = self.0.shard(parent).wildcard.get(parent) {
                     return Some(&paths.trie);
                 }
-                if !self.any_depth.is_empty() {
+                if self.0.any_depth > 0 {
                     if let Some((_, paths)) = self.any_depth_entries(parent).next() {
                         return Some(paths);
                     }
                 }
             }
         }
-        self.any.as_deref().map(|t| &t.trie)
+        self.0.any.as_deref().map(|t| &t.trie)
     }
 
     /// The any-depth wildcard entries matching a host whose first parent domain is `parent`
@@ -731,7 +877,7 @@ impl RouteTable {
         });
         suffixes
             .take_while(|p| !p.is_empty())
-            .filter_map(|p| self.any_depth.get(p).map(|paths| (p, &paths.trie)))
+            .filter_map(|p| self.0.shard(p).any_depth.get(p).map(|paths| (p, &paths.trie)))
     }
 
     /// Why a request goes where it goes: the host entry that applies, the route chosen, and for
@@ -742,12 +888,13 @@ impl RouteTable {
         let by_default =
             chosen.is_some() && self.paths_for(host).and_then(|p| p.lookup(path, facts)).is_none();
         let mut applicable: Vec<HostMatch> = Vec::new();
-        if self.exact.contains_key(host) {
+        let filed = self.0.hosts > 0;
+        if filed && self.0.shard(host).exact.contains_key(host) {
             applicable.push(HostMatch::Exact(host.to_owned()));
         }
-        if let Some((label, parent)) = host.split_once('.') {
+        if let Some((label, parent)) = host.split_once('.').filter(|_| filed) {
             if !label.is_empty() {
-                if self.wildcard.contains_key(parent) {
+                if self.0.shard(parent).wildcard.contains_key(parent) {
                     applicable.push(HostMatch::Wildcard(parent.to_owned()));
                 }
                 for (parent, _) in self.any_depth_entries(parent) {
@@ -755,16 +902,16 @@ impl RouteTable {
                 }
             }
         }
-        if self.any.is_some() {
+        if self.0.any.is_some() {
             applicable.push(HostMatch::Any);
         }
         let host_entry = applicable.first().cloned();
         let mut not_chosen = Vec::new();
         for (i, entry) in applicable.iter().enumerate() {
-            let Ok(at) = self.listing.binary_search_by(|(h, _)| h.cmp(entry)) else {
+            let Some(table) = self.host_table(entry) else {
                 continue;
             };
-            for route in self.listing[at].1.routes.iter() {
+            for route in table.routes.iter() {
                 if chosen.as_ref().is_some_and(|c| Arc::ptr_eq(c, route)) {
                     continue;
                 }
@@ -798,15 +945,165 @@ impl RouteTable {
         }
     }
 
-    /// Every host's compiled table, in host order (shared between snapshots; see
-    /// [`HostTable`]).
+    /// This table with some hosts' compiled tables replaced (`Some`) or removed (`None`), the
+    /// default route kept: what [`RouteTableBuilder::build`] makes of the same hosts (with the
+    /// same lookups; the shards stay as many as they were), for a build that changed a few hosts
+    /// of many and kept the rest. Copies the shards of the hosts that change and shares every
+    /// other; the lists of addresses and backends are patched with what the changed hosts had
+    /// and have (an address a removed host had stays while another shard's host has it).
+    pub fn patched(
+        &self,
+        changes: impl IntoIterator<Item = (HostMatch, Option<Arc<HostTable>>)>,
+    ) -> RouteTable {
+        let mut t = Tables::clone(&self.0);
+        if t.shards.is_empty() {
+            t.shards = vec![Arc::new(Shard::default())].into();
+        }
+        let (mut gone_addresses, mut gone_keys) = (Vec::new(), Vec::new());
+        let (mut new_addresses, mut new_keys) = (Vec::new(), Vec::new());
+        for (host, table) in changes {
+            let host = host.canonical();
+            let old = match entry_name(&host) {
+                None => std::mem::replace(&mut t.any, table.clone()),
+                Some(name) => {
+                    let n = t.shards.len();
+                    let shard = Arc::make_mut(&mut t.shards[shard_of(name, n)]);
+                    let at = shard.listing.binary_search_by(|(h, _)| h.cmp(&host));
+                    let old = at.ok().map(|i| shard.listing[i].1.clone());
+                    if let (Some(a), Some(b)) = (&old, &table) {
+                        if Arc::ptr_eq(a, b) {
+                            continue;
+                        }
+                    }
+                    let any_depth = usize::from(matches!(host, HostMatch::WildcardAnyDepth(_)));
+                    match (at, &table) {
+                        (Ok(i), Some(table)) => {
+                            shard.listing[i].1 = table.clone();
+                            shard.file(host, table.clone());
+                        }
+                        (Ok(i), None) => {
+                            shard.listing.remove(i);
+                            shard.unfile(&host);
+                            t.hosts -= 1;
+                            t.any_depth -= any_depth;
+                        }
+                        (Err(i), Some(table)) => {
+                            shard.listing.insert(i, (host.clone(), table.clone()));
+                            shard.file(host, table.clone());
+                            t.hosts += 1;
+                            t.any_depth += any_depth;
+                        }
+                        (Err(_), None) => {}
+                    }
+                    shard.merge_used();
+                    old
+                }
+            };
+            t.len -= old.as_ref().map_or(0, |old| old.routes.len());
+            t.len += table.as_ref().map_or(0, |table| table.routes.len());
+            let (old_used, new_used) = (used_of(&old), used_of(&table));
+            if old_used != new_used {
+                gone_addresses.extend(old_used.0.iter().filter(|a| new_used.0.binary_search(a).is_err()));
+                gone_keys.extend(old_used.1.iter().filter(|k| new_used.1.binary_search(k).is_err()));
+                new_addresses.extend_from_slice(new_used.0);
+                new_keys.extend_from_slice(new_used.1);
+            }
+        }
+        let default = used_by(t.default.iter());
+        let any = used_of(&t.any);
+        // Whether any host (or the default route) still uses an address or backend: one binary
+        // search per shard, for the few that a changed host no longer has.
+        let still_addr = |a: &std::net::SocketAddr| {
+            t.shards.iter().any(|s| s.addresses.binary_search(a).is_ok())
+                || any.0.binary_search(a).is_ok()
+                || default.0.binary_search(a).is_ok()
+        };
+        let still_key = |k: &crate::backend::BackendKey| {
+            t.shards.iter().any(|s| s.backend_keys.binary_search(k).is_ok())
+                || any.1.binary_search(k).is_ok()
+                || default.1.binary_search(k).is_ok()
+        };
+        gone_addresses.retain(|a| !still_addr(a));
+        gone_keys.retain(|k| !still_key(k));
+        t.addresses = patched_set(&t.addresses, new_addresses, &gone_addresses);
+        t.backend_keys = patched_set(&t.backend_keys, new_keys, &gone_keys);
+        RouteTable(Arc::new(t))
+    }
+
+    /// The host tables this table has and `before` has not, and those `before` has and this has
+    /// not, host by host (a host whose table is the same `Arc` in both is in neither): what a
+    /// publish counts in and out. Shards the two share are not looked into.
+    pub fn changed_host_tables<'a>(&'a self, before: &'a RouteTable) -> HostTableChanges<'a> {
+        let mut changes = HostTableChanges::default();
+        if Arc::ptr_eq(&self.0, &before.0) {
+            return changes;
+        }
+        let (now, then) = (&self.0, &before.0);
+        if now.shards.len() == then.shards.len() {
+            for (a, b) in now.shards.iter().zip(then.shards.iter()) {
+                if !Arc::ptr_eq(a, b) {
+                    changes.diff(
+                        a.listing.iter().map(|(h, t)| (h, t)),
+                        b.listing.iter().map(|(h, t)| (h, t)),
+                    );
+                }
+            }
+        } else {
+            let (mut a, mut b) = (self.listing(), before.listing());
+            a.retain(|(h, _)| **h != HostMatch::Any);
+            b.retain(|(h, _)| **h != HostMatch::Any);
+            changes.diff(a.into_iter(), b.into_iter());
+        }
+        match (&now.any, &then.any) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => {}
+            (a, b) => {
+                changes.added.extend(a.iter());
+                changes.removed.extend(b.iter());
+            }
+        }
+        changes
+    }
+
+    /// The compiled table of one host entry.
+    pub fn host_table(&self, host: &HostMatch) -> Option<&Arc<HostTable>> {
+        let name = match entry_name(host) {
+            None => return self.0.any.as_ref(),
+            Some(name) => name,
+        };
+        if self.0.shards.is_empty() {
+            return None;
+        }
+        let shard = self.0.shard(name);
+        let at = shard.listing.binary_search_by(|(h, _)| h.cmp(host)).ok()?;
+        Some(&shard.listing[at].1)
+    }
+
+    /// Every host's compiled table (shared between snapshots; see [`HostTable`]), in no
+    /// particular order.
     pub fn host_tables(&self) -> impl Iterator<Item = &Arc<HostTable>> + '_ {
-        self.listing.iter().map(|(_, t)| t)
+        self.entries().map(|(_, t)| t)
+    }
+
+    /// Every host entry with its table, in no particular order.
+    fn entries(&self) -> impl Iterator<Item = (&HostMatch, &Arc<HostTable>)> + '_ {
+        static ANY: HostMatch = HostMatch::Any;
+        self.0
+            .shards
+            .iter()
+            .flat_map(|s| s.listing.iter().map(|(h, t)| (h, t)))
+            .chain(self.0.any.iter().map(|t| (&ANY, t)))
+    }
+
+    /// Every host entry with its table, in host order.
+    fn listing(&self) -> Vec<(&HostMatch, &Arc<HostTable>)> {
+        let mut all: Vec<_> = self.entries().collect();
+        all.sort_unstable_by_key(|(h, _)| *h);
+        all
     }
 
     /// The default backend, if any Ingress set one.
     pub fn default_route(&self) -> Option<&Arc<Route>> {
-        self.default.as_ref()
+        self.0.default.as_ref()
     }
 
     /// Every route with its host, in a stable order (hosts sorted, then path precedence), for
@@ -816,14 +1113,20 @@ impl RouteTable {
     /// any-depth wildcards, then `Any`, each alphabetically. Paths sort longest first (without a
     /// Prefix's trailing slash), then Exact before Prefix, then alphabetically.
     pub fn iter(&self) -> impl Iterator<Item = (&HostMatch, &Arc<Route>)> + '_ {
-        self.listing
-            .iter()
+        self.listing()
+            .into_iter()
+            .flat_map(|(host, table)| table.routes.iter().map(move |route| (host, route)))
+    }
+
+    /// [`Self::iter`] in no particular order, without sorting the hosts first.
+    pub fn iter_unordered(&self) -> impl Iterator<Item = (&HostMatch, &Arc<Route>)> + '_ {
+        self.entries()
             .flat_map(|(host, table)| table.routes.iter().map(move |route| (host, route)))
     }
 
     /// Number of routes (not counting the default route).
     pub fn len(&self) -> usize {
-        self.len
+        self.0.len
     }
 
     pub fn is_empty(&self) -> bool {
@@ -832,18 +1135,61 @@ impl RouteTable {
 
     /// Every endpoint address the table forwards to, sorted and without duplicates.
     pub fn addresses(&self) -> &[std::net::SocketAddr] {
-        &self.addresses
+        &self.0.addresses
     }
 
     /// Every backend's key, sorted and without duplicates.
     pub fn backend_keys(&self) -> &[crate::backend::BackendKey] {
-        &self.backend_keys
+        &self.0.backend_keys
     }
 
     /// Number of distinct host entries (exact hosts, wildcards of both kinds, and `Any` if
     /// present).
     pub fn host_count(&self) -> usize {
-        self.listing.len()
+        self.0.hosts + usize::from(self.0.any.is_some())
+    }
+}
+
+/// What [`RouteTable::changed_host_tables`] found.
+#[derive(Debug, Default)]
+pub struct HostTableChanges<'a> {
+    pub added: Vec<&'a Arc<HostTable>>,
+    pub removed: Vec<&'a Arc<HostTable>>,
+}
+
+impl<'a> HostTableChanges<'a> {
+    /// Two host listings, each in host order, compared host by host.
+    fn diff(
+        &mut self,
+        now: impl Iterator<Item = (&'a HostMatch, &'a Arc<HostTable>)>,
+        then: impl Iterator<Item = (&'a HostMatch, &'a Arc<HostTable>)>,
+    ) {
+        let (mut now, mut then) = (now.peekable(), then.peekable());
+        loop {
+            match (now.peek(), then.peek()) {
+                (None, None) => return,
+                (Some(_), None) => self.added.extend(now.by_ref().map(|(_, t)| t)),
+                (None, Some(_)) => self.removed.extend(then.by_ref().map(|(_, t)| t)),
+                (Some((h, a)), Some((g, b))) => match h.cmp(g) {
+                    std::cmp::Ordering::Less => {
+                        self.added.push(a);
+                        now.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        self.removed.push(b);
+                        then.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if !Arc::ptr_eq(a, b) {
+                            self.added.push(a);
+                            self.removed.push(b);
+                        }
+                        now.next();
+                        then.next();
+                    }
+                },
+            }
+        }
     }
 }
 
@@ -1842,6 +2188,166 @@ mod tests {
     }
 
     #[test]
+    fn a_patched_table_is_the_table_built_from_its_hosts() {
+        let compiled = |h: &HostMatch, name: &str| {
+            let mut b = RouteTableBuilder::new();
+            b.add(h.clone(), route(P("/").path(), name)).unwrap();
+            b.host_table(h).unwrap()
+        };
+        let (a, b, w, c) = (
+            exact("a.test"),
+            exact("B.test"),
+            wildcard("w.test"),
+            exact("c.test"),
+        );
+        let mut first = RouteTableBuilder::new();
+        first.set_default(route(P("/").path(), "default")).unwrap();
+        for (h, name) in [(&a, "a1"), (&b, "b1"), (&w, "w1"), (&HostMatch::Any, "any1")] {
+            first.add_host_table(h.clone(), compiled(h, name));
+        }
+        let first = first.build();
+        let kept = first.host_tables().next().cloned().unwrap();
+        let patched = first.patched([
+            (b.clone(), Some(compiled(&b, "b2"))),
+            (w.clone(), None),
+            (c.clone(), Some(compiled(&c, "c1"))),
+            (HostMatch::Any, None),
+            (exact("never.test"), None),
+        ]);
+        let mut whole = RouteTableBuilder::new();
+        whole.set_default(route(P("/").path(), "default")).unwrap();
+        for (h, name) in [(&a, "a1"), (&b, "b2"), (&c, "c1")] {
+            whole.add(h.clone(), route(P("/").path(), name)).unwrap();
+        }
+        let whole = whole.build();
+        assert!(patched == whole, "{patched:?} != {whole:?}");
+        assert_eq!((patched.len(), patched.host_count()), (3, 3));
+        assert_eq!(patched.backend_keys(), whole.backend_keys());
+        assert_eq!(patched.addresses(), whole.addresses());
+        assert_eq!(entry_for(&patched, "b.test"), Some("b2"));
+        assert_eq!(entry_for(&patched, "c.test"), Some("c1"));
+        assert_eq!(
+            entry_for(&patched, "x.w.test"),
+            Some("default"),
+            "the wildcard is gone"
+        );
+        assert_eq!(entry_for(&patched, "other.test"), Some("default"), "so is Any");
+        assert!(
+            Arc::ptr_eq(patched.host_tables().next().unwrap(), &kept),
+            "a kept host is the same table"
+        );
+        // The table patched is what it was.
+        assert_eq!((first.len(), first.host_count()), (4, 4));
+        assert_eq!(entry_for(&first, "b.test"), Some("b1"));
+        assert_eq!(entry_for(&first, "x.w.test"), Some("w1"));
+    }
+
+    /// Patching a table of many hosts (many shards) again and again gives what building the same
+    /// hosts from nothing gives: the same routes, lookups, addresses and backends; and a patch
+    /// shares the shards it did not touch.
+    #[test]
+    fn patching_many_hosts_again_and_again_is_building_them_anew() {
+        // A small deterministic generator (xorshift): the sequence is the same every run.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let host = |i: usize| match i % 10 {
+            0 => wildcard(&format!("w{i}.test")),
+            1 => any_depth(&format!("d{i}.test")),
+            2 if i == 2 => HostMatch::Any,
+            _ => exact(&format!("h{i}.test")),
+        };
+        // Each host's route goes to one of a few Services with one of a few addresses, so hosts
+        // share addresses and backends, and a change may leave one in use elsewhere or not.
+        let compiled = |h: &HostMatch, version: usize| {
+            let id = BackendId {
+                namespace: "default".into(),
+                service: format!("s{}", version % 7).into(),
+                port: "80".into(),
+            };
+            let endpoint = crate::backend::Endpoint {
+                addr: std::net::SocketAddr::from(([10, 0, 0, (version % 5) as u8], 8080)),
+            };
+            let mut r = route(P("/").path(), &format!("v{version}"));
+            r.backend = Arc::new(Backend::new(id, vec![endpoint]));
+            let mut b = RouteTableBuilder::new();
+            b.add(h.clone(), r).unwrap();
+            b.host_table(h).unwrap()
+        };
+        let mut live: BTreeMap<usize, (usize, Arc<HostTable>)> = BTreeMap::new();
+        let mut first = RouteTableBuilder::new();
+        for i in 0..300 {
+            let t = compiled(&host(i), i);
+            first.add_host_table(host(i), t.clone());
+            live.insert(i, (i, t));
+        }
+        let mut table = first.build();
+        assert!(table.0.shards.len() >= 32, "{} shards", table.0.shards.len());
+        for round in 0..40 {
+            let mut changes = Vec::new();
+            for _ in 0..next(6) {
+                let i = next(320);
+                if next(4) == 0 {
+                    live.remove(&i);
+                    changes.push((host(i), None));
+                } else {
+                    let version = next(1000);
+                    let t = compiled(&host(i), version);
+                    live.insert(i, (version, t.clone()));
+                    changes.push((host(i), Some(t)));
+                }
+            }
+            let patched = table.patched(changes.clone());
+            let mut whole = RouteTableBuilder::new();
+            for (i, (_, t)) in &live {
+                whole.add_host_table(host(*i), t.clone());
+            }
+            let whole = whole.build();
+            assert!(patched == whole, "round {round}");
+            assert_eq!(patched.len(), whole.len(), "round {round}");
+            assert_eq!(patched.host_count(), whole.host_count(), "round {round}");
+            assert_eq!(patched.addresses(), whole.addresses(), "round {round}");
+            assert_eq!(patched.backend_keys(), whole.backend_keys(), "round {round}");
+            assert_eq!(
+                patched
+                    .iter()
+                    .map(|(h, r)| (h.clone(), r.clone()))
+                    .collect::<Vec<_>>(),
+                whole
+                    .iter()
+                    .map(|(h, r)| (h.clone(), r.clone()))
+                    .collect::<Vec<_>>(),
+                "round {round}"
+            );
+            for i in 0..320 {
+                let name = match host(i) {
+                    HostMatch::Exact(h) => h,
+                    HostMatch::Wildcard(p) => format!("x.{p}"),
+                    HostMatch::WildcardAnyDepth(p) => format!("x.y.{p}"),
+                    HostMatch::Any => "nowhere.test".into(),
+                };
+                let source = |t: &RouteTable| t.lookup(&name, "/").map(|r| r.source.name.clone());
+                assert_eq!(source(&patched), source(&whole), "round {round}, {name}");
+            }
+            // The shards of hosts that did not change are the patched table's own.
+            let touched: std::collections::HashSet<usize> = changes
+                .iter()
+                .filter_map(|(h, _)| entry_name(h).map(|n| shard_of(n, table.0.shards.len())))
+                .collect();
+            for (i, (a, b)) in table.0.shards.iter().zip(patched.0.shards.iter()).enumerate() {
+                if !touched.contains(&i) {
+                    assert!(Arc::ptr_eq(a, b), "round {round}: shard {i} copied");
+                }
+            }
+            table = patched;
+        }
+    }
+
+    #[test]
     fn a_gateway_wildcard_matches_any_number_of_labels_but_never_its_parent() {
         let t = hosts_table(&[any_depth("example.com")]);
         for host in ["a.example.com", "a.b.example.com", "x.y.z.example.com"] {
@@ -2369,7 +2875,9 @@ mod tests {
                 Some(when(Some(Method::PUT), &[], &[])),
             ),
         ]);
-        assert!(t.exact.get("h").is_some_and(|table| table.trie.lists.is_empty()));
+        assert!(t
+            .host_table(&HostMatch::Exact("h".into()))
+            .is_some_and(|table| table.trie.lists.is_empty()));
         assert_eq!(served(&t, Method::GET, "/a/x", &[], None), Some("root"));
         assert_eq!(served(&t, Method::PUT, "/a/b", &[], None), Some("ab-put"));
         assert_eq!(served(&t, Method::GET, "/a/b", &[], None), Some("root"));

@@ -266,7 +266,11 @@ fn routes_section(h: &mut String, dump: &RouteDump) {
 fn backends_section(h: &mut String, snapshot: &Snapshot, inputs: &PageInputs<'_>) {
     let mut backends = BTreeMap::new();
     for (_, table) in snapshot.tables() {
-        for route in table.iter().map(|(_, r)| r).chain(table.default_route()) {
+        for route in table
+            .iter_unordered()
+            .map(|(_, r)| r)
+            .chain(table.default_route())
+        {
             for b in route.backends() {
                 backends.insert(b.id.to_string(), b.clone());
             }

@@ -240,10 +240,10 @@ pub(super) fn client_cas(routes: &RouteTable) -> ClientCaTable {
     };
     // The data plane keeps only a table where some host requests a certificate
     // (`CertTable::set_client_cas`); without one, there is nothing to list.
-    if !routes.iter().any(|(_, route)| requests(route)) {
+    if !routes.iter_unordered().any(|(_, route)| requests(route)) {
         return table;
     }
-    for (host, route) in routes.iter() {
+    for (host, route) in routes.iter_unordered() {
         let ca = route
             .policies
             .client_cert
