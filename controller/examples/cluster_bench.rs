@@ -398,7 +398,7 @@ async fn main() {
         );
     }
     println!(
-        "| Rebuild after one Ingress changed: median / mean ({rebuilds:.0} rebuilds) | {rebuild_p50_ms:.0} ms / {rebuild_mean_ms:.1} ms |"
+        "| Rebuild after one Ingress changed: median / mean ({rebuilds:.0} rebuilds) | {rebuild_p50_ms:.2} ms / {rebuild_mean_ms:.2} ms |"
     );
     let ms_f = |d: Duration| d.as_secs_f64() * 1000.0;
     let json = serde_json::json!({
@@ -468,7 +468,7 @@ fn snapshot_build_times(log: &std::path::Path, from: u64) -> Vec<f64> {
             let digits: String = rest
                 .trim_start_matches(['=', '"', ':', ' '])
                 .chars()
-                .take_while(char::is_ascii_digit)
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
                 .collect();
             digits.parse().ok()
         })

@@ -42,6 +42,9 @@ pub struct Metrics {
     /// Parts of builds (certificates, backends, annotations, Ingress facts, hosts' routes) by
     /// whether they were reused from the last build (`hit`) or made anew (`miss`).
     pub translate_cache: Family<ResultLabels, Counter>,
+    /// Builds by how they were made: `patch` (the last build patched with what changed since) or
+    /// `whole` (every Ingress gone over).
+    pub translate_builds: Family<ResultLabels, Counter>,
     pub snapshot_last_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub diagnostics: Family<ReasonLabels, Gauge>,
     /// Cluster mode: Unix time of the last event from any watch (an object listed, added, changed or
@@ -95,6 +98,12 @@ impl Metrics {
             "translate_cache",
             "Certificates, backends, Ingress annotations and facts, and hosts' routes a build reused from the last one (hit) or made anew (miss)",
             translate_cache.clone(),
+        );
+        let translate_builds = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "translate_builds",
+            "Builds that patched the last one with what changed since (patch), or went over every Ingress (whole)",
+            translate_builds.clone(),
         );
         let snapshot_last_success = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
@@ -161,6 +170,7 @@ impl Metrics {
             snapshot_rebuilds,
             snapshot_build_duration,
             translate_cache,
+            translate_builds,
             snapshot_last_success,
             diagnostics,
             kube_last_sync,

@@ -28,6 +28,12 @@ async fn rebuilds_with(g: &gantry_testkit::Gantry, result: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+async fn builds(g: &gantry_testkit::Gantry, how: &str) -> f64 {
+    g.metric("gantry_translate_builds_total", &[("result", how)])
+        .await
+        .unwrap_or(0.0)
+}
+
 async fn ingress_events(g: &gantry_testkit::Gantry, result: &str) -> f64 {
     g.metric(
         "gantry_store_events_total",
@@ -148,8 +154,11 @@ async fn events_that_change_nothing_translation_reads_build_nothing_and_equal_sn
     assert_eq!(generation(&g).await, served, "nothing published");
     wait_served_by(&g, WAIT, "a.example", "/", "web").await;
 
-    // (c) A change that matters is built, published and served.
+    // (c) A change that matters is built, published and served: by patching the last build
+    // (one Ingress changed, nothing else), not by going over every Ingress again.
     let published = rebuilds_with(&g, "ok").await;
+    let (patches, wholes) = (builds(&g, "patch").await, builds(&g, "whole").await);
+    assert!(wholes >= 1.0, "the first build is a whole one");
     let mut grown = ingress(
         &c.ns,
         "a",
@@ -162,4 +171,6 @@ async fn events_that_change_nothing_translation_reads_build_nothing_and_equal_sn
     assert_eq!(body["path"], "/new");
     assert!(generation(&g).await > served, "a new generation serves");
     assert!(rebuilds_with(&g, "ok").await > published);
+    assert!(builds(&g, "patch").await > patches, "the change was patched in");
+    assert_eq!(builds(&g, "whole").await, wholes, "and not built whole");
 }

@@ -37,6 +37,13 @@ pub(super) struct BackendKey {
     mode: BackendMode,
 }
 
+impl BackendKey {
+    /// The Service the backend is of.
+    pub(super) fn service(&self) -> &ObjectKey {
+        &self.service
+    }
+}
+
 /// The revisions a backend was built from: its Service with the Service's EndpointSlices
 /// ([`ObjectStore::service_revision`], which moves when either does), and in node-port mode
 /// (where every usable Node is an endpoint) the Nodes.

@@ -103,6 +103,11 @@ impl<K: Hash + Eq + Clone, I, V: Clone> Memo<K, I, V> {
         Some(entry.value.clone())
     }
 
+    /// Drops the entry for `key` (whose object is gone), for a build that does not sweep.
+    pub(super) fn remove(&mut self, key: &K) {
+        self.map.remove(key);
+    }
+
     /// Keeps what this build made for `key`.
     pub(super) fn store(&mut self, key: &K, inputs: I, value: V) {
         self.misses += 1;
@@ -235,6 +240,8 @@ pub struct TranslateCache {
     kinds: Option<[u64; 5]>,
     /// Where in the store's history the last build was.
     mark: Option<Mark>,
+    /// What the last build made, kept for the next to patch ([`super::patch`]), when it may.
+    pub(super) prior: Option<super::patch::Prior>,
 }
 
 /// How much of one build came from the cache.
@@ -244,20 +251,27 @@ pub struct CacheStats {
     pub misses: u64,
     /// Entries held for the next build.
     pub entries: usize,
+    /// The build patched the last one ([`super::patch`]) rather than going over every Ingress.
+    pub patched: bool,
 }
 
 impl TranslateCache {
     /// Starts a build on `store`: which kinds did not change since the last one.
     pub(super) fn start(&mut self, store: &ObjectStore) -> Unchanged {
+        let unchanged = self.peek(store);
+        self.advance(store);
+        unchanged
+    }
+
+    /// Which kinds did not change since the last build, without starting one.
+    pub(super) fn peek(&self, store: &ObjectStore) -> Unchanged {
         let now = FOLLOWED.map(|kind| store.kind_revision(kind));
-        let last = self.kinds.replace(now);
-        let same = |i: std::ops::Range<usize>| last.is_some_and(|last| last[i.clone()] == now[i]);
+        let same = |i: std::ops::Range<usize>| self.kinds.is_some_and(|last| last[i.clone()] == now[i]);
         let backends = same(0..3);
-        let mark = self.mark.replace(store.mark());
         // An endpoint change touches one Service: say which, so that the backends of the others
         // are not looked at. Nodes are every node-port backend's endpoints, so not after a Node
         // change.
-        let touched_services = match mark {
+        let touched_services = match self.mark {
             Some(mark) if !backends && same(2..3) => store
                 .services_touched_since(mark)
                 .map(|touched| touched.cloned().collect()),
@@ -271,12 +285,24 @@ impl TranslateCache {
         }
     }
 
+    /// The next build starts from the store as it is now.
+    pub(super) fn advance(&mut self, store: &ObjectStore) {
+        self.kinds = Some(FOLLOWED.map(|kind| store.kind_revision(kind)));
+        self.mark = Some(store.mark());
+    }
+
+    /// Where in the store's history the last build was.
+    pub(super) fn last_mark(&self) -> Option<Mark> {
+        self.mark
+    }
+
     /// Ends a build; returns what the build reused and what it made anew.
     pub(super) fn finish(&mut self) -> CacheStats {
         let stats = CacheStats {
             hits: self.certs.hits + self.backends.hits + self.ingresses.hits + self.hosts.hits,
             misses: self.certs.misses + self.backends.misses + self.ingresses.misses + self.hosts.misses,
             entries: 0,
+            patched: false,
         };
         self.certs.finish();
         self.backends.finish();

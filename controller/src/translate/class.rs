@@ -60,7 +60,7 @@ pub(super) struct IngressFacts {
     /// An unknown `gantry.dev/backend-mode`.
     mode_problem: Option<Problem>,
     /// What its annotations did, before the processors add to it.
-    report: Arc<IngressReport>,
+    pub(super) report: Arc<IngressReport>,
     /// Each rule's host, parsed, in rule order.
     pub(super) rule_hosts: Vec<Result<HostMatch, &'static str>>,
     /// The hosts of its rules that parse, in order, without repeats.
@@ -78,6 +78,15 @@ pub(super) struct IngressFacts {
     pub(super) served: Arc<Served>,
     /// Its ingress-nginx annotations, read.
     pub(super) annotations: Arc<IngressAnnotations>,
+    /// It uses something whose effect reaches beyond its own hosts' routes: `canary` (or it is
+    /// not routed), `default-backend`, `server-alias`, `from-to-www-redirect`, `auth-tls-*`
+    /// (client authentication is per host, from every Ingress on it). A build with any such
+    /// Ingress is never patched ([`super::patch`]).
+    pub(super) cross: bool,
+    /// Not [`Self::cross`], no `spec.defaultBackend`, and nothing of it is reported (its
+    /// annotations, hosts and TLS hosts are all as they should be): a change to it or of it is
+    /// one a build may patch in.
+    pub(super) plain: bool,
 }
 
 /// One `spec.tls` entry of an Ingress.
@@ -156,7 +165,7 @@ impl IngressFacts {
                 regex_hosts.push(host.clone());
             }
         }
-        let tls_entries = spec
+        let tls_entries: Vec<TlsEntry> = spec
             .and_then(|s| s.tls.as_ref())
             .into_iter()
             .flatten()
@@ -198,7 +207,28 @@ impl IngressFacts {
                     .is_ok_and(|host| super::hosts::is_tls_host(host, |h| tls_hosts.iter().any(|t| t == h)))
             })
             .collect();
+        let cross = annotations.canary.is_some()
+            || annotations.not_routed.is_some()
+            || annotations.default_backend.is_some()
+            || !annotations.server_alias.is_empty()
+            || annotations.from_to_www_redirect
+            || annotations.policies.client_cert.is_some()
+            || annotations
+                .reports
+                .iter()
+                .any(|r| r.name().starts_with("auth-tls-"));
+        let plain = !cross
+            && mode_problem.is_none()
+            && spec.and_then(|s| s.default_backend.as_ref()).is_none()
+            && rule_hosts.iter().all(Result::is_ok)
+            && tls_entries.iter().all(|e: &TlsEntry| e.invalid.is_empty())
+            && annotations
+                .reports
+                .iter()
+                .all(|r| Problem::of_report(r).is_none());
         Self {
+            cross,
+            plain,
             rule_in_own_tls,
             source: RouteSource {
                 kind: gantry_proxy::SourceKind::Ingress,
@@ -228,7 +258,7 @@ impl IngressFacts {
 /// The facts of one Ingress (with its ingress-nginx annotations, read), worked out once per
 /// revision of the Ingress (`revision`, found on the walk over the store's Ingresses) and of the
 /// Secrets and ConfigMaps its annotations read: one lookup per Ingress per build.
-fn facts_of(
+pub(super) fn facts_of(
     b: &mut Build<'_>,
     key: &ObjectKey,
     ingress: &Ingress,
@@ -312,12 +342,17 @@ pub(super) fn selected<'s: 'o, 'o>(
     store: &'s ObjectStore,
     opts: &'o TranslateOptions,
 ) -> impl Iterator<Item = (&'s ObjectKey, &'s Ingress, Option<u64>)> + 'o {
-    let default_is_ours = store.ingress_classes().values().any(|class| {
-        is_our_class(class, opts) && annotation_of(&class.metadata, ANNOTATION_DEFAULT_CLASS) == Some("true")
-    });
+    let default_is_ours = default_is_ours(store, opts);
     store
         .ingresses_with_revisions()
         .filter(move |(_, ing, _)| is_ours(ing, store, opts, default_is_ours))
+}
+
+/// Whether one of our IngressClasses is marked as the default class.
+pub(super) fn default_is_ours(store: &ObjectStore, opts: &TranslateOptions) -> bool {
+    store.ingress_classes().values().any(|class| {
+        is_our_class(class, opts) && annotation_of(&class.metadata, ANNOTATION_DEFAULT_CLASS) == Some("true")
+    })
 }
 
 /// Whether an Ingress is ours:
@@ -327,7 +362,12 @@ pub(super) fn selected<'s: 'o, 'o>(
 ///   The annotation decides alone, as in Kubernetes' own default-class admission: an Ingress that
 ///   names another controller's class this way is never taken by a default class.
 /// - neither: ours when one of our IngressClasses is marked as the default class.
-fn is_ours(ing: &Ingress, store: &ObjectStore, opts: &TranslateOptions, default_is_ours: bool) -> bool {
+pub(super) fn is_ours(
+    ing: &Ingress,
+    store: &ObjectStore,
+    opts: &TranslateOptions,
+    default_is_ours: bool,
+) -> bool {
     let class_name = ing
         .spec
         .as_ref()

@@ -48,6 +48,7 @@ mod cache;
 mod class;
 pub mod gateway;
 pub(crate) mod hosts;
+mod patch;
 mod rules;
 mod settings;
 mod tls;
@@ -97,7 +98,7 @@ pub enum BackendMode {
 }
 
 /// How a store is translated. Fixed for the life of the process.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TranslateOptions {
     /// The class name Gantry answers to (`ingressClassName` / legacy annotation).
     pub ingress_class: String,
@@ -431,6 +432,9 @@ struct Build<'a> {
     /// Where each Ingress's report is in `annotation_reports`: made the first time a processor
     /// adds to a report, so that a build where many do stays linear.
     report_index: Option<foldhash::HashMap<&'a ObjectKey, usize>>,
+    /// When the build will be kept for the next to patch ([`patch`]): every host's rules (our
+    /// Ingress's index and the rule's) and routes, as processor 2 made them.
+    recorded_hosts: Option<Vec<patch::RecordedHost>>,
 }
 
 // === impl Build ===
@@ -443,6 +447,18 @@ impl<'a> Build<'a> {
         cache: &'a mut TranslateCache,
     ) -> Self {
         let unchanged = cache.start(store);
+        Self::with(store, opts, previous, cache, unchanged)
+    }
+
+    /// A build that knows what did not change since the last one, without asking the cache
+    /// ([`TranslateCache::start`]).
+    fn with(
+        store: &'a ObjectStore,
+        opts: &'a TranslateOptions,
+        previous: &'a Snapshot,
+        cache: &'a mut TranslateCache,
+        unchanged: cache::Unchanged,
+    ) -> Self {
         Self {
             store,
             cache,
@@ -458,6 +474,7 @@ impl<'a> Build<'a> {
             diagnostics: Vec::new(),
             annotation_reports: Vec::new(),
             report_index: None,
+            recorded_hosts: None,
         }
     }
 
@@ -623,19 +640,42 @@ pub fn translate_cached(
     previous: &Snapshot,
     cache: &mut TranslateCache,
 ) -> Translation {
-    let mut build = Build::new(store, opts, previous, cache);
+    if let Some(t) = patch::patch(store, opts, previous, cache) {
+        return t;
+    }
+    let mut build = Build::new(store, opts, previous, &mut *cache);
     build.settings = settings::resolve(&mut build);
+    let settings_diagnostics = build.diagnostics.clone();
     let ours = class::ours(&mut build);
+    let record = patch::may_record(store, &ours);
+    if record {
+        build.recorded_hosts = Some(Vec::with_capacity(ours.len()));
+    }
     let served = ours.iter().map(|i| i.facts.served.clone()).collect();
     let mut canaries = rules::canaries(&mut build, &ours);
     rules::routes(&mut build, &ours, &mut canaries);
     tls::certificates(&mut build, &ours);
+    // Every `spec.tls` Secret gave a certificate: the previous snapshot's played no part.
+    let certificates_loaded = build.cache.sni.is_some();
     rules::default_backend(&mut build, &ours, &mut canaries);
     rules::report_canaries(&mut build, canaries);
     let gateway = gateway::gateway_api(&mut build);
+    let settings = build.settings.clone();
+    let hosts = build.recorded_hosts.take();
     let mut t = build.finish();
     t.gateway = gateway;
     t.served = served;
+    if let Some(hosts) = hosts.filter(|_| certificates_loaded && t.snapshot.address_routes.is_empty()) {
+        cache.prior = Some(patch::Prior::record(
+            store,
+            opts,
+            settings,
+            settings_diagnostics,
+            &ours,
+            &t,
+            hosts,
+        ));
+    }
     t
 }
 

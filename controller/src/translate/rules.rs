@@ -254,7 +254,7 @@ type Added<'o> = HashMap<&'o HostMatch, Arc<HostTable>>;
 type Defaults = HashMap<usize, Option<Arc<Backend>>, foldhash::fast::RandomState>;
 
 /// A set hashed with foldhash, for the per-build sets made from every Ingress.
-type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+pub(super) type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
 /// What one host's routes were made from: the rules for the host, oldest Ingress first, and what
 /// else they depend on. The host's routes are reused while these are the same and the backends
@@ -310,12 +310,12 @@ struct HostNow<'a> {
 /// One host's share of a build: its compiled routes and what making them reported.
 pub(super) struct HostUnit {
     /// `None` when no path of the host could be routed.
-    table: Option<Arc<HostTable>>,
-    diagnostics: Vec<Diagnostic>,
+    pub(super) table: Option<Arc<HostTable>>,
+    pub(super) diagnostics: Vec<Diagnostic>,
     /// `rewrite-target` report lines: (Ingress, text).
-    additions: Vec<(ObjectKey, String)>,
+    pub(super) additions: Vec<(ObjectKey, String)>,
     /// Every backend the routes resolved.
-    backends: Vec<(backends::BackendKey, Arc<Backend>)>,
+    pub(super) backends: Vec<(backends::BackendKey, Arc<Backend>)>,
 }
 
 /// Processor 2: the routes of every rule, host by host.
@@ -425,15 +425,7 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
     let mut added = Added::new();
     b.routes.reserve_hosts(hosts.len());
     let mut memo = std::mem::take(&mut b.cache.hosts);
-    // No Service, EndpointSlice or Node changed since the last build, or only known Services
-    // did: every backend a reused host resolved of any other Service is still what it was, so it
-    // need not be looked at.
-    let trust_untouched = (b.unchanged.backends || b.unchanged.touched_services.is_some())
-        && b.cache.backends.may_skip_stamps();
-    if trust_untouched {
-        b.cache.backends.skip_stamps();
-    }
-    let backends_hold = trust_untouched && b.unchanged.backends;
+    let trust = trust(b);
     for (host, members) in groups {
         let now = HostNow {
             cacheable: (claimed.is_empty() || !claimed.contains(host))
@@ -451,29 +443,12 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
                 client_auth.get(host)
             },
         };
-        let reused = memo.lookup(host, |last, unit| {
-            last.hold(&now, members, ours)
-                && (backends_hold
-                    || unit
-                        .backends
-                        .iter()
-                        .all(|(key, backend)| backends::still(b, key, backend, trust_untouched)))
-        });
-        let unit = match reused {
-            Some(unit) => unit,
-            None => {
-                let inputs = HostInputs {
-                    cacheable: now.cacheable,
-                    members: members.iter().map(|&(i, r)| (ours[i].facts.clone(), r)).collect(),
-                    tls: now.tls,
-                    regex: now.regex,
-                    client_auth: now.client_auth.cloned(),
-                };
-                let unit = Arc::new(host_unit(b, ours, host, members, &inputs, &defaults, canaries));
-                memo.store(host, inputs, unit.clone());
-                unit
-            }
-        };
+        let unit = unit_for(
+            b, &mut memo, ours, host, members, &now, trust, &defaults, canaries,
+        );
+        if let Some(hosts) = &mut b.recorded_hosts {
+            hosts.push((host.clone(), members.to_vec(), unit.clone()));
+        }
         b.diagnostics.extend(unit.diagnostics.iter().cloned());
         for (ingress, text) in &unit.additions {
             if let Some(report) = b.annotation_report(ingress, "rewrite-target") {
@@ -493,6 +468,109 @@ pub(super) fn routes(b: &mut Build<'_>, ours: &[OurIngress<'_>], canaries: &mut 
         www_redirects(b, ours, &added);
     }
 }
+
+/// How far a build may trust the backends of a host it reuses without looking them up: `all`
+/// when no Service, EndpointSlice or Node changed since the last build, `untouched` those of the
+/// Services the store says did not (see [`backends::still`]).
+#[derive(Clone, Copy)]
+pub(super) struct Trust {
+    pub(super) untouched: bool,
+    pub(super) all: bool,
+}
+
+/// What this build may trust of reused hosts' backends. No Service, EndpointSlice or Node changed
+/// since the last build, or only known Services did: every backend a reused host resolved of any
+/// other Service is still what it was, so it need not be looked at.
+pub(super) fn trust(b: &mut Build<'_>) -> Trust {
+    let untouched = (b.unchanged.backends || b.unchanged.touched_services.is_some())
+        && b.cache.backends.may_skip_stamps();
+    if untouched {
+        b.cache.backends.skip_stamps();
+    }
+    Trust {
+        untouched,
+        all: untouched && b.unchanged.backends,
+    }
+}
+
+/// One host's routes: the last build's when its inputs still hold, else compiled anew (and kept).
+#[allow(clippy::too_many_arguments)]
+fn unit_for(
+    b: &mut Build<'_>,
+    memo: &mut HostMemo,
+    ours: &[OurIngress<'_>],
+    host: &HostMatch,
+    members: &[(usize, usize)],
+    now: &HostNow<'_>,
+    trust: Trust,
+    defaults: &Defaults,
+    canaries: &mut [CanaryClaim],
+) -> Arc<HostUnit> {
+    let reused = memo.lookup(host, |last, unit| {
+        last.hold(now, members, ours)
+            && (trust.all
+                || unit
+                    .backends
+                    .iter()
+                    .all(|(key, backend)| backends::still(b, key, backend, trust.untouched)))
+    });
+    if let Some(unit) = reused {
+        return unit;
+    }
+    let inputs = HostInputs {
+        cacheable: now.cacheable,
+        members: members.iter().map(|&(i, r)| (ours[i].facts.clone(), r)).collect(),
+        tls: now.tls,
+        regex: now.regex,
+        client_auth: now.client_auth.cloned(),
+    };
+    let unit = Arc::new(host_unit(b, ours, host, members, &inputs, defaults, canaries));
+    memo.store(host, inputs, unit.clone());
+    unit
+}
+
+/// The routes of one host for a build that patches the last one ([`super::patch`]): `members`
+/// are the host's rules (an Ingress in `ours` and the rule's index), oldest Ingress first, none
+/// of them [`IngressFacts::cross`]; `tls_hosts` every TLS host of every one of our Ingresses.
+pub(super) fn patched_host(
+    b: &mut Build<'_>,
+    ours: &[OurIngress<'_>],
+    host: &HostMatch,
+    members: &[(usize, usize)],
+    tls_hosts: &FastSet<String>,
+    trust: Trust,
+) -> Arc<HostUnit> {
+    let now = HostNow {
+        cacheable: true,
+        tls: members
+            .iter()
+            .any(|&(i, r)| ours[i].facts.rule_in_own_tls.get(r).copied().unwrap_or(false))
+            || is_tls_host(host, |h| tls_hosts.contains(h)),
+        // A host is in regex mode when one of its rules' Ingresses puts it there
+        // (`IngressFacts::regex_hosts` are hosts of the Ingress's own rules).
+        regex: members
+            .iter()
+            .any(|&(i, _)| ours[i].facts.regex_hosts.contains(host)),
+        client_auth: None,
+    };
+    let mut memo = std::mem::take(&mut b.cache.hosts);
+    let unit = unit_for(
+        b,
+        &mut memo,
+        ours,
+        host,
+        members,
+        &now,
+        trust,
+        &Defaults::default(),
+        &mut [],
+    );
+    b.cache.hosts = memo;
+    unit
+}
+
+/// The hosts memo of [`super::TranslateCache`].
+type HostMemo = super::cache::Memo<HostMatch, HostInputs, Arc<HostUnit>>;
 
 fn rules_of<'i>(ing: &OurIngress<'i>) -> &'i [IngressRule] {
     ing.ingress

@@ -38,7 +38,7 @@ use crate::{
 };
 
 /// The settings in force for one snapshot.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(super) struct Settings {
     pub config: Arc<ProxyConfig>,
     /// For Ingresses without the `gantry.dev/backend-mode` annotation.

@@ -18,6 +18,9 @@ const SERVICES: [&str; 3] = ["s0", "s1", "s2"];
 struct Universe {
     rng: fastrand::Rng,
     certs: Vec<TestCert>,
+    /// Only what a build may patch in: changes to Ingresses, Services and EndpointSlices, and no
+    /// annotation whose effect reaches across Ingresses.
+    patchable: bool,
 }
 
 impl Universe {
@@ -44,7 +47,14 @@ impl Universe {
             b = b.tls(&[host], &format!("tls{}", self.rng.usize(..3)));
         }
         let n = self.rng.usize(..2);
-        match self.rng.usize(..12) {
+        let annotations = if self.patchable {
+            // Backend mode, regex mode, a rewrite that may not fit (reported), an annotation
+            // value that is wrong (reported).
+            [1, 2, 5, 9, 10, 10, 10][self.rng.usize(..7)]
+        } else {
+            self.rng.usize(..12)
+        };
+        match annotations {
             0 => {
                 b = b
                     .annotation("nginx.ingress.kubernetes.io/auth-type", "basic")
@@ -74,6 +84,7 @@ impl Universe {
             7 => b = b.annotation("nginx.ingress.kubernetes.io/from-to-www-redirect", "true"),
             // A missing CA Secret: the whole host fails closed.
             8 => b = b.annotation("nginx.ingress.kubernetes.io/auth-tls-secret", "default/ca0"),
+            9 => b = b.annotation("nginx.ingress.kubernetes.io/ssl-redirect", "maybe"),
             _ => {}
         }
         if self.rng.usize(..8) == 0 {
@@ -142,7 +153,8 @@ impl Universe {
 
     /// One change: an object of some kind comes or changes, or one that may be there goes.
     fn change(&mut self, store: &mut ObjectStore) {
-        let object = match self.rng.usize(..5) {
+        let kinds = if self.patchable { 3 } else { 5 };
+        let object = match self.rng.usize(..kinds) {
             0 => self.ingress(),
             1 => self.service(),
             2 => self.slice(),
@@ -179,6 +191,7 @@ fn a_cached_build_equals_a_full_build_over_random_changes() {
         let mut u = Universe {
             rng: fastrand::Rng::with_seed(seed),
             certs: certs.clone(),
+            patchable: false,
         };
         let mut store = ObjectStore::new();
         store.apply(ingress_class(CLASS).into());
@@ -198,6 +211,48 @@ fn a_cached_build_equals_a_full_build_over_random_changes() {
     }
     // Positive control: the cache was used, and was also missed (changes do invalidate it).
     assert!(hits > 1000 && misses > 1000, "hits {hits}, misses {misses}");
+}
+
+/// The same over changes a build may patch in ([`crate::translate`]'s `patch`): Ingresses,
+/// Services and EndpointSlices changing, coming and going, with Ingresses whose annotations are
+/// reported now and then (those changes make whole builds).
+#[test]
+fn a_patched_build_equals_a_full_build_over_random_ingress_and_endpoint_changes() {
+    let certs = vec![test_cert(&["a.example", "b.example"]), test_cert(&["c.example"])];
+    let opts = opts();
+    let (mut builds, mut patched) = (0, 0);
+    for seed in 0..60 {
+        let mut u = Universe {
+            rng: fastrand::Rng::with_seed(1000 + seed),
+            certs: certs.clone(),
+            patchable: true,
+        };
+        let mut store = ObjectStore::new();
+        store.apply(ingress_class(CLASS).into());
+        for i in 0..3 {
+            store.apply(secret(&format!("tls{i}")).cert(&certs[i % 2]).into());
+        }
+        let mut cache = TranslateCache::default();
+        let mut previous = Snapshot::default();
+        for step in 0..60 {
+            for _ in 0..u.rng.usize(1..3) {
+                u.change(&mut store);
+            }
+            let cached = translate_cached(&store, &opts, &previous, &mut cache);
+            let full = translate(&store, &opts, &previous);
+            assert_same(&cached, &full, step, seed);
+            builds += 1;
+            patched += usize::from(cached.cache.patched);
+            previous = cached.snapshot;
+        }
+    }
+    // Positive control: many of these builds were patches, and not all (in this small universe
+    // Ingresses often conflict on a host, miss a Service, change their `spec.tls` or have a
+    // reported annotation, and those changes make whole builds).
+    assert!(
+        patched * 5 > builds && patched < builds,
+        "{patched} of {builds} patched"
+    );
 }
 
 #[test]
@@ -234,14 +289,14 @@ fn an_endpoint_change_rebuilds_only_that_backend_and_a_secret_change_only_its_ce
 
     store.apply(slice("s0").port_name("http").endpoint("10.0.0.9", 8080).into());
     let second = translate_cached(&store, &opts, &first.snapshot, &mut cache);
-    // Made anew: the backend of s0 and the routes of its host. Reused: both Ingresses' facts, the
-    // other host's routes, and s1 for the host made anew. The store says the change touched s0
-    // alone, so the other host's backend (s2) is not looked up. (No Secret and no `spec.tls`
-    // entry changed: the certificates by name are the last build's, without looking the
-    // certificate up.)
+    // A patch of the last build: the store says the change touched s0 alone, whose backend is
+    // used by a.example only. Made anew: the backend of s0 and the routes of a.example. Looked up
+    // and reused: s1, for the host made anew. Not looked at: both Ingresses' facts, the other
+    // host and its backend (s2), the certificates.
+    assert!(second.cache.patched);
     assert_eq!(
         (second.cache.hits, second.cache.misses),
-        (4, 2),
+        (1, 2),
         "{:?}",
         second.cache
     );
@@ -264,13 +319,13 @@ fn an_endpoint_change_rebuilds_only_that_backend_and_a_secret_change_only_its_ce
         "the untouched backend is the same Arc"
     );
 
-    // A status-like no-op (the same object again) keeps every entry. No Service, EndpointSlice or
-    // Node changed, so the reused hosts' backends are not looked up (and not counted), but kept.
+    // A status-like no-op (the same object again) keeps every entry, and looks nothing up: nothing
+    // changed since the last build, which it patches.
     store.apply(secret("tls0").cert(&cert).into());
     let third = translate_cached(&store, &opts, &second.snapshot, &mut cache);
     assert_eq!(
         (third.cache.hits, third.cache.misses, third.cache.entries),
-        (4, 0, 8),
+        (0, 0, 8),
         "{:?}",
         third.cache
     );
@@ -287,12 +342,13 @@ fn an_endpoint_change_rebuilds_only_that_backend_and_a_secret_change_only_its_ce
             .into(),
     );
     let fourth = translate_cached(&store, &opts, &third.snapshot, &mut cache);
-    // Made anew: its facts and its host's routes; reused: the other's facts, the other host's
-    // routes, and the two backends of the host made anew (its `spec.tls` is as it was: the
-    // certificates by name are the last build's).
+    // A patch: made anew, its facts and its host's routes; looked up and reused, the two backends
+    // of the host made anew. Its `spec.tls` is as it was: the certificates by name are the last
+    // build's. The other Ingress and its host are not looked at.
+    assert!(fourth.cache.patched);
     assert_eq!(
         (fourth.cache.hits, fourth.cache.misses),
-        (4, 2),
+        (2, 2),
         "{:?}",
         fourth.cache
     );
