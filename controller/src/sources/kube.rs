@@ -1232,7 +1232,19 @@ pub fn slim(mut obj: Object) -> Object {
         Object::Ingress(o) => {
             // ingress-nginx annotations are all read (unknown ones are reported as such).
             let nginx = |k: &str| k.starts_with(crate::annotations::PREFIX);
-            slim_meta_keeping(&mut o.metadata, None, nginx)
+            slim_meta_keeping(&mut o.metadata, None, nginx);
+            if let Some(spec) = &mut o.spec {
+                for rule in spec.rules.iter_mut().flatten() {
+                    if let Some(http) = &mut rule.http {
+                        http.paths.shrink_to_fit();
+                    }
+                }
+                shrink(&mut spec.rules);
+                for tls in spec.tls.iter_mut().flatten() {
+                    shrink(&mut tls.hosts);
+                }
+                shrink(&mut spec.tls);
+            }
         }
         Object::IngressClass(o) => slim_meta(&mut o.metadata, None),
         Object::Service(o) => {
@@ -1258,12 +1270,16 @@ pub fn slim(mut obj: Object) -> Object {
                     ..ServiceSpec::default()
                 });
             }
+            if let Some(spec) = &mut o.spec {
+                shrink(&mut spec.ports);
+            }
         }
         Object::EndpointSlice(o) => {
             slim_meta(&mut o.metadata, Some(SERVICE_NAME_LABEL));
             // Each endpoint's addresses and whether it is ready, each port's name and number: the
             // pod references, node names, zones and hints are half of a slice.
             for endpoint in &mut o.endpoints {
+                endpoint.addresses.shrink_to_fit();
                 *endpoint = Endpoint {
                     addresses: std::mem::take(&mut endpoint.addresses),
                     conditions: endpoint.conditions.take().map(|c| EndpointConditions {
@@ -1277,6 +1293,8 @@ pub fn slim(mut obj: Object) -> Object {
                 port.protocol = None;
                 port.app_protocol = None;
             }
+            o.endpoints.shrink_to_fit();
+            shrink(&mut o.ports);
         }
         Object::Secret(o) => {
             slim_meta(&mut o.metadata, None);
@@ -1333,6 +1351,15 @@ pub fn slim_referenced(mut obj: Object) -> Object {
             obj
         }
         _ => slim(obj),
+    }
+}
+
+/// Gives back a decoded list's spare room. serde fills a list by pushing (JSON does not say its
+/// length), so a one-item list has room for four: three unused k8s-openapi endpoints are about
+/// 1 KB in every one-endpoint EndpointSlice the store keeps.
+fn shrink<T>(list: &mut Option<Vec<T>>) {
+    if let Some(list) = list {
+        list.shrink_to_fit();
     }
 }
 
@@ -1558,6 +1585,78 @@ mod tests {
         assert_eq!(status.addresses.unwrap().len(), 1);
         assert_eq!(status.conditions.unwrap().len(), 1);
         assert_eq!(status.volumes_in_use, None);
+    }
+
+    #[test]
+    fn slimmed_lists_keep_no_spare_room() {
+        // As the watcher gets them: decoded from JSON, where serde pushes each item, so a one-item
+        // list has room for four.
+        let slice: EndpointSlice = serde_json::from_str(
+            &serde_json::json!({
+                "metadata": { "name": "web-abc", "namespace": "ns" },
+                "addressType": "IPv4",
+                "endpoints": [{ "addresses": ["10.0.0.1"], "conditions": { "ready": true },
+                                "nodeName": "n1", "zone": "z" }],
+                "ports": [{ "name": "http", "port": 8080, "protocol": "TCP" }],
+            })
+            .to_string(),
+        )
+        .unwrap();
+        assert!(
+            slice.endpoints.capacity() > 1,
+            "the control: decoding leaves room"
+        );
+        let Object::EndpointSlice(slice) = slim(Object::EndpointSlice(slice)) else {
+            unreachable!()
+        };
+        assert_eq!(slice.endpoints.capacity(), 1);
+        assert_eq!(slice.endpoints[0].addresses, ["10.0.0.1"]);
+        assert_eq!(slice.endpoints[0].addresses.capacity(), 1);
+        assert_eq!(slice.ports.as_ref().map(Vec::capacity), Some(1));
+
+        let ing: Ingress = serde_json::from_str(
+            &serde_json::json!({
+                "metadata": { "name": "web", "namespace": "ns" },
+                "spec": {
+                    "tls": [{ "hosts": ["a.example"], "secretName": "a" }],
+                    "rules": [{ "host": "a.example", "http": { "paths": [
+                        { "path": "/", "pathType": "Prefix",
+                          "backend": { "service": { "name": "web", "port": { "number": 80 } } } },
+                        { "path": "/b", "pathType": "Prefix",
+                          "backend": { "service": { "name": "web", "port": { "number": 80 } } } },
+                    ] } }],
+                },
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let Object::Ingress(ing) = slim(Object::Ingress(ing)) else {
+            unreachable!()
+        };
+        let spec = ing.spec.as_ref().unwrap();
+        let rules = spec.rules.as_ref().unwrap();
+        assert_eq!(rules.capacity(), 1);
+        let paths = &rules[0].http.as_ref().unwrap().paths;
+        assert_eq!((paths.len(), paths.capacity()), (2, 2));
+        let tls = spec.tls.as_ref().unwrap();
+        assert_eq!(tls.capacity(), 1);
+        assert_eq!(tls[0].hosts.as_ref().map(Vec::capacity), Some(1));
+
+        let svc: Service = serde_json::from_str(
+            &serde_json::json!({
+                "metadata": { "name": "web", "namespace": "ns" },
+                "spec": { "clusterIP": "10.96.0.10",
+                          "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }] },
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let Object::Service(svc) = slim(Object::Service(svc)) else {
+            unreachable!()
+        };
+        let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).unwrap();
+        assert_eq!((ports.len(), ports.capacity()), (1, 1));
+        assert_eq!(ports[0].port, 80);
     }
 
     #[test]
