@@ -45,7 +45,7 @@ mod upstream;
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use gantry_proxy::policy::{Policies, Refusal};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -125,6 +125,19 @@ impl Default for IngressAnnotations {
             default_backend: None,
             reports: Vec::new(),
         }
+    }
+}
+
+/// `parsed`, shared: every Ingress whose annotations ask for nothing (most have none) gets the
+/// same `Arc` of the default, instead of its own copy of about 1.3 KB (13 MB at 10,000
+/// Ingresses).
+pub fn shared(parsed: IngressAnnotations) -> Arc<IngressAnnotations> {
+    static NOTHING: std::sync::LazyLock<Arc<IngressAnnotations>> =
+        std::sync::LazyLock::new(|| Arc::new(IngressAnnotations::default()));
+    if parsed == **NOTHING {
+        NOTHING.clone()
+    } else {
+        Arc::new(parsed)
     }
 }
 

@@ -109,6 +109,20 @@ fn no_annotations_is_no_policy_and_no_report() {
 }
 
 #[test]
+fn ingresses_whose_annotations_ask_for_nothing_share_one_reading() {
+    let none = shared(parse(&key(), None, &ObjectStore::new()));
+    let foreign = shared(parse_only(&[("kubernetes.io/ingress.class", "nginx")]));
+    assert!(std::sync::Arc::ptr_eq(&none, &foreign));
+    // Anything asked for is its own: an ssl-redirect turned off, even with nothing else.
+    let off = shared(parse_only(&[(
+        "nginx.ingress.kubernetes.io/ssl-redirect",
+        "false",
+    )]));
+    assert!(!off.ssl_redirect && none.ssl_redirect);
+    assert!(!std::sync::Arc::ptr_eq(&none, &off));
+}
+
+#[test]
 fn ssl_redirects_follow_go_booleans_and_force_wins() {
     let cases: &[(Anns<'_>, bool, bool, Anns<'_>)] = &[
         (

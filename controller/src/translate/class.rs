@@ -185,6 +185,7 @@ impl IngressFacts {
                     .as_deref()
                     .filter(|s| !s.is_empty())
                     .map(|name| ObjectKey::new(key.namespace.as_str(), name));
+                hosts.shrink_to_fit();
                 TlsEntry {
                     hosts,
                     invalid,
@@ -226,6 +227,10 @@ impl IngressFacts {
                 .reports
                 .iter()
                 .all(|r| Problem::of_report(r).is_none());
+        // Kept for as long as the Ingress is (one per Ingress): without the room pushing left.
+        hosts.shrink_to_fit();
+        let mut tls_hosts = tls_hosts;
+        tls_hosts.shrink_to_fit();
         Self {
             cross,
             plain,
@@ -287,7 +292,7 @@ pub(super) fn facts_of(
                 references: reading.inputs.into_inner(),
                 default_mode,
             };
-            let facts = IngressFacts::of(key, ingress, Arc::new(parsed), default_mode);
+            let facts = IngressFacts::of(key, ingress, crate::annotations::shared(parsed), default_mode);
             (Arc::new(facts), inputs)
         },
     )
