@@ -140,7 +140,7 @@ mod tests {
                     namespace: "default".into(),
                     name: "web".into(),
                 },
-                policies: Policies::https_redirect(false),
+                policies: Policies::https_redirect(false).into(),
             },
         )
         .unwrap();

@@ -395,7 +395,6 @@ mod tests {
     use super::*;
     use crate::{
         backend::{BackendId, Endpoint},
-        policy::Policies,
         routes::{HostMatch, PathMatch, RouteSource, RouteTableBuilder},
     };
 
@@ -422,7 +421,7 @@ mod tests {
                     namespace: "default".into(),
                     name: "web".into(),
                 },
-                policies: Policies::default(),
+                policies: Default::default(),
             },
         )
         .unwrap();

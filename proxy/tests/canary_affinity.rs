@@ -57,7 +57,7 @@ fn snapshot(main: &Arc<Backend>, policies: Policies, extra: bool) -> Snapshot {
             conditions: None,
             backend: main.clone(),
             source: source.clone(),
-            policies,
+            policies: policies.into(),
         },
     )
     .unwrap();
@@ -69,7 +69,7 @@ fn snapshot(main: &Arc<Backend>, policies: Policies, extra: bool) -> Snapshot {
                 conditions: None,
                 backend: main.clone(),
                 source,
-                policies: Policies::default(),
+                policies: Default::default(),
             },
         )
         .unwrap();

@@ -73,7 +73,7 @@ fn httproute(path: PathMatch, backend: &Arc<Backend>, policies: Policies) -> Rou
             namespace: "gw".into(),
             name: "route".into(),
         },
-        policies,
+        policies: policies.into(),
     }
 }
 

@@ -10,9 +10,7 @@ use std::{
     },
 };
 
-use gantry_proxy::{
-    Backend, BackendId, HostMatch, PathMatch, Policies, Route, RouteSource, RouteTableBuilder,
-};
+use gantry_proxy::{Backend, BackendId, HostMatch, PathMatch, Route, RouteSource, RouteTableBuilder};
 
 struct Counting;
 
@@ -49,7 +47,7 @@ fn route(name: &str) -> Route {
             namespace: "default".into(),
             name: name.into(),
         },
-        policies: Policies::default(),
+        policies: Default::default(),
     }
 }
 

@@ -69,7 +69,7 @@ fn route_with(endpoints: &[SocketAddr], policies: Policies) -> Route {
             namespace: "default".into(),
             name: "test".into(),
         },
-        policies,
+        policies: policies.into(),
     }
 }
 

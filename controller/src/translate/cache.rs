@@ -242,6 +242,42 @@ pub struct TranslateCache {
     mark: Option<Mark>,
     /// What the last build made, kept for the next to patch ([`super::patch`]), when it may.
     pub(super) prior: Option<super::patch::Prior>,
+    /// Routes' policies lately made, to share (see [`PolicyPool`]).
+    pub(super) policies: PolicyPool,
+}
+
+/// The routes' [`Policies`](gantry_proxy::Policies) lately seen, so that routes asking for the
+/// same share one `Arc`: most routes of a cluster ask for one of a few (no annotation, with or
+/// without the TLS redirect), and each route's own copy was two thirds of its 650 bytes. A small
+/// list compared by value rather than a map: `Policies` has no hash, and a build asks once per
+/// route.
+#[derive(Default)]
+pub(super) struct PolicyPool {
+    /// Most recently used last.
+    recent: Vec<std::sync::Arc<gantry_proxy::Policies>>,
+}
+
+/// How many distinct policies [`PolicyPool`] remembers.
+const POLICY_POOL: usize = 8;
+
+impl PolicyPool {
+    /// `policies`, as an `Arc` shared with every route that asked for the same lately.
+    pub(super) fn share(
+        &mut self,
+        policies: gantry_proxy::Policies,
+    ) -> std::sync::Arc<gantry_proxy::Policies> {
+        if let Some(i) = self.recent.iter().rposition(|p| **p == policies) {
+            let shared = self.recent.remove(i);
+            self.recent.push(shared.clone());
+            return shared;
+        }
+        if self.recent.len() == POLICY_POOL {
+            self.recent.remove(0);
+        }
+        let shared = std::sync::Arc::new(policies);
+        self.recent.push(shared.clone());
+        shared
+    }
 }
 
 /// How much of one build came from the cache.

@@ -1164,7 +1164,7 @@ fn http_route(
                     continue;
                 }
             };
-            let policies = compiled.policies_for(&path);
+            let policies = Arc::new(compiled.policies_for(&path));
             for ((address, host), (plain, tls)) in &placement.hosts {
                 let mut conditions = conditions.clone();
                 conditions.tls = match (plain, tls) {

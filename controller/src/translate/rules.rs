@@ -636,7 +636,7 @@ fn host_unit(
                 conditions: None,
                 backend,
                 source: ing.source.clone(),
-                policies,
+                policies: b.cache.policies.share(policies),
             };
             let main_backend = route.backend.clone();
             match table.add(host.clone(), route) {
@@ -652,7 +652,13 @@ fn host_unit(
         table: table.host_table(host),
         diagnostics: b.diagnostics.split_off(start),
         additions,
-        backends: b.backend_log.take().unwrap_or_default(),
+        backends: {
+            // Kept with the host: without a path's repeat of the backend before it, or spare room.
+            let mut log = b.backend_log.take().unwrap_or_default();
+            log.dedup_by(|a, b| a.0 == b.0 && Arc::ptr_eq(&a.1, &b.1));
+            log.shrink_to_fit();
+            log
+        },
     }
 }
 
@@ -955,10 +961,10 @@ fn www_redirects(b: &mut Build<'_>, ours: &[OurIngress<'_>], added: &Added<'_>) 
                 conditions: None,
                 backend: template.backend.clone(),
                 source: ing.source.clone(),
-                policies: Policies {
+                policies: Arc::new(Policies {
                     host_redirect: Some(HostRedirect::new(name.clone())),
                     ..Policies::default()
-                },
+                }),
             };
             // An older Ingress's redirect for the same twin keeps it.
             let _ = b.routes.add(twin_host, route);
@@ -995,7 +1001,7 @@ pub(super) fn default_backend(b: &mut Build<'_>, ours: &[OurIngress<'_>], canari
             conditions: None,
             backend,
             source: ing.source.clone(),
-            policies,
+            policies: Arc::new(policies),
         };
         let main_backend = route.backend.clone();
         match b.routes.set_default(route) {

@@ -531,7 +531,7 @@ spec:
     // A filter Gantry cannot honour: the rule answers 500 rather than skip it.
     let e = route_of(&t, &any, &prefix("/ext"));
     assert!(e.backend.invalid);
-    assert_eq!(e.policies, gantry_proxy::Policies::default());
+    assert_eq!(*e.policies, gantry_proxy::Policies::default());
     assert!(t
         .diagnostics
         .iter()

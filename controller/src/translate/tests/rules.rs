@@ -390,3 +390,38 @@ fn the_same_store_always_gives_the_same_routes_and_diagnostics() {
         ]
     );
 }
+
+#[test]
+fn routes_that_ask_for_the_same_policies_share_them() {
+    let snapshot = build(objects![
+        ingress("a")
+            .host("a.example")
+            .prefix("/", "web", 80)
+            .prefix("/x", "web", 80),
+        ingress("b").host("b.example").prefix("/", "web", 80),
+        ingress("limited")
+            .host("c.example")
+            .annotation("nginx.ingress.kubernetes.io/limit-rps", "5")
+            .prefix("/", "web", 80),
+        svc("web"),
+    ]);
+    let policies = |host: &str, path: &str| {
+        snapshot
+            .routes
+            .iter()
+            .find(|(h, r)| h.to_string() == host && r.path == gantry_proxy::PathMatch::Prefix(path.into()))
+            .map(|(_, r)| r.policies.clone())
+            .unwrap_or_else(|| panic!("no route {host}{path}"))
+    };
+    let (a, a_x, b, c) = (
+        policies("a.example", "/"),
+        policies("a.example", "/x"),
+        policies("b.example", "/"),
+        policies("c.example", "/"),
+    );
+    assert!(Arc::ptr_eq(&a, &a_x), "two paths of one Ingress");
+    assert!(Arc::ptr_eq(&a, &b), "two Ingresses asking for nothing");
+    // Shared by value only: the rate-limited route keeps its own.
+    assert!(a.rate_limit.is_none() && c.rate_limit.is_some());
+    assert!(!Arc::ptr_eq(&a, &c));
+}
