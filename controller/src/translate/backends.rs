@@ -12,13 +12,10 @@ use std::{
 };
 
 use gantry_proxy::{Backend, BackendId, Endpoint};
-use k8s_openapi::api::{
-    core::v1::{Node, ServicePort},
-    networking::v1::IngressBackend,
-};
+use k8s_openapi::api::{core::v1::Node, networking::v1::IngressBackend};
 
 use super::{BackendMode, Build, OurIngress, Problem};
-use crate::store::{Kind, ObjectKey, ObjectStore};
+use crate::store::{KeptServicePort, Kind, ObjectKey, ObjectStore};
 
 /// What one build knows about backends beyond the cache ([`super::TranslateCache`], where each
 /// distinct backend is one `Arc<Backend>`, so that routes to the same Service port share endpoints
@@ -232,10 +229,8 @@ pub(super) fn resolve_default_backend(
         return Err(format!("Service {namespace}/{name} not found"));
     };
     let first = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_deref())
-        .and_then(|p| p.first())
+        .ports
+        .first()
         .ok_or_else(|| format!("Service {namespace}/{name} has no port"))?;
     let key = BackendKey {
         service: ObjectKey::new(namespace.as_str(), name),
@@ -268,12 +263,7 @@ fn build_backend(store: &ObjectStore, node_ips: &mut Option<Vec<IpAddr>>, key: &
             },
         );
     };
-    let ports = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.ports.as_deref())
-        .unwrap_or_default();
-    let port = ports.iter().find(|p| match &key.port {
+    let port = service.ports.iter().find(|p| match &key.port {
         PortRef::Number(n) => p.port == *n,
         PortRef::Name(name) => p.name.as_deref() == Some(name.as_str()),
         PortRef::Missing => false,
@@ -298,9 +288,8 @@ fn build_backend(store: &ObjectStore, node_ips: &mut Option<Vec<IpAddr>>, key: &
         BackendMode::Endpoints => slice_endpoints(store, namespace, &key.service.name, port),
         BackendMode::ClusterIp => {
             let ip = service
-                .spec
-                .as_ref()
-                .and_then(|s| s.cluster_ip.as_deref())
+                .cluster_ip
+                .as_deref()
                 .and_then(|ip| ip.parse::<IpAddr>().ok());
             match (ip, valid_port(port.port)) {
                 (Some(ip), Some(p)) => Ok(vec![Endpoint {
@@ -361,7 +350,7 @@ fn slice_endpoints(
     store: &ObjectStore,
     namespace: &str,
     service: &str,
-    port: &ServicePort,
+    port: &KeptServicePort,
 ) -> Result<Vec<Endpoint>, &'static str> {
     let want = port.name.as_deref().unwrap_or_default();
     let mut any_slice = false;
@@ -369,19 +358,18 @@ fn slice_endpoints(
     for (_, slice) in store.endpoint_slices_for(namespace, service) {
         any_slice = true;
         // FQDN slices name hosts, not addresses; resolving them would be I/O.
-        if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+        if !matches!(&*slice.address_type, "IPv4" | "IPv6") {
             continue;
         }
         let slice_port = slice
             .ports
             .iter()
-            .flatten()
             .find(|p| p.name.as_deref().unwrap_or_default() == want)
             .and_then(|p| p.port)
             .and_then(valid_port);
         let Some(slice_port) = slice_port else { continue };
         for endpoint in &slice.endpoints {
-            if endpoint.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+            if endpoint.ready == Some(false) {
                 continue;
             }
             endpoints.extend(

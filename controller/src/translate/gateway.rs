@@ -1435,10 +1435,8 @@ fn compile_rule(
             app_protocols.push(
                 b.store
                     .service(namespace, &r.name)
-                    .and_then(|s| s.spec.as_ref())
-                    .and_then(|s| s.ports.as_ref())
-                    .and_then(|ports| ports.iter().find(|p| Some(p.port) == r.port))
-                    .and_then(|p| p.app_protocol.clone()),
+                    .and_then(|s| s.ports.iter().find(|p| Some(p.port) == r.port))
+                    .and_then(|p| p.app_protocol.as_deref().map(str::to_string)),
             );
             match backend_tls(b, namespace, &r.name, r.port.unwrap_or_default()) {
                 Ok(t) => tls.push(t),
@@ -1870,10 +1868,8 @@ fn backend_tls(
     let port_name = b
         .store
         .service(namespace, service)
-        .and_then(|s| s.spec.as_ref())
-        .and_then(|s| s.ports.as_ref())
-        .and_then(|ports| ports.iter().find(|p| p.port == port))
-        .and_then(|p| p.name.clone());
+        .and_then(|s| s.ports.iter().find(|p| p.port == port))
+        .and_then(|p| p.name.as_deref().map(str::to_string));
     let mut candidates: Vec<Candidate<'_>> = b
         .store
         .backend_tls_policies()

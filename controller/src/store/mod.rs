@@ -23,6 +23,10 @@ use crate::{
     gateway::api::{BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant},
 };
 
+mod kept;
+
+pub use kept::{KeptEndpoint, KeptService, KeptServicePort, KeptSlice, KeptSlicePort};
+
 /// The label an EndpointSlice carries to name the Service it belongs to.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
@@ -116,8 +120,9 @@ pub enum Change {
 pub struct ObjectStore {
     ingresses: Objects<Ingress>,
     ingress_classes: BTreeMap<ObjectKey, IngressClass>,
-    services: Objects<Service>,
-    endpoint_slices: Objects<EndpointSlice>,
+    /// Services and EndpointSlices as [`kept`] (what translation reads, in types of their own).
+    services: BTreeMap<ObjectKey, KeptService>,
+    endpoint_slices: BTreeMap<ObjectKey, KeptSlice>,
     secrets: Objects<Secret>,
     nodes: BTreeMap<ObjectKey, Node>,
     proxy_configs: BTreeMap<ObjectKey, ProxyConfig>,
@@ -218,10 +223,11 @@ impl Clone for Lineage {
     }
 }
 
-/// Objects of one kind by key. The high-volume kinds (Ingresses, Services, EndpointSlices,
-/// Secrets) are boxed: a B-tree node holds eleven values inline and is about half full when
-/// filled in key order (as a list arrives), so an inline k8s-openapi struct (432 to 824 bytes)
-/// would cost nearly twice its size in node space.
+/// Objects of one kind by key. The high-volume k8s-openapi kinds (Ingresses and Secrets) are
+/// boxed: a B-tree node holds eleven values inline and is about half full when filled in key
+/// order (as a list arrives), so an inline k8s-openapi struct (456 to 584 bytes) would cost
+/// nearly twice its size in node space. (Services and EndpointSlices are [`kept`]: small structs,
+/// inline.)
 pub type Objects<T> = BTreeMap<ObjectKey, Box<T>>;
 
 /// A point in one store's history ([`ObjectStore::mark`]), to ask later what changed since.
@@ -501,17 +507,6 @@ fn normalize_namespace(kind: Kind, namespace: &mut String) {
     }
 }
 
-/// The Service an EndpointSlice belongs to, by its label.
-fn slice_service(slice: &EndpointSlice) -> Option<&str> {
-    slice
-        .metadata
-        .labels
-        .as_ref()?
-        .get(SERVICE_NAME_LABEL)
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-}
-
 // === change detection ===
 
 impl Change {
@@ -618,29 +613,9 @@ fn ingress_class_change(a: &IngressClass, b: &IngressClass) -> Change {
 
 /// A Service's status (its load-balancer addresses) is read by the status writer's own watch of
 /// the publish Service, never from the store.
-fn service_change(a: &Service, b: &Service) -> Change {
-    let Service {
-        metadata,
-        spec,
-        status: _,
-    } = a;
-    Change::of(meta_differs(metadata, &b.metadata) || *spec != b.spec, false)
-}
-
-fn endpoint_slice_change(a: &EndpointSlice, b: &EndpointSlice) -> Change {
-    let EndpointSlice {
-        metadata,
-        address_type,
-        endpoints,
-        ports,
-    } = a;
-    Change::of(
-        meta_differs(metadata, &b.metadata)
-            || *address_type != b.address_type
-            || *endpoints != b.endpoints
-            || *ports != b.ports,
-        false,
-    )
+/// A kept Service or EndpointSlice is what translation reads of it, and has no status.
+fn kept_change<T: PartialEq>(a: &T, b: &T) -> Change {
+    Change::of(a != b, false)
 }
 
 fn secret_change(a: &Secret, b: &Secret) -> Change {
@@ -833,12 +808,16 @@ impl ObjectStore {
             Object::IngressClass(o) => replace(&mut self.ingress_classes, key, o, ingress_class_change),
             Object::Service(o) => {
                 services[0] = Some(key.clone());
-                replace(&mut self.services, key, Box::new(o), |a, b| service_change(a, b))
+                replace(&mut self.services, key, KeptService::from(o), kept_change)
             }
             Object::EndpointSlice(o) => {
+                let o = KeptSlice::from(o);
                 // The service label may have changed: drop the old index entry before adding the new.
                 let old = self.unindex_slice(&key);
-                let new = slice_service(&o).map(|service| ObjectKey::new(key.namespace.as_str(), service));
+                let new = o
+                    .service
+                    .as_deref()
+                    .map(|service| ObjectKey::new(key.namespace.as_str(), service));
                 if let Some(service) = &new {
                     let slices = self
                         .slices_by_service
@@ -849,9 +828,7 @@ impl ObjectStore {
                     }
                 }
                 services = [old, new];
-                replace(&mut self.endpoint_slices, key, Box::new(o), |a, b| {
-                    endpoint_slice_change(a, b)
-                })
+                replace(&mut self.endpoint_slices, key, o, kept_change)
             }
             Object::Secret(o) => replace(&mut self.secrets, key, Box::new(o), |a, b| secret_change(a, b)),
             Object::Node(o) => replace(&mut self.nodes, key, o, node_change),
@@ -1015,7 +992,7 @@ impl ObjectStore {
     /// Takes a stored slice out of the by-Service index; returns the Service it was labelled with.
     fn unindex_slice(&mut self, key: &ObjectKey) -> Option<ObjectKey> {
         let old = self.endpoint_slices.get(key)?;
-        let service = slice_service(old)?;
+        let service = old.service.as_deref()?;
         let index_key = (key.namespace.clone(), service.to_string());
         if let Some(keys) = self.slices_by_service.get_mut(&index_key) {
             if let Ok(at) = keys.binary_search(key) {
@@ -1080,11 +1057,11 @@ impl ObjectStore {
         &self.ingress_classes
     }
 
-    pub fn services(&self) -> &Objects<Service> {
+    pub fn services(&self) -> &BTreeMap<ObjectKey, KeptService> {
         &self.services
     }
 
-    pub fn endpoint_slices(&self) -> &Objects<EndpointSlice> {
+    pub fn endpoint_slices(&self) -> &BTreeMap<ObjectKey, KeptSlice> {
         &self.endpoint_slices
     }
 
@@ -1144,8 +1121,8 @@ impl ObjectStore {
         self.ingress_classes.get(&ObjectKey::cluster(name))
     }
 
-    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
-        self.services.get(&ObjectKey::new(namespace, name)).map(|s| &**s)
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&KeptService> {
+        self.services.get(&ObjectKey::new(namespace, name))
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
@@ -1158,13 +1135,12 @@ impl ObjectStore {
         &'a self,
         namespace: &str,
         service: &str,
-    ) -> impl Iterator<Item = (&'a ObjectKey, &'a EndpointSlice)> + 'a {
+    ) -> impl Iterator<Item = (&'a ObjectKey, &'a KeptSlice)> + 'a {
         self.slices_by_service
             .get(&(namespace.to_string(), service.to_string()))
             .into_iter()
             .flatten()
             .filter_map(|key| self.endpoint_slices.get_key_value(key))
-            .map(|(key, slice)| (key, &**slice))
     }
 }
 
@@ -1172,7 +1148,7 @@ impl ObjectStore {
 mod tests {
     use std::collections::BTreeMap;
 
-    use k8s_openapi::api::core::v1::Service;
+    use k8s_openapi::{api::core::v1::Service, apimachinery::pkg::util::intstr::IntOrString};
 
     use super::*;
 
@@ -1207,9 +1183,21 @@ mod tests {
             },
             ..Default::default()
         }));
-        let svc = store.service("default", "web").expect("stored under default/web");
-        assert_eq!(svc.metadata.namespace.as_deref(), Some("default"));
-        assert_eq!(store.len(), 1);
+        assert!(
+            store.service("default", "web").is_some(),
+            "stored under default/web"
+        );
+        store.apply(Object::Ingress(Ingress {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }));
+        // A kind kept whole has its metadata rewritten too.
+        let ing = &store.ingresses()[&ObjectKey::new("default", "web")];
+        assert_eq!(ing.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(store.len(), 2);
     }
 
     #[test]
@@ -1594,6 +1582,46 @@ mod tests {
             change_of(&base, |s| s.spec.as_mut().expect("spec").ports = None),
             Change::Read
         );
+        // The store keeps what translation reads of a Service (`KeptService`), whatever the
+        // source slimmed: the endpoints' port comes from the slice, and labels select nothing.
+        let port = |s: &mut Service| s.spec.as_mut().expect("spec").ports.as_mut().expect("ports")[0].clone();
+        assert_eq!(
+            change_of(&base, |s| {
+                s.spec.as_mut().expect("spec").ports.as_mut().expect("ports")[0].target_port =
+                    Some(IntOrString::Int(9090));
+                s.metadata.labels = Some(BTreeMap::from([("app".into(), "web".into())]));
+            }),
+            Change::Unchanged
+        );
+        assert_eq!(
+            change_of(&base, |s| {
+                let mut p = port(s);
+                p.app_protocol = Some("kubernetes.io/h2c".into());
+                s.spec.as_mut().expect("spec").ports = Some(vec![p]);
+            }),
+            Change::Read,
+            "appProtocol is read (the Gateway API's h2c backends)"
+        );
+        let mut store = ObjectStore::new();
+        store.apply(Object::Service(from_json(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.10", "type": "NodePort", "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080,
+                 "protocol": "TCP", "appProtocol": "http"}]},
+        }))));
+        assert_eq!(
+            store.service("default", "web"),
+            Some(&KeptService {
+                cluster_ip: Some("10.96.0.10".into()),
+                ports: [KeptServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    node_port: Some(30080),
+                    app_protocol: Some("http".into()),
+                }]
+                .into(),
+            })
+        );
     }
 
     #[test]
@@ -1620,6 +1648,42 @@ mod tests {
                 e.metadata.labels = Some(BTreeMap::from([(SERVICE_NAME_LABEL.into(), "api".into())]));
             }),
             Change::Read
+        );
+        // What translation does not read of a slice is not kept (`KeptSlice`).
+        assert_eq!(
+            change_of(&base, |e| {
+                e.endpoints[0].node_name = Some("n2".into());
+                e.endpoints[0].zone = Some("z2".into());
+                e.ports.as_mut().expect("ports")[0].protocol = Some("TCP".into());
+                e.metadata
+                    .labels
+                    .get_or_insert_default()
+                    .insert("endpointslice.kubernetes.io/managed-by".into(), "x".into());
+            }),
+            Change::Unchanged
+        );
+        let mut store = ObjectStore::new();
+        store.apply(Object::EndpointSlice(base));
+        let (_, kept) = store
+            .endpoint_slices_for("default", "web")
+            .next()
+            .expect("indexed");
+        assert_eq!(
+            *kept,
+            KeptSlice {
+                service: Some("web".into()),
+                address_type: "IPv4".into(),
+                ports: [KeptSlicePort {
+                    name: None,
+                    port: Some(8080)
+                }]
+                .into(),
+                endpoints: [KeptEndpoint {
+                    addresses: ["10.1.0.1".into()].into(),
+                    ready: Some(true),
+                }]
+                .into(),
+            }
         );
     }
 
