@@ -53,7 +53,7 @@ fn route(path: PathMatch, backend: &Arc<Backend>, policies: Policies) -> Route {
             namespace: "default".into(),
             name: "fuzz".into(),
         },
-        policies,
+        policies: policies.into(),
     }
 }
 
