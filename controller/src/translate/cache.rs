@@ -248,7 +248,7 @@ pub struct TranslateCache {
 
 /// The routes' [`Policies`](gantry_proxy::Policies) lately seen, so that routes asking for the
 /// same share one `Arc`: most routes of a cluster ask for one of a few (no annotation, with or
-/// without the TLS redirect), and each route's own copy was two thirds of its 650 bytes. A small
+/// without the TLS redirect), and each route's own copy was most of its 650 bytes. A small
 /// list compared by value rather than a map: `Policies` has no hash, and a build asks once per
 /// route.
 #[derive(Default)]
