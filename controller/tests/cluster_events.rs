@@ -25,6 +25,13 @@ async fn events_by_ingress(c: &Cluster) -> BTreeMap<(String, String), Vec<Event>
         .expect("list events")
         .items
     {
+        // Gantry's Events, and any about an Ingress: the control plane writes its own about other
+        // kinds (the API server's ClusterIP repair loop once reported the Service `web` as
+        // `ClusterIPNotAllocated`), which say nothing of Gantry.
+        let about_ingress = e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Ingress");
+        if !about_ingress && e.reporting_controller.as_deref() != Some(CONTROLLER) {
+            continue;
+        }
         let regarding = e
             .regarding
             .as_ref()
