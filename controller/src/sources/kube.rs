@@ -1355,10 +1355,10 @@ pub fn slim_referenced(mut obj: Object) -> Object {
 }
 
 /// Gives back a decoded list's spare room. serde fills a list by pushing (JSON does not say its
-/// length), so a one-item list has room for four: the store keeps Ingresses (and Secrets) as
-/// k8s-openapi objects, for as long as they live, and objects wait here while a list completes.
-/// (Services and EndpointSlices are then stored in the store's own types, `store::KeptService`
-/// and `KeptSlice`.)
+/// length), so a one-item list has room for four, and the store keeps Ingresses (and Secrets) as
+/// k8s-openapi objects for as long as they live. (Services and EndpointSlices are then stored in
+/// the store's own exact-size types, `store::KeptService` and `KeptSlice`; shrinking theirs only
+/// lightens a watch batch on its way there.)
 fn shrink<T>(list: &mut Option<Vec<T>>) {
     if let Some(list) = list {
         list.shrink_to_fit();
